@@ -1,0 +1,216 @@
+"""The `deploytools` command line: the only place that prints, prompts and exits.
+
+Every command calls one library function and hands its result to `Output`, which renders it for a
+person or, with `--json`, as one JSON object on stdout. Errors from the library (one root,
+`DeployError`) become one clear line on stderr and their documented exit code; `-v` adds the
+traceback. In GitHub Actions an error is also written as an `::error::` annotation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from deploytools import __version__
+from deploytools.config import DEFAULT_CONFIG_FILE, Config, load_config, resolved_view
+from deploytools.context import StepContext
+from deploytools.errors import DeployError, ExitCode
+from deploytools.steps import status as status_step
+
+
+@dataclass
+class AppState:
+    """Global options, and the configuration loaded once, when a command first needs it."""
+
+    config_path: Path
+    json: bool
+    verbose: int
+    _config: Config | None = field(default=None, repr=False)
+
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    def context(self) -> StepContext:
+        return StepContext(config=self.config(), progress=self.progress)
+
+    def progress(self, message: str) -> None:
+        # Progress goes to stderr so that stdout stays clean for --json and for pipes.
+        click.echo(message, err=True)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def emit(state: AppState, data: Any, human: Callable[[], None]) -> None:
+    """Print a command's result: `human()` for a person, or the data as JSON with `--json`."""
+    if state.json:
+        click.echo(json.dumps({"ok": True, "result": _jsonable(data)}, indent=2, sort_keys=True))
+    else:
+        human()
+
+
+def _github_annotation(message: str) -> None:
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        # Workflow commands end at a newline; escape as the runner expects.
+        escaped = message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        click.echo(f"::error title=deploytools::{escaped}")
+
+
+def report_error(state: AppState | None, error: BaseException) -> ExitCode:
+    """Say what went wrong, once, in the form asked for; return the exit code to use."""
+    as_json = bool(state and state.json)
+    verbose = bool(state and state.verbose)
+    if isinstance(error, DeployError):
+        code = error.exit_code
+        line = error.one_line()
+        payload = error.to_dict()
+    else:
+        code = ExitCode.INTERNAL
+        line = (
+            f"internal error in deploytools: {type(error).__name__}: {error}. "
+            "Run again with -v for the traceback and report it"
+        )
+        payload = {"type": type(error).__name__, "exit_code": int(code), "message": str(error)}
+    if verbose:
+        traceback.print_exception(error, file=sys.stderr)
+    if as_json:
+        click.echo(json.dumps({"ok": False, "error": payload}, indent=2, sort_keys=True))
+    click.echo(f"error: {line}", err=True)
+    _github_annotation(line)
+    return code
+
+
+class DeployGroup(click.Group):
+    """A click group that turns library errors into one line and their exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as error:  # every error must end as one line and a code
+            ctx.exit(int(report_error(ctx.find_object(AppState), error)))
+
+
+pass_state = click.make_pass_decorator(AppState)
+
+
+@click.group(cls=DeployGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG_FILE,
+    show_default=True,
+    envvar="DEPLOYTOOLS_CONFIG",
+    help="The configuration file (env: DEPLOYTOOLS_CONFIG).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option("-v", "--verbose", count=True, help="More detail; with an error, the traceback.")
+@click.version_option(__version__, prog_name="deploytools")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path, as_json: bool, verbose: int) -> None:
+    """Release a Docker Compose service with PostgreSQL and Alembic, step by step.
+
+    Each command automates one step of the release runbook; run them from a terminal or from the
+    GitHub Actions workflows. Exit codes: 0 success, 1 a check found the release bad, 2 usage or
+    configuration error, 3 environment unreachable, failed or timed out, 4 another deploy holds
+    the lock, 70 a bug in deploytools.
+    """
+    ctx.obj = AppState(config_path=config_path, json=as_json, verbose=verbose)
+
+
+# -- config -----------------------------------------------------------------------------------
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Inspect the configuration (deploy.toml)."""
+
+
+@config_group.command("check")
+@pass_state
+def config_check(state: AppState) -> None:
+    """Validate deploy.toml and print it resolved, with secrets masked.
+
+    Every key is checked when the file is loaded: an unknown key is named with the nearest valid
+    one, a wrong type with the expected one. Secrets are shown only as set or not set.
+    """
+    config = state.config()
+    view = resolved_view(config)
+
+    def human() -> None:
+        click.echo(f"{config.path}: valid")
+        _print_tree(view, indent=0, skip={"file"})
+
+    emit(state, view, human)
+
+
+def _print_tree(data: dict[str, Any], *, indent: int, skip: set[str] | None = None) -> None:
+    pad = "  " * indent
+    for key, value in data.items():
+        if skip and key in skip:
+            continue
+        if isinstance(value, dict):
+            if not value:
+                click.echo(f"{pad}{key}: (none)")
+                continue
+            click.echo(f"{pad}{key}:")
+            _print_tree(value, indent=indent + 1)
+        elif isinstance(value, list | tuple):
+            click.echo(f"{pad}{key}: {' '.join(str(v) for v in value)}")
+        else:
+            click.echo(f"{pad}{key}: {value}")
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+@cli.command("status")
+@click.option("--env", "environment", required=True, help="The environment (a key of deploy.toml).")
+@pass_state
+def status(state: AppState, environment: str) -> None:
+    """Show what runs in an environment: services, image and digest, version, health, since when.
+
+    Exits 0 whether or not anything runs; 3 if the environment's engine cannot be reached.
+    """
+    result = status_step.run(state.context(), environment=environment)
+
+    def human() -> None:
+        where = f"{result.environment} ({result.compose_project} on {result.docker_host})"
+        if not result.services:
+            click.echo(f"{where}: nothing runs")
+            return
+        click.echo(f"{where}: {'healthy' if result.healthy else 'NOT healthy'}")
+        for s in result.services:
+            digest = s.repo_digests[0].split("@", 1)[1] if s.repo_digests else s.image_id
+            click.echo(
+                f"  {s.service:<10} {s.state:<8} {s.health or 'no healthcheck':<14} "
+                f"version {s.version or '?':<8} {s.image} ({digest[:19]}) since {s.started_at[:19]}"
+            )
+
+    emit(state, result, human)
+
+
+def main() -> None:
+    cli(prog_name="deploytools")

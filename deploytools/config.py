@@ -1,0 +1,375 @@
+"""`deploy.toml` -> frozen dataclasses, validated eagerly and completely when loaded.
+
+The annotated `deploy.toml` at the repository root is the configuration reference; the dataclasses
+here are its schema. Loading walks the whole file once: an unknown key names itself, the file and
+the nearest valid key; a wrong type names the expected one; a missing required key says which.
+Nothing else in deploytools reads the file or checks these values again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+from deploytools.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "deploy.toml"
+
+_COMPOSE_PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DOCKER_HOST_SCHEMES = ("unix://", "tcp://", "ssh://", "npipe://")
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """What is released: the service, its image and its Compose stack."""
+
+    name: str
+    image_repository: str
+    compose_files: tuple[str, ...]
+    app_service: str
+    database_service: str
+    migration_command: tuple[str, ...]
+    source_dir: str = "."
+    release_branch: str = "main"
+    remote: str = "origin"
+
+
+@dataclass(frozen=True)
+class EnvironmentConfig:
+    """One place the service runs: a Docker engine and a Compose project on it."""
+
+    compose_project: str
+    base_url: str
+    docker_host: str = ""
+    requires_approval: bool = False
+    variables: Mapping[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
+    # Filled in from the table's key, never read from the file.
+    name: str = field(default="", metadata={"derived": True})
+
+    @property
+    def is_local(self) -> bool:
+        return self.docker_host == ""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The runbook's success metrics ("Deployment Metrics & Targets")."""
+
+    health_ms: float = 100.0
+    api_p95_ms: float = 200.0
+    error_rate_percent: float = 0.1
+    permission_check_ms: float = 1.0
+    auth_success_percent: float = 99.0
+    database_latency_ms: float = 100.0
+    cpu_percent: float = 20.0
+    memory_mb: float = 500.0
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    """Where backups live (with the target, so every runner sees them) and how many to keep."""
+
+    store: str = "volume:deploytools-backups"
+    retention: int = 10
+
+    @property
+    def store_kind(self) -> str:
+        return self.store.split(":", 1)[0]
+
+    @property
+    def store_location(self) -> str:
+        return self.store.split(":", 1)[1]
+
+
+@dataclass(frozen=True)
+class GitHubConfig:
+    """The GitHub repository whose deployments and environments deploytools reads and writes."""
+
+    repository: str = ""
+    token_env: str = "GITHUB_TOKEN"  # noqa: S105 - the name of a variable, not a token
+
+
+@dataclass(frozen=True)
+class Config:
+    project: ProjectConfig
+    environments: Mapping[str, EnvironmentConfig]
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    backups: BackupConfig = field(default_factory=BackupConfig)
+    github: GitHubConfig = field(default_factory=GitHubConfig)
+    # Where it was read from; not a key of the file.
+    path: Path = field(default=Path(DEFAULT_CONFIG_FILE), metadata={"derived": True})
+
+    @property
+    def root(self) -> Path:
+        """The directory relative paths of the configuration are resolved against."""
+        return self.path.resolve().parent
+
+    def environment(self, name: str) -> EnvironmentConfig:
+        """The environment called `name`, or a ConfigError naming the ones that exist."""
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments)) or "none"
+            suggestion = _suggest(name, list(self.environments))
+            raise ConfigError(
+                f'unknown environment "{name}" in {self.path} (known: {known}){suggestion}',
+                untouched="nothing was done",
+                hint=f"pass one of: {known}",
+                facts={"environment": name, "known": sorted(self.environments)},
+            ) from None
+
+    def compose_file_paths(self) -> tuple[Path, ...]:
+        return tuple(self.root / f for f in self.project.compose_files)
+
+
+T = TypeVar("T")
+
+
+def _suggest(key: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is str:
+        return "a string"
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0]).removeprefix('a ')}s"
+    if origin in (Mapping, dict):
+        return "a table"
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return str(tp)
+
+
+def _describe(value: Any) -> str:
+    kind = {
+        str: "string",
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        list: "list",
+        dict: "table",
+    }.get(type(value), type(value).__name__)
+    shown = repr(value) if not isinstance(value, dict | list) else ""
+    if isinstance(value, str):
+        shown = f'"{value}"'
+    if isinstance(value, bool):
+        shown = "true" if value else "false"
+    return f"{kind} {shown}".strip()
+
+
+class _Loader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, message: str) -> ConfigError:
+        return ConfigError(
+            f"{self.path}: {message}",
+            untouched="nothing was done",
+            hint="fix the file; deploy.toml in the repository explains every key",
+            facts={"file": str(self.path)},
+        )
+
+    def convert(self, value: Any, tp: Any, key: str) -> Any:
+        origin = typing.get_origin(tp)
+        if origin in (Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            return self.convert(value, args[0], key)
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise self.fail(f'"{key}" must be a table, got {_describe(value)}')
+            return self.build(typing.cast("type[Any]", tp), value, key)
+        if origin in (Mapping, dict):
+            if not isinstance(value, dict):
+                raise self.fail(f'"{key}" must be a table, got {_describe(value)}')
+            _, value_type = typing.get_args(tp)
+            return types.MappingProxyType(
+                {k: self.convert(v, value_type, f"{key}.{k}") for k, v in value.items()}
+            )
+        if origin is tuple:
+            if not isinstance(value, list):
+                raise self.fail(f'"{key}" must be {_type_name(tp)}, got {_describe(value)}')
+            item_type = typing.get_args(tp)[0]
+            return tuple(self.convert(v, item_type, f"{key}[{i}]") for i, v in enumerate(value))
+        if tp is float:
+            # TOML writes 100 and 100.0 differently; both are a number of milliseconds here.
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value)
+        elif tp is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        elif isinstance(value, tp):
+            return value
+        raise self.fail(f'"{key}" must be {_type_name(tp)}, got {_describe(value)}')
+
+    def build(self, cls: type[T], data: dict[str, Any], prefix: str) -> T:
+        hints = typing.get_type_hints(cls)
+        fields = {
+            f.name: f
+            for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+            if not f.metadata.get("derived")
+        }
+        for key in data:
+            if key not in fields:
+                where = f"{prefix}.{key}" if prefix else key
+                raise self.fail(f'unknown key "{where}"{_suggest(key, list(fields))}')
+        kwargs: dict[str, Any] = {}
+        for name, f in fields.items():
+            where = f"{prefix}.{name}" if prefix else name
+            if name not in data:
+                no_default = f.default is dataclasses.MISSING
+                if no_default and f.default_factory is dataclasses.MISSING:
+                    raise self.fail(f'missing required key "{where}"')
+                continue
+            kwargs[name] = self.convert(data[name], hints[name], where)
+        return cls(**kwargs)
+
+
+def _validate(config: Config, loader: _Loader) -> None:
+    """Checks on values, past their types, that would otherwise fail late and far away."""
+    project = config.project
+    if not project.compose_files:
+        raise loader.fail('"project.compose_files" must name at least one Compose file')
+    if not project.migration_command:
+        raise loader.fail('"project.migration_command" must not be empty')
+    if not config.environments:
+        raise loader.fail("at least one [environments.NAME] table is required")
+    projects: dict[str, str] = {}
+    for name, env in config.environments.items():
+        where = f"environments.{name}"
+        if env.docker_host and not env.docker_host.startswith(_DOCKER_HOST_SCHEMES):
+            raise loader.fail(
+                f'"{where}.docker_host" must be empty (the local engine) or start with one of '
+                f'{", ".join(_DOCKER_HOST_SCHEMES)}, got "{env.docker_host}"'
+            )
+        if not _COMPOSE_PROJECT_RE.match(env.compose_project):
+            raise loader.fail(
+                f'"{where}.compose_project" must be lowercase letters, digits, "-" or "_", '
+                f'got "{env.compose_project}"'
+            )
+        if not env.base_url.startswith(("http://", "https://")):
+            raise loader.fail(
+                f'"{where}.base_url" must start with http:// or https://, got "{env.base_url}"'
+            )
+        for secret in env.secrets:
+            if not _ENV_VAR_RE.match(secret):
+                raise loader.fail(
+                    f'"{where}.secrets" holds names of environment variables, got "{secret}"'
+                )
+        # Two environments on one engine with one Compose project would be one environment.
+        same_engine_key = f"{env.docker_host}|{env.compose_project}"
+        if same_engine_key in projects:
+            raise loader.fail(
+                f'"{where}.compose_project" is "{env.compose_project}" on the same engine as '
+                f'environment "{projects[same_engine_key]}"; each environment needs its own'
+            )
+        projects[same_engine_key] = name
+    for metric, value in dataclasses.asdict(config.thresholds).items():
+        if value <= 0:
+            raise loader.fail(f'"thresholds.{metric}" must be greater than 0, got {value}')
+    kind, _, location = config.backups.store.partition(":")
+    if kind not in ("volume", "dir") or not location:
+        raise loader.fail(
+            '"backups.store" must be "volume:NAME" (a named volume on the target engine) or '
+            f'"dir:/absolute/path" (a directory on the target host), got "{config.backups.store}"'
+        )
+    if kind == "dir" and not location.startswith("/"):
+        raise loader.fail(f'"backups.store" directory must be absolute, got "{location}"')
+    if config.backups.retention < 1:
+        raise loader.fail(f'"backups.retention" must be at least 1, got {config.backups.retention}')
+    if not _ENV_VAR_RE.match(config.github.token_env):
+        raise loader.fail(
+            f'"github.token_env" must name an environment variable, got "{config.github.token_env}"'
+        )
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """Build a Config from the text of a deploy.toml (`path` is used in messages and for
+    resolving relative paths)."""
+    loader = _Loader(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise loader.fail(f"not valid TOML: {exc}") from None
+    config = loader.build(Config, data, "")
+    # The table key is the environment's name; keep it on the object for messages.
+    environments = {
+        name: dataclasses.replace(env, name=name) for name, env in config.environments.items()
+    }
+    config = dataclasses.replace(
+        config, environments=types.MappingProxyType(environments), path=path
+    )
+    _validate(config, loader)
+    return config
+
+
+def load_config(path: Path | str = DEFAULT_CONFIG_FILE) -> Config:
+    """Read and validate `path`; raise ConfigError with one clear line when anything is wrong."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"configuration file {path} not found",
+            untouched="nothing was done",
+            hint="run from the repository root or pass --config PATH",
+            facts={"file": str(path)},
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read configuration file {path}: {exc.strerror}",
+            untouched="nothing was done",
+            facts={"file": str(path)},
+        ) from None
+    return parse_config(text, path)
+
+
+def masked(value: str | None) -> str:
+    """How a secret appears in printed configuration: whether it is set, never its value."""
+    return "(set, hidden)" if value else "(not set)"
+
+
+def resolved_view(config: Config, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The configuration as plain data for `config check`, with every secret masked."""
+    environ = os.environ if environ is None else environ
+    view: dict[str, Any] = {
+        "file": str(config.path),
+        "project": dataclasses.asdict(config.project),
+        "environments": {},
+        "thresholds": dataclasses.asdict(config.thresholds),
+        "backups": dataclasses.asdict(config.backups),
+        "github": {
+            "repository": config.github.repository,
+            "token_env": config.github.token_env,
+            "token": masked(environ.get(config.github.token_env)),
+        },
+    }
+    for name, env in config.environments.items():
+        view["environments"][name] = {
+            "docker_host": env.docker_host or "(local engine)",
+            "compose_project": env.compose_project,
+            "base_url": env.base_url,
+            "requires_approval": env.requires_approval,
+            "variables": dict(env.variables),
+            "secrets": {s: masked(environ.get(s)) for s in env.secrets},
+        }
+    return view

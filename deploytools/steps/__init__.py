@@ -1,0 +1,1 @@
+"""One module per runbook step; each exposes a plain `run(ctx, *, ...) -> result` function."""
