@@ -1,0 +1,1 @@
+"""rbac-api: the reference service that deploytools deploys."""
