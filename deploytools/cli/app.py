@@ -1,4 +1,4 @@
-"""The `deploytools` command line: the only place that prints, prompts and exits.
+"""The `deploytools` command group, its global options, output and error handling.
 
 Every command calls one library function and hands its result to `Output`, which renders it for a
 person or, with `--json`, as one JSON object on stdout. Errors from the library (one root,
@@ -21,10 +21,9 @@ from typing import Any
 import click
 
 from deploytools import __version__
-from deploytools.config import DEFAULT_CONFIG_FILE, Config, load_config, resolved_view
+from deploytools.config import DEFAULT_CONFIG_FILE, Config, load_config
 from deploytools.context import StepContext
 from deploytools.errors import DeployError, ExitCode
-from deploytools.steps import status as status_step
 
 
 @dataclass
@@ -138,79 +137,3 @@ def cli(ctx: click.Context, config_path: Path, as_json: bool, verbose: int) -> N
     the lock, 70 a bug in deploytools.
     """
     ctx.obj = AppState(config_path=config_path, json=as_json, verbose=verbose)
-
-
-# -- config -----------------------------------------------------------------------------------
-
-
-@cli.group("config")
-def config_group() -> None:
-    """Inspect the configuration (deploy.toml)."""
-
-
-@config_group.command("check")
-@pass_state
-def config_check(state: AppState) -> None:
-    """Validate deploy.toml and print it resolved, with secrets masked.
-
-    Every key is checked when the file is loaded: an unknown key is named with the nearest valid
-    one, a wrong type with the expected one. Secrets are shown only as set or not set.
-    """
-    config = state.config()
-    view = resolved_view(config)
-
-    def human() -> None:
-        click.echo(f"{config.path}: valid")
-        _print_tree(view, indent=0, skip={"file"})
-
-    emit(state, view, human)
-
-
-def _print_tree(data: dict[str, Any], *, indent: int, skip: set[str] | None = None) -> None:
-    pad = "  " * indent
-    for key, value in data.items():
-        if skip and key in skip:
-            continue
-        if isinstance(value, dict):
-            if not value:
-                click.echo(f"{pad}{key}: (none)")
-                continue
-            click.echo(f"{pad}{key}:")
-            _print_tree(value, indent=indent + 1)
-        elif isinstance(value, list | tuple):
-            click.echo(f"{pad}{key}: {' '.join(str(v) for v in value)}")
-        else:
-            click.echo(f"{pad}{key}: {value}")
-
-
-# -- status -----------------------------------------------------------------------------------
-
-
-@cli.command("status")
-@click.option("--env", "environment", required=True, help="The environment (a key of deploy.toml).")
-@pass_state
-def status(state: AppState, environment: str) -> None:
-    """Show what runs in an environment: services, image and digest, version, health, since when.
-
-    Exits 0 whether or not anything runs; 3 if the environment's engine cannot be reached.
-    """
-    result = status_step.run(state.context(), environment=environment)
-
-    def human() -> None:
-        where = f"{result.environment} ({result.compose_project} on {result.docker_host})"
-        if not result.services:
-            click.echo(f"{where}: nothing runs")
-            return
-        click.echo(f"{where}: {'healthy' if result.healthy else 'NOT healthy'}")
-        for s in result.services:
-            digest = s.repo_digests[0].split("@", 1)[1] if s.repo_digests else s.image_id
-            click.echo(
-                f"  {s.service:<10} {s.state:<8} {s.health or 'no healthcheck':<14} "
-                f"version {s.version or '?':<8} {s.image} ({digest[:19]}) since {s.started_at[:19]}"
-            )
-
-    emit(state, result, human)
-
-
-def main() -> None:
-    cli(prog_name="deploytools")

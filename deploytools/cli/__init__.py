@@ -1,0 +1,17 @@
+"""The `deploytools` command line: the only place that prints, prompts and exits.
+
+`app` holds the group, the global options, output and error handling; each `*_cmd` module adds
+the commands of one runbook step to it. Importing them here registers them.
+"""
+
+from __future__ import annotations
+
+from deploytools.cli import config_cmd, status_cmd  # noqa: F401 - registers the commands
+from deploytools.cli.app import cli
+
+
+def main() -> None:
+    cli(prog_name="deploytools")
+
+
+__all__ = ["cli", "main"]

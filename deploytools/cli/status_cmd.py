@@ -1,0 +1,34 @@
+"""`deploytools status --env E`."""
+
+from __future__ import annotations
+
+import click
+
+from deploytools.cli.app import AppState, cli, emit, pass_state
+from deploytools.steps import status as status_step
+
+
+@cli.command("status")
+@click.option("--env", "environment", required=True, help="The environment (a key of deploy.toml).")
+@pass_state
+def status(state: AppState, environment: str) -> None:
+    """Show what runs in an environment: services, image and digest, version, health, since when.
+
+    Exits 0 whether or not anything runs; 3 if the environment's engine cannot be reached.
+    """
+    result = status_step.run(state.context(), environment=environment)
+
+    def human() -> None:
+        where = f"{result.environment} ({result.compose_project} on {result.docker_host})"
+        if not result.services:
+            click.echo(f"{where}: nothing runs")
+            return
+        click.echo(f"{where}: {'healthy' if result.healthy else 'NOT healthy'}")
+        for s in result.services:
+            digest = s.repo_digests[0].split("@", 1)[1] if s.repo_digests else s.image_id
+            click.echo(
+                f"  {s.service:<10} {s.state:<8} {s.health or 'no healthcheck':<14} "
+                f"version {s.version or '?':<8} {s.image} ({digest[:19]}) since {s.started_at[:19]}"
+            )
+
+    emit(state, result, human)
