@@ -101,12 +101,22 @@ class GitHubConfig:
 
 
 @dataclass(frozen=True)
+class ReleaseConfig:
+    """What `release verify` demands of a release tag beyond the built-in checks."""
+
+    require_signed_tag: bool = False
+    # The Alembic configuration, relative to the service's source directory in the release repo.
+    alembic_ini: str = "alembic.ini"
+
+
+@dataclass(frozen=True)
 class Config:
     project: ProjectConfig
     environments: Mapping[str, EnvironmentConfig]
     thresholds: Thresholds = field(default_factory=Thresholds)
     backups: BackupConfig = field(default_factory=BackupConfig)
     github: GitHubConfig = field(default_factory=GitHubConfig)
+    release: ReleaseConfig = field(default_factory=ReleaseConfig)
     # Where it was read from; not a key of the file.
     path: Path = field(default=Path(DEFAULT_CONFIG_FILE), metadata={"derived": True})
 
