@@ -109,6 +109,168 @@ class ReleaseConfig:
     alembic_ini: str = "alembic.ini"
 
 
+#: A value a check sends or expects in a JSON body.
+JsonScalar = str | bool | int | float
+
+#: The command groups a check can belong to (runbook steps 2, 3, 6 and 7).
+CHECK_SUITES = ("smoke", "validate", "verify", "monitor")
+_DEFAULT_SUITES = ("smoke", "validate", "verify")
+
+
+@dataclass(frozen=True)
+class CheckUser:
+    """A test user of the checks; its credentials are read from environment variables."""
+
+    username_env: str
+    password_env: str
+    # The role the user is created with when it does not exist yet ("" = never created).
+    role: str = ""
+
+
+@dataclass(frozen=True)
+class LoginSettings:
+    """How the checks obtain a bearer token for a test user."""
+
+    path: str = "/auth/login"
+    username_field: str = "username"
+    password_field: str = "password"  # noqa: S105 - a JSON field name, not a password
+    token_field: str = "access_token"  # noqa: S105 - a JSON field name, not a token
+
+
+@dataclass(frozen=True)
+class ProbeCheck:
+    """One HTTP request and what its answer must be."""
+
+    name: str
+    path: str
+    method: str = "GET"
+    user: str = ""
+    body: Mapping[str, JsonScalar] = field(default_factory=dict)
+    expect_status: int = 200
+    expect_json: Mapping[str, JsonScalar] = field(default_factory=dict)
+    expect_fields: tuple[str, ...] = ()
+    budget_ms: float = 0.0
+    budget: str = ""
+    suites: tuple[str, ...] = _DEFAULT_SUITES
+
+
+@dataclass(frozen=True)
+class RbacCheck:
+    """A user with a role gets this status on this route."""
+
+    user: str
+    path: str
+    expect_status: int
+    method: str = "GET"
+    body: Mapping[str, JsonScalar] = field(default_factory=dict)
+    suites: tuple[str, ...] = _DEFAULT_SUITES
+
+
+@dataclass(frozen=True)
+class LatencyCheck:
+    """An open-model load test: requests at a fixed rate, a percentile against a threshold."""
+
+    path: str
+    name: str = "api p95"
+    method: str = "GET"
+    user: str = ""
+    expect_status: int = 200
+    rate_per_s: float = 20.0
+    duration_s: float = 10.0
+    percentile: float = 95.0
+    threshold: str = "api_p95_ms"
+    min_samples: int = 100
+    concurrency: int = 32
+    suites: tuple[str, ...] = _DEFAULT_SUITES
+
+
+@dataclass(frozen=True)
+class DatabaseCheck:
+    """The database as the service's health endpoint reports it."""
+
+    path: str = "/health"
+    reachable_field: str = "database.reachable"
+    round_trip_field: str = "database.round_trip_ms"
+    revision_field: str = "database.alembic_revision"
+    expected_revision: str = "head"
+    revision_command: tuple[str, ...] = ("alembic", "-c", "/app/alembic.ini", "heads")
+    suites: tuple[str, ...] = _DEFAULT_SUITES
+    revision_suites: tuple[str, ...] = ("validate", "verify")
+
+
+@dataclass(frozen=True)
+class LogScan:
+    """Lines in the service's logs, since the deploy, that count as errors."""
+
+    patterns: tuple[str, ...] = (
+        '"level": "ERROR"',
+        '"level": "CRITICAL"',
+        "Traceback (most recent call last)",
+    )
+    service: str = ""
+    suites: tuple[str, ...] = ("validate", "verify")
+
+
+@dataclass(frozen=True)
+class UserFlow:
+    """validate's end-to-end flow: create a user, assign a role, allowed, revoke, denied."""
+
+    role: str
+    resource: str
+    users_path: str = "/users"
+    assign_path: str = "/users/{id}/roles"
+    revoke_path: str = "/users/{id}/roles/{role}"
+    username_prefix: str = "deploytools-flow-"
+    suites: tuple[str, ...] = ("validate",)
+
+
+@dataclass(frozen=True)
+class MetricRule:
+    """A threshold on the service's Prometheus metrics, evaluated by `monitor`."""
+
+    name: str
+    metric: str
+    threshold: str
+    kind: str = "ratio"
+    match: Mapping[str, str] = field(default_factory=dict)
+    among: Mapping[str, str] = field(default_factory=dict)
+    quantile: float = 0.95
+    scale: float = 1.0
+    below: bool = True
+    min_count: int = 20
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """How `monitor` samples and when a breach counts."""
+
+    metrics_path: str = "/metrics"
+    interval_s: float = 30.0
+    consecutive_failures: int = 3
+    failure_limit: int = 5
+    container_stats: bool = True
+
+
+@dataclass(frozen=True)
+class ChecksConfig:
+    """The checks of smoke, validate, verify and monitor."""
+
+    timeout_s: float = 5.0
+    admin_user: str = ""
+    users_path: str = "/users"
+    error_fields: tuple[str, ...] = ()
+    users: Mapping[str, CheckUser] = field(default_factory=dict)
+    login: LoginSettings = field(default_factory=LoginSettings)
+    database: DatabaseCheck | None = None
+    probes: tuple[ProbeCheck, ...] = ()
+    rbac: tuple[RbacCheck, ...] = ()
+    latency: tuple[LatencyCheck, ...] = ()
+    logs: LogScan | None = None
+    flow: UserFlow | None = None
+    metrics: tuple[MetricRule, ...] = ()
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
+
+
 @dataclass(frozen=True)
 class Config:
     project: ProjectConfig
@@ -116,6 +278,7 @@ class Config:
     thresholds: Thresholds = field(default_factory=Thresholds)
     backups: BackupConfig = field(default_factory=BackupConfig)
     github: GitHubConfig = field(default_factory=GitHubConfig)
+    checks: ChecksConfig = field(default_factory=ChecksConfig)
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
     # Where it was read from; not a key of the file.
     path: Path = field(default=Path(DEFAULT_CONFIG_FILE), metadata={"derived": True})
@@ -203,7 +366,16 @@ class _Loader:
         origin = typing.get_origin(tp)
         if origin in (Union, types.UnionType):
             args = [a for a in typing.get_args(tp) if a is not type(None)]
-            return self.convert(value, args[0], key)
+            if len(args) == 1:
+                return self.convert(value, args[0], key)
+            # A scalar of several types (a JSON value in a check): the first that fits wins.
+            for arg in args:
+                try:
+                    return self.convert(value, arg, key)
+                except ConfigError:
+                    continue
+            expected = " or ".join(_type_name(a) for a in args)
+            raise self.fail(f'"{key}" must be {expected}, got {_describe(value)}')
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 raise self.fail(f'"{key}" must be a table, got {_describe(value)}')
@@ -309,6 +481,104 @@ def _validate(config: Config, loader: _Loader) -> None:
     if not _ENV_VAR_RE.match(config.github.token_env):
         raise loader.fail(
             f'"github.token_env" must name an environment variable, got "{config.github.token_env}"'
+        )
+    _validate_checks(config.checks, loader)
+
+
+_HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _validate_checks(checks: ChecksConfig, loader: _Loader) -> None:
+    """References between check tables (users, thresholds, suites) must resolve now, not mid-run."""
+    thresholds = [f.name for f in dataclasses.fields(Thresholds)]
+    users = list(checks.users)
+
+    def suites(where: str, given: tuple[str, ...]) -> None:
+        for suite in given:
+            if suite not in CHECK_SUITES:
+                raise loader.fail(
+                    f'"{where}.suites" holds "{suite}"; suites are {", ".join(CHECK_SUITES)}'
+                    + _suggest(suite, list(CHECK_SUITES))
+                )
+
+    def user(where: str, name: str) -> None:
+        if name and name not in checks.users:
+            known = ", ".join(users) or "none"
+            raise loader.fail(
+                f'"{where}" is "{name}", not a key of [checks.users] (known: {known})'
+                + _suggest(name, users)
+            )
+
+    def threshold(where: str, name: str) -> None:
+        if name and name not in thresholds:
+            raise loader.fail(
+                f'"{where}" is "{name}", not a key of [thresholds]' + _suggest(name, thresholds)
+            )
+
+    def method(where: str, name: str) -> None:
+        if name not in _HTTP_METHODS:
+            raise loader.fail(f'"{where}.method" must be one of {", ".join(_HTTP_METHODS)}')
+
+    if checks.timeout_s <= 0:
+        raise loader.fail(f'"checks.timeout_s" must be greater than 0, got {checks.timeout_s}')
+    for name, u in checks.users.items():
+        for key, var in (("username_env", u.username_env), ("password_env", u.password_env)):
+            if not _ENV_VAR_RE.match(var):
+                raise loader.fail(
+                    f'"checks.users.{name}.{key}" must name an environment variable, got "{var}"'
+                )
+    user("checks.admin_user", checks.admin_user)
+    for i, probe in enumerate(checks.probes):
+        where = f"checks.probes[{i}]"
+        user(f"{where}.user", probe.user)
+        method(where, probe.method)
+        threshold(f"{where}.budget", probe.budget)
+        suites(where, probe.suites)
+    for i, rbac in enumerate(checks.rbac):
+        where = f"checks.rbac[{i}]"
+        if not rbac.user:
+            raise loader.fail(f'"{where}.user" must name a key of [checks.users]')
+        user(f"{where}.user", rbac.user)
+        method(where, rbac.method)
+        suites(where, rbac.suites)
+    for i, lat in enumerate(checks.latency):
+        where = f"checks.latency[{i}]"
+        user(f"{where}.user", lat.user)
+        method(where, lat.method)
+        threshold(f"{where}.threshold", lat.threshold)
+        suites(where, lat.suites)
+        if not 0 < lat.percentile < 100:
+            raise loader.fail(f'"{where}.percentile" must be between 0 and 100')
+        if lat.rate_per_s <= 0 or lat.duration_s <= 0 or lat.concurrency < 1:
+            raise loader.fail(f'"{where}": rate_per_s, duration_s and concurrency must be positive')
+    if checks.database is not None:
+        suites("checks.database", checks.database.suites)
+        suites("checks.database.revision", checks.database.revision_suites)
+    if checks.logs is not None:
+        suites("checks.logs", checks.logs.suites)
+    if checks.flow is not None:
+        suites("checks.flow", checks.flow.suites)
+        if not checks.admin_user:
+            raise loader.fail('[checks.flow] needs "checks.admin_user" (who creates the user)')
+    for i, rule in enumerate(checks.metrics):
+        where = f"checks.metrics[{i}]"
+        threshold(f"{where}.threshold", rule.threshold)
+        if rule.kind not in ("ratio", "quantile"):
+            raise loader.fail(f'"{where}.kind" must be "ratio" or "quantile", got "{rule.kind}"')
+        if not 0 < rule.quantile < 1:
+            raise loader.fail(f'"{where}.quantile" must be between 0 and 1')
+        for label, pattern in (*rule.match.items(), *rule.among.items()):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise loader.fail(
+                    f'"{where}" label "{label}": bad regular expression: {exc}'
+                ) from None
+    mon = checks.monitor
+    if mon.interval_s <= 0 or mon.consecutive_failures < 1 or mon.failure_limit < 1:
+        raise loader.fail(
+            '"checks.monitor": interval_s must be positive, consecutive_failures and '
+            "failure_limit at least 1"
         )
 
 
