@@ -101,6 +101,22 @@ class GitHubConfig:
 
 
 @dataclass(frozen=True)
+class DeployConfig:
+    """How deploy, migrate and rollback behave: deadlines, the lock, what they keep."""
+
+    health_timeout_s: float = 120.0
+    migration_timeout_s: float = 600.0
+    lock_ttl_s: int = 3600
+    keep_images: int = 3
+    migration_env: Mapping[str, str] = field(
+        default_factory=lambda: {
+            "ALEMBIC_LOCK_TIMEOUT": "5s",
+            "ALEMBIC_STATEMENT_TIMEOUT": "60s",
+        }
+    )
+
+
+@dataclass(frozen=True)
 class ReleaseConfig:
     """What `release verify` demands of a release tag beyond the built-in checks."""
 
@@ -280,6 +296,7 @@ class Config:
     github: GitHubConfig = field(default_factory=GitHubConfig)
     checks: ChecksConfig = field(default_factory=ChecksConfig)
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
     # Where it was read from; not a key of the file.
     path: Path = field(default=Path(DEFAULT_CONFIG_FILE), metadata={"derived": True})
 
@@ -476,6 +493,14 @@ def _validate(config: Config, loader: _Loader) -> None:
         )
     if kind == "dir" and not location.startswith("/"):
         raise loader.fail(f'"backups.store" directory must be absolute, got "{location}"')
+    deploy = config.deploy
+    if min(deploy.health_timeout_s, deploy.migration_timeout_s, deploy.lock_ttl_s) <= 0:
+        raise loader.fail('"deploy" timeouts and lock_ttl_s must be greater than 0')
+    if deploy.keep_images < 1:
+        raise loader.fail(f'"deploy.keep_images" must be at least 1, got {deploy.keep_images}')
+    for name in deploy.migration_env:
+        if not _ENV_VAR_RE.match(name):
+            raise loader.fail(f'"deploy.migration_env" keys are variable names, got "{name}"')
     if config.backups.retention < 1:
         raise loader.fail(f'"backups.retention" must be at least 1, got {config.backups.retention}')
     if not _ENV_VAR_RE.match(config.github.token_env):
