@@ -98,6 +98,8 @@ class GitHubConfig:
 
     repository: str = ""
     token_env: str = "GITHUB_TOKEN"  # noqa: S105 - the name of a variable, not a token
+    # The REST API root: GitHub Enterprise Server has its own (https://HOST/api/v3).
+    api_url: str = "https://api.github.com"
 
 
 @dataclass(frozen=True)
