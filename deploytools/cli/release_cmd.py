@@ -1,0 +1,118 @@
+"""`deploytools release verify --tag TAG [--repo PATH]`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from deploytools.cli.app import AppState, cli, emit, pass_state
+from deploytools.steps import release as release_step
+from deploytools.steps.release import ReleaseReport
+
+
+@cli.group("release")
+def release() -> None:
+    """The release tag: verify it before anything is built or deployed."""
+
+
+@release.command("verify")
+@click.option("--tag", required=True, help="The release tag, vMAJOR.MINOR.PATCH[-PRERELEASE].")
+@click.option(
+    "--repo",
+    type=click.Path(path_type=Path),
+    default=".",
+    show_default=True,
+    help="The release's git repository (any path inside its work tree).",
+)
+@click.option(
+    "--source-dir",
+    default=None,
+    help="The service's directory inside the repository, relative to its root. Default: "
+    "project.source_dir when --repo is deploy.toml's own repository, else the root.",
+)
+@click.option(
+    "--target-env",
+    default=release_step.PRODUCTION,
+    show_default=True,
+    help='Where the release is headed; a pre-release tag (-rc.1) passes only for "staging".',
+)
+@click.option(
+    "--allow-downgrade", is_flag=True, help="Accept a version not higher than the last release."
+)
+@pass_state
+def verify(
+    state: AppState,
+    tag: str,
+    repo: Path,
+    source_dir: str | None,
+    target_env: str,
+    allow_downgrade: bool,
+) -> None:
+    """Check a release tag before it is built: every check runs and prints one line.
+
+    The tag's format, that it is annotated (and signed, when required) and on the release branch;
+    VERSION at the tag; a clean, pushed work tree; release notes; a higher version than the last
+    release; one Alembic head and the lint of the migrations since the previous release (which
+    also classifies the release as expand-only or not); with a GitHub token, the commit's
+    required checks and the protection of the `production` environment.
+
+    Exits 0 when nothing failed, 1 when a check failed, 2 for a malformed or unknown tag or a
+    path that is not a git repository (then nothing is checked).
+    """
+    ctx = state.context()
+    if state.json:
+        ctx.progress = _quiet  # the JSON document says it all
+    report = release_step.run(
+        ctx,
+        tag=tag,
+        repo=repo,
+        target_env=target_env,
+        source_dir=source_dir,
+        allow_downgrade=allow_downgrade,
+    )
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with Path(summary).open("a", encoding="utf-8") as out:
+            out.write(step_summary(report))
+
+    def human() -> None:
+        for finding in report.migration_findings:
+            click.echo(f"       migration: {finding}", err=True)
+        verdict = "passed" if report.ok else f"FAILED ({len(report.failed)} check(s))"
+        kind = {True: "expand-only", False: "not expand-only", None: "unknown"}[report.expand_only]
+        click.echo(
+            f"release {report.tag} ({report.commit[:12]}) for {report.target_env}: {verdict}; "
+            f"migrations: {kind}"
+        )
+
+    emit(state, report, human)
+    report.raise_if_failed()
+
+
+def _quiet(message: str) -> None:
+    """Progress is dropped under --json."""
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def step_summary(report: ReleaseReport) -> str:
+    """The checks as a Markdown table for the GitHub Actions job summary."""
+    icon = {"passed": "✅", "failed": "❌", "skipped": "⏭️"}
+    lines = [
+        f"### Release verification: {report.tag} ({report.commit[:12]}) "
+        f"→ {report.target_env}: {'passed' if report.ok else 'FAILED'}",
+        "",
+        "| Check | Result | Details |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {_cell(c.name)} | {icon[c.verdict]} {c.verdict} | {_cell(c.reason)} |"
+        for c in report.checks
+    ]
+    kind = {True: "expand-only", False: "not expand-only", None: "unknown"}[report.expand_only]
+    lines += ["", f"Migrations: **{kind}**", ""]
+    return "\n".join(lines) + "\n"

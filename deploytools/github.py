@@ -1,0 +1,182 @@
+"""GitHub, through ghapi: the commit's required checks and the production environment's protection.
+
+ghapi 2.x returns coroutines unless made with `sync=True`; `gh_host` points it at another API
+root (GitHub Enterprise, or the local fake server of the tests). Only GET requests are made here.
+Answers are read defensively: a missing key means "not configured", never a crash.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+from ghapi.core import GhApi
+
+from deploytools.errors import EnvironmentUnreachable
+
+GITHUB_API = "https://api.github.com"
+#: Conclusions of a check run that let a release through (GitHub counts these as passing).
+GREEN_CONCLUSIONS = frozenset({"success", "neutral", "skipped"})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer to one question about GitHub: good or not, and why."""
+
+    ok: bool
+    reason: str
+
+
+class GitHub:
+    """A read-only view of one repository on GitHub."""
+
+    def __init__(self, repository: str, token: str, *, gh_host: str = GITHUB_API) -> None:
+        owner, _, name = repository.partition("/")
+        self.repository = repository
+        self.gh_host = gh_host.rstrip("/")
+        self._api = GhApi(  # type: ignore[no-untyped-call] # ghapi has no annotations
+            owner=owner, repo=name, token=token, gh_host=self.gh_host, sync=True
+        )
+        self._owner, self._name = owner, name
+
+    def _get(self, path: str, **query: Any) -> Any:
+        """GET `path` (relative to /repos/OWNER/NAME); None when GitHub answers 404."""
+        url = f"/repos/{self._owner}/{self._name}{path}"
+        try:
+            return self._api(url, "GET", query=query or None)
+        except httpx2.HTTPStatusError as exc:
+            if exc.response.status_code == 404:
+                return None
+            raise EnvironmentUnreachable(
+                f"GitHub answered {exc.response.status_code} to GET {url}",
+                untouched="nothing was changed on GitHub",
+                hint="check the token's permissions (repository administration: read, checks: "
+                "read, environments: read)",
+                facts={"url": url, "status": exc.response.status_code},
+            ) from None
+        except httpx2.HTTPError as exc:
+            raise EnvironmentUnreachable(
+                f"cannot reach GitHub at {self.gh_host}: {exc}",
+                untouched="nothing was changed on GitHub",
+                facts={"url": url},
+            ) from None
+
+    # -- Required checks -------------------------------------------------------------------
+
+    def required_checks(self, branch: str) -> list[str] | None:
+        """The status checks `branch`'s protection requires; None when the branch is unprotected."""
+        answer = self._get(f"/branches/{branch}/protection/required_status_checks")
+        if answer is None:
+            return None
+        names = [str(c) for c in _get(answer, "contexts", [])]
+        for check in _get(answer, "checks", []):
+            name = str(_get(check, "context", ""))
+            if name and name not in names:
+                names.append(name)
+        return names
+
+    def commit_check_states(self, sha: str) -> dict[str, str]:
+        """Each check of the commit (check runs and commit statuses) and its state: "success",
+        "failure", "pending" and so on. A check reported twice keeps its worst state."""
+        states: dict[str, str] = {}
+        runs = self._get(f"/commits/{sha}/check-runs", per_page=100) or {}
+        for run in _get(runs, "check_runs", []):
+            status = str(_get(run, "status", ""))
+            conclusion = str(_get(run, "conclusion", "") or "")
+            state = "success" if conclusion in GREEN_CONCLUSIONS else (conclusion or status)
+            _keep_worst(states, str(_get(run, "name", "")), state)
+        combined = self._get(f"/commits/{sha}/status") or {}
+        for status in _get(combined, "statuses", []):
+            _keep_worst(states, str(_get(status, "context", "")), str(_get(status, "state", "")))
+        return states
+
+    def required_checks_green(self, sha: str, branch: str) -> Verdict:
+        """Every check `branch` requires is green on commit `sha`."""
+        required = self.required_checks(branch)
+        states = self.commit_check_states(sha)
+        if not required:
+            # Nothing is required: hold the release to every check that did run on the commit.
+            bad = sorted(f"{n} ({s})" for n, s in states.items() if s != "success")
+            if bad:
+                return Verdict(
+                    False,
+                    f"{branch} requires no checks, but these are not green: " + ", ".join(bad),
+                )
+            return Verdict(
+                True,
+                f"{branch} requires no checks; all {len(states)} checks on {sha[:12]} are green",
+            )
+        missing = [n for n in required if n not in states]
+        bad = [f"{n} ({states[n]})" for n in required if n in states and states[n] != "success"]
+        if missing or bad:
+            parts = []
+            if bad:
+                parts.append("not green: " + ", ".join(bad))
+            if missing:
+                parts.append("never reported: " + ", ".join(missing))
+            return Verdict(False, f"required checks on {sha[:12]}: " + "; ".join(parts))
+        return Verdict(
+            True,
+            f"all {len(required)} required checks are green on {sha[:12]}: " + ", ".join(required),
+        )
+
+    # -- The production environment ----------------------------------------------------------
+
+    def environment_protected(self, environment: str, tag: str) -> Verdict:
+        """`environment` exists, requires reviewers, and has a deployment policy admitting `tag`.
+
+        GitHub creates a missing environment on the first deployment to it, with no protection
+        at all, so "missing" is as bad as "unprotected".
+        """
+        env = self._get(f"/environments/{environment}")
+        if env is None:
+            return Verdict(
+                False,
+                f'environment "{environment}" does not exist on GitHub; a '
+                "deployment would create it silently with no protection",
+            )
+        problems: list[str] = []
+        rules = list(_get(env, "protection_rules", []) or [])
+        reviewers = [r for r in rules if _get(r, "type", "") == "required_reviewers"]
+        if not any(_get(r, "reviewers", []) for r in reviewers):
+            problems.append("no required reviewers")
+        policy = _get(env, "deployment_branch_policy", None)
+        if not policy:
+            problems.append("no deployment branch/tag policy (any branch may deploy)")
+        elif _get(policy, "protected_branches", False):
+            problems.append("the deployment policy admits protected branches only, not tags")
+        elif _get(policy, "custom_branch_policies", False):
+            answer = self._get(f"/environments/{environment}/deployment-branch-policies") or {}
+            patterns = [
+                str(_get(p, "name", ""))
+                for p in _get(answer, "branch_policies", [])
+                if _get(p, "type", "branch") == "tag"
+            ]
+            if not any(fnmatch.fnmatchcase(tag, p) for p in patterns):
+                shown = ", ".join(patterns) or "none"
+                problems.append(f"no deployment tag rule admits {tag} (tag rules: {shown})")
+        if problems:
+            return Verdict(
+                False, f'environment "{environment}" is not protected: ' + "; ".join(problems)
+            )
+        return Verdict(True, f'environment "{environment}" requires reviewers and admits {tag}')
+
+
+_STATE_RANK = {"success": 0, "pending": 1, "queued": 1, "in_progress": 1, "completed": 1}
+
+
+def _keep_worst(states: dict[str, str], name: str, state: str) -> None:
+    if not name:
+        return
+    old = states.get(name)
+    if old is None or _STATE_RANK.get(state, 9) > _STATE_RANK.get(old, 9):
+        states[name] = state
+
+
+def _get(obj: Any, key: str, default: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
