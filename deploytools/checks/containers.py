@@ -1,0 +1,68 @@
+"""Container CPU and memory, computed from the engine's stats exactly as `docker stats` does.
+
+CPU % = (container CPU time delta / host CPU time delta) * online CPUs * 100, between the two
+readings the engine returns in one stats answer (`cpu_stats` and `precpu_stats`). Memory is the
+usage minus the page cache the kernel can drop: `inactive_file` on cgroup v2, `total_inactive_file`
+on cgroup v1 (docker CLI >= 20.10; older ones subtracted `cache`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import docker.errors
+import requests.exceptions
+
+from deploytools.errors import EnvironmentUnreachable
+
+
+@dataclass(frozen=True)
+class ContainerUsage:
+    container: str
+    cpu_percent: float
+    memory_bytes: int
+
+    @property
+    def memory_mb(self) -> float:
+        return self.memory_bytes / (1024 * 1024)
+
+
+def cpu_percent(stats: Mapping[str, Any]) -> float:
+    cpu = stats.get("cpu_stats") or {}
+    pre = stats.get("precpu_stats") or {}
+    cpu_delta = (cpu.get("cpu_usage") or {}).get("total_usage", 0) - (
+        pre.get("cpu_usage") or {}
+    ).get("total_usage", 0)
+    system_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
+    online = cpu.get("online_cpus") or len((cpu.get("cpu_usage") or {}).get("percpu_usage") or [])
+    if system_delta <= 0 or cpu_delta < 0 or not online:
+        return 0.0
+    return float(cpu_delta) / float(system_delta) * float(online) * 100.0
+
+
+def memory_bytes(stats: Mapping[str, Any]) -> int:
+    memory = stats.get("memory_stats") or {}
+    usage = int(memory.get("usage", 0))
+    detail = memory.get("stats") or {}
+    if "total_inactive_file" in detail:  # cgroup v1
+        cache = detail["total_inactive_file"]
+    elif "inactive_file" in detail:  # cgroup v2
+        cache = detail["inactive_file"]
+    else:
+        cache = 0
+    return max(0, usage - int(cache))
+
+
+def usage(container: Any) -> ContainerUsage:
+    """One reading of a running container (the engine takes about a second to answer)."""
+    try:
+        stats = container.stats(stream=False)
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise EnvironmentUnreachable(
+            f"cannot read the stats of container {container.name}: {exc}",
+            untouched="nothing was changed",
+            facts={"container": container.name},
+        ) from None
+    return ContainerUsage(container.name, cpu_percent(stats), memory_bytes(stats))

@@ -1,0 +1,189 @@
+"""HTTP probes: one request, its status, its JSON and how long it took.
+
+Transport failures (refused, reset, timed out) are answers too: an `Answer` with status 0 and
+the error in words, so that a check can fail with a clear message instead of raising mid-suite.
+Credentials only ever travel in request bodies and headers; nothing here logs or returns them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from deploytools.config import CheckUser, JsonScalar, LoginSettings
+from deploytools.errors import UsageError
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What came back: status (0 when nothing did), parsed JSON (None if not JSON), elapsed ms."""
+
+    method: str
+    path: str
+    status: int
+    elapsed_ms: float
+    json: Any = None
+    error: str = ""
+
+    @property
+    def route(self) -> str:
+        return f"{self.method} {self.path}"
+
+    def describe(self) -> str:
+        if self.status == 0:
+            return f"{self.route}: no answer ({self.error})"
+        return f"{self.route}: status {self.status}"
+
+
+def json_get(document: Any, dotted: str) -> Any:
+    """`document["a"]["b"]` for "a.b"; a missing step gives the `_MISSING` marker."""
+    current = document
+    for part in dotted.split("."):
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
+            current = current[int(part)]
+        else:
+            return _MISSING
+    return current
+
+
+def has_field(document: Any, dotted: str) -> bool:
+    return json_get(document, dotted) is not _MISSING
+
+
+def json_mismatches(document: Any, expected: Mapping[str, JsonScalar]) -> list[str]:
+    """Each expected dotted field that is missing or different, in words."""
+    problems = []
+    for dotted, want in expected.items():
+        got = json_get(document, dotted)
+        if got is _MISSING:
+            problems.append(f"{dotted} missing")
+        elif got != want or (type(got) is bool) != (type(want) is bool):
+            problems.append(f"{dotted} is {json.dumps(got)}, want {json.dumps(want)}")
+    return problems
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A test user's name and password, read from the environment. repr() hides the password."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+def read_credentials(
+    name: str, user: CheckUser, environ: Mapping[str, str] | None = None
+) -> Credentials:
+    """The credentials of test user `name`; UsageError naming the variable (never its value)."""
+    environ = os.environ if environ is None else environ
+    missing = [v for v in (user.username_env, user.password_env) if not environ.get(v)]
+    if missing:
+        raise UsageError(
+            f"the credentials of check user {name!r} are not set: "
+            + ", ".join(missing)
+            + " (environment variables)",
+            untouched="no check ran",
+            hint="export them (in GitHub Actions, from the environment's secrets)",
+            facts={"user": name, "missing": missing},
+        )
+    return Credentials(environ[user.username_env], environ[user.password_env])
+
+
+class HttpClient:
+    """Requests to one service's base URL, with bearer tokens cached per test user."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float,
+        login: LoginSettings | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.login_settings = login or LoginSettings()
+        self.session = session or requests.Session()
+        self._tokens: dict[str, str] = {}
+
+    def close(self) -> None:
+        self.session.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        body: Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+        started: float | None = None,
+    ) -> Answer:
+        """One request. `started` (a perf_counter time) lets a load test time a request from its
+        scheduled start rather than from when a worker got to it."""
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        begin = time.perf_counter() if started is None else started
+        try:
+            response = self.session.request(
+                method,
+                self.base_url + path,
+                headers=headers,
+                json=dict(body) if body is not None else None,
+                timeout=timeout_s or self.timeout_s,
+                allow_redirects=False,
+            )
+        except requests.Timeout:
+            elapsed = (time.perf_counter() - begin) * 1000
+            return Answer(method, path, 0, elapsed, error=f"timed out after {elapsed:.0f} ms")
+        except requests.RequestException as exc:
+            elapsed = (time.perf_counter() - begin) * 1000
+            return Answer(method, path, 0, elapsed, error=_reason(exc))
+        elapsed = (time.perf_counter() - begin) * 1000
+        try:
+            document = response.json()
+        except ValueError:
+            document = None
+        # The body is not kept as text: a login answer holds a token.
+        return Answer(method, path, response.status_code, elapsed, document)
+
+    def login(self, credentials: Credentials) -> Answer:
+        s = self.login_settings
+        return self.request(
+            "POST",
+            s.path,
+            body={s.username_field: credentials.username, s.password_field: credentials.password},
+        )
+
+    def token_for(self, name: str, credentials: Credentials) -> str | None:
+        """A bearer token for test user `name` (cached), or None when the login is refused."""
+        if name not in self._tokens:
+            answer = self.login(credentials)
+            token = json_get(answer.json, self.login_settings.token_field)
+            if answer.status != 200 or not isinstance(token, str):
+                return None
+            self._tokens[name] = token
+        return self._tokens[name]
+
+    def forget_tokens(self) -> None:
+        self._tokens.clear()
+
+
+def _reason(exc: BaseException) -> str:
+    """A short reason for a transport failure ("connection refused"), not a 300-character repr."""
+    text = str(exc)
+    for known in ("Connection refused", "Connection reset", "Name or service not known"):
+        if known in text:
+            return known.lower()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first if len(first) <= 160 else first[:157] + "..."

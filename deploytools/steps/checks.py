@@ -1,0 +1,162 @@
+"""`deploytools smoke`, `validate` and `verify`: runbook steps 2, 3 and 6 as one check engine.
+
+    smoke     the fast subset (seconds): health, database, login, RBAC, a short latency test
+    validate  everything: admin workflows, the end-to-end user flow, latency, logs, revision
+    verify    after the production deploy: revision, endpoints, latency, the log scan
+
+Which check runs in which suite is configuration ([checks] in deploy.toml, each check's
+`suites`). The step never raises because a check failed: it returns every result and the
+overall verdict, and the CLI turns a failure into exit code 1.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from deploytools.checks import suite as engine
+from deploytools.checks.http import HttpClient
+from deploytools.checks.results import CheckResult, Verdict, overall
+from deploytools.context import StepContext
+from deploytools.errors import UsageError
+
+SUITES = ("smoke", "validate", "verify")
+
+
+@dataclass(frozen=True)
+class SuiteReport:
+    """What one run of a suite found, in order; `verdict` is the worst of them."""
+
+    environment: str
+    suite: str
+    base_url: str
+    started: str
+    finished: str
+    verdict: Verdict
+    results: tuple[CheckResult, ...]
+
+    @property
+    def failed(self) -> tuple[CheckResult, ...]:
+        return tuple(r for r in self.results if r.verdict is Verdict.FAIL)
+
+    @property
+    def inconclusive(self) -> tuple[CheckResult, ...]:
+        return tuple(r for r in self.results if r.verdict is Verdict.INCONCLUSIVE)
+
+
+def _now() -> str:
+    return datetime.now().astimezone().strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def users_needed(ctx: StepContext, suite: str) -> list[str]:
+    """Every test user the suite's checks log in as (read up front: a missing secret stops the
+    run before the first request)."""
+    checks = ctx.config.checks
+    names: list[str] = []
+    if checks.admin_user and (
+        any(u.role for n, u in checks.users.items() if n != checks.admin_user)
+        or (checks.flow and suite in checks.flow.suites)
+    ):
+        names.append(checks.admin_user)
+    names += [p.user for p in checks.probes if suite in p.suites and p.user]
+    names += [r.user for r in checks.rbac if suite in r.suites]
+    names += [lat.user for lat in checks.latency if suite in lat.suites and lat.user]
+    for probe in checks.probes:
+        if suite in probe.suites:
+            names += [
+                str(v).split(".")[0].removeprefix("${")
+                for v in probe.body.values()
+                if isinstance(v, str) and v.startswith("${")
+            ]
+    return list(dict.fromkeys(names))
+
+
+def run(
+    ctx: StepContext,
+    *,
+    environment: str,
+    suite: str,
+    since: datetime | None = None,
+    environ: Mapping[str, str] | None = None,
+    client: Callable[[str, float], HttpClient] | None = None,
+) -> SuiteReport:
+    """Run the checks of `suite` against `environment` and return every result.
+
+    :param ctx: the step context (configuration, targets, progress).
+    :param environment: the environment's name in deploy.toml.
+    :param suite: "smoke", "validate" or "verify".
+    :param since: where the log scan starts (default: when each app container started).
+    :param environ: where test users' credentials are read (default: os.environ).
+    :param client: makes the HTTP client from (base_url, timeout_s); for tests.
+    """
+    if suite not in SUITES:
+        raise UsageError(f"unknown check suite {suite!r}", hint=f"use one of {', '.join(SUITES)}")
+    config = ctx.config
+    env = config.environment(environment)
+    checks = config.checks
+    started = _now()
+    if client is None:
+        http = HttpClient(env.base_url, timeout_s=checks.timeout_s, login=checks.login)
+    else:
+        http = client(env.base_url, checks.timeout_s)
+    session = engine.Session(
+        client=http,
+        checks=checks,
+        thresholds=config.thresholds,
+        environ=os.environ if environ is None else environ,
+    )
+    engine.all_credentials(session, users_needed(ctx, suite))
+    results: list[CheckResult] = []
+
+    def add(batch: list[CheckResult]) -> None:
+        for result in batch:
+            ctx.progress(result.line())
+        results.extend(batch)
+
+    try:
+        ctx.progress(f"{suite} on {environment} ({env.base_url})")
+        add(engine.ensure_users(session))
+        if checks.database is not None:
+            db = checks.database
+            target = ctx.target(environment)
+
+            def heads() -> tuple[str, ...]:
+                return engine.head_revisions(
+                    target, config.project.app_service, db.revision_command
+                )
+
+            add(engine.database(session, db, suite=suite, heads=heads))
+        add([engine.probe(session, p) for p in checks.probes if suite in p.suites])
+        add([engine.rbac(session, r) for r in checks.rbac if suite in r.suites])
+        if checks.flow is not None and suite in checks.flow.suites:
+            add(engine.user_flow(session, checks.flow))
+        for lat in checks.latency:
+            if suite in lat.suites:
+                ctx.progress(
+                    f"latency: {lat.rate_per_s:g} requests/s for {lat.duration_s:g} s "
+                    f"on {lat.method} {lat.path}"
+                )
+                add(engine.latency(session, lat))
+        # Last, so that errors the checks themselves provoked are in the logs it reads.
+        if checks.logs is not None and suite in checks.logs.suites:
+            add(
+                engine.log_scan(
+                    ctx.target(environment),
+                    checks.logs,
+                    service=config.project.app_service,
+                    since=since,
+                )
+            )
+    finally:
+        http.close()
+    return SuiteReport(
+        environment=environment,
+        suite=suite,
+        base_url=env.base_url,
+        started=started,
+        finished=_now(),
+        verdict=overall(results),
+        results=tuple(results),
+    )
