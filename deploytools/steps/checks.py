@@ -81,6 +81,7 @@ def run(
     since: datetime | None = None,
     environ: Mapping[str, str] | None = None,
     client: Callable[[str, float], HttpClient] | None = None,
+    on_result: Callable[[CheckResult], None] | None = None,
 ) -> SuiteReport:
     """Run the checks of `suite` against `environment` and return every result.
 
@@ -90,6 +91,7 @@ def run(
     :param since: where the log scan starts (default: when each app container started).
     :param environ: where test users' credentials are read (default: os.environ).
     :param client: makes the HTTP client from (base_url, timeout_s); for tests.
+    :param on_result: called with each result as soon as it is known (the CLI prints it).
     """
     if suite not in SUITES:
         raise UsageError(f"unknown check suite {suite!r}", hint=f"use one of {', '.join(SUITES)}")
@@ -112,7 +114,8 @@ def run(
 
     def add(batch: list[CheckResult]) -> None:
         for result in batch:
-            ctx.progress(result.line())
+            if on_result is not None:
+                on_result(result)
         results.extend(batch)
 
     try:

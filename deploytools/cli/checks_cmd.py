@@ -1,0 +1,155 @@
+"""`deploytools smoke|validate|verify --env E` and `deploytools monitor --env E --duration D`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import click
+
+from deploytools.checks.results import CheckResult, Verdict, markdown_table
+from deploytools.cli.app import AppState, _jsonable, cli, emit, pass_state
+from deploytools.errors import CheckFailed
+from deploytools.steps import checks as checks_step
+
+_ENV_OPTION = click.option(
+    "--env", "environment", required=True, help="The environment (a key of deploy.toml)."
+)
+_INCONCLUSIVE_OPTION = click.option(
+    "--allow-inconclusive",
+    is_flag=True,
+    help="Exit 0 when no check failed but some were inconclusive (default: exit 1).",
+)
+
+
+def mask_credentials(state: AppState, suite: str, environ: Mapping[str, str]) -> None:
+    """In GitHub Actions, tell the runner to mask every test user's credentials in its logs
+    before any request is made (the workflow command must go to stdout)."""
+    if environ.get("GITHUB_ACTIONS") != "true":
+        return
+    config = state.config()
+    for name in checks_step.users_needed(state.context(), suite):
+        user = config.checks.users[name]
+        for var in (user.username_env, user.password_env):
+            value = environ.get(var)
+            if value:
+                click.echo(f"::add-mask::{value}")
+
+
+def write_step_summary(title: str, results: tuple[CheckResult, ...]) -> None:
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if path:
+        with open(path, "a", encoding="utf-8") as summary:  # noqa: PTH123 - append mode
+            summary.write(markdown_table(title, list(results)) + "\n")
+
+
+def finish(
+    state: AppState,
+    title: str,
+    verdict: Verdict,
+    results: tuple[CheckResult, ...],
+    data: object,
+    *,
+    allow_inconclusive: bool,
+) -> None:
+    """Summary file, then the result (exit 0) or a CheckFailed (exit 1) carrying every result."""
+    write_step_summary(title, results)
+    failed = [r for r in results if r.verdict is Verdict.FAIL]
+    unsure = [r for r in results if r.verdict is Verdict.INCONCLUSIVE]
+    if failed:
+        raise CheckFailed(
+            f"{title}: {len(failed)} of {len(results)} checks failed: "
+            + "; ".join(f"{r.name} ({r.detail or r.measured})" for r in failed[:5]),
+            untouched="nothing was changed by the checks",
+            hint="read the failing lines above; fix the release or roll back",
+            facts={"report": _jsonable(data)},
+        )
+    if unsure and not allow_inconclusive:
+        raise CheckFailed(
+            f"{title}: {len(unsure)} of {len(results)} checks were inconclusive: "
+            + "; ".join(f"{r.name} ({r.detail})" for r in unsure[:5]),
+            untouched="nothing was changed by the checks",
+            hint="run again with more samples (deploy.toml), or pass --allow-inconclusive",
+            facts={"report": _jsonable(data)},
+        )
+
+    def human() -> None:
+        note = f", {len(unsure)} inconclusive" if unsure else ""
+        click.echo(f"{title}: {verdict.value} ({len(results)} checks{note})")
+
+    emit(state, data, human)
+
+
+def _run_suite(
+    state: AppState,
+    suite: str,
+    environment: str,
+    *,
+    allow_inconclusive: bool,
+    since: datetime | None = None,
+) -> None:
+    mask_credentials(state, suite, os.environ)
+    printer = None if state.json else (lambda r: click.echo(r.line()))
+    report = checks_step.run(
+        state.context(), environment=environment, suite=suite, since=since, on_result=printer
+    )
+    if not report.results:
+        raise CheckFailed(
+            f"{suite} on {environment}: no checks are configured for this suite",
+            untouched="nothing was checked",
+            hint='add checks with suites = [..., "' + suite + '"] under [checks] in deploy.toml',
+        )
+    finish(
+        state,
+        f"{suite} on {environment}",
+        report.verdict,
+        report.results,
+        report,
+        allow_inconclusive=allow_inconclusive,
+    )
+
+
+@cli.command("smoke")
+@_ENV_OPTION
+@_INCONCLUSIVE_OPTION
+@pass_state
+def smoke(state: AppState, environment: str, allow_inconclusive: bool) -> None:
+    """Runbook step 2: the fast smoke tests (health, database, login, RBAC, a short latency test).
+
+    One line per check: verdict, name, measured value, threshold. Exit 1 if a check failed (or
+    was inconclusive, unless --allow-inconclusive); 2 on a configuration error or missing test
+    user credentials; 3 if the environment cannot be reached.
+    """
+    _run_suite(state, "smoke", environment, allow_inconclusive=allow_inconclusive)
+
+
+@cli.command("validate")
+@_ENV_OPTION
+@_INCONCLUSIVE_OPTION
+@pass_state
+def validate(state: AppState, environment: str, allow_inconclusive: bool) -> None:
+    """Runbook step 3: all of staging validation: admin workflows, the end-to-end user flow,
+    RBAC, error shapes, the latency test, the migration revision and the log scan."""
+    _run_suite(state, "validate", environment, allow_inconclusive=allow_inconclusive)
+
+
+@cli.command("verify")
+@_ENV_OPTION
+@_INCONCLUSIVE_OPTION
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]),
+    default=None,
+    help="Scan logs from this time (UTC unless it has an offset); default: since each app "
+    "container started.",
+)
+@pass_state
+def verify(
+    state: AppState, environment: str, allow_inconclusive: bool, since: datetime | None
+) -> None:
+    """Runbook step 6: post-deployment verification: health, database and its migration
+    revision, login, RBAC, sample endpoints, p95 latency, and no errors in the logs."""
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    _run_suite(state, "verify", environment, allow_inconclusive=allow_inconclusive, since=since)
