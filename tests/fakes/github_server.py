@@ -1,0 +1,179 @@
+"""A stand-in for GitHub's REST API on 127.0.0.1, for tests: canned answers, recorded requests.
+
+    with FakeGitHub() as github:
+        github.respond("GET", "/repos/o/r/environments/production", {"name": "production", ...})
+        ... GitHub("o/r", "token", gh_host=github.url) ...
+        assert github.requests[0].path == "/repos/o/r/environments/production"
+
+A path with no answer gets GitHub's own 404 body. `FakeGitHub.protected_repository(...)` fills in
+the answers of a repository whose release branch requires checks and whose `production`
+environment is protected the way `release verify` demands, for tests to spoil one piece of.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+NOT_FOUND = {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+@dataclass
+class FakeGitHub:
+    """The server; a context manager that starts it on a free port and stops it."""
+
+    answers: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)
+    requests: list[RecordedRequest] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = field(default=None, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start the server first"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def respond(self, method: str, path: str, body: Any, status: int = 200) -> None:
+        self.answers[(method.upper(), path)] = (status, body)
+
+    def forget(self, method: str, path: str) -> None:
+        """Make `path` answer 404, as GitHub does for what does not exist."""
+        self.answers.pop((method.upper(), path), None)
+
+    def paths(self) -> list[str]:
+        return [r.path for r in self.requests]
+
+    def __enter__(self) -> FakeGitHub:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                parts = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                fake.requests.append(
+                    RecordedRequest(
+                        method=self.command,
+                        path=parts.path,
+                        query=parse_qs(parts.query),
+                        headers={k.lower(): v for k, v in self.headers.items()},
+                        body=body,
+                    )
+                )
+                status, payload = fake.answers.get((self.command, parts.path), (404, NOT_FOUND))
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("X-RateLimit-Limit", "5000")
+                self.send_header("X-RateLimit-Remaining", "4999")
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: the recorded requests are the log."""
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # -- Canned repositories ---------------------------------------------------------------------
+
+    def protected_repository(
+        self,
+        repository: str,
+        *,
+        sha: str,
+        branch: str = "main",
+        required: tuple[str, ...] = ("test", "lint"),
+        tag_pattern: str = "v*",
+    ) -> None:
+        """Answers for a repository that passes every GitHub check of `release verify`."""
+        root = f"/repos/{repository}"
+        self.respond(
+            "GET",
+            f"{root}/branches/{branch}/protection/required_status_checks",
+            {
+                "url": f"https://api.github.com{root}/branches/{branch}/protection/required_status_checks",
+                "strict": True,
+                "contexts": list(required),
+                "checks": [{"context": name, "app_id": 15368} for name in required],
+            },
+        )
+        self.respond(
+            "GET",
+            f"{root}/commits/{sha}/check-runs",
+            {
+                "total_count": len(required),
+                "check_runs": [
+                    {
+                        "id": 1000 + i,
+                        "head_sha": sha,
+                        "name": name,
+                        "status": "completed",
+                        "conclusion": "success",
+                    }
+                    for i, name in enumerate(required)
+                ],
+            },
+        )
+        self.respond(
+            "GET",
+            f"{root}/commits/{sha}/status",
+            {"state": "pending", "sha": sha, "total_count": 0, "statuses": []},
+        )
+        self.respond(
+            "GET",
+            f"{root}/environments/production",
+            {
+                "id": 161088068,
+                "name": "production",
+                "protection_rules": [
+                    {"id": 3736, "type": "wait_timer", "wait_timer": 0},
+                    {
+                        "id": 3755,
+                        "type": "required_reviewers",
+                        "prevent_self_review": True,
+                        "reviewers": [
+                            {"type": "Team", "reviewer": {"id": 1, "slug": "release-managers"}}
+                        ],
+                    },
+                    {"id": 3756, "type": "branch_policy"},
+                ],
+                "deployment_branch_policy": {
+                    "protected_branches": False,
+                    "custom_branch_policies": True,
+                },
+            },
+        )
+        self.respond(
+            "GET",
+            f"{root}/environments/production/deployment-branch-policies",
+            {
+                "total_count": 1,
+                "branch_policies": [{"id": 361471, "name": tag_pattern, "type": "tag"}],
+            },
+        )
