@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,9 +22,9 @@ from urllib.parse import urlsplit
 
 import docker
 import docker.errors
-import requests.exceptions
 
 from deploytools.commands import compose as compose_cmd
+from deploytools.commands import ssh as ssh_cmd
 from deploytools.config import Config, EnvironmentConfig
 from deploytools.errors import (
     ConfigError,
@@ -33,7 +34,7 @@ from deploytools.errors import (
 )
 
 #: How long connecting to an engine may take before it counts as unreachable.
-CONNECT_TIMEOUT_S = 8.0
+CONNECT_TIMEOUT_S = 6.0
 VERSION_LABEL = "org.opencontainers.image.version"
 REVISION_LABEL = "org.opencontainers.image.revision"
 PROJECT_LABEL = "com.docker.compose.project"
@@ -76,17 +77,47 @@ def _probe_tcp(host: str, port: int, timeout: float, docker_host: str) -> None:
         ) from None
 
 
+def _probe_ssh(docker_host: str, timeout: float) -> None:
+    """Fail within `timeout` when ssh cannot log in and reach `docker` on the remote host.
+
+    The SDK's ssh transport has no deadline of its own (ssh waits for a banner that may never
+    come), so this bounded probe runs first and its process is killed at the deadline.
+    """
+    argv = ssh_cmd.engine_probe(docker_host, connect_timeout_s=max(1, int(timeout)))
+    try:
+        done = default_runner(argv, env=os.environ, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise EnvironmentUnreachable(
+            f"the Docker engine at {docker_host} did not answer over ssh within {timeout:.0f} s",
+            untouched="nothing was done on that environment",
+            hint="check that the host is up and that sshd answers",
+            facts={"docker_host": docker_host, "timeout_s": timeout},
+        ) from None
+    if done.returncode != 0:
+        detail = done.stderr.strip().splitlines()
+        raise EnvironmentUnreachable(
+            f"cannot reach the Docker engine at {docker_host} over ssh: "
+            + (detail[-1] if detail else f"ssh exited with {done.returncode}"),
+            untouched="nothing was done on that environment",
+            hint="check the host, your ssh key and known_hosts, and that the user may run docker",
+            facts={"docker_host": docker_host},
+        )
+
+
 def connect(docker_host: str = "", *, timeout: float = CONNECT_TIMEOUT_S) -> Any:
     """A docker SDK client for `docker_host` ("" means DOCKER_HOST or the local socket), checked
     with a ping so that an engine that is not there fails now, within `timeout`, not later."""
     host = docker_host or os.environ.get("DOCKER_HOST", "")
     shown = host or "the local engine (unix:///var/run/docker.sock)"
     parts = urlsplit(host) if host else None
+    socket_path = "/var/run/docker.sock"
     if parts is not None and parts.scheme in ("ssh", "tcp"):
         default_port = 22 if parts.scheme == "ssh" else 2375
         _probe_tcp(parts.hostname or "localhost", parts.port or default_port, timeout, host)
+    if parts is not None and parts.scheme == "ssh":
+        _probe_ssh(host, timeout)
     if parts is None or parts.scheme == "unix":
-        socket_path = parts.path if parts else "/var/run/docker.sock"
+        socket_path = parts.path if parts else socket_path
         if not Path(socket_path).exists():
             raise EnvironmentUnreachable(
                 f"no Docker engine is running here: {socket_path} does not exist",
@@ -94,22 +125,59 @@ def connect(docker_host: str = "", *, timeout: float = CONNECT_TIMEOUT_S) -> Any
                 hint="start the engine (scripts/bootstrap does it on Debian) or set DOCKER_HOST",
                 facts={"docker_host": shown},
             )
-    try:
+
+    def make_client() -> Any:
         if host:
+            # For ssh://, shell out to the user's ssh: their config, agent and known_hosts apply.
             client = docker.DockerClient(
                 base_url=host, timeout=int(timeout), use_ssh_client=host.startswith("ssh://")
             )
         else:
             client = docker.DockerClient(base_url=f"unix://{socket_path}", timeout=int(timeout))
-        client.ping()
-    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+        try:
+            client.ping()
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    return _within(make_client, timeout, shown)
+
+
+def _within(make_client: Callable[[], Any], timeout: float, shown: str) -> Any:
+    """Make and ping a client, giving up after `timeout` seconds whatever the transport does.
+
+    The SDK's timeout covers HTTP reads, but an ssh:// transport can wait far longer (ssh itself
+    waits for a server banner that may never come, even while the SDK negotiates the API
+    version), so the whole connection runs in a thread with a deadline.
+    """
+    outcome: dict[str, Any] = {}
+
+    def attempt() -> None:
+        try:
+            outcome["client"] = make_client()
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=attempt, name="docker-connect", daemon=True)
+    worker.start()
+    # The SDK's own timeout fires first; the margin lets it clean up after itself.
+    worker.join(timeout + 2)
+    if "client" in outcome:
+        return outcome["client"]
+    if "error" in outcome:
         raise EnvironmentUnreachable(
-            f"the Docker engine at {shown} does not answer: {_short(exc)}",
+            f"the Docker engine at {shown} does not answer: {_short(outcome['error'])}",
             untouched="nothing was done on that environment",
             hint="check that dockerd runs there and that you may use it",
             facts={"docker_host": shown},
         ) from None
-    return client
+    raise EnvironmentUnreachable(
+        f"the Docker engine at {shown} did not answer within {timeout:.0f} s",
+        untouched="nothing was done on that environment",
+        hint="check that the host is up and that dockerd runs there",
+        facts={"docker_host": shown, "timeout_s": timeout},
+    )
 
 
 def _short(exc: BaseException) -> str:

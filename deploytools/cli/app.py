@@ -105,7 +105,8 @@ class DeployGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except (click.exceptions.Exit, click.ClickException, click.Abort, BrokenPipeError):
+            # click handles these itself (a closed pipe, as in `| head`, ends quietly).
             raise
         except Exception as error:  # every error must end as one line and a code
             ctx.exit(int(report_error(ctx.find_object(AppState), error)))
