@@ -4,6 +4,7 @@ One worker with threads: the Prometheus client's default registry then sees ever
 Several worker processes would each hold their own counters and /metrics would answer from
 whichever worker took the scrape, unless PROMETHEUS_MULTIPROC_DIR mode were set up.
 """
+
 import os
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8080')}"
@@ -21,8 +22,13 @@ logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "rbac_api.logs.JsonFormatter"}},
-    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json",
-                            "stream": "ext://sys.stdout"}},
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "stream": "ext://sys.stdout",
+        }
+    },
     "root": {"level": loglevel.upper(), "handlers": ["stdout"]},
     "loggers": {
         "gunicorn.error": {"level": loglevel.upper(), "handlers": ["stdout"], "propagate": False},

@@ -1,15 +1,16 @@
 """Shared, session-scoped fixtures for integration tests: a real Docker engine, real PostgreSQL.
 
-    release_repo        -> ReleaseRepo: git repo of rbac-api with tags v1.15.1 and v1.15.2 (+ origin)
-    postgres_image      -> str: the PostgreSQL image for stacks (built from tests/infra/postgres if absent)
-    release_images      -> ReleaseImages: release_images["1.15.1"] builds rbac-api-test:1.15.1 once
+    release_repo    -> ReleaseRepo: git repo of rbac-api, tags v1.15.1 and v1.15.2, with origin
+    postgres_image  -> str: PostgreSQL image for stacks (built from tests/infra/postgres if absent)
+    release_images  -> ReleaseImages: release_images["1.15.1"] builds rbac-api-test:1.15.1 once
                            per session (from `git archive` of the tag) and returns its name
-    compose_stacks      -> ComposeStackFactory: compose_stacks.start("name", app_image=...) brings up
+    compose_stacks  -> ComposeStackFactory: compose_stacks.start("name", app_image=...) brings up
                            docker-compose.prod.yml as project "rbacsvc-name" (down -v first, down -v
                            at session end) and returns a ComposeStack
 
 When a test that uses a ComposeStack fails, the stack's container logs are attached to its report.
 """
+
 from __future__ import annotations
 
 import io
@@ -19,9 +20,9 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import docker
 import pytest
@@ -64,16 +65,19 @@ def wait_until(predicate, *, timeout: float, what: str, interval: float = 0.25):
             result = predicate()
             if result:
                 return result
-        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+        except Exception as exc:
             last_error = exc
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}"
-                               + (f" (last error: {last_error})" if last_error else ""))
+            raise TimeoutError(
+                f"timed out after {timeout:.0f}s waiting for {what}"
+                + (f" (last error: {last_error})" if last_error else "")
+            )
         time.sleep(interval)
         interval = min(interval * 1.5, 2.0)
 
 
 # ---- release repository ------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ReleaseRepo:
@@ -81,8 +85,9 @@ class ReleaseRepo:
     origin: Path
 
     def git(self, *args: str) -> str:
-        return subprocess.run(["git", "-C", str(self.path), *args], check=True, capture_output=True,
-                              text=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(self.path), *args], check=True, capture_output=True, text=True
+        ).stdout.strip()
 
     def commit(self, tag: str) -> str:
         return self.git("rev-parse", f"{tag}^{{commit}}")
@@ -92,18 +97,24 @@ class ReleaseRepo:
 
     def archive(self, tag: str) -> bytes:
         """The tag's tree as a tar stream: a docker build context."""
-        return subprocess.run(["git", "-C", str(self.path), "archive", "--format=tar", tag], check=True,
-                              capture_output=True).stdout
+        return subprocess.run(
+            ["git", "-C", str(self.path), "archive", "--format=tar", tag],
+            check=True,
+            capture_output=True,
+        ).stdout
 
 
 @pytest.fixture(scope="session")
 def release_repo(tmp_path_factory: pytest.TempPathFactory) -> ReleaseRepo:
     path = tmp_path_factory.mktemp("releases") / "rbac-api"
-    subprocess.run([str(SERVICE_DIR / "make-release-repo"), str(path)], check=True, capture_output=True)
+    subprocess.run(
+        [str(SERVICE_DIR / "make-release-repo"), str(path)], check=True, capture_output=True
+    )
     return ReleaseRepo(path=path, origin=Path(f"{path}.origin.git"))
 
 
 # ---- images --------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
@@ -112,24 +123,36 @@ def docker_client() -> Iterator[docker.DockerClient]:
     client.close()
 
 
-def build_image(client: docker.DockerClient, *, context_tar: bytes | None = None, path: Path | None = None,
-                tag: str, buildargs: dict[str, str] | None = None) -> str:
+def build_image(
+    client: docker.DockerClient,
+    *,
+    context_tar: bytes | None = None,
+    path: Path | None = None,
+    tag: str,
+    buildargs: dict[str, str] | None = None,
+) -> str:
     """Build with the engine's builder; raise with the build log's tail on failure."""
-    kwargs = {"fileobj": io.BytesIO(context_tar), "custom_context": True} if context_tar is not None \
+    kwargs = (
+        {"fileobj": io.BytesIO(context_tar), "custom_context": True}
+        if context_tar is not None
         else {"path": str(path)}
+    )
     log: list[str] = []
-    for chunk in client.api.build(tag=tag, buildargs=buildargs or {}, rm=True, forcerm=True, decode=True,
-                                  **kwargs):
+    for chunk in client.api.build(
+        tag=tag, buildargs=buildargs or {}, rm=True, forcerm=True, decode=True, **kwargs
+    ):
         if "stream" in chunk:
             log.append(chunk["stream"])
         if "error" in chunk:
-            raise RuntimeError(f"docker build of {tag} failed: {chunk['error']}\n" + "".join(log[-40:]))
+            raise RuntimeError(
+                f"docker build of {tag} failed: {chunk['error']}\n" + "".join(log[-40:])
+            )
     return tag
 
 
 @pytest.fixture(scope="session")
 def postgres_image(docker_client: docker.DockerClient) -> str:
-    """POSTGRES_IMAGE (default deploytools-test/postgres:15); built here if scripts/bootstrap has not."""
+    """POSTGRES_IMAGE (default deploytools-test/postgres:15); built here if bootstrap did not."""
     try:
         docker_client.images.get(POSTGRES_IMAGE)
     except docker.errors.ImageNotFound:
@@ -145,14 +168,22 @@ class ReleaseImages:
 
     def build_args(self, version: str) -> dict[str, str]:
         tag = f"v{version}"
-        return {"VERSION": version, "REVISION": self._repo.commit(tag),
-                "CREATED": self._repo.commit_date(tag), "SOURCE": IMAGE_SOURCE}
+        return {
+            "VERSION": version,
+            "REVISION": self._repo.commit(tag),
+            "CREATED": self._repo.commit_date(tag),
+            "SOURCE": IMAGE_SOURCE,
+        }
 
     def __getitem__(self, version: str) -> str:
         if version not in self._built:
             name = f"{TEST_IMAGE_REPOSITORY}:{version}"
-            build_image(self._client, context_tar=self._repo.archive(f"v{version}"), tag=name,
-                        buildargs=self.build_args(version))
+            build_image(
+                self._client,
+                context_tar=self._repo.archive(f"v{version}"),
+                tag=name,
+                buildargs=self.build_args(version),
+            )
             self._built[version] = name
         return self._built[version]
 
@@ -163,6 +194,7 @@ def release_images(docker_client: docker.DockerClient, release_repo: ReleaseRepo
 
 
 # ---- Compose stacks ------------------------------------------------------------------------------
+
 
 @dataclass
 class ComposeStack:
@@ -182,13 +214,25 @@ class ComposeStack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.app_port}"
 
-    def run_compose(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300,
-                    check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run_compose(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 300,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
         argv = [*self.compose, "-f", str(COMPOSE_FILE), "-p", self.project, *args]
-        result = subprocess.run(argv, env={**os.environ, **self.env, **(env or {})}, capture_output=True,
-                                text=True, timeout=timeout)
+        result = subprocess.run(
+            argv,
+            env={**os.environ, **self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and result.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+            raise RuntimeError(
+                f"{' '.join(argv)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
     def up(self, *services: str, env: dict[str, str] | None = None) -> None:
@@ -202,9 +246,16 @@ class ComposeStack:
         self.run_compose("down", "-v", "--remove-orphans", "--timeout", "5", check=False)
 
     def container(self, service: str):
-        found = self.client.containers.list(all=True, filters={"label": [
-            f"com.docker.compose.project={self.project}", f"com.docker.compose.service={service}",
-            "com.docker.compose.oneoff=False"]})
+        found = self.client.containers.list(
+            all=True,
+            filters={
+                "label": [
+                    f"com.docker.compose.project={self.project}",
+                    f"com.docker.compose.service={service}",
+                    "com.docker.compose.oneoff=False",
+                ]
+            },
+        )
         if not found:
             raise LookupError(f"no {service} container in project {self.project}")
         return found[0]
@@ -217,48 +268,89 @@ class ComposeStack:
             if container.status == "exited":
                 raise RuntimeError(f"{service} exited")
             return status == "healthy"
+
         wait_until(healthy, timeout=timeout, what=f"{self.project}/{service} to be healthy")
 
-    def run_one_off(self, *argv: str, container_env: dict[str, str] | None = None,
-                    compose_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run_one_off(
+        self,
+        *argv: str,
+        container_env: dict[str, str] | None = None,
+        compose_env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """`run --rm --no-deps app ARGV...`. container_env is passed by name (`-e KEY`), so values
         stay off the command line; compose_env only changes interpolation (e.g. APP_IMAGE)."""
         flags = [item for key in (container_env or {}) for item in ("-e", key)]
-        return self.run_compose("run", "--rm", "--no-deps", *flags, "app", *argv,
-                                env={**(compose_env or {}), **(container_env or {})})
+        return self.run_compose(
+            "run",
+            "--rm",
+            "--no-deps",
+            *flags,
+            "app",
+            *argv,
+            env={**(compose_env or {}), **(container_env or {})},
+        )
 
     def migrate(self, app_image: str | None = None) -> subprocess.CompletedProcess[str]:
-        """alembic upgrade head in a one-off container of app_image (default: the stack's APP_IMAGE)."""
-        return self.run_one_off("alembic", "-c", "/app/alembic.ini", "upgrade", "head",
-                                compose_env={"APP_IMAGE": app_image} if app_image else None)
+        """alembic upgrade head in a one-off container of app_image (default: APP_IMAGE)."""
+        return self.run_one_off(
+            "alembic",
+            "-c",
+            "/app/alembic.ini",
+            "upgrade",
+            "head",
+            compose_env={"APP_IMAGE": app_image} if app_image else None,
+        )
 
     def create_admin(self, username: str = "admin") -> tuple[str, str]:
         password = secrets.token_urlsafe(18)
-        self.run_one_off("python3", "-m", "rbac_api.create_admin",
-                         container_env={"ADMIN_USERNAME": username, "ADMIN_PASSWORD": password})
+        self.run_one_off(
+            "python3",
+            "-m",
+            "rbac_api.create_admin",
+            container_env={"ADMIN_USERNAME": username, "ADMIN_PASSWORD": password},
+        )
         self.admin = (username, password)
         return self.admin
 
     def psql(self, sql: str) -> str:
-        """Run SQL in the db container as the database owner; return unaligned, tuples-only output."""
+        """Run SQL in the db container as the database owner; return tuples-only output."""
         code, output = self.container("db").exec_run(
-            ["psql", "-v", "ON_ERROR_STOP=1", "-X", "-A", "-t", "-U", self.env["POSTGRES_USER"],
-             "-d", self.env["POSTGRES_DB"], "-c", sql])
+            [
+                "psql",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-X",
+                "-A",
+                "-t",
+                "-U",
+                self.env["POSTGRES_USER"],
+                "-d",
+                self.env["POSTGRES_DB"],
+                "-c",
+                sql,
+            ]
+        )
         text = output.decode("utf-8", "replace").strip()
         if code != 0:
             raise RuntimeError(f"psql failed ({code}): {text}")
         return text
 
     def table_row_counts(self) -> dict[str, int]:
-        tables = self.psql("SELECT table_name FROM information_schema.tables "
-                           "WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1").split()
-        return {table: int(self.psql(f'SELECT count(*) FROM "{table}"')) for table in tables}
+        tables = self.psql(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1"
+        ).split()
+        # Table names come from the catalog, not from input.
+        count = 'SELECT count(*) FROM "{}"'
+        return {table: int(self.psql(count.format(table))) for table in tables}
 
     def health(self) -> dict:
         return requests.get(f"{self.url}/health", timeout=5).json()
 
     def logs(self, tail: int = 200) -> str:
-        result = self.run_compose("logs", "--no-color", "--tail", str(tail), check=False, timeout=60)
+        result = self.run_compose(
+            "logs", "--no-color", "--tail", str(tail), check=False, timeout=60
+        )
         return result.stdout + result.stderr
 
 
@@ -267,10 +359,19 @@ class ComposeStackFactory:
         self._client, self._postgres_image = client, postgres_image
         self.stacks: list[ComposeStack] = []
 
-    def start(self, name: str, *, app_image: str, app_version: str = "", migrate: bool = True,
-              admin: bool = True, extra_env: dict[str, str] | None = None) -> ComposeStack:
+    def start(
+        self,
+        name: str,
+        *,
+        app_image: str,
+        app_version: str = "",
+        migrate: bool = True,
+        admin: bool = True,
+        extra_env: dict[str, str] | None = None,
+    ) -> ComposeStack:
         """Bring up project PROJECT_PREFIX+name (pinned, so a leaked one from an interrupted run is
-        removed first), wait for both services to be healthy, then optionally migrate and create an admin."""
+        removed first), wait for both services to be healthy, then optionally migrate and create
+        an admin."""
         env = {
             "POSTGRES_IMAGE": self._postgres_image,
             "APP_IMAGE": app_image,
@@ -292,12 +393,16 @@ class ComposeStackFactory:
             if admin:
                 stack.create_admin()
         except Exception as exc:
-            raise RuntimeError(f"stack {stack.project} did not come up: {exc}\n{stack.logs()}") from exc
+            raise RuntimeError(
+                f"stack {stack.project} did not come up: {exc}\n{stack.logs()}"
+            ) from exc
         return stack
 
 
 @pytest.fixture(scope="session")
-def compose_stacks(docker_client: docker.DockerClient, postgres_image: str) -> Iterator[ComposeStackFactory]:
+def compose_stacks(
+    docker_client: docker.DockerClient, postgres_image: str
+) -> Iterator[ComposeStackFactory]:
     factory = ComposeStackFactory(docker_client, postgres_image)
     yield factory
     for stack in factory.stacks:
@@ -311,8 +416,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     report = outcome.get_result()
     if report.failed and report.when in ("setup", "call"):
         for value in getattr(item, "funcargs", {}).values():
-            stacks = [value] if isinstance(value, ComposeStack) else \
-                [v for v in getattr(value, "__dict__", {}).values() if isinstance(v, ComposeStack)]
+            stacks = (
+                [value]
+                if isinstance(value, ComposeStack)
+                else [
+                    v
+                    for v in getattr(value, "__dict__", {}).values()
+                    if isinstance(v, ComposeStack)
+                ]
+            )
             for stack in stacks:
                 report.sections.append((f"container logs: {stack.project}", stack.logs()))
-

@@ -1,10 +1,11 @@
 """The Flask application: health, metrics, authentication, RBAC-protected resources."""
+
 from __future__ import annotations
 
 import functools
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from flask import Flask, Response, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -45,14 +46,23 @@ def create_app(settings: Settings | None = None) -> Flask:
         metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
         metrics.HTTP_LATENCY.labels(request.method, route).observe(elapsed)
         if route not in ("/health", "/metrics"):
-            log.info("request", extra={"method": request.method, "path": request.path, "route": route,
-                                       "status": response.status_code,
-                                       "duration_ms": round(elapsed * 1000, 2)})
+            log.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "route": route,
+                    "status": response.status_code,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
         return response
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
-        code = {404: "not_found", 405: "method_not_allowed", 400: "invalid_request"}.get(exc.code or 500, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 400: "invalid_request"}.get(
+            exc.code or 500, "http_error"
+        )
         return error(exc.code or 500, code, exc.description or exc.name)
 
     @app.errorhandler(service.ServiceError)
@@ -70,16 +80,25 @@ def create_app(settings: Settings | None = None) -> Flask:
         def wrapper(*args, **kwargs):
             header = request.headers.get("Authorization", "")
             scheme, _, token = header.partition(" ")
-            user_id = security.read_token(settings.secret_key, token.strip()) if scheme.lower() == "bearer" else None
+            user_id = (
+                security.read_token(settings.secret_key, token.strip())
+                if scheme.lower() == "bearer"
+                else None
+            )
             if user_id is None:
-                return error(401, "unauthorized", "a valid bearer token is required (POST /auth/login)")
+                return error(
+                    401, "unauthorized", "a valid bearer token is required (POST /auth/login)"
+                )
             with engine.connect() as conn:
                 user = service.find_user(conn, user_id=user_id)
                 if user is None or not user["is_active"]:
-                    return error(401, "unauthorized", "the token's user no longer exists or is disabled")
+                    return error(
+                        401, "unauthorized", "the token's user no longer exists or is disabled"
+                    )
                 g.user = dict(user)
                 g.permissions = service.permission_names(conn, user_id)
             return view(*args, **kwargs)
+
         return wrapper
 
     def requires(permission: str) -> Callable:
@@ -89,15 +108,28 @@ def create_app(settings: Settings | None = None) -> Flask:
             def wrapper(*args, **kwargs):
                 started = time.perf_counter()
                 allowed = permission in g.permissions
-                metrics.PERMISSION_CHECK_LATENCY.labels(permission, "allowed" if allowed else "denied").observe(
-                    time.perf_counter() - started)
+                metrics.PERMISSION_CHECK_LATENCY.labels(
+                    permission, "allowed" if allowed else "denied"
+                ).observe(time.perf_counter() - started)
                 if not allowed:
-                    log.info("permission denied", extra={"user": g.user["username"], "permission": permission,
-                                                         "path": request.path})
-                    return error(403, "forbidden", f"this action requires the permission {permission!r}",
-                                 required_permission=permission)
+                    log.info(
+                        "permission denied",
+                        extra={
+                            "user": g.user["username"],
+                            "permission": permission,
+                            "path": request.path,
+                        },
+                    )
+                    return error(
+                        403,
+                        "forbidden",
+                        f"this action requires the permission {permission!r}",
+                        required_permission=permission,
+                    )
                 return view(*args, **kwargs)
+
             return wrapper
+
         return decorate
 
     def body() -> dict:
@@ -121,13 +153,32 @@ def create_app(settings: Settings | None = None) -> Flask:
                 round_trip_ms = (time.perf_counter() - started) * 1000
                 revision = alembic_revision(conn)
         except SQLAlchemyError as exc:
-            log.error("health check: database unreachable", extra={"error": str(exc).splitlines()[0]})
-            return jsonify({"status": "unavailable", "version": settings.version,
-                            "database": {"reachable": False, "round_trip_ms": None, "alembic_revision": None,
-                                         "error": type(exc).__name__}}), 503
-        return jsonify({"status": "ok" if revision else "degraded", "version": settings.version,
-                        "database": {"reachable": True, "round_trip_ms": round(round_trip_ms, 2),
-                                     "alembic_revision": revision}}), 200
+            log.error(
+                "health check: database unreachable", extra={"error": str(exc).splitlines()[0]}
+            )
+            return jsonify(
+                {
+                    "status": "unavailable",
+                    "version": settings.version,
+                    "database": {
+                        "reachable": False,
+                        "round_trip_ms": None,
+                        "alembic_revision": None,
+                        "error": type(exc).__name__,
+                    },
+                }
+            ), 503
+        return jsonify(
+            {
+                "status": "ok" if revision else "degraded",
+                "version": settings.version,
+                "database": {
+                    "reachable": True,
+                    "round_trip_ms": round(round_trip_ms, 2),
+                    "alembic_revision": revision,
+                },
+            }
+        ), 200
 
     @app.get("/metrics")
     def prometheus_metrics():
@@ -137,27 +188,46 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.post("/auth/login")
     def login():
         data = request.get_json(silent=True)
-        if not isinstance(data, dict) or not isinstance(data.get("username"), str) \
-                or not isinstance(data.get("password"), str):
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("username"), str)
+            or not isinstance(data.get("password"), str)
+        ):
             metrics.LOGINS.labels(outcome="bad_request").inc()
-            return error(400, "invalid_request", "expected JSON {\"username\": ..., \"password\": ...}")
+            return error(400, "invalid_request", 'expected JSON {"username": ..., "password": ...}')
         with engine.connect() as conn:
             user = service.find_user(conn, username=data["username"])
-        if user is None or not user["is_active"] or not security.verify_password(data["password"], user["password_hash"]):
+        if (
+            user is None
+            or not user["is_active"]
+            or not security.verify_password(data["password"], user["password_hash"])
+        ):
             metrics.LOGINS.labels(outcome="invalid_credentials").inc()
             log.info("login failed", extra={"username": data["username"]})
             return error(401, "unauthorized", "invalid username or password")
         metrics.LOGINS.labels(outcome="success").inc()
         token = security.issue_token(settings.secret_key, user["id"], settings.token_ttl_seconds)
-        return jsonify({"access_token": token, "token_type": "Bearer", "expires_in": settings.token_ttl_seconds})
+        return jsonify(
+            {
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": settings.token_ttl_seconds,
+            }
+        )
 
     @app.get("/me")
     @authenticated
     def me():
         with engine.connect() as conn:
             role_list = service.role_names(conn, g.user["id"])
-        return jsonify({"id": g.user["id"], "username": g.user["username"], "roles": role_list,
-                        "permissions": sorted(g.permissions)})
+        return jsonify(
+            {
+                "id": g.user["id"],
+                "username": g.user["username"],
+                "roles": role_list,
+                "permissions": sorted(g.permissions),
+            }
+        )
 
     # ---- roles and users (admin) -----------------------------------------------------------------
     @app.get("/roles")
@@ -169,10 +239,13 @@ def create_app(settings: Settings | None = None) -> Flask:
                 .select_from(roles)
                 .outerjoin(role_permissions, role_permissions.c.role_id == roles.c.id)
                 .outerjoin(permissions, permissions.c.id == role_permissions.c.permission_id)
-                .order_by(roles.c.name, permissions.c.name)).all()
+                .order_by(roles.c.name, permissions.c.name)
+            ).all()
         result: dict[str, dict] = {}
         for name, description, permission in rows:
-            entry = result.setdefault(name, {"name": name, "description": description, "permissions": []})
+            entry = result.setdefault(
+                name, {"name": name, "description": description, "permissions": []}
+            )
             if permission:
                 entry["permissions"].append(permission)
         return jsonify({"roles": list(result.values())})
@@ -181,9 +254,18 @@ def create_app(settings: Settings | None = None) -> Flask:
     @requires("users:manage")
     def list_users():
         with engine.connect() as conn:
-            rows = conn.execute(select(users.c.id, users.c.username, users.c.is_active).order_by(users.c.id)).all()
-            listing = [{"id": r.id, "username": r.username, "is_active": r.is_active,
-                        "roles": service.role_names(conn, r.id)} for r in rows]
+            rows = conn.execute(
+                select(users.c.id, users.c.username, users.c.is_active).order_by(users.c.id)
+            ).all()
+            listing = [
+                {
+                    "id": r.id,
+                    "username": r.username,
+                    "is_active": r.is_active,
+                    "roles": service.role_names(conn, r.id),
+                }
+                for r in rows
+            ]
         return jsonify({"users": listing})
 
     @app.post("/users")
@@ -191,9 +273,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     def create_user():
         data = body()
         role_list = data.get("roles", [])
-        if not isinstance(data.get("username"), str) or not isinstance(data.get("password"), str) \
-                or not isinstance(role_list, list):
-            return error(400, "invalid_request", "expected {\"username\": str, \"password\": str, \"roles\": [str]}")
+        if (
+            not isinstance(data.get("username"), str)
+            or not isinstance(data.get("password"), str)
+            or not isinstance(role_list, list)
+        ):
+            return error(
+                400,
+                "invalid_request",
+                'expected {"username": str, "password": str, "roles": [str]}',
+            )
         with engine.begin() as conn:
             new_id = service.create_user(conn, data["username"], data["password"], role_list)
             role_list = service.role_names(conn, new_id)
@@ -205,12 +294,19 @@ def create_app(settings: Settings | None = None) -> Flask:
     def assign_role(user_id: int):
         role = body().get("role")
         if not isinstance(role, str):
-            return error(400, "invalid_request", "expected {\"role\": str}")
+            return error(400, "invalid_request", 'expected {"role": str}')
         with engine.begin() as conn:
             changed = service.assign_role(conn, user_id, role, actor_id=g.user["id"])
             role_list = service.role_names(conn, user_id)
-        log.info("role assigned", extra={"actor": g.user["username"], "user_id": user_id, "role": role,
-                                         "changed": changed})
+        log.info(
+            "role assigned",
+            extra={
+                "actor": g.user["username"],
+                "user_id": user_id,
+                "role": role,
+                "changed": changed,
+            },
+        )
         return jsonify({"user_id": user_id, "roles": role_list, "changed": changed}), 200
 
     @app.delete("/users/<int:user_id>/roles/<role>")
@@ -219,14 +315,27 @@ def create_app(settings: Settings | None = None) -> Flask:
         with engine.begin() as conn:
             changed = service.revoke_role(conn, user_id, role, actor_id=g.user["id"])
             role_list = service.role_names(conn, user_id)
-        log.info("role revoked", extra={"actor": g.user["username"], "user_id": user_id, "role": role,
-                                        "changed": changed})
+        log.info(
+            "role revoked",
+            extra={
+                "actor": g.user["username"],
+                "user_id": user_id,
+                "role": role,
+                "changed": changed,
+            },
+        )
         return jsonify({"user_id": user_id, "roles": role_list, "changed": changed}), 200
 
     # ---- documents: viewers read, editors write --------------------------------------------------
     def document_json(row) -> dict:
-        return {"id": row.id, "title": row.title, "body": row.body, "owner_id": row.owner_id,
-                "created_at": row.created_at.isoformat(), "updated_at": row.updated_at.isoformat()}
+        return {
+            "id": row.id,
+            "title": row.title,
+            "body": row.body,
+            "owner_id": row.owner_id,
+            "created_at": row.created_at.isoformat(),
+            "updated_at": row.updated_at.isoformat(),
+        }
 
     @app.get("/documents")
     @requires("documents:read")
@@ -252,10 +361,13 @@ def create_app(settings: Settings | None = None) -> Flask:
         slow_down()
         data = body()
         if not isinstance(data.get("title"), str) or not data["title"].strip():
-            return error(400, "invalid_request", "expected {\"title\": str, \"body\": str}")
+            return error(400, "invalid_request", 'expected {"title": str, "body": str}')
         with engine.begin() as conn:
-            row = conn.execute(insert(documents).values(title=data["title"], body=str(data.get("body", "")),
-                                                        owner_id=g.user["id"]).returning(*documents.c)).first()
+            row = conn.execute(
+                insert(documents)
+                .values(title=data["title"], body=str(data.get("body", "")), owner_id=g.user["id"])
+                .returning(*documents.c)
+            ).first()
         return jsonify(document_json(row)), 201
 
     @app.put("/documents/<int:document_id>")
@@ -265,8 +377,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         data = body()
         changes = {k: str(data[k]) for k in ("title", "body") if k in data}
         with engine.begin() as conn:
-            row = conn.execute(update(documents).where(documents.c.id == document_id)
-                               .values(**changes, updated_at=text("now()")).returning(*documents.c)).first()
+            row = conn.execute(
+                update(documents)
+                .where(documents.c.id == document_id)
+                .values(**changes, updated_at=text("now()"))
+                .returning(*documents.c)
+            ).first()
         if row is None:
             return error(404, "not_found", f"document {document_id} does not exist")
         return jsonify(document_json(row))

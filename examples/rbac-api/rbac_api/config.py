@@ -1,4 +1,5 @@
 """Settings read from the environment, once, at start-up."""
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ class ConfigError(RuntimeError):
 
 
 def app_version() -> str:
-    """The release version: APP_VERSION (baked into the image) or the VERSION file beside the code."""
+    """The release version: APP_VERSION (baked into the image), else the VERSION file."""
     version = os.environ.get("APP_VERSION", "").strip()
     if version:
         return version
@@ -30,15 +31,18 @@ def database_url() -> URL:
     """DATABASE_URL if set, else a URL built from Compose-friendly parts.
 
     The parts (DATABASE_HOST, DATABASE_PORT, POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB) let a
-    Compose file pass the same variables to the database and the app without URL-encoding a password.
+    Compose file pass the same variables to the database and the app, with no URL-encoding of
+    the password.
     """
     raw = os.environ.get("DATABASE_URL", "").strip()
     if raw:
         return make_url(raw)
     password = os.environ.get("POSTGRES_PASSWORD")
     if not password:
-        raise ConfigError("set DATABASE_URL, or DATABASE_HOST and POSTGRES_PASSWORD (and optionally "
-                          "DATABASE_PORT, POSTGRES_USER, POSTGRES_DB)")
+        raise ConfigError(
+            "set DATABASE_URL, or DATABASE_HOST and POSTGRES_PASSWORD (and optionally "
+            "DATABASE_PORT, POSTGRES_USER, POSTGRES_DB)"
+        )
     return URL.create(
         "postgresql+psycopg2",
         username=os.environ.get("POSTGRES_USER", "postgres"),
@@ -59,11 +63,13 @@ class Settings:
     db_connect_timeout_s: int
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         secret = os.environ.get("APP_SECRET_KEY", "")
         if len(secret) < MIN_SECRET_KEY_LENGTH:
-            raise ConfigError(f"APP_SECRET_KEY must be set to at least {MIN_SECRET_KEY_LENGTH} "
-                              "characters (there is no default)")
+            raise ConfigError(
+                f"APP_SECRET_KEY must be set to at least {MIN_SECRET_KEY_LENGTH} "
+                "characters (there is no default)"
+            )
         return cls(
             version=app_version(),
             database_url=database_url(),

@@ -5,6 +5,7 @@
 Idempotent: an existing user keeps its password and is given the admin role if it lacks it.
 There is no default password; an empty or short one is refused.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,9 @@ import sys
 
 from sqlalchemy import create_engine
 
+from . import service
 from .config import ConfigError, database_url
 from .security import MIN_PASSWORD_LENGTH
-from . import service
 
 
 def main() -> int:
@@ -25,8 +26,11 @@ def main() -> int:
         print("error: set ADMIN_USERNAME", file=sys.stderr)
         return 2
     if len(password) < MIN_PASSWORD_LENGTH:
-        print(f"error: ADMIN_PASSWORD must be set to at least {MIN_PASSWORD_LENGTH} characters "
-              "(there is no default); nothing was changed", file=sys.stderr)
+        print(
+            f"error: ADMIN_PASSWORD must be set to at least {MIN_PASSWORD_LENGTH} characters "
+            "(there is no default); nothing was changed",
+            file=sys.stderr,
+        )
         return 2
     try:
         engine = create_engine(database_url(), future=True)
@@ -40,9 +44,22 @@ def main() -> int:
             outcome = "created"
         else:
             user_id = user["id"]
-            outcome = "role_assigned" if service.assign_role(conn, user_id, "admin", actor_id=None) else "unchanged"
-    print(json.dumps({"level": "INFO", "message": "admin ensured", "username": username,
-                      "user_id": user_id, "outcome": outcome}))
+            outcome = (
+                "role_assigned"
+                if service.assign_role(conn, user_id, "admin", actor_id=None)
+                else "unchanged"
+            )
+    print(
+        json.dumps(
+            {
+                "level": "INFO",
+                "message": "admin ensured",
+                "username": username,
+                "user_id": user_id,
+                "outcome": outcome,
+            }
+        )
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
 """The database engine, with every statement timed into a histogram."""
+
 from __future__ import annotations
 
 import time
@@ -22,11 +23,11 @@ def make_engine(url: URL, *, connect_timeout_s: int = 2) -> Engine:
     )
 
     @event.listens_for(engine, "before_cursor_execute")
-    def _start_timer(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+    def _start_timer(conn, cursor, statement, parameters, context, executemany):
         conn.info.setdefault("query_start", []).append(time.perf_counter())
 
     @event.listens_for(engine, "after_cursor_execute")
-    def _observe(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+    def _observe(conn, cursor, statement, parameters, context, executemany):
         started = conn.info["query_start"].pop()
         metrics.DB_QUERY_LATENCY.observe(time.perf_counter() - started)
 

@@ -1,4 +1,5 @@
 """JSON logs on stdout: one object per line, always with a level."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,10 @@ import os
 import sys
 import time
 
-_STANDARD_ATTRS = set(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {"message", "asctime"}
+_STANDARD_ATTRS = set(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {
+    "message",
+    "asctime",
+}
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,4 +1,5 @@
 """Password hashing (stdlib scrypt) and HMAC-signed bearer tokens (stdlib hmac)."""
+
 from __future__ import annotations
 
 import base64
@@ -22,7 +23,9 @@ def _unb64(text: str) -> bytes:
 
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P)
+    digest = hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P
+    )
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${_b64(salt)}${_b64(digest)}"
 
 
@@ -31,14 +34,18 @@ def verify_password(password: str, stored: str) -> bool:
         scheme, n, r, p, salt, digest = stored.split("$")
         if scheme != "scrypt":
             return False
-        candidate = hashlib.scrypt(password.encode("utf-8"), salt=_unb64(salt), n=int(n), r=int(r), p=int(p))
+        candidate = hashlib.scrypt(
+            password.encode("utf-8"), salt=_unb64(salt), n=int(n), r=int(r), p=int(p)
+        )
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(candidate, _unb64(digest))
 
 
 def issue_token(secret_key: bytes, user_id: int, ttl_seconds: int) -> str:
-    payload = _b64(json.dumps({"sub": user_id, "exp": int(time.time()) + ttl_seconds}).encode("utf-8"))
+    payload = _b64(
+        json.dumps({"sub": user_id, "exp": int(time.time()) + ttl_seconds}).encode("utf-8")
+    )
     signature = _b64(hmac.new(secret_key, payload.encode("ascii"), hashlib.sha256).digest())
     return f"{payload}.{signature}"
 
