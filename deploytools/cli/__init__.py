@@ -7,7 +7,8 @@ the commands of one runbook step to it. Importing them here registers them.
 from __future__ import annotations
 
 import deploytools.cli.checks_cmd  # registers smoke, validate, verify, monitor (issue 6)
-import deploytools.cli.release_cmd  # noqa: F401 - registers release verify
+import deploytools.cli.image_cmd  # registers image build, image verify (issue 4)
+import deploytools.cli.release_cmd  # registers release verify (issue 4)
 from deploytools.cli import config_cmd, status_cmd  # noqa: F401 - registers the commands
 from deploytools.cli.app import cli
 

@@ -1,0 +1,108 @@
+"""`deploytools image build --tag TAG [--push]` and `image verify IMAGE --expect-version X.Y.Z`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from deploytools.cli.app import AppState, cli, emit, pass_state
+from deploytools.steps import image as image_step
+
+
+@cli.group("image")
+def image() -> None:
+    """The release's image: built once from the tag, verified before each deploy."""
+
+
+@image.command("build")
+@click.option("--tag", required=True, help="The release tag, vMAJOR.MINOR.PATCH[-PRERELEASE].")
+@click.option(
+    "--repo",
+    type=click.Path(path_type=Path),
+    default=".",
+    show_default=True,
+    help="The release's git repository (any path inside its work tree).",
+)
+@click.option(
+    "--source-dir",
+    default=None,
+    help="The service's directory (with its Dockerfile) inside the repository, relative to its "
+    "root. Default: as for release verify.",
+)
+@click.option("--push", is_flag=True, help="Push the image to project.image_repository.")
+@click.option(
+    "--env",
+    "environment",
+    default=None,
+    help="Build on this environment's engine (default: local).",
+)
+@pass_state
+def build(
+    state: AppState,
+    tag: str,
+    repo: Path,
+    source_dir: str | None,
+    push: bool,
+    environment: str | None,
+) -> None:
+    """Build the service's image from the tagged source (git archive of the tag, limited by
+    .dockerignore), labelled with the OCI version, revision, created and source.
+
+    Prints the reference with its digest: the registry digest after --push, else the image ID.
+    Exits 2 for a malformed or unknown tag or a path that is not a git repository (nothing is
+    built), 3 when the engine or the registry fails.
+    """
+    ctx = state.context()
+    if state.json:
+        ctx.progress = _quiet
+    built = image_step.build(
+        ctx, tag=tag, repo=repo, source_dir=source_dir, push=push, environment=environment
+    )
+    emit(state, {**built.__dict__, "pinned": built.pinned}, lambda: click.echo(built.pinned))
+
+
+@image.command("verify")
+@click.argument("image_ref", metavar="IMAGE")
+@click.option("--expect-version", required=True, help="The release version, X.Y.Z.")
+@click.option(
+    "--env", "environment", default=None, help="Ask this environment's engine (default: local)."
+)
+@click.option(
+    "--expect-digest",
+    default=None,
+    help="The image ID or registry digest recorded for the release (sha256:...).",
+)
+@click.option("--expect-revision", default=None, help="The commit the image must be built from.")
+@pass_state
+def verify(
+    state: AppState,
+    image_ref: str,
+    expect_version: str,
+    environment: str | None,
+    expect_digest: str | None,
+    expect_revision: str | None,
+) -> None:
+    """Check that IMAGE is on the engine, labelled for the release, and the recorded image.
+
+    Exits 0 when every check passed, 1 when one failed.
+    """
+    report = image_step.verify(
+        state.context(),
+        image=image_ref,
+        expect_version=expect_version,
+        environment=environment,
+        expect_digest=expect_digest,
+        expect_revision=expect_revision,
+    )
+
+    def human() -> None:
+        for check in report.checks:
+            click.echo(f"{check.verdict:<7} {check.name}: {check.reason}")
+
+    emit(state, report, human)
+    report.raise_if_failed()
+
+
+def _quiet(message: str) -> None:
+    """Progress is dropped under --json."""

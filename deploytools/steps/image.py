@@ -1,0 +1,418 @@
+"""`deploytools image build` and `image verify`: the release's image, built once from its tag.
+
+The build context is the tag's tree (`git archive`, never the work tree), limited by the
+service's `.dockerignore`, which the docker SDK applies when it packs a directory. The image
+carries the OCI labels version, revision, created and source; "created" is the tagged commit's
+date, so that two builds of one tag give one image (and the layer cache serves the second).
+`image verify` is what later steps use to make sure the image that passed staging is the one
+that reaches production: same labels, same ID or registry digest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import docker.errors
+import requests.exceptions
+
+from deploytools.commands import git
+from deploytools.context import StepContext
+from deploytools.errors import (
+    CheckFailed,
+    DeadlineExceeded,
+    EnvironmentUnreachable,
+    ExternalCommandFailed,
+    UsageError,
+)
+from deploytools.steps.release import (
+    CheckResult,
+    GitRunner,
+    default_source_dir,
+    extracted,
+    parse_tag,
+    repository_root,
+    run_git,
+    tag_commit,
+)
+from deploytools.target import REVISION_LABEL, VERSION_LABEL, connect
+
+CREATED_LABEL = "org.opencontainers.image.created"
+SOURCE_LABEL = "org.opencontainers.image.source"
+BUILD_TIMEOUT_S = 1800.0
+PUSH_TIMEOUT_S = 600.0
+#: How long the engine may stay silent during a build step (apt-get on a slow mirror) or a push.
+QUIET_READ_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """An image built from a release tag."""
+
+    reference: str  # repository:version
+    image_id: str  # sha256:... (the config digest: the same on every engine that has the image)
+    repository_digest: str | None  # repository@sha256:... once pushed
+    version: str
+    revision: str
+    labels: Mapping[str, str]
+    pushed: bool
+
+    @property
+    def pinned(self) -> str:
+        """The reference with its digest: the registry's when pushed, else the image ID."""
+        if self.repository_digest:
+            return f"{self.reference}@{self.repository_digest.split('@', 1)[1]}"
+        return f"{self.reference}@{self.image_id}"
+
+
+@dataclass(frozen=True)
+class ImageReport:
+    """What `image verify` found about one image on one engine."""
+
+    image: str
+    engine: str
+    image_id: str | None
+    repo_digests: tuple[str, ...]
+    labels: Mapping[str, str]
+    checks: tuple[CheckResult, ...]
+
+    @property
+    def failed(self) -> tuple[CheckResult, ...]:
+        return tuple(c for c in self.checks if c.failed)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def raise_if_failed(self) -> None:
+        if self.failed:
+            names = ", ".join(c.name for c in self.failed)
+            raise CheckFailed(
+                f"image {self.image} failed {len(self.failed)} check(s) on {self.engine}: {names}",
+                untouched="nothing was deployed",
+                hint="deploy the image built from the release tag (deploytools image build)",
+                facts={"image": self.image, "failed": [c.name for c in self.failed]},
+            )
+
+
+def _engine(ctx: StepContext, environment: str | None) -> tuple[Any, str]:
+    if environment:
+        target = ctx.target(environment)
+        return target.client, f"environment {environment}"
+    return connect(""), "the local engine"
+
+
+def _public_url(url: str) -> str:
+    """A remote's URL without credentials (an https remote may carry a token)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and "@" in parts.netloc:
+        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    return url
+
+
+def image_source(ctx: StepContext, root: Path, runner: GitRunner) -> str:
+    """The OCI source label: the GitHub repository when configured, else the remote's URL."""
+    if ctx.config.github.repository:
+        return f"https://github.com/{ctx.config.github.repository}"
+    done = runner(git.remote_url(root, ctx.config.project.remote))
+    return _public_url(done.stdout.strip()) if done.returncode == 0 else ""
+
+
+def build(
+    ctx: StepContext,
+    *,
+    tag: str,
+    repo: Path,
+    source_dir: str | None = None,
+    push: bool = False,
+    environment: str | None = None,
+    timeout_s: float = BUILD_TIMEOUT_S,
+    runner: GitRunner = run_git,
+    clock: Callable[[], float] = time.monotonic,
+) -> BuiltImage:
+    """Build the image of release `tag` from its tagged source; push it when asked.
+
+    :param ctx: the step context (configuration, progress).
+    :param tag: the release tag, `vMAJOR.MINOR.PATCH[-PRERELEASE]`.
+    :param repo: a path inside the release's git work tree.
+    :param source_dir: the service's directory (with its Dockerfile) in the repository, relative
+        to its root; None: as `release verify` decides (see `default_source_dir`).
+    :param push: push `project.image_repository:VERSION` after the build.
+    :param environment: build on this environment's engine; None: the local engine.
+    :param timeout_s: the deadline for the whole build.
+    :raises UsageError: a malformed or unknown tag, a path that is not a git repository, no
+        Dockerfile at the tag (nothing is built then).
+    """
+    version = parse_tag(tag)
+    root = repository_root(repo, runner)
+    commit = tag_commit(root, tag, runner)
+    source = source_dir if source_dir is not None else default_source_dir(ctx, root)
+    created = runner(git.tag_date(root, git.tag_ref(tag))).stdout.strip()
+    labels = {
+        VERSION_LABEL: str(version),
+        REVISION_LABEL: commit,
+        CREATED_LABEL: created,
+        SOURCE_LABEL: image_source(ctx, root, runner),
+    }
+    repository = ctx.config.project.image_repository
+    reference = f"{repository}:{version}"
+    client, engine = _engine(ctx, environment)
+    with extracted(root, git.tag_ref(tag), runner) as tree:
+        context_dir = tree / source
+        if not (context_dir / "Dockerfile").is_file():
+            raise UsageError(
+                f"no Dockerfile in {source} at {tag}",
+                untouched="nothing was built",
+                hint="pass --source-dir with the service's directory in the repository",
+                facts={"tag": tag, "source_dir": source},
+            )
+        ctx.progress(f"building {reference} from {tag} ({commit[:12]}) on {engine}")
+        image_id = _run_build(
+            client,
+            context_dir,
+            reference=reference,
+            labels=labels,
+            timeout_s=timeout_s,
+            progress=ctx.progress,
+            clock=clock,
+        )
+    image = client.images.get(image_id)
+    found = image.labels or {}
+    wrong = {k: found.get(k) for k, v in labels.items() if found.get(k) != v}
+    if wrong:
+        raise ExternalCommandFailed(
+            f"the image built for {tag} carries the wrong labels: {wrong}",
+            untouched="the image stays on the engine, untagged as a release",
+            hint="check that the Dockerfile does not override the org.opencontainers labels",
+            facts={"expected": labels, "found": dict(found)},
+        )
+    built = BuiltImage(
+        reference=reference,
+        image_id=image.id,
+        repository_digest=None,
+        version=str(version),
+        revision=commit,
+        labels=labels,
+        pushed=False,
+    )
+    if not push:
+        return built
+    digest = _push(client, repository, str(version), built, progress=ctx.progress)
+    return BuiltImage(**{**built.__dict__, "repository_digest": digest, "pushed": True})
+
+
+def _run_build(
+    client: Any,
+    context_dir: Path,
+    *,
+    reference: str,
+    labels: Mapping[str, str],
+    timeout_s: float,
+    progress: Callable[[str], None],
+    clock: Callable[[], float],
+) -> str:
+    """One build through the engine's API, its output streamed to `progress`; the image ID."""
+    # images.build() returns only when the build is over; the low-level API streams its lines.
+    buildargs = {
+        "VERSION": labels[VERSION_LABEL],
+        "REVISION": labels[REVISION_LABEL],
+        "CREATED": labels[CREATED_LABEL],
+        "SOURCE": labels[SOURCE_LABEL],
+    }
+    deadline = clock() + timeout_s
+    image_id = ""
+    tail: list[str] = []
+    try:
+        stream = client.api.build(
+            path=str(context_dir),
+            tag=reference,
+            buildargs=buildargs,
+            labels=dict(labels),
+            rm=True,
+            forcerm=True,
+            pull=False,
+            decode=True,
+            timeout=QUIET_READ_TIMEOUT_S,
+        )
+        for chunk in stream:
+            if "error" in chunk:
+                raise ExternalCommandFailed(
+                    f"docker build of {reference} failed: {str(chunk['error']).strip()}",
+                    untouched="no release image was tagged",
+                    hint="read the build output above; the Dockerfile is in the tagged source",
+                    facts={"reference": reference, "log_tail": tail[-30:]},
+                )
+            line = str(chunk.get("stream", "")).rstrip()
+            if line:
+                tail.append(line)
+                progress(line)
+            aux = chunk.get("aux")
+            if isinstance(aux, dict) and aux.get("ID"):
+                image_id = str(aux["ID"])
+            if clock() > deadline:
+                raise DeadlineExceeded(
+                    f"the build of {reference} took longer than {timeout_s:.0f} s",
+                    untouched="no release image was tagged",
+                    facts={"reference": reference},
+                )
+    except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+        raise EnvironmentUnreachable(
+            f"the engine failed the build of {reference}: {exc}",
+            untouched="no release image was tagged",
+            facts={"reference": reference},
+        ) from None
+    if not image_id:
+        # Old engines announce the ID only in a "Successfully built ID" line.
+        for line in reversed(tail):
+            if line.startswith("Successfully built "):
+                image_id = line.split()[-1]
+                break
+    if not image_id:
+        raise ExternalCommandFailed(
+            f"docker build of {reference} ended without an image",
+            untouched="no release image was tagged",
+            facts={"log_tail": tail[-30:]},
+        )
+    return image_id
+
+
+def _push(
+    client: Any,
+    repository: str,
+    version: str,
+    built: BuiltImage,
+    *,
+    progress: Callable[[str], None],
+) -> str:
+    """Push `repository:version`; the registry's `repository@sha256:...`."""
+    registry = repository.split("/", 1)[0] if "/" in repository else "docker.io"
+    left = (
+        f"the image was built and stays on the engine as {built.reference} ({built.image_id}); "
+        "nothing was pushed"
+    )
+    progress(f"pushing {built.reference} to {registry}")
+    digest = ""
+    # A push may stay silent longer than the client's connect-sized timeout allows.
+    saved_timeout, client.api.timeout = client.api.timeout, PUSH_TIMEOUT_S
+    try:
+        for chunk in client.api.push(repository, tag=version, stream=True, decode=True):
+            if "error" in chunk:
+                detail = str(chunk.get("error", "")).strip()
+                raise EnvironmentUnreachable(
+                    f"cannot push {built.reference} to registry {registry}: {detail}",
+                    untouched=left,
+                    hint="check that the registry answers and that you are logged in "
+                    "(docker login), then run image build --push again",
+                    facts={"registry": registry, "reference": built.reference},
+                )
+            status = str(chunk.get("status", "")).strip()
+            if status and "id" not in chunk:
+                progress(status)
+            aux = chunk.get("aux")
+            if isinstance(aux, dict) and aux.get("Digest"):
+                digest = str(aux["Digest"])
+    except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+        raise EnvironmentUnreachable(
+            f"cannot push {built.reference} to registry {registry}: {exc}",
+            untouched=left,
+            hint="check that the registry answers and that you are logged in (docker login)",
+            facts={"registry": registry, "reference": built.reference},
+        ) from None
+    finally:
+        client.api.timeout = saved_timeout
+    if not digest:
+        raise EnvironmentUnreachable(
+            f"the registry {registry} did not report a digest for {built.reference}",
+            untouched=left,
+            facts={"registry": registry},
+        )
+    return f"{repository}@{digest}"
+
+
+# -- image verify --------------------------------------------------------------------------------
+
+
+def _digest_of(value: str) -> str:
+    """`sha256:...` from an image ID, a digest or `repo@sha256:...`."""
+    return value.rsplit("@", 1)[-1]
+
+
+def verify(
+    ctx: StepContext,
+    *,
+    image: str,
+    expect_version: str,
+    environment: str | None = None,
+    expect_digest: str | None = None,
+    expect_revision: str | None = None,
+) -> ImageReport:
+    """Check that `image` exists on the engine, carries the release's labels and is the image
+    recorded for the release.
+
+    :param ctx: the step context.
+    :param image: the image reference (name:tag, name@sha256:..., or an image ID).
+    :param expect_version: the release version the labels must name (X.Y.Z).
+    :param environment: the environment whose engine is asked; None: the local engine.
+    :param expect_digest: the image ID or registry digest recorded for the release; None skips
+        that check.
+    :param expect_revision: the commit the revision label must name; None only requires one.
+    """
+    parse_tag(f"v{expect_version}")  # the same grammar as tags: a usage error otherwise
+    client, engine = _engine(ctx, environment)
+    try:
+        found = client.images.get(image)
+    except docker.errors.ImageNotFound:
+        found = None
+    except docker.errors.APIError as exc:
+        raise UsageError(
+            f'"{image}" is not an image reference the engine accepts: {exc.explanation or exc}',
+            untouched="nothing was done",
+            facts={"image": image},
+        ) from None
+    if found is None:
+        missing = CheckResult("image-exists", "failed", f"{image} is not on {engine}")
+        rest = ("image-labels", "image-revision", "image-digest")
+        checks = (missing, *(CheckResult(n, "skipped", "no image") for n in rest))
+        return ImageReport(image, engine, None, (), {}, checks)
+    labels: dict[str, str] = dict(found.labels or {})
+    repo_digests = tuple(found.attrs.get("RepoDigests") or ())
+    results = [CheckResult("image-exists", "passed", f"{image} is {found.id} on {engine}")]
+    wrong: list[str] = []
+    if labels.get(VERSION_LABEL) != expect_version:
+        wrong.append(f"version is {labels.get(VERSION_LABEL) or '(none)'}, not {expect_version}")
+    absent = [k.rsplit(".", 1)[1] for k in (CREATED_LABEL, SOURCE_LABEL) if not labels.get(k)]
+    if absent:
+        wrong.append("no " + ", ".join(absent) + " label")
+    results.append(
+        CheckResult("image-labels", "failed", "; ".join(wrong))
+        if wrong
+        else CheckResult("image-labels", "passed", f"version {expect_version}, created and source")
+    )
+    revision = labels.get(REVISION_LABEL, "")
+    if not revision:
+        results.append(CheckResult("image-revision", "failed", "no revision label"))
+    elif expect_revision and revision != expect_revision:
+        results.append(
+            CheckResult("image-revision", "failed", f"built from {revision}, not {expect_revision}")
+        )
+    else:
+        results.append(CheckResult("image-revision", "passed", f"built from {revision}"))
+    if not expect_digest:
+        results.append(CheckResult("image-digest", "skipped", "no digest recorded for the release"))
+    else:
+        known = {_digest_of(found.id), *(_digest_of(d) for d in repo_digests)}
+        if _digest_of(expect_digest) in known:
+            results.append(CheckResult("image-digest", "passed", f"is {expect_digest}"))
+        else:
+            results.append(
+                CheckResult(
+                    "image-digest",
+                    "failed",
+                    f"is {found.id}, not the recorded {expect_digest}: a different image",
+                )
+            )
+    return ImageReport(image, engine, found.id, repo_digests, labels, tuple(results))
