@@ -1,0 +1,216 @@
+"""smoke, validate and verify against the real reference stack (rbac-api 1.15.2 + PostgreSQL).
+
+One stack for the module; the tests that break something (a revoked role, injected error lines,
+a slow endpoint, a stopped database) put it back before they end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+import types
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import pytest
+import requests
+
+from deploytools.checks import suite as engine
+from deploytools.checks.http import HttpClient
+from deploytools.checks.results import CheckResult, Verdict
+from deploytools.config import Config, EnvironmentConfig, load_config
+from deploytools.context import StepContext
+from deploytools.steps import checks as checks_step
+
+if TYPE_CHECKING:
+    from conftest import ComposeStack, ComposeStackFactory, ReleaseImages
+
+pytestmark = pytest.mark.integration
+
+REPO_CONFIG = "deploy.toml"
+
+
+def stack_config(stack: ComposeStack, *, rate: float = 25.0, duration: float = 4.0) -> Config:
+    """The repository's deploy.toml, with one environment "test" pointing at `stack` and
+    shorter latency tests (still 100 samples, the configured minimum)."""
+    from pathlib import Path
+
+    base = load_config(Path(__file__).resolve().parents[2] / REPO_CONFIG)
+    env = EnvironmentConfig(compose_project=stack.project, base_url=stack.url, name="test")
+    latency = tuple(
+        dataclasses.replace(lat, rate_per_s=rate, duration_s=duration, min_samples=100)
+        for lat in base.checks.latency
+    )
+    checks = dataclasses.replace(base.checks, latency=latency)
+    return dataclasses.replace(
+        base, environments=types.MappingProxyType({"test": env}), checks=checks
+    )
+
+
+def credentials_env(stack: ComposeStack) -> dict[str, str]:
+    assert stack.admin is not None
+    return {
+        "ADMIN_USERNAME": stack.admin[0],
+        "ADMIN_PASSWORD": stack.admin[1],
+        "CHECK_VIEWER_USERNAME": "check-viewer",
+        "CHECK_VIEWER_PASSWORD": secrets.token_urlsafe(16),
+        "CHECK_EDITOR_USERNAME": "check-editor",
+        "CHECK_EDITOR_PASSWORD": secrets.token_urlsafe(16),
+    }
+
+
+@dataclasses.dataclass
+class Checked:
+    stack: ComposeStack
+    config: Config
+    environ: dict[str, str]
+
+    def run(self, suite: str, **options: object) -> checks_step.SuiteReport:
+        ctx = StepContext(config=self.config)
+        return checks_step.run(
+            ctx,
+            environment="test",
+            suite=suite,
+            environ=self.environ,
+            **options,  # type: ignore[arg-type]
+        )
+
+    def session(self) -> engine.Session:
+        client = HttpClient(self.stack.url, timeout_s=5, login=self.config.checks.login)
+        return engine.Session(client, self.config.checks, self.config.thresholds, self.environ)
+
+    def admin_token(self) -> str:
+        token = self.session().token("admin")
+        assert token is not None
+        return token
+
+    def user_id(self, username: str) -> int:
+        users = requests.get(
+            f"{self.stack.url}/users",
+            headers={"Authorization": f"Bearer {self.admin_token()}"},
+            timeout=5,
+        ).json()["users"]
+        return next(u["id"] for u in users if u["username"] == username)
+
+
+@pytest.fixture(scope="module")
+def checked(compose_stacks: ComposeStackFactory, release_images: ReleaseImages) -> Checked:
+    stack = compose_stacks.start(
+        "dtchk-checks", app_image=release_images["1.15.2"], app_version="1.15.2"
+    )
+    try:
+        return Checked(stack, stack_config(stack), credentials_env(stack))
+    except Exception:
+        stack.down()
+        raise
+
+
+def lines(results: tuple[CheckResult, ...]) -> str:
+    return "\n".join(r.line() for r in results)
+
+
+def by_name(report: checks_step.SuiteReport, prefix: str) -> list[CheckResult]:
+    found = [r for r in report.results if r.name.startswith(prefix)]
+    assert found, f"no check named {prefix!r} in:\n{lines(report.results)}"
+    return found
+
+
+def test_healthy_stack_passes_smoke_validate_and_verify(checked: Checked) -> None:
+    smoke = checked.run("smoke")
+    assert smoke.verdict is Verdict.PASS, lines(smoke.results)
+    # Smoke created the missing test users through the admin API.
+    assert [r.verdict for r in by_name(smoke, "setup: create test user")] == [Verdict.PASS] * 2
+    validate = checked.run("validate")
+    assert validate.verdict is Verdict.PASS, lines(validate.results)
+    names = {r.name for r in validate.results}
+    assert {"database connected", "database migrated", "api p95"} <= names
+    assert any(n.startswith("flow: after revoke") for n in names)
+    migrated = by_name(validate, "database migrated")[0]
+    assert migrated.measured == "revision 0002"
+    p95 = by_name(validate, "api p95")[0]
+    assert p95.data is not None and p95.data["n"] == 100
+    assert p95.data["low_ms"] <= p95.data["value_ms"] <= p95.data["high_ms"]
+    verify = checked.run("verify")
+    assert verify.verdict is Verdict.PASS, lines(verify.results)
+    # No setup the second time: the users exist and log in.
+    assert not [r for r in verify.results if r.name.startswith("setup:")]
+
+
+def test_role_revoked_behind_the_checks_back_fails_rbac_naming_the_route(
+    checked: Checked,
+) -> None:
+    checked.run("smoke")  # the test users exist
+    viewer_id = checked.user_id("check-viewer")
+    headers = {"Authorization": f"Bearer {checked.admin_token()}"}
+    revoked = requests.delete(
+        f"{checked.stack.url}/users/{viewer_id}/roles/viewer", headers=headers, timeout=5
+    )
+    assert revoked.status_code == 200, revoked.text
+    try:
+        report = checked.run("smoke")
+    finally:
+        requests.post(
+            f"{checked.stack.url}/users/{viewer_id}/roles",
+            json={"role": "viewer"},
+            headers=headers,
+            timeout=5,
+        ).raise_for_status()
+    assert report.verdict is Verdict.FAIL
+    failed = {r.name: r for r in report.failed}
+    rbac = failed["rbac: viewer (viewer) GET /documents -> 200"]
+    assert "viewer got 403 on GET /documents, want 200" in rbac.detail
+    assert "documents:read" in rbac.detail
+    # The denials the viewer should get still hold.
+    assert "rbac: viewer (viewer) POST /documents -> 403" not in failed
+
+
+def test_error_lines_in_the_logs_fail_the_log_scan(checked: Checked) -> None:
+    since = datetime.now(UTC)
+    time.sleep(1.1)  # log timestamps have one-second granularity in `since`
+    app = checked.stack.container("app")
+    code, output = app.exec_run(
+        [
+            "sh",
+            "-c",
+            'echo \'{"level": "ERROR", "message": "injected by test_checks"}\' > /proc/1/fd/1',
+        ]
+    )
+    assert code == 0, output
+    report = checked.run("verify", since=since)
+    failed = [r for r in report.failed]
+    assert [r.name for r in failed] == [f"logs: no errors in {app.name}"], lines(report.results)
+    assert "injected by test_checks" in failed[0].detail
+    assert failed[0].measured.startswith("1 error lines")
+
+
+def test_slow_endpoint_fails_p95(checked: Checked) -> None:
+    stack = checked.stack
+    stack.up("app", env={"RBAC_API_SLOW_MS": "300"})
+    try:
+        session = checked.session()
+        lat = next(lat for lat in checked.config.checks.latency if "smoke" in lat.suites)
+        lat = dataclasses.replace(lat, rate_per_s=20.0, duration_s=5.0)
+        result, errors = engine.latency(session, lat)
+    finally:
+        stack.up("app", env={"RBAC_API_SLOW_MS": "0"})
+    assert result.verdict is Verdict.FAIL, result.line()
+    assert result.data is not None and result.data["n"] == 100
+    assert result.data["low_ms"] >= 300
+    assert "over 200" in result.detail
+    assert errors.verdict is Verdict.PASS, errors.line()
+
+
+def test_stopped_database_fails_the_database_check(checked: Checked) -> None:
+    stack = checked.stack
+    stack.run_compose("stop", "db")
+    try:
+        report = checked.run("smoke")
+    finally:
+        stack.run_compose("start", "db")
+        stack.wait_healthy("db")
+        stack.wait_healthy("app")
+    db = by_name(report, "database connected")[0]
+    assert db.verdict is Verdict.FAIL
+    assert db.detail.startswith("the service cannot reach its database: GET /health: status 503")
+    assert "database.reachable is False" in db.detail
