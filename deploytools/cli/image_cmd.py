@@ -100,7 +100,12 @@ def verify(
         for check in report.checks:
             click.echo(f"{check.verdict:<7} {check.name}: {check.reason}")
 
-    emit(state, report, human)
+    if report.ok:
+        emit(state, report, human)
+        return
+    if not state.json:
+        human()
+    # Under --json the error object carries the whole report: one JSON document on stdout.
     report.raise_if_failed()
 
 

@@ -87,7 +87,12 @@ def verify(
             f"migrations: {kind}"
         )
 
-    emit(state, report, human)
+    if report.ok:
+        emit(state, report, human)
+        return
+    if not state.json:
+        human()
+    # Under --json the error object carries the whole report: one JSON document on stdout.
     report.raise_if_failed()
 
 

@@ -10,6 +10,7 @@ that reaches production: same labels, same ID or registry digest.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -95,7 +96,11 @@ class ImageReport:
                 f"image {self.image} failed {len(self.failed)} check(s) on {self.engine}: {names}",
                 untouched="nothing was deployed",
                 hint="deploy the image built from the release tag (deploytools image build)",
-                facts={"image": self.image, "failed": [c.name for c in self.failed]},
+                facts={
+                    "image": self.image,
+                    "failed": [c.name for c in self.failed],
+                    "report": dataclasses.asdict(self),
+                },
             )
 
 

@@ -7,6 +7,7 @@ unknown tag or a path that is not a git repository is a usage error before any c
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -120,7 +121,11 @@ class ReleaseReport:
                 f"release {self.tag} failed {len(self.failed)} check(s): {names}",
                 untouched="nothing was built or deployed",
                 hint="fix what each failed check names, then tag again (or move the tag) and rerun",
-                facts={"tag": self.tag, "failed": [c.name for c in self.failed]},
+                facts={
+                    "tag": self.tag,
+                    "failed": [c.name for c in self.failed],
+                    "report": dataclasses.asdict(self),
+                },
             )
 
 
