@@ -55,6 +55,26 @@ def memory_bytes(stats: Mapping[str, Any]) -> int:
     return max(0, usage - int(cache))
 
 
+def raw_stats(container: Any) -> dict[str, Any]:
+    """One reading without the engine's own one-second wait (`one_shot`): CPU is then computed
+    between two of our readings, over the whole interval between them."""
+    try:
+        stats: dict[str, Any] = container.stats(stream=False, one_shot=True)
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise EnvironmentUnreachable(
+            f"cannot read the stats of container {container.name}: {exc}",
+            untouched="nothing was changed",
+            facts={"container": container.name},
+        ) from None
+    return stats
+
+
+def usage_between(name: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> ContainerUsage:
+    """CPU over the time between two readings (docker stats' formula), memory at the later."""
+    pair = {"cpu_stats": after.get("cpu_stats"), "precpu_stats": before.get("cpu_stats")}
+    return ContainerUsage(name, cpu_percent(pair), memory_bytes(after))
+
+
 def usage(container: Any) -> ContainerUsage:
     """One reading of a running container (the engine takes about a second to answer)."""
     try:

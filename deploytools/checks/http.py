@@ -157,6 +157,17 @@ class HttpClient:
         # The body is not kept as text: a login answer holds a token.
         return Answer(method, path, response.status_code, elapsed, document)
 
+    def text(self, path: str) -> tuple[Answer, str]:
+        """GET a non-JSON document (Prometheus metrics): the answer and its body as text."""
+        begin = time.perf_counter()
+        try:
+            response = self.session.get(self.base_url + path, timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            elapsed = (time.perf_counter() - begin) * 1000
+            return Answer("GET", path, 0, elapsed, error=_reason(exc)), ""
+        elapsed = (time.perf_counter() - begin) * 1000
+        return Answer("GET", path, response.status_code, elapsed), response.text
+
     def login(self, credentials: Credentials) -> Answer:
         s = self.login_settings
         return self.request(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -10,8 +11,10 @@ import click
 
 from deploytools.checks.results import CheckResult, Verdict, markdown_table
 from deploytools.cli.app import AppState, _jsonable, cli, emit, pass_state
+from deploytools.context import StepContext
 from deploytools.errors import CheckFailed
 from deploytools.steps import checks as checks_step
+from deploytools.steps import monitor as monitor_step
 
 _ENV_OPTION = click.option(
     "--env", "environment", required=True, help="The environment (a key of deploy.toml)."
@@ -153,3 +156,96 @@ def verify(
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
     _run_suite(state, "verify", environment, allow_inconclusive=allow_inconclusive, since=since)
+
+
+def rollback_hook() -> monitor_step.Rollback | None:
+    """The rollback step (deploytools/steps/rollback.py, another issue's work) if this build has
+    it: then `monitor --rollback-on-breach` calls its `run(ctx, environment=E)`."""
+    try:
+        module = importlib.import_module("deploytools.steps.rollback")
+    except ModuleNotFoundError:
+        return None
+    step = getattr(module, "run", None)
+    if step is None:
+        return None
+
+    def rollback(ctx: StepContext, environment: str) -> object:
+        return step(ctx, environment=environment)
+
+    return rollback
+
+
+@cli.command("monitor")
+@_ENV_OPTION
+@click.option(
+    "--duration", required=True, help="How long to watch: 90s, 15m, 1h (seconds if no unit)."
+)
+@click.option(
+    "--interval",
+    default=None,
+    help="Time between samples (default: [checks.monitor] interval_s in deploy.toml).",
+)
+@click.option(
+    "--rollback-on-breach",
+    is_flag=True,
+    help="On a persistent breach, roll the environment back (then exit 1).",
+)
+@pass_state
+def monitor(
+    state: AppState,
+    environment: str,
+    duration: str,
+    interval: str | None,
+    rollback_on_breach: bool,
+) -> None:
+    """Runbook step 7: watch the service's metrics, its containers' CPU and memory, and the
+    monitor probes; a breach counts only when it persists (see [checks.monitor]).
+
+    Exit 0 when nothing breached (blips are reported), 1 on a breach (after the rollback, with
+    --rollback-on-breach), 2 on a usage or configuration error, 3 if the environment cannot be
+    reached.
+    """
+    duration_s = monitor_step.parse_duration(duration)
+    interval_s = monitor_step.parse_duration(interval) if interval else None
+    mask_credentials(state, "monitor", os.environ)
+    hook = rollback_hook() if rollback_on_breach else None
+
+    def show(sample: monitor_step.MonitorSample) -> None:
+        bad = [r for r in sample.results if r.verdict is Verdict.FAIL]
+        line = f"sample {sample.index} {sample.at}: {len(sample.results) - len(bad)} ok"
+        if bad:
+            line += f", {len(bad)} failed: " + "; ".join(
+                f"{r.name} ({r.detail or r.measured})" for r in bad
+            )
+        click.echo(line)
+
+    report = monitor_step.run(
+        state.context(),
+        environment=environment,
+        duration_s=duration_s,
+        interval_s=interval_s,
+        rollback_on_breach=rollback_on_breach,
+        rollback=hook,
+        on_sample=None if state.json else show,
+    )
+    if not state.json:
+        for result in report.results:
+            click.echo(result.line())
+    title = f"monitor on {environment}"
+    write_step_summary(title, report.results)
+    if report.breaches:
+        done = "rolled back" if report.rolled_back else "not rolled back"
+        raise CheckFailed(
+            f"{title}: breach ({done}): " + "; ".join(report.breaches),
+            untouched="the environment was rolled back"
+            if report.rolled_back
+            else "the environment was left as it is",
+            hint="read the samples above; "
+            + ("check the rolled-back release" if report.rolled_back else "roll back if needed"),
+            facts={"report": _jsonable(report)},
+        )
+
+    def human() -> None:
+        click.echo(f"{title}: no breach in {report.samples} samples over {report.duration_s:g} s")
+
+    emit(state, report, human)

@@ -1,0 +1,380 @@
+"""`deploytools monitor`: runbook step 7, the watch after a release, with persistence rules.
+
+Every interval it takes one sample: the service's /metrics (error rate, login success,
+permission-check and database latency, each over the interval since the previous scrape), the
+app containers' CPU and memory (as `docker stats` computes them, over the same interval) and the
+probes whose suites hold "monitor". One bad sample is a blip; a rule breaches only when it fails
+`consecutive_failures` samples in a row or `failure_limit` samples in all (Argo Rollouts'
+analysis works the same way). On the first breach the watch stops and, if asked, rolls back.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from deploytools.checks import containers, prometheus, stats
+from deploytools.checks import suite as engine
+from deploytools.checks.http import HttpClient
+from deploytools.checks.results import CheckResult, Verdict
+from deploytools.config import MetricRule
+from deploytools.context import StepContext
+from deploytools.errors import UsageError
+
+P, F, INC = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
+
+#: What a rollback hook gets: the context and the environment; what it returns is recorded.
+Rollback = Callable[[StepContext, str], Any]
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """ "90", "90s", "15m", "1h", "500ms" -> seconds."""
+    match = _DURATION_RE.match(text)
+    if not match:
+        raise UsageError(
+            f"cannot read the duration {text!r}",
+            untouched="nothing was monitored",
+            hint="write it as 90, 90s, 15m or 1h",
+        )
+    factor = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2) or "s"]
+    return float(match.group(1)) * factor
+
+
+@dataclass
+class RuleTrack:
+    """One rule's history over the watch."""
+
+    name: str
+    threshold: str = ""
+    samples: int = 0
+    passes: int = 0
+    failures: int = 0
+    consecutive: int = 0
+    longest_run: int = 0
+    last: CheckResult | None = None
+    breached_at: int | None = None
+
+    def add(self, result: CheckResult, index: int, *, in_a_row: int, limit: int) -> bool:
+        """Record one sample's result; True when this sample makes the failure persistent."""
+        self.samples += 1
+        self.last = result
+        self.threshold = result.threshold
+        if result.verdict is F:
+            self.failures += 1
+            self.consecutive += 1
+            self.longest_run = max(self.longest_run, self.consecutive)
+        elif result.verdict is P:
+            self.passes += 1
+            self.consecutive = 0
+        # Inconclusive (no traffic in the window): neither a failure nor a recovery.
+        if self.breached_at is None and (self.consecutive >= in_a_row or self.failures >= limit):
+            self.breached_at = index
+            return True
+        return False
+
+
+@dataclass(frozen=True)
+class MonitorSample:
+    index: int
+    at: str
+    results: tuple[CheckResult, ...]
+
+
+@dataclass(frozen=True)
+class MonitorReport:
+    environment: str
+    started: str
+    finished: str
+    duration_s: float
+    interval_s: float
+    consecutive_failures: int
+    failure_limit: int
+    samples: int
+    verdict: Verdict
+    breaches: tuple[str, ...]
+    results: tuple[CheckResult, ...]  # one per rule, over the watch
+    rolled_back: bool = False
+    rollback_result: Any = None
+    sample_log: tuple[MonitorSample, ...] = field(default=(), repr=False)
+
+
+def _utc() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def evaluate_rule(
+    rule: MetricRule,
+    before: list[prometheus.Sample] | None,
+    after: list[prometheus.Sample],
+    threshold: float,
+) -> CheckResult:
+    """One metric rule over the window between two scrapes."""
+    if rule.kind == "ratio":
+        k, n = prometheus.counter_ratio(before, after, rule.metric, rule.match, rule.among)
+        r = stats.rate(k, n)
+        sign = "<" if rule.below else ">="
+        if n == 0:
+            return CheckResult(
+                rule.name,
+                INC,
+                "no events in the window",
+                f"{sign} {threshold:g}%",
+                "nothing to judge",
+            )
+        verdict, why = stats.rate_verdict(r, threshold / 100, below=rule.below)
+        what = "events" if rule.below else "of them"
+        return CheckResult(
+            rule.name,
+            verdict,
+            r.describe(what),
+            f"{sign} {threshold:g}%",
+            why,
+            {"k": k, "n": n, "low": r.low, "high": r.high},
+        )
+    hq = prometheus.histogram_quantile(before, after, rule.metric, rule.quantile, rule.match)
+    want = f"p{100 * rule.quantile:g} {'<' if rule.below else '>='} {threshold:g}"
+    if hq.value is None or hq.count < rule.min_count:
+        return CheckResult(
+            rule.name,
+            INC,
+            f"{hq.count} observations",
+            want,
+            f"{rule.min_count} observations needed in the window",
+        )
+    value = hq.value * rule.scale
+    ok = value < threshold if rule.below else value >= threshold
+    return CheckResult(
+        rule.name,
+        P if ok else F,
+        f"~{value:.3g} (from histogram buckets, n={hq.count})",
+        want,
+        "" if ok else f"{value:.3g} against {threshold:g}",
+        {"value": value, "count": hq.count},
+    )
+
+
+def run(
+    ctx: StepContext,
+    *,
+    environment: str,
+    duration_s: float,
+    interval_s: float | None = None,
+    rollback_on_breach: bool = False,
+    rollback: Rollback | None = None,
+    environ: Mapping[str, str] | None = None,
+    on_sample: Callable[[MonitorSample], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> MonitorReport:
+    """Watch `environment` for `duration_s` seconds, one sample every `interval_s`.
+
+    :param ctx: the step context.
+    :param environment: the environment's name in deploy.toml.
+    :param duration_s: how long to watch; the watch ends early on the first breach.
+    :param interval_s: seconds between samples (default: [checks.monitor] interval_s).
+    :param rollback_on_breach: call `rollback(ctx, environment)` on a breach.
+    :param rollback: the rollback step; required when rollback_on_breach is set.
+    :param environ: where test users' credentials are read (default os.environ).
+    :param on_sample: called after each sample (the CLI prints a line).
+    """
+    config = ctx.config
+    settings = config.checks.monitor
+    interval = interval_s if interval_s is not None else settings.interval_s
+    if duration_s <= 0 or interval <= 0:
+        raise UsageError(
+            "monitor needs a positive --duration and --interval", untouched="nothing was monitored"
+        )
+    if rollback_on_breach and rollback is None:
+        raise UsageError(
+            "--rollback-on-breach needs the rollback step, which this build does not have",
+            untouched="nothing was monitored",
+            hint="run monitor without --rollback-on-breach, and roll back by hand on a breach",
+        )
+    env = config.environment(environment)
+    target = ctx.target(environment)
+    client = HttpClient(env.base_url, timeout_s=config.checks.timeout_s, login=config.checks.login)
+    session = engine.Session(
+        client, config.checks, config.thresholds, os.environ if environ is None else environ
+    )
+    probes = [p for p in config.checks.probes if "monitor" in p.suites]
+    engine.all_credentials(session, list(dict.fromkeys(p.user for p in probes if p.user)))
+    started = _utc()
+    tracks: dict[str, RuleTrack] = {}
+    log: list[MonitorSample] = []
+    breaches: list[str] = []
+
+    def scrape() -> tuple[list[prometheus.Sample] | None, CheckResult]:
+        answer, text = client.text(settings.metrics_path)
+        name = f"metrics readable ({settings.metrics_path})"
+        if answer.status != 200:
+            return None, CheckResult(
+                name, F, answer.describe(), "status 200", "the service's metrics cannot be read"
+            )
+        try:
+            return prometheus.parse(text), CheckResult(name, P, answer.describe(), "status 200")
+        except ValueError as exc:
+            return None, CheckResult(name, F, "not Prometheus text", "status 200", str(exc))
+
+    def read_stats() -> dict[str, dict[str, Any]]:
+        if not settings.container_stats:
+            return {}
+        running = target.containers(config.project.app_service, include_stopped=False)
+        return {c.name: containers.raw_stats(c) for c in running}
+
+    def usage_results(
+        before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]
+    ) -> list[CheckResult]:
+        out = []
+        cpu_limit, mem_limit = config.thresholds.cpu_percent, config.thresholds.memory_mb
+        for name, now in after.items():
+            if name not in before:
+                continue  # a new container: its first interval starts now
+            use = containers.usage_between(name, before[name], now)
+            out.append(
+                CheckResult(
+                    f"cpu {name}",
+                    P if use.cpu_percent < cpu_limit else F,
+                    f"{use.cpu_percent:.1f}%",
+                    f"< {cpu_limit:g}%",
+                )
+            )
+            out.append(
+                CheckResult(
+                    f"memory {name}",
+                    P if use.memory_mb < mem_limit else F,
+                    f"{use.memory_mb:.0f} MB",
+                    f"< {mem_limit:g} MB",
+                )
+            )
+        return out
+
+    first_metrics, _ = scrape()
+    previous_metrics = first_metrics
+    previous_stats = read_stats()
+    t0 = clock()
+    index = 0
+    try:
+        while True:
+            index += 1
+            due = t0 + index * interval
+            if due > t0 + duration_s + 1e-9:
+                break
+            wait = due - clock()
+            if wait > 0:
+                sleep(wait)
+            results: list[CheckResult] = []
+            current_metrics, readable = scrape()
+            results.append(readable)
+            if current_metrics is not None:
+                results += [
+                    evaluate_rule(
+                        rule, previous_metrics, current_metrics, session.threshold(rule.threshold)
+                    )
+                    for rule in config.checks.metrics
+                ]
+                previous_metrics = current_metrics
+            current_stats = read_stats()
+            results += usage_results(previous_stats, current_stats)
+            previous_stats = current_stats
+            session.client.forget_tokens()  # a restarted service may have a new signing key
+            results += [engine.probe(session, p) for p in probes]
+            sample = MonitorSample(index, _utc(), tuple(results))
+            log.append(sample)
+            for result in results:
+                track = tracks.setdefault(result.name, RuleTrack(result.name))
+                if track.add(
+                    result,
+                    index,
+                    in_a_row=settings.consecutive_failures,
+                    limit=settings.failure_limit,
+                ):
+                    why = result.detail or result.measured
+                    breaches.append(
+                        f"{result.name}: failed {track.consecutive} samples in a row, "
+                        f"{track.failures} of {track.samples} in all ({why})"
+                    )
+            if on_sample is not None:
+                on_sample(sample)
+            if breaches:
+                break
+    finally:
+        client.close()
+
+    summary = _summaries(tracks, settings.consecutive_failures, settings.failure_limit)
+    if first_metrics is not None and previous_metrics is not None:
+        # The whole watch as one window: enough requests, maybe, for what one interval cannot show.
+        summary += [
+            _over_watch(
+                evaluate_rule(
+                    rule, first_metrics, previous_metrics, session.threshold(rule.threshold)
+                )
+            )
+            for rule in config.checks.metrics
+        ]
+    rolled_back, rollback_result = False, None
+    if breaches and rollback_on_breach and rollback is not None:
+        ctx.progress(f"breach on {environment}: rolling back")
+        rollback_result = rollback(ctx, environment)
+        rolled_back = True
+    return MonitorReport(
+        environment=environment,
+        started=started,
+        finished=_utc(),
+        duration_s=duration_s,
+        interval_s=interval,
+        consecutive_failures=settings.consecutive_failures,
+        failure_limit=settings.failure_limit,
+        samples=len(log),
+        verdict=F if breaches else (P if log else INC),
+        breaches=tuple(breaches),
+        results=tuple(summary),
+        rolled_back=rolled_back,
+        rollback_result=rollback_result,
+        sample_log=tuple(log),
+    )
+
+
+def _summaries(tracks: dict[str, RuleTrack], in_a_row: int, limit: int) -> list[CheckResult]:
+    out = []
+    rule_text = f"breach: {in_a_row} failed samples in a row or {limit} in all"
+    for track in tracks.values():
+        if track.breached_at is not None:
+            verdict = F
+        elif track.failures == 0 and all_inconclusive(track):
+            verdict = INC
+        else:
+            # Failures that never persisted are blips: reported, not a breach.
+            verdict = P
+        measured = (
+            f"{track.failures} failed of {track.samples} samples, longest run {track.longest_run}"
+        )
+        detail = ""
+        if track.last is not None and track.last.verdict is not P:
+            detail = f"last: {track.last.measured}" + (
+                f" ({track.last.detail})" if track.last.detail else ""
+            )
+        out.append(CheckResult(track.name, verdict, measured, rule_text, detail))
+    return out
+
+
+def all_inconclusive(track: RuleTrack) -> bool:
+    """Whether a rule never had a sample it could judge (no traffic, too few observations)."""
+    return track.samples > 0 and track.last is not None and track.passes == 0
+
+
+def _over_watch(result: CheckResult) -> CheckResult:
+    return CheckResult(
+        f"over the watch: {result.name}",
+        result.verdict,
+        result.measured,
+        result.threshold,
+        result.detail,
+        result.data,
+    )
