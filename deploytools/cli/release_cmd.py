@@ -34,9 +34,12 @@ def release() -> None:
 )
 @click.option(
     "--target-env",
+    "--for",
+    "target_env",
     default=release_step.PRODUCTION,
     show_default=True,
-    help='Where the release is headed; a pre-release tag (-rc.1) passes only for "staging".',
+    help="The environment the release is headed for (a key of deploy.toml). A pre-release tag "
+    "(-rc.1) fails for production and for any environment with requires_approval = true.",
 )
 @click.option(
     "--allow-downgrade", is_flag=True, help="Accept a version not higher than the last release."

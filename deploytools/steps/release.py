@@ -247,11 +247,13 @@ def _skipped(name: str, reason: str) -> CheckResult:
     return CheckResult(name, "skipped", reason)
 
 
-def check_tag_format(version: Version, target_env: str) -> CheckResult:
-    if version.prerelease and target_env == PRODUCTION:
+def check_tag_format(version: Version, target_env: str, *, guarded: bool = False) -> CheckResult:
+    """A pre-release may go to staging, never to production (nor to any environment whose
+    deploys need approval: `guarded`)."""
+    if version.prerelease and (target_env == PRODUCTION or guarded):
         return _failed(
             "tag-format",
-            f"{version.tag} is a pre-release: it may go to staging, never to production",
+            f"{version.tag} is a pre-release: it may go to staging, never to {target_env}",
         )
     return _passed("tag-format", f"{version.tag} is a release tag for {target_env}")
 
@@ -581,6 +583,7 @@ def run(
     :raises UsageError: a malformed or unknown tag, or `repo` is not a git repository.
     """
     version = parse_tag(tag)
+    environment = ctx.config.environment(target_env)  # an unknown name is a usage error
     root = repository_root(repo, runner)
     commit = tag_commit(root, tag, runner)
     environ = os.environ if environ is None else environ
@@ -598,7 +601,7 @@ def run(
         checks.append(result)
         ctx.progress(f"{result.verdict:<7} {result.name}: {result.reason}")
 
-    add(check_tag_format(version, target_env))
+    add(check_tag_format(version, target_env, guarded=environment.requires_approval))
     add(check_annotated(root, tag, runner))
     add(check_on_release_branch(root, tag, commit, project.remote, project.release_branch, runner))
     add(check_signed(root, tag, ctx.config.release.require_signed_tag, runner))

@@ -300,12 +300,35 @@ def test_a_pre_release_goes_to_staging_not_production(bad_repo: Repo, verify: Ve
     tag = bad_repo.release("1.16.0-rc.1")
     assert failed(verify(bad_repo.path, tag)) == {"tag-format"}
     assert failed(verify(bad_repo.path, tag, target_env="staging")) == set()
+    cli_run = CliRunner().invoke(
+        cli,
+        [
+            "--config",
+            str(CONFIG),
+            "release",
+            "verify",
+            "--tag",
+            tag,
+            "--for",
+            "staging",
+            "--repo",
+            str(bad_repo.path),
+        ],
+        env={"GITHUB_TOKEN": ""},
+    )
+    assert cli_run.exit_code == 0, cli_run.output
+    assert "for staging: passed" in cli_run.stdout
 
 
 @pytest.mark.parametrize("tag", ["v1.15", "1.15.2", "v1.15.2; rm -rf /", "v9.9.9"])
 def test_bad_tags_are_usage_errors(release_repo, verify: Verify, tag: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(UsageError):
         verify(release_repo.path, tag)
+
+
+def test_an_unknown_target_environment_is_a_usage_error(release_repo, verify: Verify) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(UsageError, match='unknown environment "prod"'):
+        verify(release_repo.path, "v1.15.2", target_env="prod")
 
 
 def test_not_a_git_repository_is_a_usage_error(tmp_path: Path, verify: Verify) -> None:

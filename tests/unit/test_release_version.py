@@ -77,3 +77,11 @@ def test_changelog_sections() -> None:
     assert changelog_section(CHANGELOG, Version(1, 15, 4)) is None
     # 1.15.1 must not match 1.15.10's heading
     assert changelog_section("## 1.15.10\n- x\n", Version(1, 15, 1)) is None
+
+
+def test_a_pre_release_never_goes_where_deploys_need_approval() -> None:
+    rc = parse_tag("v1.16.0-rc.1")
+    refused = check_tag_format(rc, "eu-prod", guarded=True)
+    assert refused.verdict == "failed"
+    assert "never to eu-prod" in refused.reason
+    assert check_tag_format(parse_tag("v1.16.0"), "eu-prod", guarded=True).verdict == "passed"
