@@ -1,0 +1,146 @@
+"""monitor against the real reference stack: a blip is reported but is no breach; a failure
+that persists is, and calls the rollback hook."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import threading
+import time
+import types
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from deploytools.checks.results import Verdict
+from deploytools.config import Config, EnvironmentConfig, load_config
+from deploytools.context import StepContext
+from deploytools.steps import monitor as monitor_step
+
+if TYPE_CHECKING:
+    from conftest import ComposeStack, ComposeStackFactory, ReleaseImages
+
+pytestmark = pytest.mark.integration
+
+
+def stack_config(stack: ComposeStack) -> Config:
+    base = load_config(Path(__file__).resolve().parents[2] / "deploy.toml")
+    env = EnvironmentConfig(compose_project=stack.project, base_url=stack.url, name="test")
+    monitor = dataclasses.replace(
+        base.checks.monitor, interval_s=1.0, consecutive_failures=3, failure_limit=5
+    )
+    checks = dataclasses.replace(base.checks, monitor=monitor, timeout_s=3.0)
+    return dataclasses.replace(
+        base, environments=types.MappingProxyType({"test": env}), checks=checks
+    )
+
+
+@dataclasses.dataclass
+class Watched:
+    stack: ComposeStack
+    config: Config
+    environ: dict[str, str]
+
+    def monitor(self, duration_s: float, **options: Any) -> monitor_step.MonitorReport:
+        return monitor_step.run(
+            StepContext(config=self.config),
+            environment="test",
+            duration_s=duration_s,
+            environ=self.environ,
+            **options,
+        )
+
+
+@pytest.fixture(scope="module")
+def watched(compose_stacks: ComposeStackFactory, release_images: ReleaseImages) -> Watched:
+    stack = compose_stacks.start(
+        "dtchk-monitor", app_image=release_images["1.15.2"], app_version="1.15.2"
+    )
+    admin = stack.admin
+    assert admin is not None
+    # The monitor's login probe uses the viewer; create it as validate's setup would.
+    import requests
+
+    viewer = ("monitor-viewer", secrets.token_urlsafe(16))
+    token = requests.post(
+        f"{stack.url}/auth/login", json={"username": admin[0], "password": admin[1]}, timeout=5
+    ).json()["access_token"]
+    created = requests.post(
+        f"{stack.url}/users",
+        json={"username": viewer[0], "password": viewer[1], "roles": ["viewer"]},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=5,
+    )
+    assert created.status_code == 201, created.text
+    environ = {"CHECK_VIEWER_USERNAME": viewer[0], "CHECK_VIEWER_PASSWORD": viewer[1]}
+    return Watched(stack, stack_config(stack), environ)
+
+
+def failed_names(report: monitor_step.MonitorReport) -> list[str]:
+    return [r.name for s in report.sample_log for r in s.results if r.verdict is Verdict.FAIL]
+
+
+def test_a_single_blip_is_reported_but_is_no_breach(watched: Watched) -> None:
+    app = watched.stack.container("app")
+
+    def blip() -> None:
+        time.sleep(3.0)
+        app.pause()
+        try:
+            # Longer than the checks' 3 s timeout: one sample's requests time out or are late.
+            time.sleep(4.0)
+        finally:
+            app.unpause()
+
+    thread = threading.Thread(target=blip)
+    thread.start()
+    try:
+        report = watched.monitor(10.0)
+    finally:
+        thread.join()
+    assert report.breaches == ()
+    assert report.verdict is Verdict.PASS
+    assert report.samples == 10
+    # The blip was seen (the paused service answered late or not at all), and passed.
+    blipped = set(failed_names(report))
+    assert blipped, "the pause did not show in any sample"
+    for result in report.results:
+        if result.name in blipped:
+            assert result.verdict is Verdict.PASS, result.line()
+            assert result.measured.startswith(("1 failed of 10", "2 failed of 10")), result.line()
+    names = {r.name for r in report.results}
+    assert f"cpu {app.name}" in names and f"memory {app.name}" in names
+    assert "over the watch: error rate" in names
+
+
+def test_a_persistent_breach_fails_monitor_and_rolls_back(watched: Watched) -> None:
+    stack = watched.stack
+    calls: list[str] = []
+
+    def rollback(ctx: StepContext, environment: str) -> str:
+        calls.append(environment)
+        return "rolled back"
+
+    stack.run_compose("stop", "db")
+    try:
+        report = watched.monitor(10.0, rollback_on_breach=True, rollback=rollback)
+    finally:
+        stack.run_compose("start", "db")
+        stack.wait_healthy("db")
+        stack.wait_healthy("app")
+    assert report.verdict is Verdict.FAIL
+    # The third failed sample in a row is the breach; the watch stops there.
+    assert report.samples == 3
+    assert any(
+        b.startswith("health under 100 ms: failed 3 samples in a row") for b in report.breaches
+    )
+    assert calls == ["test"]
+    assert report.rolled_back and report.rollback_result == "rolled back"
+
+
+def test_rollback_on_breach_without_a_rollback_step_is_refused(watched: Watched) -> None:
+    from deploytools.errors import UsageError
+
+    with pytest.raises(UsageError, match="needs the rollback step"):
+        watched.monitor(2.0, rollback_on_breach=True, rollback=None)
