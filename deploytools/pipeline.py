@@ -6,7 +6,8 @@
 
 Each `Step` is one job of `.github/workflows/release.yml` and one `deploytools` command line,
 written as a template whose `{placeholders}` are filled from what earlier steps handed over
-(`{tag}` from the pushed tag, `{image}` = `repository@sha256:...` from the build). Nothing here
+(`{tag}`, `{version}` and `{revision}` from the pushed tag, `{image}` =
+`repository@sha256:...` from the build). Nothing here
 runs anything: `pipeline run` (a later issue) walks `STEPS`, and the workflow contract test holds
 the workflows to them (same jobs, same order, same commands, same environments, one approval).
 """
@@ -19,8 +20,9 @@ from dataclasses import dataclass, field
 
 from deploytools.errors import UsageError
 
-#: What a step can receive: the release tag, and the image reference pinned by digest.
-INPUTS = ("tag", "image")
+#: What a step can receive: the release tag, its version (X.Y.Z) and commit, and the image
+#: reference pinned by digest.
+INPUTS = ("tag", "version", "revision", "image")
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,15 @@ STEPS: tuple[Step, ...] = (
         command=("image", "build", "--tag", "{tag}", "--push"),
         environment=None,
         hands_over="the image pinned by digest (repository@sha256:...)",
-        workflow_command=("image", "verify", "{image}"),
+        workflow_command=(
+            "image",
+            "verify",
+            "{image}",
+            "--expect-version",
+            "{version}",
+            "--expect-revision",
+            "{revision}",
+        ),
     ),
     Step(
         name="deploy-staging",
@@ -130,9 +140,11 @@ STEPS: tuple[Step, ...] = (
     ),
     Step(
         name="approve-production",
-        title="A person approves production (shown what runs there now)",
+        title="A person approves production",
         runbook_step=4,
-        command=("status", "--env", PRODUCTION),
+        # The gate holds no secrets and touches no engine: it checks the configuration that the
+        # production steps after it will use, so an approval is never spent on a broken one.
+        command=("config", "check"),
         environment=PRODUCTION,
         approval=True,
         hands_over="the approval",
