@@ -50,6 +50,8 @@ RULES: Mapping[str, str] = {
     "alter-column-type": "changes a column's type (rewrites the table under an exclusive lock)",
     "no-lock-timeout": "runs DDL without a lock_timeout (waits behind live traffic and queues "
     "every request behind itself)",
+    "concurrently-in-transaction": "CREATE INDEX CONCURRENTLY inside a transaction (PostgreSQL "
+    "refuses it; use op.get_context().autocommit_block())",
 }
 
 _RUNNING_RE = re.compile(r"^--\s*Running upgrade\s+(?:(\S+)\s+)?->\s*(\S+)", re.IGNORECASE)
@@ -356,6 +358,7 @@ def lint_sql(
     lock_timeout_local = False
     lock_timeout_session = False
     timeout_flagged: set[str] = set()
+    in_transaction = False
     for statement in statements:
         text = _norm(statement.sql)
         upper = text.upper()
@@ -364,6 +367,7 @@ def lint_sql(
             revisions.append(rev)
         if upper in ("BEGIN", "COMMIT", "ROLLBACK"):
             lock_timeout_local = False  # SET LOCAL ends with its transaction
+            in_transaction = upper == "BEGIN"
             continue
         timeout = _LOCK_TIMEOUT_RE.match(text)
         if timeout:
@@ -376,6 +380,9 @@ def lint_sql(
             continue
         created = _CREATE_TABLE_RE.match(text)
         found = _rules_of(statement.sql, new_tables)
+        index = _CREATE_INDEX_RE.match(text)
+        if index and index.group(1) and in_transaction:
+            found.append("concurrently-in-transaction")
         if not (lock_timeout_local or lock_timeout_session) and rev not in timeout_flagged:
             timeout_flagged.add(rev)
             found.append("no-lock-timeout")

@@ -467,7 +467,13 @@ def check_migrations(
             with extracted(root, git.tag_ref(previous.tag), runner) as old_tree:
                 old_source = old_tree / source_dir
                 if (old_source / alembic_ini).is_file():
-                    old = migration_lint.inspect_scripts(old_source, alembic_ini=alembic_ini)
+                    try:
+                        old = migration_lint.inspect_scripts(old_source, alembic_ini=alembic_ini)
+                    except DeployError as exc:
+                        reason = f"the previous release {previous.tag}: {exc.message}"
+                        return MigrationChecks(
+                            heads_ok, _failed("migration-lint", reason), None, ()
+                        )
                     if len(old.heads) != 1:
                         return MigrationChecks(
                             heads_ok,

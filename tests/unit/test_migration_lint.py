@@ -64,7 +64,8 @@ def test_an_additive_release_is_clean_and_expand_only() -> None:
         "CREATE INDEX ix_audit_id ON audit (id);\n\n"
         "ALTER TABLE users ADD COLUMN nickname VARCHAR(64);\n\n"
         "ALTER TABLE users ADD COLUMN active BOOLEAN DEFAULT true NOT NULL;\n\n"
-        "CREATE INDEX CONCURRENTLY ix_users_nickname ON users (nickname);\n\n"
+        "COMMIT;\n\nSET lock_timeout = '5s';\n\n"
+        "CREATE INDEX CONCURRENTLY ix_users_nickname ON users (nickname);\n\nBEGIN;\n\n"
         "ALTER TABLE users ADD CONSTRAINT fk_x FOREIGN KEY(role_id) REFERENCES roles (id) NOT VALID"
     )
     assert result.findings == ()
@@ -179,3 +180,16 @@ def test_an_acknowledgement_covers_only_its_rule_and_its_migration() -> None:
     assert len(result.failing) == 1
     other = lint("ALTER TABLE users DROP COLUMN x", sources={"0004": source})
     assert len(other.failing) == 1
+
+
+def test_concurrently_inside_a_transaction_is_refused_by_postgres() -> None:
+    result = lint("CREATE INDEX CONCURRENTLY ix_users_name ON users (username)")
+    assert rules(result) == ["concurrently-in-transaction"]
+    assert result.expand_only  # additive all the same
+
+
+def test_concurrently_in_an_autocommit_block_needs_its_own_lock_timeout() -> None:
+    result = lint(
+        "COMMIT;\n\nCREATE INDEX CONCURRENTLY ix_users_name ON users (username);\n\nBEGIN"
+    )
+    assert rules(result) == ["no-lock-timeout"]
