@@ -103,6 +103,19 @@ class GitHubConfig:
 
 
 @dataclass(frozen=True)
+class NotificationsConfig:
+    """Where `deploytools notify` sends. The URLs are secrets: the file names the environment
+    variables that hold them, never the URLs. An unset or empty variable turns that hook off."""
+
+    slack_webhook_env: str = "SLACK_WEBHOOK_URL"
+    status_page_hook_env: str = "STATUS_PAGE_HOOK_URL"
+    # Seconds one webhook request may take.
+    timeout_s: float = 10.0
+    # Whether a webhook that fails makes `notify` fail (exit 3); by default it is reported only.
+    required: bool = False
+
+
+@dataclass(frozen=True)
 class DeployConfig:
     """How deploy, migrate and rollback behave: deadlines, the lock, what they keep."""
 
@@ -299,6 +312,7 @@ class Config:
     checks: ChecksConfig = field(default_factory=ChecksConfig)
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     # Where it was read from; not a key of the file.
     path: Path = field(default=Path(DEFAULT_CONFIG_FILE), metadata={"derived": True})
 
@@ -509,6 +523,15 @@ def _validate(config: Config, loader: _Loader) -> None:
         raise loader.fail(
             f'"github.token_env" must name an environment variable, got "{config.github.token_env}"'
         )
+    notifications = config.notifications
+    for key in ("slack_webhook_env", "status_page_hook_env"):
+        if not _ENV_VAR_RE.match(getattr(notifications, key)):
+            raise loader.fail(
+                f'"notifications.{key}" must name an environment variable (the URL is a '
+                f'secret), got "{getattr(notifications, key)}"'
+            )
+    if notifications.timeout_s <= 0:
+        raise loader.fail('"notifications.timeout_s" must be greater than 0')
     _validate_checks(config.checks, loader)
 
 
