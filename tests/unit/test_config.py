@@ -75,8 +75,8 @@ BAD = [
         id="unknown-threshold",
     ),
     pytest.param(
-        GOOD + '\n[notifications]\nslack = "x"\n',
-        'deploy.toml: unknown key "notifications"',
+        GOOD + '\n[pagers]\nslack = "x"\n',
+        'deploy.toml: unknown key "pagers"',
         id="unknown-table-no-suggestion",
     ),
     pytest.param(
