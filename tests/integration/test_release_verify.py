@@ -394,6 +394,28 @@ def test_cli_failed_check_exits_1_and_names_it(bad_repo: Repo) -> None:
     assert result.exit_code == 1
     assert "failed  tag-annotated: v1.15.3 is a lightweight tag" in result.stderr
     assert "failed 1 check(s): tag-annotated" in result.stderr
+    as_json = CliRunner().invoke(
+        cli,
+        [
+            "--config",
+            str(CONFIG),
+            "--json",
+            "release",
+            "verify",
+            "--tag",
+            tag,
+            "--repo",
+            str(bad_repo.path),
+        ],
+        env={"GITHUB_TOKEN": ""},
+    )
+    assert as_json.exit_code == 1
+    data = json.loads(as_json.stdout)  # one document: the error, carrying the whole report
+    assert data["ok"] is False
+    assert data["error"]["facts"]["failed"] == ["tag-annotated"]
+    checks = data["error"]["facts"]["report"]["checks"]
+    assert len(checks) == 13
+    assert as_json.stderr.count("\n") == 1  # the error line only: no progress under --json
 
 
 @pytest.mark.parametrize("tag", ["v1.15", "1.15.2", "v1.15.2; rm -rf /", "v7.0.0"])
