@@ -53,8 +53,8 @@ class GitHub:
             raise EnvironmentUnreachable(
                 f"GitHub answered {exc.response.status_code} to GET {url}",
                 untouched="nothing was changed on GitHub",
-                hint="check the token's permissions (repository administration: read, checks: "
-                "read, environments: read)",
+                hint="check the token's permissions (contents: read, checks: read, "
+                "actions: read for environments)",
                 facts={"url": url, "status": exc.response.status_code},
             ) from None
         except httpx2.HTTPError as exc:
@@ -66,14 +66,26 @@ class GitHub:
 
     # -- Required checks -------------------------------------------------------------------
 
-    def required_checks(self, branch: str) -> list[str] | None:
-        """The status checks `branch`'s protection requires; None when the branch is unprotected."""
-        answer = self._get(f"/branches/{branch}/protection/required_status_checks")
-        if answer is None:
-            return None
-        names = [str(c) for c in _get(answer, "contexts", [])]
-        for check in _get(answer, "checks", []):
-            name = str(_get(check, "context", ""))
+    def required_checks(self, branch: str) -> list[str]:
+        """The status checks `branch` requires, from its protection and from rulesets.
+
+        Read through endpoints a read-only token may use (`GET /branches/B` and
+        `GET /rules/branches/B`): the protection endpoint itself needs admin rights, which the
+        workflow's GITHUB_TOKEN never has.
+        """
+        names: list[str] = []
+        info = self._get(f"/branches/{branch}") or {}
+        protection = _get(info, "protection", None) or {}
+        required = _get(protection, "required_status_checks", None) or {}
+        candidates = [str(c) for c in _get(required, "contexts", None) or []]
+        candidates += [str(_get(c, "context", "")) for c in _get(required, "checks", None) or []]
+        for rule in self._get(f"/rules/branches/{branch}") or []:
+            if _get(rule, "type", "") != "required_status_checks":
+                continue
+            parameters = _get(rule, "parameters", None) or {}
+            for check in _get(parameters, "required_status_checks", None) or []:
+                candidates.append(str(_get(check, "context", "")))
+        for name in candidates:
             if name and name not in names:
                 names.append(name)
         return names

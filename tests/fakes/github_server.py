@@ -115,14 +115,24 @@ class FakeGitHub:
         root = f"/repos/{repository}"
         self.respond(
             "GET",
-            f"{root}/branches/{branch}/protection/required_status_checks",
+            f"{root}/branches/{branch}",
             {
-                "url": f"https://api.github.com{root}/branches/{branch}/protection/required_status_checks",
-                "strict": True,
-                "contexts": list(required),
-                "checks": [{"context": name, "app_id": 15368} for name in required],
+                "name": branch,
+                "commit": {"sha": sha},
+                "protected": True,
+                "protection": {
+                    "enabled": True,
+                    "required_status_checks": {
+                        "enforcement_level": "non_admins",
+                        "contexts": list(required),
+                        "checks": [{"context": name, "app_id": 15368} for name in required],
+                    },
+                },
+                "protection_url": f"https://api.github.com{root}/branches/{branch}/protection",
             },
         )
+        # Rulesets that apply to the branch (none here; tests add some).
+        self.respond("GET", f"{root}/rules/branches/{branch}", [])
         self.respond(
             "GET",
             f"{root}/commits/{sha}/check-runs",

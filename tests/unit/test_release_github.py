@@ -41,7 +41,8 @@ def test_a_protected_repository_passes_and_the_token_is_sent(
     assert env.ok, env.reason
     assert "test, lint" in checks.reason
     assert github.paths() == [
-        f"{ROOT}/branches/main/protection/required_status_checks",
+        f"{ROOT}/branches/main",
+        f"{ROOT}/rules/branches/main",
         f"{ROOT}/commits/{SHA}/check-runs",
         f"{ROOT}/commits/{SHA}/status",
         f"{ROOT}/environments/production",
@@ -65,6 +66,41 @@ def test_a_required_check_that_never_ran_fails(github: FakeGitHub, api: GitHub) 
     verdict = api.required_checks_green(SHA, "main")
     assert not verdict.ok
     assert "never reported: lint" in verdict.reason
+
+
+def test_a_ruleset_adds_required_checks(github: FakeGitHub, api: GitHub) -> None:
+    github.respond(
+        "GET",
+        f"{ROOT}/rules/branches/main",
+        [
+            {"type": "deletion", "ruleset_id": 7},
+            {
+                "type": "required_status_checks",
+                "ruleset_id": 8,
+                "parameters": {
+                    "strict_required_status_checks_policy": False,
+                    "required_status_checks": [{"context": "e2e"}, {"context": "test"}],
+                },
+            },
+        ],
+    )
+    assert api.required_checks("main") == ["test", "lint", "e2e"]
+    verdict = api.required_checks_green(SHA, "main")
+    assert not verdict.ok
+    assert "never reported: e2e" in verdict.reason
+
+
+def test_an_unprotected_branch_holds_the_release_to_every_check_that_ran(
+    github: FakeGitHub, api: GitHub
+) -> None:
+    github.respond("GET", f"{ROOT}/branches/main", {"name": "main", "protected": False})
+    assert api.required_checks("main") == []
+    verdict = api.required_checks_green(SHA, "main")
+    assert verdict.ok
+    assert "requires no checks; all 2 checks" in verdict.reason
+    runs = github.answers[("GET", f"{ROOT}/commits/{SHA}/check-runs")][1]
+    runs["check_runs"][0]["conclusion"] = "failure"
+    assert not api.required_checks_green(SHA, "main").ok
 
 
 def test_a_commit_status_counts_as_a_check(github: FakeGitHub, api: GitHub) -> None:
@@ -150,12 +186,7 @@ def test_with_a_token_a_missing_environment_fails_the_release(github: FakeGitHub
 
 
 def test_a_github_error_fails_the_check_with_the_status(github: FakeGitHub) -> None:
-    github.respond(
-        "GET",
-        f"{ROOT}/branches/main/protection/required_status_checks",
-        {"message": "Bad credentials"},
-        status=401,
-    )
+    github.respond("GET", f"{ROOT}/branches/main", {"message": "Bad credentials"}, status=401)
     results = check_github(
         _ctx(), commit=SHA, tag="v1.15.2", environ={"DT_TEST_TOKEN": "t"}, gh_host=github.url
     )
