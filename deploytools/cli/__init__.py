@@ -10,6 +10,7 @@ import deploytools.cli.checks_cmd  # registers smoke, validate, verify, monitor 
 import deploytools.cli.image_cmd  # registers image build, image verify (issue 4)
 import deploytools.cli.release_cmd  # registers release verify (issue 4)
 from deploytools.cli import config_cmd, status_cmd  # noqa: F401 - registers the commands
+from deploytools.cli import notify_cmd  # noqa: F401 - notify (issue 7)
 from deploytools.cli.app import cli
 
 

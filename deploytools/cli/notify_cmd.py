@@ -1,0 +1,65 @@
+"""`deploytools notify --event E --env E`: Slack and the status page, for people."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from deploytools.cli.app import AppState, cli, emit, pass_state
+from deploytools.steps import notify as notify_step
+
+
+@cli.command("notify")
+@click.option(
+    "--event", type=click.Choice(notify_step.EVENTS), required=True, help="What happened."
+)
+@click.option("--env", "environment", required=True, help="The environment (a key of deploy.toml).")
+@click.option("--release", default="", help="The release it concerns (tag or version).")
+@click.option("--message", default="", help="More words for people.")
+@click.option("--link", default="", help="A URL to the details, such as the Actions run.")
+@click.option(
+    "--required/--best-effort",
+    default=None,
+    help="Fail (exit 3) when a hook fails or none is configured. Default: "
+    "notifications.required in deploy.toml (false: failures are reported only).",
+)
+@pass_state
+def notify(
+    state: AppState,
+    event: str,
+    environment: str,
+    release: str,
+    message: str,
+    link: str,
+    required: bool | None,
+) -> None:
+    """Post EVENT (maintenance-window, success, failure, rollback) to the Slack incoming webhook
+    and the status page hook whose URLs are in the environment variables [notifications] names.
+
+    An unset URL variable skips that hook. A failing hook is reported (a warning, in GitHub
+    Actions an annotation) and exits 0, so a deploy never stops for Slack, unless required.
+    """
+    result = notify_step.run(
+        state.context(),
+        event=event,
+        environment=environment,
+        release=release,
+        message=message,
+        link=link,
+        required=required,
+    )
+    for delivery in result.failed:
+        line = f"notify: {delivery.hook} failed: {delivery.detail}"
+        click.echo(f"warning: {line}", err=True)
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            click.echo(f"::warning title=deploytools notify::{line}")
+
+    def human() -> None:
+        for delivery in result.deliveries:
+            mark = "sent" if delivery.ok else "FAILED"
+            click.echo(f"{mark:6} {delivery.hook}: {delivery.detail}")
+        for hook in result.skipped:
+            click.echo(f"{'skip':6} {hook}: its URL variable is not set")
+
+    emit(state, result, human)
