@@ -20,16 +20,25 @@ ROOT = f"/repos/{REPO}"
 CONFIG = Path(__file__).resolve().parents[2] / "deploy.toml"
 
 
-@pytest.fixture
-def github() -> Iterator[FakeGitHub]:
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeGitHub]:
     with FakeGitHub() as fake:
-        fake.protected_repository(REPO, sha=SHA)
         yield fake
 
 
 @pytest.fixture
-def api(github: FakeGitHub) -> GitHub:
-    return GitHub(REPO, "test-token", gh_host=github.url)
+def github(server: FakeGitHub) -> FakeGitHub:
+    """The module's server, its answers and records reset for each test."""
+    server.answers.clear()
+    server.requests.clear()
+    server.protected_repository(REPO, sha=SHA)
+    return server
+
+
+@pytest.fixture(scope="module")
+def api(server: FakeGitHub) -> GitHub:
+    # Made once: ghapi builds its whole endpoint table on construction (most of a second).
+    return GitHub(REPO, "test-token", gh_host=server.url)
 
 
 def test_a_protected_repository_passes_and_the_token_is_sent(
