@@ -7,6 +7,7 @@ wrong in exactly one way; each test asserts exactly which check fails.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from deploytools.cli import cli
-from deploytools.config import load_config
+from deploytools.config import ReleaseConfig, load_config
 from deploytools.context import StepContext
 from deploytools.errors import UsageError
 from deploytools.steps import release as release_step
@@ -324,6 +325,16 @@ def test_a_pre_release_goes_to_staging_not_production(bad_repo: Repo, verify: Ve
 def test_bad_tags_are_usage_errors(release_repo, verify: Verify, tag: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(UsageError):
         verify(release_repo.path, tag)
+
+
+def test_a_required_signature_is_checked(release_repo) -> None:  # type: ignore[no-untyped-def]
+    config = load_config(CONFIG)
+    strict = dataclasses.replace(config, release=ReleaseConfig(require_signed_tag=True))
+    report = release_step.run(
+        StepContext(config=strict), tag="v1.15.2", repo=release_repo.path, environ={}
+    )
+    assert failed(report) == {"tag-signed"}
+    assert "v1.15.2 has no valid signature" in report.failed[0].reason
 
 
 def test_an_unknown_target_environment_is_a_usage_error(release_repo, verify: Verify) -> None:  # type: ignore[no-untyped-def]
