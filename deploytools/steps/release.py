@@ -23,7 +23,13 @@ from typing import Literal
 from deploytools import migration_lint
 from deploytools.commands import git
 from deploytools.context import StepContext
-from deploytools.errors import CheckFailed, DeadlineExceeded, DeployError, UsageError
+from deploytools.errors import (
+    CheckFailed,
+    DeadlineExceeded,
+    DeployError,
+    ExternalCommandFailed,
+    UsageError,
+)
 from deploytools.github import GitHub
 
 GIT_TIMEOUT_S = 60.0
@@ -221,7 +227,7 @@ def extracted(root: Path, ref: str, runner: GitRunner = run_git) -> Iterator[Pat
         archive = Path(tmp) / "source.tar"
         done = runner(git.archive(root, ref, archive))
         if done.returncode != 0:
-            raise DeployError(
+            raise ExternalCommandFailed(
                 f"git archive {ref} failed: {done.stderr.strip()}", untouched="nothing was done"
             )
         tree = Path(tmp) / "tree"
