@@ -13,7 +13,9 @@ environment is protected the way `release verify` demands, for tests to spoil on
 from __future__ import annotations
 
 import json
+import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -31,12 +33,17 @@ class RecordedRequest:
     body: bytes = b""
 
 
+#: A computed answer: given the request and the path's match, (HTTP status, JSON body).
+Handler = Callable[[RecordedRequest, re.Match[str]], tuple[int, Any]]
+
+
 @dataclass
 class FakeGitHub:
     """The server; a context manager that starts it on a free port and stops it."""
 
     answers: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
+    handlers: list[tuple[str, re.Pattern[str], Handler]] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
 
@@ -48,6 +55,11 @@ class FakeGitHub:
 
     def respond(self, method: str, path: str, body: Any, status: int = 200) -> None:
         self.answers[(method.upper(), path)] = (status, body)
+
+    def handle(self, method: str, path_pattern: str, handler: Handler) -> None:
+        """Answer requests whose path fully matches `path_pattern` by calling `handler` (for
+        APIs with state, such as deployments); it takes precedence over `respond`."""
+        self.handlers.append((method.upper(), re.compile(path_pattern), handler))
 
     def forget(self, method: str, path: str) -> None:
         """Make `path` answer 404, as GitHub does for what does not exist."""
@@ -64,16 +76,20 @@ class FakeGitHub:
                 parts = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                fake.requests.append(
-                    RecordedRequest(
-                        method=self.command,
-                        path=parts.path,
-                        query=parse_qs(parts.query),
-                        headers={k.lower(): v for k, v in self.headers.items()},
-                        body=body,
-                    )
+                request = RecordedRequest(
+                    method=self.command,
+                    path=parts.path,
+                    query=parse_qs(parts.query),
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                    body=body,
                 )
+                fake.requests.append(request)
                 status, payload = fake.answers.get((self.command, parts.path), (404, NOT_FOUND))
+                for method, pattern, handler in fake.handlers:
+                    match = pattern.fullmatch(parts.path)
+                    if method == self.command and match:
+                        status, payload = handler(request, match)
+                        break
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=utf-8")
