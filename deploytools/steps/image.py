@@ -33,6 +33,7 @@ from deploytools.errors import (
 from deploytools.steps.release import (
     CheckResult,
     GitRunner,
+    Version,
     default_source_dir,
     extracted,
     parse_tag,
@@ -366,7 +367,13 @@ def verify(
         that check.
     :param expect_revision: the commit the revision label must name; None only requires one.
     """
-    parse_tag(f"v{expect_version}")  # the same grammar as tags: a usage error otherwise
+    if Version.parse(f"v{expect_version}") is None:
+        raise UsageError(
+            f'--expect-version "{expect_version}" is not a version: expected X.Y.Z, for '
+            "example 1.15.2 (a pre-release may add -rc.1)",
+            untouched="nothing was done",
+            facts={"expect_version": expect_version},
+        )
     client, engine = _engine(ctx, environment)
     try:
         found = client.images.get(image)

@@ -230,3 +230,12 @@ def test_build_refuses_a_path_that_is_not_a_repository(built: Built, tmp_path: P
     )
     assert result.exit_code == 2
     assert "is not a git repository" in result.stderr
+
+
+@pytest.mark.parametrize("version", ["1.15", "v1.15.1", "1.15.1; true"])
+def test_verify_refuses_a_malformed_expected_version(built: Built, version: str) -> None:
+    result = deploytools(
+        built.config, "image", "verify", built.reference, "--expect-version", version
+    )
+    assert result.exit_code == 2
+    assert "is not a version: expected X.Y.Z" in result.stderr
