@@ -31,6 +31,7 @@ def github(server: FakeGitHub) -> FakeGitHub:
     """The module's server, its answers and records reset for each test."""
     server.answers.clear()
     server.requests.clear()
+    server.handlers.clear()
     server.protected_repository(REPO, sha=SHA)
     return server
 
