@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+import requests.adapters
 
 from deploytools.config import CheckUser, JsonScalar, LoginSettings
 from deploytools.errors import UsageError
@@ -112,7 +113,14 @@ class HttpClient:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.login_settings = login or LoginSettings()
-        self.session = session or requests.Session()
+        if session is None:
+            session = requests.Session()
+            # Enough kept-alive connections for a load test's workers: a smaller pool would
+            # open and close a connection per request and measure that instead of the service.
+            adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=64)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self.session = session
         self._tokens: dict[str, str] = {}
 
     def close(self) -> None:

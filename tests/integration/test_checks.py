@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 REPO_CONFIG = "deploy.toml"
 
 
-def stack_config(stack: ComposeStack, *, rate: float = 25.0, duration: float = 4.0) -> Config:
+def stack_config(stack: ComposeStack, *, rate: float = 20.0, duration: float = 5.0) -> Config:
     """The repository's deploy.toml, with one environment "test" pointing at `stack` and
     shorter latency tests (still 100 samples, the configured minimum)."""
     from pathlib import Path
