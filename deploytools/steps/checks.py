@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from deploytools.checks import suite as engine
 from deploytools.checks.http import HttpClient
@@ -47,7 +47,7 @@ class SuiteReport:
 
 
 def _now() -> str:
-    return datetime.now().astimezone().strftime("%Y-%m-%dT%H:%M:%S%z")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def users_needed(ctx: StepContext, suite: str) -> list[str]:
