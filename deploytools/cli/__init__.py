@@ -6,11 +6,13 @@ the commands of one runbook step to it. Importing them here registers them.
 
 from __future__ import annotations
 
+import deploytools.cli.backup_cmd  # registers backup, lock (issue 5)
 import deploytools.cli.checks_cmd  # registers smoke, validate, verify, monitor (issue 6)
 import deploytools.cli.image_cmd  # registers image build, image verify (issue 4)
+import deploytools.cli.notify_cmd  # registers notify (issue 7)
 import deploytools.cli.release_cmd  # registers release verify (issue 4)
+import deploytools.cli.report_cmd  # noqa: F401 - registers report (issue 7)
 from deploytools.cli import config_cmd, status_cmd  # noqa: F401 - registers the commands
-from deploytools.cli import notify_cmd  # noqa: F401 - notify (issue 7)
 from deploytools.cli.app import cli
 
 

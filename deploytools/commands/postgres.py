@@ -1,0 +1,179 @@
+"""Argv and SQL for PostgreSQL's client programs (psql, pg_dump, pg_restore): data, no I/O.
+
+They run inside the database container (`docker exec`), over its local socket, as the
+container's own POSTGRES_USER: no port is published and no password travels.
+"""
+
+from __future__ import annotations
+
+#: The directory of the server's local socket in the official image (and ours).
+SOCKET_DIR = "/var/run/postgresql"
+
+#: Exact row counts of every user table, one "schema.table<TAB>count" line each. query_to_xml
+#: runs a count(*) per table inside one statement, so one psql call is enough.
+ROW_COUNTS_SQL = (
+    "SELECT table_schema || '.' || table_name, "
+    "(xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', "
+    "table_schema, table_name), false, true, '')))[1]::text "
+    "FROM information_schema.tables "
+    "WHERE table_type = 'BASE TABLE' "
+    "AND table_schema NOT IN ('pg_catalog', 'information_schema') "
+    "ORDER BY 1"
+)
+
+#: The Alembic revision, or nothing when the table does not exist (a database never migrated).
+REVISION_SQL = (
+    "SELECT CASE WHEN to_regclass('public.alembic_version') IS NULL THEN '' "
+    "ELSE (SELECT coalesce(string_agg(version_num, ',' ORDER BY version_num), '') "
+    "FROM public.alembic_version) END"
+)
+
+DATABASE_SIZE_SQL = "SELECT pg_database_size(current_database())"
+
+
+def quote_ident(name: str) -> str:
+    """`name` as an SQL identifier, quoted the way PostgreSQL's quote_ident does."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def psql(user: str, database: str, sql: str) -> list[str]:
+    """One SQL statement; unaligned, tab-separated, tuples only; stops at the first error.
+
+    -X skips ~/.psqlrc so that nobody's settings change the output we parse.
+    """
+    return [
+        "psql",
+        "-X",
+        "--no-password",
+        "-h",
+        SOCKET_DIR,
+        "-U",
+        user,
+        "-d",
+        database,
+        "-v",
+        "ON_ERROR_STOP=1",
+        "--no-align",
+        "--tuples-only",
+        "--field-separator=\t",
+        "-c",
+        sql,
+    ]
+
+
+def psql_session(user: str, database: str) -> list[str]:
+    """psql reading statements from stdin, quietly: for a session kept open (a snapshot)."""
+    return [
+        "psql",
+        "-X",
+        "--quiet",
+        "--no-password",
+        "-h",
+        SOCKET_DIR,
+        "-U",
+        user,
+        "-d",
+        database,
+        "-v",
+        "ON_ERROR_STOP=1",
+        "--no-align",
+        "--tuples-only",
+    ]
+
+
+#: Sent to a psql session: opens a repeatable-read transaction and prints its snapshot id.
+EXPORT_SNAPSHOT_SQL = "BEGIN ISOLATION LEVEL REPEATABLE READ;\nSELECT pg_export_snapshot();\n"
+
+
+def psql_in_snapshot(user: str, database: str, snapshot: str, sql: str) -> list[str]:
+    """One query run inside an exported snapshot (so it sees what pg_dump --snapshot sees)."""
+    argv = psql(user, database, sql)[:-2]
+    return [
+        *argv,
+        "--quiet",
+        "-c",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ",
+        "-c",
+        f"SET TRANSACTION SNAPSHOT {quote_literal(snapshot)}",
+        "-c",
+        sql,
+        "-c",
+        "COMMIT",
+    ]
+
+
+def pg_dump(user: str, database: str, *, snapshot: str | None = None) -> list[str]:
+    """The whole database in custom format on stdout (compressed, restorable table by table)."""
+    return [
+        "pg_dump",
+        "--no-password",
+        "-h",
+        SOCKET_DIR,
+        "-U",
+        user,
+        "-d",
+        database,
+        "--format=custom",
+        *([f"--snapshot={snapshot}"] if snapshot else []),
+    ]
+
+
+def pg_dump_version() -> list[str]:
+    return ["pg_dump", "--version"]
+
+
+def pg_restore_list(path: str) -> list[str]:
+    """Reads a custom-format archive's table of contents: fails when the archive is unreadable."""
+    return ["pg_restore", "--list", path]
+
+
+def pg_restore(user: str, database: str) -> list[str]:
+    """Restores a custom-format archive read from stdin into `database`, stopping at the first
+    error (a partial restore must fail loudly, never look complete)."""
+    return [
+        "pg_restore",
+        "--no-password",
+        "-h",
+        SOCKET_DIR,
+        "-U",
+        user,
+        "-d",
+        database,
+        "--exit-on-error",
+        "--no-owner",
+    ]
+
+
+def create_database_sql(name: str) -> str:
+    return f"CREATE DATABASE {quote_ident(name)}"
+
+
+def drop_database_sql(name: str) -> str:
+    # FORCE (PostgreSQL 13+) ends sessions still connected, e.g. a crashed verify's.
+    return f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)"
+
+
+def rename_database_sql(old: str, new: str) -> str:
+    return f"ALTER DATABASE {quote_ident(old)} RENAME TO {quote_ident(new)}"
+
+
+def terminate_sessions_sql(database: str) -> str:
+    """Ends every other session on `database`, so it can be renamed or dropped."""
+    where = f"WHERE datname = {quote_literal(database)} AND pid <> pg_backend_pid()"
+    # The name is quoted by quote_literal; it is ours (the service database), never user input.
+    return "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity " + where  # noqa: S608
+
+
+def parse_row_counts(output: str) -> dict[str, int]:
+    """ROW_COUNTS_SQL's output -> {"schema.table": rows}."""
+    counts: dict[str, int] = {}
+    for line in output.splitlines():
+        if not line.strip():
+            continue
+        table, _, count = line.partition("\t")
+        counts[table] = int(count)
+    return counts

@@ -1,0 +1,172 @@
+"""The environment's PostgreSQL, reached by `docker exec` into its database container.
+
+Credentials come from the container itself (POSTGRES_USER and POSTGRES_DB in its environment),
+so deploy.toml does not repeat them; psql, pg_dump and pg_restore use the local socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from docker.utils.socket import frames_iter, next_frame_header, read_exactly
+
+from deploytools.backup_store import ExecResult, exec_capture, exec_stream
+from deploytools.commands import postgres as pg
+from deploytools.errors import EnvironmentUnreachable, ExternalCommandFailed
+from deploytools.target import Target
+
+
+@dataclass
+class Database:
+    """One PostgreSQL database inside a running container."""
+
+    client: Any
+    container: Any
+    user: str
+    name: str
+    environment: str
+
+    @classmethod
+    def of(cls, target: Target) -> Database:
+        """The environment's database; EnvironmentUnreachable when its container is not running."""
+        service = target.config.project.database_service
+        running = [c for c in target.containers(service) if c.status == "running"]
+        if not running:
+            raise EnvironmentUnreachable(
+                f'the database service "{service}" of environment {target.name} is not running',
+                untouched="nothing was done to the database",
+                hint=f"start it (docker-compose -p {target.project} up -d {service}) and retry",
+                facts={"environment": target.name, "service": service},
+            )
+        container = running[0]
+        env: dict[str, str] = {}
+        for item in container.attrs["Config"].get("Env") or []:
+            key, _, value = str(item).partition("=")
+            env[key] = value
+        user = env.get("POSTGRES_USER", "postgres")
+        return cls(
+            client=target.client,
+            container=container,
+            user=user,
+            name=env.get("POSTGRES_DB", user),
+            environment=target.name,
+        )
+
+    def _fail(self, what: str, result: ExecResult) -> ExternalCommandFailed:
+        return ExternalCommandFailed(
+            f"{what} failed in the database container {self.container.name} "
+            f"(exit {result.exit_code}): {result.error_line()}",
+            facts={"environment": self.environment, "stderr": result.stderr[-2000:].decode()},
+        )
+
+    def exec(self, argv: list[str], *, stdin: Iterable[bytes] | None = None) -> ExecResult:
+        return exec_capture(self.client, self.container.id, argv, stdin=stdin)
+
+    def query(self, sql: str, *, database: str | None = None) -> str:
+        result = self.exec(pg.psql(self.user, database or self.name, sql))
+        if result.exit_code != 0:
+            raise self._fail("psql", result)
+        return result.text()
+
+    def revision(self, *, database: str | None = None) -> str | None:
+        """The Alembic revision ("0002"), or None for a database never migrated."""
+        return self.query(pg.REVISION_SQL, database=database).strip() or None
+
+    def row_counts(
+        self, *, database: str | None = None, snapshot: str | None = None
+    ) -> dict[str, int]:
+        """Exact rows per table; inside `snapshot` (see `snapshot()`) when given."""
+        if snapshot is None:
+            return pg.parse_row_counts(self.query(pg.ROW_COUNTS_SQL, database=database))
+        argv = pg.psql_in_snapshot(self.user, database or self.name, snapshot, pg.ROW_COUNTS_SQL)
+        result = self.exec(argv)
+        if result.exit_code != 0:
+            raise self._fail("psql", result)
+        return pg.parse_row_counts(result.text())
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[str]:
+        """Hold a repeatable-read transaction open and yield its exported snapshot id.
+
+        pg_dump --snapshot and the row counts of the manifest then see the very same data, so a
+        backup taken while the service writes still verifies: its counts are the dump's counts.
+        """
+        argv = pg.psql_session(self.user, self.name)
+        exec_id = self.client.api.exec_create(self.container.id, argv, stdin=True)["Id"]
+        sock = self.client.api.exec_start(exec_id, socket=True)
+        raw = getattr(sock, "_sock", sock)  # see backup_store._open_exec
+        try:
+            raw.sendall(pg.EXPORT_SNAPSHOT_SQL.encode())
+            out, err = b"", b""
+            while b"\n" not in out:
+                stream, size = next_frame_header(sock)
+                if size < 0:
+                    break
+                data = read_exactly(sock, size)
+                if stream == 1:
+                    out += data
+                else:
+                    err += data
+            snapshot_id = out.decode().strip()
+            if not snapshot_id:
+                raise ExternalCommandFailed(
+                    f"could not open a snapshot in {self.container.name}: "
+                    + (err.decode("utf-8", "replace").strip() or "psql ended"),
+                    untouched="nothing was written",
+                )
+            yield snapshot_id
+        finally:
+            with contextlib.suppress(OSError):
+                raw.sendall(b"COMMIT;\n")
+                raw.shutdown(socket.SHUT_WR)
+                for _ in frames_iter(sock, tty=False):
+                    pass
+            sock.close()
+            raw.close()
+
+    def size_bytes(self) -> int:
+        return int(self.query(pg.DATABASE_SIZE_SQL).strip())
+
+    def pg_dump_version(self) -> str:
+        result = self.exec(pg.pg_dump_version())
+        if result.exit_code != 0:
+            raise self._fail("pg_dump --version", result)
+        return result.text().strip()
+
+    def dump(self, *, snapshot: str | None = None) -> tuple[Iterator[bytes], Any]:
+        """pg_dump's custom-format output, streamed; call the second item afterwards for the
+        exit code."""
+        argv = pg.pg_dump(self.user, self.name, snapshot=snapshot)
+        return exec_stream(self.client, self.container.id, argv)
+
+    def create_database(self, name: str) -> None:
+        self.query(pg.drop_database_sql(name), database="postgres")
+        self.query(pg.create_database_sql(name), database="postgres")
+
+    def drop_database(self, name: str) -> None:
+        self.query(pg.drop_database_sql(name), database="postgres")
+
+    def restore_into(self, database: str, chunks: Iterable[bytes]) -> None:
+        """pg_restore of a custom-format archive streamed from `chunks` into `database`."""
+        result = self.exec(pg.pg_restore(self.user, database), stdin=chunks)
+        if result.exit_code != 0:
+            raise self._fail("pg_restore", result)
+
+    def replace_with(self, scratch: str, *, keep_as: str) -> None:
+        """Make `scratch` the service's database: the current one is renamed to `keep_as`
+        (kept until the caller drops it), then `scratch` takes its name. Sessions on either are
+        ended first; the app must be stopped by the caller."""
+        self.query(pg.terminate_sessions_sql(self.name), database="postgres")
+        self.query(pg.terminate_sessions_sql(scratch), database="postgres")
+        self.query(pg.drop_database_sql(keep_as), database="postgres")
+        self.query(pg.rename_database_sql(self.name, keep_as), database="postgres")
+        try:
+            self.query(pg.rename_database_sql(scratch, self.name), database="postgres")
+        except ExternalCommandFailed:
+            # Put the original back: the service must never be left without its database.
+            self.query(pg.rename_database_sql(keep_as, self.name), database="postgres")
+            raise

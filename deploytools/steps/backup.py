@@ -1,0 +1,459 @@
+"""Runbook step 4, "Backup & Snapshot": create, verify, list, restore and prune backups.
+
+A backup is `pg_dump --format=custom` run inside the database container, streamed through
+deploytools into the backup store on the same engine (see backup_store.py), with a manifest that
+says what it holds. It only counts once verified: its sha256 matches, pg_restore reads it, and a
+test restore into a scratch database has the manifest's row counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from deploytools.backup_store import BackupStore, helper_image, open_store
+from deploytools.commands import postgres as pg
+from deploytools.context import StepContext
+from deploytools.database import Database
+from deploytools.errors import CheckFailed, DeployError, ExternalCommandFailed
+from deploytools.history import BackupManifest, History, LockInfo, Verification, utc_now
+from deploytools.target import VERSION_LABEL, Target
+
+#: Bytes between two progress lines while a dump streams.
+PROGRESS_EVERY = 64 << 20
+
+
+@dataclass
+class EnvSession:
+    """An environment opened for a step: its target, its store and its history."""
+
+    ctx: StepContext
+    target: Target
+    store: BackupStore
+    history: History
+    lock: LockInfo | None = None
+
+    def progress(self, message: str) -> None:
+        self.ctx.progress(f"[{self.target.name}] {message}")
+
+    def refresh_lock(self) -> None:
+        if self.lock is not None:
+            self.lock = self.history.refresh(self.lock)
+
+
+@contextlib.contextmanager
+def open_environment(ctx: StepContext, environment: str) -> Iterator[EnvSession]:
+    """Connect to the environment's engine and open its backup store and history."""
+    target = ctx.target(environment)
+    project = ctx.config.project
+    candidates = target.containers(project.database_service) + target.containers()
+    image = helper_image(target.client, candidates)
+    with open_store(
+        target.client, ctx.config.backups.store, image=image, name_prefix=target.project
+    ) as store:
+        yield EnvSession(ctx=ctx, target=target, store=store, history=History(store, environment))
+
+
+@dataclass(frozen=True)
+class BackupListing:
+    environment: str
+    store: str
+    backups: tuple[BackupManifest, ...]
+    verifications: dict[str, Verification | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    environment: str
+    backup_id: str
+    safety_backup_id: str | None
+    rows_dropped: int
+    table_differences: dict[str, int]
+    revision_before: str | None
+    revision_after: str | None
+
+
+# -- create ----------------------------------------------------------------------------------------
+
+
+def create(ctx: StepContext, *, environment: str, reason: str = "manual") -> BackupManifest:
+    """Take a backup of `environment`'s database into its store.
+
+    :param ctx: the step context.
+    :param environment: the environment's name in deploy.toml.
+    :param reason: why it was taken (manual, pre-deploy, pre-restore), kept in the manifest.
+    """
+    with open_environment(ctx, environment) as session:
+        return create_in(session, reason=reason)
+
+
+def create_in(session: EnvSession, *, reason: str = "manual") -> BackupManifest:
+    """`create` within an open environment (a deploy calls it under its lock)."""
+    db = Database.of(session.target)
+    history = session.history
+    size = db.size_bytes()
+    free = session.store.free_bytes()
+    if free < 2 * size:
+        raise DeployError(
+            f"the backup store {session.store.description} has {_mb(free)} free, less than "
+            f"twice the database's {_mb(size)}",
+            untouched="no backup was taken; the database and the store are as they were",
+            hint="free space in the store (`deploytools backup prune`) or enlarge it",
+            facts={"free_bytes": free, "database_bytes": size},
+        )
+    backup_id = history.new_backup_id()
+    session.progress(f"backup {backup_id}: dumping {db.name} ({_mb(size)} on disk)")
+    current = history.current_release()
+    app = _app_image(session.target)
+    started = time.monotonic()
+    next_report = PROGRESS_EVERY
+
+    def on_bytes(done: int) -> None:
+        nonlocal next_report
+        if done >= next_report:
+            session.progress(f"backup {backup_id}: {_mb(done)} written")
+            next_report += PROGRESS_EVERY
+
+    try:
+        with db.snapshot() as snapshot:
+            revision = db.revision()
+            counts = db.row_counts(snapshot=snapshot)
+            chunks, dump_result = db.dump(snapshot=snapshot)
+            path = history.backup_file(backup_id)
+
+            def checked() -> Iterator[bytes]:
+                yield from chunks
+                # The stream ended: pg_dump's exit code decides whether it ended complete, before
+                # the store renames the file to its real name.
+                result = dump_result()
+                if result.exit_code != 0:
+                    raise ExternalCommandFailed(
+                        f"pg_dump failed in {db.container.name} (exit {result.exit_code}): "
+                        f"{result.error_line()}",
+                        untouched="no backup was kept (the partial file was removed)",
+                        hint="check the database container's logs and retry",
+                    )
+
+            streamed = session.store.write_stream(path, checked(), on_bytes=on_bytes)
+    except DeployError as error:
+        # The database went away, or the engine, mid-dump: say what is left.
+        error.message = f"the backup of environment {session.target.name} failed: {error.message}"
+        error.untouched = (
+            error.untouched
+            or "no backup was kept (the partial file was removed); the database was only read"
+        )
+        error.hint = error.hint or "check that the database runs (`deploytools status`); retry"
+        raise
+    manifest = BackupManifest(
+        id=backup_id,
+        environment=session.target.name,
+        created=utc_now(),
+        database=db.name,
+        release=current.id if current else None,
+        image=app[0] if app else (current.image if current else None),
+        version=app[1] if app else (current.version if current else None),
+        revision=revision,
+        size=streamed.size,
+        sha256=streamed.sha256,
+        pg_dump_version=db.pg_dump_version(),
+        row_counts=counts,
+        file=session.store.path(path),
+        reason=reason,
+    )
+    # The manifest is what makes a backup exist: written last, so a dump without one is never
+    # offered (list and restore only see backups with a manifest).
+    history.save_manifest(manifest)
+    elapsed = time.monotonic() - started
+    session.progress(
+        f"backup {backup_id}: complete, {_mb(streamed.size)} in {elapsed:.1f} s, "
+        f"{sum(counts.values())} rows in {len(counts)} tables, revision {revision or 'none'}"
+    )
+    return manifest
+
+
+# -- verify ----------------------------------------------------------------------------------------
+
+
+def verify(ctx: StepContext, *, environment: str, backup_id: str) -> Verification:
+    """Verify one backup: sha256, `pg_restore --list`, a test restore with the manifest's row
+    counts. Raises CheckFailed when it fails (the verification is recorded either way).
+
+    :param environment: the environment's name.
+    :param backup_id: the backup's id (see `backup list`).
+    """
+    with open_environment(ctx, environment) as session:
+        return verify_in(session, backup_id)
+
+
+def verify_in(session: EnvSession, backup_id: str) -> Verification:
+    manifest = session.history.manifest(backup_id)
+    checks = {"sha256_ok": False, "listed_ok": False, "restore_ok": False, "row_counts_ok": False}
+    detail = "ok"
+    try:
+        _check_file(session, manifest)
+        checks["sha256_ok"] = True
+        _check_listing(session, manifest)
+        checks["listed_ok"] = True
+        db = Database.of(session.target)
+        scratch = f"{db.name}__dtverify_{secrets.token_hex(3)}"
+        session.progress(f"verify {backup_id}: test restore into scratch database {scratch}")
+        try:
+            db.create_database(scratch)
+            _restore_stream(session, db, manifest, scratch)
+            checks["restore_ok"] = True
+            restored = db.row_counts(database=scratch)
+        finally:
+            with contextlib.suppress(DeployError):
+                db.drop_database(scratch)
+        differences = table_differences(restored, manifest.row_counts)
+        if differences:
+            raise CheckFailed(
+                f"backup {backup_id} restores with other row counts than its manifest: "
+                + ", ".join(f"{t} {d:+d}" for t, d in sorted(differences.items())),
+                facts={"differences": differences},
+            )
+        checks["row_counts_ok"] = True
+    except DeployError as error:
+        detail = error.message
+        verification = Verification(
+            backup_id=backup_id, verified=utc_now(), ok=False, detail=detail, **checks
+        )
+        with contextlib.suppress(DeployError):
+            session.history.save_verification(verification)
+        if isinstance(error, CheckFailed):
+            error.untouched = (
+                error.untouched or "the backup and the database were left as they were"
+            )
+            error.hint = error.hint or "take a new backup (`deploytools backup create`)"
+            raise
+        raise CheckFailed(
+            f"backup {backup_id} failed verification: {detail}",
+            untouched="the backup and the database were left as they were",
+            hint="take a new backup (`deploytools backup create`)",
+            facts={"backup_id": backup_id, **checks},
+        ) from error
+    verification = Verification(
+        backup_id=backup_id, verified=utc_now(), ok=True, detail=detail, **checks
+    )
+    session.history.save_verification(verification)
+    session.progress(
+        f"verify {backup_id}: ok (sha256, pg_restore --list, test restore, "
+        f"{manifest.total_rows} rows in {len(manifest.row_counts)} tables)"
+    )
+    return verification
+
+
+def _check_file(session: EnvSession, manifest: BackupManifest) -> None:
+    path = session.history.backup_file(manifest.id)
+    if not session.store.exists(path):
+        raise CheckFailed(f"the file of backup {manifest.id} is missing from the store")
+    actual = session.store.sha256(path)
+    if actual != manifest.sha256:
+        raise CheckFailed(
+            f"backup {manifest.id} is corrupted: its sha256 is {actual[:16]}..., "
+            f"the manifest says {manifest.sha256[:16]}...",
+            facts={"expected": manifest.sha256, "actual": actual},
+        )
+
+
+def _check_listing(session: EnvSession, manifest: BackupManifest) -> None:
+    path = session.store.path(session.history.backup_file(manifest.id))
+    result = session.store.run(pg.pg_restore_list(path))
+    if result.exit_code != 0:
+        raise CheckFailed(
+            f"pg_restore cannot read backup {manifest.id}: {result.error_line()}",
+            facts={"exit_code": result.exit_code},
+        )
+
+
+def _restore_stream(
+    session: EnvSession, db: Database, manifest: BackupManifest, database: str
+) -> None:
+    chunks, read_result = session.store.read_stream(session.history.backup_file(manifest.id))
+    db.restore_into(database, chunks)
+    result = read_result()
+    if result.exit_code != 0:
+        raise ExternalCommandFailed(f"reading backup {manifest.id} failed: {result.error_line()}")
+
+
+def table_differences(current: dict[str, int], backup: dict[str, int]) -> dict[str, int]:
+    """Per table, current rows minus the backup's rows, for tables where they differ."""
+    tables = set(current) | set(backup)
+    diffs = {t: current.get(t, 0) - backup.get(t, 0) for t in tables}
+    return {t: d for t, d in diffs.items() if d}
+
+
+def rows_dropped(current: dict[str, int], backup: dict[str, int]) -> int:
+    """How many row changes a restore of `backup` would undo, counted as row-count differences
+    (an update that leaves counts equal is not seen: it is a lower bound)."""
+    return sum(abs(d) for d in table_differences(current, backup).values())
+
+
+# -- list ------------------------------------------------------------------------------------------
+
+
+def list_backups(ctx: StepContext, *, environment: str) -> BackupListing:
+    """The environment's backups, oldest first, with their last verification."""
+    with open_environment(ctx, environment) as session:
+        manifests = session.history.manifests()
+        return BackupListing(
+            environment=environment,
+            store=ctx.config.backups.store,
+            backups=tuple(manifests),
+            verifications={m.id: session.history.verification(m.id) for m in manifests},
+        )
+
+
+def latest_verified(session: EnvSession, *, since: str | None = None) -> BackupManifest | None:
+    """The newest backup whose last verification passed (taken at or after `since`)."""
+    for manifest in reversed(session.history.manifests()):
+        if since is not None and manifest.created < since:
+            return None
+        verification = session.history.verification(manifest.id)
+        if verification is not None and verification.ok:
+            return manifest
+    return None
+
+
+# -- restore ---------------------------------------------------------------------------------------
+
+
+def restore(
+    ctx: StepContext, *, environment: str, backup_id: str, lock_wait_s: float = 0.0
+) -> RestoreResult:
+    """Replace `environment`'s database with backup `backup_id`, under the deploy lock.
+
+    A safety backup of what is there now is taken (and verified) first. The backup is restored
+    into a scratch database and checked against its manifest; only then does it take the
+    service database's name (the app is stopped for the swap and started again).
+    """
+    with open_environment(ctx, environment) as session:
+        ttl = ctx.config.deploy.lock_ttl_s
+        with session.history.locked("restore", ttl_s=ttl, wait_s=lock_wait_s) as lock:
+            session.lock = lock
+            return restore_in(session, backup_id, restart_app=True)
+
+
+def restore_in(
+    session: EnvSession, backup_id: str, *, restart_app: bool, safety_backup: bool = True
+) -> RestoreResult:
+    manifest = session.history.manifest(backup_id)
+    # Refuse a damaged backup before anything changes.
+    try:
+        _check_file(session, manifest)
+        _check_listing(session, manifest)
+    except CheckFailed as error:
+        error.untouched = "the database was not touched"
+        error.hint = "restore another backup (`deploytools backup list`)"
+        raise
+    db = Database.of(session.target)
+    current_counts = db.row_counts()
+    differences = table_differences(current_counts, manifest.row_counts)
+    dropped = rows_dropped(current_counts, manifest.row_counts)
+    revision_before = db.revision()
+    session.progress(
+        f"restore {backup_id}: the database differs from the backup by {dropped} rows"
+        + (
+            ": " + ", ".join(f"{t} {d:+d}" for t, d in sorted(differences.items()))
+            if dropped
+            else ""
+        )
+    )
+    safety_id = None
+    if safety_backup:
+        safety = create_in(session, reason=f"pre-restore of {backup_id}")
+        verify_in(session, safety.id)
+        safety_id = safety.id
+        session.refresh_lock()
+    scratch = f"{db.name}__dtrestore_{secrets.token_hex(3)}"
+    session.progress(f"restore {backup_id}: restoring into {scratch}")
+    try:
+        db.create_database(scratch)
+        _restore_stream(session, db, manifest, scratch)
+        restored = db.row_counts(database=scratch)
+        if table_differences(restored, manifest.row_counts):
+            raise CheckFailed(
+                f"backup {backup_id} restored with other row counts than its manifest",
+                untouched="the service's database was not touched",
+            )
+    except BaseException:
+        with contextlib.suppress(DeployError):
+            db.drop_database(scratch)
+        raise
+    # The very containers that ran are stopped and started again (not `compose up`, which
+    # would recreate them from the Compose file's current variables).
+    app_service = session.ctx.config.project.app_service
+    running = [c for c in session.target.containers(app_service) if c.status == "running"]
+    if restart_app:
+        for container in running:
+            container.stop(timeout=10)
+    try:
+        old = f"{db.name}__dtreplaced_{secrets.token_hex(3)}"
+        db.replace_with(scratch, keep_as=old)
+        db.drop_database(old)
+    finally:
+        if restart_app:
+            for container in running:
+                container.start()
+    revision_after = db.revision()
+    session.progress(f"restore {backup_id}: done, revision {revision_after or 'none'}")
+    return RestoreResult(
+        environment=session.target.name,
+        backup_id=backup_id,
+        safety_backup_id=safety_id,
+        rows_dropped=dropped,
+        table_differences=differences,
+        revision_before=revision_before,
+        revision_after=revision_after,
+    )
+
+
+# -- retention -------------------------------------------------------------------------------------
+
+
+def prune_in(session: EnvSession, *, keep: int) -> list[str]:
+    """Delete old backups: keep the newest `keep` verified ones, every backup newer than the
+    oldest of those (they may not be verified yet), and the one the newest release record
+    points to. Returns the ids deleted."""
+    manifests = list(reversed(session.history.manifests()))  # newest first
+    records = session.history.releases()
+    pinned = {r.backup_id for r in records[-1:] if r.backup_id}
+    verified_seen = 0
+    deleted = []
+    for manifest in manifests:
+        verification = session.history.verification(manifest.id)
+        is_verified = verification is not None and verification.ok
+        if verified_seen < keep:
+            verified_seen += is_verified
+            continue
+        if manifest.id in pinned:
+            continue
+        session.history.remove_backup(manifest.id)
+        deleted.append(manifest.id)
+    if deleted:
+        session.progress(f"retention: deleted {len(deleted)} old backups")
+    return deleted
+
+
+def prune(ctx: StepContext, *, environment: str) -> list[str]:
+    with open_environment(ctx, environment) as session:
+        return prune_in(session, keep=ctx.config.backups.retention)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _app_image(target: Target) -> tuple[str, str | None] | None:
+    """The running app container's image and version label, if one runs."""
+    for container in target.containers(target.config.project.app_service):
+        if container.status == "running":
+            image = container.attrs.get("Config", {}).get("Image", "")
+            return image, container.labels.get(VERSION_LABEL)
+    return None
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"

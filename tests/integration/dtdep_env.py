@@ -1,0 +1,138 @@
+"""Helpers shared by the backup, deploy and rollback integration tests (Docker prefix dtdep-).
+
+Each test module brings up its own stack of docker-compose.prod.yml under a `dtdep-*` project,
+writes a deploy.toml for it into a temporary directory, and removes stack, store volume and
+helper containers at the end, failures included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from conftest import COMPOSE_FILE, ComposeStack, free_port
+
+from deploytools.config import Config, load_config
+from deploytools.context import StepContext
+
+IMAGE_REPOSITORY = "rbac-api-test"
+
+
+def stack_env(postgres_image: str, app_image: str) -> dict[str, str]:
+    return {
+        "POSTGRES_IMAGE": postgres_image,
+        "APP_IMAGE": app_image,
+        "APP_PORT": str(free_port()),
+        "POSTGRES_USER": "rbac",
+        "POSTGRES_DB": "rbac",
+        "POSTGRES_PASSWORD": secrets.token_urlsafe(18),
+        "APP_SECRET_KEY": secrets.token_urlsafe(32),
+    }
+
+
+def _toml_table(values: dict[str, str]) -> str:
+    return "{ " + ", ".join(f'{k} = "{v}"' for k, v in sorted(values.items())) + " }"
+
+
+def write_config(
+    path: Path,
+    stacks: dict[str, ComposeStack],
+    *,
+    store: str,
+    retention: int = 10,
+    health_timeout_s: float = 60.0,
+    migration_command: str = '["alembic", "-c", "/app/alembic.ini", "upgrade", "head"]',
+) -> Config:
+    """A deploy.toml with one environment per stack; the stack's variables (minus APP_IMAGE,
+    which deploytools sets itself) are the environment's variables."""
+    lines = [
+        "[project]",
+        'name = "rbac-api"',
+        f'image_repository = "{IMAGE_REPOSITORY}"',
+        f'compose_files = ["{COMPOSE_FILE}"]',
+        'app_service = "app"',
+        'database_service = "db"',
+        f"migration_command = {migration_command}",
+        "",
+    ]
+    for name, stack in stacks.items():
+        variables = {k: v for k, v in stack.env.items() if k not in ("APP_IMAGE", "APP_VERSION")}
+        lines += [
+            f"[environments.{name}]",
+            f'compose_project = "{stack.project}"',
+            f'base_url = "{stack.url}"',
+            f"variables = {_toml_table(variables)}",
+            "",
+        ]
+    lines += [
+        "[backups]",
+        f'store = "{store}"',
+        f"retention = {retention}",
+        "",
+        "[deploy]",
+        f"health_timeout_s = {health_timeout_s}",
+        "lock_ttl_s = 600",
+        "",
+    ]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return load_config(path)
+
+
+@dataclass
+class DtdepEnv:
+    """One stack plus a deploy.toml naming it `environment`."""
+
+    stack: ComposeStack
+    config_path: Path
+    config: Config
+    store_volume: str
+    environment: str = "prod"
+
+    def ctx(self, messages: list[str] | None = None) -> StepContext:
+        sink = messages.append if messages is not None else (lambda _m: None)
+        return StepContext(config=self.config, progress=sink)
+
+
+@contextlib.contextmanager
+def dtdep_env(
+    client: Any,
+    tmp_dir: Path,
+    *,
+    name: str,
+    postgres_image: str,
+    app_image: str,
+    **config_options: Any,
+) -> Iterator[DtdepEnv]:
+    """Bring up stack `dtdep-NAME` (migrated, with an admin), yield it with its deploy.toml, and
+    remove the stack, its store volume and any helper container afterwards."""
+    project = f"dtdep-{name}"
+    store_volume = f"dtdep-{name}-store"
+    stack = ComposeStack(project=project, env=stack_env(postgres_image, app_image), client=client)
+    stack.down()
+    _remove_volume(client, store_volume)
+    try:
+        stack.up()
+        stack.migrate()
+        stack.create_admin()
+        config_path = tmp_dir / "deploy.toml"
+        config = write_config(
+            config_path, {"prod": stack}, store=f"volume:{store_volume}", **config_options
+        )
+        yield DtdepEnv(
+            stack=stack, config_path=config_path, config=config, store_volume=store_volume
+        )
+    finally:
+        for container in client.containers.list(all=True, filters={"name": project}):
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+        stack.down()
+        _remove_volume(client, store_volume)
+
+
+def _remove_volume(client: Any, name: str) -> None:
+    subprocess.run(["docker", "volume", "rm", "-f", name], capture_output=True, check=False)

@@ -1,0 +1,222 @@
+"""Backups on the real engine and a real PostgreSQL: create, verify, list, restore, and the faults
+(unknown environment, database down mid-dump, a store too small, a corrupted backup)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from click.testing import CliRunner
+from dtdep_env import DtdepEnv, dtdep_env, write_config
+
+from deploytools.cli import cli
+from deploytools.context import StepContext
+from deploytools.errors import CheckFailed, DeployError, ExternalCommandFailed
+from deploytools.steps import backup as backup_step
+from deploytools.steps.backup import open_environment
+
+if TYPE_CHECKING:
+    from conftest import ReleaseImages
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def env(
+    docker_client: Any,
+    postgres_image: str,
+    release_images: ReleaseImages,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[DtdepEnv]:
+    with dtdep_env(
+        docker_client,
+        tmp_path_factory.mktemp("dtdep-bk"),
+        name="bk",
+        postgres_image=postgres_image,
+        app_image=release_images["1.15.1"],
+    ) as environment:
+        yield environment
+
+
+def run_cli(env: DtdepEnv, *args: str) -> Any:
+    return CliRunner().invoke(
+        cli, ["--config", str(env.config_path), "--json", *args], catch_exceptions=False
+    )
+
+
+def store_files(env: DtdepEnv) -> list[str]:
+    with open_environment(env.ctx(), env.environment) as session:
+        return session.store.list_files(f"{env.environment}/backups")
+
+
+def test_create_writes_a_complete_manifest_and_verifies(env: DtdepEnv) -> None:
+    messages: list[str] = []
+    rows = env.stack.table_row_counts()
+    manifest = backup_step.create(env.ctx(messages), environment=env.environment)
+
+    assert manifest.revision == "0001"
+    assert {t.removeprefix("public."): n for t, n in manifest.row_counts.items()} == rows
+    assert manifest.row_counts["public.users"] >= 1  # the admin
+    assert len(manifest.sha256) == 64
+    assert manifest.size > 0
+    assert "pg_dump (PostgreSQL) 15" in manifest.pg_dump_version
+    assert manifest.image == "rbac-api-test:1.15.1"
+    assert any("complete" in m for m in messages)
+    with open_environment(env.ctx(), env.environment) as session:
+        dump = session.history.backup_file(manifest.id)
+        assert session.store.file_mode(dump) == "600"
+        assert session.store.file_mode(f"{env.environment}/backups") == "700"
+        assert session.store.file_mode("") == "700"
+        assert session.store.sha256(dump) == manifest.sha256
+        assert session.store.size(dump) == manifest.size
+
+    verification = backup_step.verify(env.ctx(), environment=env.environment, backup_id=manifest.id)
+    assert verification.ok and verification.restore_ok and verification.row_counts_ok
+
+    listed = run_cli(env, "backup", "list", "--env", env.environment)
+    assert listed.exit_code == 0, listed.output
+    result = json.loads(listed.stdout)["result"]
+    ids = [b["id"] for b in result["backups"]]
+    assert manifest.id in ids
+    assert result["verifications"][manifest.id]["ok"] is True
+    # No scratch database is left behind by the test restore.
+    databases = env.stack.psql("SELECT datname FROM pg_database ORDER BY 1").split()
+    assert not [d for d in databases if "__dt" in d]
+
+
+def test_unknown_environment_is_a_usage_error(env: DtdepEnv) -> None:
+    result = run_cli(env, "backup", "create", "--env", "prdo")
+    assert result.exit_code == 2
+    assert 'unknown environment "prdo"' in result.stderr
+    assert 'did you mean "prod"' in result.stderr
+
+
+def test_restore_brings_rows_back_after_a_safety_backup(env: DtdepEnv) -> None:
+    manifest = backup_step.create(env.ctx(), environment=env.environment)
+    before = env.stack.table_row_counts()
+    env.stack.psql(
+        "INSERT INTO roles (name, description) VALUES ('dtdep-a', 'x'), ('dtdep-b', 'y')"
+    )
+    assert env.stack.table_row_counts()["roles"] == before["roles"] + 2
+
+    result = run_cli(env, "backup", "restore", "--env", env.environment, manifest.id, "--yes")
+    assert result.exit_code == 0, result.output
+    restored = json.loads(result.stdout)["result"]
+    assert restored["rows_dropped"] == 2
+    assert restored["table_differences"] == {"public.roles": 2}
+    assert env.stack.table_row_counts() == before
+    # The safety backup holds the two rows the restore dropped, and is verified.
+    with open_environment(env.ctx(), env.environment) as session:
+        safety = session.history.manifest(restored["safety_backup_id"])
+        verification = session.history.verification(safety.id)
+    assert safety.row_counts["public.roles"] == before["roles"] + 2
+    assert verification is not None and verification.ok
+    env.stack.wait_healthy("app")
+    assert env.stack.health()["status"] == "ok"
+
+
+def test_corrupted_backup_fails_verify_and_restore_refuses(env: DtdepEnv) -> None:
+    manifest = backup_step.create(env.ctx(), environment=env.environment)
+    before = env.stack.table_row_counts()
+    with open_environment(env.ctx(), env.environment) as session:
+        path = session.store.path(session.history.backup_file(manifest.id))
+        # Overwrite 64 bytes in the middle of the archive.
+        flipped = session.store.sh(
+            'dd if=/dev/zero of="$1" bs=1 count=64 seek=200 conv=notrunc 2>/dev/null', path
+        )
+        assert flipped.exit_code == 0
+
+    with pytest.raises(CheckFailed, match="corrupted"):
+        backup_step.verify(env.ctx(), environment=env.environment, backup_id=manifest.id)
+    result = run_cli(env, "backup", "restore", "--env", env.environment, manifest.id, "--yes")
+    assert result.exit_code == 1
+    error = json.loads(result.stdout)["error"]
+    assert "corrupted" in error["message"]
+    assert error["untouched"] == "the database was not touched"
+    assert env.stack.table_row_counts() == before
+    listed = backup_step.list_backups(env.ctx(), environment=env.environment)
+    verification = listed.verifications[manifest.id]
+    assert verification is not None and not verification.ok and not verification.sha256_ok
+
+
+def test_database_down_during_backup_leaves_no_backup(
+    env: DtdepEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Enough data that the dump streams for a while; the database is killed once it started.
+    env.stack.psql(
+        "CREATE TABLE IF NOT EXISTS dtdep_bulk AS SELECT g AS id, "
+        "md5(g::text) || md5(random()::text) AS filler FROM generate_series(1, 300000) g"
+    )
+    before = env.stack.table_row_counts()
+    files_before = store_files(env)
+    db = env.stack.container("db")
+
+    # A progress line after every chunk; the first one kills the database mid-stream.
+    monkeypatch.setattr(backup_step, "PROGRESS_EVERY", 1)
+
+    def kill_when_dumping(message: str) -> None:
+        if "written" in message and db.status != "exited":
+            db.kill()
+            db.reload()
+
+    ctx = StepContext(config=env.config, progress=kill_when_dumping)
+    try:
+        with pytest.raises(DeployError) as caught:
+            backup_step.create(ctx, environment=env.environment)
+        assert isinstance(caught.value, ExternalCommandFailed)
+        assert "no backup was kept" in (caught.value.untouched or "")
+    finally:
+        db.start()
+        env.stack.wait_healthy("db")
+    assert store_files(env) == files_before  # nothing partial, no temporary file
+    assert env.stack.table_row_counts() == before
+    env.stack.psql("DROP TABLE dtdep_bulk")
+
+
+def test_store_too_small_is_refused(env: DtdepEnv, docker_client: Any, tmp_path: Path) -> None:
+    volume = "dtdep-bk-tiny"
+    subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True, check=False)
+    docker_client.volumes.create(
+        name=volume,
+        driver="local",
+        driver_opts={"type": "tmpfs", "device": "tmpfs", "o": "size=1m"},
+    )
+    try:
+        config = write_config(
+            tmp_path / "deploy.toml", {"prod": env.stack}, store=f"volume:{volume}"
+        )
+        before = env.stack.table_row_counts()
+        result = CliRunner().invoke(
+            cli,
+            ["--config", str(config.path), "backup", "create", "--env", "prod"],
+            catch_exceptions=False,
+        )
+        assert result.exit_code == 3
+        assert "less than twice the database's" in result.stderr
+        assert "No backup was taken" in result.stderr
+        assert env.stack.table_row_counts() == before
+    finally:
+        subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True, check=False)
+
+
+def test_retention_keeps_newest_verified_and_the_pinned_one(env: DtdepEnv, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "deploy.toml",
+        {"prod": env.stack},
+        store=f"volume:{env.store_volume}",
+        retention=1,
+    )
+    ctx = StepContext(config=config)
+    with open_environment(ctx, "prod") as session:
+        first = backup_step.create_in(session)
+        backup_step.verify_in(session, first.id)
+        second = backup_step.create_in(session)
+        backup_step.verify_in(session, second.id)
+        deleted = backup_step.prune_in(session, keep=1)
+        remaining = [m.id for m in session.history.manifests()]
+    assert first.id in deleted
+    assert remaining == [second.id]
