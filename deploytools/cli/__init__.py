@@ -6,7 +6,6 @@ the commands of one runbook step to it. Importing them here registers them.
 
 from __future__ import annotations
 
-import deploytools.cli.backup_cmd  # registers backup, lock (issue 5)
 import deploytools.cli.checks_cmd  # registers smoke, validate, verify, monitor (issue 6)
 import deploytools.cli.image_cmd  # registers image build, image verify (issue 4)
 import deploytools.cli.notify_cmd  # registers notify (issue 7)

@@ -1,0 +1,60 @@
+"""`deploytools report --env E [--release ID] [--format markdown|json]`: the filled-in runbook."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from deploytools.cli.app import AppState, _jsonable, cli, emit, pass_state
+from deploytools.steps import report as report_step
+
+
+@cli.command("report")
+@click.option("--env", "environment", required=True, help="The environment (a key of deploy.toml).")
+@click.option(
+    "--release", "release_id", default=None, help="A release record id; default: the newest."
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["markdown", "json"]),
+    default="markdown",
+    show_default=True,
+    help="The runbook document as Markdown, or its data as JSON.",
+)
+@click.option(
+    "--results",
+    type=click.Path(exists=True, path_type=Path),
+    multiple=True,
+    help="JSON results (--json output) of release verify, smoke, validate, verify and monitor, "
+    "or a directory of them; they fill in the verification summary and the metrics. Repeatable.",
+)
+@pass_state
+def report(
+    state: AppState,
+    environment: str,
+    release_id: str | None,
+    output_format: str,
+    results: tuple[Path, ...],
+) -> None:
+    """The runbook document of a release with its real values: the verification summary, each
+    step's status and duration, the success metrics (target, measured, status), the backup, the
+    exact rollback command, and the deployment log.
+
+    The Markdown (under 1 MiB) is also appended to $GITHUB_STEP_SUMMARY when that is set.
+    """
+    document = report_step.gather(
+        state.context(), environment=environment, release_id=release_id, results=results
+    )
+    markdown = report_step.render_markdown(document)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as out:  # noqa: PTH123 - append mode
+            out.write(markdown + "\n")
+    if output_format == "json" and not state.json:
+        click.echo(json.dumps(_jsonable(report_step.to_json(document)), indent=2, sort_keys=True))
+        return
+    emit(state, report_step.to_json(document), lambda: click.echo(markdown, nl=False))

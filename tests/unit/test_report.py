@@ -1,0 +1,166 @@
+"""The runbook report, rendered from a recorded release (a golden file), and its edges.
+
+The recorded release (golden/recorded-release-v1.15.2.json) is what the history, the backup
+index and the checks' --json outputs hold after release 1.15.2 went to production. Set
+UPDATE_GOLDEN=1 to rewrite the golden Markdown after a deliberate change, then read the diff.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from deploytools.config import Config, load_config
+from deploytools.steps import report
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent / "golden"
+RECORDED = json.loads((GOLDEN / "recorded-release-v1.15.2.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def config() -> Config:
+    return load_config(ROOT / "deploy.toml")
+
+
+def document(
+    config: Config, recorded: dict[str, Any], tmp_path: Path, record_id: str = "0007"
+) -> report.ReleaseDocument:
+    for name, data in recorded["results"].items():
+        (tmp_path / name).write_text(json.dumps(data))
+    (tmp_path / "unrelated.json").write_text('{"ok": true, "result": {"hello": 1}}')
+    evidence = report.load_evidence(tmp_path.glob("*.json"))
+    records = recorded["records"]
+    return report.build_document(
+        config,
+        environment=recorded["environment"],
+        record=next(r for r in records if r["id"] == record_id),
+        records=records,
+        manifest=recorded["manifest"],
+        verification=recorded["verification"],
+        evidence=evidence,
+        staging_record=recorded["staging_record"],
+    )
+
+
+def test_markdown_matches_the_golden_file(config: Config, tmp_path: Path) -> None:
+    markdown = report.render_markdown(document(config, RECORDED, tmp_path))
+    golden = GOLDEN / "report-v1.15.2.md"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(markdown, encoding="utf-8")
+    assert markdown == golden.read_text(encoding="utf-8")
+
+
+def test_a_completed_release_leaves_nothing_to_be_determined(
+    config: Config, tmp_path: Path
+) -> None:
+    doc = document(config, RECORDED, tmp_path)
+    markdown = report.render_markdown(doc)
+    assert "TBD" not in markdown
+    assert doc.status == "passed"
+    assert [m.status for m in doc.metrics] == ["met"] * 8
+    assert {s.status for s in doc.steps} == {"passed", "not run"}  # not run: the rollback
+    assert len(markdown.encode()) < 1024 * 1024
+
+
+def test_the_rollback_command_is_exact_for_this_release(config: Config, tmp_path: Path) -> None:
+    doc = document(config, RECORDED, tmp_path)
+    # 1.15.2's migrations only add schema: back to 1.15.1 without a restore.
+    assert doc.rollback_command == "deploytools rollback --env production --to 1.15.1"
+    contract = copy.deepcopy(RECORDED)
+    contract["records"][1]["expand_only"] = False
+    doc = document(config, contract, tmp_path)
+    assert doc.rollback_command == (
+        "deploytools rollback --env production --to 1.15.1 --restore-db"
+    )
+    assert "production-20260112T012112Z-9f3e" in doc.rollback_note
+
+
+def test_the_first_release_has_nothing_to_roll_back_to(config: Config, tmp_path: Path) -> None:
+    doc = document(config, RECORDED, tmp_path, record_id="0006")
+    assert doc.rollback_command == ""
+    assert "nothing to roll back to" in report.render_markdown(doc)
+
+
+def test_a_rolled_back_release_says_so(config: Config, tmp_path: Path) -> None:
+    recorded = copy.deepcopy(RECORDED)
+    recorded["records"].append(
+        {
+            "id": "0008",
+            "environment": "production",
+            "kind": "rollback",
+            "who": "oncall",
+            "started": "2026-01-12T02:40:00Z",
+            "finished": "2026-01-12T02:40:07Z",
+            "image": recorded["records"][0]["image"],
+            "version": "1.15.1",
+            "previous": "0007",
+            "outcome": "succeeded",
+        }
+    )
+    doc = document(config, recorded, tmp_path)
+    assert doc.status == "rolled back"
+    rollback = next(s for s in doc.steps if s.name == "rollback-production")
+    assert rollback.status == "passed" and rollback.duration_s == 7.0
+    assert "rollback succeeded" in report.render_markdown(doc)
+
+
+def test_without_results_metrics_say_not_measured_never_tbd(config: Config, tmp_path: Path) -> None:
+    recorded = copy.deepcopy(RECORDED)
+    recorded["results"] = {}
+    doc = document(config, recorded, tmp_path)
+    assert {m.measured for m in doc.metrics} == {"not measured"}
+    assert {m.source for m in doc.metrics} == {"no results given"}
+    markdown = report.render_markdown(doc)
+    assert "TBD" not in markdown
+    assert "not recorded: release verify's results were not given" in markdown
+
+
+def test_a_failed_check_output_still_counts_as_evidence(config: Config, tmp_path: Path) -> None:
+    recorded = copy.deepcopy(RECORDED)
+    verify = recorded["results"]["verify-production.json"]["result"]
+    verify["verdict"] = "fail"
+    verify["results"][2] = {**verify["results"][2], "verdict": "fail", "measured": "p95 412 ms"}
+    # What `deploytools --json verify` prints when a check fails: the report under the error.
+    recorded["results"]["verify-production.json"] = {
+        "ok": False,
+        "error": {"type": "CheckFailed", "exit_code": 1, "facts": {"report": verify}},
+    }
+    del recorded["results"]["monitor-production.json"]
+    doc = document(config, recorded, tmp_path)
+    step = next(s for s in doc.steps if s.name == "verify-production")
+    assert step.status == "failed" and step.duration_s == 28.0
+    api = next(m for m in doc.metrics if m.metric == "API Response (p95)")
+    assert (api.measured, api.status, api.source) == ("p95 412 ms", "missed", "api p95 (verify)")
+
+
+def test_markdown_stays_under_a_mebibyte(config: Config, tmp_path: Path) -> None:
+    recorded = copy.deepcopy(RECORDED)
+    recorded["records"][1]["notes"] = [f"note {i}: " + "x" * 400 for i in range(5000)]
+    doc = document(config, recorded, tmp_path)
+    markdown = report.render_markdown(doc)
+    assert len(markdown.encode()) < 1024 * 1024
+    assert "entries left out" in markdown
+
+
+def test_json_holds_the_same_values(config: Config, tmp_path: Path) -> None:
+    data = report.to_json(document(config, RECORDED, tmp_path))
+    json.dumps(data)  # serialisable as is
+    assert data["backup"]["sha256"] == RECORDED["manifest"]["sha256"]
+    assert data["steps"][0]["name"] == "verify-release"
+    assert data["rollback_command"].endswith("--to 1.15.1")
+
+
+def test_report_command_line_parses() -> None:
+    from deploytools.cli import cli
+
+    result = CliRunner().invoke(cli, ["report", "--help"])
+    assert result.exit_code == 0
+    for option in ("--env", "--release", "--format", "--results"):
+        assert option in result.output
