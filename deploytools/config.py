@@ -119,6 +119,8 @@ class NotificationsConfig:
 class DeployConfig:
     """How deploy, migrate and rollback behave: deadlines, the lock, what they keep."""
 
+    # The Compose variable that names the app's image (docker-compose.prod.yml's APP_IMAGE).
+    image_variable: str = "APP_IMAGE"
     health_timeout_s: float = 120.0
     migration_timeout_s: float = 600.0
     lock_ttl_s: int = 3600
@@ -514,7 +516,7 @@ def _validate(config: Config, loader: _Loader) -> None:
         raise loader.fail('"deploy" timeouts and lock_ttl_s must be greater than 0')
     if deploy.keep_images < 1:
         raise loader.fail(f'"deploy.keep_images" must be at least 1, got {deploy.keep_images}')
-    for name in deploy.migration_env:
+    for name in (*deploy.migration_env, deploy.image_variable):
         if not _ENV_VAR_RE.match(name):
             raise loader.fail(f'"deploy.migration_env" keys are variable names, got "{name}"')
     if config.backups.retention < 1:
