@@ -27,7 +27,8 @@ from deploytools.steps import report as report_step
 )
 @click.option(
     "--results",
-    type=click.Path(exists=True, path_type=Path),
+    # Not exists=True: a run whose jobs uploaded nothing still gets its report (without them).
+    type=click.Path(path_type=Path),
     multiple=True,
     help="JSON results (--json output) of release verify, smoke, validate, verify and monitor, "
     "or a directory of them; they fill in the verification summary and the metrics. Repeatable.",

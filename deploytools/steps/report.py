@@ -783,6 +783,9 @@ def gather(
     config.environment(environment)
     files: list[Path] = []
     for path in results:
+        if not path.exists():
+            ctx.progress(f"report: no check results at {path}; left out")
+            continue
         files.extend(sorted(path.rglob("*.json")) if path.is_dir() else [path])
     evidence = load_evidence(files)
     with open_environment(ctx, environment) as session:
