@@ -91,11 +91,17 @@ def _run_suite(
     *,
     allow_inconclusive: bool,
     since: datetime | None = None,
+    previous_image: str | None = None,
 ) -> None:
     mask_credentials(state, suite, os.environ)
     printer = None if state.json else (lambda r: click.echo(r.line()))
     report = checks_step.run(
-        state.context(), environment=environment, suite=suite, since=since, on_result=printer
+        state.context(),
+        environment=environment,
+        suite=suite,
+        since=since,
+        on_result=printer,
+        previous_image=previous_image,
     )
     if not report.results:
         raise CheckFailed(
@@ -130,11 +136,26 @@ def smoke(state: AppState, environment: str, allow_inconclusive: bool) -> None:
 @cli.command("validate")
 @_ENV_OPTION
 @_INCONCLUSIVE_OPTION
+@click.option(
+    "--previous-image",
+    default=None,
+    help="The previous release's image: also run the smoke checks against it, beside the new "
+    "release on the same database (backward compatibility; local engine only).",
+)
 @pass_state
-def validate(state: AppState, environment: str, allow_inconclusive: bool) -> None:
+def validate(
+    state: AppState, environment: str, allow_inconclusive: bool, previous_image: str | None
+) -> None:
     """Runbook step 3: all of staging validation: admin workflows, the end-to-end user flow,
-    RBAC, error shapes, the latency test, the migration revision and the log scan."""
-    _run_suite(state, "validate", environment, allow_inconclusive=allow_inconclusive)
+    RBAC, error shapes, the latency test, the migration revision, the log scan and, with
+    --previous-image, backward compatibility."""
+    _run_suite(
+        state,
+        "validate",
+        environment,
+        allow_inconclusive=allow_inconclusive,
+        previous_image=previous_image,
+    )
 
 
 @cli.command("verify")

@@ -11,16 +11,18 @@ overall verdict, and the CLI turns a failure into exit code 1.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from deploytools.checks import compat
 from deploytools.checks import suite as engine
 from deploytools.checks.http import HttpClient
 from deploytools.checks.results import CheckResult, Verdict, overall
 from deploytools.context import StepContext
-from deploytools.errors import UsageError
+from deploytools.errors import DeployError, UsageError
 
 SUITES = ("smoke", "validate", "verify")
 
@@ -82,6 +84,7 @@ def run(
     environ: Mapping[str, str] | None = None,
     client: Callable[[str, float], HttpClient] | None = None,
     on_result: Callable[[CheckResult], None] | None = None,
+    previous_image: str | None = None,
 ) -> SuiteReport:
     """Run the checks of `suite` against `environment` and return every result.
 
@@ -92,6 +95,8 @@ def run(
     :param environ: where test users' credentials are read (default: os.environ).
     :param client: makes the HTTP client from (base_url, timeout_s); for tests.
     :param on_result: called with each result as soon as it is known (the CLI prints it).
+    :param previous_image: the previous release's image; validate then runs the smoke checks
+        against it too, beside the new release, on the same (migrated) database.
     """
     if suite not in SUITES:
         raise UsageError(f"unknown check suite {suite!r}", hint=f"use one of {', '.join(SUITES)}")
@@ -142,6 +147,8 @@ def run(
                     f"on {lat.method} {lat.path}"
                 )
                 add(engine.latency(session, lat))
+        if previous_image and suite == "validate":
+            add(backward_compatibility(ctx, environment, previous_image, session))
         # Last, so that errors the checks themselves provoked are in the logs it reads.
         if checks.logs is not None and suite in checks.logs.suites:
             add(
@@ -163,3 +170,47 @@ def run(
         verdict=overall(results),
         results=tuple(results),
     )
+
+
+def backward_compatibility(
+    ctx: StepContext, environment: str, image: str, session: engine.Session
+) -> list[CheckResult]:
+    """The smoke probes and RBAC checks against the previous release's image, started beside
+    the new one on the same database. Its own migration revision is not checked: it is older."""
+    config = ctx.config
+    target = ctx.target(environment)
+    prefix = f"compat {image}: "
+    if not target.environment.is_local:
+        return [
+            CheckResult(
+                prefix + "previous release on the new schema",
+                Verdict.INCONCLUSIVE,
+                "not run",
+                "smoke checks pass",
+                "the compatibility run needs the local engine (it publishes on 127.0.0.1)",
+            )
+        ]
+    checks = config.checks
+    try:
+        with compat.previous_app(target, config.project.app_service, image) as previous:
+            client = HttpClient(previous.url, timeout_s=checks.timeout_s, login=checks.login)
+            old = engine.Session(client, checks, config.thresholds, session.environ)
+            try:
+                found: list[CheckResult] = []
+                if checks.database is not None:
+                    found += engine.database(old, checks.database, suite="smoke", heads=None)
+                found += [engine.probe(old, p) for p in checks.probes if "smoke" in p.suites]
+                found += [engine.rbac(old, r) for r in checks.rbac if "smoke" in r.suites]
+            finally:
+                client.close()
+    except DeployError as exc:
+        return [
+            CheckResult(
+                prefix + "previous release starts",
+                Verdict.FAIL,
+                "did not start",
+                "answers /health",
+                exc.one_line(),
+            )
+        ]
+    return [dataclasses.replace(r, name=prefix + r.name) for r in found]

@@ -9,17 +9,20 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
+import tomllib
 import types
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 import requests
 
+from deploytools import config as config_module
 from deploytools.checks import suite as engine
 from deploytools.checks.http import HttpClient
 from deploytools.checks.results import CheckResult, Verdict
-from deploytools.config import Config, EnvironmentConfig, load_config
+from deploytools.config import Config
 from deploytools.context import StepContext
 from deploytools.steps import checks as checks_step
 
@@ -28,24 +31,34 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-REPO_CONFIG = "deploy.toml"
+
+def reference_config(stack: ComposeStack) -> Config:
+    """The [project], [thresholds] and [checks] tables of the repository's deploy.toml (the
+    reference service's checks), with one environment "test" pointing at `stack`. The other
+    tables are left out: this module tests the checks, not the rest of the file."""
+    path = Path(__file__).resolve().parents[2] / "deploy.toml"
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    kept = {key: data[key] for key in ("project", "thresholds", "checks") if key in data}
+    kept["environments"] = {"test": {"compose_project": stack.project, "base_url": stack.url}}
+    loader = config_module._Loader(path)
+    config = loader.build(Config, kept, "")
+    env = dataclasses.replace(config.environments["test"], name="test")
+    config = dataclasses.replace(
+        config, environments=types.MappingProxyType({"test": env}), path=path
+    )
+    config_module._validate(config, loader)
+    return config
 
 
 def stack_config(stack: ComposeStack, *, rate: float = 20.0, duration: float = 5.0) -> Config:
-    """The repository's deploy.toml, with one environment "test" pointing at `stack` and
-    shorter latency tests (still 100 samples, the configured minimum)."""
-    from pathlib import Path
-
-    base = load_config(Path(__file__).resolve().parents[2] / REPO_CONFIG)
-    env = EnvironmentConfig(compose_project=stack.project, base_url=stack.url, name="test")
+    """The reference checks against `stack`, with shorter latency tests (still 100 samples,
+    the configured minimum)."""
+    base = reference_config(stack)
     latency = tuple(
         dataclasses.replace(lat, rate_per_s=rate, duration_s=duration, min_samples=100)
         for lat in base.checks.latency
     )
-    checks = dataclasses.replace(base.checks, latency=latency)
-    return dataclasses.replace(
-        base, environments=types.MappingProxyType({"test": env}), checks=checks
-    )
+    return dataclasses.replace(base, checks=dataclasses.replace(base.checks, latency=latency))
 
 
 def credentials_env(stack: ComposeStack) -> dict[str, str]:
@@ -214,3 +227,26 @@ def test_stopped_database_fails_the_database_check(checked: Checked) -> None:
     assert db.verdict is Verdict.FAIL
     assert db.detail.startswith("the service cannot reach its database: GET /health: status 503")
     assert "database.reachable is False" in db.detail
+
+
+def test_previous_release_passes_the_smoke_checks_on_the_new_schema(
+    checked: Checked, release_images: ReleaseImages
+) -> None:
+    previous = release_images["1.15.1"]
+    ctx = StepContext(config=checked.config)
+    session = checked.session()
+    results = checks_step.backward_compatibility(ctx, "test", previous, session)
+    assert results, "no compatibility results"
+    assert all(r.name.startswith(f"compat {previous}: ") for r in results)
+    assert all(r.verdict is Verdict.PASS for r in results), lines(tuple(results))
+    names = {r.name.removeprefix(f"compat {previous}: ") for r in results}
+    assert {
+        "database connected",
+        "login works",
+        "rbac: viewer (viewer) GET /documents -> 200",
+    } <= names
+    # The temporary container is gone.
+    leftovers = checked.stack.client.containers.list(
+        all=True, filters={"label": f"deploytools.compat={checked.stack.project}"}
+    )
+    assert leftovers == []

@@ -7,14 +7,16 @@ import dataclasses
 import secrets
 import threading
 import time
+import tomllib
 import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from deploytools import config as config_module
 from deploytools.checks.results import Verdict
-from deploytools.config import Config, EnvironmentConfig, load_config
+from deploytools.config import Config
 from deploytools.context import StepContext
 from deploytools.steps import monitor as monitor_step
 
@@ -24,16 +26,31 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 
+def reference_config(stack: ComposeStack) -> Config:
+    """The [project], [thresholds] and [checks] tables of the repository's deploy.toml (the
+    reference service's checks), with one environment "test" pointing at `stack`. The other
+    tables are left out: this module tests the checks, not the rest of the file."""
+    path = Path(__file__).resolve().parents[2] / "deploy.toml"
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    kept = {key: data[key] for key in ("project", "thresholds", "checks") if key in data}
+    kept["environments"] = {"test": {"compose_project": stack.project, "base_url": stack.url}}
+    loader = config_module._Loader(path)
+    config = loader.build(Config, kept, "")
+    env = dataclasses.replace(config.environments["test"], name="test")
+    config = dataclasses.replace(
+        config, environments=types.MappingProxyType({"test": env}), path=path
+    )
+    config_module._validate(config, loader)
+    return config
+
+
 def stack_config(stack: ComposeStack) -> Config:
-    base = load_config(Path(__file__).resolve().parents[2] / "deploy.toml")
-    env = EnvironmentConfig(compose_project=stack.project, base_url=stack.url, name="test")
+    base = reference_config(stack)
     monitor = dataclasses.replace(
         base.checks.monitor, interval_s=1.0, consecutive_failures=3, failure_limit=5
     )
     checks = dataclasses.replace(base.checks, monitor=monitor, timeout_s=3.0)
-    return dataclasses.replace(
-        base, environments=types.MappingProxyType({"test": env}), checks=checks
-    )
+    return dataclasses.replace(base, checks=checks)
 
 
 @dataclasses.dataclass

@@ -1,0 +1,113 @@
+"""Backward compatibility: the previous release's image, run beside the new one on the same
+database, must still pass the checks (an expand-only migration promises exactly that, and a
+rollback without a restore depends on it).
+
+The previous image is started as a temporary container with the running app container's
+environment (minus what the new image itself sets, such as its version) on the same network,
+published on 127.0.0.1, and removed afterwards whatever happened.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+import docker.errors
+import requests
+
+from deploytools.errors import DeadlineExceeded, EnvironmentUnreachable
+
+COMPAT_LABEL = "deploytools.compat"
+
+
+@dataclass(frozen=True)
+class PreviousApp:
+    image: str
+    container: str
+    url: str
+
+
+def _environment(app: Any, client: Any) -> list[str]:
+    """The running app's variables, without those its image sets (version, paths)."""
+    env = list(app.attrs.get("Config", {}).get("Env") or [])
+    try:
+        own = set(client.images.get(app.attrs["Image"]).attrs.get("Config", {}).get("Env") or [])
+    except docker.errors.ImageNotFound:
+        own = set()
+    return [e for e in env if e not in own]
+
+
+@contextmanager
+def previous_app(
+    target: Any,
+    service: str,
+    image: str,
+    *,
+    timeout_s: float = 60.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[PreviousApp]:
+    """Run `image` beside the environment's `service` until the block ends; yield its URL."""
+    running = target.containers(service, include_stopped=False)
+    if not running:
+        raise EnvironmentUnreachable(
+            f"no running {service} container on {target.name} to take the environment from",
+            untouched="nothing was started",
+        )
+    app = running[0]
+    client = target.client
+    networks = list((app.attrs.get("NetworkSettings", {}).get("Networks") or {}).keys())
+    exposed = list((app.attrs.get("Config", {}).get("ExposedPorts") or {}).keys())
+    if not networks or not exposed:
+        raise EnvironmentUnreachable(
+            f"container {app.name} has no network or exposed port to copy",
+            untouched="nothing was started",
+        )
+    name = f"{target.project}-compat-{secrets.token_hex(3)}"
+    try:
+        container = client.containers.run(
+            image,
+            detach=True,
+            name=name,
+            environment=_environment(app, client),
+            network=networks[0],
+            ports={exposed[0]: ("127.0.0.1", None)},
+            labels={
+                COMPAT_LABEL: "true",
+                "com.docker.compose.project": target.project,
+                "com.docker.compose.oneoff": "True",
+            },
+        )
+    except docker.errors.ImageNotFound:
+        raise EnvironmentUnreachable(
+            f"the previous release's image {image} is not on the engine of {target.name}",
+            untouched="nothing was started",
+            hint="pull or build it there, or leave out --previous-image",
+        ) from None
+    try:
+        container.reload()
+        port = container.attrs["NetworkSettings"]["Ports"][exposed[0]][0]["HostPort"]
+        url = f"http://127.0.0.1:{port}"
+        deadline = clock() + timeout_s
+        while True:
+            try:
+                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            container.reload()
+            if container.status == "exited" or clock() > deadline:
+                tail = container.logs(tail=5).decode("utf-8", "replace").strip()
+                raise DeadlineExceeded(
+                    f"the previous release's image {image} did not answer /health with 200 "
+                    f"within {timeout_s:.0f} s (container {container.status}): {tail[-300:]}",
+                    untouched="the environment itself was not changed",
+                )
+            time.sleep(0.5)
+        yield PreviousApp(image, name, url)
+    finally:
+        with suppress(docker.errors.DockerException):
+            container.remove(force=True)
