@@ -35,7 +35,9 @@ def notify(
     required: bool | None,
 ) -> None:
     """Post EVENT (maintenance-window, success, failure, rollback) to the Slack incoming webhook
-    and the status page hook whose URLs are in the environment variables [notifications] names.
+    and the status page hook whose URLs are in the environment variables [notifications] names;
+    with a GitHub token and --release, also set the release's GitHub Deployment in the
+    environment (in_progress, success, failure, inactive).
 
     An unset URL variable skips that hook. A failing hook is reported (a warning, in GitHub
     Actions an annotation) and exits 0, so a deploy never stops for Slack, unless required.
@@ -60,6 +62,11 @@ def notify(
             mark = "sent" if delivery.ok else "FAILED"
             click.echo(f"{mark:6} {delivery.hook}: {delivery.detail}")
         for hook in result.skipped:
-            click.echo(f"{'skip':6} {hook}: its URL variable is not set")
+            why = (
+                "no GitHub token, or no --release"
+                if hook == "github-deployment"
+                else "its URL variable is not set"
+            )
+            click.echo(f"{'skip':6} {hook}: {why}")
 
     emit(state, result, human)

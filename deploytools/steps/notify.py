@@ -6,6 +6,11 @@ read from the environment variable deploy.toml names ([notifications]); an unset
 A hook that fails is reported in the result and does not fail the step, since a deploy must not
 stop because Slack is down, unless the configuration or the caller says it is required. URLs are
 never put in messages or errors: they carry their own credentials.
+
+With a GitHub token (github.token_env) and a release, the event is also the release's GitHub
+Deployment in that environment (github_deployments.py): the maintenance window opens it
+(in_progress), then success, failure, or inactive for a release that was rolled back; its status
+links the Actions run and the service.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from typing import Any
 import requests
 
 from deploytools.context import StepContext
-from deploytools.errors import EnvironmentUnreachable, UsageError
+from deploytools.errors import DeployError, EnvironmentUnreachable, UsageError
+from deploytools.github_deployments import Deployment, GitHubDeployments, run_url
 
 EVENTS = ("maintenance-window", "success", "failure", "rollback")
 
@@ -29,6 +35,14 @@ STATUS_PAGE_STATE = {
     "success": "operational",
     "failure": "degraded_performance",
     "rollback": "operational",
+}
+
+#: The GitHub Deployment status each event sets on the release's deployment.
+GITHUB_STATE = {
+    "maintenance-window": "in_progress",
+    "success": "success",
+    "failure": "failure",
+    "rollback": "inactive",
 }
 
 _SLACK_HEADLINE = {
@@ -67,7 +81,7 @@ class Notice:
 class Delivery:
     """One hook's answer."""
 
-    hook: str  # slack | status-page
+    hook: str  # slack | status-page | github-deployment
     ok: bool
     status: int | None  # HTTP status; None when no answer came
     detail: str
@@ -77,7 +91,7 @@ class Delivery:
 class NotifyResult:
     notice: Notice
     deliveries: tuple[Delivery, ...]
-    skipped: tuple[str, ...]  # hooks whose URL variable is unset
+    skipped: tuple[str, ...]  # hooks whose URL variable (or GitHub token, or release) is unset
 
     @property
     def ok(self) -> bool:
@@ -127,6 +141,7 @@ def run(
     required: bool | None = None,
     environ: Mapping[str, str] | None = None,
     post: Poster = default_post,
+    github: GitHubDeployments | None = None,
 ) -> NotifyResult:
     """Send `event` to every configured hook.
 
@@ -140,6 +155,8 @@ def run(
         configuration's notifications.required.
     :param environ: where the hooks' URL variables are read; default os.environ.
     :param post: how JSON is posted (tests swap it).
+    :param github: the GitHub deployments to record the event in; default: made from the
+        configuration when the token variable is set (None without one: skipped).
     """
     if event not in EVENTS:
         raise UsageError(
@@ -148,7 +165,7 @@ def run(
             hint="events: " + ", ".join(EVENTS),
         )
     config = ctx.config
-    config.environment(environment)  # an unknown environment is a usage error, before sending
+    env_config = config.environment(environment)  # unknown: a usage error, before sending
     settings = config.notifications
     env = os.environ if environ is None else environ
     notice = Notice(event, config.project.name, environment, release, message, link)
@@ -165,6 +182,21 @@ def run(
             continue
         ctx.progress(f"notify: {event} to {hook}")
         deliveries.append(_deliver(hook, variable, url, payload, settings.timeout_s, post))
+    if github is None:
+        github = GitHubDeployments.from_config(config, env)
+    if github is None or not release:
+        skipped.append("github-deployment")
+    else:
+        ctx.progress(f"notify: {event} to the GitHub deployment of {release} in {environment}")
+        deployment = Deployment(
+            id=0,
+            environment=environment,
+            ref=release,
+            release=release,
+            log_url=link or run_url(env),
+            environment_url=env_config.base_url,
+        )
+        deliveries.append(_record_on_github(github, deployment, event, message))
     result = NotifyResult(notice, tuple(deliveries), tuple(skipped))
     must = settings.required if required is None else required
     if must and (result.failed or not deliveries):
@@ -179,6 +211,32 @@ def run(
             facts={"deliveries": [asdict(d) for d in deliveries], "skipped": skipped},
         )
     return result
+
+
+def _record_on_github(
+    github: GitHubDeployments, deployment: Deployment, event: str, message: str
+) -> Delivery:
+    """Find or create the release's deployment in the environment, and set the event's state."""
+    state = GITHUB_STATE[event]
+    try:
+        found = github.find(deployment.environment, deployment.ref) or github.create(
+            deployment.environment, ref=deployment.ref, release=deployment.release
+        )
+        github.set_status(
+            Deployment(
+                found.id,
+                deployment.environment,
+                deployment.ref,
+                deployment.release,
+                deployment.log_url,
+                deployment.environment_url,
+            ),
+            state,
+            description=message or event,
+        )
+    except DeployError as exc:
+        return Delivery("github-deployment", False, None, exc.message)
+    return Delivery("github-deployment", True, None, f"deployment {found.id}: {state}")
 
 
 def _deliver(

@@ -13,7 +13,10 @@ from deploytools.cli import cli
 from deploytools.config import load_config
 from deploytools.context import StepContext
 from deploytools.errors import EnvironmentUnreachable, ExitCode, UsageError
+from deploytools.github_deployments import GitHubDeployments
 from deploytools.steps import notify
+from tests.fakes.github_deployments import FakeDeploymentsApi
+from tests.fakes.github_server import FakeGitHub
 from tests.fakes.webhook_server import FakeWebhooks
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +53,7 @@ def test_each_event_reaches_slack_and_the_status_page(
         link="https://github.com/example/rbac-api/actions/runs/7",
         environ=urls(hooks),
     )
-    assert result.ok and result.skipped == ()
+    assert result.ok and result.skipped == ("github-deployment",)  # no token
     slack, status = hooks.received
     assert slack.path == "/slack/T000/B000/secret-token"
     assert slack.headers["content-type"] == "application/json"
@@ -82,7 +85,7 @@ def test_an_unset_url_skips_that_hook(ctx: StepContext, hooks: FakeWebhooks) -> 
     result = notify.run(
         ctx, event="success", environment="staging", environ=urls(hooks, status_page=False)
     )
-    assert result.skipped == ("status-page",)
+    assert result.skipped == ("status-page", "github-deployment")
     assert [r.path for r in hooks.received] == ["/slack/T000/B000/secret-token"]
 
 
@@ -144,7 +147,7 @@ def test_cli_reports_a_failed_hook_and_exits_0(hooks: FakeWebhooks) -> None:
         cli,
         ["--config", str(CONFIG), "notify", "--event", "success", "--env", "production",
          "--release", "v1.15.2"],
-        env={**urls(hooks), "GITHUB_ACTIONS": "true"},
+        env={**urls(hooks), "GITHUB_ACTIONS": "true", "GITHUB_TOKEN": ""},
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "::warning title=deploytools notify::notify: slack failed: HTTP 500" in result.stdout
@@ -155,10 +158,97 @@ def test_cli_reports_a_failed_hook_and_exits_0(hooks: FakeWebhooks) -> None:
 def test_cli_required_exits_3_and_json_lists_deliveries(hooks: FakeWebhooks) -> None:
     runner = CliRunner()
     args = ["--config", str(CONFIG), "--json", "notify", "--event", "rollback", "--env", "staging"]
-    ok = runner.invoke(cli, args, env=urls(hooks))
+    env = {**urls(hooks), "GITHUB_TOKEN": ""}  # no GitHub deployment from a unit test
+    ok = runner.invoke(cli, args, env=env)
     assert ok.exit_code == 0
     data = json.loads(ok.stdout)
     assert [d["hook"] for d in data["result"]["deliveries"]] == ["slack", "status-page"]
     hooks.answer("/status", 503, "maintenance")
-    failed = runner.invoke(cli, [*args, "--required"], env=urls(hooks))
+    failed = runner.invoke(cli, [*args, "--required"], env=env)
     assert failed.exit_code == ExitCode.ENVIRONMENT
+
+
+# -- The GitHub deployment of the release ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def github_server() -> Iterator[FakeGitHub]:
+    with FakeGitHub() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def github_client(github_server: FakeGitHub) -> GitHubDeployments:
+    # One client for the module: building one reads ghapi's whole API description.
+    return GitHubDeployments("example/rbac-api", "ghs_t", gh_host=github_server.url)
+
+
+@pytest.fixture
+def deployments(github_server: FakeGitHub) -> FakeDeploymentsApi:
+    github_server.handlers.clear()
+    github_server.answers.clear()
+    github_server.requests.clear()
+    return FakeDeploymentsApi.install(github_server, "example/rbac-api")
+
+
+def test_a_release_goes_in_progress_then_success_on_one_github_deployment(
+    ctx: StepContext, deployments: FakeDeploymentsApi, github_client: GitHubDeployments
+) -> None:
+    run = "https://github.com/example/rbac-api/actions/runs/9"
+    for event in ("maintenance-window", "success"):
+        result = notify.run(
+            ctx,
+            event=event,
+            environment="production",
+            release="v1.15.2",
+            link=run,
+            environ={},
+            github=github_client,
+        )
+        assert result.ok and result.deliveries[-1].hook == "github-deployment"
+    ((deployment_id, statuses),) = deployments.statuses.items()
+    assert deployments.deployments[deployment_id]["ref"] == "v1.15.2"
+    assert [s["state"] for s in statuses] == ["in_progress", "success"]
+    assert {s["log_url"] for s in statuses} == {run}
+    # environment_url: the environment's base_url in deploy.toml.
+    assert {s["environment_url"] for s in statuses} == {"http://127.0.0.1:8080"}
+
+
+def test_a_rolled_back_release_becomes_inactive(
+    ctx: StepContext, deployments: FakeDeploymentsApi, github_client: GitHubDeployments
+) -> None:
+    for event in ("maintenance-window", "rollback"):
+        notify.run(
+            ctx,
+            event=event,
+            environment="production",
+            release="v1.15.2",
+            environ={},
+            github=github_client,
+        )
+    ((_, statuses),) = deployments.statuses.items()
+    assert [s["state"] for s in statuses] == ["in_progress", "inactive"]
+
+
+def test_github_refusing_is_reported_like_a_webhook(
+    ctx: StepContext, github_server: FakeGitHub, github_client: GitHubDeployments
+) -> None:
+    github_server.handlers.clear()
+    github_server.answers.clear()
+    github_server.respond("GET", "/repos/example/rbac-api/deployments", [])
+    github_server.respond(
+        "POST",
+        "/repos/example/rbac-api/deployments",
+        {"message": "Resource not accessible by integration"},
+        status=403,
+    )
+    result = notify.run(
+        ctx,
+        event="failure",
+        environment="production",
+        release="v1.15.2",
+        environ={},
+        github=github_client,
+    )
+    (failed,) = result.failed
+    assert failed.hook == "github-deployment" and "403" in failed.detail
