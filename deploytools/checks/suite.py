@@ -90,6 +90,16 @@ class Session:
         return [f"error answer lacks {', '.join(missing)}"] if missing else []
 
 
+def probe_users(check: ProbeCheck) -> list[str]:
+    """The test users a probe needs: its `user`, and those its body names (`${viewer.password}`)."""
+    names = [check.user] if check.user else []
+    for value in check.body.values():
+        match = re.fullmatch(r"\$\{([A-Za-z0-9_-]+)\.(username|password)\}", str(value))
+        if match:
+            names.append(match.group(1))
+    return names
+
+
 def all_credentials(session: Session, names: list[str]) -> None:
     """Read every credential the run needs first, so a missing one stops it before it starts."""
     for name in names:
@@ -511,6 +521,7 @@ __all__ = [
     "latency",
     "log_scan",
     "probe",
+    "probe_users",
     "rbac",
     "user_flow",
 ]

@@ -28,7 +28,8 @@ _INCONCLUSIVE_OPTION = click.option(
 
 def mask_credentials(state: AppState, suite: str, environ: Mapping[str, str]) -> None:
     """In GitHub Actions, tell the runner to mask every test user's credentials in its logs
-    before any request is made (the workflow command must go to stdout)."""
+    before any request is made. The runner reads workflow commands from stderr as well as
+    stdout; stderr keeps stdout one JSON document under --json (the jobs tee it to a file)."""
     if environ.get("GITHUB_ACTIONS") != "true":
         return
     config = state.config()
@@ -37,7 +38,7 @@ def mask_credentials(state: AppState, suite: str, environ: Mapping[str, str]) ->
         for var in (user.username_env, user.password_env):
             value = environ.get(var)
             if value:
-                click.echo(f"::add-mask::{value}")
+                click.echo(f"::add-mask::{value}", err=True)
 
 
 def write_step_summary(title: str, results: tuple[CheckResult, ...]) -> None:

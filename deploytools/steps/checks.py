@@ -62,16 +62,11 @@ def users_needed(ctx: StepContext, suite: str) -> list[str]:
         or (checks.flow and suite in checks.flow.suites)
     ):
         names.append(checks.admin_user)
-    names += [p.user for p in checks.probes if suite in p.suites and p.user]
-    names += [r.user for r in checks.rbac if suite in r.suites]
-    names += [lat.user for lat in checks.latency if suite in lat.suites and lat.user]
     for probe in checks.probes:
         if suite in probe.suites:
-            names += [
-                str(v).split(".")[0].removeprefix("${")
-                for v in probe.body.values()
-                if isinstance(v, str) and v.startswith("${")
-            ]
+            names += engine.probe_users(probe)
+    names += [r.user for r in checks.rbac if suite in r.suites]
+    names += [lat.user for lat in checks.latency if suite in lat.suites and lat.user]
     return list(dict.fromkeys(names))
 
 

@@ -204,7 +204,9 @@ def run(
         client, config.checks, config.thresholds, os.environ if environ is None else environ
     )
     probes = [p for p in config.checks.probes if "monitor" in p.suites]
-    engine.all_credentials(session, list(dict.fromkeys(p.user for p in probes if p.user)))
+    engine.all_credentials(
+        session, list(dict.fromkeys(u for p in probes for u in engine.probe_users(p)))
+    )
     started = _utc()
     tracks: dict[str, RuleTrack] = {}
     log: list[MonitorSample] = []

@@ -72,9 +72,10 @@ def test_a_failed_check_exits_1_naming_it(config_file: Path, state: FakeState) -
 
 
 def test_credentials_are_masked_in_github_actions(config_file: Path) -> None:
-    code, out, _ = invoke(config_file, "smoke", "--env", "local", GITHUB_ACTIONS="true")
+    code, out, err = invoke(config_file, "--json", "smoke", "--env", "local", GITHUB_ACTIONS="true")
     assert code == 0, out
-    assert "::add-mask::viewer-password-123" in out
-    assert "::add-mask::admin-password-123" in out
-    # Masked before the first check line.
-    assert out.index("::add-mask::") < out.index("PASS")
+    assert "::add-mask::viewer-password-123" in err
+    assert "::add-mask::admin-password-123" in err
+    # stdout stays one JSON document, and holds no credential.
+    assert json.loads(out)["ok"] is True
+    assert "password-123" not in out

@@ -109,3 +109,16 @@ def test_rollback_on_breach_needs_a_rollback_step(tmp_path: Path) -> None:
     config = parse_config(CONFIG.replace("BASE_URL", "http://127.0.0.1:9"), tmp_path / "d.toml")
     with pytest.raises(UsageError, match="needs the rollback step"):
         monitor.run(StepContext(config), environment="local", duration_s=1, rollback_on_breach=True)
+
+
+def test_monitor_reads_the_credentials_its_probes_name_before_sampling(tmp_path: Path) -> None:
+    config = parse_config(CONFIG.replace("BASE_URL", "http://127.0.0.1:9"), tmp_path / "d.toml")
+    # "wrong password refused" names ${viewer.username} in its body.
+    probes = tuple(dataclasses.replace(p, suites=("monitor",)) for p in config.checks.probes)
+    config = dataclasses.replace(config, checks=dataclasses.replace(config.checks, probes=probes))
+    slept: list[float] = []
+    with pytest.raises(UsageError, match="T_VIEWER_USER"):
+        monitor.run(
+            StepContext(config), environment="local", duration_s=5, environ={}, sleep=slept.append
+        )
+    assert slept == []
