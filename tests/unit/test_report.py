@@ -164,3 +164,87 @@ def test_report_command_line_parses() -> None:
     assert result.exit_code == 0
     for option in ("--env", "--release", "--format", "--results"):
         assert option in result.output
+
+
+# -- gather: which record, from the environment's history ---------------------------------------
+
+
+class MemoryStore:
+    """The few BackupStore operations History uses, in memory."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+
+    def ensure_dir(self, path: str) -> None:
+        """Directories exist implicitly."""
+
+    def read(self, path: str) -> bytes | None:
+        return self.files.get(path)
+
+    def write(self, path: str, data: bytes) -> None:
+        self.files[path] = data
+
+    def list_files(self, directory: str, suffix: str = "") -> list[str]:
+        prefix = directory.rstrip("/") + "/"
+        names = [p[len(prefix) :] for p in self.files if p.startswith(prefix)]
+        return sorted(n for n in names if "/" not in n and n.endswith(suffix))
+
+
+@pytest.fixture
+def stored(monkeypatch: pytest.MonkeyPatch, config: Config) -> dict[str, MemoryStore]:
+    """Production and staging histories holding the recorded release, behind open_environment."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from deploytools.history import History
+    from deploytools.steps import backup
+
+    stores = {"production": MemoryStore(), "staging": MemoryStore()}
+    for record in RECORDED["records"]:
+        stores["production"].write(
+            f"production/releases/{record['id']}.json", json.dumps(record).encode()
+        )
+    staging = RECORDED["staging_record"]
+    stores["staging"].write(f"staging/releases/{staging['id']}.json", json.dumps(staging).encode())
+    manifest = RECORDED["manifest"]
+    stores["production"].write(
+        f"production/backups/{manifest['id']}.json", json.dumps(manifest).encode()
+    )
+    stores["production"].write(
+        f"production/backups/{manifest['id']}.verified.json",
+        json.dumps(RECORDED["verification"]).encode(),
+    )
+
+    @contextlib.contextmanager
+    def open_environment(ctx: object, environment: str):  # type: ignore[no-untyped-def]
+        yield SimpleNamespace(history=History(stores[environment], environment))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(backup, "open_environment", open_environment)
+    return stores
+
+
+def test_gather_reads_the_newest_record_and_its_backup(
+    config: Config, stored: dict[str, MemoryStore], tmp_path: Path
+) -> None:
+    from deploytools.context import StepContext
+
+    results = tmp_path / "results"
+    results.mkdir()
+    for name, data in RECORDED["results"].items():
+        (results / name).write_text(json.dumps(data))
+    doc = report.gather(
+        StepContext(config=config), environment="production", results=[results, tmp_path / "none"]
+    )
+    assert doc == document(config, RECORDED, tmp_path / "results")
+
+
+def test_gather_a_named_release_and_an_unknown_one(
+    config: Config, stored: dict[str, MemoryStore]
+) -> None:
+    from deploytools.context import StepContext
+    from deploytools.errors import UsageError
+
+    ctx = StepContext(config=config)
+    assert report.gather(ctx, environment="production", release_id="6").record_id == "0006"
+    with pytest.raises(UsageError, match="no release 0042 in environment production"):
+        report.gather(ctx, environment="production", release_id="0042")
