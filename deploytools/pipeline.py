@@ -53,12 +53,7 @@ class Step:
     _inputs: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        inputs = {
-            name
-            for part in (*self.command, *(self.workflow_command or ()))
-            for _, name, _, _ in string.Formatter().parse(part)
-            if name
-        }
+        inputs = _placeholders((*self.command, *(self.workflow_command or ())))
         unknown = inputs - set(INPUTS)
         if unknown:
             raise ValueError(f"step {self.name}: unknown placeholders {sorted(unknown)}")
@@ -66,7 +61,7 @@ class Step:
 
     @property
     def needs(self) -> frozenset[str]:
-        """The inputs (of INPUTS) its command lines use."""
+        """The inputs (of INPUTS) its command lines use (local and workflow)."""
         return self._inputs
 
     @property
@@ -75,14 +70,18 @@ class Step:
 
     def argv(self, values: Mapping[str, str], *, workflow: bool = False) -> list[str]:
         """The command's arguments with `values` filled in (all it needs must be there)."""
-        missing = sorted(self.needs - set(values))
+        template = self.workflow_command if workflow and self.workflow_command else self.command
+        missing = sorted(_placeholders(template) - set(values))
         if missing:
             raise UsageError(
                 f"step {self.name} needs {', '.join(missing)}, which no earlier step provided",
                 untouched="nothing was run",
             )
-        template = self.workflow_command if workflow and self.workflow_command else self.command
         return [part.format(**values) for part in template]
+
+
+def _placeholders(template: tuple[str, ...]) -> set[str]:
+    return {name for part in template for _, name, _, _ in string.Formatter().parse(part) if name}
 
 
 STAGING = "staging"
