@@ -11,6 +11,7 @@ import secrets
 import time
 import tomllib
 import types
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -108,15 +109,16 @@ class Checked:
 
 
 @pytest.fixture(scope="module")
-def checked(compose_stacks: ComposeStackFactory, release_images: ReleaseImages) -> Checked:
+def checked(
+    compose_stacks: ComposeStackFactory, release_images: ReleaseImages
+) -> Iterator[Checked]:
     stack = compose_stacks.start(
         "dtchk-checks", app_image=release_images["1.15.2"], app_version="1.15.2"
     )
     try:
-        return Checked(stack, stack_config(stack), credentials_env(stack))
-    except Exception:
-        stack.down()
-        raise
+        yield Checked(stack, stack_config(stack), credentials_env(stack))
+    finally:
+        stack.down()  # now, not at the end of the session: other modules need the machine
 
 
 def lines(results: tuple[CheckResult, ...]) -> str:
@@ -153,7 +155,7 @@ def test_healthy_stack_passes_smoke_validate_and_verify(checked: Checked) -> Non
 def test_role_revoked_behind_the_checks_back_fails_rbac_naming_the_route(
     checked: Checked,
 ) -> None:
-    checked.run("smoke")  # the test users exist
+    engine.ensure_users(checked.session())  # the test users exist, whatever ran before
     viewer_id = checked.user_id("check-viewer")
     headers = {"Authorization": f"Bearer {checked.admin_token()}"}
     revoked = requests.delete(

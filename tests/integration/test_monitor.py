@@ -9,12 +9,15 @@ import threading
 import time
 import tomllib
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from deploytools import config as config_module
+from deploytools.checks import suite as engine
+from deploytools.checks.http import HttpClient
 from deploytools.checks.results import Verdict
 from deploytools.config import Config
 from deploytools.context import StepContext
@@ -70,28 +73,32 @@ class Watched:
 
 
 @pytest.fixture(scope="module")
-def watched(compose_stacks: ComposeStackFactory, release_images: ReleaseImages) -> Watched:
+def watched(
+    compose_stacks: ComposeStackFactory, release_images: ReleaseImages
+) -> Iterator[Watched]:
     stack = compose_stacks.start(
         "dtchk-monitor", app_image=release_images["1.15.2"], app_version="1.15.2"
     )
-    admin = stack.admin
-    assert admin is not None
-    # The monitor's login probe uses the viewer; create it as validate's setup would.
-    import requests
-
-    viewer = ("monitor-viewer", secrets.token_urlsafe(16))
-    token = requests.post(
-        f"{stack.url}/auth/login", json={"username": admin[0], "password": admin[1]}, timeout=5
-    ).json()["access_token"]
-    created = requests.post(
-        f"{stack.url}/users",
-        json={"username": viewer[0], "password": viewer[1], "roles": ["viewer"]},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=5,
-    )
-    assert created.status_code == 201, created.text
-    environ = {"CHECK_VIEWER_USERNAME": viewer[0], "CHECK_VIEWER_PASSWORD": viewer[1]}
-    return Watched(stack, stack_config(stack), environ)
+    try:
+        # The monitor's login probe uses the viewer: created here as smoke's set-up would.
+        config = stack_config(stack)
+        assert stack.admin is not None
+        environ = {
+            "ADMIN_USERNAME": stack.admin[0],
+            "ADMIN_PASSWORD": stack.admin[1],
+            "CHECK_VIEWER_USERNAME": "monitor-viewer",
+            "CHECK_VIEWER_PASSWORD": secrets.token_urlsafe(16),
+            "CHECK_EDITOR_USERNAME": "monitor-editor",
+            "CHECK_EDITOR_PASSWORD": secrets.token_urlsafe(16),
+        }
+        client = HttpClient(stack.url, timeout_s=5, login=config.checks.login)
+        setup = engine.ensure_users(
+            engine.Session(client, config.checks, config.thresholds, environ)
+        )
+        assert [r.verdict for r in setup] == [Verdict.PASS, Verdict.PASS], setup
+        yield Watched(stack, config, environ)
+    finally:
+        stack.down()  # now, not at the end of the session: other modules need the machine
 
 
 def failed_names(report: monitor_step.MonitorReport) -> list[str]:
