@@ -5,8 +5,9 @@ status, a table of success metrics, the backup's details, the rollback command, 
 fills it from the evidence the other steps left:
 
 - the environment's release record (history.py): who, when, image, previous release, backup,
-  Alembic revisions, phase timings, outcome; and the records around it (rollbacks, the previous
-  release, staging's record of the same image when that engine can be reached);
+  Alembic revisions, phase timings, outcome; and the records around it (the `migrate` record of
+  the same image that ran before the deploy, a rollback of it, the previous release, staging's
+  record of the same image when that engine can be reached);
 - the backup's manifest and its last verification;
 - the JSON results (`--json` output) of release verify, smoke, validate, verify and monitor,
   when given (the workflow downloads its jobs' artifacts into one directory).
@@ -223,6 +224,7 @@ def build_document(
         ),
         None,
     )
+    migration = _migration_of(record, records)
     outcome = str(record.get("outcome", "in-progress"))
     status = _OUTCOME_STATUS.get(outcome, outcome)
     verification_rows, verification_note = _verification(evidence.release_verify)
@@ -244,15 +246,58 @@ def build_document(
         verification=verification_rows,
         verification_note=verification_note,
         steps=_steps(
-            environment, record, evidence, manifest, verification, staging_record, rollback
+            environment,
+            record,
+            migration,
+            evidence,
+            manifest,
+            verification,
+            staging_record,
+            rollback,
         ),
         metrics=_metrics(config, environment, evidence),
         backup=backup,
         backup_note=backup_note,
         rollback_command=command,
         rollback_note=note,
-        log=_log(environment, record, evidence, manifest, verification, staging_record, rollback),
+        log=_log(
+            environment,
+            record,
+            migration,
+            evidence,
+            manifest,
+            verification,
+            staging_record,
+            rollback,
+        ),
     )
+
+
+def _migration_of(
+    record: Mapping[str, Any], records: Sequence[Mapping[str, Any]]
+) -> Mapping[str, Any] | None:
+    """The `migrate` run of the same image just before the deploy (the pipeline migrates in its
+    own step, then deploys), if there was one since the release before."""
+    since = str(record.get("previous") or "")
+    found = None
+    for other in records:
+        other_id = str(other.get("id"))
+        if other_id >= str(record["id"]):
+            break
+        if (
+            other.get("kind") == "migrate"
+            and other.get("image") == record.get("image")
+            and other_id > since
+        ):
+            found = other
+    return found
+
+
+def newest_release(records: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The record a report is about by default: the newest deploy (a migration belongs to the
+    deploy after it; a rollback shows in the report of the release it rolled back)."""
+    deploys = [r for r in records if r.get("kind") == "deploy"]
+    return deploys[-1] if deploys else records[-1]
 
 
 def _version_of(record: Mapping[str, Any]) -> str | None:
@@ -384,6 +429,7 @@ def _record_span(record: Mapping[str, Any]) -> float | None:
 def _steps(
     environment: str,
     record: Mapping[str, Any],
+    migration: Mapping[str, Any] | None,
     evidence: Evidence,
     manifest: Mapping[str, Any] | None,
     verification: Mapping[str, Any] | None,
@@ -455,16 +501,24 @@ def _steps(
                 ok = None if verification is None else bool(verification.get("ok"))
                 status = {None: "inconclusive", True: "passed", False: "failed"}[ok]
                 detail = f"{manifest['id']}, " + ("verified" if ok else "not verified")
-                span = timings.get("backup")
+                # The deploy's own backup phase, when it took it; a backup job's run is not
+                # timed anywhere (its manifest and verification times are in the log).
+                span = timings.get("backup") if migration is None else None
                 row = StepRow(step.name, step.title, step.runbook_step, status, span, detail)
         elif step.name.startswith("migrate-"):
-            before, after = record.get("revision_before"), record.get("revision_after")
-            if after:
+            # Its own run (`migrate`, recorded before the deploy), else the deploy's migration.
+            done = migration or record
+            before, after = done.get("revision_before"), done.get("revision_after")
+            done_outcome = str(done.get("outcome", ""))
+            if done_outcome in ("failed", "interrupted"):
+                status = "failed"
+            elif after:
                 status = "passed"
             else:
-                status = "failed" if outcome in ("failed", "interrupted") else "not recorded"
-            detail = f"revision {before or 'none'} → {after or '?'}"
-            span = timings.get("migrate")
+                status = "not recorded"
+            where = f"record {done.get('id')}" if migration else "during the deploy"
+            detail = f"revision {before or 'none'} → {after or '?'} ({where})"
+            span = (done.get("timings") or {}).get("migrate")
             row = StepRow(step.name, step.title, step.runbook_step, status, span, detail)
         else:  # the deploy of this environment
             status = _OUTCOME_STATUS.get(outcome, outcome)
@@ -545,6 +599,7 @@ def _metrics(config: Config, environment: str, evidence: Evidence) -> tuple[Metr
 def _log(
     environment: str,
     record: Mapping[str, Any],
+    migration: Mapping[str, Any] | None,
     evidence: Evidence,
     manifest: Mapping[str, Any] | None,
     verification: Mapping[str, Any] | None,
@@ -579,12 +634,22 @@ def _log(
     if verification is not None:
         result = "verified" if verification.get("ok") else "FAILED verification"
         add(verification.get("verified"), f"backup {verification.get('backup_id')} {result}")
+    if migration is not None:
+        add(migration.get("started"), f"migration by {migration.get('image')} began")
+        add(
+            migration.get("finished"),
+            f"migration {migration.get('outcome')}: revision "
+            f"{migration.get('revision_before') or 'none'} → {migration.get('revision_after')}"
+            + (f" ({migration['error']})" if migration.get("error") else ""),
+        )
     add(
         record.get("started"),
         f"{record.get('kind', 'deploy')} of {record.get('image')} to {environment} began "
         f"({record.get('who')})",
     )
-    if record.get("revision_after"):
+    if record.get("revision_after") and record.get("revision_after") != record.get(
+        "revision_before"
+    ):
         add(
             record.get("finished") or record.get("started"),
             f"database at revision {record.get('revision_after')} "
@@ -798,7 +863,7 @@ def gather(
                 hint=f"deploy first: `deploytools deploy --env {environment} --image IMAGE`",
             )
         if release_id is None:
-            record = records[-1]
+            record = newest_release(records)
         else:
             found = [r for r in records if str(r["id"]) == release_id.zfill(4)]
             if not found:

@@ -30,7 +30,7 @@ def config() -> Config:
 
 
 def document(
-    config: Config, recorded: dict[str, Any], tmp_path: Path, record_id: str = "0007"
+    config: Config, recorded: dict[str, Any], tmp_path: Path, record_id: str = "0008"
 ) -> report.ReleaseDocument:
     for name, data in recorded["results"].items():
         (tmp_path / name).write_text(json.dumps(data))
@@ -47,6 +47,11 @@ def document(
         evidence=evidence,
         staging_record=recorded["staging_record"],
     )
+
+
+def deploy(recorded: dict[str, Any]) -> dict[str, Any]:
+    """The release's deploy record (0008; 0007 is its migration, 0006 the release before)."""
+    return next(r for r in recorded["records"] if r["id"] == "0008")
 
 
 def test_markdown_matches_the_golden_file(config: Config, tmp_path: Path) -> None:
@@ -74,7 +79,7 @@ def test_the_rollback_command_is_exact_for_this_release(config: Config, tmp_path
     # 1.15.2's migrations only add schema: back to 1.15.1 without a restore.
     assert doc.rollback_command == "deploytools rollback --env production --to 1.15.1"
     contract = copy.deepcopy(RECORDED)
-    contract["records"][1]["expand_only"] = False
+    deploy(contract)["expand_only"] = False
     doc = document(config, contract, tmp_path)
     assert doc.rollback_command == (
         "deploytools rollback --env production --to 1.15.1 --restore-db"
@@ -92,7 +97,7 @@ def test_a_rolled_back_release_says_so(config: Config, tmp_path: Path) -> None:
     recorded = copy.deepcopy(RECORDED)
     recorded["records"].append(
         {
-            "id": "0008",
+            "id": "0009",
             "environment": "production",
             "kind": "rollback",
             "who": "oncall",
@@ -100,7 +105,7 @@ def test_a_rolled_back_release_says_so(config: Config, tmp_path: Path) -> None:
             "finished": "2026-01-12T02:40:07Z",
             "image": recorded["records"][0]["image"],
             "version": "1.15.1",
-            "previous": "0007",
+            "previous": "0008",
             "outcome": "succeeded",
         }
     )
@@ -142,7 +147,7 @@ def test_a_failed_check_output_still_counts_as_evidence(config: Config, tmp_path
 
 def test_markdown_stays_under_a_mebibyte(config: Config, tmp_path: Path) -> None:
     recorded = copy.deepcopy(RECORDED)
-    recorded["records"][1]["notes"] = [f"note {i}: " + "x" * 400 for i in range(5000)]
+    deploy(recorded)["notes"] = [f"note {i}: " + "x" * 400 for i in range(5000)]
     doc = document(config, recorded, tmp_path)
     markdown = report.render_markdown(doc)
     assert len(markdown.encode()) < 1024 * 1024
@@ -246,5 +251,7 @@ def test_gather_a_named_release_and_an_unknown_one(
 
     ctx = StepContext(config=config)
     assert report.gather(ctx, environment="production", release_id="6").record_id == "0006"
+    # The newest release is the newest deploy, not the migration before it nor a rollback.
+    assert report.gather(ctx, environment="production").record_id == "0008"
     with pytest.raises(UsageError, match="no release 0042 in environment production"):
         report.gather(ctx, environment="production", release_id="0042")

@@ -107,7 +107,7 @@ def test_report_json_and_unknown_release(config_file: Path, recorded: Path) -> N
     result = deploytools(config_file, "report", "--env", "production", "--format", "json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["record_id"] == "0007"
+    assert data["record_id"] == "0008"
     assert data["backup"]["sha256"] == RECORDED["manifest"]["sha256"]
     assert data["rollback_command"] == "deploytools rollback --env production --to 1.15.1"
     # Without the checks' results the metrics say so, never TBD.
