@@ -150,7 +150,7 @@ def run(
     :param environment: the environment it concerns (a key of deploy.toml).
     :param release: the release (tag or version) it concerns; "" when none.
     :param message: more words for people, added to the message.
-    :param link: a URL to the details (the GitHub Actions run).
+    :param link: a URL to the details; default: the GitHub Actions run, when in one.
     :param required: whether a failing hook raises EnvironmentUnreachable; None: the
         configuration's notifications.required.
     :param environ: where the hooks' URL variables are read; default os.environ.
@@ -168,6 +168,8 @@ def run(
     env_config = config.environment(environment)  # unknown: a usage error, before sending
     settings = config.notifications
     env = os.environ if environ is None else environ
+    # In GitHub Actions the run is the natural link, when none is given.
+    link = link or run_url(env)
     notice = Notice(event, config.project.name, environment, release, message, link)
     hooks = (
         ("slack", settings.slack_webhook_env, slack_payload(notice)),
@@ -193,7 +195,7 @@ def run(
             environment=environment,
             ref=release,
             release=release,
-            log_url=link or run_url(env),
+            log_url=link,
             environment_url=env_config.base_url,
         )
         deliveries.append(_record_on_github(github, deployment, event, message))
