@@ -101,7 +101,7 @@ class ReleaseRecord:
 
     id: str
     environment: str
-    kind: str  # deploy | rollback
+    kind: str  # deploy | rollback | migrate
     who: str
     started: str
     image: str
@@ -127,7 +127,7 @@ class ReleaseRecord:
     @property
     def serving(self) -> bool:
         """Whether this record's image is what ran afterwards."""
-        return self.outcome == "succeeded"
+        return self.kind in ("deploy", "rollback") and self.outcome == "succeeded"
 
 
 @dataclass(frozen=True)

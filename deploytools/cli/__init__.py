@@ -6,7 +6,9 @@ the commands of one runbook step to it. Importing them here registers them.
 
 from __future__ import annotations
 
+import deploytools.cli.backup_cmd  # registers backup, lock (issue 5)
 import deploytools.cli.checks_cmd  # registers smoke, validate, verify, monitor (issue 6)
+import deploytools.cli.deploy_cmd  # registers deploy, migrate, rollback, history (issue 5)
 import deploytools.cli.image_cmd  # registers image build, image verify (issue 4)
 import deploytools.cli.notify_cmd  # registers notify (issue 7)
 import deploytools.cli.release_cmd  # registers release verify (issue 4)

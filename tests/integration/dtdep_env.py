@@ -136,3 +136,43 @@ def dtdep_env(
 
 def _remove_volume(client: Any, name: str) -> None:
     subprocess.run(["docker", "volume", "rm", "-f", name], capture_output=True, check=False)
+
+
+BROKEN_MIGRATION = '''"""Fails half-way: creates a table, then divides by zero."""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table("dtdep_half_done", sa.Column("id", sa.Integer, primary_key=True))
+    op.execute("SELECT 1 / 0")
+
+
+def downgrade() -> None:
+    op.drop_table("dtdep_half_done")
+'''
+
+
+def build_variant(
+    client: Any, base: str, tag: str, *, dockerfile: str, files: dict[str, str]
+) -> str:
+    """A tiny image FROM a release image (seconds to build): a broken migration, a bad CMD."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, text in {"Dockerfile": f"FROM {base}\n{dockerfile}", **files}.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    client.images.build(fileobj=buffer, custom_context=True, tag=tag, rm=True)
+    return tag

@@ -1,0 +1,368 @@
+"""Runbook step 5, "Production Deployment", in the runbook's order:
+
+    take the lock -> a verified backup from before this deploy (taken if missing) -> stop the old
+    app -> migrate -> start the new one -> wait until healthy (with a deadline) -> record
+
+Every failure path leaves a serving release and a record that says what happened: a failed
+migration starts the old release again on the unchanged schema; a new release that never
+becomes healthy is rolled back automatically (see rollback.py for when the database is restored).
+How the old app is replaced by the new one is a Strategy, so a zero-downtime one (rolling) can
+plug in beside `recreate`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import docker.errors
+
+from deploytools.commands import compose
+from deploytools.context import StepContext
+from deploytools.database import Database
+from deploytools.errors import CheckFailed, DeployError, UsageError
+from deploytools.history import ReleaseRecord, utc_now, who
+from deploytools.steps import backup as backup_step
+from deploytools.steps import migrate as migrate_step
+from deploytools.steps.backup import EnvSession, open_environment
+from deploytools.target import Target, service_state, wait_until_healthy
+
+#: Tag that keeps a released image on the engine for rollbacks: <repository>:<env>-release-<id>.
+KEEP_TAG = "{env}-release-{id}"
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    environment: str
+    changed: bool
+    message: str
+    record: ReleaseRecord | None
+
+
+class Phases:
+    """Times each phase into the record, refreshes the lock between phases, reports progress."""
+
+    def __init__(self, session: EnvSession, record: ReleaseRecord) -> None:
+        self.session = session
+        self.record = record
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self.session.progress(f"{self.record.kind} {self.record.id}: {name}")
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.record.timings[name] = round(time.monotonic() - started, 2)
+            self.session.refresh_lock()
+            self.session.history.save_release(self.record)
+
+
+class Strategy(Protocol):
+    """How the running app is replaced by the new image, migrations included."""
+
+    name: str
+
+    def replace(self, session: EnvSession, record: ReleaseRecord, phases: Phases) -> None:
+        """Stop, migrate, start and wait: on return the new release is healthy. Raise
+        MigrationFailed when the migration failed (the old app may be started again), any
+        other DeployError when the new release did not come up."""
+
+
+class MigrationFailed(DeployError):
+    """The migration failed; the schema is where it was (one transaction)."""
+
+
+class RecreateStrategy:
+    """Stop the old app, migrate, start the new one: downtime from stop to healthy."""
+
+    name = "recreate"
+
+    def replace(self, session: EnvSession, record: ReleaseRecord, phases: Phases) -> None:
+        with phases.phase("stop"):
+            stop_app(session)
+        with phases.phase("migrate"):
+            try:
+                result = migrate_step.run_in(
+                    session, image=record.image, no_backup_check=record.no_backup_check
+                )
+            except DeployError as error:
+                raise MigrationFailed(
+                    error.message, untouched=error.untouched, hint=error.hint, facts=error.facts
+                ) from error
+            record.revision_after = result.revision_after
+        with phases.phase("start"):
+            start_app(session, record.image)
+        with phases.phase("healthy"):
+            wait_app_healthy(session)
+
+
+STRATEGIES: dict[str, Callable[[], Strategy]] = {"recreate": RecreateStrategy}
+
+
+def run(
+    ctx: StepContext,
+    *,
+    environment: str,
+    image: str,
+    strategy: str = "recreate",
+    lock_wait_s: float = 0.0,
+    no_backup_check: bool = False,
+) -> DeployResult:
+    """Deploy `image` to `environment`.
+
+    :param environment: the environment's name.
+    :param image: the release image (on the target's engine already).
+    :param strategy: how the old app is replaced ("recreate").
+    :param lock_wait_s: how long to wait for another deploy's lock before failing.
+    :param no_backup_check: migrate without a verified backup (recorded); one is still taken
+        when possible, this only allows going on without it.
+    """
+    if strategy not in STRATEGIES:
+        raise UsageError(
+            f'unknown deploy strategy "{strategy}"',
+            untouched="nothing was done",
+            hint="use one of: " + ", ".join(sorted(STRATEGIES)),
+        )
+    replacer = STRATEGIES[strategy]()
+    with open_environment(ctx, environment) as session:
+        info = migrate_step.image_info(session.target.client, image)
+        ttl = ctx.config.deploy.lock_ttl_s
+        with session.history.locked("deploy", ttl_s=ttl, wait_s=lock_wait_s) as lock:
+            session.lock = lock
+            return _deploy(session, info, replacer, no_backup_check=no_backup_check)
+
+
+def _deploy(
+    session: EnvSession,
+    info: migrate_step.ImageInfo,
+    replacer: Strategy,
+    *,
+    no_backup_check: bool,
+) -> DeployResult:
+    history = session.history
+    env = session.target.name
+    records = history.releases()
+    current = history.current_release()
+    running = running_app(session.target)
+
+    # Idempotence: the image already serves, healthy.
+    if running is not None and running.image_id == info.id and running.healthy:
+        unfinished = [r for r in records if r.outcome == "in-progress"]
+        if unfinished and unfinished[-1].image_id == info.id:
+            # A deploy of this image was interrupted after its app came up: finish its record.
+            record = unfinished[-1]
+            record.revision_after = Database.of(session.target).revision()
+            record.outcome, record.finished = "succeeded", utc_now()
+            record.notes.append("completed by a re-run after an interruption")
+            history.save_release(record)
+            return DeployResult(env, True, f"finished interrupted deploy {record.id}", record)
+        return DeployResult(
+            env, False, f"{info.ref} already runs healthy in {env}; nothing to do", current
+        )
+    for stale in records:
+        if stale.outcome == "in-progress":
+            stale.outcome, stale.finished = "interrupted", utc_now()
+            stale.notes.append("its deploytools process ended before it finished")
+            history.save_release(stale)
+
+    db = Database.of(session.target)
+    record = ReleaseRecord(
+        id=history.next_release_id(),
+        environment=env,
+        kind="deploy",
+        who=who(),
+        started=utc_now(),
+        image=info.ref,
+        image_id=info.id,
+        version=info.version,
+        strategy=replacer.name,
+        previous=current.id if current else None,
+        previous_image=(running.image if running else None)
+        or (keep_ref(session, current) if current else None),
+        revision_before=db.revision(),
+        expand_only=info.expand_only,
+        no_backup_check=no_backup_check,
+    )
+    history.save_release(record)
+    phases = Phases(session, record)
+    try:
+        with phases.phase("backup"):
+            record.backup_id = _ensure_backup(session, current, no_backup_check)
+        replacer.replace(session, record, phases)
+    except MigrationFailed as error:
+        _recover_after_failed_migration(session, record, error)
+        raise
+    except DeployError as error:
+        _roll_back_unhealthy(session, record, error)
+        raise
+    except BaseException as error:
+        # Interrupted (Ctrl-C) or a bug: the record says so; a re-run finishes or rolls back.
+        record.outcome, record.finished = "interrupted", utc_now()
+        record.error = f"{type(error).__name__}: {error}"
+        history.save_release(record)
+        raise
+    record.outcome, record.finished = "succeeded", utc_now()
+    history.save_release(record)
+    keep_images(session, record)
+    return DeployResult(env, True, f"{info.ref} deployed to {env} as release {record.id}", record)
+
+
+def _ensure_backup(
+    session: EnvSession, current: ReleaseRecord | None, no_backup_check: bool
+) -> str | None:
+    """A verified backup taken after the current release started; taken now if there is none."""
+    since = current.started if current else None
+    found = backup_step.latest_verified(session, since=since)
+    if found is not None:
+        session.progress(f"backup: using verified backup {found.id} ({found.created})")
+        return found.id
+    try:
+        manifest = backup_step.create_in(session, reason="pre-deploy")
+        backup_step.verify_in(session, manifest.id)
+    except DeployError:
+        if no_backup_check:
+            session.progress("backup: failed; going on without one (--no-backup-check)")
+            return None
+        raise
+    backup_step.prune_in(session, keep=session.ctx.config.backups.retention)
+    return manifest.id
+
+
+def _recover_after_failed_migration(
+    session: EnvSession, record: ReleaseRecord, error: DeployError
+) -> None:
+    """The schema is unchanged (one transaction): start the old release again."""
+    record.revision_after = error.facts.get("revision_after", record.revision_before)
+    serving = "nothing (there was no earlier release)"
+    if record.previous_image:
+        try:
+            start_app(session, record.previous_image)
+            wait_app_healthy(session)
+            serving = f"the previous release ({record.previous_image}) serves again"
+        except DeployError as again:
+            serving = f"the previous release did NOT come back: {again.message}"
+    record.outcome, record.finished, record.error = "failed", utc_now(), error.message
+    record.notes.append(serving)
+    session.history.save_release(record)
+    error.message = f"deploy of {record.image} to {record.environment} failed: {error.message}"
+    error.untouched = f"{error.untouched}; {serving}" if error.untouched else serving
+    error.facts["release"] = record.id
+
+
+def _roll_back_unhealthy(session: EnvSession, record: ReleaseRecord, error: DeployError) -> None:
+    """The new release did not come up: go back to the previous one (restoring the database
+    when the rollback rule says so) and record it."""
+    import deploytools.steps.rollback as rollback_step  # rollback builds on deploy
+
+    record.finished, record.error = utc_now(), error.message
+    with contextlib.suppress(DeployError):
+        record.revision_after = Database.of(session.target).revision()
+    if not record.previous_image:
+        record.outcome = "failed"
+        session.history.save_release(record)
+        error.untouched = "there was no earlier release to roll back to; the app is down"
+        return
+    record.outcome = "rolled-back"
+    session.history.save_release(record)
+    try:
+        back = rollback_step.roll_back_in(session, failed=record, reason="automatic")
+    except DeployError as again:
+        error.message = (
+            f"{record.image} did not become healthy in {record.environment} ({error.message}) "
+            f"and the automatic rollback failed too: {again.message}"
+        )
+        error.untouched = again.untouched
+        error.hint = again.hint
+        return
+    record.notes.append(f"rolled back automatically by release {back.id}")
+    session.history.save_release(record)
+    raise CheckFailed(
+        f"{record.image} did not become healthy in {record.environment}: {error.message}",
+        untouched=f"rolled back automatically to {back.image} (release {back.id}), healthy"
+        + (f"; database restored from {back.restored_backup}" if back.restored_backup else ""),
+        hint="read the new release's logs; fix it and release again",
+        facts={"release": record.id, "rollback": back.id},
+    ) from error
+
+
+# -- the app service -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunningApp:
+    image: str
+    image_id: str
+    healthy: bool
+
+
+def running_app(target: Target) -> RunningApp | None:
+    for container in target.containers(target.config.project.app_service):
+        if container.status == "running":
+            state = service_state(container)
+            return RunningApp(image=state.image, image_id=state.image_id, healthy=state.healthy)
+    return None
+
+
+def stop_app(session: EnvSession) -> None:
+    config = session.ctx.config
+    session.target.compose(
+        lambda cli, project, files: compose.stop(cli, project, files, [config.project.app_service]),
+        what="stopping the app",
+    )
+
+
+def start_app(session: EnvSession, image: str) -> None:
+    """(Re)create the app service's container from `image`, without touching the database."""
+    config = session.ctx.config
+    session.target.compose(
+        lambda cli, project, files: compose.up(
+            cli, project, files, [config.project.app_service], no_deps=True
+        ),
+        env={config.deploy.image_variable: image},
+        what=f"starting the app with {image}",
+    )
+
+
+def wait_app_healthy(session: EnvSession) -> None:
+    target = session.target
+    timeout = session.ctx.config.deploy.health_timeout_s
+    containers = [
+        c for c in target.containers(target.config.project.app_service) if c.status != "removing"
+    ]
+    if not containers:
+        raise CheckFailed(f"no app container exists in environment {target.name}")
+    for container in containers:
+        wait_until_healthy(container, timeout_s=timeout)
+
+
+def keep_ref(session: EnvSession, record: ReleaseRecord) -> str:
+    """The image reference a rollback to `record` uses: its keep tag if it still exists (it
+    names exactly the image deployed), else the reference it was deployed as."""
+    repository = session.ctx.config.project.image_repository
+    tag = f"{repository}:" + KEEP_TAG.format(env=record.environment, id=record.id)
+    try:
+        session.target.client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return record.image
+    return tag
+
+
+def keep_images(session: EnvSession, record: ReleaseRecord) -> None:
+    """Tag the deployed image so it stays on the engine; untag releases older than the newest
+    deploy.keep_images (an image still tagged otherwise, or in use, stays)."""
+    client: Any = session.target.client
+    repository = session.ctx.config.project.image_repository
+    env = record.environment
+    with contextlib.suppress(docker.errors.DockerException):
+        tag = KEEP_TAG.format(env=env, id=record.id)
+        client.images.get(record.image_id).tag(repository, tag)
+    serving = [r for r in session.history.releases() if r.serving]
+    for old in serving[: -session.ctx.config.deploy.keep_images]:
+        with contextlib.suppress(docker.errors.DockerException):
+            client.api.remove_image(
+                f"{repository}:" + KEEP_TAG.format(env=env, id=old.id), noprune=True
+            )

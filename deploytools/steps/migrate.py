@@ -1,0 +1,228 @@
+"""Runbook step 5, "Run Alembic migrations": the new image's migrations, in a one-off container.
+
+The container is the app service of the stack, run with the new image (`compose run --rm
+--no-deps -T`), so it is on the stack's network with the service's own database settings. The
+service's migrations/env.py runs them in one transaction with lock and statement timeouts (the
+variables of deploy.migration_env), so a migration that fails leaves the schema where it was.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import docker.errors
+
+from deploytools.commands import compose
+from deploytools.context import StepContext
+from deploytools.database import Database
+from deploytools.errors import DeployError, UsageError
+from deploytools.history import ReleaseRecord, utc_now, who
+from deploytools.steps.backup import EnvSession, latest_verified, open_environment
+from deploytools.target import VERSION_LABEL
+
+#: Image label a release sets to "true" when its migrations only add (see ReleaseRecord).
+EXPAND_ONLY_LABEL = "deploytools.migrations.expand-only"
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    ref: str
+    id: str
+    version: str | None
+    expand_only: bool | None
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    environment: str
+    image: str
+    revision_before: str | None
+    revision_after: str | None
+    backup_id: str | None
+    no_backup_check: bool
+    seconds: float
+    sql: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.revision_before != self.revision_after
+
+
+def image_info(client: Any, ref: str) -> ImageInfo:
+    """The image as the engine knows it; UsageError when it is not there (nothing is pulled:
+    images are built once and loaded onto the engine by `image build`)."""
+    try:
+        image = client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        raise UsageError(
+            f"image {ref} is not on the target's engine",
+            untouched="nothing was done",
+            hint="build or load it there first (`deploytools image build`)",
+            facts={"image": ref},
+        ) from None
+    labels = image.labels or {}
+    flag = labels.get(EXPAND_ONLY_LABEL)
+    return ImageInfo(
+        ref=ref,
+        id=image.id,
+        version=labels.get(VERSION_LABEL),
+        expand_only=None if flag is None else flag.lower() == "true",
+    )
+
+
+def run(
+    ctx: StepContext,
+    *,
+    environment: str,
+    image: str,
+    sql: bool = False,
+    no_backup_check: bool = False,
+    lock_wait_s: float = 0.0,
+) -> MigrationResult:
+    """Run `image`'s migrations against `environment`'s database, under the deploy lock.
+
+    :param environment: the environment's name.
+    :param image: the release image whose migrations run.
+    :param sql: print the SQL (`alembic upgrade --sql`) instead of running it.
+    :param no_backup_check: run without a verified backup taken after the last release (the
+        record says so).
+    :param lock_wait_s: how long to wait for the lock.
+    """
+    with open_environment(ctx, environment) as session:
+        if sql:
+            return run_in(session, image=image, sql=True)
+        ttl = ctx.config.deploy.lock_ttl_s
+        with session.history.locked("migrate", ttl_s=ttl, wait_s=lock_wait_s) as lock:
+            session.lock = lock
+            info = image_info(session.target.client, image)
+            record = ReleaseRecord(
+                id=session.history.next_release_id(),
+                environment=environment,
+                kind="migrate",
+                who=who(),
+                started=utc_now(),
+                image=image,
+                image_id=info.id,
+                version=info.version,
+                no_backup_check=no_backup_check,
+            )
+            try:
+                result = run_in(session, image=image, no_backup_check=no_backup_check)
+            except DeployError as error:
+                record.outcome, record.error, record.finished = "failed", error.message, utc_now()
+                record.revision_before = error.facts.get("revision_before")
+                record.revision_after = error.facts.get("revision_after")
+                session.history.save_release(record)
+                raise
+            record.outcome, record.finished = "succeeded", utc_now()
+            record.revision_before, record.revision_after = (
+                result.revision_before,
+                result.revision_after,
+            )
+            record.backup_id = result.backup_id
+            record.timings = {"migrate": round(result.seconds, 2)}
+            session.history.save_release(record)
+            return result
+
+
+def require_backup(session: EnvSession) -> str:
+    """The id of a verified backup taken after the last release started; UsageError if none."""
+    current = session.history.current_release()
+    since = current.started if current else None
+    found = latest_verified(session, since=since)
+    if found is None:
+        env = session.target.name
+        raise UsageError(
+            f"environment {env} has no verified backup taken after its last release"
+            + (f" ({current.id}, {current.started})" if current else ""),
+            untouched="nothing was migrated",
+            hint=f"take one (`deploytools backup create --env {env}`) or pass --no-backup-check",
+        )
+    return found.id
+
+
+def run_in(
+    session: EnvSession,
+    *,
+    image: str,
+    sql: bool = False,
+    no_backup_check: bool = False,
+) -> MigrationResult:
+    """`run` within an open environment (a deploy calls it under its lock)."""
+    config = session.ctx.config
+    target = session.target
+    image_info(target.client, image)
+    db = Database.of(target)
+    before = db.revision()
+    backup_id = None
+    if not sql and not no_backup_check:
+        backup_id = require_backup(session)
+    command = list(config.project.migration_command) + (["--sql"] if sql else [])
+    env = {config.deploy.image_variable: image, **config.deploy.migration_env}
+    session.progress(
+        f"migrate: {' '.join(command)} in a one-off container of {image} "
+        f"(revision now {before or 'none'})"
+    )
+    started = time.monotonic()
+    try:
+        done = target.compose(
+            lambda cli, project, files: compose.run_once(
+                cli,
+                project,
+                files,
+                config.project.app_service,
+                command,
+                env=sorted(config.deploy.migration_env),
+            ),
+            env=env,
+            timeout=config.deploy.migration_timeout_s,
+            what="the migration",
+        )
+    except DeployError as error:
+        after = db.revision()
+        reason = _failure_line(error.facts)
+        if reason:
+            error.message = f"the migration with {image} failed: {reason}"
+        error.untouched = (
+            f"the schema is at revision {after or 'none'} (it was {before or 'none'}); "
+            "the app was not touched by the migration"
+        )
+        error.hint = error.hint or "read the migration's output above, fix it, release again"
+        error.facts.update({"revision_before": before, "revision_after": after})
+        raise
+    seconds = time.monotonic() - started
+    if sql:
+        return MigrationResult(
+            environment=target.name,
+            image=image,
+            revision_before=before,
+            revision_after=before,
+            backup_id=None,
+            no_backup_check=no_backup_check,
+            seconds=seconds,
+            sql=done.stdout,
+        )
+    after = db.revision()
+    session.progress(f"migrate: revision {before or 'none'} -> {after or 'none'} ({seconds:.1f} s)")
+    return MigrationResult(
+        environment=target.name,
+        image=image,
+        revision_before=before,
+        revision_after=after,
+        backup_id=backup_id,
+        no_backup_check=no_backup_check,
+        seconds=seconds,
+    )
+
+
+def _failure_line(facts: dict[str, Any]) -> str | None:
+    """The line of the migration's output that says why it failed (Alembic's ERROR/FAILED, or
+    the exception), rather than Compose's last line."""
+    lines = (str(facts.get("stderr", "")) + "\n" + str(facts.get("stdout", ""))).splitlines()
+    for marker in ("FAILED:", "ERROR", "Error:", "Exception"):
+        found = [line.strip() for line in lines if marker in line]
+        if found:
+            return found[-1][:400]
+    return None

@@ -1,0 +1,231 @@
+"""The runbook's rollback plan: back to the previous (or a named) release's image.
+
+When is the database restored? With --restore-db always. Without it, only when the newer
+release's migrations changed the revision AND its record says they were not expand-only
+(`expand_only: false`, from the image label deploytools.migrations.expand-only="false"). An
+expand-only migration (new tables, nullable columns) leaves a schema the older release runs on,
+and restoring would throw away every write made since the backup; when a release does not say,
+we do not restore on our own but say that the schema stays ahead and how to restore.
+
+Before a restore we say how many rows differ from the backup: the writes it would drop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import docker.errors
+
+from deploytools.context import StepContext
+from deploytools.database import Database
+from deploytools.errors import DeployError, UsageError
+from deploytools.history import ReleaseRecord, utc_now, who
+from deploytools.steps import backup as backup_step
+from deploytools.steps import deploy as deploy_step
+from deploytools.steps.backup import EnvSession, open_environment
+
+Confirm = Callable[[str], bool]
+
+
+@dataclass(frozen=True)
+class RollbackTarget:
+    """The release to go back to: a record, or the image that ran before the first record."""
+
+    image: str
+    image_id: str
+    version: str | None
+    record_id: str | None
+
+
+def run(
+    ctx: StepContext,
+    *,
+    environment: str,
+    to: str | None = None,
+    restore_db: bool = False,
+    lock_wait_s: float = 0.0,
+    confirm: Confirm | None = None,
+) -> ReleaseRecord:
+    """Roll `environment` back, under the deploy lock.
+
+    :param environment: the environment's name.
+    :param to: the release to go back to: a record id, a version or an image; default the one
+        before the release serving now.
+    :param restore_db: restore the backup taken before the newer release's deploy.
+    :param lock_wait_s: how long to wait for the lock.
+    :param confirm: asked (with the rows a restore would drop) before a restore; False stops.
+    """
+    with open_environment(ctx, environment) as session:
+        ttl = ctx.config.deploy.lock_ttl_s
+        with session.history.locked("rollback", ttl_s=ttl, wait_s=lock_wait_s) as lock:
+            session.lock = lock
+            return roll_back_in(
+                session, to=to, restore_db=restore_db, confirm=confirm, reason="manual"
+            )
+
+
+def roll_back_in(
+    session: EnvSession,
+    *,
+    failed: ReleaseRecord | None = None,
+    to: str | None = None,
+    restore_db: bool = False,
+    confirm: Confirm | None = None,
+    reason: str = "manual",
+) -> ReleaseRecord:
+    """Roll back within an open, locked environment. `failed` is a deploy that did not come up
+    (an automatic rollback); otherwise the release serving now is rolled back."""
+    history = session.history
+    env = session.target.name
+    records = history.releases()
+    serving = [r for r in records if r.serving]
+    current = failed or (serving[-1] if serving else None)
+    if current is None:
+        raise UsageError(
+            f"environment {env} has no release deployed by deploytools to roll back from",
+            untouched="nothing was done",
+            hint=f"`deploytools history --env {env}`",
+        )
+    target, newer = _choose(session, serving, current, to)
+    db = Database.of(session.target)
+    revision_now = db.revision()
+    revision_then = newer[0].revision_before if newer else revision_now
+    revision_changed = revision_now != revision_then
+    not_expand_only = any(r.expand_only is False for r in newer)
+    restore = restore_db or (revision_changed and not_expand_only)
+    backup_id = newer[0].backup_id if newer else None
+    record = ReleaseRecord(
+        id=history.next_release_id(),
+        environment=env,
+        kind="rollback",
+        who=who(),
+        started=utc_now(),
+        image=target.image,
+        image_id=target.image_id,
+        version=target.version,
+        previous=current.id,
+        previous_image=current.image,
+        revision_before=revision_now,
+        notes=[f"{reason} rollback from {current.id} ({current.image})"],
+    )
+    if restore and backup_id is None:
+        raise UsageError(
+            f"a restore is needed to roll back {env} to {target.image}, but release "
+            f"{newer[0].id if newer else current.id} has no backup recorded",
+            untouched="nothing was done",
+            hint="restore one by hand (`deploytools backup list` / `backup restore`)",
+        )
+    if restore and backup_id is not None:
+        manifest = history.manifest(backup_id)
+        dropped = backup_step.rows_dropped(db.row_counts(), manifest.row_counts)
+        message = (
+            f"rollback: restoring backup {backup_id} (taken {manifest.created}, revision "
+            f"{manifest.revision or 'none'}) drops {dropped} rows written since"
+        )
+        session.progress(message)
+        record.notes.append(message)
+        if confirm is not None and not confirm(message):
+            raise UsageError(
+                "rollback cancelled before the restore",
+                untouched=f"nothing was done; {current.image} still runs",
+            )
+    elif revision_changed:
+        session.progress(
+            f"rollback: the schema stays at revision {revision_now} (release "
+            f"{newer[0].id if newer else current.id} did not declare its migrations "
+            "non-expand-only); pass --restore-db to restore "
+            + (backup_id or "the pre-deploy backup")
+        )
+    history.save_release(record)
+    phases = deploy_step.Phases(session, record)
+    try:
+        with phases.phase("stop"):
+            deploy_step.stop_app(session)
+        if restore and backup_id is not None:
+            with phases.phase("restore"):
+                backup_step.restore_in(session, backup_id, restart_app=False)
+                record.restored_backup = backup_id
+        with phases.phase("start"):
+            deploy_step.start_app(session, target.image)
+        with phases.phase("healthy"):
+            deploy_step.wait_app_healthy(session)
+    except DeployError as error:
+        record.outcome, record.finished, record.error = "failed", utc_now(), error.message
+        history.save_release(record)
+        error.message = f"rollback of {env} to {target.image} failed: {error.message}"
+        raise
+    record.revision_after = db.revision()
+    record.outcome, record.finished = "succeeded", utc_now()
+    history.save_release(record)
+    session.progress(
+        f"rollback {record.id}: {target.image} healthy in "
+        f"{sum(record.timings.values()):.1f} s"
+        + (f", database restored from {backup_id}" if record.restored_backup else "")
+    )
+    return record
+
+
+def _choose(
+    session: EnvSession, serving: list[ReleaseRecord], current: ReleaseRecord, to: str | None
+) -> tuple[RollbackTarget, list[ReleaseRecord]]:
+    """The release to go back to, and the deploys after it up to `current` (oldest first)."""
+    earlier = [r for r in serving if r.id != current.id]
+    chosen: ReleaseRecord | None = None
+    if to is not None:
+        matches = [r for r in earlier if to in (r.id, r.version, r.image)]
+        if not matches:
+            known = ", ".join(f"{r.id} ({r.version or r.image})" for r in earlier) or "none"
+            raise UsageError(
+                f'no earlier release "{to}" in environment {current.environment}',
+                untouched="nothing was done",
+                hint=f"name one of: {known}",
+            )
+        chosen = matches[-1]
+    else:
+        different = [r for r in earlier if r.image_id != current.image_id]
+        chosen = different[-1] if different else None
+    if chosen is None:
+        # Before the first deploy deploytools recorded, the image that ran then (a stack
+        # brought up by hand): the first deploy remembers it as its previous image.
+        first = next(
+            (r for r in [*serving, current] if r.kind == "deploy" and r.previous_image), None
+        )
+        image_id = (
+            _image_or_none(session, first.previous_image)
+            if first and first.previous_image
+            else None
+        )
+        if first is None or first.previous_image is None or image_id == current.image_id:
+            raise UsageError(
+                f"environment {current.environment} has no earlier release to roll back to",
+                untouched="nothing was done",
+                hint=f"`deploytools history --env {current.environment}`",
+            )
+        newer = [r for r in serving if r.kind == "deploy"]
+        if not current.serving:
+            newer.append(current)
+        target = RollbackTarget(first.previous_image, image_id or "", None, None)
+        return target, _dedupe(newer)
+    newer = [r for r in serving if r.id > chosen.id and r.kind == "deploy"]
+    if not current.serving:
+        newer.append(current)
+    image = deploy_step.keep_ref(session, chosen)
+    return RollbackTarget(image, chosen.image_id, chosen.version, chosen.id), _dedupe(newer)
+
+
+def _dedupe(records: list[ReleaseRecord]) -> list[ReleaseRecord]:
+    seen: set[str] = set()
+    out = []
+    for r in sorted(records, key=lambda r: r.id):
+        if r.id not in seen:
+            seen.add(r.id)
+            out.append(r)
+    return out
+
+
+def _image_or_none(session: EnvSession, ref: str) -> str | None:
+    try:
+        return str(session.target.client.images.get(ref).id)
+    except docker.errors.DockerException:  # gone; compose will say so when it starts
+        return None

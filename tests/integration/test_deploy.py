@@ -1,0 +1,229 @@
+"""Deploy (recreate) on the real engine: the runbook's order, idempotence, the lock, a failing
+migration, an image that never becomes healthy, a deploy killed half-way. In each, the rows that
+were there before are there after."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from click.testing import CliRunner
+from dtdep_env import BROKEN_MIGRATION, DtdepEnv, build_variant, dtdep_env, write_config
+
+from deploytools.cli import cli
+from deploytools.steps.backup import open_environment
+
+if TYPE_CHECKING:
+    from conftest import ReleaseImages
+
+pytestmark = pytest.mark.integration
+
+V1, V2 = "rbac-api-test:1.15.1", "rbac-api-test:1.15.2"
+
+
+@pytest.fixture(scope="module")
+def env(
+    docker_client: Any,
+    postgres_image: str,
+    release_images: ReleaseImages,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[DtdepEnv]:
+    release_images["1.15.2"]
+    with dtdep_env(
+        docker_client,
+        tmp_path_factory.mktemp("dtdep-dep"),
+        name="dep",
+        postgres_image=postgres_image,
+        app_image=release_images["1.15.1"],
+    ) as environment:
+        yield environment
+
+
+def deploytools(env: DtdepEnv, *args: str, config: Path | None = None) -> Any:
+    path = str(config or env.config_path)
+    return CliRunner().invoke(cli, ["--config", path, "--json", *args], catch_exceptions=False)
+
+
+def history_of(env: DtdepEnv) -> tuple[list[Any], Any]:
+    with open_environment(env.ctx(), env.environment) as session:
+        return session.history.releases(), session.history.lock()
+
+
+def app_image(env: DtdepEnv) -> str:
+    container = env.stack.container("app")
+    return str(container.attrs["Config"]["Image"])
+
+
+def old_rows(env: DtdepEnv) -> dict[str, int]:
+    """Row counts of the tables release 1.15.1 has (later ones add tables)."""
+    counts = env.stack.table_row_counts()
+    return {t: n for t, n in counts.items() if t != "role_assignment_audit"}
+
+
+def test_deploy_in_runbook_order_then_idempotent(env: DtdepEnv) -> None:
+    before = old_rows(env)
+    result = deploytools(env, "deploy", "--env", "prod", "--image", V2)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)["result"]["record"]
+    assert record["outcome"] == "succeeded"
+    assert record["image"] == V2 and record["image_id"].startswith("sha256:")
+    assert record["previous_image"] == V1
+    assert (record["revision_before"], record["revision_after"]) == ("0001", "0002")
+    assert record["backup_id"]
+    assert set(record["timings"]) == {"backup", "stop", "migrate", "start", "healthy"}
+    assert app_image(env) == V2
+    env.stack.wait_healthy("app")
+    assert old_rows(env) == before
+    assert env.stack.psql("SELECT version_num FROM alembic_version") == "0002"
+
+    again = deploytools(env, "deploy", "--env", "prod", "--image", V2)
+    assert again.exit_code == 0, again.output
+    body = json.loads(again.stdout)["result"]
+    assert body["changed"] is False
+    assert "nothing to do" in body["message"]
+    records, lock = history_of(env)
+    assert [r.outcome for r in records] == ["succeeded"]
+    assert lock is None
+
+
+def test_second_deploy_is_refused_while_the_lock_is_held(env: DtdepEnv) -> None:
+    with open_environment(env.ctx(), env.environment) as session:
+        held = session.history.acquire("deploy", ttl_s=600)
+        try:
+            result = deploytools(env, "deploy", "--env", "prod", "--image", V1)
+            assert result.exit_code == 4
+            error = json.loads(result.stdout)["error"]
+            assert error["type"] == "LockHeld"
+            assert held.holder in error["message"] and held.since in error["message"]
+            assert "nothing was done" in error["untouched"]
+            # Breaking a fresh lock is refused too.
+            broke = deploytools(env, "lock", "break", "--env", "prod")
+            assert broke.exit_code == 4
+        finally:
+            session.history.release(held)
+    assert app_image(env) == V2
+
+
+def test_failing_migration_keeps_schema_and_old_release(env: DtdepEnv, docker_client: Any) -> None:
+    broken = build_variant(
+        docker_client,
+        V2,
+        "rbac-api-test:dtdep-broken-migration",
+        dockerfile="COPY 0003_broken.py /app/migrations/versions/0003_broken.py\n",
+        files={"0003_broken.py": BROKEN_MIGRATION},
+    )
+    before = old_rows(env)
+    result = deploytools(env, "deploy", "--env", "prod", "--image", broken)
+    assert result.exit_code == 3, result.output
+    error = json.loads(result.stdout)["error"]
+    assert "migration" in error["message"]
+    assert "revision 0002" in error["untouched"]
+    assert "serves again" in error["untouched"]
+    assert env.stack.psql("SELECT version_num FROM alembic_version") == "0002"
+    assert env.stack.psql("SELECT to_regclass('public.dtdep_half_done') IS NULL") == "t"
+    assert app_image(env) == V2
+    env.stack.wait_healthy("app")
+    assert env.stack.health()["status"] == "ok"
+    assert old_rows(env) == before
+    records, lock = history_of(env)
+    assert records[-1].outcome == "failed" and records[-1].image == broken
+    assert lock is None
+
+
+def test_unhealthy_image_is_rolled_back_automatically(
+    env: DtdepEnv, docker_client: Any, tmp_path: Path
+) -> None:
+    never_healthy = build_variant(
+        docker_client,
+        V2,
+        "rbac-api-test:dtdep-never-healthy",
+        dockerfile='CMD ["sleep", "3600"]\n',
+        files={},
+    )
+    config = write_config(
+        tmp_path / "deploy.toml",
+        {"prod": env.stack},
+        store=f"volume:{env.store_volume}",
+        health_timeout_s=15,
+    )
+    before = old_rows(env)
+    result = deploytools(
+        env, "deploy", "--env", "prod", "--image", never_healthy, config=config.path
+    )
+    assert result.exit_code == 1, result.output
+    error = json.loads(result.stdout)["error"]
+    assert "did not become healthy" in error["message"]
+    assert "rolled back automatically" in error["untouched"]
+    env.stack.wait_healthy("app")
+    assert app_image(env) != never_healthy
+    assert env.stack.container("app").image.id == docker_client.images.get(V2).id
+    assert old_rows(env) == before
+    records, lock = history_of(env)
+    assert [r.kind for r in records[-2:]] == ["deploy", "rollback"]
+    assert records[-2].outcome == "rolled-back"
+    assert records[-1].outcome == "succeeded" and records[-1].restored_backup is None
+    assert lock is None
+
+
+def test_deploy_killed_half_way_is_recovered_by_a_rerun(env: DtdepEnv, docker_client: Any) -> None:
+    # Another build of 1.15.2 (same migrations, another image id): a forward deploy.
+    rebuilt = build_variant(
+        docker_client,
+        V2,
+        "rbac-api-test:dtdep-rebuilt",
+        dockerfile="LABEL dtdep=rebuilt\n",
+        files={},
+    )
+    before = old_rows(env)
+    argv = [sys.executable, "-m", "deploytools", "--config", str(env.config_path)]
+    process = subprocess.Popen(
+        [*argv, "deploy", "--env", "prod", "--image", rebuilt, "--no-backup-check"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ},
+    )
+    try:
+        # Kill it once the app is stopped (its record has the "stop" timing): mid-deploy.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            records, _ = history_of(env)
+            if records and records[-1].outcome == "in-progress" and "stop" in records[-1].timings:
+                break
+            assert process.poll() is None, "the deploy ended before it could be killed"
+            time.sleep(0.3)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    records, lock = history_of(env)
+    assert records[-1].outcome == "in-progress"
+    assert lock is not None  # the killed holder never released it
+
+    result = deploytools(env, "deploy", "--env", "prod", "--image", rebuilt, "--no-backup-check")
+    assert result.exit_code == 0, result.output
+    records, lock = history_of(env)
+    assert lock is None
+    assert records[-2].outcome == "interrupted"
+    assert records[-1].outcome == "succeeded" and records[-1].image == rebuilt
+    env.stack.wait_healthy("app")
+    assert app_image(env) == rebuilt
+    assert old_rows(env) == before
+
+
+def test_history_shows_releases_backups_and_lock(env: DtdepEnv) -> None:
+    result = deploytools(env, "history", "--env", "prod")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)["result"]
+    kinds = [r["kind"] for r in data["releases"]]
+    assert "rollback" in kinds and "deploy" in kinds
+    assert data["current"]["image"] == "rbac-api-test:dtdep-rebuilt"
+    assert data["backups"] and data["lock"] is None
