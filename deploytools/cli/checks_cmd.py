@@ -140,8 +140,9 @@ def smoke(state: AppState, environment: str, allow_inconclusive: bool) -> None:
 @click.option(
     "--previous-image",
     default=None,
-    help="The previous release's image: also run the smoke checks against it, beside the new "
-    "release on the same database (backward compatibility; local engine only).",
+    help="The previous release's image (or \"auto\": the one the environment's current release "
+    "replaced, from its history): also run the smoke checks against it, beside the new release "
+    "on the same database (backward compatibility; local engine only).",
 )
 @pass_state
 def validate(

@@ -143,7 +143,12 @@ def run(
                 )
                 add(engine.latency(session, lat))
         if previous_image and suite == "validate":
-            add(backward_compatibility(ctx, environment, previous_image, session))
+            image: str | None = previous_image
+            if previous_image == AUTO:
+                image, why = previous_release_image(ctx, environment)
+                ctx.progress(f"backward compatibility: {why}")
+            if image:
+                add(backward_compatibility(ctx, environment, image, session))
         # Last, so that errors the checks themselves provoked are in the logs it reads.
         if checks.logs is not None and suite in checks.logs.suites:
             add(
@@ -165,6 +170,28 @@ def run(
         verdict=overall(results),
         results=tuple(results),
     )
+
+
+#: `--previous-image auto`: the image the environment's current release replaced, from its history.
+AUTO = "auto"
+
+
+def previous_release_image(ctx: StepContext, environment: str) -> tuple[str | None, str]:
+    """The image the environment's current release replaced, and why it is (or is not) checked:
+    there is none before the first release, and a release that declared its migrations not
+    expand-only promises no compatibility to check."""
+    from deploytools.steps.backup import open_environment
+
+    with open_environment(ctx, environment) as env_session:
+        current = env_session.history.current_release()
+    if current is None or not current.previous_image:
+        return None, f"not applicable: no earlier release is recorded for {environment}"
+    if current.expand_only is False:
+        return None, (
+            f"not applicable: release {current.version or current.id} declared its migrations "
+            "not expand-only, so the previous release is not expected to run on its schema"
+        )
+    return current.previous_image, f"the previous release's image is {current.previous_image}"
 
 
 def backward_compatibility(

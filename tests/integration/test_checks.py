@@ -6,6 +6,7 @@ a slow endpoint, a stopped database) put it back before they end.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import secrets
 import time
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import docker.errors
 import pytest
 import requests
 
@@ -252,3 +254,23 @@ def test_previous_release_passes_the_smoke_checks_on_the_new_schema(
         all=True, filters={"label": f"deploytools.compat={checked.stack.project}"}
     )
     assert leftovers == []
+
+
+def test_previous_image_auto_without_a_recorded_release_is_not_applicable(
+    checked: Checked,
+) -> None:
+    volume = f"{checked.stack.project}-backups"
+    config = dataclasses.replace(
+        checked.config,
+        backups=dataclasses.replace(checked.config.backups, store=f"volume:{volume}"),
+    )
+    said: list[str] = []
+    try:
+        image, why = checks_step.previous_release_image(
+            StepContext(config=config, progress=said.append), "test"
+        )
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            checked.stack.client.volumes.get(volume).remove(force=True)
+    assert image is None
+    assert why == "not applicable: no earlier release is recorded for test"
