@@ -3,7 +3,9 @@ that persists is, and calls the rollback hook."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import secrets
 import threading
 import time
@@ -19,7 +21,7 @@ from deploytools import config as config_module
 from deploytools.checks import suite as engine
 from deploytools.checks.http import HttpClient
 from deploytools.checks.results import Verdict
-from deploytools.config import Config
+from deploytools.config import Config, load_config
 from deploytools.context import StepContext
 from deploytools.steps import monitor as monitor_step
 
@@ -168,3 +170,98 @@ def test_rollback_on_breach_without_a_rollback_step_is_refused(watched: Watched)
 
     with pytest.raises(UsageError, match="needs the rollback step"):
         watched.monitor(2.0, rollback_on_breach=True, rollback=None)
+
+
+def checks_tables(deploy_toml: Path) -> str:
+    """The [checks] tables of the repository's deploy.toml, as text (to append to another)."""
+    kept, inside = [], False
+    for line in deploy_toml.read_text(encoding="utf-8").splitlines():
+        header = line.strip()
+        if header.startswith("["):
+            inside = header.lstrip("[").startswith("checks")
+        if inside:
+            kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
+def test_a_breach_after_a_bad_release_rolls_back_to_the_previous_one(
+    compose_stacks: ComposeStackFactory,
+    release_images: ReleaseImages,
+    docker_client: Any,
+    tmp_path: Path,
+) -> None:
+    """1.15.1 runs; a 1.15.2 variant whose /health says "degraded" (healthy to Docker, failing
+    the health probe) is deployed; monitor --rollback-on-breach finds the failure persistent,
+    calls the rollback step, and 1.15.1 serves again."""
+    from click.testing import CliRunner
+    from dtdep_env import build_variant, write_config
+
+    from deploytools.cli import cli
+    from deploytools.steps import deploy as deploy_step
+
+    v1 = release_images["1.15.1"]
+    bad = build_variant(
+        docker_client,
+        release_images["1.15.2"],
+        "rbac-api-test:dtchk-degraded",
+        dockerfile='USER root\nRUN sed -i \'s/"ok" if revision else "degraded"/"degraded"/\' '
+        "/app/rbac_api/app.py\nUSER app\n",
+        files={},
+    )
+    stack = compose_stacks.start("dtchk-rollback", app_image=v1, app_version="1.15.1")
+    store = f"{stack.project}-store"
+    try:
+        path = tmp_path / "deploy.toml"
+        write_config(path, {"prod": stack}, store=f"volume:{store}")
+        root = Path(__file__).resolve().parents[2]
+        with path.open("a", encoding="utf-8") as config_file:
+            config_file.write("\n" + checks_tables(root / "deploy.toml"))
+        config = load_config(path)
+        assert stack.admin is not None
+        environ = {
+            "ADMIN_USERNAME": stack.admin[0],
+            "ADMIN_PASSWORD": stack.admin[1],
+            "CHECK_VIEWER_USERNAME": "rb-viewer",
+            "CHECK_VIEWER_PASSWORD": secrets.token_urlsafe(16),
+            "CHECK_EDITOR_USERNAME": "rb-editor",
+            "CHECK_EDITOR_PASSWORD": secrets.token_urlsafe(16),
+        }
+        client = HttpClient(stack.url, timeout_s=5, login=config.checks.login)
+        engine.ensure_users(engine.Session(client, config.checks, config.thresholds, environ))
+        deployed = deploy_step.run(StepContext(config=config), environment="prod", image=bad)
+        assert deployed.record is not None and deployed.record.outcome == "succeeded"
+        assert stack.health()["status"] == "degraded"
+
+        result = CliRunner().invoke(
+            cli,
+            [
+                "--config",
+                str(path),
+                "--json",
+                "monitor",
+                "--env",
+                "prod",
+                "--duration",
+                "10s",
+                "--interval",
+                "1s",
+                "--rollback-on-breach",
+            ],
+            env={**environ, "GITHUB_ACTIONS": "", "GITHUB_STEP_SUMMARY": ""},
+        )
+        assert result.exit_code == 1, result.output
+        error = json.loads(result.stdout)["error"]
+        assert error["type"] == "CheckFailed"
+        assert "breach (rolled back)" in error["message"]
+        report = error["facts"]["report"]
+        assert report["rolled_back"] is True and report["samples"] == 3
+        assert report["rollback_result"]["kind"] == "rollback"
+        assert stack.container("app").attrs["Config"]["Image"] == v1
+        assert stack.health()["status"] == "ok"
+    finally:
+        for container in docker_client.containers.list(all=True, filters={"name": stack.project}):
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+        stack.down()
+        with contextlib.suppress(Exception):
+            docker_client.volumes.get(store).remove(force=True)
