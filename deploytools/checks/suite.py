@@ -361,7 +361,7 @@ def latency(session: Session, check: LatencyCheck) -> list[CheckResult]:
         f"{check.name} errors",
         F if error_verdict is F else P if load.errors == 0 else INC,
         errors.describe(),
-        f"< {100 * error_limit:g}% (over the watch)",
+        f"no errors (the {100 * error_limit:g}% rate: over the watch, by monitor)",
         error_why if load.errors else "",
         {"errors": load.errors, "n": load.n},
     )
