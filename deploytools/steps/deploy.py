@@ -215,7 +215,7 @@ def _ensure_backup(
     session: EnvSession, current: ReleaseRecord | None, no_backup_check: bool
 ) -> str | None:
     """A verified backup taken after the current release started; taken now if there is none."""
-    since = current.started if current else None
+    since = (current.finished or current.started) if current else None
     found = backup_step.latest_verified(session, since=since)
     if found is not None:
         session.progress(f"backup: using verified backup {found.id} ({found.created})")

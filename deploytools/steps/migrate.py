@@ -130,7 +130,7 @@ def run(
 def require_backup(session: EnvSession) -> str:
     """The id of a verified backup taken after the last release started; UsageError if none."""
     current = session.history.current_release()
-    since = current.started if current else None
+    since = (current.finished or current.started) if current else None
     found = latest_verified(session, since=since)
     if found is None:
         env = session.target.name

@@ -1,0 +1,162 @@
+"""Rollback on the real engine: without a restore when the newer release's migrations may be
+expand-only, with one when its record says they are not or when asked (--restore-db); and
+migrate's backup gate and --sql."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from click.testing import CliRunner
+from dtdep_env import DtdepEnv, build_variant, dtdep_env
+
+from deploytools.cli import cli
+from deploytools.steps.backup import open_environment
+from deploytools.steps.migrate import EXPAND_ONLY_LABEL
+
+if TYPE_CHECKING:
+    from conftest import ReleaseImages
+
+pytestmark = pytest.mark.integration
+
+V1, V2 = "rbac-api-test:1.15.1", "rbac-api-test:1.15.2"
+
+
+@pytest.fixture(scope="module")
+def env(
+    docker_client: Any,
+    postgres_image: str,
+    release_images: ReleaseImages,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[DtdepEnv]:
+    release_images["1.15.2"]
+    with dtdep_env(
+        docker_client,
+        tmp_path_factory.mktemp("dtdep-rb"),
+        name="rb",
+        postgres_image=postgres_image,
+        app_image=release_images["1.15.1"],
+    ) as environment:
+        yield environment
+
+
+def deploytools(env: DtdepEnv, *args: str) -> Any:
+    return CliRunner().invoke(
+        cli, ["--config", str(env.config_path), "--json", *args], catch_exceptions=False
+    )
+
+
+def deploy(env: DtdepEnv, image: str) -> dict[str, Any]:
+    result = deploytools(env, "deploy", "--env", "prod", "--image", image)
+    assert result.exit_code == 0, result.output
+    return dict(json.loads(result.stdout)["result"]["record"])
+
+
+def write_roles(env: DtdepEnv, *names: str) -> None:
+    values = ", ".join(f"('{n}', 'written after the deploy')" for n in names)
+    env.stack.psql(f"INSERT INTO roles (name, description) VALUES {values}")  # noqa: S608 - test literals
+
+
+def revision(env: DtdepEnv) -> str:
+    return env.stack.psql("SELECT version_num FROM alembic_version")
+
+
+def app_image_id(env: DtdepEnv) -> str:
+    return str(env.stack.container("app").image.id)
+
+
+def test_not_expand_only_release_is_rolled_back_with_its_backup(
+    env: DtdepEnv, docker_client: Any
+) -> None:
+    contracting = build_variant(
+        docker_client,
+        V2,
+        "rbac-api-test:dtdep-not-expand-only",
+        dockerfile=f'LABEL {EXPAND_ONLY_LABEL}="false"\n',
+        files={},
+    )
+    rows_at_deploy = env.stack.table_row_counts()
+    record = deploy(env, contracting)
+    assert record["expand_only"] is False and record["revision_after"] == "0002"
+    write_roles(env, "dtdep-lost-1", "dtdep-lost-2")
+
+    result = deploytools(env, "rollback", "--env", "prod")
+    assert result.exit_code == 0, result.output
+    rollback = json.loads(result.stdout)["result"]
+    assert rollback["restored_backup"] == record["backup_id"]
+    assert any("drops 2 rows" in note for note in rollback["notes"])
+    assert "drops 2 rows" in result.stderr
+    assert revision(env) == "0001"
+    assert env.stack.table_row_counts() == rows_at_deploy
+    assert app_image_id(env) == docker_client.images.get(V1).id
+    env.stack.wait_healthy("app")
+    assert env.stack.health()["status"] == "ok"
+
+
+def test_rollback_without_restore_keeps_the_writes(env: DtdepEnv, docker_client: Any) -> None:
+    record = deploy(env, V2)
+    assert (record["revision_before"], record["revision_after"]) == ("0001", "0002")
+    write_roles(env, "dtdep-kept")
+    rows = env.stack.table_row_counts()
+
+    result = deploytools(env, "rollback", "--env", "prod")
+    assert result.exit_code == 0, result.output
+    rollback = json.loads(result.stdout)["result"]
+    assert rollback["restored_backup"] is None
+    assert "pass --restore-db" in result.stderr
+    assert rollback["image"] == V1 and rollback["previous"] == record["id"]
+    assert revision(env) == "0002"  # expand-only schema stays; 1.15.1 runs on it
+    assert env.stack.table_row_counts() == rows
+    assert app_image_id(env) == docker_client.images.get(V1).id
+    env.stack.wait_healthy("app")
+
+
+def test_migrate_needs_a_verified_backup_and_prints_sql(env: DtdepEnv) -> None:
+    rows = env.stack.table_row_counts()
+    refused = deploytools(env, "migrate", "--env", "prod", "--image", V2)
+    assert refused.exit_code == 2
+    assert "no verified backup taken after its last release" in refused.stderr
+    sql = CliRunner().invoke(
+        cli,
+        ["--config", str(env.config_path), "migrate", "--env", "prod", "--image", V2, "--sql"],
+        catch_exceptions=False,
+    )
+    assert sql.exit_code == 0, sql.output
+    assert "CREATE TABLE role_assignment_audit" in sql.stdout
+    assert "lock_timeout" in sql.stdout
+    assert env.stack.table_row_counts() == rows
+
+    backup = deploytools(env, "backup", "create", "--env", "prod")
+    assert backup.exit_code == 0, backup.output
+    migrated = deploytools(env, "migrate", "--env", "prod", "--image", V2)
+    assert migrated.exit_code == 0, migrated.output
+    result = json.loads(migrated.stdout)["result"]
+    assert result["revision_before"] == result["revision_after"] == "0002"
+    assert result["backup_id"] == json.loads(backup.stdout)["result"]["manifest"]["id"]
+    with open_environment(env.ctx(), env.environment) as session:
+        last = session.history.releases()[-1]
+    assert last.kind == "migrate" and last.outcome == "succeeded"
+
+
+def test_restore_db_on_request_drops_the_writes_since_the_backup(
+    env: DtdepEnv, docker_client: Any
+) -> None:
+    record = deploy(env, V2)
+    with open_environment(env.ctx(), env.environment) as session:
+        backup = session.history.manifest(record["backup_id"])
+    write_roles(env, "dtdep-dropped")
+
+    result = deploytools(env, "rollback", "--env", "prod", "--restore-db", "--yes")
+    assert result.exit_code == 0, result.output
+    rollback = json.loads(result.stdout)["result"]
+    assert rollback["restored_backup"] == backup.id
+    assert "drops 1 rows" in result.stderr
+    counts = {f"public.{t}": n for t, n in env.stack.table_row_counts().items()}
+    assert counts == backup.row_counts
+    assert app_image_id(env) == docker_client.images.get(V1).id
+    env.stack.wait_healthy("app")
+    history = deploytools(env, "history", "--env", "prod")
+    data = json.loads(history.stdout)["result"]
+    assert data["current"]["id"] == rollback["id"]
