@@ -92,8 +92,7 @@ def roll_back_in(
     revision_now = db.revision()
     revision_then = newer[0].revision_before if newer else revision_now
     revision_changed = revision_now != revision_then
-    not_expand_only = any(r.expand_only is False for r in newer)
-    restore = restore_db or (revision_changed and not_expand_only)
+    restore = restore_needed(restore_db=restore_db, revision_changed=revision_changed, newer=newer)
     backup_id = newer[0].backup_id if newer else None
     record = ReleaseRecord(
         id=history.next_release_id(),
@@ -164,6 +163,12 @@ def roll_back_in(
         + (f", database restored from {backup_id}" if record.restored_backup else "")
     )
     return record
+
+
+def restore_needed(*, restore_db: bool, revision_changed: bool, newer: list[ReleaseRecord]) -> bool:
+    """The rule of this module's docstring: asked for, or the revision changed and one of the
+    newer releases declared its migrations not expand-only."""
+    return restore_db or (revision_changed and any(r.expand_only is False for r in newer))
 
 
 def _choose(
