@@ -132,6 +132,19 @@ class Rate:
             f"(95% CI {100 * self.low:.3g}-{100 * self.high:.3g}%)"
         )
 
+    def fraction(self) -> str:
+        """k of n with what they show: "0 of 18: rate below 16.7% (3/n)"."""
+        if self.n == 0:
+            return "0 of 0"
+        if self.k == 0:
+            return f"0 of {self.n}: rate below {100 * self.high:.3g}% (3/n)"
+        if self.k == self.n:
+            return f"{self.n} of {self.n}: rate above {100 * self.low:.3g}% (1-3/n)"
+        return (
+            f"{self.k} of {self.n} = {100 * self.value:.3g}% "
+            f"(95% CI {100 * self.low:.3g}-{100 * self.high:.3g}%)"
+        )
+
 
 def _solve(f: _Monotone, target: float) -> float:
     """Bisection for p in [0, 1] with f(p) = target, f decreasing in p."""

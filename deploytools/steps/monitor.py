@@ -129,17 +129,17 @@ def evaluate_rule(
                 "nothing to judge",
             )
         verdict, why = stats.rate_verdict(r, threshold / 100, below=rule.below)
-        what = "events" if rule.below else "of them"
         return CheckResult(
             rule.name,
             verdict,
-            r.describe(what),
+            r.fraction(),
             f"{sign} {threshold:g}%",
             why,
             {"k": k, "n": n, "low": r.low, "high": r.high},
         )
     hq = prometheus.histogram_quantile(before, after, rule.metric, rule.quantile, rule.match)
-    want = f"p{100 * rule.quantile:g} {'<' if rule.below else '>='} {threshold:g}"
+    unit = " ms" if rule.threshold.endswith("_ms") else ""
+    want = f"p{100 * rule.quantile:g} {'<' if rule.below else '>='} {threshold:g}{unit}"
     if hq.value is None or hq.count < rule.min_count:
         return CheckResult(
             rule.name,
@@ -153,9 +153,9 @@ def evaluate_rule(
     return CheckResult(
         rule.name,
         P if ok else F,
-        f"~{value:.3g} (from histogram buckets, n={hq.count})",
+        f"~{value:.3g}{unit} (from histogram buckets, n={hq.count})",
         want,
-        "" if ok else f"{value:.3g} against {threshold:g}",
+        "" if ok else f"{value:.3g}{unit} against {threshold:g}{unit}",
         {"value": value, "count": hq.count},
     )
 

@@ -82,3 +82,9 @@ def test_success_rates_are_judged_from_below() -> None:
     assert stats.rate_verdict(bad, 0.99, below=False)[0] is Verdict.FAIL
     assert stats.rate_verdict(stats.rate(20, 20), 0.99, below=False)[0] is Verdict.INCONCLUSIVE
     assert stats.rate_verdict(stats.rate(0, 0), 0.99, below=False)[0] is Verdict.INCONCLUSIVE
+
+
+def test_fraction_says_what_k_of_n_shows() -> None:
+    assert stats.rate(0, 18).fraction() == "0 of 18: rate below 16.7% (3/n)"
+    assert stats.rate(2, 2).fraction() == "2 of 2: rate above 0% (1-3/n)"
+    assert stats.rate(3, 1000).fraction().startswith("3 of 1000 = 0.3% (95% CI 0.0619-0.87")
