@@ -30,5 +30,23 @@ def status(state: AppState, environment: str) -> None:
                 f"  {s.service:<10} {s.state:<8} {s.health or 'no healthcheck':<14} "
                 f"version {s.version or '?':<8} {s.image} ({digest[:19]}) since {s.started_at[:19]}"
             )
+        _print_history(result)
 
     emit(state, result, human)
+
+
+def _print_history(result: status_step.EnvironmentStatus) -> None:
+    """The release, backups and lock from the environment's history (issue 5)."""
+    if result.history_error:
+        click.echo(f"  history: unreadable ({result.history_error})")
+        return
+    r = result.release
+    if r is not None:
+        click.echo(f"  release {r.id}: {r.image} ({r.kind} by {r.who}, {r.finished or r.started})")
+    for manifest, ok in result.backups:
+        mark = "unverified" if ok is None else ("verified" if ok else "FAILED verify")
+        click.echo(f"  backup {manifest.id}: {mark}, revision {manifest.revision or '-'}")
+    if result.lock is not None:
+        click.echo(
+            f"  LOCKED by {result.lock.holder} ({result.lock.operation}) since {result.lock.since}"
+        )

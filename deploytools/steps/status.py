@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from deploytools.context import StepContext
+from deploytools.errors import DeployError
+from deploytools.history import BackupManifest, LockInfo, ReleaseRecord
 from deploytools.target import ServiceState
 
 
@@ -14,6 +17,12 @@ class EnvironmentStatus:
     docker_host: str
     compose_project: str
     services: tuple[ServiceState, ...]
+    # From the environment's history in its backup store (issue 5): the release serving, the
+    # newest backups with whether their last verification passed, and the deploy lock.
+    release: ReleaseRecord | None = None
+    backups: tuple[tuple[BackupManifest, bool | None], ...] = ()
+    lock: LockInfo | None = None
+    history_error: str | None = None
 
     @property
     def running(self) -> bool:
@@ -31,9 +40,30 @@ def run(ctx: StepContext, *, environment: str) -> EnvironmentStatus:
     :param environment: the environment's name in deploy.toml.
     """
     target = ctx.target(environment)
-    return EnvironmentStatus(
+    services = tuple(target.services())
+    status = EnvironmentStatus(
         environment=environment,
         docker_host=target.environment.docker_host or "(local engine)",
         compose_project=target.project,
-        services=tuple(target.services()),
+        services=services,
     )
+    if not services:
+        return status
+    from deploytools.steps.backup import open_environment  # history lives in the backup store
+
+    try:
+        with open_environment(ctx, environment) as session:
+            history = session.history
+            backups = []
+            for manifest in history.manifests()[-3:]:
+                verification = history.verification(manifest.id)
+                backups.append((manifest, None if verification is None else verification.ok))
+            return dataclasses.replace(
+                status,
+                release=history.current_release(),
+                backups=tuple(backups),
+                lock=history.lock(),
+            )
+    except DeployError as error:
+        # Status reports what it can: the services above are still true.
+        return dataclasses.replace(status, history_error=error.message)

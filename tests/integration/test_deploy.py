@@ -227,3 +227,12 @@ def test_history_shows_releases_backups_and_lock(env: DtdepEnv) -> None:
     assert "rollback" in kinds and "deploy" in kinds
     assert data["current"]["image"] == "rbac-api-test:dtdep-rebuilt"
     assert data["backups"] and data["lock"] is None
+
+
+def test_status_shows_the_release_backups_and_lock(env: DtdepEnv) -> None:
+    result = deploytools(env, "status", "--env", "prod")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)["result"]
+    assert data["release"]["image"] == "rbac-api-test:dtdep-rebuilt"
+    assert data["backups"] and data["backups"][-1][1] is True
+    assert data["lock"] is None and data["history_error"] is None
