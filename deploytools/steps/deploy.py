@@ -169,6 +169,7 @@ def _deploy(
             stale.notes.append("its deploytools process ended before it finished")
             history.save_release(stale)
 
+    ensure_database(session)
     db = Database.of(session.target)
     record = ReleaseRecord(
         id=history.next_release_id(),
@@ -305,6 +306,22 @@ def running_app(target: Target) -> RunningApp | None:
             state = service_state(container)
             return RunningApp(image=state.image, image_id=state.image_id, healthy=state.healthy)
     return None
+
+
+def ensure_database(session: EnvSession) -> None:
+    """Start the database service when it does not run (a first deploy to a new environment),
+    and wait until it is healthy; a running one is left alone."""
+    target = session.target
+    service = session.ctx.config.project.database_service
+    if any(c.status == "running" for c in target.containers(service)):
+        return
+    session.progress(f"deploy: starting the database service {service}")
+    target.compose(
+        lambda cli, project, files: compose.up(cli, project, files, [service], no_deps=True),
+        what=f"starting the database service {service}",
+    )
+    for container in target.containers(service):
+        wait_until_healthy(container, timeout_s=session.ctx.config.deploy.health_timeout_s)
 
 
 def stop_app(session: EnvSession) -> None:
