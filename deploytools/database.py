@@ -74,6 +74,8 @@ class Database:
 
     def revision(self, *, database: str | None = None) -> str | None:
         """The Alembic revision ("0002"), or None for a database never migrated."""
+        if self.query(pg.ALEMBIC_TABLE_SQL, database=database).strip() != "t":
+            return None
         return self.query(pg.REVISION_SQL, database=database).strip() or None
 
     def row_counts(

@@ -22,10 +22,12 @@ ROW_COUNTS_SQL = (
 )
 
 #: The Alembic revision, or nothing when the table does not exist (a database never migrated).
+# Two statements: PostgreSQL resolves every table a statement names before running it, so one
+# statement naming alembic_version fails on a database never migrated, whatever its CASE says.
+ALEMBIC_TABLE_SQL = "SELECT to_regclass('public.alembic_version') IS NOT NULL"
 REVISION_SQL = (
-    "SELECT CASE WHEN to_regclass('public.alembic_version') IS NULL THEN '' "
-    "ELSE (SELECT coalesce(string_agg(version_num, ',' ORDER BY version_num), '') "
-    "FROM public.alembic_version) END"
+    "SELECT coalesce(string_agg(version_num, ',' ORDER BY version_num), '') "
+    "FROM public.alembic_version"
 )
 
 DATABASE_SIZE_SQL = "SELECT pg_database_size(current_database())"
