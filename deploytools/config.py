@@ -282,6 +282,7 @@ class MonitorSettings:
     consecutive_failures: int = 3
     failure_limit: int = 5
     container_stats: bool = True
+    baseline_tolerance: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -627,6 +628,10 @@ def _validate_checks(checks: ChecksConfig, loader: _Loader) -> None:
                     f'"{where}" label "{label}": bad regular expression: {exc}'
                 ) from None
     mon = checks.monitor
+    if mon.baseline_tolerance < 1:
+        raise loader.fail(
+            f'"checks.monitor.baseline_tolerance" must be at least 1, got {mon.baseline_tolerance}'
+        )
     if mon.interval_s <= 0 or mon.consecutive_failures < 1 or mon.failure_limit < 1:
         raise loader.fail(
             '"checks.monitor": interval_s must be positive, consecutive_failures and '

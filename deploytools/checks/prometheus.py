@@ -111,6 +111,8 @@ def counter_ratio(
 class HistogramQuantile:
     value: float | None
     count: int
+    #: The window's cumulative bucket counts, (upper bound, observations <= it), ascending.
+    buckets: tuple[tuple[float, int], ...] = ()
 
 
 def histogram_quantile(
@@ -135,6 +137,7 @@ def histogram_quantile(
     total = buckets[bounds[-1]]
     if total <= 0:
         return HistogramQuantile(None, 0)
+    cumulative = tuple((b, round(buckets[b])) for b in bounds)
     rank = q * total
     lower_bound, lower_count = 0.0, 0.0
     for bound in bounds:
@@ -142,9 +145,10 @@ def histogram_quantile(
         if count >= rank:
             if math.isinf(bound):
                 # Past the last finite bucket: the quantile is only known to exceed it.
-                return HistogramQuantile(lower_bound, round(total))
+                return HistogramQuantile(lower_bound, round(total), cumulative)
             width = count - lower_count
             fraction = (rank - lower_count) / width if width > 0 else 1.0
-            return HistogramQuantile(lower_bound + (bound - lower_bound) * fraction, round(total))
+            value = lower_bound + (bound - lower_bound) * fraction
+            return HistogramQuantile(value, round(total), cumulative)
         lower_bound, lower_count = bound, count
-    return HistogramQuantile(bounds[-1], round(total))
+    return HistogramQuantile(bounds[-1], round(total), cumulative)

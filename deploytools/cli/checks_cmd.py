@@ -213,6 +213,12 @@ def rollback_hook() -> monitor_step.Rollback | None:
     is_flag=True,
     help="On a persistent breach, roll the environment back (then exit 1).",
 )
+@click.option(
+    "--baseline",
+    is_flag=True,
+    help="Record this watch as the serving release's baseline if it has none, else compare "
+    "with it (the 24-hour watch's scheduled runs); a regression exits 1 without a rollback.",
+)
 @pass_state
 def monitor(
     state: AppState,
@@ -220,6 +226,7 @@ def monitor(
     duration: str,
     interval: str | None,
     rollback_on_breach: bool,
+    baseline: bool,
 ) -> None:
     """Runbook step 7: watch the service's metrics, its containers' CPU and memory, and the
     monitor probes; a breach counts only when it persists (see [checks.monitor]).
@@ -250,6 +257,7 @@ def monitor(
         rollback_on_breach=rollback_on_breach,
         rollback=hook,
         on_sample=None if state.json else show,
+        baseline=baseline,
     )
     if not state.json:
         for result in report.results:
@@ -265,6 +273,14 @@ def monitor(
             else "the environment was left as it is",
             hint="read the samples above; "
             + ("check the rolled-back release" if report.rolled_back else "roll back if needed"),
+            facts={"report": _jsonable(report)},
+        )
+
+    if report.regressions:
+        raise CheckFailed(
+            f"{title}: regression against the release's baseline: " + "; ".join(report.regressions),
+            untouched="the environment was left as it is",
+            hint="compare with the baseline's numbers above; roll back if the regression matters",
             facts={"report": _jsonable(report)},
         )
 

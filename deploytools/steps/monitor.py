@@ -10,6 +10,9 @@ analysis works the same way). On the first breach the watch stops and, if asked,
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import os
 import re
 import time
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from deploytools.checks import baseline as baseline_mod
 from deploytools.checks import containers, prometheus, stats
 from deploytools.checks import suite as engine
 from deploytools.checks.http import HttpClient
@@ -100,6 +104,7 @@ class MonitorReport:
     verdict: Verdict
     breaches: tuple[str, ...]
     results: tuple[CheckResult, ...]  # one per rule, over the watch
+    regressions: tuple[str, ...] = ()
     rolled_back: bool = False
     rollback_result: Any = None
     sample_log: tuple[MonitorSample, ...] = field(default=(), repr=False)
@@ -156,7 +161,12 @@ def evaluate_rule(
         f"~{value:.3g}{unit} (from histogram buckets, n={hq.count})",
         want,
         "" if ok else f"{value:.3g}{unit} against {threshold:g}{unit}",
-        {"value": value, "count": hq.count},
+        {
+            "value": value,
+            "count": hq.count,
+            # Bounds in the rule's unit; +Inf as a string so that the JSON stays standard.
+            "buckets": [["+Inf" if math.isinf(le) else le * rule.scale, n] for le, n in hq.buckets],
+        },
     )
 
 
@@ -170,6 +180,7 @@ def run(
     rollback: Rollback | None = None,
     environ: Mapping[str, str] | None = None,
     on_sample: Callable[[MonitorSample], None] | None = None,
+    baseline: bool = False,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> MonitorReport:
@@ -183,6 +194,8 @@ def run(
     :param rollback: the rollback step; required when rollback_on_breach is set.
     :param environ: where test users' credentials are read (default os.environ).
     :param on_sample: called after each sample (the CLI prints a line).
+    :param baseline: record this watch as the current release's baseline if it has none yet,
+        else compare this watch with it (a regression fails the watch; it does not roll back).
     """
     config = ctx.config
     settings = config.checks.monitor
@@ -310,16 +323,19 @@ def run(
         client.close()
 
     summary = _summaries(tracks, settings.consecutive_failures, settings.failure_limit)
+    whole_watch: dict[str, CheckResult] = {}
     if first_metrics is not None and previous_metrics is not None:
         # The whole watch as one window: enough requests, maybe, for what one interval cannot show.
-        summary += [
-            _over_watch(
-                evaluate_rule(
-                    rule, first_metrics, previous_metrics, session.threshold(rule.threshold)
-                )
+        for rule in config.checks.metrics:
+            whole_watch[rule.name] = evaluate_rule(
+                rule, first_metrics, previous_metrics, session.threshold(rule.threshold)
             )
-            for rule in config.checks.metrics
-        ]
+        summary += [_over_watch(r) for r in whole_watch.values()]
+    regressions: list[str] = []
+    if baseline and not breaches:
+        compared = baseline_results(ctx, environment, whole_watch, duration_s)
+        summary += compared
+        regressions = [f"{r.name}: {r.measured}" for r in compared if r.verdict is F]
     rolled_back, rollback_result = False, None
     if breaches and rollback_on_breach and rollback is not None:
         ctx.progress(f"breach on {environment}: rolling back")
@@ -334,8 +350,9 @@ def run(
         consecutive_failures=settings.consecutive_failures,
         failure_limit=settings.failure_limit,
         samples=len(log),
-        verdict=F if breaches else (P if log else INC),
+        verdict=F if breaches or regressions else (P if log else INC),
         breaches=tuple(breaches),
+        regressions=tuple(regressions),
         results=tuple(summary),
         rolled_back=rolled_back,
         rollback_result=rollback_result,
@@ -380,3 +397,70 @@ def _over_watch(result: CheckResult) -> CheckResult:
         result.detail,
         result.data,
     )
+
+
+def baseline_results(
+    ctx: StepContext,
+    environment: str,
+    whole_watch: Mapping[str, CheckResult],
+    duration_s: float,
+) -> list[CheckResult]:
+    """Record the watch as the serving release's baseline, or compare with the one recorded.
+
+    Baselines live in the backup store beside the history (`<env>/baselines/<release>.json`),
+    so every runner, and every scheduled watch of the next 24 hours, finds the same one.
+    """
+    from deploytools.steps.backup import open_environment
+
+    rules = {rule.name: rule for rule in ctx.config.checks.metrics}
+    measured = {
+        name: m
+        for name, result in whole_watch.items()
+        if (m := baseline_mod.measurement(rules[name], result)) is not None
+    }
+    with open_environment(ctx, environment) as env_session:
+        current = env_session.history.current_release()
+        if current is None:
+            return [
+                CheckResult(
+                    "baseline",
+                    INC,
+                    "no release recorded",
+                    "a release to compare with",
+                    f"no deploy of {environment} is recorded; nothing to attach it to",
+                )
+            ]
+        path = f"{environment}/baselines/{current.id}.json"
+        stored = env_session.store.read(path)
+        if stored is None:
+            record = baseline_mod.Baseline(
+                release=current.id,
+                version=current.version,
+                image=current.image,
+                recorded=_utc(),
+                duration_s=duration_s,
+                metrics=measured,
+            )
+            env_session.store.ensure_dir(f"{environment}/baselines")
+            env_session.store.write(path, json.dumps(dataclasses.asdict(record)).encode())
+            return [
+                CheckResult(
+                    "baseline",
+                    P,
+                    f"recorded for release {current.id} ({current.version})",
+                    "a baseline",
+                    f"{len(measured)} of {len(rules)} metrics had numbers to keep",
+                )
+            ]
+    then = json.loads(stored)
+    tolerance = ctx.config.checks.monitor.baseline_tolerance
+    return [
+        baseline_mod.compare(
+            rule,
+            measured.get(name),
+            (then.get("metrics") or {}).get(name),
+            tolerance=tolerance,
+            release=current.id,
+        )
+        for name, rule in rules.items()
+    ]

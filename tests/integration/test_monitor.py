@@ -258,6 +258,38 @@ def test_a_breach_after_a_bad_release_rolls_back_to_the_previous_one(
         assert report["rollback_result"]["kind"] == "rollback"
         assert stack.container("app").attrs["Config"]["Image"] == v1
         assert stack.health()["status"] == "ok"
+
+        # The release serving now (the rollback's) gets a baseline from its first watch with
+        # --baseline; the next watch is compared with it.
+        def watch() -> dict[str, Any]:
+            run = CliRunner().invoke(
+                cli,
+                [
+                    "--config",
+                    str(path),
+                    "--json",
+                    "monitor",
+                    "--env",
+                    "prod",
+                    "--duration",
+                    "3s",
+                    "--interval",
+                    "1s",
+                    "--baseline",
+                ],
+                env={**environ, "GITHUB_ACTIONS": "", "GITHUB_STEP_SUMMARY": ""},
+            )
+            assert run.exit_code == 0, run.output
+            results = json.loads(run.stdout)["result"]["results"]
+            return {r["name"]: r for r in results if r["name"].startswith("baseline")}
+
+        first = watch()
+        rollback_id = report["rollback_result"]["id"]
+        assert first["baseline"]["measured"].startswith(f"recorded for release {rollback_id}")
+        second = watch()
+        assert "baseline" not in second
+        assert {r["verdict"] for r in second.values()} <= {"pass", "inconclusive"}
+        assert "baseline: database latency p95" in second
     finally:
         for container in docker_client.containers.list(all=True, filters={"name": stack.project}):
             with contextlib.suppress(Exception):
