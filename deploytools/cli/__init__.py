@@ -11,6 +11,7 @@ import deploytools.cli.checks_cmd  # registers smoke, validate, verify, monitor 
 import deploytools.cli.deploy_cmd  # registers deploy, migrate, rollback, history (issue 5)
 import deploytools.cli.image_cmd  # registers image build, image verify (issue 4)
 import deploytools.cli.notify_cmd  # registers notify (issue 7)
+import deploytools.cli.pipeline_cmd  # registers pipeline run (issue 8)
 import deploytools.cli.release_cmd  # registers release verify (issue 4)
 import deploytools.cli.report_cmd  # noqa: F401 - registers report (issue 7)
 from deploytools.cli import config_cmd, status_cmd  # noqa: F401 - registers the commands
