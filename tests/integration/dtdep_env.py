@@ -8,6 +8,7 @@ helper containers at the end, failures included.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -108,13 +109,16 @@ def dtdep_env(
     app_image: str,
     **config_options: Any,
 ) -> Iterator[DtdepEnv]:
-    """Bring up stack `dtdep-NAME` (migrated, with an admin), yield it with its deploy.toml, and
-    remove the stack, its store volume and any helper container afterwards."""
-    project = f"dtdep-{name}"
-    store_volume = f"dtdep-{name}-store"
+    """Bring up stack `dtdep-NAME-PID` (migrated, with an admin), yield it with its deploy.toml,
+    and remove the stack, its store volume and any helper container afterwards.
+
+    The pid in the name lets two runs of the suite share an engine (a CI clone beside a
+    developer's run); leftovers of runs whose process is gone are removed first.
+    """
+    _remove_leftovers(client, f"dtdep-{name}-", postgres_image)
+    project = f"dtdep-{name}-{os.getpid()}"
+    store_volume = f"{project}-store"
     stack = ComposeStack(project=project, env=stack_env(postgres_image, app_image), client=client)
-    stack.down()
-    _remove_volume(client, store_volume)
     try:
         stack.up()
         stack.migrate()
@@ -132,6 +136,38 @@ def dtdep_env(
                 container.remove(force=True)
         stack.down()
         _remove_volume(client, store_volume)
+
+
+def _remove_leftovers(client: Any, prefix: str, postgres_image: str) -> None:
+    """Stacks and store volumes `PREFIX<pid>` of earlier runs whose process no longer exists."""
+    projects = {
+        c.labels.get("com.docker.compose.project", "")
+        for c in client.containers.list(all=True, filters={"name": prefix})
+    }
+    volumes = {v.name for v in client.volumes.list() if v.name.startswith(prefix)}
+    for name in projects | volumes:
+        pid = name.removeprefix(prefix).split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        project = prefix + pid
+        if name == project:
+            ComposeStack(
+                project=project, env=stack_env(postgres_image, "unused"), client=client
+            ).down()
+        for container in client.containers.list(all=True, filters={"name": project}):
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+        _remove_volume(client, f"{project}-store")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _remove_volume(client: Any, name: str) -> None:

@@ -178,7 +178,7 @@ def test_database_down_during_backup_leaves_no_backup(
 
 
 def test_store_too_small_is_refused(env: DtdepEnv, docker_client: Any, tmp_path: Path) -> None:
-    volume = "dtdep-bk-tiny"
+    volume = f"{env.stack.project}-tiny"
     subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True, check=False)
     docker_client.volumes.create(
         name=volume,
