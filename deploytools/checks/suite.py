@@ -39,8 +39,9 @@ from deploytools.config import (
     UserFlow,
 )
 
-#: A probe with a latency budget is sent this many times; the slowest must be within budget.
-BUDGET_SAMPLES = 5
+#: A probe with a latency budget is sent this many times and judged on the median: one request
+#: delayed by a busy host is not the endpoint's speed (the load test measures the tail).
+BUDGET_SAMPLES = 7
 
 P = Verdict.PASS
 F = Verdict.FAIL
@@ -192,10 +193,10 @@ def probe(session: Session, check: ProbeCheck) -> CheckResult:
     if budget:
         slowest = max(a.elapsed_ms for a in answers)
         median = statistics.median(a.elapsed_ms for a in answers)
-        want += f", slowest of {repeats} < {budget:g} ms"
-        measured += f", slowest {slowest:.1f} ms, median {median:.1f} ms (n={repeats})"
-        if not wrong and slowest >= budget:
-            problems.append(f"slowest answer took {slowest:.1f} ms, budget {budget:g} ms")
+        want += f", median of {repeats} < {budget:g} ms"
+        measured += f", median {median:.1f} ms, slowest {slowest:.1f} ms (n={repeats})"
+        if not wrong and median >= budget:
+            problems.append(f"median answer took {median:.1f} ms, budget {budget:g} ms")
     verdict = F if problems else P
     return CheckResult(
         check.name,
