@@ -72,7 +72,9 @@ def _github_annotation(message: str) -> None:
     if os.environ.get("GITHUB_ACTIONS") == "true":
         # Workflow commands end at a newline; escape as the runner expects.
         escaped = message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-        click.echo(f"::error title=deploytools::{escaped}")
+        # On stderr: the runner reads workflow commands there too, and stdout stays one JSON
+        # document under --json.
+        click.echo(f"::error title=deploytools::{escaped}", err=True)
 
 
 def report_error(state: AppState | None, error: BaseException) -> ExitCode:

@@ -73,7 +73,8 @@ def test_verbose_adds_the_traceback(bad_config: Path) -> None:
 
 def test_error_becomes_a_github_annotation_in_actions(bad_config: Path) -> None:
     result = invoke("--config", str(bad_config), "config", "check", env={"GITHUB_ACTIONS": "true"})
-    assert result.stdout.startswith("::error title=deploytools::")
+    assert result.stdout == ""
+    assert "::error title=deploytools::" in result.stderr
 
 
 def test_unknown_environment_is_a_usage_error() -> None:
