@@ -92,10 +92,14 @@ class PipelineRecord:
     runs: int = 0
     notes: list[str] = field(default_factory=list)
 
+    def find(self, name: str) -> StepRun | None:
+        return next((run for run in self.steps if run.name == name), None)
+
     def step(self, name: str) -> StepRun:
-        for run in self.steps:
-            if run.name == name:
-                return run
+        """The step's run, added (pending) when the record has none yet."""
+        run = self.find(name)
+        if run is not None:
+            return run
         run = StepRun(name)
         self.steps.append(run)
         return run
@@ -212,7 +216,17 @@ def run(
         lock = _acquire(log, ctx)
         try:
             record = log.load(tag)
-            if record is not None and record.status == "succeeded":
+            commit = release_step.tag_commit(release_step.repository_root(repo), tag)
+            if record is not None and record.revision not in (None, commit):
+                # The tag now names another commit (moved, or another repository): a new
+                # release, whatever was done for the old one.
+                ctx.progress(
+                    f"{tag} was run before at commit {str(record.revision)[:12]}, it is now at "
+                    f"{commit[:12]}: starting again"
+                )
+                record = _fresh(tag, str(version), repo, attempt=record.attempt + 1)
+                log.clear_evidence(tag, {s.name for s in pipeline.STEPS})
+            elif record is not None and record.status == "succeeded":
                 if _serving(session, record):
                     ctx.progress(
                         f"{tag} already went through the pipeline ({record.finished}): "
@@ -324,7 +338,7 @@ class _Walker:
             for step in pipeline.after(pipeline.approval_gate().name):
                 record.step(step.name).status = PENDING
             record.step(pipeline.approval_gate().name).status = PENDING
-            record.step(pipeline.ROLLBACK.name).status = PENDING
+            record.steps = [s for s in record.steps if s.name != pipeline.ROLLBACK.name]
             record.approved_by = None
             record.notes.append(f"run {record.runs}: the production steps start again")
         first = next(
@@ -691,7 +705,7 @@ def render_summary(record: PipelineRecord) -> str:
     lines += ["", "| step | status | time | detail |", "|---|---|---|---|"]
     steps = [*pipeline.STEPS, pipeline.ROLLBACK]
     for step in steps:
-        run = record.step(step.name)
+        run = record.find(step.name) or StepRun(step.name)
         if step is pipeline.ROLLBACK and run.status == PENDING:
             continue
         seconds = f"{run.seconds:.1f} s" if run.seconds is not None else "-"

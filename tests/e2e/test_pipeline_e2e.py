@@ -1,0 +1,572 @@
+"""The whole runbook on the local engine: `deploytools pipeline run` from a tag to production.
+
+Staging and production are two Compose projects (dte2e-staging, dte2e-production) that start at
+rbac-api 1.15.1, production with data in it. The scenarios run in order, each from the state the
+one before left (one pair of stacks for all, to keep the module within its time budget):
+
+1. a release failing smoke on staging: production never touched;
+2. v1.15.2 started; a second pipeline started meanwhile is refused by the lock; the first is
+   killed during validation;
+3. v1.15.2 run again: it continues at the killed step and ends in production, every row kept;
+4. a release passing staging but failing verification in production (it trips over production
+   data): rolled back automatically, data intact;
+5. a release whose migration fails on production's data: the pipeline stops, production still
+   serves the release before, data intact, the report says why.
+
+Bad releases are real tags (v1.15.3, ...) in copies of the release repository, so they go through
+every step of the real pipeline. Checks are short (deploy.toml written here): the point is the
+pipeline, not the check engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.e2e
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO_ROOT / "docker-compose.prod.yml"
+MAKE_RELEASE_REPO = REPO_ROOT / "examples" / "rbac-api" / "make-release-repo"
+PREFIX = "dte2e-"
+STORE_VOLUME = "dte2e-backups"
+IMAGE_REPOSITORY = "dte2e/rbac-api"
+LONG_TITLE = "Access review of the payments platform " + "x" * 150  # 189 of varchar(200)
+UNICODE_TITLE = "Übersicht der Zugriffsrechte"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- the two environments ----------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    """Both stacks, the deploy.toml naming them, and the environment the pipeline runs with."""
+
+    staging: Any
+    production: Any
+    config: Path
+    env: dict[str, str]
+    tmp: Path
+
+    def pipeline(self, tag: str, repo: Path, *extra: str) -> tuple[int, dict[str, Any], str]:
+        done = subprocess.run(
+            self.argv(tag, repo, *extra),
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        try:
+            result = json.loads(done.stdout)
+        except ValueError:
+            raise AssertionError(
+                f"exit {done.returncode}, no JSON on stdout:\n{done.stdout}\n{done.stderr}"
+            ) from None
+        return done.returncode, result, done.stderr
+
+    def argv(self, tag: str, repo: Path, *extra: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "deploytools",
+            "--config",
+            str(self.config),
+            "--json",
+            "pipeline",
+            "run",
+            "--tag",
+            tag,
+            "--repo",
+            str(repo),
+            *extra,
+        ]
+
+    def app_image_id(self, stack: Any) -> str:
+        container = stack.container("app")
+        container.reload()
+        return str(container.image.id)
+
+    def app_container_id(self, stack: Any) -> str:
+        return str(stack.container("app").id)
+
+    def version(self, stack: Any) -> str:
+        return str(requests.get(f"{stack.url}/health", timeout=5).json()["version"])
+
+
+def _toml(values: dict[str, str]) -> str:
+    return "{ " + ", ".join(f'{k} = "{v}"' for k, v in sorted(values.items())) + " }"
+
+
+def write_config(path: Path, staging: Any, production: Any) -> None:
+    lines = [
+        "[project]",
+        'name = "rbac-api"',
+        f'image_repository = "{IMAGE_REPOSITORY}"',
+        f'compose_files = ["{COMPOSE_FILE}"]',
+        'app_service = "app"',
+        'database_service = "db"',
+        'migration_command = ["alembic", "-c", "/app/alembic.ini", "upgrade", "head"]',
+        "",
+    ]
+    for name, stack in (("staging", staging), ("production", production)):
+        plain = {
+            k: v
+            for k, v in stack.env.items()
+            if k not in ("APP_IMAGE", "APP_VERSION", "POSTGRES_PASSWORD", "APP_SECRET_KEY")
+        }
+        lines += [
+            f"[environments.{name}]",
+            f'compose_project = "{stack.project}"',
+            f'base_url = "{stack.url}"',
+            f"requires_approval = {'true' if name == 'production' else 'false'}",
+            f"variables = {_toml(plain)}",
+            'secrets = ["POSTGRES_PASSWORD", "APP_SECRET_KEY"]',
+            "",
+        ]
+    lines += [
+        # Generous: the machine is shared; latency is the benchmarks' business, not this test's.
+        "[thresholds]",
+        "health_ms = 2000.0",
+        "api_p95_ms = 2000.0",
+        "",
+        "[backups]",
+        f'store = "volume:{STORE_VOLUME}"',
+        "retention = 5",
+        "",
+        "[deploy]",
+        "health_timeout_s = 60.0",
+        "lock_ttl_s = 600",
+        "",
+        "[checks]",
+        "timeout_s = 5.0",
+        'admin_user = "admin"',
+        "",
+        "[checks.users.admin]",
+        'username_env = "ADMIN_USERNAME"',
+        'password_env = "ADMIN_PASSWORD"',
+        "",
+        "[checks.users.viewer]",
+        'username_env = "CHECK_VIEWER_USERNAME"',
+        'password_env = "CHECK_VIEWER_PASSWORD"',
+        'role = "viewer"',
+        "",
+        "[checks.database]",
+        'expected_revision = "head"',
+        'suites = ["smoke", "validate", "verify"]',
+        'revision_suites = ["validate", "verify"]',
+        "",
+        "[[checks.probes]]",
+        'name = "health"',
+        'path = "/health"',
+        'expect_json = { status = "ok" }',
+        'budget = "health_ms"',
+        "",
+        "[[checks.probes]]",
+        'name = "login works"',
+        'method = "POST"',
+        'path = "/auth/login"',
+        'body = { username = "${viewer.username}", password = "${viewer.password}" }',
+        'expect_fields = ["access_token"]',
+        "",
+        "[[checks.probes]]",
+        'name = "documents listed"',
+        'user = "viewer"',
+        'path = "/documents"',
+        'expect_fields = ["documents"]',
+        "",
+        "[[checks.rbac]]",
+        'user = "viewer"',
+        'method = "POST"',
+        'path = "/documents"',
+        'body = { title = "must not be written" }',
+        "expect_status = 403",
+        "",
+        "[[checks.latency]]",
+        'name = "api p95 (short)"',
+        'user = "viewer"',
+        'path = "/documents"',
+        "rate_per_s = 40.0",
+        "duration_s = 2.5",
+        "min_samples = 80",
+        'suites = ["validate", "verify"]',
+        "",
+        "[checks.logs]",
+        'patterns = [\'"level": "ERROR"\', "Traceback (most recent call last)"]',
+        'suites = ["validate", "verify"]',
+        "",
+    ]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _remove_leftovers(client: Any) -> None:
+    for container in client.containers.list(all=True, filters={"name": PREFIX}):
+        with contextlib.suppress(Exception):
+            container.remove(force=True)
+    subprocess.run(["docker", "volume", "rm", "-f", STORE_VOLUME], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def world(
+    docker_client: Any,
+    postgres_image: str,
+    release_images: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[World]:
+    from dte2e_integration_fixtures import ComposeStack
+
+    shared = {
+        "POSTGRES_PASSWORD": secrets.token_urlsafe(18),
+        "APP_SECRET_KEY": secrets.token_urlsafe(32),
+        "ADMIN_USERNAME": "admin",
+        "ADMIN_PASSWORD": secrets.token_urlsafe(18),
+        "CHECK_VIEWER_USERNAME": "dte2e-viewer",
+        "CHECK_VIEWER_PASSWORD": secrets.token_urlsafe(18),
+    }
+    first = release_images["1.15.1"]
+    stacks = {}
+    for name in ("staging", "production"):
+        env = {
+            "POSTGRES_IMAGE": postgres_image,
+            "APP_IMAGE": first,
+            "APP_PORT": str(free_port()),
+            "POSTGRES_USER": "rbac",
+            "POSTGRES_DB": "rbac",
+            "POSTGRES_PASSWORD": shared["POSTGRES_PASSWORD"],
+            "APP_SECRET_KEY": shared["APP_SECRET_KEY"],
+        }
+        stacks[name] = ComposeStack(project=f"{PREFIX}{name}", env=env, client=docker_client)
+    tmp = tmp_path_factory.mktemp("dte2e")
+    _remove_leftovers(docker_client)
+    try:
+        for stack in stacks.values():
+            stack.down()
+            stack.up()
+            stack.migrate()
+            stack.run_one_off(
+                "python3",
+                "-m",
+                "rbac_api.create_admin",
+                container_env={
+                    "ADMIN_USERNAME": shared["ADMIN_USERNAME"],
+                    "ADMIN_PASSWORD": shared["ADMIN_PASSWORD"],
+                },
+            )
+        seed_production(stacks["production"].url, shared)
+        config = tmp / "deploy.toml"
+        write_config(config, stacks["staging"], stacks["production"])
+        env = {**os.environ, **shared, "POSTGRES_IMAGE": postgres_image}
+        env.pop("GITHUB_ACTIONS", None)
+        yield World(stacks["staging"], stacks["production"], config, env, tmp)
+    finally:
+        _remove_leftovers(docker_client)
+        for stack in stacks.values():
+            stack.down()
+
+
+def seed_production(url: str, shared: dict[str, str]) -> None:
+    """Users with roles and documents, two of them the kind of data only production has."""
+    login = requests.post(
+        f"{url}/auth/login",
+        json={"username": shared["ADMIN_USERNAME"], "password": shared["ADMIN_PASSWORD"]},
+        timeout=10,
+    )
+    auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    for name, role in (("alice", "editor"), ("bob", "viewer"), ("carol", "admin")):
+        created = requests.post(
+            f"{url}/users",
+            json={"username": name, "password": shared["ADMIN_PASSWORD"], "roles": [role]},
+            headers=auth,
+            timeout=10,
+        )
+        assert created.status_code == 201, created.text
+    titles = [f"Quarterly review {i}" for i in range(1, 11)] + [LONG_TITLE, UNICODE_TITLE]
+    for title in titles:
+        created = requests.post(
+            f"{url}/documents", json={"title": title, "body": "seed"}, headers=auth, timeout=10
+        )
+        assert created.status_code == 201, created.text
+
+
+# -- bad releases as real tags -------------------------------------------------------------------
+
+
+def bad_release(
+    tmp: Path, name: str, tag: str, *, edits: dict[str, tuple[str, str]], files: dict[str, str]
+) -> Path:
+    """A copy of the release repository with one more release on top of v1.15.2: `edits`
+    replace text in files (path -> (old, new)), `files` are added; VERSION and the release
+    notes follow the tag; committed, tagged and pushed like a real release."""
+    repo = tmp / name
+    subprocess.run([str(MAKE_RELEASE_REPO), str(repo)], check=True, capture_output=True)
+    for path, (old, new) in edits.items():
+        target = repo / path
+        text = target.read_text(encoding="utf-8")
+        assert old in text, f"{old!r} not in {path}"
+        target.write_text(text.replace(old, new), encoding="utf-8")
+    version = tag.removeprefix("v")
+    files = {
+        **files,
+        "VERSION": version + "\n",
+        f"RELEASE_NOTES_{tag}.md": f"# rbac-api {version}\n\n- {name}\n",
+    }
+    for path, text in files.items():
+        (repo / path).write_text(text, encoding="utf-8")
+    git = ["git", "-C", str(repo), "-c", "user.name=dte2e", "-c", "user.email=dte2e@example.com"]
+    subprocess.run([*git, "add", "-A"], check=True, capture_output=True)
+    subprocess.run([*git, "commit", "-q", "-m", f"Release {version}"], check=True)
+    subprocess.run([*git, "tag", "-a", tag, "-m", f"rbac-api {version}"], check=True)
+    push = [*git, "push", "-q", "origin", "main", "--tags"]
+    subprocess.run(push, check=True, capture_output=True)
+    return repo
+
+
+BROKEN_LOGIN = {
+    "rbac_api/app.py": ('"access_token": token,', '"token": token,'),
+}
+# Crashes on a title that is not ASCII: staging has none, production has one.
+ASCII_ONLY = {
+    "rbac_api/app.py": ('"title": row.title,', '"title": row.title.encode("ascii").decode(),'),
+}
+OVERFLOWING_MIGRATION = '''"""Mark every document reviewed: overflows a long title."""
+
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("UPDATE documents SET title = title || ' (reviewed in 2026 by the access team)'")
+
+
+def downgrade() -> None:
+    pass
+'''
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def old_rows(stack: Any) -> dict[str, int]:
+    """Row counts of 1.15.1's tables (1.15.2 adds role_assignment_audit)."""
+    return {t: n for t, n in stack.table_row_counts().items() if t != "role_assignment_audit"}
+
+
+def steps_of(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    record = body["record"]
+    return {s["name"]: s for s in record["steps"]}
+
+
+def pipeline_body(result: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline's data from --json output, success or failure."""
+    if result.get("ok"):
+        return dict(result["result"])
+    return dict(result["error"]["facts"]["pipeline"])
+
+
+def wait_for_line(path: Path, text: str, process: subprocess.Popen[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in path.read_text(encoding="utf-8", errors="replace"):
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"the pipeline ended before {text!r}:\n{path.read_text()}")
+        time.sleep(0.2)
+    raise AssertionError(f"no {text!r} within {timeout} s:\n{path.read_text()}")
+
+
+# -- the scenarios, in order -----------------------------------------------------------------------
+
+
+def test_release_failing_smoke_on_staging_never_touches_production(world: World) -> None:
+    repo = bad_release(world.tmp, "broken-login", "v1.15.3", edits=BROKEN_LOGIN, files={})
+    production_app = world.app_container_id(world.production)
+    rows = old_rows(world.production)
+
+    code, result, stderr = world.pipeline("v1.15.3", repo, "--yes")
+
+    assert code == 1, stderr
+    assert result["error"]["type"] == "CheckFailed"
+    assert "smoke on staging" in result["error"]["message"]
+    assert "production was not touched" in result["error"]["untouched"]
+    steps = steps_of(pipeline_body(result))
+    assert steps["deploy-staging"]["status"] == "passed"
+    assert steps["smoke-staging"]["status"] == "failed"
+    assert all(
+        steps[name]["status"] == "pending"
+        for name in ("approve-production", "backup-production", "deploy-production")
+    )
+    assert world.version(world.staging) == "1.15.3"
+    assert world.app_container_id(world.production) == production_app
+    assert world.version(world.production) == "1.15.1"
+    assert old_rows(world.production) == rows
+    assert "[4/11] smoke-staging: Smoke tests on staging" in stderr
+
+
+def test_second_pipeline_is_refused_by_the_lock_then_the_first_is_killed(
+    world: World, release_repo: Any
+) -> None:
+    log = world.tmp / "first.stderr"
+    with log.open("w") as err:
+        first = subprocess.Popen(
+            world.argv("v1.15.2", release_repo.path, "--yes"),
+            env=world.env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+        )
+    try:
+        wait_for_line(log, "[3/11] deploy-staging: Deploy", first, timeout=180)
+        code, result, _ = world.pipeline("v1.15.2", release_repo.path, "--yes")
+        assert code == 4
+        assert result["error"]["type"] == "LockHeld"
+        assert "another pipeline is running" in result["error"]["message"]
+        assert f"pid {first.pid}" in result["error"]["message"]
+        wait_for_line(log, "[5/11] validate-staging: Staging", first, timeout=180)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(timeout=30)
+    assert first.returncode == -signal.SIGKILL
+    assert world.version(world.production) == "1.15.1"
+
+
+def test_killed_pipeline_resumes_and_reaches_production_keeping_every_row(
+    world: World, release_repo: Any
+) -> None:
+    rows = old_rows(world.production)
+
+    code, result, stderr = world.pipeline("v1.15.2", release_repo.path, "--yes")
+
+    assert code == 0, stderr
+    body = result["result"]
+    assert body["resumed_from"] == "validate-staging"
+    assert "continuing the pipeline of v1.15.2 at validate-staging" in stderr
+    assert "[1/11] verify-release: passed earlier" in stderr
+    record = body["record"]
+    assert record["status"] == "succeeded"
+    assert record["image"].startswith("sha256:")
+    steps = steps_of(body)
+    assert {n: s["status"] for n, s in steps.items()} == {
+        "verify-release": "passed",
+        "build-image": "passed",
+        "deploy-staging": "passed",
+        "smoke-staging": "passed",
+        "validate-staging": "passed",
+        "approve-production": "passed",
+        "backup-production": "passed",
+        "migrate-production": "passed",
+        "deploy-production": "passed",
+        "verify-production": "passed",
+        "monitor-production": "skipped",
+    }
+    for name in ("validate-staging", "deploy-production", "verify-production"):
+        assert f"[{list(steps).index(name) + 1}/11] {name}: passed in" in stderr
+    # Pinned by ID everywhere: production runs exactly the image built from the tag.
+    assert world.app_image_id(world.production) == record["image"]
+    assert world.app_image_id(world.staging) == record["image"]
+    assert world.version(world.production) == "1.15.2"
+    assert old_rows(world.production) == rows
+    assert world.production.psql("SELECT version_num FROM alembic_version") == "0002"
+    assert body["report"]["environment"] == "production"
+    assert body["report"]["outcome"] == "succeeded"
+
+    # Again: the release serves already; the pipeline says so and deploys nothing.
+    app = world.app_container_id(world.production)
+    code, again, stderr = world.pipeline("v1.15.2", release_repo.path, "--yes")
+    assert code == 0, stderr
+    assert again["result"]["already_done"] is True
+    assert "nothing to do" in stderr
+    assert world.app_container_id(world.production) == app
+
+
+def test_release_failing_verification_in_production_is_rolled_back(world: World) -> None:
+    repo = bad_release(world.tmp, "ascii-only", "v1.15.3", edits=ASCII_ONLY, files={})
+    before_image = world.app_image_id(world.production)
+    rows = world.production.table_row_counts()
+
+    code, result, stderr = world.pipeline("v1.15.3", repo, "--yes")
+
+    assert code == 1, stderr
+    error = result["error"]
+    assert "verify on production" in error["message"]
+    assert "documents listed" in error["message"]
+    assert "rolled back automatically" in error["untouched"]
+    body = pipeline_body(result)
+    assert body["record"]["status"] == "rolled-back"
+    steps = steps_of(body)
+    assert steps["smoke-staging"]["status"] == "passed"
+    assert steps["validate-staging"]["status"] == "passed"
+    assert steps["deploy-production"]["status"] == "passed"
+    assert steps["verify-production"]["status"] == "failed"
+    assert steps["rollback-production"]["status"] == "passed"
+    world.production.wait_healthy("app")
+    assert world.app_image_id(world.production) == before_image
+    assert world.version(world.production) == "1.15.2"
+    assert world.production.table_row_counts() == rows
+    assert body["report"]["status"] == "rolled back"
+
+
+def test_release_whose_migration_fails_in_production_leaves_it_serving(world: World) -> None:
+    repo = bad_release(
+        world.tmp,
+        "overflowing-migration",
+        "v1.15.4",
+        edits={},
+        files={"migrations/versions/0003_mark_reviewed.py": OVERFLOWING_MIGRATION},
+    )
+    app = world.app_container_id(world.production)
+    rows = world.production.table_row_counts()
+
+    code, result, stderr = world.pipeline("v1.15.4", repo, "--yes")
+
+    assert code == 3, stderr
+    error = result["error"]
+    assert "migration" in error["message"]
+    assert "value too long" in error["message"]
+    assert "revision 0002" in error["untouched"]
+    body = pipeline_body(result)
+    steps = steps_of(body)
+    assert steps["validate-staging"]["status"] == "passed"  # staging's data fits
+    assert steps["backup-production"]["status"] == "passed"
+    assert steps["migrate-production"]["status"] == "failed"
+    assert steps["deploy-production"]["status"] == "pending"
+    assert body["record"]["status"] == "failed"
+    # Production: the same container, the same release, the same rows, the same revision.
+    assert world.app_container_id(world.production) == app
+    assert world.version(world.production) == "1.15.2"
+    assert world.production.table_row_counts() == rows
+    assert world.production.psql("SELECT version_num FROM alembic_version") == "0002"
+    titles = world.production.psql("SELECT title FROM documents ORDER BY id").splitlines()
+    assert LONG_TITLE in titles
+    # The report says why: the migration's own failure, in the record the report is about.
+    report = body["report"]
+    assert report["kind"] == "migrate"
+    assert report["outcome"] == "failed"
+    assert "value too long" in json.dumps(report)
