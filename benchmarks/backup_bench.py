@@ -42,6 +42,7 @@ from deploytools.context import StepContext  # noqa: E402
 from deploytools.steps import backup as backup_step  # noqa: E402
 from deploytools.steps import deploy as deploy_step  # noqa: E402
 from deploytools.steps import rollback as rollback_step  # noqa: E402
+from deploytools.target import detect_compose  # noqa: E402
 
 PROJECT = "dtdep-bench"
 STORE = "dtdep-bench-store"
@@ -56,7 +57,7 @@ def free_port() -> int:
 
 
 def compose(env: dict[str, str], *args: str) -> None:
-    argv = ["docker-compose", "-f", str(COMPOSE), "-p", PROJECT, *args]
+    argv = [*detect_compose().prefix, "-f", str(COMPOSE), "-p", PROJECT, *args]
     subprocess.run(argv, env={**os.environ, **env}, check=True, capture_output=True)
 
 

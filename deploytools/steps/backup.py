@@ -202,7 +202,10 @@ def verify_in(session: EnvSession, backup_id: str) -> Verification:
         session.progress(f"verify {backup_id}: test restore into scratch database {scratch}")
         try:
             db.create_database(scratch)
-            _restore_stream(session, db, manifest, scratch)
+            try:
+                _restore_stream(session, db, manifest, scratch)
+            except ExternalCommandFailed as failed:
+                raise CheckFailed(f"the test restore failed: {failed.message}") from failed
             checks["restore_ok"] = True
             restored = db.row_counts(database=scratch)
         finally:
@@ -216,25 +219,20 @@ def verify_in(session: EnvSession, backup_id: str) -> Verification:
                 facts={"differences": differences},
             )
         checks["row_counts_ok"] = True
-    except DeployError as error:
-        detail = error.message
+    except CheckFailed as error:
+        # The backup itself is bad: record it, so list, deploy and retention know.
         verification = Verification(
-            backup_id=backup_id, verified=utc_now(), ok=False, detail=detail, **checks
+            backup_id=backup_id, verified=utc_now(), ok=False, detail=error.message, **checks
         )
         with contextlib.suppress(DeployError):
             session.history.save_verification(verification)
-        if isinstance(error, CheckFailed):
-            error.untouched = (
-                error.untouched or "the backup and the database were left as they were"
-            )
-            error.hint = error.hint or "take a new backup (`deploytools backup create`)"
-            raise
-        raise CheckFailed(
-            f"backup {backup_id} failed verification: {detail}",
-            untouched="the backup and the database were left as they were",
-            hint="take a new backup (`deploytools backup create`)",
-            facts={"backup_id": backup_id, **checks},
-        ) from error
+        error.message = f"backup {backup_id} failed verification: {error.message}"
+        error.untouched = error.untouched or "the backup and the database were left as they were"
+        error.hint = error.hint or "take a new backup (`deploytools backup create`)"
+        error.facts.update({"backup_id": backup_id, **checks})
+        raise
+    # Any other DeployError (the database or the engine went away) says nothing about the
+    # backup: it propagates as it is and no verdict is recorded.
     verification = Verification(
         backup_id=backup_id, verified=utc_now(), ok=True, detail=detail, **checks
     )
