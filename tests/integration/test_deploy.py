@@ -83,6 +83,9 @@ def test_deploy_in_runbook_order_then_idempotent(env: DtdepEnv) -> None:
     env.stack.wait_healthy("app")
     assert old_rows(env) == before
     assert env.stack.psql("SELECT version_num FROM alembic_version") == "0002"
+    # The release's image is kept on the engine under a tag naming the release.
+    kept = env.stack.client.images.get(f"rbac-api-test:prod-release-{record['id']}")
+    assert kept.id == record["image_id"]
 
     again = deploytools(env, "deploy", "--env", "prod", "--image", V2)
     assert again.exit_code == 0, again.output

@@ -180,3 +180,19 @@ def test_rollback_restores_only_when_asked_or_declared_not_expand_only() -> None
     assert not restore_needed(restore_db=False, revision_changed=False, newer=contracting)
     assert not restore_needed(restore_db=False, revision_changed=True, newer=undeclared)
     assert not restore_needed(restore_db=False, revision_changed=True, newer=expanding)
+
+
+def test_lock_wait_takes_the_lock_once_the_holder_releases_it() -> None:
+    import threading
+
+    h = history()
+    first = h.acquire("deploy", ttl_s=600)
+    releaser = threading.Timer(0.3, h.release, args=(first,))
+    releaser.start()
+    try:
+        second = h.acquire("deploy", ttl_s=600, wait_s=30)
+    finally:
+        releaser.join()
+    assert second.token != first.token
+    held = h.lock()
+    assert held is not None and held.token == second.token
