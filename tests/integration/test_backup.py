@@ -220,3 +220,15 @@ def test_retention_keeps_newest_verified_and_the_pinned_one(env: DtdepEnv, tmp_p
         remaining = [m.id for m in session.history.manifests()]
     assert first.id in deleted
     assert remaining == [second.id]
+
+
+def test_a_host_directory_store_holds_private_files(env: DtdepEnv, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    config = write_config(tmp_path / "deploy.toml", {"prod": env.stack}, store=f"dir:{store}")
+    manifest = backup_step.create(StepContext(config=config), environment="prod")
+    dump = store / "prod" / "backups" / f"{manifest.id}.dump"
+    assert dump.stat().st_size == manifest.size
+    assert oct(dump.stat().st_mode & 0o777) == "0o600"
+    assert oct(store.stat().st_mode & 0o777) == "0o700"
+    described = json.loads((store / "prod" / "backups" / f"{manifest.id}.json").read_text())
+    assert described["sha256"] == manifest.sha256
