@@ -1,6 +1,6 @@
-"""Deploy (recreate) on the real engine: the runbook's order, idempotence, the lock, a failing
-migration, an image that never becomes healthy, a deploy killed half-way. In each, the rows that
-were there before are there after."""
+"""Deploy (recreate) on the real engine: the runbook's order, idempotence, the lock (two
+deploys at once), a failing migration, an image that never becomes healthy, a deploy killed
+half-way. In each, the rows that were there before are there after."""
 
 from __future__ import annotations
 
@@ -148,7 +148,8 @@ def test_unhealthy_image_is_rolled_back_automatically(
         docker_client,
         V2,
         "rbac-api-test:dtdep-never-healthy",
-        dockerfile='CMD ["sleep", "3600"]\n',
+        # Serves nothing, but stops at once on SIGTERM (a bare sleep as PID 1 ignores it).
+        dockerfile='CMD ["sh", "-c", "trap \'exit 0\' TERM; sleep 3600 & wait"]\n',
         files={},
     )
     config = write_config(
@@ -176,6 +177,17 @@ def test_unhealthy_image_is_rolled_back_automatically(
     assert lock is None
 
 
+def wait_for_record(env: DtdepEnv, process: Any, predicate: Any) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        records, _ = history_of(env)
+        if records and predicate(records[-1]):
+            return
+        assert process.poll() is None, "the deploy ended before the test could look at it"
+        time.sleep(0.3)
+    raise AssertionError("the deploy's record did not reach the expected state")
+
+
 def test_deploy_killed_half_way_is_recovered_by_a_rerun(env: DtdepEnv, docker_client: Any) -> None:
     # Another build of 1.15.2 (same migrations, another image id): a forward deploy.
     rebuilt = build_variant(
@@ -194,14 +206,13 @@ def test_deploy_killed_half_way_is_recovered_by_a_rerun(env: DtdepEnv, docker_cl
         env={**os.environ},
     )
     try:
+        # While it runs, a second deploy is refused at once, naming it.
+        wait_for_record(env, process, lambda r: r.outcome == "in-progress")
+        second = deploytools(env, "deploy", "--env", "prod", "--image", V2)
+        assert second.exit_code == 4
+        assert f"(pid {process.pid})" in second.stderr
         # Kill it once the app is stopped (its record has the "stop" timing): mid-deploy.
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            records, _ = history_of(env)
-            if records and records[-1].outcome == "in-progress" and "stop" in records[-1].timings:
-                break
-            assert process.poll() is None, "the deploy ended before it could be killed"
-            time.sleep(0.3)
+        wait_for_record(env, process, lambda r: r.outcome == "in-progress" and "stop" in r.timings)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     finally:
