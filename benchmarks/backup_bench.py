@@ -222,6 +222,10 @@ def main() -> None:
         if not args.keep:
             compose(env, "down", "-v", "--remove-orphans")
             subprocess.run(["docker", "volume", "rm", "-f", STORE], capture_output=True)
+            # The keep tag the deploy put on 1.15.2 (the image itself stays).
+            subprocess.run(
+                ["docker", "rmi", "rbac-api-test:bench-release-0001"], capture_output=True
+            )
     width = max(len(name) for name, _ in rows)
     print(f"{'measure':<{width}}  value")
     print(f"{'-' * width}  {'-' * 40}")

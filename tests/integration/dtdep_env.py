@@ -136,6 +136,18 @@ def dtdep_env(
                 container.remove(force=True)
         stack.down()
         _remove_volume(client, store_volume)
+        _remove_tags(client)
+
+
+def _remove_tags(client: Any) -> None:
+    """Untag what the tests added to the engine: the variant images (dtdep-*) and the keep tags
+    deploys put on release images (<env>-release-<id>). Images in use stay."""
+    for image in client.images.list(name=IMAGE_REPOSITORY):
+        for tag in image.tags:
+            name = tag.split(":", 1)[1]
+            if name.startswith(("dtdep-", "prod-release-")):
+                with contextlib.suppress(Exception):
+                    client.api.remove_image(tag, noprune=False)
 
 
 def _remove_leftovers(client: Any, prefix: str, postgres_image: str) -> None:
