@@ -399,6 +399,12 @@ class _Walker:
             done.status, done.detail = PENDING, error.message
         if _declined(error):
             record.status = "declined"
+        if error.facts.get("rollback") or error.facts.get("rolled_back"):
+            # The step rolled production back itself (deploy: an unhealthy release; monitor: a
+            # breach): a re-run starts again at the gate, as after the pipeline's own rollback.
+            record.status = "rolled-back"
+            if error.facts.get("rollback"):
+                record.releases["rollback"] = str(error.facts["rollback"])
         record.finished = utc_now()
         self.save()
         self.ctx.progress(f"{step.name}: {done.status}: {error.message}")
@@ -626,12 +632,11 @@ class _Walker:
         )
         self.log.save_evidence(self.record.tag, step.name, _jsonable(report))
         if report.breaches:
-            if report.rolled_back:
-                self.record.status = "rolled-back"
             raise CheckFailed(
                 f"monitor on {self.production}: " + "; ".join(report.breaches),
                 untouched="rolled back automatically" if report.rolled_back else None,
                 hint="read the breached rules; fix the release and tag again",
+                facts={"rolled_back": report.rolled_back},
             )
         return PASSED, f"{report.samples} samples over {self.monitor_s:g} s, no breach"
 

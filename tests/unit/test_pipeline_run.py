@@ -83,6 +83,7 @@ class Fakes:
         self.fail: dict[str, Exception] = {}
         self.verdicts: dict[str, Verdict] = {}
         self.serving: str | None = None
+        self.production_deploy_error: Exception | None = None
         self.store = MemoryStore()
         fakes = self
 
@@ -136,6 +137,8 @@ class Fakes:
         return BuiltImage("rbac:1.15.2", IMAGE_ID, None, "1.15.2", COMMIT, {}, pushed=False)
 
     def _deploy(self, **kw: Any) -> Any:
+        if kw["environment"] == "production" and self.production_deploy_error:
+            raise self.production_deploy_error
         record = ReleaseRecord(
             id="0003", environment=kw["environment"], kind="deploy", who="t", started="s",
             image=kw["image"],
@@ -338,3 +341,15 @@ def test_every_step_of_the_runbook_has_a_handler() -> None:
     walker = object.__new__(pipeline_run._Walker)
     for step in pipeline.STEPS:
         assert callable(walker._handler(step))
+
+
+def test_a_deploy_that_rolled_itself_back_counts_as_rolled_back(fakes: Fakes) -> None:
+    fakes.production_deploy_error = CheckFailed(
+        "never became healthy", facts={"release": "0003", "rollback": "0004"}
+    )
+    result = run(approved_by="tester")
+
+    assert result.error is fakes.production_deploy_error
+    assert "rollback" not in fakes.names()  # the deploy did it; a second would go too far
+    assert result.record.status == "rolled-back"
+    assert result.record.releases == {"staging": "0003", "production": "0003", "rollback": "0004"}
