@@ -353,3 +353,28 @@ def test_a_deploy_that_rolled_itself_back_counts_as_rolled_back(fakes: Fakes) ->
     assert "rollback" not in fakes.names()  # the deploy did it; a second would go too far
     assert result.record.status == "rolled-back"
     assert result.record.releases == {"staging": "0003", "production": "0003", "rollback": "0004"}
+
+
+def test_cli_without_a_terminal_or_yes_stops_at_the_gate_with_exit_2(fakes: Fakes) -> None:
+    from click.testing import CliRunner
+
+    from deploytools.cli import cli
+
+    config = str(REPO_ROOT / "deploy.toml")
+    args = ["--config", config, "--json", "pipeline", "run", "--tag", "v1.15.2", "--repo", "/"]
+    stopped = CliRunner().invoke(cli, args)
+
+    assert stopped.exit_code == 2, stopped.output
+    error = json.loads(stopped.stdout)["error"]
+    assert error["type"] == "ApprovalRequired"
+    assert "--yes" in error["hint"]
+    record = error["facts"]["pipeline"]["record"]
+    assert record["status"] == "waiting-for-approval"
+    assert {s["name"]: s["status"] for s in record["steps"]}["validate-staging"] == "passed"
+
+    approved = CliRunner().invoke(cli, [*args, "--yes"])
+    assert approved.exit_code == 0, approved.output
+    body = json.loads(approved.stdout)["result"]
+    assert body["resumed_from"] == "approve-production"
+    assert body["record"]["status"] == "succeeded"
+    assert body["record"]["approved_by"].endswith("(--yes)")
