@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
+from deploytools import windows as deploy_windows
 from deploytools.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "deploy.toml"
@@ -140,6 +141,24 @@ class ReleaseConfig:
     require_signed_tag: bool = False
     # The Alembic configuration, relative to the service's source directory in the release repo.
     alembic_ini: str = "alembic.ini"
+
+
+@dataclass(frozen=True)
+class FreezeConfig:
+    """A dated freeze: no deploy or migration from start to end (UTC, both days included)."""
+
+    start: str
+    end: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class WindowsConfig:
+    """When an environment may be changed (see deploytools/windows.py)."""
+
+    # Weekly windows, "DAYS HH:MM-HH:MM" in UTC; none: at any time but during a freeze.
+    allow: tuple[str, ...] = ()
+    freezes: tuple[FreezeConfig, ...] = ()
 
 
 #: A value a check sends or expects in a JSON body.
@@ -316,6 +335,7 @@ class Config:
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
+    windows: Mapping[str, WindowsConfig] = field(default_factory=dict)
     # Where it was read from; not a key of the file.
     path: Path = field(default=Path(DEFAULT_CONFIG_FILE), metadata={"derived": True})
 
@@ -536,6 +556,19 @@ def _validate(config: Config, loader: _Loader) -> None:
     if notifications.timeout_s <= 0:
         raise loader.fail('"notifications.timeout_s" must be greater than 0')
     _validate_checks(config.checks, loader)
+    _validate_windows(config, loader)
+
+
+def _validate_windows(config: Config, loader: _Loader) -> None:
+    for name, table in config.windows.items():
+        if name not in config.environments:
+            raise loader.fail(
+                f"[windows.{name}] names no environment" + _suggest(name, list(config.environments))
+            )
+        try:
+            deploy_windows.parse(table)
+        except ValueError as error:
+            raise loader.fail(f'"windows.{name}": {error}') from None
 
 
 _HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

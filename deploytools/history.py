@@ -118,6 +118,8 @@ class ReleaseRecord:
     #: before it runs on the new schema, and a rollback needs no restore. None: not declared.
     expand_only: bool | None = None
     restored_backup: str | None = None
+    #: Why this change went ahead outside the environment's deploy windows (see windows.py).
+    outside_window: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     outcome: str = "in-progress"  # in-progress | succeeded | failed | rolled-back | interrupted
     finished: str | None = None

@@ -14,6 +14,14 @@ from deploytools.steps.backup import open_environment
 ENV_OPTION = click.option(
     "--env", "environment", required=True, help="The environment (a key of deploy.toml)."
 )
+OUTSIDE_WINDOW_OPTION = click.option(
+    "--outside-window",
+    "outside_window",
+    metavar="REASON",
+    default=None,
+    help="Go on outside the environment's deploy windows or during a freeze; the reason is "
+    "recorded in the release record and the report.",
+)
 LOCK_WAIT_OPTION = click.option(
     "--lock-wait",
     type=float,
@@ -35,6 +43,7 @@ LOCK_WAIT_OPTION = click.option(
 )
 @click.option("--no-backup-check", is_flag=True, help="Go on without a verified backup (recorded).")
 @LOCK_WAIT_OPTION
+@OUTSIDE_WINDOW_OPTION
 @pass_state
 def deploy(
     state: AppState,
@@ -43,12 +52,15 @@ def deploy(
     strategy: str,
     no_backup_check: bool,
     lock_wait: float,
+    outside_window: str | None,
 ) -> None:
     """Deploy IMAGE: lock, verified backup, stop, migrate, start, wait healthy, record.
 
     Deploying the image that already runs healthy does nothing. A failed migration starts the
     old release again (exit 3); a new release that does not become healthy is rolled back
-    automatically (exit 1). Exit 4 when another deploy holds the lock.
+    automatically (exit 1). Exit 4 when another deploy holds the lock. Outside the
+    environment's deploy windows ([windows.ENV]) it refuses with the next allowed time (exit 2)
+    unless --outside-window REASON.
     """
     result = deploy_step.run(
         state.context(),
@@ -57,6 +69,7 @@ def deploy(
         strategy=strategy,
         lock_wait_s=lock_wait,
         no_backup_check=no_backup_check,
+        outside_window=outside_window,
     )
 
     def human() -> None:
@@ -73,6 +86,7 @@ def deploy(
 @click.option("--sql", is_flag=True, help="Print the SQL instead of running it.")
 @click.option("--no-backup-check", is_flag=True, help="Run without a verified backup (recorded).")
 @LOCK_WAIT_OPTION
+@OUTSIDE_WINDOW_OPTION
 @pass_state
 def migrate(
     state: AppState,
@@ -81,11 +95,13 @@ def migrate(
     sql: bool,
     no_backup_check: bool,
     lock_wait: float,
+    outside_window: str | None,
 ) -> None:
     """Run IMAGE's migrations in a one-off container on the stack's network.
 
     Refuses (exit 2) without a verified backup taken after the last release, unless
-    --no-backup-check. A failed migration leaves the schema at its revision (exit 3).
+    --no-backup-check. A failed migration leaves the schema at its revision (exit 3). Outside
+    the deploy windows it refuses (exit 2) unless --outside-window REASON.
     """
     result = migrate_step.run(
         state.context(),
@@ -94,6 +110,7 @@ def migrate(
         sql=sql,
         no_backup_check=no_backup_check,
         lock_wait_s=lock_wait,
+        outside_window=outside_window,
     )
 
     def human() -> None:
@@ -200,5 +217,7 @@ def _print_record(r: ReleaseRecord) -> None:
     )
     if r.timings:
         click.echo("  " + ", ".join(f"{k} {v:.1f} s" for k, v in r.timings.items()))
+    if r.outside_window:
+        click.echo(f"  outside the deploy windows: {r.outside_window}")
     for note in r.notes:
         click.echo(f"  {note}")

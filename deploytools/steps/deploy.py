@@ -16,6 +16,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import docker.errors
@@ -29,6 +30,7 @@ from deploytools.steps import backup as backup_step
 from deploytools.steps import migrate as migrate_step
 from deploytools.steps.backup import EnvSession, open_environment
 from deploytools.target import Target, service_state, wait_until_healthy
+from deploytools.windows import check_window
 
 #: Tag that keeps a released image on the engine for rollbacks: <repository>:<env>-release-<id>.
 KEEP_TAG = "{env}-release-{id}"
@@ -111,6 +113,7 @@ def run(
     strategy: str = "recreate",
     lock_wait_s: float = 0.0,
     no_backup_check: bool = False,
+    outside_window: str | None = None,
 ) -> DeployResult:
     """Deploy `image` to `environment`.
 
@@ -120,7 +123,12 @@ def run(
     :param lock_wait_s: how long to wait for another deploy's lock before failing.
     :param no_backup_check: migrate without a verified backup (recorded); one is still taken
         when possible, this only allows going on without it.
+    :param outside_window: the reason to deploy outside the environment's deploy windows
+        (recorded); without it such a deploy raises OutsideWindow before anything is touched.
     """
+    window_note = check_window(
+        ctx.config, environment, datetime.now(UTC), outside_window=outside_window
+    )
     if strategy not in STRATEGIES:
         raise UsageError(
             f'unknown deploy strategy "{strategy}"',
@@ -133,7 +141,9 @@ def run(
         ttl = ctx.config.deploy.lock_ttl_s
         with session.history.locked("deploy", ttl_s=ttl, wait_s=lock_wait_s) as lock:
             session.lock = lock
-            return _deploy(session, info, replacer, no_backup_check=no_backup_check)
+            return _deploy(
+                session, info, replacer, no_backup_check=no_backup_check, window_note=window_note
+            )
 
 
 def _deploy(
@@ -142,6 +152,7 @@ def _deploy(
     replacer: Strategy,
     *,
     no_backup_check: bool,
+    window_note: str | None = None,
 ) -> DeployResult:
     history = session.history
     env = session.target.name
@@ -187,6 +198,7 @@ def _deploy(
         revision_before=db.revision(),
         expand_only=info.expand_only,
         no_backup_check=no_backup_check,
+        outside_window=window_note,
     )
     history.save_release(record)
     phases = Phases(session, record)

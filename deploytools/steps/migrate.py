@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import docker.errors
@@ -21,6 +22,7 @@ from deploytools.errors import DeployError, UsageError
 from deploytools.history import ReleaseRecord, utc_now, who
 from deploytools.steps.backup import EnvSession, latest_verified, open_environment
 from deploytools.target import VERSION_LABEL
+from deploytools.windows import check_window
 
 #: Image label a release sets to "true" when its migrations only add (see ReleaseRecord).
 EXPAND_ONLY_LABEL = "deploytools.migrations.expand-only"
@@ -80,6 +82,7 @@ def run(
     sql: bool = False,
     no_backup_check: bool = False,
     lock_wait_s: float = 0.0,
+    outside_window: str | None = None,
 ) -> MigrationResult:
     """Run `image`'s migrations against `environment`'s database, under the deploy lock.
 
@@ -89,7 +92,18 @@ def run(
     :param no_backup_check: run without a verified backup taken after the last release (the
         record says so).
     :param lock_wait_s: how long to wait for the lock.
+    :param outside_window: the reason to migrate outside the environment's deploy windows
+        (recorded); without it such a migration raises OutsideWindow before anything is touched.
     """
+    window_note = None
+    if not sql:  # printing the SQL changes nothing
+        window_note = check_window(
+            ctx.config,
+            environment,
+            datetime.now(UTC),
+            outside_window=outside_window,
+            operation="migrate",
+        )
     with open_environment(ctx, environment) as session:
         if sql:
             return run_in(session, image=image, sql=True)
@@ -107,6 +121,7 @@ def run(
                 image_id=info.id,
                 version=info.version,
                 no_backup_check=no_backup_check,
+                outside_window=window_note,
             )
             try:
                 result = run_in(session, image=image, no_backup_check=no_backup_check)

@@ -647,6 +647,8 @@ def _log(
         f"{record.get('kind', 'deploy')} of {record.get('image')} to {environment} began "
         f"({record.get('who')})",
     )
+    if record.get("outside_window"):
+        add(record.get("started"), f"outside the deploy windows: {record['outside_window']}")
     if record.get("revision_after") and record.get("revision_after") != record.get(
         "revision_before"
     ):
