@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from deploytools.steps import release as release_step
 from deploytools.steps import report as report_step
 from deploytools.steps import rollback as rollback_step
 from deploytools.steps.backup import EnvSession, open_environment
+from deploytools.windows import check_window
 
 #: Asked at the approval gate with what is about to happen; True approves.
 Approver = Callable[[str], bool]
@@ -191,6 +193,7 @@ def run(
     approved_by: str | None = None,
     monitor_s: float = 0.0,
     monitor_interval_s: float | None = None,
+    outside_window: str | None = None,
 ) -> PipelineResult:
     """Run the runbook for release `tag`, or continue an earlier run of it.
 
@@ -203,6 +206,8 @@ def run(
     :param monitor_s: how long to watch production after verification (0: not watched; the
         monitor step is then skipped and says so).
     :param monitor_interval_s: seconds between monitor samples (default: [checks.monitor]).
+    :param outside_window: the reason to go on outside the environments' deploy windows
+        (recorded in their release records); without it OutsideWindow is raised first.
     :returns: the record and the runbook report; `error` is set when a step failed (the
         record then says which, and what was rolled back).
     :raises LockHeld: another pipeline runs (nothing was done).
@@ -211,6 +216,16 @@ def run(
     gate = pipeline.approval_gate()
     production = str(gate.environment)
     ctx.config.environment(production)  # an unknown environment is a usage error, now
+    # Every environment's window is checked before anything runs: refused half-way, by
+    # production's window, the pipeline would leave staging ahead of production for nothing.
+    for name in dict.fromkeys(s.environment for s in pipeline.STEPS if s.environment):
+        check_window(
+            ctx.config,
+            name,
+            datetime.now(UTC),
+            outside_window=outside_window,
+            operation="pipeline run",
+        )
     with open_environment(ctx, production) as session:
         log = PipelineLog(session.store, production)
         lock = _acquire(log, ctx)
@@ -252,6 +267,7 @@ def run(
                 approved_by=approved_by,
                 monitor_s=monitor_s,
                 monitor_interval_s=monitor_interval_s,
+                outside_window=outside_window,
             )
             resumed_from, error = walker.walk()
             markdown, document = _report(ctx, log, record)
@@ -313,8 +329,10 @@ class _Walker:
         approved_by: str | None,
         monitor_s: float,
         monitor_interval_s: float | None,
+        outside_window: str | None = None,
     ) -> None:
         self.ctx = ctx
+        self.outside_window = outside_window
         self.log = log
         self.lock = lock
         self.record = record
@@ -507,7 +525,12 @@ class _Walker:
 
     def _deploy(self, environment: str) -> tuple[str, str]:
         try:
-            result = deploy_step.run(self.ctx, environment=environment, image=self._image())
+            result = deploy_step.run(
+                self.ctx,
+                environment=environment,
+                image=self._image(),
+                outside_window=self.outside_window,
+            )
         except DeployError as error:
             release = error.facts.get("release")
             if release:
@@ -603,7 +626,12 @@ class _Walker:
 
     def _migrate(self) -> tuple[str, str]:
         try:
-            result = migrate_step.run(self.ctx, environment=self.production, image=self._image())
+            result = migrate_step.run(
+                self.ctx,
+                environment=self.production,
+                image=self._image(),
+                outside_window=self.outside_window,
+            )
         finally:
             newest = _newest(self.log, "migrate")
             if newest is not None and newest.image == self.record.image:

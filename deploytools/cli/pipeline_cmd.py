@@ -48,6 +48,14 @@ def pipeline_group() -> None:
     help="Time between monitor samples (default: [checks.monitor] interval_s, at most a "
     "fifth of --monitor).",
 )
+@click.option(
+    "--outside-window",
+    "outside_window",
+    metavar="REASON",
+    default=None,
+    help="Go on outside the environments' deploy windows or during a freeze ([windows.ENV]); "
+    "the reason is recorded in the release records and the report.",
+)
 @pass_state
 def pipeline_run_command(
     state: AppState,
@@ -56,6 +64,7 @@ def pipeline_run_command(
     yes: bool,
     monitor: str,
     monitor_interval: str | None,
+    outside_window: str | None,
 ) -> None:
     """Run the runbook for TAG: verify the release, build the image once (pinned by its ID),
     deploy staging, smoke, validate, the production approval, a verified backup, migrate,
@@ -66,7 +75,8 @@ def pipeline_run_command(
     continues at the first step not done (the pipeline record lives in production's backup
     store). A release already through the pipeline and serving is not deployed again. Exit 0
     success, 1 a check failed, 2 usage error or approval missing, 3 environment failure, 4
-    another pipeline (or deploy) holds the lock.
+    another pipeline (or deploy) holds the lock. Outside an environment's deploy windows it
+    refuses before any step (exit 2, naming the next allowed time) unless --outside-window.
     """
     monitor_s = monitor_step.parse_duration(monitor) if monitor not in ("0", "") else 0.0
     interval_s = monitor_step.parse_duration(monitor_interval) if monitor_interval else None
@@ -84,6 +94,7 @@ def pipeline_run_command(
         approved_by=f"{who()} (--yes)" if yes else None,
         monitor_s=monitor_s,
         monitor_interval_s=interval_s,
+        outside_window=outside_window,
     )
     data = {
         "record": result.record,

@@ -238,3 +238,22 @@ def test_the_repository_deploy_toml_leaves_the_local_environments_open() -> None
     repo = load_config(Path(__file__).resolve().parents[2] / "deploy.toml")
     for name in repo.environments:
         assert rules_for(repo, name).unrestricted
+
+
+def test_cli_pipeline_run_outside_a_window_stops_before_its_first_step(tmp_path: Path) -> None:
+    # Both environments' engines are unreachable here; exit 2 with OutsideWindow shows that
+    # pipeline run stopped before opening production's store (the first thing it touches).
+    path = tmp_path / "deploy.toml"
+    path.write_text(
+        BASE.replace('base_url = "http://127.0.0.1:8081"', 'base_url = "http://127.0.0.1:8081"\n'
+                     'docker_host = "tcp://127.0.0.1:9"')
+        + _window_excluding_now().replace("production", "staging")
+    )  # fmt: skip
+    result = CliRunner().invoke(
+        cli,
+        ["--config", str(path), "--json", "pipeline", "run", "--tag", "v1.15.2", "--yes"],
+    )
+    assert result.exit_code == ExitCode.USAGE, result.output
+    error = json.loads(result.stdout)["error"]
+    assert error["type"] == "OutsideWindow"
+    assert error["message"].startswith("pipeline run to staging refused")
