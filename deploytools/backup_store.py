@@ -157,6 +157,15 @@ class StreamedFile:
     sha256: str
 
 
+#: Writes stdin to $1 and goes on only when all $3 bytes arrived. When deploytools is killed
+#: mid-write, the exec's stdin closes early and `cat` ends without error: a short file must not
+#: take the real name (an empty record or lock would then be read as corrupt JSON).
+_COMPLETE = (
+    'cat > "$1" || { rm -f "$1"; exit 4; }; '
+    '[ "$(wc -c < "$1")" -eq "$3" ] || { rm -f "$1"; echo "short write" >&2; exit 4; }; '
+)
+
+
 class BackupStore:
     """An open store: a helper container with the store mounted at /store.
 
@@ -209,7 +218,8 @@ class BackupStore:
         full = self._abs(path)
         tmp = f"{full}.tmp-{secrets.token_hex(4)}"
         self._check(
-            self.sh('cat > "$1" && mv -f "$1" "$2"', tmp, full, stdin=[data]), f"writing {path}"
+            self.sh(_COMPLETE + 'mv -f "$1" "$2"', tmp, full, str(len(data)), stdin=[data]),
+            f"writing {path}",
         )
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
@@ -220,8 +230,8 @@ class BackupStore:
         """
         full = self._abs(path)
         tmp = f"{full}.tmp-{secrets.token_hex(4)}"
-        script = 'cat > "$1" || exit 4; ln "$1" "$2" 2>/dev/null; rc=$?; rm -f "$1"; exit $rc'
-        result = self.sh(script, tmp, full, stdin=[data])
+        script = _COMPLETE + 'ln "$1" "$2" 2>/dev/null; rc=$?; rm -f "$1"; exit $rc'
+        result = self.sh(script, tmp, full, str(len(data)), stdin=[data])
         if result.exit_code == 4:
             self._check(result, f"writing {path}")
         return result.exit_code == 0

@@ -154,7 +154,16 @@ class PipelineLog(History):
 
     def load(self, tag: str) -> PipelineRecord | None:
         raw = self.store.read(self._record_file(tag))
-        return None if raw is None else PipelineRecord.from_dict(json.loads(raw))
+        if raw is None:
+            return None
+        try:
+            return PipelineRecord.from_dict(json.loads(raw))
+        except (ValueError, TypeError) as exc:
+            raise DeployError(
+                f"the pipeline record of {tag} in the backup store is unreadable: {exc}",
+                untouched="nothing was done",
+                hint=f"remove {self._record_file(tag)} from the store to start {tag} afresh",
+            ) from None
 
     def save(self, record: PipelineRecord) -> None:
         self.store.write(self._record_file(record.tag), _dump(record))
@@ -592,7 +601,7 @@ class _Walker:
             return SKIPPED, f"{self.production} does not require approval (deploy.toml)"
         if self.approved_by:
             self.record.approved_by = self.approved_by
-            return PASSED, f"approved by {self.approved_by}"
+            return PASSED, f"approved by {self.approved_by}; {tag_rule.reason}"
         question = (
             f"Deploy {self.record.image_ref} ({self.record.image}) to {self.production}? "
             "Staging passed smoke and validation"
@@ -613,7 +622,7 @@ class _Walker:
                 facts={"declined": True},
             )
         self.record.approved_by = who()
-        return PASSED, f"approved by {self.record.approved_by}"
+        return PASSED, f"approved by {self.record.approved_by}; {tag_rule.reason}"
 
     def _backup(self) -> tuple[str, str]:
         manifest = backup_step.create(self.ctx, environment=self.production, reason="pre-deploy")

@@ -23,8 +23,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,11 +51,18 @@ UNICODE_TITLE = "Übersicht der Zugriffsrechte"
 
 
 def free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port below Linux's ephemeral range (32768-60999). A recreate deploy releases the
+    app's port for seconds; a port from bind(0), which other suites on this engine use, could
+    be handed to one of them meanwhile."""
+    for _ in range(500):
+        port = random.randrange(20000, 32000)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 32000")
 
 
 # -- the two environments ----------------------------------------------------------------------
@@ -539,7 +548,7 @@ def test_release_failing_verification_in_production_is_rolled_back(world: World)
 
     assert code == 1, stderr
     error = result["error"]
-    assert "verify on production" in error["message"]
+    assert "verify on production" in error["message"], stderr
     assert "documents listed" in error["message"]
     assert "rolled back automatically" in error["untouched"]
     body = pipeline_body(result)

@@ -378,3 +378,13 @@ def test_cli_without_a_terminal_or_yes_stops_at_the_gate_with_exit_2(fakes: Fake
     assert body["resumed_from"] == "approve-production"
     assert body["record"]["status"] == "succeeded"
     assert body["record"]["approved_by"].endswith("(--yes)")
+
+
+def test_a_pre_release_goes_to_staging_and_stops_at_the_gate(fakes: Fakes) -> None:
+    result = run(tag="v1.15.2-rc.1", approved_by="tester")
+
+    assert isinstance(result.error, CheckFailed)
+    assert "pre-release" in result.error.message
+    assert statuses(result)["validate-staging"] == "passed"
+    assert statuses(result)["approve-production"] == "failed"
+    assert "backup" not in fakes.names()
