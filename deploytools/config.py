@@ -144,6 +144,25 @@ class ReleaseConfig:
 
 
 @dataclass(frozen=True)
+class ContactTier:
+    """One tier of the escalation: who is called, and after how long without an answer."""
+
+    name: str
+    people: tuple[str, ...]
+    after_min: int = 0
+
+
+@dataclass(frozen=True)
+class ContactsConfig:
+    """Who is told and who is called when a release fails (the report, failure notices)."""
+
+    tiers: tuple[ContactTier, ...] = ()
+    slack_channel: str = ""
+    status_page: str = ""
+    email_list: str = ""
+
+
+@dataclass(frozen=True)
 class FreezeConfig:
     """A dated freeze: no deploy or migration from start to end (UTC, both days included)."""
 
@@ -336,6 +355,7 @@ class Config:
     deploy: DeployConfig = field(default_factory=DeployConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     windows: Mapping[str, WindowsConfig] = field(default_factory=dict)
+    contacts: ContactsConfig = field(default_factory=ContactsConfig)
     # Where it was read from; not a key of the file.
     path: Path = field(default=Path(DEFAULT_CONFIG_FILE), metadata={"derived": True})
 
@@ -557,6 +577,11 @@ def _validate(config: Config, loader: _Loader) -> None:
         raise loader.fail('"notifications.timeout_s" must be greater than 0')
     _validate_checks(config.checks, loader)
     _validate_windows(config, loader)
+    for i, tier in enumerate(config.contacts.tiers):
+        if not tier.people or tier.after_min < 0:
+            raise loader.fail(
+                f'"contacts.tiers[{i}]" needs at least one of "people" and an after_min >= 0'
+            )
 
 
 def _validate_windows(config: Config, loader: _Loader) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 
@@ -24,6 +25,12 @@ from deploytools.steps import notify as notify_step
     help="Fail (exit 3) when a hook fails or none is configured. Default: "
     "notifications.required in deploy.toml (false: failures are reported only).",
 )
+@click.option(
+    "--attach",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A Markdown file sent with the notice, such as `report --incident`'s output.",
+)
 @pass_state
 def notify(
     state: AppState,
@@ -33,6 +40,7 @@ def notify(
     message: str,
     link: str,
     required: bool | None,
+    attach: Path | None,
 ) -> None:
     """Post EVENT (maintenance-window, success, failure, rollback) to the Slack incoming webhook
     and the status page hook whose URLs are in the environment variables [notifications] names;
@@ -41,6 +49,7 @@ def notify(
 
     An unset URL variable skips that hook. A failing hook is reported (a warning, in GitHub
     Actions an annotation) and exits 0, so a deploy never stops for Slack, unless required.
+    Failure and rollback notices name the escalation contacts and channels ([contacts]).
     """
     result = notify_step.run(
         state.context(),
@@ -50,6 +59,7 @@ def notify(
         message=message,
         link=link,
         required=required,
+        attachment=attach.read_text(encoding="utf-8") if attach else "",
     )
     for delivery in result.failed:
         line = f"notify: {delivery.hook} failed: {delivery.detail}"

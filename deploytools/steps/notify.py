@@ -22,6 +22,7 @@ from typing import Any
 
 import requests
 
+from deploytools import contacts
 from deploytools.context import StepContext
 from deploytools.errors import DeployError, EnvironmentUnreachable, UsageError
 from deploytools.github_deployments import Deployment, GitHubDeployments, run_url
@@ -44,6 +45,9 @@ GITHUB_STATE = {
     "failure": "failure",
     "rollback": "inactive",
 }
+
+#: Characters of an attachment shown in Slack (a section block holds 3000 with the fences).
+_ATTACHMENT_CHARS = 2900
 
 _SLACK_HEADLINE = {
     "maintenance-window": ":construction: {who}: the maintenance window for {what} begins",
@@ -71,6 +75,10 @@ class Notice:
     release: str = ""
     message: str = ""
     link: str = ""
+    #: Who to call and where people are told ([contacts]); failure and rollback notices only.
+    escalation: str = ""
+    #: A document attached to the notice (the incident report's Markdown), "" for none.
+    attachment: str = ""
 
     @property
     def subject(self) -> str:
@@ -110,16 +118,23 @@ def slack_payload(notice: Notice) -> dict[str, Any]:
         lines.append(notice.message)
     if notice.link:
         lines.append(f"<{notice.link}|the run>")
+    if notice.escalation:
+        lines.append(notice.escalation)
     text = "\n".join(lines)
-    return {
-        "text": text,
-        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
-    }
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    if notice.attachment:
+        # A section's text holds at most 3000 characters; the whole report is in the run.
+        shown = notice.attachment[:_ATTACHMENT_CHARS]
+        cut = "\n…(cut; the whole report is in the run)" if shown != notice.attachment else ""
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"```{shown}{cut}```"}}
+        )
+    return {"text": text, "blocks": blocks}
 
 
 def status_page_payload(notice: Notice) -> dict[str, Any]:
     """A plain JSON event for a status page's inbound hook (or a small relay in front of it)."""
-    return {
+    payload = {
         "event": notice.event,
         "status": STATUS_PAGE_STATE[notice.event],
         "service": notice.project,
@@ -128,6 +143,12 @@ def status_page_payload(notice: Notice) -> dict[str, Any]:
         "message": notice.message,
         "link": notice.link,
     }
+    # Only when there are: a hook relaying the plain event sees the same fields as before.
+    if notice.escalation:
+        payload["contacts"] = notice.escalation
+    if notice.attachment:
+        payload["report"] = notice.attachment
+    return payload
 
 
 def run(
@@ -142,6 +163,7 @@ def run(
     environ: Mapping[str, str] | None = None,
     post: Poster = default_post,
     github: GitHubDeployments | None = None,
+    attachment: str = "",
 ) -> NotifyResult:
     """Send `event` to every configured hook.
 
@@ -157,6 +179,7 @@ def run(
     :param post: how JSON is posted (tests swap it).
     :param github: the GitHub deployments to record the event in; default: made from the
         configuration when the token variable is set (None without one: skipped).
+    :param attachment: a document sent with the notice (the incident report's Markdown).
     """
     if event not in EVENTS:
         raise UsageError(
@@ -170,7 +193,11 @@ def run(
     env = os.environ if environ is None else environ
     # In GitHub Actions the run is the natural link, when none is given.
     link = link or run_url(env)
-    notice = Notice(event, config.project.name, environment, release, message, link)
+    # Failures and rollbacks say who is called and where people are told ([contacts]).
+    escalation = contacts.plain(config.contacts) if event in ("failure", "rollback") else ""
+    notice = Notice(
+        event, config.project.name, environment, release, message, link, escalation, attachment
+    )
     hooks = (
         ("slack", settings.slack_webhook_env, slack_payload(notice)),
         ("status-page", settings.status_page_hook_env, status_page_payload(notice)),

@@ -29,7 +29,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from deploytools import __version__, pipeline
+from deploytools import __version__, contacts, pipeline
 from deploytools.config import Config
 from deploytools.context import StepContext
 from deploytools.errors import EnvironmentUnreachable, UsageError
@@ -139,6 +139,8 @@ class ReleaseDocument:
     rollback_command: str
     rollback_note: str
     log: tuple[LogEntry, ...] = field(default=())
+    #: The escalation contacts and channels as Markdown ([contacts]); "" when none are set.
+    contacts: str = ""
 
     @property
     def completed(self) -> bool:
@@ -270,7 +272,14 @@ def build_document(
             staging_record,
             rollback,
         ),
+        contacts=_contacts_markdown(config),
     )
+
+
+def _contacts_markdown(config: Config) -> str:
+    c = config.contacts
+    configured = c.tiers or c.slack_channel or c.status_page or c.email_list
+    return contacts.markdown(c) if configured else ""
 
 
 def _migration_of(
@@ -788,6 +797,8 @@ def _render(document: ReleaseDocument, template: Template, log_lines: int) -> st
         rollback = f"```bash\n{d.rollback_command}\n```\n\n{_sentence(d.rollback_note)}"
     else:
         rollback = _sentence(d.rollback_note)
+    if d.contacts:
+        rollback += "\n\n### Escalation contacts\n\n" + d.contacts.rstrip()
     entries = list(d.log)
     if len(entries) > log_lines:
         dropped = len(entries) - log_lines
