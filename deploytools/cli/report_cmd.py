@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from deploytools.cli.app import AppState, _jsonable, cli, emit, pass_state
+from deploytools.steps import incident as incident_step
 from deploytools.steps import report as report_step
 
 
@@ -33,6 +34,13 @@ from deploytools.steps import report as report_step
     help="JSON results (--json output) of release verify, smoke, validate, verify and monitor, "
     "or a directory of them; they fill in the verification summary and the metrics. Repeatable.",
 )
+@click.option(
+    "--incident",
+    is_flag=True,
+    help="The incident report instead: the failed release (default: the newest rollback or "
+    "failure) with its timeline, what failed, what was rolled back, the logs, the contacts "
+    "and the open questions.",
+)
 @pass_state
 def report(
     state: AppState,
@@ -40,13 +48,18 @@ def report(
     release_id: str | None,
     output_format: str,
     results: tuple[Path, ...],
+    incident: bool,
 ) -> None:
     """The runbook document of a release with its real values: the verification summary, each
     step's status and duration, the success metrics (target, measured, status), the backup, the
     exact rollback command, and the deployment log.
 
     The Markdown (under 1 MiB) is also appended to $GITHUB_STEP_SUMMARY when that is set.
+    With --incident, the incident report (`notify --attach` sends it with the notice).
     """
+    if incident:
+        _incident(state, environment, release_id, output_format, results)
+        return
     document = report_step.gather(
         state.context(), environment=environment, release_id=release_id, results=results
     )
@@ -59,3 +72,24 @@ def report(
         click.echo(json.dumps(_jsonable(report_step.to_json(document)), indent=2, sort_keys=True))
         return
     emit(state, report_step.to_json(document), lambda: click.echo(markdown, nl=False))
+
+
+def _incident(
+    state: AppState,
+    environment: str,
+    release_id: str | None,
+    output_format: str,
+    results: tuple[Path, ...],
+) -> None:
+    document = incident_step.gather(
+        state.context(), environment=environment, release_id=release_id, results=results
+    )
+    markdown = incident_step.render_markdown(document)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as out:  # noqa: PTH123 - append mode
+            out.write(markdown + "\n")
+    if output_format == "json" and not state.json:
+        click.echo(incident_step.dumps(document))
+        return
+    emit(state, incident_step.to_json(document), lambda: click.echo(markdown, nl=False))

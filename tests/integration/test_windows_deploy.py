@@ -122,3 +122,28 @@ def test_rollback_is_never_blocked_by_a_window(stack: tuple[ComposeStack, Path, 
     assert back.exit_code == 0, back.output
     assert json.loads(back.stdout)["result"]["outcome"] == "succeeded"
     assert compose.container("app").attrs["Config"]["Image"] == V1
+
+
+def test_incident_report_after_the_rollback_on_the_real_engine(
+    stack: tuple[ComposeStack, Path, str], tmp_path: Path
+) -> None:
+    _, path, _ = stack
+    summary = tmp_path / "summary.md"
+    result = CliRunner().invoke(
+        cli,
+        ["--config", str(path), "report", "--incident", "--env", "prod"],
+        env={"GITHUB_STEP_SUMMARY": str(summary)},
+    )
+    assert result.exit_code == 0, result.output
+    markdown = result.stdout
+    assert markdown.startswith("# Incident report: rbac-api prod, release 0001")
+    assert f"- **Image**: `{V2}` → `{V1}`" in markdown
+    assert "- **Writes dropped**: none: no restore, every write was kept" in markdown
+    assert "outside the deploy windows: " in markdown  # the timeline has the recorded reason
+    # No log lines were stored: the app container's logs were fetched from the engine.
+    assert "Source: fetched now from " in markdown
+    logs = markdown.split("## Logs around the failure", 1)[1].split("## Escalation", 1)[0]
+    assert logs.count("\n") > 5
+    assert summary.read_text() == markdown + "\n"
+    as_json = deploytools(path, "report", "--incident", "--env", "prod")
+    assert json.loads(as_json.stdout)["result"]["rolled_back"]["record_id"] == "0002"
