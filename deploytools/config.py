@@ -83,6 +83,8 @@ class BackupConfig:
 
     store: str = "volume:deploytools-backups"
     retention: int = 10
+    # Compose volumes of the stack snapshotted (tar) with every backup, restored with it.
+    volumes: tuple[str, ...] = ()
 
     @property
     def store_kind(self) -> str:
@@ -560,6 +562,9 @@ def _validate(config: Config, loader: _Loader) -> None:
     for name in (*deploy.migration_env, deploy.image_variable):
         if not _ENV_VAR_RE.match(name):
             raise loader.fail(f'"deploy.migration_env" keys are variable names, got "{name}"')
+    for volume in config.backups.volumes:
+        if not _COMPOSE_PROJECT_RE.match(volume):
+            raise loader.fail(f'"backups.volumes" holds Compose volume names, got "{volume}"')
     if config.backups.retention < 1:
         raise loader.fail(f'"backups.retention" must be at least 1, got {config.backups.retention}')
     if not _ENV_VAR_RE.match(config.github.token_env):

@@ -77,6 +77,8 @@ class BackupManifest:
     row_counts: dict[str, int]
     file: str
     reason: str = "manual"  # manual, pre-deploy, pre-restore
+    #: Volume snapshots: Compose volume name -> volume, file, size, sha256, entries (volumes.py).
+    volumes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def total_rows(self) -> int:
@@ -223,6 +225,15 @@ class History:
         # The manifest goes first: without it the dump is no longer offered as a backup.
         self.store.remove(self._manifest_file(backup_id))
         self.store.remove(self._verification_file(backup_id), self.backup_file(backup_id))
+        # Its volume archives (volumes.py), whatever volumes the configuration names now.
+        directory = f"{self.environment}/backups"
+        archives = [
+            f"{directory}/{name}"
+            for name in self.store.list_files(directory, ".tar")
+            if name.startswith(f"{backup_id}.volume-")
+        ]
+        if archives:
+            self.store.remove(*archives)
 
     # -- releases ------------------------------------------------------------------------------
     def releases(self) -> list[ReleaseRecord]:

@@ -21,6 +21,9 @@ from deploytools.database import Database
 from deploytools.errors import CheckFailed, DeployError, ExternalCommandFailed
 from deploytools.history import BackupManifest, History, LockInfo, Verification, utc_now
 from deploytools.target import VERSION_LABEL, Target
+from deploytools.volumes import restore as restore_volumes
+from deploytools.volumes import snapshot as snapshot_volume
+from deploytools.volumes import verify as verify_volumes
 
 #: Bytes between two progress lines while a dump streams.
 PROGRESS_EVERY = 64 << 20
@@ -138,6 +141,10 @@ def create_in(session: EnvSession, *, reason: str = "manual") -> BackupManifest:
                     )
 
             streamed = session.store.write_stream(path, checked(), on_bytes=on_bytes)
+        volumes = {
+            name: snapshot_volume(session, backup_id, name)
+            for name in session.ctx.config.backups.volumes
+        }
     except DeployError as error:
         # The database went away, or the engine, mid-dump: say what is left.
         error.message = f"the backup of environment {session.target.name} failed: {error.message}"
@@ -162,6 +169,7 @@ def create_in(session: EnvSession, *, reason: str = "manual") -> BackupManifest:
         row_counts=counts,
         file=session.store.path(path),
         reason=reason,
+        volumes=volumes,
     )
     # The manifest is what makes a backup exist: written last, so a dump without one is never
     # offered (list and restore only see backups with a manifest).
@@ -196,6 +204,7 @@ def verify_in(session: EnvSession, backup_id: str) -> Verification:
         _check_file(session, manifest)
         checks["sha256_ok"] = True
         _check_listing(session, manifest)
+        verify_volumes(session, manifest)  # sha256 and tar listing of each volume archive
         checks["listed_ok"] = True
         db = Database.of(session.target)
         scratch = f"{db.name}__dtverify_{secrets.token_hex(3)}"
@@ -343,6 +352,7 @@ def restore_in(
     try:
         _check_file(session, manifest)
         _check_listing(session, manifest)
+        verify_volumes(session, manifest)
     except CheckFailed as error:
         error.untouched = "the database was not touched"
         error.hint = "restore another backup (`deploytools backup list`)"
@@ -392,6 +402,8 @@ def restore_in(
         old = f"{db.name}__dtreplaced_{secrets.token_hex(3)}"
         db.replace_with(scratch, keep_as=old)
         db.drop_database(old)
+        # The files go back with the rows that point to them (with the app stopped, if asked).
+        restore_volumes(session, manifest)
     finally:
         if restart_app:
             for container in running:

@@ -249,8 +249,13 @@ def _rolled_back(
         )
         writes = "none: no restore, every write was kept"
     volumes = "not part of the rollback (no [backups] volumes configured)"
-    if getattr(config.backups, "volumes", ()):
-        volumes = "restored with the database" if restored else "kept as they were"
+    if config.backups.volumes:
+        names = ", ".join(config.backups.volumes)
+        volumes = (
+            f"{names} restored from backup {restored} with the database"
+            if restored
+            else f"{names} kept as they were"
+        )
     return RolledBack(
         record_id=str(rollback["id"]),
         who=str(rollback.get("who", "")),

@@ -1,6 +1,11 @@
-"""Deploy windows on the real engine: a deploy outside its window changes nothing (same app
-container, no release record, no backup, no lock); with --outside-window it deploys and the
-reason is in the release record and the report; rollback is never blocked. Docker prefix dtrest-."""
+"""The rest of the runbook on the real engine, on one stack (Docker prefix dtrest-):
+
+- deploy windows: a deploy outside its window changes nothing (same app container, no release
+  record, no backup, no lock); with --outside-window it deploys and the reason is in the release
+  record and the report; rollback is never blocked;
+- the incident report after that rollback, with the app's logs fetched from the engine;
+- volume snapshots: a round trip with checksums of every file, a corrupted archive refused.
+"""
 
 from __future__ import annotations
 
@@ -57,8 +62,9 @@ def stack(
         yield stack, path, store
     finally:
         stack.down()
-        with contextlib.suppress(Exception):
-            docker_client.volumes.get(store).remove(force=True)
+        for volume in (store, f"{project}_uploads"):
+            with contextlib.suppress(Exception):
+                docker_client.volumes.get(volume).remove(force=True)
         for image in docker_client.images.list(name="rbac-api-test"):
             for tag in image.tags:
                 if ":prod-release-" in tag:
@@ -147,3 +153,77 @@ def test_incident_report_after_the_rollback_on_the_real_engine(
     assert summary.read_text() == markdown + "\n"
     as_json = deploytools(path, "report", "--incident", "--env", "prod")
     assert json.loads(as_json.stdout)["result"]["rolled_back"]["record_id"] == "0002"
+
+
+def _in_volume(client: Any, image: str, volume: str, script: str) -> str:
+    output = client.containers.run(
+        image, ["sh", "-c", script], entrypoint=[], remove=True, user="0",
+        network_mode="none", volumes={volume: {"bind": "/v", "mode": "rw"}},
+    )  # fmt: skip
+    return bytes(output).decode()
+
+
+CHECKSUMS = "cd /v && find . -type f | sort | xargs sha256sum"
+
+
+def test_volume_snapshot_round_trip_and_a_corrupted_archive_refused(
+    stack: tuple[ComposeStack, Path, str], docker_client: Any, postgres_image: str
+) -> None:
+    compose, path, store = stack
+    # A Compose volume of the stack, as a `volumes: {uploads: {}}` in the Compose file makes it.
+    volume = f"{compose.project}_uploads"
+    docker_client.volumes.create(
+        name=volume,
+        labels={
+            "com.docker.compose.project": compose.project,
+            "com.docker.compose.volume": "uploads",
+        },
+    )
+    _in_volume(docker_client, postgres_image, volume,
+               "mkdir -p /v/a && echo one > /v/a/1.txt && head -c 200000 /dev/urandom > /v/b.bin"
+               " && chown -R 999 /v/a")  # fmt: skip
+    original = _in_volume(docker_client, postgres_image, volume, CHECKSUMS)
+    assert "./a/1.txt" in original and "./b.bin" in original
+    with_volumes = path.with_name("deploy-volumes.toml")
+    with_volumes.write_text(
+        path.read_text().replace("retention = 10", 'retention = 10\nvolumes = ["uploads"]')
+    )
+
+    created = deploytools(with_volumes, "backup", "create", "--env", "prod")
+    assert created.exit_code == 0, created.output
+    body = json.loads(created.stdout)["result"]
+    manifest = body["manifest"]
+    snap = manifest["volumes"]["uploads"]
+    assert snap["volume"] == volume
+    assert len(snap["sha256"]) == 64 and snap["size"] > 200000
+    assert snap["entries"] >= 4  # ., ./a, ./a/1.txt, ./b.bin
+    assert body["verification"]["ok"] is True
+    backup_id = manifest["id"]
+
+    # Files change after the backup; the restore brings back exactly the files backed up.
+    _in_volume(docker_client, postgres_image, volume, "rm /v/a/1.txt && echo new > /v/c.txt")
+    restored = deploytools(with_volumes, "backup", "restore", "--env", "prod", backup_id, "--yes")
+    assert restored.exit_code == 0, restored.output
+    assert _in_volume(docker_client, postgres_image, volume, CHECKSUMS) == original
+    owner = _in_volume(docker_client, postgres_image, volume, "stat -c %u /v/a/1.txt")
+    assert owner.strip() == "999"
+
+    # One byte of the archive changed in the store: verify fails, restore refuses, the volume
+    # is left as it was.
+    archive = f"/s/prod/backups/{backup_id}.volume-uploads.tar"
+    docker_client.containers.run(
+        postgres_image,
+        ["sh", "-c", f"printf X | dd of={archive} bs=1 seek=700 conv=notrunc 2>/dev/null"],
+        entrypoint=[], remove=True, user="0", network_mode="none",
+        volumes={store: {"bind": "/s", "mode": "rw"}},
+    )  # fmt: skip
+    _in_volume(docker_client, postgres_image, volume, "echo later > /v/d.txt")
+    before = _in_volume(docker_client, postgres_image, volume, CHECKSUMS)
+    verified = deploytools(with_volumes, "backup", "verify", "--env", "prod", backup_id)
+    assert verified.exit_code == 1, verified.output
+    assert "archive of volume uploads" in json.loads(verified.stdout)["error"]["message"]
+    assert "corrupted" in json.loads(verified.stdout)["error"]["message"]
+    refused = deploytools(with_volumes, "backup", "restore", "--env", "prod", backup_id, "--yes")
+    assert refused.exit_code == 1, refused.output
+    assert json.loads(refused.stdout)["error"]["untouched"] == "the database was not touched"
+    assert _in_volume(docker_client, postgres_image, volume, CHECKSUMS) == before
