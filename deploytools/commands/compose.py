@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -43,12 +43,20 @@ def up(
     *,
     no_deps: bool = False,
     force_recreate: bool = False,
+    no_recreate: bool = False,
+    scale: Mapping[str, int] | None = None,
 ) -> list[str]:
+    """`no_recreate` with `scale` adds containers beside the running ones (a rolling deploy's
+    new release) without touching them, whatever their configuration."""
     argv = [*base(cli, project, files), "up", "--detach"]
     if no_deps:
         argv.append("--no-deps")
     if force_recreate:
         argv.append("--force-recreate")
+    if no_recreate:
+        argv.append("--no-recreate")
+    for service, count in sorted((scale or {}).items()):
+        argv += ["--scale", f"{service}={count}"]
     return [*argv, *services]
 
 
@@ -95,6 +103,11 @@ def run_once(
     for name in env:
         argv += ["-e", name]
     return [*argv, service, *command]
+
+
+def service_names(cli: ComposeCli, project: str, files: Sequence[str]) -> list[str]:
+    """Prints the names of the services the files define, one a line."""
+    return [*base(cli, project, files), "config", "--services"]
 
 
 def config(cli: ComposeCli, project: str, files: Sequence[str]) -> list[str]:

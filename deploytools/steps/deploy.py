@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import docker.errors
 
+from deploytools import proxy
 from deploytools.commands import compose
 from deploytools.context import StepContext
 from deploytools.database import Database
@@ -68,6 +69,10 @@ class Strategy(Protocol):
 
     name: str
 
+    def admit(self, session: EnvSession, info: migrate_step.ImageInfo) -> None:
+        """Refuse (UsageError) before anything is touched when this release may not be
+        deployed this way."""
+
     def replace(self, session: EnvSession, record: ReleaseRecord, phases: Phases) -> None:
         """Stop, migrate, start and wait: on return the new release is healthy. Raise
         MigrationFailed when the migration failed (the old app may be started again), any
@@ -78,10 +83,17 @@ class MigrationFailed(DeployError):
     """The migration failed; the schema is where it was (one transaction)."""
 
 
+class OldReleaseServing(CheckFailed):
+    """The new release failed before it took traffic (exit 1); the old one serves, untouched."""
+
+
 class RecreateStrategy:
     """Stop the old app, migrate, start the new one: downtime from stop to healthy."""
 
     name = "recreate"
+
+    def admit(self, session: EnvSession, info: migrate_step.ImageInfo) -> None:
+        return None
 
     def replace(self, session: EnvSession, record: ReleaseRecord, phases: Phases) -> None:
         with phases.phase("stop"):
@@ -102,7 +114,13 @@ class RecreateStrategy:
             wait_app_healthy(session)
 
 
-STRATEGIES: dict[str, Callable[[], Strategy]] = {"recreate": RecreateStrategy}
+def _rolling() -> Strategy:
+    from deploytools.steps.deploy_rolling import RollingStrategy  # rolling builds on deploy
+
+    return RollingStrategy()
+
+
+STRATEGIES: dict[str, Callable[[], Strategy]] = {"recreate": RecreateStrategy, "rolling": _rolling}
 
 
 def run(
@@ -119,7 +137,8 @@ def run(
 
     :param environment: the environment's name.
     :param image: the release image (on the target's engine already).
-    :param strategy: how the old app is replaced ("recreate").
+    :param strategy: how the old app is replaced ("recreate", or "rolling" behind the proxy
+        for expand-only releases).
     :param lock_wait_s: how long to wait for another deploy's lock before failing.
     :param no_backup_check: migrate without a verified backup (recorded); one is still taken
         when possible, this only allows going on without it.
@@ -138,6 +157,7 @@ def run(
     replacer = STRATEGIES[strategy]()
     with open_environment(ctx, environment) as session:
         info = migrate_step.image_info(session.target.client, image)
+        replacer.admit(session, info)
         ttl = ctx.config.deploy.lock_ttl_s
         with session.history.locked("deploy", ttl_s=ttl, wait_s=lock_wait_s) as lock:
             session.lock = lock
@@ -181,6 +201,7 @@ def _deploy(
             history.save_release(stale)
 
     ensure_database(session)
+    proxy.ensure_running(session.target, timeout_s=session.ctx.config.deploy.health_timeout_s)
     db = Database.of(session.target)
     record = ReleaseRecord(
         id=history.next_release_id(),
@@ -208,6 +229,12 @@ def _deploy(
         replacer.replace(session, record, phases)
     except MigrationFailed as error:
         _recover_after_failed_migration(session, record, error)
+        raise
+    except OldReleaseServing as error:
+        record.outcome, record.finished, record.error = "failed", utc_now(), error.message
+        record.notes.append(error.untouched or "the old release kept serving")
+        history.save_release(record)
+        error.facts["release"] = record.id
         raise
     except DeployError as error:
         _roll_back_unhealthy(session, record, error)

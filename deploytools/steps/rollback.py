@@ -17,12 +17,14 @@ from dataclasses import dataclass
 
 import docker.errors
 
+from deploytools import proxy
 from deploytools.context import StepContext
 from deploytools.database import Database
 from deploytools.errors import DeployError, UsageError
 from deploytools.history import ReleaseRecord, utc_now, who
 from deploytools.steps import backup as backup_step
 from deploytools.steps import deploy as deploy_step
+from deploytools.steps import deploy_rolling
 from deploytools.steps.backup import EnvSession, open_environment
 
 Confirm = Callable[[str], bool]
@@ -139,16 +141,20 @@ def roll_back_in(
     history.save_release(record)
     phases = deploy_step.Phases(session, record)
     try:
-        with phases.phase("stop"):
-            deploy_step.stop_app(session)
-        if restore and backup_id is not None:
-            with phases.phase("restore"):
-                backup_step.restore_in(session, backup_id, restart_app=False)
-                record.restored_backup = backup_id
-        with phases.phase("start"):
-            deploy_step.start_app(session, target.image)
-        with phases.phase("healthy"):
-            deploy_step.wait_app_healthy(session)
+        if not restore and proxy.container(session.target) is not None:
+            # Behind the proxy and on the same schema: the rolling deploy's switch, no gap.
+            deploy_rolling.roll_to(session, target.image, phases)
+        else:
+            with phases.phase("stop"):
+                deploy_step.stop_app(session)
+            if restore and backup_id is not None:
+                with phases.phase("restore"):
+                    backup_step.restore_in(session, backup_id, restart_app=False)
+                    record.restored_backup = backup_id
+            with phases.phase("start"):
+                deploy_step.start_app(session, target.image)
+            with phases.phase("healthy"):
+                deploy_step.wait_app_healthy(session)
     except DeployError as error:
         record.outcome, record.finished, record.error = "failed", utc_now(), error.message
         history.save_release(record)

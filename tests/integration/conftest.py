@@ -33,6 +33,11 @@ SERVICE_DIR = REPO_ROOT / "examples" / "rbac-api"
 COMPOSE_FILE = REPO_ROOT / "docker-compose.prod.yml"
 POSTGRES_INFRA_DIR = REPO_ROOT / "tests" / "infra" / "postgres"
 POSTGRES_IMAGE = os.environ.get("POSTGRES_IMAGE", "deploytools-test/postgres:15")
+PROXY_INFRA_DIR = REPO_ROOT / "tests" / "infra" / "nginx"
+PROXY_IMAGE = os.environ.get("PROXY_IMAGE", "deploytools-test/nginx:bookworm")
+# Every Compose call of the suite (stacks here, deploytools' own) takes the proxy image from
+# the environment: nginx:1.27, the file's default, cannot be pulled here.
+os.environ.setdefault("PROXY_IMAGE", PROXY_IMAGE)
 RELEASES = ("1.15.1", "1.15.2")
 TEST_IMAGE_REPOSITORY = "rbac-api-test"
 PROJECT_PREFIX = "rbacsvc-"
@@ -157,6 +162,10 @@ def postgres_image(docker_client: docker.DockerClient) -> str:
         docker_client.images.get(POSTGRES_IMAGE)
     except docker.errors.ImageNotFound:
         build_image(docker_client, path=POSTGRES_INFRA_DIR, tag=POSTGRES_IMAGE)
+    try:  # every stack has the proxy too
+        docker_client.images.get(PROXY_IMAGE)
+    except docker.errors.ImageNotFound:
+        build_image(docker_client, path=PROXY_INFRA_DIR, tag=PROXY_IMAGE)
     return POSTGRES_IMAGE
 
 
@@ -241,6 +250,7 @@ class ComposeStack:
         self.run_compose("up", "-d", *services)
         self.wait_healthy("db")
         self.wait_healthy("app")
+        self.wait_healthy("proxy")
 
     def down(self) -> None:
         self.run_compose("down", "-v", "--remove-orphans", "--timeout", "5", check=False)
@@ -374,6 +384,7 @@ class ComposeStackFactory:
         an admin."""
         env = {
             "POSTGRES_IMAGE": self._postgres_image,
+            "PROXY_IMAGE": PROXY_IMAGE,
             "APP_IMAGE": app_image,
             "APP_VERSION": app_version,
             "APP_PORT": str(free_port()),

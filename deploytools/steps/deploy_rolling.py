@@ -1,0 +1,200 @@
+"""The rolling deploy strategy: the new release starts beside the old one behind the proxy and
+takes the traffic only once it is healthy and answers its smoke check; the old one is drained
+and then stopped. Users see no error and no gap.
+
+    migrate (expand-only) -> pin the proxy to the old container -> start the new container
+    beside it -> healthy -> smoke check in the new container -> switch the proxy to it (old
+    workers finish their requests) -> stop the old one with its grace period, remove it ->
+    the proxy back on the service name (only the new container answers to it now)
+
+Until the switch, a failure removes the new container and the old one never stops serving
+(OldReleaseServing: no rollback is needed). Rolling needs migrations the old release runs on,
+i.e. expand-only ones (release verification's lint, the image label
+deploytools.migrations.expand-only): both releases share the database for a while. Otherwise
+the recreate strategy with a maintenance window applies.
+
+Rollback uses the same switch (`roll_to`) when the environment runs behind the proxy and no
+database restore is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+import docker.errors
+
+from deploytools import proxy
+from deploytools.commands import compose
+from deploytools.errors import CheckFailed, DeployError, UsageError
+from deploytools.history import ReleaseRecord
+from deploytools.steps import deploy as deploy_step
+from deploytools.steps import migrate as migrate_step
+from deploytools.steps.backup import EnvSession
+from deploytools.target import wait_until_healthy
+
+#: Runs inside the new container: its own /health, without the proxy (the host may reach only
+#: 127.0.0.1, and the container publishes no port). Prints the body; fails on non-200.
+SMOKE = [
+    "python3",
+    "-c",
+    "import urllib.request;"
+    "r = urllib.request.urlopen('http://127.0.0.1:{port}/health', timeout=5);"
+    "print(r.status, r.read().decode())",
+]
+
+
+def refusal(info: migrate_step.ImageInfo, environment: str) -> UsageError | None:
+    """Why `info` may not be deployed with rolling, or None when it may."""
+    if info.expand_only is True:
+        return None
+    why = (
+        "its migrations are not expand-only"
+        if info.expand_only is False
+        else "it does not declare its migrations expand-only (image label "
+        "deploytools.migrations.expand-only)"
+    )
+    return UsageError(
+        f"rolling deploy of {info.ref} to {environment} refused: {why}, so the old release, "
+        "which keeps serving during a rolling deploy, might not run on the new schema",
+        untouched="nothing was done",
+        hint="deploy with --strategy recreate in a maintenance window (the runbook's way), or "
+        "make the release's migrations expand-only (release verify classifies them)",
+    )
+
+
+class RollingStrategy:
+    """Start beside, check, switch the proxy, drain the old one: no downtime."""
+
+    name = "rolling"
+
+    def admit(self, session: EnvSession, info: migrate_step.ImageInfo) -> None:
+        refused = refusal(info, session.target.name)
+        if refused is not None:
+            raise refused
+        if (
+            proxy.ensure_running(
+                session.target, timeout_s=session.ctx.config.deploy.health_timeout_s
+            )
+            is None
+        ):
+            raise UsageError(
+                f"rolling deploy to {session.target.name} refused: its Compose files define no "
+                f'"{proxy.PROXY_SERVICE}" service to switch traffic with',
+                untouched="nothing was done",
+                hint="add the proxy service (see docker-compose.prod.yml) or use --strategy "
+                "recreate in a maintenance window",
+            )
+
+    def replace(self, session: EnvSession, record: ReleaseRecord, phases: Any) -> None:
+        with phases.phase("migrate"):
+            try:
+                result = migrate_step.run_in(
+                    session, image=record.image, no_backup_check=record.no_backup_check
+                )
+            except DeployError as error:
+                raise deploy_step.MigrationFailed(
+                    error.message, untouched=error.untouched, hint=error.hint, facts=error.facts
+                ) from error
+            record.revision_after = result.revision_after
+        roll_to(session, record.image, phases)
+
+
+def roll_to(session: EnvSession, image: str, phases: Any) -> None:
+    """Replace the running app containers by one of `image` without a gap (see the module's
+    docstring). Raises OldReleaseServing when the new container failed before the switch."""
+    target = session.target
+    config = session.ctx.config
+    service = config.project.app_service
+    gateway = proxy.ensure_running(target, timeout_s=config.deploy.health_timeout_s)
+    if gateway is None:
+        raise UsageError(f"environment {target.name} has no proxy to switch traffic with")
+    for dead in [c for c in target.containers(service) if c.status != "running"]:
+        with contextlib.suppress(docker.errors.DockerException):
+            dead.remove(force=True)
+    old = target.containers(service)
+    new: Any = None
+    try:
+        with phases.phase("start"):
+            if len(old) == 1:
+                # While two containers answer to the service's name, the proxy must not use it.
+                proxy.switch(gateway, old[0].name)
+            target.compose(
+                lambda cli, project, files: compose.up(
+                    cli,
+                    project,
+                    files,
+                    [service],
+                    no_deps=True,
+                    no_recreate=True,
+                    scale={service: len(old) + 1},
+                ),
+                env={config.deploy.image_variable: image},
+                what=f"starting {image} beside the running app",
+            )
+            known = {c.id for c in old}
+            started = [c for c in target.containers(service) if c.id not in known]
+            if len(started) != 1:
+                raise CheckFailed(
+                    f"expected one new app container of {image}, found {len(started)}"
+                )
+            new = started[0]
+            session.progress(f"rolling: {new.name} ({image}) started beside the old release")
+        with phases.phase("healthy"):
+            wait_until_healthy(new, timeout_s=config.deploy.health_timeout_s)
+        with phases.phase("smoke"):
+            smoke(new)
+        with phases.phase("switch"):
+            proxy.switch(gateway, new.name)
+    except BaseException as error:
+        kept = _abandon(session, gateway, new, old)
+        if isinstance(error, DeployError) and not isinstance(error, UsageError):
+            raise deploy_step.OldReleaseServing(
+                f"{image} did not take over: {error.message}",
+                untouched=kept,
+                hint=error.hint or "read the new release's logs; fix it and release again",
+                facts={**error.facts, "image": image},
+            ) from error
+        raise
+    with phases.phase("drain"):
+        for container in old:
+            _stop_and_remove(container)
+        # Only the new container answers to the service's name now: the steady-state config.
+        proxy.switch(gateway, service)
+    session.progress(f"rolling: {image} serves; the old release was drained and removed")
+
+
+def smoke(container: Any) -> None:
+    """The new release's own /health, from inside its container: 200 and status ok."""
+    argv = [part.replace("{port}", str(proxy.APP_PORT)) for part in SMOKE]
+    code, output = container.exec_run(argv)
+    text = output.decode("utf-8", "replace").strip() if isinstance(output, bytes) else str(output)
+    status_ok = False
+    with contextlib.suppress(ValueError, IndexError):
+        status_ok = code == 0 and json.loads(text.split(" ", 1)[1]).get("status") == "ok"
+    if not status_ok:
+        raise CheckFailed(
+            f"smoke check of {container.name} failed: /health said {text[-300:] or 'nothing'}",
+            hint=f"read its logs: docker logs {container.name}",
+        )
+
+
+def _abandon(session: EnvSession, gateway: Any, new: Any, old: list[Any]) -> str:
+    """Remove the new container and point the proxy at the service again; what still serves."""
+    if new is not None:
+        with contextlib.suppress(docker.errors.DockerException):
+            new.remove(force=True)
+    with contextlib.suppress(DeployError, docker.errors.DockerException):
+        proxy.switch(gateway, session.ctx.config.project.app_service)
+    names = ", ".join(c.name for c in old) or "nothing (no app was running)"
+    return f"the new container was removed; the old release kept serving throughout: {names}"
+
+
+def _stop_and_remove(container: Any) -> None:
+    """Stop with the container's grace period (its requests finish; gunicorn drains on
+    SIGTERM), then remove it."""
+    grace = container.attrs.get("Config", {}).get("StopTimeout") or 10
+    with contextlib.suppress(docker.errors.NotFound):
+        container.stop(timeout=int(grace))
+        container.remove()
