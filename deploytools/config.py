@@ -85,6 +85,10 @@ class BackupConfig:
     retention: int = 10
     # Compose volumes of the stack snapshotted (tar) with every backup, restored with it.
     volumes: tuple[str, ...] = ()
+    # An off-host copy of every backup: "dir:/absolute/path" where deploytools runs; "" = none.
+    copy_to: str = ""
+    # The environment variable holding a Fernet key that encrypts the copies; "" = unencrypted.
+    encryption_key_env: str = ""
 
     @property
     def store_kind(self) -> str:
@@ -565,6 +569,14 @@ def _validate(config: Config, loader: _Loader) -> None:
     for volume in config.backups.volumes:
         if not _COMPOSE_PROJECT_RE.match(volume):
             raise loader.fail(f'"backups.volumes" holds Compose volume names, got "{volume}"')
+    copy_to = config.backups.copy_to
+    if copy_to and not (copy_to.startswith("dir:/") and len(copy_to) > 5):
+        raise loader.fail(f'"backups.copy_to" must be "" or "dir:/absolute/path", got "{copy_to}"')
+    key_env = config.backups.encryption_key_env
+    if key_env and not _ENV_VAR_RE.match(key_env):
+        raise loader.fail(
+            f'"backups.encryption_key_env" must name an environment variable, got "{key_env}"'
+        )
     if config.backups.retention < 1:
         raise loader.fail(f'"backups.retention" must be at least 1, got {config.backups.retention}')
     if not _ENV_VAR_RE.match(config.github.token_env):

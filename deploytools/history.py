@@ -79,6 +79,8 @@ class BackupManifest:
     reason: str = "manual"  # manual, pre-deploy, pre-restore
     #: Volume snapshots: Compose volume name -> volume, file, size, sha256, entries (volumes.py).
     volumes: dict[str, Any] = field(default_factory=dict)
+    #: Off-host copies: file, location, sha256 (at rest), content_sha256, encrypted (copies.py).
+    copies: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def total_rows(self) -> int:

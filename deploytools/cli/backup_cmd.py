@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from deploytools import copies
 from deploytools.cli.app import AppState, cli, emit, pass_state
 from deploytools.database import Database
 from deploytools.history import BackupManifest
@@ -53,10 +54,28 @@ def backup_create(state: AppState, environment: str, verify: bool) -> None:
 @backup_group.command("verify")
 @ENV_OPTION
 @click.argument("backup_id")
+@click.option(
+    "--remote",
+    is_flag=True,
+    help="Verify the backup's off-host copies instead ([backups] copy_to): each copy's sha256 "
+    "as recorded and, decrypted, its content's.",
+)
 @pass_state
-def backup_verify(state: AppState, environment: str, backup_id: str) -> None:
+def backup_verify(state: AppState, environment: str, backup_id: str, remote: bool) -> None:
     """Check a backup: its sha256, `pg_restore --list`, and a test restore into a scratch
     database (dropped afterwards) whose row counts must equal the manifest's. Exits 1 if not."""
+    if remote:
+        ctx = state.context()
+        with open_environment(ctx, environment) as session:
+            manifest = session.history.manifest(backup_id)
+        checked = copies.verify(manifest, ctx.config.backups)
+
+        def human() -> None:
+            for c in checked:
+                click.echo(f"copy ok: {c['location']} ({c['file']})")
+
+        emit(state, {"backup_id": backup_id, "copies": checked}, human)
+        return
     result = backup_step.verify(state.context(), environment=environment, backup_id=backup_id)
     emit(state, result, lambda: click.echo(f"backup {backup_id}: verified ({result.verified})"))
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from deploytools import copies
 from deploytools.backup_store import BackupStore, helper_image, open_store
 from deploytools.commands import postgres as pg
 from deploytools.context import StepContext
@@ -174,6 +175,8 @@ def create_in(session: EnvSession, *, reason: str = "manual") -> BackupManifest:
     # The manifest is what makes a backup exist: written last, so a dump without one is never
     # offered (list and restore only see backups with a manifest).
     history.save_manifest(manifest)
+    if session.ctx.config.backups.copy_to:
+        manifest = copies.copy(session, manifest)
     elapsed = time.monotonic() - started
     session.progress(
         f"backup {backup_id}: complete, {_mb(streamed.size)} in {elapsed:.1f} s, "

@@ -227,3 +227,59 @@ def test_volume_snapshot_round_trip_and_a_corrupted_archive_refused(
     assert refused.exit_code == 1, refused.output
     assert json.loads(refused.stdout)["error"]["untouched"] == "the database was not touched"
     assert _in_volume(docker_client, postgres_image, volume, CHECKSUMS) == before
+
+
+def test_off_host_copies_to_a_directory_plain_and_encrypted_then_verified(
+    stack: tuple[ComposeStack, Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.fernet import Fernet
+
+    _, path, _ = stack
+    plain_dir, secret_dir = tmp_path / "plain", tmp_path / "secret"
+    plain_config = path.with_name("deploy-copy.toml")
+    plain_config.write_text(
+        path.read_text().replace("retention = 10", f'retention = 10\ncopy_to = "dir:{plain_dir}"')
+    )
+    created = deploytools(plain_config, "backup", "create", "--env", "prod", "--no-verify")
+    assert created.exit_code == 0, created.output
+    manifest = json.loads(created.stdout)["result"]["manifest"]
+    (copy,) = manifest["copies"]
+    copied = Path(copy["location"].removeprefix("dir:"))
+    assert copied == plain_dir / "prod" / f"{manifest['id']}.dump"
+    assert copied.read_bytes().startswith(b"PGDMP")  # pg_dump's custom format, as it is
+    assert copy["sha256"] == copy["content_sha256"] == manifest["sha256"]
+    assert oct(copied.stat().st_mode & 0o777) == "0o600"
+    assert json.loads((plain_dir / "prod" / f"{manifest['id']}.json").read_text())["copies"]
+    ok = deploytools(plain_config, "backup", "verify", "--env", "prod", manifest["id"], "--remote")
+    assert ok.exit_code == 0, ok.output
+    damaged = bytearray(copied.read_bytes())
+    damaged[100] ^= 0xFF
+    copied.write_bytes(bytes(damaged))
+    bad = deploytools(plain_config, "backup", "verify", "--env", "prod", manifest["id"], "--remote")
+    assert bad.exit_code == 1, bad.output
+    assert "is corrupted" in json.loads(bad.stdout)["error"]["message"]
+
+    monkeypatch.setenv("DTREST_BACKUP_KEY", Fernet.generate_key().decode())
+    secret_config = path.with_name("deploy-secret.toml")
+    secret_config.write_text(
+        path.read_text().replace(
+            "retention = 10",
+            f'retention = 10\ncopy_to = "dir:{secret_dir}"\n'
+            'encryption_key_env = "DTREST_BACKUP_KEY"',
+        )
+    )
+    created = deploytools(secret_config, "backup", "create", "--env", "prod", "--no-verify")
+    assert created.exit_code == 0, created.output
+    manifest = json.loads(created.stdout)["result"]["manifest"]
+    (copy,) = manifest["copies"]
+    assert copy["encrypted"] is True and copy["location"].endswith(".dump.fernet")
+    at_rest = Path(copy["location"].removeprefix("dir:")).read_bytes()
+    assert b"PGDMP" not in at_rest and copy["sha256"] != manifest["sha256"]
+    verify = ("backup", "verify", "--env", "prod", manifest["id"], "--remote")
+    ok = deploytools(secret_config, *verify)
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["result"]["copies"][0]["ok"] is True
+    monkeypatch.setenv("DTREST_BACKUP_KEY", Fernet.generate_key().decode())
+    wrong_key = deploytools(secret_config, *verify)
+    assert wrong_key.exit_code == 1, wrong_key.output
+    assert "does not decrypt" in json.loads(wrong_key.stdout)["error"]["message"]
