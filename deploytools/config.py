@@ -85,8 +85,11 @@ class BackupConfig:
     retention: int = 10
     # Compose volumes of the stack snapshotted (tar) with every backup, restored with it.
     volumes: tuple[str, ...] = ()
-    # An off-host copy of every backup: "dir:/absolute/path" where deploytools runs; "" = none.
+    # An off-host copy of every backup: "dir:/absolute/path" where deploytools runs, or
+    # "s3://bucket/prefix"; "" = none.
     copy_to: str = ""
+    # The S3-compatible server's URL for an s3:// copy_to ("" = AWS).
+    s3_endpoint_url: str = ""
     # The environment variable holding a Fernet key that encrypts the copies; "" = unencrypted.
     encryption_key_env: str = ""
 
@@ -570,8 +573,14 @@ def _validate(config: Config, loader: _Loader) -> None:
         if not _COMPOSE_PROJECT_RE.match(volume):
             raise loader.fail(f'"backups.volumes" holds Compose volume names, got "{volume}"')
     copy_to = config.backups.copy_to
-    if copy_to and not (copy_to.startswith("dir:/") and len(copy_to) > 5):
-        raise loader.fail(f'"backups.copy_to" must be "" or "dir:/absolute/path", got "{copy_to}"')
+    valid_copy = (copy_to.startswith("dir:/") and len(copy_to) > 5) or (
+        copy_to.startswith("s3://") and len(copy_to.removeprefix("s3://").strip("/")) > 0
+    )
+    if copy_to and not valid_copy:
+        raise loader.fail(
+            f'"backups.copy_to" must be "", "dir:/absolute/path" or "s3://bucket/prefix", '
+            f'got "{copy_to}"'
+        )
     key_env = config.backups.encryption_key_env
     if key_env and not _ENV_VAR_RE.match(key_env):
         raise loader.fail(

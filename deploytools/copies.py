@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,12 @@ from typing import TYPE_CHECKING, Any
 from cryptography.fernet import Fernet, InvalidToken
 
 from deploytools import volumes
-from deploytools.errors import CheckFailed, ExternalCommandFailed, UsageError
+from deploytools.errors import (
+    CheckFailed,
+    EnvironmentUnreachable,
+    ExternalCommandFailed,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from deploytools.config import BackupConfig
@@ -58,8 +64,81 @@ def _key(config: BackupConfig, environ: Mapping[str, str]) -> Fernet | None:
         ) from None
 
 
-def directory(config: BackupConfig) -> Path:
-    return Path(config.copy_to.removeprefix("dir:"))
+class _Directory:
+    """copy_to = "dir:/path": files under PATH/ENV/, written under a temporary name first."""
+
+    def __init__(self, root: str, environment: str) -> None:
+        self.where = Path(root) / environment
+        self.where.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.description = str(self.where)
+
+    def staging(self, name: str) -> Path:
+        return self.where / f"{name}.tmp"
+
+    def commit(self, tmp: Path, name: str) -> str:
+        tmp.replace(self.where / name)
+        return f"dir:{self.where / name}"
+
+    def put_text(self, name: str, text: str) -> None:
+        (self.where / name).write_text(text, encoding="utf-8")
+
+    def close(self) -> None:
+        return None
+
+
+class _S3:
+    """copy_to = "s3://bucket/prefix" on AWS or an S3-compatible server (s3_endpoint_url);
+    credentials from boto3's usual places (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)."""
+
+    def __init__(self, url: str, endpoint_url: str, environment: str) -> None:
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        self.bucket = bucket
+        self.prefix = "/".join(p for p in (prefix.strip("/"), environment) if p)
+        self.client = s3_client(endpoint_url)
+        self.spool = tempfile.TemporaryDirectory(prefix="deploytools-copy-")
+        self.description = f"s3://{self.bucket}/{self.prefix}"
+
+    def staging(self, name: str) -> Path:
+        return Path(self.spool.name) / name
+
+    def commit(self, tmp: Path, name: str) -> str:
+        key = f"{self.prefix}/{name}"
+        self.client.upload_file(str(tmp), self.bucket, key)
+        tmp.unlink()
+        return f"s3://{self.bucket}/{key}"
+
+    def put_text(self, name: str, text: str) -> None:
+        self.client.put_object(
+            Bucket=self.bucket, Key=f"{self.prefix}/{name}", Body=text.encode("utf-8")
+        )
+
+    def close(self) -> None:
+        self.spool.cleanup()
+
+
+def s3_client(endpoint_url: str) -> Any:
+    import boto3  # type: ignore[import-untyped]  # only when an S3 copy is configured
+
+    return boto3.client("s3", endpoint_url=endpoint_url or None)
+
+
+def _destination(config: BackupConfig, environment: str) -> _Directory | _S3:
+    if config.copy_to.startswith("s3://"):
+        return _S3(config.copy_to, config.s3_endpoint_url, environment)
+    return _Directory(config.copy_to.removeprefix("dir:"), environment)
+
+
+def _read(location: str, config: BackupConfig) -> bytes | None:
+    """The bytes of a copy, None when it is gone."""
+    if location.startswith("s3://"):
+        bucket, _, key = location.removeprefix("s3://").partition("/")
+        client = s3_client(config.s3_endpoint_url)
+        try:
+            return bytes(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except client.exceptions.NoSuchKey:
+            return None
+    path = Path(location.removeprefix("dir:"))
+    return path.read_bytes() if path.is_file() else None
 
 
 def _files(session: EnvSession, manifest: BackupManifest) -> list[tuple[str, str, str]]:
@@ -79,16 +158,43 @@ def copy(
     """Copy the backup to copy_to; the manifest with its copies, saved in the store."""
     config = session.ctx.config.backups
     fernet = _key(config, os.environ if environ is None else environ)
-    where = directory(config) / session.target.name
-    where.mkdir(parents=True, exist_ok=True, mode=0o700)
+    failures: tuple[type[Exception], ...] = (OSError, *_boto_errors())
+    try:
+        destination = _destination(config, session.target.name)
+        try:
+            return _copy(session, manifest, destination, fernet)
+        finally:
+            destination.close()
+    except failures as exc:
+        raise ExternalCommandFailed(
+            f"copying backup {manifest.id} to {config.copy_to} failed: {exc}",
+            untouched=f"backup {manifest.id} stays in the store; its copy may be incomplete",
+            hint="check the destination (a writable directory, or the bucket and credentials)",
+        ) from None
+
+
+def _boto_errors() -> tuple[type[Exception], ...]:
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+    except ImportError:
+        return ()
+    return (BotoCoreError, ClientError)
+
+
+def _copy(
+    session: EnvSession,
+    manifest: BackupManifest,
+    destination: _Directory | _S3,
+    fernet: Fernet | None,
+) -> BackupManifest:
+    where = destination.description
     copies: list[dict[str, Any]] = []
     for what, path, expected in _files(session, manifest):
         name = Path(path).name + (_SUFFIX if fernet else "")
-        target = where / name
         chunks, result = session.store.read_stream(path)
         plain = hashlib.sha256()
         stored = hashlib.sha256()
-        tmp = target.with_name(target.name + ".tmp")
+        tmp = destination.staging(name)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
             if fernet is None:
@@ -110,11 +216,11 @@ def copy(
                 untouched=f"backup {manifest.id} stays in the store; no copy of it was kept",
                 hint="verify the backup (`deploytools backup verify`) and retry",
             )
-        tmp.replace(target)
+        location = destination.commit(tmp, name)
         copies.append(
             {
                 "file": what,
-                "location": f"dir:{target}",
+                "location": location,
                 "sha256": stored.hexdigest(),
                 "content_sha256": expected,
                 "encrypted": fernet is not None,
@@ -122,8 +228,8 @@ def copy(
         )
     updated = dataclasses.replace(manifest, copies=copies)
     # The manifest travels with the copy, so the artifact says what it holds.
-    (where / f"{manifest.id}.json").write_text(
-        json.dumps(dataclasses.asdict(updated), indent=2, sort_keys=True), encoding="utf-8"
+    destination.put_text(
+        f"{manifest.id}.json", json.dumps(dataclasses.asdict(updated), indent=2, sort_keys=True)
     )
     session.history.save_manifest(updated)
     session.progress(
@@ -158,14 +264,22 @@ def verify(
             hint="set [backups] copy_to and take a backup, or verify without --remote",
         )
     env = os.environ if environ is None else environ
+    failures: tuple[type[Exception], ...] = (OSError, *_boto_errors())
     checked = []
     for entry in manifest.copies:
-        path = Path(str(entry["location"]).removeprefix("dir:"))
-        if not path.is_file():
+        path = str(entry["location"])
+        try:
+            data = _read(path, config)
+        except failures as exc:
+            raise EnvironmentUnreachable(
+                f"cannot read the copy {path}: {exc}",
+                untouched="nothing was changed",
+                hint="check the destination and its credentials",
+            ) from None
+        if data is None:
             raise CheckFailed(
                 f"the copy of the {entry['file']} of backup {manifest.id} is gone: {path}"
             )
-        data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise CheckFailed(
                 f"the copy {path} of backup {manifest.id} is corrupted: its sha256 differs from "

@@ -283,3 +283,57 @@ def test_off_host_copies_to_a_directory_plain_and_encrypted_then_verified(
     wrong_key = deploytools(secret_config, *verify)
     assert wrong_key.exit_code == 1, wrong_key.output
     assert "does not decrypt" in json.loads(wrong_key.stdout)["error"]["message"]
+
+
+def test_off_host_copy_to_a_local_s3_compatible_server_verified(
+    stack: tuple[ComposeStack, Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+    from conftest import free_port
+    from moto.server import ThreadedMotoServer
+
+    _, path, _ = stack
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        for name, value in (
+            ("AWS_ACCESS_KEY_ID", "dtrest"),
+            ("AWS_SECRET_ACCESS_KEY", "dtrest-secret"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+        ):
+            monkeypatch.setenv(name, value)
+        endpoint = f"http://127.0.0.1:{port}"
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket="dtrest-backups")
+        config = path.with_name("deploy-s3.toml")
+        config.write_text(
+            path.read_text().replace(
+                "retention = 10",
+                'retention = 10\ncopy_to = "s3://dtrest-backups/ci"\n'
+                f's3_endpoint_url = "{endpoint}"',
+            )
+        )
+        created = deploytools(config, "backup", "create", "--env", "prod", "--no-verify")
+        assert created.exit_code == 0, created.output
+        manifest = json.loads(created.stdout)["result"]["manifest"]
+        (copy,) = manifest["copies"]
+        key = f"ci/prod/{manifest['id']}.dump"
+        assert copy["location"] == f"s3://dtrest-backups/{key}"
+        body = s3.get_object(Bucket="dtrest-backups", Key=key)["Body"].read()
+        assert body.startswith(b"PGDMP") and copy["sha256"] == manifest["sha256"]
+        listed = s3.list_objects_v2(Bucket="dtrest-backups", Prefix="ci/prod/")["Contents"]
+        assert {o["Key"] for o in listed} == {key, f"ci/prod/{manifest['id']}.json"}
+        verify = ("backup", "verify", "--env", "prod", manifest["id"], "--remote")
+        ok = deploytools(config, *verify)
+        assert ok.exit_code == 0, ok.output
+        s3.put_object(Bucket="dtrest-backups", Key=key, Body=body[:-10])
+        bad = deploytools(config, *verify)
+        assert bad.exit_code == 1, bad.output
+        assert "is corrupted" in json.loads(bad.stdout)["error"]["message"]
+        s3.delete_object(Bucket="dtrest-backups", Key=key)
+        gone = deploytools(config, *verify)
+        assert gone.exit_code == 1, gone.output
+        assert "is gone" in json.loads(gone.stdout)["error"]["message"]
+    finally:
+        server.stop()
