@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from deploytools.cli.app import AppState, cli, emit, pass_state
+from deploytools.errors import UsageError
 from deploytools.steps import notify as notify_step
 
 
@@ -27,7 +28,8 @@ from deploytools.steps import notify as notify_step
 )
 @click.option(
     "--attach",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    # Not exists=True: a missing report is a usage error said in deploytools' own words.
+    type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="A Markdown file sent with the notice, such as `report --incident`'s output.",
 )
@@ -51,6 +53,12 @@ def notify(
     Actions an annotation) and exits 0, so a deploy never stops for Slack, unless required.
     Failure and rollback notices name the escalation contacts and channels ([contacts]).
     """
+    if attach is not None and not attach.is_file():
+        raise UsageError(
+            f"--attach {attach}: no such file",
+            untouched="nothing was sent",
+            hint="render it first (`deploytools report --incident --env ENV > FILE`)",
+        )
     result = notify_step.run(
         state.context(),
         event=event,

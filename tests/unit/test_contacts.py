@@ -122,3 +122,27 @@ def test_the_runbook_report_shows_the_contacts_only_when_configured() -> None:
 
     assert report._contacts_markdown(config("")) == ""
     assert "@alice" in report._contacts_markdown(config())
+
+
+def test_notify_cli_attaches_a_file_and_refuses_a_missing_one(
+    hooks: FakeWebhooks, tmp_path: Path
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from deploytools.cli import cli
+
+    path = tmp_path / "deploy.toml"
+    path.write_text(BASE + CONTACTS)
+    report = tmp_path / "incident.md"
+    report.write_text("# Incident report: svc production, release 0004\n")
+    env = {"SLACK_WEBHOOK_URL": hooks.url + "/slack", "STATUS_PAGE_HOOK_URL": ""}
+    args = ["--config", str(path), "--json", "notify", "--event", "rollback", "--env", "production"]
+    sent = CliRunner().invoke(cli, [*args, "--attach", str(report)], env=env)
+    assert sent.exit_code == 0, sent.output
+    (slack,) = hooks.received
+    assert "# Incident report: svc production" in slack.json["blocks"][1]["text"]["text"]
+    missing = CliRunner().invoke(cli, [*args, "--attach", str(tmp_path / "none.md")], env=env)
+    assert missing.exit_code == 2, missing.output
+    assert "no such file" in json.loads(missing.stdout)["error"]["message"]
