@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Zero-downtime releases: a steady open-model load through the proxy while a release is
+deployed and then rolled back, once with the recreate strategy (the baseline: stop, migrate,
+start) and once with the rolling one (start beside, check, switch the proxy, drain).
+
+The load: RATE requests/s of GET /health on 127.0.0.1:APP_PORT (the nginx proxy), each on its
+own connection, timed from its scheduled start (an open model: a stalled server shows as
+latency, not as fewer requests). Reported per strategy and step: requests, failed requests,
+p99 of the steady load before the step, p99 during the step, and p99 during the cut-over (from
+the step's "stop" phase for recreate, its "switch" phase for rolling, to the step's end).
+
+The baseline rollback is the rollback step with the proxy switch turned off (its recreate
+path: stop, start), which is what a rollback did before the proxy.
+
+    .venv/bin/python benchmarks/rolling_bench.py      (or: benchmarks/run rolling)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+
+import docker  # noqa: E402
+from conftest import ComposeStack, ReleaseImages, ReleaseRepo  # noqa: E402
+from dtdep_env import _remove_volume, build_variant, stack_env, write_config  # noqa: E402
+from dtroll_load import OpenLoad, Sample, failures, quantile  # noqa: E402
+
+from deploytools.config import Config  # noqa: E402
+from deploytools.context import StepContext  # noqa: E402
+from deploytools.steps import deploy as deploy_step  # noqa: E402
+from deploytools.steps import rollback as rollback_step  # noqa: E402
+
+RATE = float(os.environ.get("ROLLING_BENCH_RATE", "100"))
+STEADY_S = 10.0
+SETTLE_S = 5.0
+PREFIX = "dtroll-bench-"
+
+
+class Timeline:
+    """Progress messages with the time they came: the phases of each step."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[float, str]] = []
+
+    def __call__(self, message: str) -> None:
+        self.events.append((time.monotonic(), message))
+
+    def phase_start(self, phase: str, since: float) -> float | None:
+        for at, message in self.events:
+            if at >= since and message.endswith(f": {phase}"):
+                return at
+        return None
+
+
+def p99_ms(samples: list[Sample]) -> float:
+    return quantile([s.latency_s for s in samples], 0.99) * 1000
+
+
+def between(samples: list[Sample], start: float, end: float) -> list[Sample]:
+    return [s for s in samples if start <= s.scheduled <= end]
+
+
+def scenario(
+    strategy: str, config: Config, images: tuple[str, str], port: int
+) -> list[dict[str, Any]]:
+    """Deploy images[1] then roll back, under load; one row per step."""
+    timeline = Timeline()
+    ctx = StepContext(config=config, progress=timeline)
+    steps: list[tuple[str, float, float, str]] = []
+    with OpenLoad(port, rate_per_s=RATE, max_duration_s=600) as load:
+        time.sleep(STEADY_S)
+        started = time.monotonic()
+        deploy_step.run(ctx, environment="prod", image=images[1], strategy=strategy)
+        steps.append(
+            ("deploy", started, time.monotonic(), "stop" if strategy == "recreate" else "switch")
+        )
+        time.sleep(STEADY_S)
+        started = time.monotonic()
+        if strategy == "recreate":
+            # The rollback's recreate path: as if the environment had no proxy to switch.
+            real = rollback_step.proxy
+            rollback_step.proxy = SimpleNamespace(container=lambda target: None)  # type: ignore[assignment]
+            try:
+                rollback_step.run(ctx, environment="prod")
+            finally:
+                rollback_step.proxy = real
+        else:
+            rollback_step.run(ctx, environment="prod")
+        steps.append(
+            ("rollback", started, time.monotonic(), "stop" if strategy == "recreate" else "switch")
+        )
+        time.sleep(SETTLE_S)
+    samples = load.stop()
+    rows = []
+    for name, start, end, cut_phase in steps:
+        cut = timeline.phase_start(cut_phase, start) or start
+        during = between(samples, start, end)
+        rows.append(
+            {
+                "strategy": strategy,
+                "step": name,
+                "seconds": end - start,
+                "requests": len(during),
+                "failed": len(failures(during)),
+                "steady_p99_ms": p99_ms(between(samples, start - STEADY_S + 1, start)),
+                "step_p99_ms": p99_ms(during),
+                "cutover_p99_ms": p99_ms(between(samples, cut, end)),
+            }
+        )
+    return rows
+
+
+def main() -> int:
+    client = docker.from_env(version="auto", timeout=600)
+    tmp = Path(tempfile.mkdtemp(prefix=PREFIX))
+    repo_path = tmp / "rbac-api"
+    import subprocess
+
+    subprocess.run(
+        [str(ROOT / "examples/rbac-api/make-release-repo"), str(repo_path)],
+        check=True,
+        capture_output=True,
+    )
+    releases = ReleaseImages(client, ReleaseRepo(repo_path, Path(f"{repo_path}.origin.git")))
+    v1 = "rbac-api-test:1.15.1"
+    v2 = "rbac-api-test:1.15.2"
+    for version, tag in (("1.15.1", v1), ("1.15.2", v2)):
+        try:
+            client.images.get(tag)
+        except docker.errors.ImageNotFound:
+            releases[version]
+    v2x = build_variant(
+        client,
+        v2,
+        f"rbac-api-test:{PREFIX}1.15.2",
+        dockerfile='LABEL deploytools.migrations.expand-only="true"\n',
+        files={},
+    )
+    postgres = os.environ.get("POSTGRES_IMAGE", "deploytools-test/postgres:15")
+    rows: list[dict[str, Any]] = []
+    for strategy in ("recreate", "rolling"):
+        project = f"{PREFIX}{strategy}-{os.getpid()}"
+        store = f"{project}-store"
+        stack = ComposeStack(project=project, env=stack_env(postgres, v1), client=client)
+        try:
+            stack.down()
+            stack.up()
+            stack.migrate()
+            config = write_config(
+                tmp / f"{strategy}.toml", {"prod": stack}, store=f"volume:{store}"
+            )
+            print(f"-- {strategy}: deploy 1.15.2 and roll back under {RATE:.0f} req/s", flush=True)
+            rows += scenario(strategy, config, (v1, v2x), stack.app_port)
+        finally:
+            stack.down()
+            _remove_volume(client, store)
+    for image in client.images.list(name="rbac-api-test"):
+        for tag in image.tags:
+            if tag.split(":", 1)[1].startswith((PREFIX, "prod-release-")):
+                with contextlib.suppress(Exception):
+                    client.api.remove_image(tag)
+
+    version = client.version()
+    print(
+        f"\nmachine: {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"engine {version.get('Version')}, load {RATE:.0f} req/s open model through nginx "
+        f"({os.environ.get('PROXY_IMAGE', 'nginx:1.27')})"
+    )
+    header = (
+        f"{'strategy':<9} {'step':<9} {'seconds':>7} {'requests':>8} {'failed':>6} "
+        f"{'steady p99':>10} {'step p99':>9} {'cut-over p99':>12}"
+    )
+    print(header)
+    for r in rows:
+        print(
+            f"{r['strategy']:<9} {r['step']:<9} {r['seconds']:>7.1f} {r['requests']:>8} "
+            f"{r['failed']:>6} {r['steady_p99_ms']:>8.0f}ms {r['step_p99_ms']:>7.0f}ms "
+            f"{r['cutover_p99_ms']:>10.0f}ms"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
