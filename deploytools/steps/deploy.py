@@ -397,14 +397,20 @@ def wait_app_healthy(session: EnvSession) -> None:
 
 def keep_ref(session: EnvSession, record: ReleaseRecord) -> str:
     """The image reference a rollback to `record` uses: its keep tag if it still exists (it
-    names exactly the image deployed), else the reference it was deployed as."""
+    names exactly the image deployed), else the image's ID if the engine still has it (the keep
+    tag may have been pruned while another tag keeps the image), else the reference it was
+    deployed as (which a rollback record may itself hold as a since-pruned keep tag)."""
     repository = session.ctx.config.project.image_repository
     tag = f"{repository}:" + KEEP_TAG.format(env=record.environment, id=record.id)
-    try:
-        session.target.client.images.get(tag)
-    except docker.errors.ImageNotFound:
-        return record.image
-    return tag
+    for candidate in (tag, record.image_id):
+        if not candidate:
+            continue
+        try:
+            session.target.client.images.get(candidate)
+        except docker.errors.ImageNotFound:
+            continue
+        return candidate
+    return record.image
 
 
 def keep_images(session: EnvSession, record: ReleaseRecord) -> None:

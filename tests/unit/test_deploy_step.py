@@ -9,6 +9,7 @@ import pytest
 from deploytools.config import load_config
 from deploytools.context import StepContext
 from deploytools.errors import UsageError
+from deploytools.history import ReleaseRecord
 from deploytools.steps import deploy as deploy_step
 from deploytools.steps.migrate import _failure_line
 
@@ -37,3 +38,52 @@ def test_the_migration_failure_line_is_alembics_not_composes() -> None:
     }
     assert _failure_line(facts) == "FAILED: Can't locate revision identified by '0002'"
     assert _failure_line({"stderr": "255\n"}) is None
+
+
+class _Images:
+    """The engine's images, by any reference that names them."""
+
+    def __init__(self, present: set[str]) -> None:
+        self.present = present
+
+    def get(self, ref: str) -> object:
+        import docker.errors
+
+        if ref not in self.present:
+            raise docker.errors.ImageNotFound(f"no such image: {ref}")
+        return object()
+
+
+def _session_with_images(present: set[str]) -> deploy_step.EnvSession:
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    ctx = StepContext(config=load_config(REPO_ROOT / "deploy.toml"))
+    target = SimpleNamespace(client=SimpleNamespace(images=_Images(present)))
+    return cast(Any, SimpleNamespace(ctx=ctx, target=target))
+
+
+def _record(image: str, image_id: str) -> ReleaseRecord:
+    return ReleaseRecord(
+        id="0003", environment="production", kind="rollback", who="ci",
+        started="2026-11-27T01:00:00Z", image=image, image_id=image_id,
+    )  # fmt: skip
+
+
+def test_a_rollback_target_prefers_its_keep_tag() -> None:
+    keep = "ghcr.io/example/rbac-api:production-release-0003"
+    session = _session_with_images({keep, "sha256:abc"})
+    assert deploy_step.keep_ref(session, _record("x:1", "sha256:abc")) == keep
+
+
+def test_a_pruned_keep_tag_falls_back_to_the_image_id_not_a_pull() -> None:
+    # A rollback record holds another release's keep tag as its image; once that tag is pruned,
+    # the image (still tagged otherwise) is found by its ID instead of being pulled.
+    pruned = "ghcr.io/example/rbac-api:production-release-0001"
+    session = _session_with_images({"sha256:abc"})
+    assert deploy_step.keep_ref(session, _record(pruned, "sha256:abc")) == "sha256:abc"
+
+
+def test_with_neither_tag_nor_id_the_deployed_reference_is_used() -> None:
+    session = _session_with_images(set())
+    assert deploy_step.keep_ref(session, _record("ghcr.io/x:1", "sha256:gone")) == "ghcr.io/x:1"
