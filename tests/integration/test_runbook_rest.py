@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from click.testing import CliRunner
 from conftest import ComposeStack
-from dtdep_env import stack_env, write_config
+from dtdep_env import build_variant, stack_env, write_config
 
 from deploytools.cli import cli
 from deploytools.config import load_config
@@ -67,7 +67,7 @@ def stack(
                 docker_client.volumes.get(volume).remove(force=True)
         for image in docker_client.images.list(name="rbac-api-test"):
             for tag in image.tags:
-                if ":prod-release-" in tag:
+                if ":prod-release-" in tag or ":dtrest-" in tag:
                     with contextlib.suppress(Exception):
                         docker_client.api.remove_image(tag)
 
@@ -337,3 +337,39 @@ def test_off_host_copy_to_a_local_s3_compatible_server_verified(
         assert "is gone" in json.loads(gone.stdout)["error"]["message"]
     finally:
         server.stop()
+
+
+def test_incident_report_after_a_failed_release_rolled_back_automatically(
+    stack: tuple[ComposeStack, Path, str], docker_client: Any, tmp_path: Path
+) -> None:
+    compose, path, _ = stack
+    never_healthy = build_variant(
+        docker_client,
+        V2,
+        "rbac-api-test:dtrest-never-healthy",
+        # Serves nothing, but stops at once on SIGTERM.
+        dockerfile='CMD ["sh", "-c", "trap \'exit 0\' TERM; sleep 3600 & wait"]\n',
+        files={},
+    )
+    quick = path.with_name("deploy-quick.toml")
+    quick.write_text(path.read_text().replace("health_timeout_s = 60.0", "health_timeout_s = 10"))
+    failed = deploytools(
+        quick, "deploy", "--env", "prod", "--image", never_healthy, "--outside-window", "test"
+    )
+    assert failed.exit_code == 1, failed.output
+    compose.wait_healthy("app")
+
+    result = CliRunner().invoke(
+        cli,
+        ["--config", str(quick), "report", "--incident", "--env", "prod", "--format", "json"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["image"] == never_healthy
+    assert report["outcome"] == "rolled-back"
+    assert "is not healthy after 10 s" in report["error"]
+    assert report["rolled_back"]["image_from"] == never_healthy
+    assert report["rolled_back"]["writes_dropped"] == "none: no restore, every write was kept"
+    texts = [entry["text"] for entry in report["timeline"]]
+    assert any(t.startswith("rollback ") and t.endswith("ended: succeeded") for t in texts)
+    assert report["logs"] and report["logs_source"].startswith("fetched now from ")
