@@ -105,6 +105,14 @@ def scenario(
     for name, start, end, cut_phase in steps:
         cut = timeline.phase_start(cut_phase, start) or start
         during = between(samples, start, end)
+        # Where the tail comes from: the slowest requests of the cut-over, by phase.
+        phases = [(at, m.rsplit(": ", 1)[-1]) for at, m in timeline.events if start <= at <= end]
+        for slow in sorted(between(samples, cut, end), key=lambda x: -x.latency_s)[:3]:
+            phase = next((p for at, p in reversed(phases) if at <= slow.scheduled), "?")
+            print(
+                f"   {strategy} {name}: {slow.latency_s * 1000:.0f} ms at "
+                f"{slow.scheduled - cut:+.2f} s from the cut-over, in phase {phase}"
+            )
         rows.append(
             {
                 "strategy": strategy,
@@ -148,7 +156,8 @@ def main() -> int:
     )
     postgres = os.environ.get("POSTGRES_IMAGE", "deploytools-test/postgres:15")
     rows: list[dict[str, Any]] = []
-    for strategy in ("recreate", "rolling"):
+    only = os.environ.get("ROLLING_BENCH_ONLY", "")
+    for strategy in [s for s in ("recreate", "rolling") if only in ("", s)]:
         project = f"{PREFIX}{strategy}-{os.getpid()}"
         store = f"{project}-store"
         stack = ComposeStack(project=project, env=stack_env(postgres, v1), client=client)
