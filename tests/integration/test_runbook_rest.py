@@ -38,7 +38,7 @@ V1, V2 = "rbac-api-test:1.15.1", "rbac-api-test:1.15.2"
 def _window_excluding_now() -> str:
     """A one-hour daily window three hours from now: this test never runs inside it."""
     start = datetime.now(UTC) + timedelta(hours=3)
-    return f'\n[windows.prod]\nallow = ["* {start:%H}:00-{start + timedelta(hours=1):%H}:00"]\n'
+    return f'\n[windows.dtrest]\nallow = ["* {start:%H}:00-{start + timedelta(hours=1):%H}:00"]\n'
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def stack(
         stack.up()
         stack.migrate()
         path = tmp_path_factory.mktemp("dtrest-win") / "deploy.toml"
-        write_config(path, {"prod": stack}, store=f"volume:{store}")
+        write_config(path, {"dtrest": stack}, store=f"volume:{store}")
         path.write_text(path.read_text() + _window_excluding_now())
         yield stack, path, store
     finally:
@@ -67,7 +67,7 @@ def stack(
                 docker_client.volumes.get(volume).remove(force=True)
         for image in docker_client.images.list(name="rbac-api-test"):
             for tag in image.tags:
-                if ":prod-release-" in tag or ":dtrest-" in tag:
+                if ":dtrest-" in tag:  # dtrest-release-N keep tags, dtrest-* variants
                     with contextlib.suppress(Exception):
                         docker_client.api.remove_image(tag)
 
@@ -78,7 +78,7 @@ def deploytools(path: Path, *args: str) -> Any:
 
 def stored(path: Path) -> tuple[list[Any], list[Any], Any]:
     ctx = StepContext(config=load_config(path), progress=lambda _m: None)
-    with open_environment(ctx, "prod") as session:
+    with open_environment(ctx, "dtrest") as session:
         h = session.history
         return h.releases(), h.manifests(), h.lock()
 
@@ -90,7 +90,7 @@ def test_outside_the_window_nothing_changes_then_a_reason_lets_it_through(
     app_before = compose.container("app")
     revision_before = compose.psql("SELECT version_num FROM alembic_version")
 
-    refused = deploytools(path, "deploy", "--env", "prod", "--image", V2)
+    refused = deploytools(path, "deploy", "--env", "dtrest", "--image", V2)
     assert refused.exit_code == 2, refused.output
     error = json.loads(refused.stdout)["error"]
     assert error["type"] == "OutsideWindow"
@@ -101,12 +101,12 @@ def test_outside_the_window_nothing_changes_then_a_reason_lets_it_through(
     assert compose.psql("SELECT version_num FROM alembic_version") == revision_before
     assert stored(path) == ([], [], None)  # no record, no backup, no lock
 
-    refused_migration = deploytools(path, "migrate", "--env", "prod", "--image", V2)
+    refused_migration = deploytools(path, "migrate", "--env", "dtrest", "--image", V2)
     assert refused_migration.exit_code == 2, refused_migration.output
     assert compose.psql("SELECT version_num FROM alembic_version") == revision_before
 
     allowed = deploytools(
-        path, "deploy", "--env", "prod", "--image", V2, "--outside-window", "CVE-2026-0001 fix"
+        path, "deploy", "--env", "dtrest", "--image", V2, "--outside-window", "CVE-2026-0001 fix"
     )
     assert allowed.exit_code == 0, allowed.output
     record = json.loads(allowed.stdout)["result"]["record"]
@@ -116,7 +116,7 @@ def test_outside_the_window_nothing_changes_then_a_reason_lets_it_through(
     releases, _, _ = stored(path)
     assert releases[-1].outside_window == record["outside_window"]
 
-    report = deploytools(path, "report", "--env", "prod", "--format", "json")
+    report = deploytools(path, "report", "--env", "dtrest", "--format", "json")
     assert report.exit_code == 0, report.output
     assert "outside the deploy windows" in report.stdout
     assert "CVE-2026-0001 fix" in report.stdout
@@ -124,7 +124,7 @@ def test_outside_the_window_nothing_changes_then_a_reason_lets_it_through(
 
 def test_rollback_is_never_blocked_by_a_window(stack: tuple[ComposeStack, Path, str]) -> None:
     compose, path, _ = stack
-    back = deploytools(path, "rollback", "--env", "prod", "--yes")
+    back = deploytools(path, "rollback", "--env", "dtrest", "--yes")
     assert back.exit_code == 0, back.output
     assert json.loads(back.stdout)["result"]["outcome"] == "succeeded"
     assert compose.container("app").attrs["Config"]["Image"] == V1
@@ -137,12 +137,12 @@ def test_incident_report_after_the_rollback_on_the_real_engine(
     summary = tmp_path / "summary.md"
     result = CliRunner().invoke(
         cli,
-        ["--config", str(path), "report", "--incident", "--env", "prod"],
+        ["--config", str(path), "report", "--incident", "--env", "dtrest"],
         env={"GITHUB_STEP_SUMMARY": str(summary)},
     )
     assert result.exit_code == 0, result.output
     markdown = result.stdout
-    assert markdown.startswith("# Incident report: rbac-api prod, release 0001")
+    assert markdown.startswith("# Incident report: rbac-api dtrest, release 0001")
     assert f"- **Image**: `{V2}` → `{V1}`" in markdown
     assert "- **Writes dropped**: none: no restore, every write was kept" in markdown
     assert "outside the deploy windows: " in markdown  # the timeline has the recorded reason
@@ -151,7 +151,7 @@ def test_incident_report_after_the_rollback_on_the_real_engine(
     logs = markdown.split("## Logs around the failure", 1)[1].split("## Escalation", 1)[0]
     assert logs.count("\n") > 5
     assert summary.read_text() == markdown + "\n"
-    as_json = deploytools(path, "report", "--incident", "--env", "prod")
+    as_json = deploytools(path, "report", "--incident", "--env", "dtrest")
     assert json.loads(as_json.stdout)["result"]["rolled_back"]["record_id"] == "0002"
 
 
@@ -189,7 +189,7 @@ def test_volume_snapshot_round_trip_and_a_corrupted_archive_refused(
         path.read_text().replace("retention = 10", 'retention = 10\nvolumes = ["uploads"]')
     )
 
-    created = deploytools(with_volumes, "backup", "create", "--env", "prod")
+    created = deploytools(with_volumes, "backup", "create", "--env", "dtrest")
     assert created.exit_code == 0, created.output
     body = json.loads(created.stdout)["result"]
     manifest = body["manifest"]
@@ -202,7 +202,7 @@ def test_volume_snapshot_round_trip_and_a_corrupted_archive_refused(
 
     # Files change after the backup; the restore brings back exactly the files backed up.
     _in_volume(docker_client, postgres_image, volume, "rm /v/a/1.txt && echo new > /v/c.txt")
-    restored = deploytools(with_volumes, "backup", "restore", "--env", "prod", backup_id, "--yes")
+    restored = deploytools(with_volumes, "backup", "restore", "--env", "dtrest", backup_id, "--yes")
     assert restored.exit_code == 0, restored.output
     assert _in_volume(docker_client, postgres_image, volume, CHECKSUMS) == original
     owner = _in_volume(docker_client, postgres_image, volume, "stat -c %u /v/a/1.txt")
@@ -210,7 +210,7 @@ def test_volume_snapshot_round_trip_and_a_corrupted_archive_refused(
 
     # One byte of the archive changed in the store: verify fails, restore refuses, the volume
     # is left as it was.
-    archive = f"/s/prod/backups/{backup_id}.volume-uploads.tar"
+    archive = f"/s/dtrest/backups/{backup_id}.volume-uploads.tar"
     docker_client.containers.run(
         postgres_image,
         ["sh", "-c", f"printf X | dd of={archive} bs=1 seek=700 conv=notrunc 2>/dev/null"],
@@ -219,11 +219,11 @@ def test_volume_snapshot_round_trip_and_a_corrupted_archive_refused(
     )  # fmt: skip
     _in_volume(docker_client, postgres_image, volume, "echo later > /v/d.txt")
     before = _in_volume(docker_client, postgres_image, volume, CHECKSUMS)
-    verified = deploytools(with_volumes, "backup", "verify", "--env", "prod", backup_id)
+    verified = deploytools(with_volumes, "backup", "verify", "--env", "dtrest", backup_id)
     assert verified.exit_code == 1, verified.output
     assert "archive of volume uploads" in json.loads(verified.stdout)["error"]["message"]
     assert "corrupted" in json.loads(verified.stdout)["error"]["message"]
-    refused = deploytools(with_volumes, "backup", "restore", "--env", "prod", backup_id, "--yes")
+    refused = deploytools(with_volumes, "backup", "restore", "--env", "dtrest", backup_id, "--yes")
     assert refused.exit_code == 1, refused.output
     assert json.loads(refused.stdout)["error"]["untouched"] == "the database was not touched"
     assert _in_volume(docker_client, postgres_image, volume, CHECKSUMS) == before
@@ -240,22 +240,26 @@ def test_off_host_copies_to_a_directory_plain_and_encrypted_then_verified(
     plain_config.write_text(
         path.read_text().replace("retention = 10", f'retention = 10\ncopy_to = "dir:{plain_dir}"')
     )
-    created = deploytools(plain_config, "backup", "create", "--env", "prod", "--no-verify")
+    created = deploytools(plain_config, "backup", "create", "--env", "dtrest", "--no-verify")
     assert created.exit_code == 0, created.output
     manifest = json.loads(created.stdout)["result"]["manifest"]
     (copy,) = manifest["copies"]
     copied = Path(copy["location"].removeprefix("dir:"))
-    assert copied == plain_dir / "prod" / f"{manifest['id']}.dump"
+    assert copied == plain_dir / "dtrest" / f"{manifest['id']}.dump"
     assert copied.read_bytes().startswith(b"PGDMP")  # pg_dump's custom format, as it is
     assert copy["sha256"] == copy["content_sha256"] == manifest["sha256"]
     assert oct(copied.stat().st_mode & 0o777) == "0o600"
-    assert json.loads((plain_dir / "prod" / f"{manifest['id']}.json").read_text())["copies"]
-    ok = deploytools(plain_config, "backup", "verify", "--env", "prod", manifest["id"], "--remote")
+    assert json.loads((plain_dir / "dtrest" / f"{manifest['id']}.json").read_text())["copies"]
+    ok = deploytools(
+        plain_config, "backup", "verify", "--env", "dtrest", manifest["id"], "--remote"
+    )
     assert ok.exit_code == 0, ok.output
     damaged = bytearray(copied.read_bytes())
     damaged[100] ^= 0xFF
     copied.write_bytes(bytes(damaged))
-    bad = deploytools(plain_config, "backup", "verify", "--env", "prod", manifest["id"], "--remote")
+    bad = deploytools(
+        plain_config, "backup", "verify", "--env", "dtrest", manifest["id"], "--remote"
+    )
     assert bad.exit_code == 1, bad.output
     assert "is corrupted" in json.loads(bad.stdout)["error"]["message"]
 
@@ -268,14 +272,14 @@ def test_off_host_copies_to_a_directory_plain_and_encrypted_then_verified(
             'encryption_key_env = "DTREST_BACKUP_KEY"',
         )
     )
-    created = deploytools(secret_config, "backup", "create", "--env", "prod", "--no-verify")
+    created = deploytools(secret_config, "backup", "create", "--env", "dtrest", "--no-verify")
     assert created.exit_code == 0, created.output
     manifest = json.loads(created.stdout)["result"]["manifest"]
     (copy,) = manifest["copies"]
     assert copy["encrypted"] is True and copy["location"].endswith(".dump.fernet")
     at_rest = Path(copy["location"].removeprefix("dir:")).read_bytes()
     assert b"PGDMP" not in at_rest and copy["sha256"] != manifest["sha256"]
-    verify = ("backup", "verify", "--env", "prod", manifest["id"], "--remote")
+    verify = ("backup", "verify", "--env", "dtrest", manifest["id"], "--remote")
     ok = deploytools(secret_config, *verify)
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout)["result"]["copies"][0]["ok"] is True
@@ -314,17 +318,17 @@ def test_off_host_copy_to_a_local_s3_compatible_server_verified(
                 f's3_endpoint_url = "{endpoint}"',
             )
         )
-        created = deploytools(config, "backup", "create", "--env", "prod", "--no-verify")
+        created = deploytools(config, "backup", "create", "--env", "dtrest", "--no-verify")
         assert created.exit_code == 0, created.output
         manifest = json.loads(created.stdout)["result"]["manifest"]
         (copy,) = manifest["copies"]
-        key = f"ci/prod/{manifest['id']}.dump"
+        key = f"ci/dtrest/{manifest['id']}.dump"
         assert copy["location"] == f"s3://dtrest-backups/{key}"
         body = s3.get_object(Bucket="dtrest-backups", Key=key)["Body"].read()
         assert body.startswith(b"PGDMP") and copy["sha256"] == manifest["sha256"]
-        listed = s3.list_objects_v2(Bucket="dtrest-backups", Prefix="ci/prod/")["Contents"]
-        assert {o["Key"] for o in listed} == {key, f"ci/prod/{manifest['id']}.json"}
-        verify = ("backup", "verify", "--env", "prod", manifest["id"], "--remote")
+        listed = s3.list_objects_v2(Bucket="dtrest-backups", Prefix="ci/dtrest/")["Contents"]
+        assert {o["Key"] for o in listed} == {key, f"ci/dtrest/{manifest['id']}.json"}
+        verify = ("backup", "verify", "--env", "dtrest", manifest["id"], "--remote")
         ok = deploytools(config, *verify)
         assert ok.exit_code == 0, ok.output
         s3.put_object(Bucket="dtrest-backups", Key=key, Body=body[:-10])
@@ -354,14 +358,14 @@ def test_incident_report_after_a_failed_release_rolled_back_automatically(
     quick = path.with_name("deploy-quick.toml")
     quick.write_text(path.read_text().replace("health_timeout_s = 60.0", "health_timeout_s = 10"))
     failed = deploytools(
-        quick, "deploy", "--env", "prod", "--image", never_healthy, "--outside-window", "test"
+        quick, "deploy", "--env", "dtrest", "--image", never_healthy, "--outside-window", "test"
     )
     assert failed.exit_code == 1, failed.output
     compose.wait_healthy("app")
 
     result = CliRunner().invoke(
         cli,
-        ["--config", str(quick), "report", "--incident", "--env", "prod", "--format", "json"],
+        ["--config", str(quick), "report", "--incident", "--env", "dtrest", "--format", "json"],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
