@@ -357,7 +357,9 @@ def open_store(client: Any, store: str, *, image: str, name_prefix: str) -> Iter
         yield BackupStore(client, container, store)
     finally:
         with contextlib.suppress(docker.errors.DockerException):
-            container.remove(force=True)
+            # v=True: the helper's image may declare a VOLUME (the PostgreSQL image does), and
+            # its anonymous volume would otherwise stay behind on the engine after every command.
+            container.remove(force=True, v=True)
 
 
 __all__ = [

@@ -92,7 +92,9 @@ def _mounted(session: EnvSession, volume: str, *, read_only: bool) -> Iterator[A
         yield container
     finally:
         with contextlib.suppress(docker.errors.DockerException):
-            container.remove(force=True)
+            # v=True: the helper's image may declare a VOLUME (the PostgreSQL image does), and
+            # its anonymous volume would otherwise stay behind on the engine after every command.
+            container.remove(force=True, v=True)
 
 
 def _entries(session: EnvSession, path: str) -> int:
