@@ -74,6 +74,15 @@ def build(
     help="The image ID or registry digest recorded for the release (sha256:...).",
 )
 @click.option("--expect-revision", default=None, help="The commit the image must be built from.")
+@click.option(
+    "--tested-in",
+    "tested_in",
+    default=None,
+    metavar="ENV",
+    help="The environment the release passed (staging): IMAGE must have the image ID of ENV's "
+    "newest succeeded deploy of --expect-version, read from ENV's release records. No such "
+    "deploy fails the check, unless --expect-digest is given.",
+)
 @pass_state
 def verify(
     state: AppState,
@@ -82,8 +91,12 @@ def verify(
     environment: str | None,
     expect_digest: str | None,
     expect_revision: str | None,
+    tested_in: str | None,
 ) -> None:
     """Check that IMAGE is on the engine, labelled for the release, and the recorded image.
+
+    With --tested-in staging, the image on --env's engine must be the very image staging's
+    release records say passed there (same image ID): what reaches production is what was tested.
 
     Exits 0 when every check passed, 1 when one failed.
     """
@@ -94,6 +107,7 @@ def verify(
         environment=environment,
         expect_digest=expect_digest,
         expect_revision=expect_revision,
+        tested_in=tested_in,
     )
 
     def human() -> None:

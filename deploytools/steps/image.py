@@ -5,14 +5,15 @@ service's `.dockerignore`, which the docker SDK applies when it packs a director
 carries the OCI labels version, revision, created and source; "created" is the tagged commit's
 date, so that two builds of one tag give one image (and the layer cache serves the second).
 `image verify` is what later steps use to make sure the image that passed staging is the one
-that reaches production: same labels, same ID or registry digest.
+that reaches production: same labels, same ID or registry digest. With `tested_in` the expected
+ID comes from that environment's own release records (history.py), not from the command line.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from deploytools.errors import (
     ExternalCommandFailed,
     UsageError,
 )
+from deploytools.history import ReleaseRecord
 from deploytools.steps.release import (
     CheckResult,
     GitRunner,
@@ -92,11 +94,18 @@ class ImageReport:
 
     def raise_if_failed(self) -> None:
         if self.failed:
-            names = ", ".join(c.name for c in self.failed)
+            names = [c.name for c in self.failed]
+            hint = "deploy the image built from the release tag (deploytools image build)"
+            if TESTED_CHECK in names:
+                hint = (
+                    "deploy the image that passed the tested-in environment (its ID is in "
+                    "`deploytools history --env ENV`), or deploy this one there first"
+                )
             raise CheckFailed(
-                f"image {self.image} failed {len(self.failed)} check(s) on {self.engine}: {names}",
+                f"image {self.image} failed {len(self.failed)} check(s) on {self.engine}: "
+                + ", ".join(names),
                 untouched="nothing was deployed",
-                hint="deploy the image built from the release tag (deploytools image build)",
+                hint=hint,
                 facts={
                     "image": self.image,
                     "failed": [c.name for c in self.failed],
@@ -347,6 +356,83 @@ def _digest_of(value: str) -> str:
     return value.rsplit("@", 1)[-1]
 
 
+TESTED_CHECK = "image-tested"
+
+
+def tested_record(records: Sequence[ReleaseRecord], version: str) -> ReleaseRecord | None:
+    """The newest deploy of `version` that succeeded, from a history's records (oldest first)."""
+    deployed = [r for r in records if r.serving and r.kind == "deploy" and r.version == version]
+    return deployed[-1] if deployed else None
+
+
+def _registry_digest(reference: str) -> str | None:
+    """`sha256:...` when a recorded reference is pinned by registry digest (repo@sha256:...)."""
+    name, at, digest = reference.rpartition("@")
+    return digest if at and name and digest.startswith("sha256:") else None
+
+
+def tested_check(
+    *,
+    image_id: str,
+    repo_digests: Sequence[str],
+    record: ReleaseRecord | None,
+    version: str,
+    tested_in: str,
+    digest_given: bool,
+) -> CheckResult:
+    """Whether the image (`image_id`, `repo_digests`) is the one `record` deployed to
+    `tested_in`: the same image ID, or, for a record without one, the same registry digest.
+
+    No record of the version is a failure (the release never passed `tested_in`), unless an
+    explicit digest was given to check against instead (`digest_given`).
+    """
+    if record is None:
+        if digest_given:
+            return CheckResult(
+                TESTED_CHECK,
+                "skipped",
+                f"{version} was never deployed to {tested_in}; checked against --expect-digest",
+            )
+        return CheckResult(
+            TESTED_CHECK,
+            "failed",
+            f"{version} was never deployed to {tested_in} (no succeeded deploy of it in "
+            f"{tested_in}'s history)",
+        )
+    where = f"the image deploy {record.id} of {version} ran in {tested_in}"
+    if record.image_id:
+        if _digest_of(image_id) == _digest_of(record.image_id):
+            return CheckResult(TESTED_CHECK, "passed", f"is {record.image_id}, {where}")
+        return CheckResult(
+            TESTED_CHECK,
+            "failed",
+            f"is {image_id}, not {record.image_id}, {where}: a different image",
+        )
+    # Records always carry the ID; one written without it still names its image by reference.
+    digest = _registry_digest(record.image)
+    if digest is None:
+        return CheckResult(
+            TESTED_CHECK,
+            "failed",
+            f"deploy {record.id} of {tested_in} recorded no image ID or digest ({record.image})",
+        )
+    if digest in {_digest_of(d) for d in repo_digests}:
+        return CheckResult(TESTED_CHECK, "passed", f"has digest {digest}, {where}")
+    return CheckResult(
+        TESTED_CHECK,
+        "failed",
+        f"is {image_id} without digest {digest}, {where}: a different image",
+    )
+
+
+def history_records(ctx: StepContext, environment: str) -> list[ReleaseRecord]:
+    """An environment's release records, from the backup store on its own engine."""
+    from deploytools.steps.backup import open_environment  # history lives in the backup store
+
+    with open_environment(ctx, environment) as session:
+        return session.history.releases()
+
+
 def verify(
     ctx: StepContext,
     *,
@@ -355,6 +441,8 @@ def verify(
     environment: str | None = None,
     expect_digest: str | None = None,
     expect_revision: str | None = None,
+    tested_in: str | None = None,
+    records_of: Callable[[StepContext, str], Sequence[ReleaseRecord]] | None = None,
 ) -> ImageReport:
     """Check that `image` exists on the engine, carries the release's labels and is the image
     recorded for the release.
@@ -366,6 +454,9 @@ def verify(
     :param expect_digest: the image ID or registry digest recorded for the release; None skips
         that check.
     :param expect_revision: the commit the revision label must name; None only requires one.
+    :param tested_in: the environment the release passed (staging): the image must be the one
+        its newest succeeded deploy of `expect_version` ran. None skips that check.
+    :param records_of: reads an environment's release records; None: `history_records`.
     """
     if Version.parse(f"v{expect_version}") is None:
         raise UsageError(
@@ -373,6 +464,14 @@ def verify(
             "example 1.15.2 (a pre-release may add -rc.1)",
             untouched="nothing was done",
             facts={"expect_version": expect_version},
+        )
+    if tested_in is not None and tested_in == environment:
+        raise UsageError(
+            f"--tested-in {tested_in} names the environment being checked: an image is always "
+            "the one it runs itself",
+            untouched="nothing was done",
+            hint="pass the environment the release passed before this one, e.g. staging",
+            facts={"tested_in": tested_in},
         )
     client, engine = _engine(ctx, environment)
     try:
@@ -387,7 +486,8 @@ def verify(
         ) from None
     if found is None:
         missing = CheckResult("image-exists", "failed", f"{image} is not on {engine}")
-        rest = ("image-labels", "image-revision", "image-digest")
+        rest: tuple[str, ...] = ("image-labels", "image-revision", "image-digest")
+        rest += (TESTED_CHECK,) if tested_in else ()
         checks = (missing, *(CheckResult(n, "skipped", "no image") for n in rest))
         return ImageReport(image, engine, None, (), {}, checks)
     labels: dict[str, str] = dict(found.labels or {})
@@ -427,4 +527,17 @@ def verify(
                     f"is {found.id}, not the recorded {expect_digest}: a different image",
                 )
             )
+    if tested_in:
+        records = (records_of or history_records)(ctx, tested_in)
+        record = tested_record(records, expect_version)
+        results.append(
+            tested_check(
+                image_id=found.id,
+                repo_digests=repo_digests,
+                record=record,
+                version=expect_version,
+                tested_in=tested_in,
+                digest_given=bool(expect_digest),
+            )
+        )
     return ImageReport(image, engine, found.id, repo_digests, labels, tuple(results))
