@@ -32,6 +32,9 @@ from deploytools.errors import LockHeld, UsageError
 
 T = TypeVar("T")
 
+#: The check summaries a record keeps (the 24-hour watch runs monitor every few minutes).
+CHECKS_KEPT = 50
+
 
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -129,6 +132,13 @@ class ReleaseRecord:
     finished: str | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: Why a rollback ran: "manual", "unhealthy release", "verification failed", "monitor
+    #: breach: ..." (None on deploys and on rollbacks recorded before it was kept).
+    reason: str | None = None
+    #: The check suites run against this release while it served, oldest first: suite,
+    #: environment, started, finished, verdict and each check's name, verdict, measured value,
+    #: threshold and detail (steps/checks.py `summary`); what `report` shows without --results.
+    checks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def serving(self) -> bool:
@@ -260,6 +270,23 @@ class History:
         """The newest record whose image ended up serving."""
         serving = [r for r in self.releases() if r.serving]
         return serving[-1] if serving else None
+
+    def attach_checks(
+        self, summary: dict[str, Any], *, release_id: str | None = None
+    ) -> ReleaseRecord | None:
+        """Add a check suite's summary to release `release_id` (default: the current one) and
+        return that record; None when there is no such record. Without the lock, as every record
+        update: checks must not wait behind a deploy, and the record is written whole (the store
+        renames a complete file into place), so a reader sees it before or after, never half."""
+        if release_id is None:
+            record = self.current_release()
+        else:
+            record = next((r for r in self.releases() if r.id == release_id), None)
+        if record is None:
+            return None
+        record.checks = [*record.checks, summary][-CHECKS_KEPT:]
+        self.save_release(record)
+        return record
 
     # -- the lock ------------------------------------------------------------------------------
     def lock(self) -> LockInfo | None:

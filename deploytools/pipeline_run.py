@@ -450,7 +450,9 @@ class _Walker:
         self.save()
         started = time.monotonic()
         try:
-            rolled = rollback_step.run(self.ctx, environment=self.production, confirm=None)
+            rolled = rollback_step.run(
+                self.ctx, environment=self.production, confirm=None, reason="verification failed"
+            )
         except DeployError as again:
             back.seconds = round(time.monotonic() - started, 2)
             back.status, back.detail = FAILED, again.one_line()
@@ -656,8 +658,8 @@ class _Walker:
         if interval is None:
             interval = min(self.ctx.config.checks.monitor.interval_s, max(1.0, self.monitor_s / 5))
 
-        def roll_back(ctx: StepContext, environment: str) -> object:
-            return rollback_step.run(ctx, environment=environment, confirm=None)
+        def roll_back(ctx: StepContext, environment: str, reason: str) -> object:
+            return rollback_step.run(ctx, environment=environment, confirm=None, reason=reason)
 
         report = monitor_step.run(
             self.ctx,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 from collections.abc import Mapping
@@ -13,6 +14,8 @@ from deploytools.checks.results import CheckResult, Verdict, markdown_table
 from deploytools.cli.app import AppState, _jsonable, cli, emit, pass_state
 from deploytools.context import StepContext
 from deploytools.errors import CheckFailed
+from deploytools.history import ReleaseRecord
+from deploytools.steps import check_record
 from deploytools.steps import checks as checks_step
 from deploytools.steps import monitor as monitor_step
 
@@ -110,6 +113,19 @@ def _run_suite(
             untouched="nothing was checked",
             hint='add checks with suites = [..., "' + suite + '"] under [checks] in deploy.toml',
         )
+    stored = check_record.summary(
+        suite=suite,
+        environment=environment,
+        started=report.started,
+        finished=report.finished,
+        verdict=report.verdict,
+        results=report.results,
+    )
+    report = dataclasses.replace(
+        report, recorded=check_record.save(state.context(), environment, stored)
+    )
+    if not state.json:
+        click.echo(f"{suite} on {environment}: {report.recorded}")
     finish(
         state,
         f"{suite} on {environment}",
@@ -192,8 +208,8 @@ def rollback_hook() -> monitor_step.Rollback | None:
     if step is None:
         return None
 
-    def rollback(ctx: StepContext, environment: str) -> object:
-        return step(ctx, environment=environment)
+    def rollback(ctx: StepContext, environment: str, reason: str) -> object:
+        return step(ctx, environment=environment, reason=reason)
 
     return rollback
 
@@ -262,6 +278,25 @@ def monitor(
     if not state.json:
         for result in report.results:
             click.echo(result.line())
+    # After a rollback the watched release is the one the rollback replaced, not the current.
+    rolled = report.rollback_result
+    watched = rolled.previous if isinstance(rolled, ReleaseRecord) else None
+    stored = check_record.summary(
+        suite="monitor",
+        environment=environment,
+        started=report.started,
+        finished=report.finished,
+        verdict=report.verdict,
+        results=report.results,
+        samples=report.samples,
+        breaches=list(report.breaches),
+        regressions=list(report.regressions),
+        rolled_back=report.rolled_back,
+    )
+    note = check_record.save(state.context(), environment, stored, release_id=watched)
+    report = dataclasses.replace(report, recorded=note)
+    if not state.json:
+        click.echo(f"monitor on {environment}: {note}")
     title = f"monitor on {environment}"
     write_step_summary(title, report.results)
     if report.breaches:

@@ -32,7 +32,8 @@ from deploytools.steps import report as report_step
     type=click.Path(path_type=Path),
     multiple=True,
     help="JSON results (--json output) of release verify, smoke, validate, verify and monitor, "
-    "or a directory of them; they fill in the verification summary and the metrics. Repeatable.",
+    "or a directory of them; they fill in the verification summary and the metrics. Repeatable. "
+    "Without it, the report uses the check results saved in the release records.",
 )
 @click.option(
     "--incident",

@@ -38,6 +38,8 @@ class SuiteReport:
     finished: str
     verdict: Verdict
     results: tuple[CheckResult, ...]
+    #: Where the CLI saved this run (a release record), or why it did not (check_record.py).
+    recorded: str = ""
 
     @property
     def failed(self) -> tuple[CheckResult, ...]:

@@ -309,7 +309,7 @@ def _roll_back_unhealthy(session: EnvSession, record: ReleaseRecord, error: Depl
     record.outcome = "rolled-back"
     session.history.save_release(record)
     try:
-        back = rollback_step.roll_back_in(session, failed=record, reason="automatic")
+        back = rollback_step.roll_back_in(session, failed=record, reason="unhealthy release")
     except DeployError as again:
         error.message = (
             f"{record.image} did not become healthy in {record.environment} ({error.message}) "

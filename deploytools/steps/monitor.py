@@ -32,8 +32,9 @@ from deploytools.errors import UsageError
 
 P, F, INC = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
 
-#: What a rollback hook gets: the context and the environment; what it returns is recorded.
-Rollback = Callable[[StepContext, str], Any]
+#: What a rollback hook gets: the context, the environment and the reason ("monitor breach: "
+#: and what breached, recorded on the rollback record); what it returns is recorded.
+Rollback = Callable[[StepContext, str, str], Any]
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 
@@ -107,6 +108,8 @@ class MonitorReport:
     regressions: tuple[str, ...] = ()
     rolled_back: bool = False
     rollback_result: Any = None
+    #: Where the CLI saved this watch (a release record), or why it did not (check_record.py).
+    recorded: str = ""
     sample_log: tuple[MonitorSample, ...] = field(default=(), repr=False)
 
 
@@ -190,7 +193,7 @@ def run(
     :param environment: the environment's name in deploy.toml.
     :param duration_s: how long to watch; the watch ends early on the first breach.
     :param interval_s: seconds between samples (default: [checks.monitor] interval_s).
-    :param rollback_on_breach: call `rollback(ctx, environment)` on a breach.
+    :param rollback_on_breach: call `rollback(ctx, environment, reason)` on a breach.
     :param rollback: the rollback step; required when rollback_on_breach is set.
     :param environ: where test users' credentials are read (default os.environ).
     :param on_sample: called after each sample (the CLI prints a line).
@@ -339,7 +342,7 @@ def run(
     rolled_back, rollback_result = False, None
     if breaches and rollback_on_breach and rollback is not None:
         ctx.progress(f"breach on {environment}: rolling back")
-        rollback_result = rollback(ctx, environment)
+        rollback_result = rollback(ctx, environment, "monitor breach: " + "; ".join(breaches))
         rolled_back = True
     return MonitorReport(
         environment=environment,

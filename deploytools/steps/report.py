@@ -10,7 +10,8 @@ fills it from the evidence the other steps left:
   record of the same image when that engine can be reached);
 - the backup's manifest and its last verification;
 - the JSON results (`--json` output) of release verify, smoke, validate, verify and monitor,
-  when given (the workflow downloads its jobs' artifacts into one directory).
+  when given (the workflow downloads its jobs' artifacts into one directory); else the check
+  results those commands saved in the release records (staging's and this one's `checks`).
 
 What no evidence covers says so ("not recorded", "not measured: no check measures it"), never
 "TBD". `build_document` is pure (tests feed it a recorded release); `gather` reads the target.
@@ -177,6 +178,17 @@ def load_evidence(paths: Iterable[Path]) -> Evidence:
             evidence.suites[(str(report.get("environment")), str(report["suite"]))] = report
         elif "samples" in report and "results" in report:
             evidence.suites[(str(report.get("environment")), "monitor")] = report
+    return evidence
+
+
+def stored_evidence(*records: Mapping[str, Any] | None) -> Evidence:
+    """The check results the records keep (their `checks`, check_record.py): each suite's
+    newest run per environment. Release verify is not kept there: it has no record yet."""
+    evidence = Evidence()
+    for record in records:
+        for report in (record or {}).get("checks") or []:
+            if isinstance(report, Mapping) and "suite" in report and "results" in report:
+                evidence.suites[(str(report.get("environment")), str(report["suite"]))] = report
     return evidence
 
 
@@ -865,7 +877,7 @@ def gather(
             ctx.progress(f"report: no check results at {path}; left out")
             continue
         files.extend(sorted(path.rglob("*.json")) if path.is_dir() else [path])
-    evidence = load_evidence(files)
+    evidence = load_evidence(files) if results else None
     with open_environment(ctx, environment) as session:
         history = session.history
         records = [dataclasses.asdict(r) for r in history.releases()]
@@ -899,6 +911,9 @@ def gather(
     staging_record = None
     if environment != pipeline.STAGING and pipeline.STAGING in config.environments:
         staging_record = _staging_record(ctx, str(record.get("image", "")))
+    if evidence is None:
+        # No --results: what smoke, validate, verify and monitor saved in the records.
+        evidence = stored_evidence(staging_record, record)
     return build_document(
         config,
         environment=environment,

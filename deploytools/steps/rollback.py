@@ -48,6 +48,7 @@ def run(
     restore_db: bool = False,
     lock_wait_s: float = 0.0,
     confirm: Confirm | None = None,
+    reason: str = "manual",
 ) -> ReleaseRecord:
     """Roll `environment` back, under the deploy lock.
 
@@ -57,13 +58,15 @@ def run(
     :param restore_db: restore the backup taken before the newer release's deploy.
     :param lock_wait_s: how long to wait for the lock.
     :param confirm: asked (with the rows a restore would drop) before a restore; False stops.
+    :param reason: why, recorded on the rollback record: "manual", "verification failed",
+        "monitor breach: ..." (what breached, with its values).
     """
     with open_environment(ctx, environment) as session:
         ttl = ctx.config.deploy.lock_ttl_s
         with session.history.locked("rollback", ttl_s=ttl, wait_s=lock_wait_s) as lock:
             session.lock = lock
             return roll_back_in(
-                session, to=to, restore_db=restore_db, confirm=confirm, reason="manual"
+                session, to=to, restore_db=restore_db, confirm=confirm, reason=reason
             )
 
 
@@ -108,7 +111,8 @@ def roll_back_in(
         previous=current.id,
         previous_image=current.image,
         revision_before=revision_now,
-        notes=[f"{reason} rollback from {current.id} ({current.image})"],
+        reason=reason,
+        notes=[f"rollback from {current.id} ({current.image}): {reason}"],
     )
     if restore and backup_id is None:
         raise UsageError(

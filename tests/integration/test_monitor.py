@@ -144,8 +144,9 @@ def test_a_persistent_breach_fails_monitor_and_rolls_back(watched: Watched) -> N
     stack = watched.stack
     calls: list[str] = []
 
-    def rollback(ctx: StepContext, environment: str) -> str:
+    def rollback(ctx: StepContext, environment: str, reason: str) -> str:
         calls.append(environment)
+        assert reason.startswith("monitor breach: ")
         return "rolled back"
 
     stack.run_compose("stop", "db")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -12,6 +13,20 @@ from test_checks_engine import CONFIG, ENVIRON
 from test_checks_fake_service import FakeState, fake_service
 
 from deploytools.cli import cli
+from deploytools.steps import check_record
+
+
+@pytest.fixture(autouse=True)
+def saved(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    """What the commands save in the release record; the store itself is not opened here."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def save(ctx: Any, environment: str, data: dict[str, Any], **kw: Any) -> str:
+        calls.append((environment, data))
+        return f"saved in release record 0007 of {environment}"
+
+    monkeypatch.setattr(check_record, "save", save)
+    return calls
 
 
 @pytest.fixture
@@ -79,3 +94,17 @@ def test_credentials_are_masked_in_github_actions(config_file: Path) -> None:
     # stdout stays one JSON document, and holds no credential.
     assert json.loads(out)["ok"] is True
     assert "password-123" not in out
+
+
+def test_a_failed_suite_is_saved_in_the_release_record_too(
+    config_file: Path, state: FakeState, saved: list[tuple[str, dict[str, Any]]]
+) -> None:
+    state.db_down = True
+    code, out, _ = invoke(config_file, "--json", "smoke", "--env", "local")
+    assert code == 1
+    report = json.loads(out)["error"]["facts"]["report"]
+    assert report["recorded"] == "saved in release record 0007 of local"
+    [(environment, data)] = saved
+    assert environment == "local" and data["suite"] == "smoke" and data["verdict"] == "fail"
+    failed = [r for r in data["results"] if r["verdict"] == "fail"]
+    assert failed[0]["name"] == "database connected" and failed[0]["threshold"]

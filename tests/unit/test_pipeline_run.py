@@ -274,6 +274,7 @@ def test_failed_verification_in_production_rolls_back_then_a_rerun_asks_again(
 
     assert isinstance(result.error, CheckFailed)
     assert fakes.names()[-1] == "rollback"
+    assert fakes.calls[-1][1]["reason"] == "verification failed"
     assert result.record.status == "rolled-back"
     assert "rolled back automatically" in (result.error.untouched or "")
     assert statuses(result)["rollback-production"] == "passed"

@@ -1,0 +1,250 @@
+"""Check results kept in the release record (check_record.py, History.attach_checks), the
+report reading them when no --results are given, and the reason a rollback records."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from test_checks_engine import CONFIG, ENVIRON
+from test_checks_fake_service import FakeState, fake_service
+from test_history import MemoryStore, record
+from test_report import RECORDED
+
+from deploytools.checks.results import CheckResult, Verdict
+from deploytools.cli import checks_cmd
+from deploytools.config import load_config, parse_config
+from deploytools.context import StepContext
+from deploytools.errors import EnvironmentUnreachable
+from deploytools.history import CHECKS_KEPT, History, ReleaseRecord
+from deploytools.steps import backup as backup_step
+from deploytools.steps import check_record, monitor, report
+from deploytools.steps import rollback as rollback_step
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = [
+    CheckResult("health", Verdict.PASS, "12 ms", "< 100 ms", data={"samples": [12]}),
+    CheckResult("rbac viewer POST /users", Verdict.FAIL, "status 201", "status 403", "allowed"),
+]
+
+
+def summary(suite: str = "verify", environment: str = "prod", **extra: Any) -> dict[str, Any]:
+    return check_record.summary(
+        suite=suite,
+        environment=environment,
+        started="2026-11-27T01:00:00Z",
+        finished="2026-11-27T01:00:09Z",
+        verdict=Verdict.FAIL,
+        results=RESULTS,
+        **extra,
+    )
+
+
+def test_the_summary_keeps_what_the_report_shows_and_not_the_raw_numbers() -> None:
+    data = summary()
+    assert data["suite"] == "verify" and data["verdict"] == "fail"
+    assert data["results"][1] == {
+        "name": "rbac viewer POST /users",
+        "verdict": "fail",
+        "measured": "status 201",
+        "threshold": "status 403",
+        "detail": "allowed",
+    }
+    assert "data" not in data["results"][0]
+    json.dumps(data)  # stored as JSON
+
+
+def test_checks_attach_to_the_current_release_only() -> None:
+    history = History(MemoryStore(), "prod")  # type: ignore[arg-type]
+    assert history.attach_checks(summary()) is None  # no release: nothing written
+    assert history.releases() == []
+    history.save_release(record("0001"))
+    history.save_release(record("0002"))
+    history.save_release(record("0003", outcome="in-progress"))  # a deploy running now
+    saved = history.attach_checks(summary())
+    assert saved is not None and saved.id == "0002"
+    by_id = {r.id: r for r in history.releases()}
+    assert by_id["0002"].checks == [summary()]
+    assert by_id["0001"].checks == [] and by_id["0003"].checks == []
+    # A named release (monitor after its rollback: the release it watched).
+    assert history.attach_checks(summary("monitor"), release_id="0001") is not None
+    assert [c["suite"] for c in history.releases()[0].checks] == ["monitor"]
+    assert history.attach_checks(summary(), release_id="0099") is None
+
+
+def test_a_record_keeps_the_newest_summaries() -> None:
+    history = History(MemoryStore(), "prod")  # type: ignore[arg-type]
+    history.save_release(record("0001"))
+    for i in range(CHECKS_KEPT + 3):
+        history.attach_checks(summary(samples=i))
+    kept = history.releases()[0].checks
+    assert len(kept) == CHECKS_KEPT
+    assert kept[0]["samples"] == 3 and kept[-1]["samples"] == CHECKS_KEPT + 2
+
+
+def test_records_written_before_checks_and_reason_still_load() -> None:
+    store = MemoryStore()
+    old = dataclasses.asdict(record("0001"))
+    del old["checks"], old["reason"]
+    store.files["prod/releases/0001.json"] = json.dumps(old).encode()
+    loaded = History(store, "prod").releases()[0]  # type: ignore[arg-type]
+    assert loaded.checks == [] and loaded.reason is None
+
+
+@contextlib.contextmanager
+def opened(histories: dict[str, History], ctx: Any, environment: str) -> Iterator[Any]:
+    if environment not in histories:
+        raise EnvironmentUnreachable(f"cannot reach {environment}", untouched="nothing")
+    yield SimpleNamespace(history=histories[environment])
+
+
+def test_save_says_where_it_saved_or_why_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    history = History(MemoryStore(), "prod")  # type: ignore[arg-type]
+    monkeypatch.setattr(
+        backup_step, "open_environment", lambda ctx, env: opened({"prod": history}, ctx, env)
+    )
+    ctx: Any = None
+    note = check_record.save(ctx, "prod", summary())
+    assert note == "not saved in a release record: prod has no current release record"
+    history.save_release(record("0001"))
+    assert check_record.save(ctx, "prod", summary()) == "saved in release record 0001 of prod"
+    assert history.releases()[0].checks == [summary()]
+    unreachable = check_record.save(ctx, "elsewhere", summary())
+    assert unreachable.startswith("not saved in a release record: cannot reach elsewhere")
+
+
+def stored(result: dict[str, Any], suite: str) -> dict[str, Any]:
+    """A --json result of the golden release as its command now saves it in the record."""
+    results = [
+        CheckResult(r["name"], Verdict(r["verdict"]), r["measured"], r["threshold"], r["detail"])
+        for r in result["results"]
+    ]
+    extra = {k: result[k] for k in ("samples", "breaches", "rolled_back") if k in result}
+    return check_record.summary(
+        suite=suite,
+        environment=result["environment"],
+        started=result["started"],
+        finished=result["finished"],
+        verdict=Verdict(result["verdict"]),
+        results=results,
+        **extra,
+    )
+
+
+def test_the_report_reads_the_records_checks_as_it_reads_the_json_results(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = load_config(ROOT / "deploy.toml")
+    recorded = copy.deepcopy(RECORDED)
+    results = {name: data["result"] for name, data in recorded["results"].items()}
+    deploy = next(r for r in recorded["records"] if r["id"] == "0008")
+    deploy["checks"] = [
+        stored(results["verify-production.json"], "verify"),
+        stored(results["monitor-production.json"], "monitor"),
+    ]
+    staging = recorded["staging_record"]
+    staging["checks"] = [
+        stored(results["smoke-staging.json"], "smoke"),
+        stored(results["validate-staging.json"], "validate"),
+    ]
+    for name, data in recorded["results"].items():
+        (tmp_path / name).write_text(json.dumps(data))
+    from_files = report.load_evidence(tmp_path.glob("*.json"))
+    from_records = report.stored_evidence(staging, deploy)
+    assert set(from_records.suites) == set(from_files.suites)
+
+    def build(evidence: report.Evidence) -> report.ReleaseDocument:
+        return report.build_document(
+            config,
+            environment="production",
+            record=deploy,
+            records=recorded["records"],
+            manifest=recorded["manifest"],
+            verification=recorded["verification"],
+            evidence=evidence,
+            staging_record=staging,
+        )
+
+    files_doc, records_doc = build(from_files), build(from_records)
+    assert records_doc.metrics == files_doc.metrics
+    assert [m.status for m in records_doc.metrics] == ["met"] * 8
+    # Every step the same but release verify, whose report no record keeps.
+    differ = [a.name for a, b in zip(files_doc.steps, records_doc.steps, strict=True) if a != b]
+    assert differ == ["verify-release"]
+
+    # gather: without --results the records' checks; with --results only the files.
+    histories = {}
+    for env, recs in (("production", recorded["records"]), ("staging", [staging])):
+        histories[env] = History(MemoryStore(), env)  # type: ignore[arg-type]
+        for r in recs:
+            histories[env].save_release(ReleaseRecord(**r))
+    monkeypatch.setattr(
+        backup_step, "open_environment", lambda ctx, env: opened(histories, ctx, env)
+    )
+    ctx = StepContext(config)
+    gathered = report.gather(ctx, environment="production", release_id="0008")
+    assert gathered.metrics == files_doc.metrics
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    without = report.gather(ctx, environment="production", release_id="0008", results=[empty])
+    assert {m.status for m in without.metrics} == {"not measured"}
+
+
+def test_rollback_run_records_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+
+    def roll_back_in(session: Any, **kw: Any) -> str:
+        seen.append(kw["reason"])
+        return "record"
+
+    history = History(MemoryStore(), "prod")  # type: ignore[arg-type]
+    monkeypatch.setattr(rollback_step, "roll_back_in", roll_back_in)
+    monkeypatch.setattr(
+        rollback_step, "open_environment", lambda ctx, env: opened({"prod": history}, ctx, env)
+    )
+    ctx: Any = SimpleNamespace(config=SimpleNamespace(deploy=SimpleNamespace(lock_ttl_s=60)))
+    rollback_step.run(ctx, environment="prod")
+    rollback_step.run(ctx, environment="prod", reason="verification failed")
+    assert seen == ["manual", "verification failed"]
+
+
+def test_the_monitor_hook_passes_the_breach_on_as_the_reason(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(rollback_step, "run", lambda ctx, **kw: calls.append(kw) or "back")
+    hook = checks_cmd.rollback_hook()
+    assert hook is not None
+
+    state = FakeState(users={"root": ("admin-password-123", ["admin"])}, db_down=True)
+    with fake_service(state) as url:
+        config = parse_config(CONFIG.replace("BASE_URL", url), tmp_path / "deploy.toml")
+        probes = tuple(
+            dataclasses.replace(p, suites=("monitor",)) for p in config.checks.probes[:1]
+        )
+        settings = dataclasses.replace(config.checks.monitor, container_stats=False)
+        config = dataclasses.replace(
+            config, checks=dataclasses.replace(config.checks, probes=probes, monitor=settings)
+        )
+        now = [0.0]
+        watched = monitor.run(
+            StepContext(config),
+            environment="local",
+            duration_s=10,
+            interval_s=1,
+            environ=ENVIRON,
+            clock=lambda: now[0],
+            sleep=lambda s: now.__setitem__(0, now[0] + s),
+            rollback_on_breach=True,
+            rollback=hook,
+        )
+    assert watched.rolled_back and watched.rollback_result == "back"
+    assert calls == [{"environment": "local", "reason": calls[0]["reason"]}]
+    assert calls[0]["reason"].startswith("monitor breach: health: failed 3 samples in a row")
