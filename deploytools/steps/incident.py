@@ -433,6 +433,9 @@ def gather(
     with open_environment(ctx, environment) as session:
         records = [dataclasses.asdict(r) for r in session.history.releases()]
         failed, _ = choose(records, release_id)
+        if not results:
+            # No --results: what verify and monitor saved in the failed release's record.
+            evidence = report_step.stored_evidence(failed)
         logs: list[str] = []
         source = ""
         if not stored_log_lines(evidence, environment):

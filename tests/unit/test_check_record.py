@@ -25,7 +25,7 @@ from deploytools.context import StepContext
 from deploytools.errors import EnvironmentUnreachable
 from deploytools.history import CHECKS_KEPT, History, ReleaseRecord
 from deploytools.steps import backup as backup_step
-from deploytools.steps import check_record, monitor, report
+from deploytools.steps import check_record, incident, monitor, report
 from deploytools.steps import rollback as rollback_step
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -248,3 +248,24 @@ def test_the_monitor_hook_passes_the_breach_on_as_the_reason(
     assert watched.rolled_back and watched.rollback_result == "back"
     assert calls == [{"environment": "local", "reason": calls[0]["reason"]}]
     assert calls[0]["reason"].startswith("monitor breach: health: failed 3 samples in a row")
+
+
+def test_the_incident_report_reads_the_failed_releases_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    history = History(MemoryStore(), "production")  # type: ignore[arg-type]
+    history.save_release(record("0001"))
+    history.save_release(record("0002", previous="0001"))
+    history.attach_checks(summary(environment="production"))  # verify of 0002, failed
+    history.save_release(
+        record("0003", kind="rollback", previous="0002", reason="monitor breach: health")
+    )
+    monkeypatch.setattr(
+        backup_step, "open_environment", lambda ctx, env: opened({"production": history}, ctx, env)
+    )
+    monkeypatch.setattr(incident, "_fetch_logs", lambda session, config, failed: ([], "none"))
+    ctx = StepContext(load_config(ROOT / "deploy.toml"))
+    found = incident.gather(ctx, environment="production")
+    assert [(c.suite, c.name, c.threshold) for c in found.failed_checks] == [
+        ("verify", "rbac viewer POST /users", "status 403")
+    ]
