@@ -396,20 +396,24 @@ def wait_app_healthy(session: EnvSession) -> None:
 
 
 def keep_ref(session: EnvSession, record: ReleaseRecord) -> str:
-    """The image reference a rollback to `record` uses: its keep tag if it still exists (it
-    names exactly the image deployed), else the image's ID if the engine still has it (the keep
-    tag may have been pruned while another tag keeps the image), else the reference it was
-    deployed as (which a rollback record may itself hold as a since-pruned keep tag)."""
+    """The image reference a rollback to `record` uses, without pulling: its keep tag if it
+    still exists (it names exactly the image deployed), else the reference it was deployed as
+    if that still names the same image, else the image's ID if the engine still has it (a
+    rollback record's reference can be another release's keep tag, pruned since), else the
+    deployed reference (compose will say plainly that it is gone)."""
     repository = session.ctx.config.project.image_repository
     tag = f"{repository}:" + KEEP_TAG.format(env=record.environment, id=record.id)
-    for candidate in (tag, record.image_id):
-        if not candidate:
-            continue
+
+    def names_the_deployed_image(ref: str) -> bool:
         try:
-            session.target.client.images.get(candidate)
-        except docker.errors.ImageNotFound:
-            continue
-        return candidate
+            found = session.target.client.images.get(ref)
+        except docker.errors.DockerException:  # not there, or not a valid reference
+            return False
+        return not record.image_id or found.id == record.image_id
+
+    for candidate in (tag, record.image, record.image_id):
+        if candidate and names_the_deployed_image(candidate):
+            return candidate
     return record.image
 
 

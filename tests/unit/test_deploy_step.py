@@ -41,9 +41,9 @@ def test_the_migration_failure_line_is_alembics_not_composes() -> None:
 
 
 class _Images:
-    """The engine's images, by any reference that names them."""
+    """The engine's images: reference -> image ID."""
 
-    def __init__(self, present: set[str]) -> None:
+    def __init__(self, present: dict[str, str]) -> None:
         self.present = present
 
     def get(self, ref: str) -> object:
@@ -51,10 +51,12 @@ class _Images:
 
         if ref not in self.present:
             raise docker.errors.ImageNotFound(f"no such image: {ref}")
-        return object()
+        from types import SimpleNamespace
+
+        return SimpleNamespace(id=self.present[ref])
 
 
-def _session_with_images(present: set[str]) -> deploy_step.EnvSession:
+def _session_with_images(present: dict[str, str]) -> deploy_step.EnvSession:
     from types import SimpleNamespace
     from typing import Any, cast
 
@@ -70,20 +72,34 @@ def _record(image: str, image_id: str) -> ReleaseRecord:
     )  # fmt: skip
 
 
+KEEP = "ghcr.io/example/rbac-api:production-release-0003"
+
+
 def test_a_rollback_target_prefers_its_keep_tag() -> None:
-    keep = "ghcr.io/example/rbac-api:production-release-0003"
-    session = _session_with_images({keep, "sha256:abc"})
-    assert deploy_step.keep_ref(session, _record("x:1", "sha256:abc")) == keep
+    session = _session_with_images(
+        {KEEP: "sha256:abc", "x:1": "sha256:abc", "sha256:abc": "sha256:abc"}
+    )
+    assert deploy_step.keep_ref(session, _record("x:1", "sha256:abc")) == KEEP
+
+
+def test_without_a_keep_tag_the_deployed_reference_if_it_still_names_the_image() -> None:
+    session = _session_with_images({"x:1": "sha256:abc", "sha256:abc": "sha256:abc"})
+    assert deploy_step.keep_ref(session, _record("x:1", "sha256:abc")) == "x:1"
+
+
+def test_a_moved_tag_is_not_used_the_image_id_is() -> None:
+    session = _session_with_images({"x:1": "sha256:new", "sha256:abc": "sha256:abc"})
+    assert deploy_step.keep_ref(session, _record("x:1", "sha256:abc")) == "sha256:abc"
 
 
 def test_a_pruned_keep_tag_falls_back_to_the_image_id_not_a_pull() -> None:
     # A rollback record holds another release's keep tag as its image; once that tag is pruned,
     # the image (still tagged otherwise) is found by its ID instead of being pulled.
     pruned = "ghcr.io/example/rbac-api:production-release-0001"
-    session = _session_with_images({"sha256:abc"})
+    session = _session_with_images({"sha256:abc": "sha256:abc"})
     assert deploy_step.keep_ref(session, _record(pruned, "sha256:abc")) == "sha256:abc"
 
 
 def test_with_neither_tag_nor_id_the_deployed_reference_is_used() -> None:
-    session = _session_with_images(set())
+    session = _session_with_images({})
     assert deploy_step.keep_ref(session, _record("ghcr.io/x:1", "sha256:gone")) == "ghcr.io/x:1"
