@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import secrets
 import time
 import tomllib
@@ -20,14 +21,20 @@ from typing import TYPE_CHECKING
 import docker.errors
 import pytest
 import requests
+from click.testing import CliRunner
 
 from deploytools import config as config_module
 from deploytools.checks import suite as engine
 from deploytools.checks.http import HttpClient
 from deploytools.checks.results import CheckResult, Verdict
+from deploytools.cli import cli
+from deploytools.cli.app import AppState
 from deploytools.config import Config
 from deploytools.context import StepContext
+from deploytools.history import ReleaseRecord, utc_now
 from deploytools.steps import checks as checks_step
+from deploytools.steps import report as report_step
+from deploytools.steps.backup import open_environment
 
 if TYPE_CHECKING:
     from conftest import ComposeStack, ComposeStackFactory, ReleaseImages
@@ -152,6 +159,53 @@ def test_healthy_stack_passes_smoke_validate_and_verify(checked: Checked) -> Non
     assert verify.verdict is Verdict.PASS, lines(verify.results)
     # No setup the second time: the users exist and log in.
     assert not [r for r in verify.results if r.name.startswith("setup:")]
+
+
+def test_verify_saves_its_results_in_the_current_release_record(
+    checked: Checked, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`deploytools verify` through the CLI, with a release recorded in a real store (a volume
+    on the engine): its results land in that record, and `report` without --results shows them.
+    Early in the module, before the tests that break the stack (the verdict is not the point)."""
+    volume = f"dtgap6-{secrets.token_hex(3)}-backups"
+    config = dataclasses.replace(
+        checked.config,
+        backups=dataclasses.replace(checked.config.backups, store=f"volume:{volume}"),
+    )
+    ctx = StepContext(config=config)
+    try:
+        with open_environment(ctx, "test") as session:
+            now = utc_now()
+            session.history.save_release(
+                ReleaseRecord(
+                    id="0001", environment="test", kind="deploy", who="test", started=now,
+                    image=checked.stack.container("app").image.tags[0], version="1.15.2",
+                    outcome="succeeded", finished=now,
+                )
+            )  # fmt: skip
+        monkeypatch.setattr(AppState, "config", lambda self: config)
+        invoked = CliRunner().invoke(
+            cli, ["--json", "verify", "--env", "test"], env=checked.environ
+        )
+        assert invoked.exit_code in (0, 1), invoked.output
+        out = json.loads(invoked.stdout)
+        result = out["result"] if out["ok"] else out["error"]["facts"]["report"]
+        assert result["recorded"] == "saved in release record 0001 of test"
+        with open_environment(ctx, "test") as session:
+            [stored] = session.history.releases()
+        document = report_step.gather(ctx, environment="test")
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            checked.stack.client.volumes.get(volume).remove(force=True)
+    [summary] = stored.checks
+    assert summary["suite"] == "verify" and summary["verdict"] == result["verdict"]
+    keys = ("name", "verdict", "measured", "threshold")
+    assert [[r[k] for k in keys] for r in summary["results"]] == [
+        [r[k] for k in keys] for r in result["results"]
+    ]
+    assert {"database migrated", "api p95"} <= {r["name"] for r in summary["results"]}
+    p95 = next(m for m in document.metrics if m.metric == "API Response (p95)")
+    assert p95.source == "api p95 (verify)" and p95.measured != "not measured"
 
 
 def test_role_revoked_behind_the_checks_back_fails_rbac_naming_the_route(
