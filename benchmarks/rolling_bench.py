@@ -35,15 +35,19 @@ from conftest import ComposeStack, ReleaseImages, ReleaseRepo  # noqa: E402
 from dtdep_env import _remove_volume, build_variant, stack_env, write_config  # noqa: E402
 from dtroll_load import OpenLoad, Sample, failures, quantile  # noqa: E402
 
+from deploytools import history as history_mod  # noqa: E402
+from deploytools import proxy as proxy_mod  # noqa: E402
 from deploytools.config import Config  # noqa: E402
 from deploytools.context import StepContext  # noqa: E402
 from deploytools.steps import deploy as deploy_step  # noqa: E402
+from deploytools.steps import deploy_rolling  # noqa: E402
 from deploytools.steps import rollback as rollback_step  # noqa: E402
 
 RATE = float(os.environ.get("ROLLING_BENCH_RATE", "100"))
 STEADY_S = 10.0
 SETTLE_S = 5.0
-PREFIX = "dtroll-bench-"
+PREFIX = os.environ.get("ROLLING_BENCH_PREFIX", "dtroll-bench-")
+PROBES = os.environ.get("ROLLING_BENCH_PROBES", "") == "1"
 
 
 class Timeline:
@@ -62,6 +66,63 @@ class Timeline:
         return None
 
 
+@contextlib.contextmanager
+def probes(timeline: Timeline) -> Any:
+    """ROLLING_BENCH_PROBES=1: the sub-steps of the switch and the drain on the timeline (the
+    old container's stop and removal, each nginx reload, record writes), to tell which one a
+    burst of slow requests follows."""
+    real_exec, real_switch = proxy_mod._exec, proxy_mod.switch
+    real_drain, real_save = deploy_rolling._stop_and_remove, history_mod.History.save_release
+
+    def exec_(proxy: Any, argv: list[str], what: str) -> str:
+        if "reload" in argv or "-t" in argv:
+            timeline(f"probe {argv[1]} begin")
+        out = real_exec(proxy, argv, what)
+        if "reload" in argv or "-t" in argv:
+            timeline(f"probe {argv[1]} end")
+        return out
+
+    def switch(proxy: Any, upstream: str, **kw: Any) -> None:
+        timeline(f"probe switch to {upstream} begin")
+        real_switch(proxy, upstream, **kw)
+        timeline(f"probe switch to {upstream} end (old workers gone)")
+
+    def drain(container: Any) -> None:
+        stop, remove = container.stop, container.remove
+
+        def stop_(*a: Any, **k: Any) -> None:
+            timeline(f"probe stop {container.name} begin")
+            stop(*a, **k)
+            timeline(f"probe stop {container.name} end")
+
+        def remove_(*a: Any, **k: Any) -> None:
+            remove(*a, **k)
+            timeline(f"probe remove {container.name} end")
+
+        container.stop, container.remove = stop_, remove_
+        real_drain(container)
+
+    def save(self: Any, record: Any) -> Any:
+        timeline("probe save_release begin")
+        try:
+            return real_save(self, record)
+        finally:
+            timeline("probe save_release end")
+
+    if not PROBES:
+        yield
+        return
+    proxy_mod._exec, proxy_mod.switch = exec_, switch  # type: ignore[assignment]
+    deploy_rolling._stop_and_remove = drain  # type: ignore[assignment]
+    history_mod.History.save_release = save  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        proxy_mod._exec, proxy_mod.switch = real_exec, real_switch  # type: ignore[assignment]
+        deploy_rolling._stop_and_remove = real_drain  # type: ignore[assignment]
+        history_mod.History.save_release = real_save  # type: ignore[method-assign]
+
+
 def p99_ms(samples: list[Sample]) -> float:
     return quantile([s.latency_s for s in samples], 0.99) * 1000
 
@@ -77,7 +138,7 @@ def scenario(
     timeline = Timeline()
     ctx = StepContext(config=config, progress=timeline)
     steps: list[tuple[str, float, float, str]] = []
-    with OpenLoad(port, rate_per_s=RATE, max_duration_s=600) as load:
+    with probes(timeline), OpenLoad(port, rate_per_s=RATE, max_duration_s=600) as load:
         time.sleep(STEADY_S)
         started = time.monotonic()
         deploy_step.run(ctx, environment="prod", image=images[1], strategy=strategy)
@@ -113,6 +174,18 @@ def scenario(
                 f"   {strategy} {name}: {slow.latency_s * 1000:.0f} ms at "
                 f"{slow.scheduled - cut:+.2f} s from the cut-over, in phase {phase}"
             )
+        if PROBES:
+            for at, message in timeline.events:
+                if cut - 0.5 <= at <= end + 0.5:
+                    print(f"     {at - cut:+7.3f} s  {message}")
+            for slow in sorted(between(samples, cut, end), key=lambda x: -x.latency_s)[:12]:
+                print(
+                    f"     slow {slow.latency_s * 1000:4.0f} ms: planned "
+                    f"{slow.scheduled - cut:+.3f}"
+                    f" done {slow.scheduled + slow.latency_s - cut:+.3f} (began "
+                    f"{slow.began_s * 1000:.0f}, connected {slow.connected_s * 1000:.0f}, "
+                    f"answered {slow.answered_s * 1000:.0f} ms)"
+                )
         rows.append(
             {
                 "strategy": strategy,

@@ -21,6 +21,11 @@ class Sample:
     latency_s: float  # from the planned start to the end of the answer
     ok: bool
     error: str = ""
+    # Where the latency went (seconds from the planned start): the request began (a late start
+    # is the load generator's own delay), the connection was accepted, the answer's head came.
+    began_s: float = 0.0
+    connected_s: float = 0.0
+    answered_s: float = 0.0
 
 
 @dataclass
@@ -41,11 +46,16 @@ class OpenLoad:
         if delay > 0:
             time.sleep(delay)
         error = ""
+        began = time.monotonic() - scheduled
+        connected = answered = 0.0
         try:
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout_s)
             try:
+                conn.connect()
+                connected = time.monotonic() - scheduled
                 conn.request("GET", self.path, headers={"Connection": "close"})
                 response = conn.getresponse()
+                answered = time.monotonic() - scheduled
                 response.read()
                 if response.status != 200:
                     error = f"HTTP {response.status}"
@@ -53,7 +63,9 @@ class OpenLoad:
                 conn.close()
         except (OSError, http.client.HTTPException) as exc:
             error = f"{type(exc).__name__}: {exc}"
-        sample = Sample(scheduled, time.monotonic() - scheduled, not error, error)
+        sample = Sample(
+            scheduled, time.monotonic() - scheduled, not error, error, began, connected, answered
+        )
         with self._lock:
             self.samples.append(sample)
 

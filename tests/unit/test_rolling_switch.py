@@ -12,7 +12,7 @@ import yaml
 
 from deploytools import proxy
 from deploytools.commands import compose
-from deploytools.errors import DeadlineExceeded, UsageError
+from deploytools.errors import CheckFailed, DeadlineExceeded, UsageError
 from deploytools.steps import deploy as deploy_step
 from deploytools.steps import deploy_rolling
 from deploytools.steps.migrate import ImageInfo
@@ -138,3 +138,31 @@ def test_up_beside_the_running_containers() -> None:
         "app=2",
         "app",
     ]
+
+
+class FakeApp:
+    """The new app container: records what ran in it, answers with `code`."""
+
+    name = "dtroll_app_2"
+
+    def __init__(self, code: int) -> None:
+        self.code, self.argv = code, []
+
+    def exec_run(self, argv: list[str]) -> tuple[int, bytes]:
+        self.argv = argv
+        return self.code, b"AssertionError" if self.code else b""
+
+
+def test_warm_sends_concurrent_health_requests_inside_the_new_container() -> None:
+    app = FakeApp(0)
+    deploy_rolling.warm(app)
+    program = app.argv[2]
+    compile(program, "warm", "exec")
+    assert app.argv[:2] == ["python3", "-c"]
+    assert "http://127.0.0.1:8080/health" in program
+    assert f"ThreadPoolExecutor({deploy_rolling.WARM_CONCURRENCY})" in program
+
+
+def test_a_failed_warm_up_fails_the_release_before_the_switch() -> None:
+    with pytest.raises(CheckFailed, match="warming dtroll_app_2 up failed"):
+        deploy_rolling.warm(FakeApp(1))
