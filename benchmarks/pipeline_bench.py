@@ -215,7 +215,7 @@ def main() -> int:
     finally:
         for container in client.containers.list(all=True, filters={"name": PREFIX}):
             with contextlib.suppress(Exception):
-                container.remove(force=True)
+                container.remove(force=True, v=True)
         for stack in stacks.values():
             stack.down()
         volume = ["docker", "volume", "rm", "-f", "dte2e-bench-backups"]

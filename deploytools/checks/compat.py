@@ -110,4 +110,4 @@ def previous_app(
         yield PreviousApp(image, name, url)
     finally:
         with suppress(docker.errors.DockerException):
-            container.remove(force=True)
+            container.remove(force=True, v=True)

@@ -232,7 +232,7 @@ def write_config(path: Path, staging: Any, production: Any) -> None:
 def _remove_leftovers(client: Any) -> None:
     for container in client.containers.list(all=True, filters={"name": PREFIX}):
         with contextlib.suppress(Exception):
-            container.remove(force=True)
+            container.remove(force=True, v=True)
     subprocess.run(["docker", "volume", "rm", "-f", STORE_VOLUME], capture_output=True, check=False)
 
 

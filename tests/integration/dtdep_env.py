@@ -133,7 +133,7 @@ def dtdep_env(
     finally:
         for container in client.containers.list(all=True, filters={"name": project}):
             with contextlib.suppress(Exception):
-                container.remove(force=True)
+                container.remove(force=True, v=True)
         stack.down()
         _remove_volume(client, store_volume)
         _remove_tags(client)
@@ -168,7 +168,7 @@ def _remove_leftovers(client: Any, prefix: str, postgres_image: str) -> None:
             ).down()
         for container in client.containers.list(all=True, filters={"name": project}):
             with contextlib.suppress(Exception):
-                container.remove(force=True)
+                container.remove(force=True, v=True)
         _remove_volume(client, f"{project}-store")
 
 

@@ -294,7 +294,7 @@ def test_a_breach_after_a_bad_release_rolls_back_to_the_previous_one(
     finally:
         for container in docker_client.containers.list(all=True, filters={"name": stack.project}):
             with contextlib.suppress(Exception):
-                container.remove(force=True)
+                container.remove(force=True, v=True)
         stack.down()
         with contextlib.suppress(Exception):
             docker_client.volumes.get(store).remove(force=True)

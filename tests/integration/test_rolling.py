@@ -52,7 +52,7 @@ def env(
     finally:
         for container in docker_client.containers.list(all=True, filters={"name": project}):
             with contextlib.suppress(Exception):
-                container.remove(force=True)
+                container.remove(force=True, v=True)
         stack.down()
         _remove_volume(docker_client, store)
         for image in docker_client.images.list(name="rbac-api-test"):
