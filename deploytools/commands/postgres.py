@@ -42,14 +42,15 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def psql(user: str, database: str, sql: str) -> list[str]:
-    """One SQL statement; unaligned, tab-separated, tuples only; stops at the first error.
+def _psql_connection(user: str, database: str, *, quiet: bool = False) -> list[str]:
+    """psql over the local socket, unaligned and tuples only, stopping at the first error.
 
     -X skips ~/.psqlrc so that nobody's settings change the output we parse.
     """
     return [
         "psql",
         "-X",
+        *(["--quiet"] if quiet else []),
         "--no-password",
         "-h",
         SOCKET_DIR,
@@ -61,30 +62,17 @@ def psql(user: str, database: str, sql: str) -> list[str]:
         "ON_ERROR_STOP=1",
         "--no-align",
         "--tuples-only",
-        "--field-separator=\t",
-        "-c",
-        sql,
     ]
+
+
+def psql(user: str, database: str, sql: str) -> list[str]:
+    """One SQL statement; unaligned, tab-separated, tuples only; stops at the first error."""
+    return [*_psql_connection(user, database), "--field-separator=\t", "-c", sql]
 
 
 def psql_session(user: str, database: str) -> list[str]:
     """psql reading statements from stdin, quietly: for a session kept open (a snapshot)."""
-    return [
-        "psql",
-        "-X",
-        "--quiet",
-        "--no-password",
-        "-h",
-        SOCKET_DIR,
-        "-U",
-        user,
-        "-d",
-        database,
-        "-v",
-        "ON_ERROR_STOP=1",
-        "--no-align",
-        "--tuples-only",
-    ]
+    return _psql_connection(user, database, quiet=True)
 
 
 #: Sent to a psql session: opens a repeatable-read transaction and prints its snapshot id.
