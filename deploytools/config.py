@@ -27,6 +27,8 @@ DEFAULT_CONFIG_FILE = "deploy.toml"
 
 _COMPOSE_PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: A workflow file name under .github/workflows/ (GitHub also accepts the numeric workflow ID).
+_WORKFLOW_FILE_RE = re.compile(r"^$|^[A-Za-z0-9_.-]+\.ya?ml$|^[0-9]+$")
 _DOCKER_HOST_SCHEMES = ("unix://", "tcp://", "ssh://", "npipe://")
 
 
@@ -110,6 +112,13 @@ class GitHubConfig:
     token_env: str = "GITHUB_TOKEN"  # noqa: S105 - the name of a variable, not a token
     # The REST API root: GitHub Enterprise Server has its own (https://HOST/api/v3).
     api_url: str = "https://api.github.com"
+    # The code-quality gate's workflow file (tests, linters, scans): release verify reads its
+    # run on the tagged commit and lists its jobs as the report's "Code quality status".
+    # "" turns that check off.
+    ci_workflow: str = "ci.yml"
+    # Seconds release verify waits for that run to finish (a tag pushed together with its
+    # commit starts the release while the gate still runs); 0 reads it once.
+    ci_wait_s: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -591,6 +600,13 @@ def _validate(config: Config, loader: _Loader) -> None:
     if not _ENV_VAR_RE.match(config.github.token_env):
         raise loader.fail(
             f'"github.token_env" must name an environment variable, got "{config.github.token_env}"'
+        )
+    if config.github.ci_wait_s < 0:
+        raise loader.fail(f'"github.ci_wait_s" must be 0 or more, got {config.github.ci_wait_s}')
+    if not _WORKFLOW_FILE_RE.match(config.github.ci_workflow):
+        raise loader.fail(
+            '"github.ci_workflow" must be "" or a workflow file name such as "ci.yml", '
+            f'got "{config.github.ci_workflow}"'
         )
     notifications = config.notifications
     for key in ("slack_webhook_env", "status_page_hook_env"):

@@ -59,7 +59,9 @@ def verify(
     VERSION at the tag; a clean, pushed work tree; release notes; a higher version than the last
     release; one Alembic head and the lint of the migrations since the previous release (which
     also classifies the release as expand-only or not); with a GitHub token, the commit's
-    required checks and the protection of the `production` environment.
+    required checks, the code-quality gate's run on it (github.ci_workflow, default ci.yml:
+    waited for up to github.ci_wait_s while it runs; its jobs are listed in the report's "Code
+    Quality Status") and the protection of the `production` environment.
 
     Exits 0 when nothing failed, 1 when a check failed, 2 for a malformed or unknown tag or a
     path that is not a git repository (then nothing is checked).
@@ -83,6 +85,8 @@ def verify(
     def human() -> None:
         for finding in report.migration_findings:
             click.echo(f"       migration: {finding}", err=True)
+        for job in report.code_quality.jobs:
+            click.echo(f"       code quality: {job.name}: {job.state}", err=True)
         verdict = "passed" if report.ok else f"FAILED ({len(report.failed)} check(s))"
         kind = {True: "expand-only", False: "not expand-only", None: "unknown"}[report.expand_only]
         click.echo(
@@ -123,4 +127,13 @@ def step_summary(report: ReleaseReport) -> str:
     ]
     kind = {True: "expand-only", False: "not expand-only", None: "unknown"}[report.expand_only]
     lines += ["", f"Migrations: **{kind}**", ""]
+    quality = report.code_quality
+    lines += [f"#### Code quality: {_cell(quality.note)}", ""]
+    if quality.jobs:
+        lines += ["| Job | Result |", "|---|---|"]
+        lines += [
+            f"| {_cell(j.name)} | {'✅' if j.green else '❌'} {_cell(j.state)} |"
+            for j in quality.jobs
+        ]
+        lines.append("")
     return "\n".join(lines) + "\n"

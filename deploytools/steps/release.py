@@ -13,6 +13,7 @@ import re
 import subprocess
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,9 +31,11 @@ from deploytools.errors import (
     ExternalCommandFailed,
     UsageError,
 )
-from deploytools.github import GitHub
+from deploytools.github import CiJob, GitHub
 
 GIT_TIMEOUT_S = 60.0
+#: Seconds between two reads of a code-quality run that is still going.
+CI_POLL_S = 15.0
 TAG_RE = re.compile(
     r"^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
     r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
@@ -53,6 +56,16 @@ class CheckResult:
     @property
     def failed(self) -> bool:
         return self.verdict == "failed"
+
+
+@dataclass(frozen=True)
+class CodeQuality:
+    """The code-quality gate's run on the tagged commit (the runbook's "Code Quality Status"):
+    each job of the CI workflow and its result, or why there is none."""
+
+    note: str
+    jobs: tuple[CiJob, ...] = ()
+    url: str = ""
 
 
 @total_ordering
@@ -110,6 +123,7 @@ class ReleaseReport:
     #: None when the migrations could not be linted; True when the release only adds schema.
     expand_only: bool | None = None
     migration_findings: tuple[str, ...] = field(default=())
+    code_quality: CodeQuality = field(default_factory=lambda: CodeQuality("not read"))
 
     @property
     def failed(self) -> tuple[CheckResult, ...]:
@@ -531,6 +545,17 @@ def check_migrations(
     return MigrationChecks(heads_ok, lint, result.expand_only, findings)
 
 
+@dataclass(frozen=True)
+class GitHubFindings:
+    """What release verify learnt from GitHub: its checks, and the code-quality run."""
+
+    checks: tuple[CheckResult, ...]
+    code_quality: CodeQuality
+
+
+GITHUB_CHECKS = ("github-required-checks", "github-code-quality", "github-production-environment")
+
+
 def check_github(
     ctx: StepContext,
     *,
@@ -538,9 +563,11 @@ def check_github(
     tag: str,
     environ: Mapping[str, str],
     gh_host: str | None,
-) -> list[CheckResult]:
-    """The tagged commit's required checks and the production environment's protection."""
-    names = ("github-required-checks", "github-production-environment")
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> GitHubFindings:
+    """The tagged commit's required checks and code-quality run, and the production
+    environment's protection. Each check fails on its own when GitHub cannot answer it."""
     settings = ctx.config.github
     token = environ.get(settings.token_env, "")
     if not token or not settings.repository:
@@ -549,20 +576,100 @@ def check_github(
             if not token
             else "no github.repository in deploy.toml"
         )
-        return [_skipped(n, why) for n in names]
+        return GitHubFindings(
+            tuple(_skipped(n, why) for n in GITHUB_CHECKS), CodeQuality(f"not read: {why}")
+        )
     api = GitHub(settings.repository, token, gh_host=gh_host or settings.api_url)
     results: list[CheckResult] = []
     try:
         checks = api.required_checks_green(commit, ctx.config.project.release_branch)
-        results.append(CheckResult(names[0], "passed" if checks.ok else "failed", checks.reason))
+        results.append(
+            CheckResult(GITHUB_CHECKS[0], "passed" if checks.ok else "failed", checks.reason)
+        )
     except DeployError as exc:
-        results.append(_failed(names[0], exc.message))
+        results.append(_failed(GITHUB_CHECKS[0], exc.message))
+    if not settings.ci_workflow:
+        why = "github.ci_workflow is empty in deploy.toml"
+        results.append(_skipped(GITHUB_CHECKS[1], why))
+        quality = CodeQuality(f"not read: {why}")
+    else:
+        try:
+            result, quality = check_code_quality(
+                api, commit, settings.ci_workflow, settings.ci_wait_s,
+                progress=ctx.progress, clock=clock, sleep=sleep,
+            )  # fmt: skip
+        except DeployError as exc:
+            result, quality = (
+                _failed(GITHUB_CHECKS[1], exc.message),
+                CodeQuality(f"not read: {exc.message}"),
+            )
+        results.append(result)
     try:
         env = api.environment_protected(PRODUCTION, tag)
-        results.append(CheckResult(names[1], "passed" if env.ok else "failed", env.reason))
+        results.append(CheckResult(GITHUB_CHECKS[2], "passed" if env.ok else "failed", env.reason))
     except DeployError as exc:
-        results.append(_failed(names[1], exc.message))
-    return results
+        results.append(_failed(GITHUB_CHECKS[2], exc.message))
+    return GitHubFindings(tuple(results), quality)
+
+
+def check_code_quality(
+    api: GitHub,
+    commit: str,
+    workflow: str,
+    wait_s: float,
+    *,
+    progress: Callable[[str], None],
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[CheckResult, CodeQuality]:
+    """The newest run of `workflow` on `commit` passed; waits up to `wait_s` for it to finish
+    (or to start: a tag pushed with its commit races the gate)."""
+    name = GITHUB_CHECKS[1]
+    deadline = clock() + wait_s
+    while True:
+        run = api.ci_run(commit, workflow)
+        if (run is not None and run.completed) or clock() >= deadline:
+            break
+        state = "has not started" if run is None else f"is {run.status}"
+        left = max(0.0, deadline - clock())
+        progress(f"waiting   {workflow} on {commit[:12]} {state} ({left:.0f} s left to wait)")
+        sleep(min(CI_POLL_S, left))
+    waited = f" (waited {wait_s:.0f} s)" if wait_s > 0 else ""
+    if run is None:
+        return (
+            _failed(
+                name,
+                f"{workflow} never ran on {commit[:12]}{waited}: the release has no "
+                "code-quality result; push the commit to the release branch (the gate runs on "
+                "push) and rerun",
+            ),
+            CodeQuality(f"{workflow} never ran on {commit[:12]}"),
+        )
+    summary = f"{workflow} run {run.run_id} (attempt {run.attempt})"
+    quality = CodeQuality(
+        f"{summary} on {commit[:12]}: {run.conclusion or run.status}", run.jobs, run.url
+    )
+    if not run.completed:
+        going = ", ".join(j.name for j in run.jobs if j.state not in _FINISHED) or "all"
+        return (
+            _failed(
+                name,
+                f"{summary} is still {run.status}{waited} (unfinished: {going}); rerun this "
+                "check when it has finished",
+            ),
+            quality,
+        )
+    names = ", ".join(j.name for j in run.jobs)
+    if run.green:
+        return _passed(name, f"{summary} passed: {len(run.jobs)} job(s) green: {names}"), quality
+    bad = ", ".join(f"{j.name} ({j.state})" for j in run.jobs if not j.green)
+    return _failed(name, f"{summary} concluded {run.conclusion}: {bad or names}"), quality
+
+
+#: A job's states once it has finished (GitHub's conclusions).
+_FINISHED = frozenset(
+    {"success", "failure", "neutral", "cancelled", "skipped", "timed_out", "action_required"}
+)
 
 
 # -- The step ------------------------------------------------------------------------------------
@@ -629,7 +736,8 @@ def run(
     )
     add(migrations.heads)
     add(migrations.lint)
-    for result in check_github(ctx, commit=commit, tag=tag, environ=environ, gh_host=gh_host):
+    github = check_github(ctx, commit=commit, tag=tag, environ=environ, gh_host=gh_host)
+    for result in github.checks:
         add(result)
     return ReleaseReport(
         tag=tag,
@@ -642,4 +750,5 @@ def run(
         previous_tag=previous.tag if previous else None,
         expand_only=migrations.expand_only,
         migration_findings=migrations.findings,
+        code_quality=github.code_quality,
     )

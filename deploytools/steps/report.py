@@ -34,6 +34,7 @@ from deploytools import __version__, contacts, pipeline
 from deploytools.config import Config
 from deploytools.context import StepContext
 from deploytools.errors import EnvironmentUnreachable, UsageError
+from deploytools.github import GREEN_CONCLUSIONS
 
 #: GitHub refuses a step summary over 1 MiB; keep a margin for what else a job writes there.
 MARKDOWN_LIMIT = 1024 * 1024 - 16 * 1024
@@ -142,6 +143,10 @@ class ReleaseDocument:
     log: tuple[LogEntry, ...] = field(default=())
     #: The escalation contacts and channels as Markdown ([contacts]); "" when none are set.
     contacts: str = ""
+    #: The code-quality gate's jobs on the tagged commit (name, state, seconds, url), as
+    #: release verify read them from GitHub, and where they come from (or why there are none).
+    code_quality: tuple[dict[str, str], ...] = ()
+    code_quality_note: str = "not recorded: release verify's results were not given to the report"
 
     @property
     def completed(self) -> bool:
@@ -242,6 +247,7 @@ def build_document(
     outcome = str(record.get("outcome", "in-progress"))
     status = _OUTCOME_STATUS.get(outcome, outcome)
     verification_rows, verification_note = _verification(evidence.release_verify)
+    quality_rows, quality_note = _code_quality(evidence.release_verify)
     backup, backup_note = _backup(config, environment, record, manifest, verification)
     command, note = _rollback_command(environment, record, previous_version, manifest)
     return ReleaseDocument(
@@ -285,6 +291,8 @@ def build_document(
             rollback,
         ),
         contacts=_contacts_markdown(config),
+        code_quality=quality_rows,
+        code_quality_note=quality_note,
     )
 
 
@@ -335,8 +343,9 @@ def _verification(report: Mapping[str, Any] | None) -> tuple[tuple[dict[str, str
     rows = tuple(
         {
             "name": str(c.get("name", "")),
-            "status": str(c.get("status", "")),
-            "detail": str(c.get("detail", "")),
+            # release verify's JSON says verdict and reason (status and detail in older files).
+            "status": str(c.get("verdict", c.get("status", ""))),
+            "detail": str(c.get("reason", c.get("detail", ""))),
         }
         for c in report.get("checks", [])
     )
@@ -346,6 +355,29 @@ def _verification(report: Mapping[str, Any] | None) -> tuple[tuple[dict[str, str
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     where = f"tag {report.get('tag')} at commit {str(report.get('commit', ''))[:12]}"
     return rows, f"{where}: {summary}"
+
+
+def _code_quality(report: Mapping[str, Any] | None) -> tuple[tuple[dict[str, str], ...], str]:
+    """The CI jobs release verify read from GitHub (its `code_quality`), and their source."""
+    if report is None:
+        return (), "not recorded: release verify's results were not given to the report"
+    found = report.get("code_quality")
+    if not isinstance(found, Mapping):
+        return (), "not recorded: this release verify result has no code-quality section"
+    rows = tuple(
+        {
+            "name": str(job.get("name", "")),
+            "state": str(job.get("state", "")),
+            "seconds": "" if job.get("seconds") is None else str(job.get("seconds")),
+            "url": str(job.get("url", "")),
+        }
+        for job in found.get("jobs") or []
+        if isinstance(job, Mapping)
+    )
+    note = str(found.get("note", ""))
+    if found.get("url"):
+        note += f" ([workflow run]({found['url']}))"
+    return rows, note
 
 
 def _backup(
@@ -479,7 +511,11 @@ def _steps(
                     step.name, step.title, step.runbook_step, "not recorded", None, "no results"
                 )
             else:
-                failed = [c for c in report.get("checks", []) if c.get("status") == "failed"]
+                failed = [
+                    c
+                    for c in report.get("checks", [])
+                    if c.get("verdict", c.get("status")) == "failed"
+                ]
                 status = "failed" if failed else "passed"
                 detail = f"{len(report.get('checks', []))} checks, {len(failed)} failed"
                 row = StepRow(step.name, step.title, step.runbook_step, status, None, detail)
@@ -769,6 +805,7 @@ def _render(document: ReleaseDocument, template: Template, log_lines: int) -> st
         )  # fmt: skip
     else:
         verification = f"Release verification: {d.verification_note}"
+    verification += "\n\n" + _code_quality_markdown(d)
     steps = _table(
         ("step", "runbook", "status", "duration", "detail"),
         (
@@ -840,6 +877,25 @@ def _render(document: ReleaseDocument, template: Template, log_lines: int) -> st
         tool_version=__version__,
         record_id=d.record_id,
         record_environment=d.environment,
+    )
+
+
+def _code_quality_markdown(d: ReleaseDocument) -> str:
+    """The runbook's "Code Quality Status": each job of the gate with its result and time."""
+    if not d.code_quality:
+        return f"### Code Quality Status\n\n{_sentence(d.code_quality_note)}"
+    green = all(r["state"] in GREEN_CONCLUSIONS for r in d.code_quality)
+    rows = (
+        (
+            f"[{r['name']}]({r['url']})" if r["url"] else r["name"],
+            f"{'✅' if r['state'] in GREEN_CONCLUSIONS else '❌'} {r['state']}",
+            _seconds(float(r["seconds"])) if r["seconds"] else "—",
+        )
+        for r in d.code_quality
+    )
+    return (
+        f"### {'✅' if green else '❌'} Code Quality Status\n\n{d.code_quality_note}\n\n"
+        + _table(("job", "result", "duration"), rows)
     )
 
 

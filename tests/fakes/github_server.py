@@ -21,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+#: The jobs of ci.yml (the code-quality gate), as GitHub names them.
+CI_JOBS = ("test", "lint", "types", "security-scan", "dependency-audit", "pre-commit")
 NOT_FOUND = {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
 
 
@@ -126,9 +128,12 @@ class FakeGitHub:
         branch: str = "main",
         required: tuple[str, ...] = ("test", "lint"),
         tag_pattern: str = "v*",
+        ci_workflow: str = "ci.yml",
+        ci_jobs: tuple[str, ...] = CI_JOBS,
     ) -> None:
         """Answers for a repository that passes every GitHub check of `release verify`."""
         root = f"/repos/{repository}"
+        self.ci_run(repository, sha=sha, workflow=ci_workflow, jobs=ci_jobs)
         self.respond(
             "GET",
             f"{root}/branches/{branch}",
@@ -203,3 +208,57 @@ class FakeGitHub:
                 "branch_policies": [{"id": 361471, "name": tag_pattern, "type": "tag"}],
             },
         )
+
+    def ci_run(
+        self,
+        repository: str,
+        *,
+        sha: str,
+        workflow: str = "ci.yml",
+        jobs: tuple[str, ...] = CI_JOBS,
+        run_id: int = 7001,
+        status: str = "completed",
+        conclusion: str | None = "success",
+    ) -> dict[str, Any]:
+        """Answers for one run of `workflow` on `sha` whose `jobs` all end as the run does;
+        returns the jobs answer, for tests to spoil one job of."""
+        root = f"/repos/{repository}"
+        self.respond(
+            "GET",
+            f"{root}/actions/workflows/{workflow}/runs",
+            {
+                "total_count": 1,
+                "workflow_runs": [
+                    {
+                        "id": run_id,
+                        "name": "ci",
+                        "path": f".github/workflows/{workflow}",
+                        "head_sha": sha,
+                        "event": "push",
+                        "status": status,
+                        "conclusion": conclusion,
+                        "run_attempt": 1,
+                        "created_at": "2026-01-12T00:40:00Z",
+                        "html_url": f"https://github.com/{repository}/actions/runs/{run_id}",
+                    }
+                ],
+            },
+        )
+        answer = {
+            "total_count": len(jobs),
+            "jobs": [
+                {
+                    "id": run_id * 10 + i,
+                    "run_id": run_id,
+                    "name": name,
+                    "status": status,
+                    "conclusion": conclusion,
+                    "started_at": "2026-01-12T00:40:05Z",
+                    "completed_at": f"2026-01-12T00:4{1 + i}:05Z" if conclusion else None,
+                    "html_url": f"https://github.com/{repository}/actions/runs/{run_id}/job/{i}",
+                }
+                for i, name in enumerate(jobs)
+            ],
+        }
+        self.respond("GET", f"{root}/actions/runs/{run_id}/jobs", answer)
+        return answer

@@ -22,8 +22,9 @@ from deploytools.config import ReleaseConfig, load_config
 from deploytools.context import StepContext
 from deploytools.errors import UsageError
 from deploytools.steps import release as release_step
+from deploytools.steps import report as report_step
 from deploytools.steps.release import ReleaseReport
-from tests.fakes.github_server import FakeGitHub
+from tests.fakes.github_server import CI_JOBS, FakeGitHub
 
 pytestmark = pytest.mark.integration
 
@@ -185,6 +186,7 @@ def test_the_good_release_passes_every_check(release_repo, verify: Verify) -> No
         "alembic-single-head": "passed",
         "migration-lint": "passed",
         "github-required-checks": "skipped",
+        "github-code-quality": "skipped",
         "github-production-environment": "skipped",
     }
     assert report.commit == release_repo.commit("v1.15.2")
@@ -388,11 +390,46 @@ def test_cli_json_summary_and_github(release_repo, tmp_path: Path) -> None:  # t
     checks = {c["name"]: c["verdict"] for c in data["result"]["checks"]}
     assert checks["github-required-checks"] == "passed"
     assert checks["github-production-environment"] == "passed"
+    assert checks["github-code-quality"] == "passed"
     assert data["result"]["expand_only"] is True
     assert "/repos/example/rbac-api/environments/production" in paths
+    assert "/repos/example/rbac-api/actions/workflows/ci.yml/runs" in paths
+    quality = data["result"]["code_quality"]
+    assert [j["name"] for j in quality["jobs"]] == list(CI_JOBS)
+    assert {j["state"] for j in quality["jobs"]} == {"success"}
     table = summary.read_text(encoding="utf-8")
     assert "| Check | Result | Details |" in table
     assert "| github-production-environment | ✅ passed |" in table
+    assert "| dependency-audit | ✅ success |" in table
+    # The report renders these results as the runbook's "Code Quality Status".
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "release-verify.json").write_text(result.stdout, encoding="utf-8")
+    evidence = report_step.load_evidence((tmp_path / "results").glob("*.json"))
+    assert evidence.release_verify is not None
+    rows, note = report_step._code_quality(evidence.release_verify)
+    assert [r["name"] for r in rows] == list(CI_JOBS)
+    assert note.startswith(f"ci.yml run 7001 (attempt 1) on {release_repo.commit('v1.15.2')[:12]}")
+
+
+def test_cli_waits_for_the_gate_and_fails_when_it_failed(release_repo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sha = release_repo.commit("v1.15.2")
+    with FakeGitHub() as github:
+        github.protected_repository("example/rbac-api", sha=sha)
+        jobs = github.ci_run("example/rbac-api", sha=sha, conclusion="failure")
+        jobs["jobs"][0]["conclusion"] = "success"  # test passed; the static checks did not
+        config = _config_with_github(tmp_path, github.url)
+        result = CliRunner().invoke(
+            cli,
+            ["--config", str(config), "release", "verify", "--tag", "v1.15.2",
+             "--repo", str(release_repo.path)],
+            env={"DTREL_TEST_TOKEN": "t0ken", "GITHUB_STEP_SUMMARY": ""},
+        )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "failed  github-code-quality: ci.yml run 7001 (attempt 1) concluded failure: lint" in (
+        result.stderr
+    )
+    assert "code quality: lint: failure" in result.stderr
+    assert "failed 1 check(s): github-code-quality" in result.stderr
 
 
 def test_cli_failed_check_exits_1_and_names_it(bad_repo: Repo) -> None:
@@ -425,7 +462,7 @@ def test_cli_failed_check_exits_1_and_names_it(bad_repo: Repo) -> None:
     assert data["ok"] is False
     assert data["error"]["facts"]["failed"] == ["tag-annotated"]
     checks = data["error"]["facts"]["report"]["checks"]
-    assert len(checks) == 13
+    assert len(checks) == 14  # 11 of git and Alembic, 3 of GitHub (skipped: no token)
     assert as_json.stderr.count("\n") == 1  # the error line only: no progress under --json
 
 

@@ -11,8 +11,8 @@ import pytest
 from deploytools.config import load_config
 from deploytools.context import StepContext
 from deploytools.github import GitHub
-from deploytools.steps.release import check_github
-from tests.fakes.github_server import FakeGitHub
+from deploytools.steps.release import GITHUB_CHECKS, check_code_quality, check_github
+from tests.fakes.github_server import CI_JOBS, FakeGitHub
 
 REPO = "example/rbac-api"
 SHA = "5c704ea6b000" + "0" * 28
@@ -100,17 +100,20 @@ def test_a_ruleset_adds_required_checks(github: FakeGitHub, api: GitHub) -> None
     assert "never reported: e2e" in verdict.reason
 
 
-def test_an_unprotected_branch_holds_the_release_to_every_check_that_ran(
+def test_an_unprotected_branch_requires_nothing_and_ignores_other_workflows_checks(
     github: FakeGitHub, api: GitHub
 ) -> None:
+    # The commit's check runs include the running release's own jobs (in progress) and, on a
+    # re-run, its earlier attempt's failures: they must not fail the release.
     github.respond("GET", f"{ROOT}/branches/main", {"name": "main", "protected": False})
+    runs = github.answers[("GET", f"{ROOT}/commits/{SHA}/check-runs")][1]
+    runs["check_runs"][0].update(name="verify-release", status="in_progress", conclusion=None)
+    runs["check_runs"][1].update(name="build-image", conclusion="failure")
     assert api.required_checks("main") == []
     verdict = api.required_checks_green(SHA, "main")
     assert verdict.ok
-    assert "requires no checks; all 2 checks" in verdict.reason
-    runs = github.answers[("GET", f"{ROOT}/commits/{SHA}/check-runs")][1]
-    runs["check_runs"][0]["conclusion"] = "failure"
-    assert not api.required_checks_green(SHA, "main").ok
+    assert "main requires no status checks" in verdict.reason
+    assert f"{ROOT}/commits/{SHA}/check-runs" not in github.paths()
 
 
 def test_a_commit_status_counts_as_a_check(github: FakeGitHub, api: GitHub) -> None:
@@ -176,11 +179,14 @@ def test_without_a_token_both_checks_are_skipped_and_nothing_is_asked(
     github: FakeGitHub,
 ) -> None:
     results = check_github(_ctx(), commit=SHA, tag="v1.15.2", environ={}, gh_host=github.url)
-    assert [(r.name, r.verdict) for r in results] == [
+    assert [(r.name, r.verdict) for r in results.checks] == [
         ("github-required-checks", "skipped"),
+        ("github-code-quality", "skipped"),
         ("github-production-environment", "skipped"),
     ]
-    assert "DT_TEST_TOKEN" in results[0].reason
+    assert "DT_TEST_TOKEN" in results.checks[0].reason
+    assert results.code_quality.jobs == ()
+    assert "DT_TEST_TOKEN" in results.code_quality.note
     assert github.requests == []
 
 
@@ -189,8 +195,9 @@ def test_with_a_token_a_missing_environment_fails_the_release(github: FakeGitHub
     results = check_github(
         _ctx(), commit=SHA, tag="v1.15.2", environ={"DT_TEST_TOKEN": "t"}, gh_host=github.url
     )
-    assert [(r.name, r.verdict) for r in results] == [
+    assert [(r.name, r.verdict) for r in results.checks] == [
         ("github-required-checks", "passed"),
+        ("github-code-quality", "passed"),
         ("github-production-environment", "failed"),
     ]
 
@@ -200,6 +207,132 @@ def test_a_github_error_fails_the_check_with_the_status(github: FakeGitHub) -> N
     results = check_github(
         _ctx(), commit=SHA, tag="v1.15.2", environ={"DT_TEST_TOKEN": "t"}, gh_host=github.url
     )
-    assert results[0].verdict == "failed"
-    assert "401" in results[0].reason
-    assert results[1].verdict == "passed"
+    assert results.checks[0].verdict == "failed"
+    assert "401" in results.checks[0].reason
+    assert [r.verdict for r in results.checks[1:]] == ["passed", "passed"]
+
+
+# -- The code-quality gate's run (ci.yml) ---------------------------------------------------------
+
+
+class FakeClock:
+    """A clock that moves only when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _quality(api: GitHub, wait_s: float = 0.0, clock: FakeClock | None = None):  # type: ignore[no-untyped-def]
+    clock = clock or FakeClock()
+    progress: list[str] = []
+    result, quality = check_code_quality(
+        api, SHA, "ci.yml", wait_s, progress=progress.append, clock=clock, sleep=clock.sleep
+    )
+    return result, quality, progress
+
+
+def test_a_green_ci_run_passes_and_lists_every_job(github: FakeGitHub, api: GitHub) -> None:
+    result, quality, _ = _quality(api)
+    assert (result.name, result.verdict) == ("github-code-quality", "passed")
+    assert "ci.yml run 7001 (attempt 1) passed: 6 job(s) green" in result.reason
+    assert [(j.name, j.state) for j in quality.jobs] == [(n, "success") for n in CI_JOBS]
+    assert [j.seconds for j in quality.jobs] == [60.0 * (i + 1) for i in range(len(CI_JOBS))]
+    assert quality.url == "https://github.com/example/rbac-api/actions/runs/7001"
+    assert quality.note == "ci.yml run 7001 (attempt 1) on 5c704ea6b000: success"
+    assert github.paths()[-2:] == [
+        f"{ROOT}/actions/workflows/ci.yml/runs",
+        f"{ROOT}/actions/runs/7001/jobs",
+    ]
+    runs_request = github.requests[-2]
+    assert runs_request.query["head_sha"] == [SHA]
+
+
+def test_a_failed_job_fails_the_gate_and_is_named(github: FakeGitHub, api: GitHub) -> None:
+    jobs = github.ci_run(REPO, sha=SHA, conclusion="failure")
+    for job in jobs["jobs"]:
+        if job["name"] != "dependency-audit":
+            job["conclusion"] = "success"
+    result, quality, _ = _quality(api)
+    assert result.verdict == "failed"
+    assert result.reason.endswith("concluded failure: dependency-audit (failure)")
+    assert [j.name for j in quality.jobs if not j.green] == ["dependency-audit"]
+
+
+def test_the_newest_run_of_the_commit_counts(github: FakeGitHub, api: GitHub) -> None:
+    github.ci_run(REPO, sha=SHA, run_id=7002, conclusion="failure")
+    runs = github.answers[("GET", f"{ROOT}/actions/workflows/ci.yml/runs")][1]
+    newer = {**runs["workflow_runs"][0], "id": 7003, "created_at": "2026-01-12T02:00:00Z",
+             "conclusion": "success"}  # fmt: skip
+    runs["workflow_runs"].append(newer)
+    github.ci_run(REPO, sha=SHA, run_id=7003)
+    github.respond("GET", f"{ROOT}/actions/workflows/ci.yml/runs", runs)
+    result, quality, _ = _quality(api)
+    assert result.verdict == "passed", result.reason
+    assert "run 7003" in quality.note
+
+
+def test_a_commit_the_gate_never_ran_on_fails_after_waiting(
+    github: FakeGitHub, api: GitHub
+) -> None:
+    github.respond("GET", f"{ROOT}/actions/workflows/ci.yml/runs", {"total_count": 0,
+                   "workflow_runs": []})  # fmt: skip
+    clock = FakeClock()
+    result, quality, progress = _quality(api, wait_s=40.0, clock=clock)
+    assert result.verdict == "failed"
+    assert "ci.yml never ran on 5c704ea6b000 (waited 40 s)" in result.reason
+    assert quality.jobs == ()
+    # Polled every 15 s up to the deadline, saying so each time, then gave up.
+    assert clock.sleeps == [15.0, 15.0, 10.0]
+    assert len(progress) == 3 and "has not started" in progress[0]
+
+
+def test_a_running_gate_is_waited_for_until_it_finishes(github: FakeGitHub, api: GitHub) -> None:
+    github.ci_run(REPO, sha=SHA, status="in_progress", conclusion=None)
+    reads = []
+
+    def finish_on_the_third_read(request, match):  # type: ignore[no-untyped-def]
+        reads.append(request)
+        status, body = github.answers[("GET", f"{ROOT}/actions/workflows/ci.yml/runs")]
+        if len(reads) == 3:
+            body["workflow_runs"][0].update(status="completed", conclusion="success")
+            github.ci_run(REPO, sha=SHA)
+        return status, body
+
+    github.handle("GET", f"{ROOT}/actions/workflows/ci.yml/runs", finish_on_the_third_read)
+    clock = FakeClock()
+    result, quality, progress = _quality(api, wait_s=900.0, clock=clock)
+    assert result.verdict == "passed", result.reason
+    assert len(reads) == 3 and clock.sleeps == [15.0, 15.0]
+    assert "is in_progress" in progress[0]
+    assert {j.state for j in quality.jobs} == {"success"}
+
+
+def test_a_gate_still_running_at_the_deadline_fails_naming_the_unfinished_jobs(
+    github: FakeGitHub, api: GitHub
+) -> None:
+    jobs = github.ci_run(REPO, sha=SHA, status="in_progress", conclusion=None)
+    jobs["jobs"][0].update(status="completed", conclusion="success")
+    result, _, _ = _quality(api, wait_s=0.0)
+    assert result.verdict == "failed"
+    assert "is still in_progress (unfinished: lint, types, security-scan" in result.reason
+
+
+def test_an_empty_ci_workflow_skips_the_gate(github: FakeGitHub) -> None:
+    ctx = _ctx()
+    settings = dataclasses.replace(ctx.config.github, ci_workflow="")
+    ctx = StepContext(config=dataclasses.replace(ctx.config, github=settings))
+    results = check_github(
+        ctx, commit=SHA, tag="v1.15.2", environ={"DT_TEST_TOKEN": "t"}, gh_host=github.url
+    )
+    assert [r.verdict for r in results.checks] == ["passed", "skipped", "passed"]
+    assert "ci_workflow is empty" in results.checks[1].reason
+    assert not any("/actions/" in path for path in github.paths())
+    assert GITHUB_CHECKS[1] == results.checks[1].name

@@ -255,3 +255,56 @@ def test_gather_a_named_release_and_an_unknown_one(
     assert report.gather(ctx, environment="production").record_id == "0008"
     with pytest.raises(UsageError, match="no release 0042 in environment production"):
         report.gather(ctx, environment="production", release_id="0042")
+
+
+def test_release_verifys_own_json_fills_the_verification_and_code_quality(
+    config: Config, tmp_path: Path
+) -> None:
+    # The file a release job writes: `deploytools --json release verify` (verdict and reason,
+    # the CI jobs read from GitHub), not a hand-made shape.
+    from deploytools.cli.app import _jsonable
+    from deploytools.github import CiJob
+    from deploytools.steps.release import CheckResult, CodeQuality, ReleaseReport
+
+    verified = ReleaseReport(
+        tag="v1.15.2", version="1.15.2", commit="5d41402abc4b" + "0" * 28,
+        target_env="production", repository="/src", source_dir=".",
+        checks=(
+            CheckResult("tag-annotated", "passed", "v1.15.2 is an annotated tag"),
+            CheckResult("github-code-quality", "failed", "ci.yml run 9 concluded failure"),
+        ),
+        code_quality=CodeQuality(
+            "ci.yml run 9 (attempt 2) on 5d41402abc4b: failure",
+            (CiJob("test", "success", 1104.0, "https://gh/job/1"),
+             CiJob("dependency-audit", "failure", 52.0, "")),
+            "https://gh/run/9",
+        ),
+    )  # fmt: skip
+    recorded = copy.deepcopy(RECORDED)
+    recorded["results"]["release-verify.json"] = {"ok": True, "result": _jsonable(verified)}
+    doc = document(config, recorded, tmp_path)
+    assert [(r["name"], r["status"]) for r in doc.verification] == [
+        ("tag-annotated", "passed"),
+        ("github-code-quality", "failed"),
+    ]
+    assert doc.verification[1]["detail"] == "ci.yml run 9 concluded failure"
+    markdown = report.render_markdown(doc)
+    assert "| github-code-quality | ❌ failed | ci.yml run 9 concluded failure |" in markdown
+    assert "### ❌ Code Quality Status" in markdown
+    assert (
+        "ci.yml run 9 (attempt 2) on 5d41402abc4b: failure ([workflow run](https://gh/run/9))"
+        in markdown
+    )
+    assert "| [test](https://gh/job/1) | ✅ success | 18.4 min |" in markdown
+    assert "| dependency-audit | ❌ failure | 52.0 s |" in markdown
+    step = next(s for s in doc.steps if s.name == "verify-release")
+    assert (step.status, step.detail) == ("failed", "2 checks, 1 failed")
+
+
+def test_without_release_verify_the_code_quality_says_not_recorded(
+    config: Config, tmp_path: Path
+) -> None:
+    recorded = copy.deepcopy(RECORDED)
+    del recorded["results"]["release-verify.json"]
+    markdown = report.render_markdown(document(config, recorded, tmp_path))
+    assert "### Code Quality Status\n\nNot recorded: release verify's results were not" in markdown
