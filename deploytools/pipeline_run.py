@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 import json
 import os
 import tempfile
@@ -35,6 +34,7 @@ from deploytools.checks.results import Verdict
 from deploytools.context import StepContext
 from deploytools.errors import CheckFailed, DeployError, LockHeld, UsageError
 from deploytools.history import History, LockInfo, ReleaseRecord, utc_now, who
+from deploytools.jsonable import jsonable
 from deploytools.steps import backup as backup_step
 from deploytools.steps import checks as checks_step
 from deploytools.steps import deploy as deploy_step
@@ -500,7 +500,7 @@ class _Walker:
         report = release_step.run(
             self.ctx, tag=self.record.tag, repo=self.repo, target_env=pipeline.STAGING
         )
-        self.log.save_evidence(self.record.tag, "verify-release", _jsonable(report))
+        self.log.save_evidence(self.record.tag, "verify-release", jsonable(report))
         report.raise_if_failed()
         self.record.revision = report.commit
         passed = sum(1 for c in report.checks if c.verdict == "passed")
@@ -550,7 +550,7 @@ class _Walker:
 
     def _suite(self, step: pipeline.Step, environment: str, suite: str) -> tuple[str, str]:
         report = checks_step.run(self.ctx, environment=environment, suite=suite)
-        self.log.save_evidence(self.record.tag, step.name, _jsonable(report))
+        self.log.save_evidence(self.record.tag, step.name, jsonable(report))
         if not report.results:
             raise CheckFailed(
                 f"{suite} on {environment}: no checks are configured for this suite",
@@ -567,7 +567,7 @@ class _Walker:
                 ),
                 untouched=_untouched(step),
                 hint="read the failing checks; fix the release and tag again",
-                facts={"report": _jsonable(report)},
+                facts={"report": jsonable(report)},
             )
         return PASSED, f"{len(report.results)} checks passed"
 
@@ -664,7 +664,7 @@ class _Walker:
             rollback_on_breach=True,
             rollback=roll_back,
         )
-        self.log.save_evidence(self.record.tag, step.name, _jsonable(report))
+        self.log.save_evidence(self.record.tag, step.name, jsonable(report))
         if report.breaches:
             raise CheckFailed(
                 f"monitor on {self.production}: " + "; ".join(report.breaches),
@@ -759,19 +759,5 @@ def render_summary(record: PipelineRecord) -> str:
 # -- JSON ----------------------------------------------------------------------------------------
 
 
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def _dump(value: Any) -> bytes:
-    return json.dumps(_jsonable(value), indent=2, sort_keys=True, default=str).encode() + b"\n"
+    return json.dumps(jsonable(value), indent=2, sort_keys=True, default=str).encode() + b"\n"

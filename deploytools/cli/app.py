@@ -8,7 +8,6 @@ traceback. In GitHub Actions an error is also written as an `::error::` annotati
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -16,7 +15,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -24,6 +23,7 @@ from deploytools import __version__
 from deploytools.config import DEFAULT_CONFIG_FILE, Config, load_config
 from deploytools.context import StepContext
 from deploytools.errors import DeployError, ExitCode
+from deploytools.jsonable import jsonable
 
 
 @dataclass
@@ -48,22 +48,10 @@ class AppState:
         click.echo(message, err=True)
 
 
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def emit(state: AppState, data: Any, human: Callable[[], None]) -> None:
     """Print a command's result: `human()` for a person, or the data as JSON with `--json`."""
     if state.json:
-        click.echo(json.dumps({"ok": True, "result": _jsonable(data)}, indent=2, sort_keys=True))
+        click.echo(json.dumps({"ok": True, "result": jsonable(data)}, indent=2, sort_keys=True))
     else:
         human()
 
@@ -115,6 +103,34 @@ class DeployGroup(click.Group):
 
 
 pass_state = click.make_pass_decorator(AppState)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+#: Where a release's source is: release verify reads it, image build builds it.
+_RELEASE_SOURCE_OPTIONS = (
+    click.option("--tag", required=True, help="The release tag, vMAJOR.MINOR.PATCH[-PRERELEASE]."),
+    click.option(
+        "--repo",
+        type=click.Path(path_type=Path),
+        default=".",
+        show_default=True,
+        help="The release's git repository (any path inside its work tree).",
+    ),
+    click.option(
+        "--source-dir",
+        default=None,
+        help="The service's directory (with its VERSION, Dockerfile and migrations) inside the "
+        "repository, relative to its root. Default: project.source_dir when --repo is "
+        "deploy.toml's own repository, else the root.",
+    ),
+)
+
+
+def release_source_options(command: _F) -> _F:
+    """--tag, --repo and --source-dir, in that order, with one help text wherever they appear."""
+    for option in reversed(_RELEASE_SOURCE_OPTIONS):
+        command = option(command)
+    return command
 
 
 @click.group(cls=DeployGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -11,10 +11,11 @@ from datetime import UTC, datetime
 import click
 
 from deploytools.checks.results import CheckResult, Verdict, markdown_table
-from deploytools.cli.app import AppState, _jsonable, cli, emit, pass_state
+from deploytools.cli.app import AppState, cli, emit, pass_state
 from deploytools.context import StepContext
 from deploytools.errors import CheckFailed
 from deploytools.history import ReleaseRecord
+from deploytools.jsonable import jsonable
 from deploytools.steps import check_record
 from deploytools.steps import checks as checks_step
 from deploytools.steps import monitor as monitor_step
@@ -70,7 +71,7 @@ def finish(
             + "; ".join(f"{r.name} ({r.detail or r.measured})" for r in failed[:5]),
             untouched="nothing was changed by the checks",
             hint="read the failing lines above; fix the release or roll back",
-            facts={"report": _jsonable(data)},
+            facts={"report": jsonable(data)},
         )
     if unsure and not allow_inconclusive:
         raise CheckFailed(
@@ -78,7 +79,7 @@ def finish(
             + "; ".join(f"{r.name} ({r.detail})" for r in unsure[:5]),
             untouched="nothing was changed by the checks",
             hint="run again with more samples (deploy.toml), or pass --allow-inconclusive",
-            facts={"report": _jsonable(data)},
+            facts={"report": jsonable(data)},
         )
 
     def human() -> None:
@@ -308,7 +309,7 @@ def monitor(
             else "the environment was left as it is",
             hint="read the samples above; "
             + ("check the rolled-back release" if report.rolled_back else "roll back if needed"),
-            facts={"report": _jsonable(report)},
+            facts={"report": jsonable(report)},
         )
 
     if report.regressions:
@@ -316,7 +317,7 @@ def monitor(
             f"{title}: regression against the release's baseline: " + "; ".join(report.regressions),
             untouched="the environment was left as it is",
             hint="compare with the baseline's numbers above; roll back if the regression matters",
-            facts={"report": _jsonable(report)},
+            facts={"report": jsonable(report)},
         )
 
     def human() -> None:

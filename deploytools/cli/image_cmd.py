@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from deploytools.cli.app import AppState, cli, emit, pass_state
+from deploytools.cli.app import AppState, cli, emit, pass_state, release_source_options
 from deploytools.steps import image as image_step
 
 
@@ -16,20 +16,7 @@ def image() -> None:
 
 
 @image.command("build")
-@click.option("--tag", required=True, help="The release tag, vMAJOR.MINOR.PATCH[-PRERELEASE].")
-@click.option(
-    "--repo",
-    type=click.Path(path_type=Path),
-    default=".",
-    show_default=True,
-    help="The release's git repository (any path inside its work tree).",
-)
-@click.option(
-    "--source-dir",
-    default=None,
-    help="The service's directory (with its Dockerfile) inside the repository, relative to its "
-    "root. Default: as for release verify.",
-)
+@release_source_options
 @click.option("--push", is_flag=True, help="Push the image to project.image_repository.")
 @click.option(
     "--env",

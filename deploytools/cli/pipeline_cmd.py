@@ -8,8 +8,9 @@ from pathlib import Path
 import click
 
 from deploytools import pipeline_run
-from deploytools.cli.app import AppState, _jsonable, cli, emit, pass_state
+from deploytools.cli.app import AppState, cli, emit, pass_state
 from deploytools.history import who
+from deploytools.jsonable import jsonable
 from deploytools.steps import monitor as monitor_step
 
 
@@ -104,7 +105,7 @@ def pipeline_run_command(
     }
     if result.error is not None:
         # One document either way: the error carries the record (and the report) with --json.
-        result.error.facts["pipeline"] = _jsonable(data)
+        result.error.facts["pipeline"] = jsonable(data)
         if not state.json and result.report_markdown:
             click.echo(result.report_markdown)
         raise result.error

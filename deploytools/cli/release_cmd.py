@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from deploytools.cli.app import AppState, cli, emit, pass_state
+from deploytools.cli.app import AppState, cli, emit, pass_state, release_source_options
 from deploytools.steps import release as release_step
 from deploytools.steps.release import ReleaseReport
 
@@ -18,20 +18,7 @@ def release() -> None:
 
 
 @release.command("verify")
-@click.option("--tag", required=True, help="The release tag, vMAJOR.MINOR.PATCH[-PRERELEASE].")
-@click.option(
-    "--repo",
-    type=click.Path(path_type=Path),
-    default=".",
-    show_default=True,
-    help="The release's git repository (any path inside its work tree).",
-)
-@click.option(
-    "--source-dir",
-    default=None,
-    help="The service's directory inside the repository, relative to its root. Default: "
-    "project.source_dir when --repo is deploy.toml's own repository, else the root.",
-)
+@release_source_options
 @click.option(
     "--target-env",
     "--for",

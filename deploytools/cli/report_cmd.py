@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from deploytools.cli.app import AppState, _jsonable, cli, emit, pass_state
+from deploytools.cli.app import AppState, cli, emit, pass_state
+from deploytools.jsonable import jsonable
 from deploytools.steps import incident as incident_step
 from deploytools.steps import report as report_step
 
@@ -70,7 +71,7 @@ def report(
         with open(summary, "a", encoding="utf-8") as out:  # noqa: PTH123 - append mode
             out.write(markdown + "\n")
     if output_format == "json" and not state.json:
-        click.echo(json.dumps(_jsonable(report_step.to_json(document)), indent=2, sort_keys=True))
+        click.echo(json.dumps(jsonable(report_step.to_json(document)), indent=2, sort_keys=True))
         return
     emit(state, report_step.to_json(document), lambda: click.echo(markdown, nl=False))
 

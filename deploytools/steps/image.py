@@ -33,6 +33,7 @@ from deploytools.errors import (
 )
 from deploytools.history import ReleaseRecord
 from deploytools.steps.release import (
+    CheckList,
     CheckResult,
     GitRunner,
     Version,
@@ -74,7 +75,7 @@ class BuiltImage:
 
 
 @dataclass(frozen=True)
-class ImageReport:
+class ImageReport(CheckList):
     """What `image verify` found about one image on one engine."""
 
     image: str
@@ -83,14 +84,6 @@ class ImageReport:
     repo_digests: tuple[str, ...]
     labels: Mapping[str, str]
     checks: tuple[CheckResult, ...]
-
-    @property
-    def failed(self) -> tuple[CheckResult, ...]:
-        return tuple(c for c in self.checks if c.failed)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
 
     def raise_if_failed(self) -> None:
         if self.failed:

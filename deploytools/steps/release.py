@@ -108,8 +108,22 @@ class Version:
         return self._key() < other._key()
 
 
+class CheckList:
+    """The failed checks of a report and whether there are none (release and image verify)."""
+
+    checks: tuple[CheckResult, ...]
+
+    @property
+    def failed(self) -> tuple[CheckResult, ...]:
+        return tuple(c for c in self.checks if c.failed)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
 @dataclass(frozen=True)
-class ReleaseReport:
+class ReleaseReport(CheckList):
     """What `release verify` found about one tag."""
 
     tag: str
@@ -124,14 +138,6 @@ class ReleaseReport:
     expand_only: bool | None = None
     migration_findings: tuple[str, ...] = field(default=())
     code_quality: CodeQuality = field(default_factory=lambda: CodeQuality("not read"))
-
-    @property
-    def failed(self) -> tuple[CheckResult, ...]:
-        return tuple(c for c in self.checks if c.failed)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
 
     def raise_if_failed(self) -> None:
         """CheckFailed naming every failed check, when any failed."""

@@ -262,8 +262,8 @@ def test_release_verifys_own_json_fills_the_verification_and_code_quality(
 ) -> None:
     # The file a release job writes: `deploytools --json release verify` (verdict and reason,
     # the CI jobs read from GitHub), not a hand-made shape.
-    from deploytools.cli.app import _jsonable
     from deploytools.github import CiJob
+    from deploytools.jsonable import jsonable
     from deploytools.steps.release import CheckResult, CodeQuality, ReleaseReport
 
     verified = ReleaseReport(
@@ -281,7 +281,7 @@ def test_release_verifys_own_json_fills_the_verification_and_code_quality(
         ),
     )  # fmt: skip
     recorded = copy.deepcopy(RECORDED)
-    recorded["results"]["release-verify.json"] = {"ok": True, "result": _jsonable(verified)}
+    recorded["results"]["release-verify.json"] = {"ok": True, "result": jsonable(verified)}
     doc = document(config, recorded, tmp_path)
     assert [(r["name"], r["status"]) for r in doc.verification] == [
         ("tag-annotated", "passed"),
