@@ -236,6 +236,15 @@ def rollback_hook() -> monitor_step.Rollback | None:
     help="Record this watch as the serving release's baseline if it has none, else compare "
     "with it (the 24-hour watch's scheduled runs); a regression exits 1 without a rollback.",
 )
+@click.option(
+    "--only-after-release",
+    "only_after",
+    default=None,
+    metavar="DURATION",
+    help="Watch only while the serving release finished less than DURATION ago (24h: the "
+    "runbook's watch after a deploy); later, or with no release recorded, exit 0 and watch "
+    "nothing. For scheduled watches, which then end by themselves.",
+)
 @pass_state
 def monitor(
     state: AppState,
@@ -244,6 +253,7 @@ def monitor(
     interval: str | None,
     rollback_on_breach: bool,
     baseline: bool,
+    only_after: str | None,
 ) -> None:
     """Runbook step 7: watch the service's metrics, its containers' CPU and memory, and the
     monitor probes; a breach counts only when it persists (see [checks.monitor]).
@@ -254,6 +264,15 @@ def monitor(
     """
     duration_s = monitor_step.parse_duration(duration)
     interval_s = monitor_step.parse_duration(interval) if interval else None
+    if only_after is not None:
+        window = monitor_step.watch_window(
+            state.context(), environment, monitor_step.parse_duration(only_after)
+        )
+        if not window.open:
+            emit(state, window, lambda: click.echo(f"monitor on {environment}: {window.reason}"))
+            return
+        if not state.json:
+            click.echo(f"monitor on {environment}: {window.reason}")
     mask_credentials(state, "monitor", os.environ)
     hook = rollback_hook() if rollback_on_breach else None
 

@@ -29,6 +29,7 @@ from deploytools.checks.results import CheckResult, Verdict
 from deploytools.config import MetricRule
 from deploytools.context import StepContext
 from deploytools.errors import UsageError
+from deploytools.history import parse_time
 
 P, F, INC = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
 
@@ -467,3 +468,58 @@ def baseline_results(
         )
         for name, rule in rules.items()
     ]
+
+
+# -- The watch's window after a release ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WatchWindow:
+    """Whether a scheduled watch still has a release to watch (`--only-after-release`)."""
+
+    open: bool
+    reason: str
+    release: str | None = None
+    finished: str | None = None
+    age_s: float | None = None
+
+
+def window_of(record: Any | None, within_s: float, *, now: float) -> WatchWindow:
+    """Open while the serving release `record` (a ReleaseRecord, or None) finished less than
+    `within_s` seconds before `now` (a Unix time); pure, for the CLI and its tests."""
+    if record is None:
+        return WatchWindow(False, "no serving release is recorded")
+    if not record.finished:
+        return WatchWindow(True, f"release {record.id} is still going", record.id)
+    age = max(0.0, now - parse_time(str(record.finished)))
+    where = f"release {record.id} finished {_hours(age)} ago"
+    if age < within_s:
+        return WatchWindow(
+            True, f"{where}, inside the {_hours(within_s)} watch", record.id, record.finished, age
+        )
+    return WatchWindow(
+        False,
+        f"{where}, past the {_hours(within_s)} watch: nothing to watch",
+        record.id,
+        record.finished,
+        age,
+    )
+
+
+def watch_window(
+    ctx: StepContext, environment: str, within_s: float, *, now: float | None = None
+) -> WatchWindow:
+    """The window of `environment`'s serving release, read from its release records."""
+    from deploytools.steps.backup import open_environment
+
+    if within_s <= 0:
+        raise UsageError(
+            "--only-after-release needs a positive duration", untouched="nothing was monitored"
+        )
+    with open_environment(ctx, environment) as env_session:
+        current = env_session.history.current_release()
+    return window_of(current, within_s, now=time.time() if now is None else now)
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
