@@ -8,6 +8,7 @@ directory per environment:
     <env>/backups/ID.json        its manifest (written after the dump is complete)
     <env>/backups/ID.verified.json  the last verification of it
     <env>/lock.json              the deploy lock, while a deploy or rollback runs
+    <env>/releases/NNNN.checks-lock  while a check run adds its results to record NNNN
 
 So every runner sees the same history, and a rollback or a database restore leaves it as it is.
 """
@@ -28,12 +29,16 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from deploytools.backup_store import BackupStore
-from deploytools.errors import LockHeld, UsageError
+from deploytools.errors import DeadlineExceeded, LockHeld, UsageError
 
 T = TypeVar("T")
 
 #: The check summaries a record keeps (the 24-hour watch runs monitor every few minutes).
 CHECKS_KEPT = 50
+#: How long a check run waits for another one adding its results to the same record, and after
+#: how long a record's checks lock counts as abandoned (its holder was killed mid-write).
+CHECKS_LOCK_WAIT_S = 30.0
+CHECKS_LOCK_STALE_S = 60.0
 
 
 def utc_now() -> str:
@@ -272,21 +277,63 @@ class History:
         return serving[-1] if serving else None
 
     def attach_checks(
-        self, summary: dict[str, Any], *, release_id: str | None = None
+        self,
+        summary: dict[str, Any],
+        *,
+        release_id: str | None = None,
+        wait_s: float = CHECKS_LOCK_WAIT_S,
     ) -> ReleaseRecord | None:
         """Add a check suite's summary to release `release_id` (default: the current one) and
-        return that record; None when there is no such record. Without the lock, as every record
-        update: checks must not wait behind a deploy, and the record is written whole (the store
-        renames a complete file into place), so a reader sees it before or after, never half."""
+        return that record; None when there is no such record.
+
+        Not under the deploy lock (checks must not wait behind a deploy), but under a lock of
+        the record's own: two check runs finishing at once (verify and a scheduled monitor)
+        would otherwise both read the record and the second write would drop the first's
+        results. The record is written whole (the store renames a complete file into place),
+        so a reader sees it before or after, never half."""
         if release_id is None:
-            record = self.current_release()
-        else:
-            record = next((r for r in self.releases() if r.id == release_id), None)
-        if record is None:
+            current = self.current_release()
+            release_id = None if current is None else current.id
+        if release_id is None:
             return None
-        record.checks = [*record.checks, summary][-CHECKS_KEPT:]
-        self.save_release(record)
-        return record
+        with self._checks_lock(release_id, wait_s=wait_s):
+            # Read again under the lock: what another run added meanwhile is kept.
+            raw = self.store.read(f"{self.environment}/releases/{release_id}.json")
+            if raw is None:
+                return None
+            record = _from_dict(ReleaseRecord, json.loads(raw))
+            record.checks = [*record.checks, summary][-CHECKS_KEPT:]
+            self.save_release(record)
+            return record
+
+    @contextlib.contextmanager
+    def _checks_lock(self, release_id: str, *, wait_s: float) -> Iterator[None]:
+        path = f"{self.environment}/releases/{release_id}.checks-lock"
+        deadline = time.monotonic() + wait_s
+        mine = json.dumps({"since": time.time(), "holder": who(), "pid": os.getpid()}).encode()
+        while not self.store.create_exclusive(path, mine):
+            raw = self.store.read(path)
+            try:
+                since = float(json.loads(raw or b"{}").get("since", 0.0))
+            except (ValueError, AttributeError):
+                since = 0.0  # unreadable: written by a run killed mid-write
+            if raw is not None and time.time() - since > CHECKS_LOCK_STALE_S:
+                self.store.remove(path)
+                continue
+            if time.monotonic() >= deadline:
+                raise DeadlineExceeded(
+                    f"another check run has been adding its results to release {release_id} "
+                    f"of {self.environment} for over {wait_s:.0f} s",
+                    untouched=f"release {release_id}'s record (these results were not added)",
+                    hint=f"rerun the check; a lock older than {CHECKS_LOCK_STALE_S:.0f} s is "
+                    "taken as abandoned",
+                    facts={"lock": path},
+                )
+            time.sleep(0.2)
+        try:
+            yield
+        finally:
+            self.store.remove(path)
 
     # -- the lock ------------------------------------------------------------------------------
     def lock(self) -> LockInfo | None:

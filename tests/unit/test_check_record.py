@@ -7,6 +7,8 @@ import contextlib
 import copy
 import dataclasses
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +24,7 @@ from deploytools.checks.results import CheckResult, Verdict
 from deploytools.cli import checks_cmd
 from deploytools.config import load_config, parse_config
 from deploytools.context import StepContext
-from deploytools.errors import EnvironmentUnreachable
+from deploytools.errors import DeadlineExceeded, EnvironmentUnreachable
 from deploytools.history import CHECKS_KEPT, History, ReleaseRecord
 from deploytools.steps import backup as backup_step
 from deploytools.steps import check_record, incident, monitor, report
@@ -87,6 +89,62 @@ def test_a_record_keeps_the_newest_summaries() -> None:
     kept = history.releases()[0].checks
     assert len(kept) == CHECKS_KEPT
     assert kept[0]["samples"] == 3 and kept[-1]["samples"] == CHECKS_KEPT + 2
+
+
+class SlowReadStore(MemoryStore):
+    """A store whose record reads take a while, as over a remote engine: long enough for a
+    second check run to read the same record before the first one writes it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.guard = threading.Lock()
+
+    def read(self, path: str) -> bytes | None:
+        data = super().read(path)
+        if path.endswith("0001.json"):
+            time.sleep(0.3)
+        return data
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        with self.guard:  # atomic, as the real store's rename without overwrite is
+            return super().create_exclusive(path, data)
+
+
+def test_two_check_runs_finishing_at_once_keep_both_results() -> None:
+    store = SlowReadStore()
+    History(store, "prod").save_release(record("0001"))  # type: ignore[arg-type]
+    errors: list[BaseException] = []
+
+    def attach(suite: str) -> None:
+        try:
+            History(store, "prod").attach_checks(summary(suite), release_id="0001")  # type: ignore[arg-type]
+        except BaseException as exc:  # handed to the test's thread
+            errors.append(exc)
+
+    runs = [threading.Thread(target=attach, args=(s,)) for s in ("verify", "monitor")]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(timeout=30)
+    assert errors == []
+    kept = History(store, "prod").releases()[0].checks  # type: ignore[arg-type]
+    assert sorted(c["suite"] for c in kept) == ["monitor", "verify"]
+    assert not any(p.endswith(".checks-lock") for p in store.files)  # released
+
+
+def test_an_abandoned_checks_lock_is_taken_over_and_a_live_one_waited_for() -> None:
+    store = MemoryStore()
+    history = History(store, "prod")  # type: ignore[arg-type]
+    history.save_release(record("0001"))
+    lock = "prod/releases/0001.checks-lock"
+    store.files[lock] = json.dumps({"since": time.time() - 3600}).encode()  # killed long ago
+    assert history.attach_checks(summary(), release_id="0001") is not None
+    assert lock not in store.files
+    store.files[lock] = json.dumps({"since": time.time()}).encode()  # held right now
+    with pytest.raises(DeadlineExceeded, match="another check run has been adding its results"):
+        history.attach_checks(summary("monitor"), release_id="0001", wait_s=0.5)
+    assert [c["suite"] for c in history.releases()[0].checks] == ["verify"]  # untouched
+    assert store.files[lock]  # someone else's lock is left alone
 
 
 def test_records_written_before_checks_and_reason_still_load() -> None:
