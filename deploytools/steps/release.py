@@ -32,6 +32,7 @@ from deploytools.errors import (
     UsageError,
 )
 from deploytools.github import CiJob, GitHub
+from deploytools.history import utc_now
 
 GIT_TIMEOUT_S = 60.0
 #: Seconds between two reads of a code-quality run that is still going.
@@ -138,6 +139,9 @@ class ReleaseReport(CheckList):
     expand_only: bool | None = None
     migration_findings: tuple[str, ...] = field(default=())
     code_quality: CodeQuality = field(default_factory=lambda: CodeQuality("not read"))
+    #: When the verification ran (UTC, ISO 8601): the report's duration of the step.
+    started: str = ""
+    finished: str = ""
 
     def raise_if_failed(self) -> None:
         """CheckFailed naming every failed check, when any failed."""
@@ -707,6 +711,7 @@ def run(
     :param runner: runs git argv (tests may swap it).
     :raises UsageError: a malformed or unknown tag, or `repo` is not a git repository.
     """
+    started = utc_now()
     version = parse_tag(tag)
     environment = ctx.config.environment(target_env)  # an unknown name is a usage error
     root = repository_root(repo, runner)
@@ -757,4 +762,6 @@ def run(
         expand_only=migrations.expand_only,
         migration_findings=migrations.findings,
         code_quality=github.code_quality,
+        started=started,
+        finished=utc_now(),
     )

@@ -518,7 +518,8 @@ def _steps(
                 ]
                 status = "failed" if failed else "passed"
                 detail = f"{len(report.get('checks', []))} checks, {len(failed)} failed"
-                row = StepRow(step.name, step.title, step.runbook_step, status, None, detail)
+                span = _duration(report)
+                row = StepRow(step.name, step.title, step.runbook_step, status, span, detail)
         elif step.name == "build-image":
             image = str(record.get("image", ""))
             status = "passed" if "@sha256:" in image or record.get("image_id") else "not recorded"
@@ -669,6 +670,11 @@ def _log(
         if at:
             entries.append(LogEntry(_time(str(at)).strftime("%Y-%m-%dT%H:%M:%SZ"), text))
 
+    verified = evidence.release_verify
+    if verified is not None:
+        _, summary = _verification(verified)
+        add(verified.get("started"), f"release verification of tag {verified.get('tag')} began")
+        add(verified.get("finished"), f"release verification of {summary}")
     if staging_record is not None:
         add(staging_record.get("started"), f"staging deploy of {staging_record.get('image')} began")
         add(
