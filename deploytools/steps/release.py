@@ -37,6 +37,8 @@ from deploytools.history import utc_now
 GIT_TIMEOUT_S = 60.0
 #: Seconds between two reads of a code-quality run that is still going.
 CI_POLL_S = 15.0
+#: Seconds to wait for a code-quality run that has not started (of github.ci_wait_s).
+CI_START_WAIT_S = 120.0
 TAG_RE = re.compile(
     r"^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
     r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
@@ -635,10 +637,15 @@ def check_code_quality(
     """The newest run of `workflow` on `commit` passed; waits up to `wait_s` for it to finish
     (or to start: a tag pushed with its commit races the gate)."""
     name = GITHUB_CHECKS[1]
-    deadline = clock() + wait_s
+    start = clock()
+    deadline = start + wait_s
     while True:
         run = api.ci_run(commit, workflow)
         if (run is not None and run.completed) or clock() >= deadline:
+            break
+        if run is None and clock() >= start + min(wait_s, CI_START_WAIT_S):
+            # GitHub starts a pushed commit's run within seconds: none by now, none coming.
+            wait_s = clock() - start
             break
         state = "has not started" if run is None else f"is {run.status}"
         left = max(0.0, deadline - clock())

@@ -292,6 +292,11 @@ def test_a_commit_the_gate_never_ran_on_fails_after_waiting(
     # Polled every 15 s up to the deadline, saying so each time, then gave up.
     assert clock.sleeps == [15.0, 15.0, 10.0]
     assert len(progress) == 3 and "has not started" in progress[0]
+    # A run that has not started after 2 minutes is not coming: no 15-minute wait for it.
+    clock = FakeClock()
+    result, _, _ = _quality(api, wait_s=900.0, clock=clock)
+    assert "never ran on 5c704ea6b000 (waited 120 s)" in result.reason
+    assert sum(clock.sleeps) == 120.0
 
 
 def test_a_running_gate_is_waited_for_until_it_finishes(github: FakeGitHub, api: GitHub) -> None:
