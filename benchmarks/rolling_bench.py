@@ -6,8 +6,10 @@ start) and once with the rolling one (start beside, check, switch the proxy, dra
 The load: RATE requests/s of GET /health on 127.0.0.1:APP_PORT (the nginx proxy), each on its
 own connection, timed from its scheduled start (an open model: a stalled server shows as
 latency, not as fewer requests). Reported per strategy and step: requests, failed requests,
-p99 of the steady load before the step, p99 during the step, and p99 during the cut-over (from
-the step's "stop" phase for recreate, its "switch" phase for rolling, to the step's end).
+p99 of the steady load before the step, p99 during the step, p99 during the cut-over (from
+the step's "stop" phase for recreate, its "switch" phase for rolling, to the step's end), and,
+for rolling, p99 during the switch phase alone (from the switch to the drain: the reload onto
+the new container until the old workers have exited).
 
 The baseline rollback is the rollback step with the proxy switch turned off (its recreate
 path: stop, start), which is what a rollback did before the proxy.
@@ -18,6 +20,8 @@ path: stop, start), which is what a rollback did before the proxy.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import platform
 import sys
@@ -48,6 +52,8 @@ STEADY_S = 10.0
 SETTLE_S = 5.0
 PREFIX = os.environ.get("ROLLING_BENCH_PREFIX", "dtroll-bench-")
 PROBES = os.environ.get("ROLLING_BENCH_PROBES", "") == "1"
+#: A file to append each scenario's samples and timeline to (JSON lines), for analysis.
+DUMP = os.environ.get("ROLLING_BENCH_DUMP", "")
 
 
 class Timeline:
@@ -71,16 +77,8 @@ def probes(timeline: Timeline) -> Any:
     """ROLLING_BENCH_PROBES=1: the sub-steps of the switch and the drain on the timeline (the
     old container's stop and removal, each nginx reload, record writes), to tell which one a
     burst of slow requests follows."""
-    real_exec, real_switch = proxy_mod._exec, proxy_mod.switch
+    real_switch = proxy_mod.switch
     real_drain, real_save = deploy_rolling._stop_and_remove, history_mod.History.save_release
-
-    def exec_(proxy: Any, argv: list[str], what: str) -> str:
-        if "reload" in argv or "-t" in argv:
-            timeline(f"probe {argv[1]} begin")
-        out = real_exec(proxy, argv, what)
-        if "reload" in argv or "-t" in argv:
-            timeline(f"probe {argv[1]} end")
-        return out
 
     def switch(proxy: Any, upstream: str, **kw: Any) -> None:
         timeline(f"probe switch to {upstream} begin")
@@ -112,13 +110,13 @@ def probes(timeline: Timeline) -> Any:
     if not PROBES:
         yield
         return
-    proxy_mod._exec, proxy_mod.switch = exec_, switch  # type: ignore[assignment]
+    proxy_mod.switch = switch  # type: ignore[assignment]
     deploy_rolling._stop_and_remove = drain  # type: ignore[assignment]
     history_mod.History.save_release = save  # type: ignore[method-assign]
     try:
         yield
     finally:
-        proxy_mod._exec, proxy_mod.switch = real_exec, real_switch  # type: ignore[assignment]
+        proxy_mod.switch = real_switch  # type: ignore[assignment]
         deploy_rolling._stop_and_remove = real_drain  # type: ignore[assignment]
         history_mod.History.save_release = real_save  # type: ignore[method-assign]
 
@@ -162,6 +160,19 @@ def scenario(
         )
         time.sleep(SETTLE_S)
     samples = load.stop()
+    if DUMP:
+        # Every request and event of the scenario, for analysis beyond the printed table.
+        with Path(DUMP).open("a") as out:
+            json.dump(
+                {
+                    "strategy": strategy,
+                    "steps": steps,
+                    "events": timeline.events,
+                    "samples": [dataclasses.astuple(s) for s in samples],
+                },
+                out,
+            )
+            out.write("\n")
     rows = []
     for name, start, end, cut_phase in steps:
         cut = timeline.phase_start(cut_phase, start) or start
@@ -196,6 +207,14 @@ def scenario(
                 "steady_p99_ms": p99_ms(between(samples, start - STEADY_S + 1, start)),
                 "step_p99_ms": p99_ms(during),
                 "cutover_p99_ms": p99_ms(between(samples, cut, end)),
+                # The switch phase alone (rolling): from the reload onto the new container until
+                # the old workers have exited; the drain, the proxy back on the service name
+                # and the record writes come after it.
+                "switch_p99_ms": (
+                    p99_ms(between(samples, cut, timeline.phase_start("drain", cut) or end))
+                    if cut_phase == "switch"
+                    else float("nan")
+                ),
             }
         )
     return rows
@@ -260,14 +279,14 @@ def main() -> int:
     )
     header = (
         f"{'strategy':<9} {'step':<9} {'seconds':>7} {'requests':>8} {'failed':>6} "
-        f"{'steady p99':>10} {'step p99':>9} {'cut-over p99':>12}"
+        f"{'steady p99':>10} {'step p99':>9} {'cut-over p99':>12} {'switch p99':>10}"
     )
     print(header)
     for r in rows:
         print(
             f"{r['strategy']:<9} {r['step']:<9} {r['seconds']:>7.1f} {r['requests']:>8} "
             f"{r['failed']:>6} {r['steady_p99_ms']:>8.0f}ms {r['step_p99_ms']:>7.0f}ms "
-            f"{r['cutover_p99_ms']:>10.0f}ms"
+            f"{r['cutover_p99_ms']:>10.0f}ms {r['switch_p99_ms']:>8.0f}ms"
         )
     return 0
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
+import os
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import yaml
 
 from deploytools import proxy
 from deploytools.commands import compose
-from deploytools.errors import CheckFailed, DeadlineExceeded, UsageError
+from deploytools.errors import CheckFailed, DeadlineExceeded, ExternalCommandFailed, UsageError
 from deploytools.steps import deploy as deploy_step
 from deploytools.steps import deploy_rolling
 from deploytools.steps.migrate import ImageInfo
@@ -43,65 +44,118 @@ def test_render_refuses_what_is_not_a_host_name(bad: str) -> None:
         proxy.render(bad)
 
 
-def test_config_archive_holds_the_one_file() -> None:
-    with tarfile.open(fileobj=io.BytesIO(proxy.config_archive("x y\n")), mode="r") as tar:
-        (member,) = tar.getmembers()
-        assert member.name == "default.conf" and member.mode == 0o644
-        assert tar.extractfile(member).read() == b"x y\n"  # type: ignore[union-attr]
+def test_switch_is_one_exec_carrying_the_rendered_config() -> None:
+    argv = proxy.switch_argv("app_2", timeout_s=7.5)
+    assert argv[:2] == ["sh", "-c"] and argv[3] == "sh"
+    assert argv[4:] == [proxy.CONFIG_PATH, "8", proxy.render("app_2")]
 
 
-def test_worker_pids_counts_workers_old_and_new_not_the_master() -> None:
-    listing = (
-        "1 nginx: master process nginx -g daemon off; \n"
-        "29 nginx: worker process \n"
-        "30 nginx: worker process is shutting down \n"
-        "31 sh -c for d in ...\n"
-        "self \n"
+def fake_nginx(
+    tmp_path: Path, *, config_ok: bool = True, old_exit_after_s: float | None = 0.3
+) -> dict[str, str]:
+    """A /proc with a master and two workers and an `nginx` whose reload starts a new worker
+    and lets the old ones exit after `old_exit_after_s` (never: None); the env for the script."""
+    proc, bin_ = tmp_path / "proc", tmp_path / "bin"
+    for pid, cmdline in [
+        (1, "nginx: master process nginx"),
+        (5, "nginx: worker process"),
+        (6, "nginx: worker process"),
+    ]:
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "cmdline").write_bytes(cmdline.encode() + b"\0\0")
+    bin_.mkdir()
+    leave = (
+        ""
+        if old_exit_after_s is None
+        else f"(sleep {old_exit_after_s}; rm -rf {proc}/5 {proc}/6) &"
     )
-    assert proxy.worker_pids(listing) == {29, 30}
+    script = f"""#!/bin/sh
+echo "$@" >> {tmp_path}/calls
+case "$1" in
+  -t) {"exit 0" if config_ok else 'echo "nginx: [emerg] unexpected end of file" >&2; exit 1'} ;;
+  -s) mkdir -p {proc}/9; printf 'nginx: worker process\\0' > {proc}/9/cmdline
+      printf 'nginx: worker process is shutting down\\0' > {proc}/5/cmdline
+      {leave}
+      exit 0 ;;
+esac
+"""
+    (bin_ / "nginx").write_text(script)
+    (bin_ / "nginx").chmod(0o755)
+    return {"PATH": f"{bin_}:{os.environ['PATH']}", "DEPLOYTOOLS_PROC": str(proc)}
 
 
-class FakeProxy:
-    """An nginx container whose workers are replaced `after` listings past the reload."""
+class ShellProxy:
+    """The proxy container as this machine's sh: exec_run runs argv with `env`."""
 
     name = "dtroll-proxy"
 
-    def __init__(self, after: int | None) -> None:
-        self.after, self.reloaded, self.listings, self.files = after, False, 0, []
-
-    def put_archive(self, path: str, data: bytes) -> bool:
-        self.files.append((path, data))
-        return True
+    def __init__(self, env: dict[str, str], config: Path) -> None:
+        self.env, self.config = env, config
 
     def exec_run(self, argv: list[str]) -> tuple[int, bytes]:
-        if argv[:3] == ["nginx", "-s", "reload"]:
-            self.reloaded = True
-        if argv[0] == "sh":
-            self.listings += 1
-            replaced = self.reloaded and self.after is not None and self.listings > self.after
-            return 0, b"7 nginx: worker process \n" if replaced else b"5 nginx: worker process \n"
-        return 0, b""
+        argv = [str(self.config) if a == proxy.CONFIG_PATH else a for a in argv]
+        done = subprocess.run(argv, env=self.env, capture_output=True, timeout=30)
+        return done.returncode, done.stdout + done.stderr
 
 
-def test_switch_writes_tests_reloads_and_waits_for_the_old_workers() -> None:
-    fake = FakeProxy(after=3)
-    proxy.switch(fake, "app_2", sleep=lambda s: None)
-    assert fake.reloaded and fake.listings == 4
-    ((path, data),) = fake.files
-    assert path == "/etc/nginx/conf.d"
-    assert b'"app_2"' in data
+def test_switch_tests_the_config_reloads_and_returns_once_the_old_workers_exited(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "default.conf"
+    config.write_text(proxy.render("app"))
+    env = fake_nginx(tmp_path)
+    started = time.monotonic()
+    proxy.switch(ShellProxy(env, config), "app_2", timeout_s=10)
+    assert time.monotonic() - started >= 0.3  # the old workers' exit was waited for
+    assert config.read_text() == proxy.render("app_2")
+    assert (tmp_path / "calls").read_text().splitlines() == ["-t -q", "-s reload"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "calls", "default.conf", "proc"]
 
 
-def test_switch_has_a_deadline() -> None:
-    ticks = iter(range(1000))
-    with pytest.raises(DeadlineExceeded, match="old workers did not finish"):
-        proxy.switch(
-            FakeProxy(after=None),
-            "app_2",
-            timeout_s=5,
-            clock=lambda: next(ticks),
-            sleep=lambda s: None,
-        )
+def test_a_config_refused_by_nginx_is_never_loaded_and_the_previous_file_is_put_back(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "default.conf"
+    config.write_text(proxy.render("app"))
+    env = fake_nginx(tmp_path, config_ok=False)
+    with pytest.raises(ExternalCommandFailed, match="nginx -t; the running config keeps") as err:
+        proxy.switch(ShellProxy(env, config), "app_2", timeout_s=10)
+    assert "unexpected end of file" in err.value.message
+    assert config.read_text() == proxy.render("app")
+    assert (tmp_path / "calls").read_text().splitlines() == ["-t -q"]  # no reload
+    assert not list(tmp_path.glob("default.conf.*"))
+
+
+def test_switch_has_a_deadline_when_old_workers_never_exit(tmp_path: Path) -> None:
+    config = tmp_path / "default.conf"
+    config.write_text(proxy.render("app"))
+    env = fake_nginx(tmp_path, old_exit_after_s=None)
+    with pytest.raises(DeadlineExceeded, match="old workers did not finish within 1 s") as err:
+        proxy.switch(ShellProxy(env, config), "app_2", timeout_s=1)
+    assert "still running: 5 6" in err.value.message
+    assert "upstream app_2" in (err.value.untouched or "")
+
+
+class NetworkedContainer:
+    def __init__(self, name: str, networks: dict[str, dict[str, str]]) -> None:
+        self.name = name
+        self.attrs = {"NetworkSettings": {"Networks": networks}}
+        self.reloaded = False
+
+    def reload(self) -> None:
+        self.reloaded = True
+
+
+def test_a_pin_names_the_address_on_the_network_shared_with_the_proxy() -> None:
+    gateway = NetworkedContainer("p_proxy_1", {"p_default": {"IPAddress": "172.20.0.2"}})
+    app = NetworkedContainer(
+        "p_app_2",
+        {"other": {"IPAddress": "10.0.0.9"}, "p_default": {"IPAddress": "172.20.0.5"}},
+    )
+    assert proxy.address(app, gateway) == "172.20.0.5" and app.reloaded
+    alone = NetworkedContainer("p_app_3", {"other": {"IPAddress": "10.0.0.9"}})
+    assert proxy.address(alone, gateway) == "p_app_3"
+    assert "proxy_pass http://$app_upstream:8080;" in proxy.render("172.20.0.5")
 
 
 def info(expand_only: bool | None) -> ImageInfo:
