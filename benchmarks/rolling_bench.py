@@ -74,9 +74,10 @@ class Timeline:
 
 @contextlib.contextmanager
 def probes(timeline: Timeline) -> Any:
-    """ROLLING_BENCH_PROBES=1: the sub-steps of the switch and the drain on the timeline (the
-    old container's stop and removal, each nginx reload, record writes), to tell which one a
-    burst of slow requests follows."""
+    """ROLLING_BENCH_PROBES=1: the sub-steps of the switch and the drain on the timeline (each
+    proxy switch: one exec that writes, tests, reloads and waits for the old workers; the old
+    container's stop and removal; record writes), to tell which one a burst of slow requests
+    follows."""
     real_switch = proxy_mod.switch
     real_drain, real_save = deploy_rolling._stop_and_remove, history_mod.History.save_release
 
@@ -283,10 +284,11 @@ def main() -> int:
     )
     print(header)
     for r in rows:
+        switch = "-" if r["switch_p99_ms"] != r["switch_p99_ms"] else f"{r['switch_p99_ms']:.0f}ms"
         print(
             f"{r['strategy']:<9} {r['step']:<9} {r['seconds']:>7.1f} {r['requests']:>8} "
             f"{r['failed']:>6} {r['steady_p99_ms']:>8.0f}ms {r['step_p99_ms']:>7.0f}ms "
-            f"{r['cutover_p99_ms']:>10.0f}ms {r['switch_p99_ms']:>8.0f}ms"
+            f"{r['cutover_p99_ms']:>10.0f}ms {switch:>10}"
         )
     return 0
 
