@@ -113,7 +113,8 @@ def ensure_running(target: Target, *, timeout_s: float) -> Any | None:
 #: finished its in-flight requests) and a new one runs; 10 the file could not be written; 11
 #: `nginx -t` refused the new config (the previous file is put back, the running config keeps
 #: serving); 12 the reload failed; 13 old workers were still running at the deadline.
-#: /proc is read with `read` (a builtin): neither image has ps, and polling forks nothing.
+#: /proc is read with `read` (a builtin): neither image has ps, and the polling forks only
+#: `sleep`. DEPLOYTOOLS_PROC (unset in the proxy) points the unit tests at a fake /proc.
 SWITCH_SCRIPT = r"""
 conf=$1 limit=$2 text=$3 proc=${DEPLOYTOOLS_PROC:-/proc}
 workers() {
