@@ -17,6 +17,7 @@ import hashlib
 import posixpath
 import secrets
 import socket
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -85,8 +86,19 @@ def _close(sock: Any, raw: Any) -> None:
         raw.close()
 
 
+#: Seconds to wait for the engine to mark an exec finished once its output stream has ended.
+EXEC_SETTLE_S = 5.0
+
+
 def _result(client: Any, exec_id: str, out: bytes, err: bytes) -> ExecResult:
-    code = client.api.exec_inspect(exec_id).get("ExitCode")
+    # The output stream can end a moment before the engine records the exit (seen under load):
+    # reading the exit code at once then finds the exec still running.
+    deadline = time.monotonic() + EXEC_SETTLE_S
+    info = client.api.exec_inspect(exec_id)
+    while info.get("Running") and time.monotonic() < deadline:
+        time.sleep(0.05)
+        info = client.api.exec_inspect(exec_id)
+    code = None if info.get("Running") else info.get("ExitCode")
     return ExecResult(exit_code=-1 if code is None else int(code), stdout=out, stderr=err)
 
 

@@ -131,7 +131,15 @@ class Database:
             raw.close()
 
     def size_bytes(self) -> int:
-        return int(self.query(pg.DATABASE_SIZE_SQL).strip())
+        answer = self.query(pg.DATABASE_SIZE_SQL).strip()
+        if not answer.isdigit():
+            raise ExternalCommandFailed(
+                f"psql in {self.container.name} answered {answer[:80]!r} for the size of "
+                f"database {self.name}, not a number",
+                untouched="nothing was written",
+                hint="run the command again; if it persists, look at the database container's logs",
+            )
+        return int(answer)
 
     def pg_dump_version(self) -> str:
         result = self.exec(pg.pg_dump_version())

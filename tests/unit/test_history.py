@@ -138,6 +138,33 @@ def test_break_refuses_a_fresh_lock_and_accepts_an_expired_one() -> None:
     assert h.lock() is None
 
 
+class CountingStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def read(self, path: str) -> bytes | None:
+        self.calls += 1
+        return super().read(path)
+
+    def write(self, path: str, data: bytes) -> None:
+        self.calls += 1
+        super().write(path, data)
+
+
+def test_a_refresh_writes_only_once_a_tenth_of_the_ttl_has_passed() -> None:
+    store = CountingStore()
+    h = History(store, "prod")  # type: ignore[arg-type]
+    lock = h.acquire("deploy", ttl_s=600)
+    store.calls = 0
+    assert h.refresh(lock) is lock  # fresh: nothing asked of the store
+    assert store.calls == 0
+    stale = dataclasses.replace(lock, refreshed="2000-01-01T00:00:00Z")
+    fresh = h.refresh(stale)
+    assert fresh.refreshed != stale.refreshed and store.calls == 2  # read, then write
+    assert h.lock() == fresh
+
+
 def test_unknown_backup_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="no backup nope"):
         history().manifest("nope")
