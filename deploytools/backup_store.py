@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import posixpath
 import secrets
 import socket
+import tarfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -88,6 +90,21 @@ def _close(sock: Any, raw: Any) -> None:
 
 #: Seconds to wait for the engine to mark an exec finished once its output stream has ended.
 EXEC_SETTLE_S = 5.0
+
+
+#: read_all's script: $1 the directory, $2 the suffix; a tar of the matching files on stdout.
+_READ_ALL = """
+[ -d "$1" ] || exit 0
+cd "$1" || exit 5
+suffix=$2
+set --
+for f in *"$suffix"; do
+    case $f in *.tmp-*) continue ;; esac
+    [ -f "$f" ] && set -- "$@" "$f"
+done
+[ $# -gt 0 ] || exit 0
+exec tar -cf - -- "$@"
+"""
 
 
 def _result(client: Any, exec_id: str, out: bytes, err: bytes) -> ExecResult:
@@ -258,6 +275,23 @@ class BackupStore:
         result = self.sh('[ -d "$1" ] || exit 0; ls -1 "$1"', self._abs(directory))
         names = self._check(result, f"listing {directory}").text().splitlines()
         return sorted(n for n in names if n.endswith(suffix) and ".tmp-" not in n)
+
+    def read_all(self, directory: str, suffix: str = "") -> dict[str, bytes]:
+        """Every file of `directory` whose name ends with `suffix` (not the temporary ones of a
+        write in progress), by name; {} when there is none. One exec, a tar stream: a history of
+        many records is read at once, not one exec per record. Files are replaced by renames,
+        never rewritten in place, so each one read is whole."""
+        result = self.sh(_READ_ALL, self._abs(directory), suffix)
+        data = self._check(result, f"reading {directory}").stdout
+        if not data:
+            return {}
+        files: dict[str, bytes] = {}
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for member in tar:
+                extracted = tar.extractfile(member) if member.isfile() else None
+                if extracted is not None:
+                    files[posixpath.basename(member.name)] = extracted.read()
+        return files
 
     def free_bytes(self) -> int:
         """Bytes available to us in the store's file system."""

@@ -227,9 +227,12 @@ class History:
 
     def manifests(self) -> list[BackupManifest]:
         """Complete backups (those with a manifest), oldest first."""
-        names = self.store.list_files(f"{self.environment}/backups", ".json")
-        ids = [n.removesuffix(".json") for n in names if not n.endswith(".verified.json")]
-        return [self.manifest(i) for i in ids]
+        files = self.store.read_all(f"{self.environment}/backups", ".json")
+        return [
+            _from_dict(BackupManifest, json.loads(raw))
+            for name, raw in sorted(files.items())
+            if not name.endswith(".verified.json")
+        ]
 
     def save_verification(self, verification: Verification) -> None:
         self.store.write(self._verification_file(verification.backup_id), _dump(verification))
@@ -255,13 +258,8 @@ class History:
     # -- releases ------------------------------------------------------------------------------
     def releases(self) -> list[ReleaseRecord]:
         """Every record, oldest first."""
-        names = self.store.list_files(f"{self.environment}/releases", ".json")
-        records = []
-        for name in names:
-            raw = self.store.read(f"{self.environment}/releases/{name}")
-            if raw is not None:
-                records.append(_from_dict(ReleaseRecord, json.loads(raw)))
-        return records
+        files = self.store.read_all(f"{self.environment}/releases", ".json")
+        return [_from_dict(ReleaseRecord, json.loads(raw)) for _, raw in sorted(files.items())]
 
     def next_release_id(self) -> str:
         names = self.store.list_files(f"{self.environment}/releases", ".json")

@@ -37,3 +37,31 @@ def test_the_helper_and_its_anonymous_volume_are_removed(postgres_image: str) ->
         with contextlib.suppress(docker.errors.DockerException):
             client.volumes.get(store_volume).remove()
         client.close()
+
+
+def test_read_all_reads_a_directory_in_one_exec_without_temporary_files(
+    postgres_image: str,
+) -> None:
+    client: Any = docker.from_env()
+    store_volume = f"dtlead-store-{uuid.uuid4().hex[:8]}"
+    try:
+        with open_store(
+            client, f"volume:{store_volume}", image=postgres_image, name_prefix="dtlead"
+        ) as store:
+            assert store.read_all("prod/releases", ".json") == {}  # no directory yet
+            store.ensure_dir("prod/releases")
+            assert store.read_all("prod/releases", ".json") == {}
+            store.write("prod/releases/0001.json", b'{"id": "0001"}\n')
+            store.write("prod/releases/0002.json", b"x" * 70_000)
+            store.write("prod/releases/0002.checks-lock", b"{}")
+            store.write("prod/releases/0003.json.tmp-1a2b", b"half")  # a write in progress
+            store.write("prod/releases/-odd name.json", b"odd")
+            assert store.read_all("prod/releases", ".json") == {
+                "0001.json": b'{"id": "0001"}\n',
+                "0002.json": b"x" * 70_000,
+                "-odd name.json": b"odd",
+            }
+    finally:
+        with contextlib.suppress(docker.errors.DockerException):
+            client.volumes.get(store_volume).remove()
+        client.close()

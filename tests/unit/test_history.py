@@ -15,42 +15,7 @@ from deploytools.errors import LockHeld, UsageError
 from deploytools.history import BackupManifest, History, ReleaseRecord, Verification
 from deploytools.steps import backup as backup_step
 from deploytools.steps.rollback import restore_needed
-
-
-class MemoryStore:
-    """The subset of BackupStore that History uses, in a dict."""
-
-    description = "memory"
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-
-    def ensure_dir(self, path: str) -> None:
-        pass
-
-    def read(self, path: str) -> bytes | None:
-        return self.files.get(path)
-
-    def write(self, path: str, data: bytes) -> None:
-        self.files[path] = data
-
-    def create_exclusive(self, path: str, data: bytes) -> bool:
-        if path in self.files:
-            return False
-        self.files[path] = data
-        return True
-
-    def remove(self, *paths: str) -> None:
-        for path in paths:
-            self.files.pop(path, None)
-
-    def list_files(self, directory: str, suffix: str = "") -> list[str]:
-        prefix = directory.rstrip("/") + "/"
-        return sorted(
-            p[len(prefix) :]
-            for p in self.files
-            if p.startswith(prefix) and "/" not in p[len(prefix) :] and p.endswith(suffix)
-        )
+from tests.fakes.memory_store import MemoryStore
 
 
 def history() -> History:

@@ -30,49 +30,11 @@ from deploytools.steps import report as report_step
 from deploytools.steps import rollback as rollback_step
 from deploytools.steps.image import BuiltImage
 from deploytools.steps.release import CheckResult, ReleaseReport
+from tests.fakes.memory_store import MemoryStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGE_ID = "sha256:" + "ab" * 32
 COMMIT = "c0ffee" * 6 + "abcd"
-
-
-class MemoryStore:
-    """The part of BackupStore that History and the pipeline log use, in a dict."""
-
-    description = "memory"
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-
-    def ensure_dir(self, path: str) -> None:
-        pass
-
-    def exists(self, path: str) -> bool:
-        return path in self.files or any(p.startswith(path.rstrip("/") + "/") for p in self.files)
-
-    def read(self, path: str) -> bytes | None:
-        return self.files.get(path)
-
-    def write(self, path: str, data: bytes) -> None:
-        self.files[path] = data
-
-    def create_exclusive(self, path: str, data: bytes) -> bool:
-        if path in self.files:
-            return False
-        self.files[path] = data
-        return True
-
-    def remove(self, *paths: str) -> None:
-        for path in paths:
-            self.files.pop(path, None)
-
-    def list_files(self, directory: str, suffix: str = "") -> list[str]:
-        prefix = directory.rstrip("/") + "/"
-        return sorted(
-            p[len(prefix) :]
-            for p in self.files
-            if p.startswith(prefix) and "/" not in p[len(prefix) :] and p.endswith(suffix)
-        )
 
 
 class Fakes:

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from deploytools.config import Config, load_config
 from deploytools.steps import report
+from tests.fakes.memory_store import MemoryStore
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
@@ -172,27 +173,6 @@ def test_report_command_line_parses() -> None:
 
 
 # -- gather: which record, from the environment's history ---------------------------------------
-
-
-class MemoryStore:
-    """The few BackupStore operations History uses, in memory."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-
-    def ensure_dir(self, path: str) -> None:
-        """Directories exist implicitly."""
-
-    def read(self, path: str) -> bytes | None:
-        return self.files.get(path)
-
-    def write(self, path: str, data: bytes) -> None:
-        self.files[path] = data
-
-    def list_files(self, directory: str, suffix: str = "") -> list[str]:
-        prefix = directory.rstrip("/") + "/"
-        names = [p[len(prefix) :] for p in self.files if p.startswith(prefix)]
-        return sorted(n for n in names if "/" not in n and n.endswith(suffix))
 
 
 @pytest.fixture

@@ -1,0 +1,46 @@
+"""The operations of BackupStore that History and the pipeline log use, in a dict: for unit
+tests of what is stored (the real store, a helper container on the engine, has its own
+integration tests)."""
+
+from __future__ import annotations
+
+
+class MemoryStore:
+    description = "memory"
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+
+    def ensure_dir(self, path: str) -> None:
+        """Directories exist implicitly."""
+
+    def exists(self, path: str) -> bool:
+        return path in self.files or any(p.startswith(path.rstrip("/") + "/") for p in self.files)
+
+    def read(self, path: str) -> bytes | None:
+        return self.files.get(path)
+
+    def write(self, path: str, data: bytes) -> None:
+        self.files[path] = data
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        if path in self.files:
+            return False
+        self.files[path] = data
+        return True
+
+    def remove(self, *paths: str) -> None:
+        for path in paths:
+            self.files.pop(path, None)
+
+    def list_files(self, directory: str, suffix: str = "") -> list[str]:
+        prefix = directory.rstrip("/") + "/"
+        return sorted(
+            p[len(prefix) :]
+            for p in self.files
+            if p.startswith(prefix) and "/" not in p[len(prefix) :] and p.endswith(suffix)
+        )
+
+    def read_all(self, directory: str, suffix: str = "") -> dict[str, bytes]:
+        prefix = directory.rstrip("/") + "/"
+        return {name: self.files[prefix + name] for name in self.list_files(directory, suffix)}
