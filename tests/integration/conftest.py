@@ -7,6 +7,11 @@
     compose_stacks  -> ComposeStackFactory: compose_stacks.start("name", app_image=...) brings up
                            docker-compose.prod.yml as project "rbacsvc-name" (down -v first, down -v
                            at session end) and returns a ComposeStack
+    dtdep_stack     -> SharedStack: one stack (migrated, an admin) that the modules of the
+                           reference service, checks, deploy, rollback, backup ... take turns on,
+                           reset between them to 1.15.1 or 1.15.2 as first set up (dtdep_env.py)
+    image_variants  -> ImageVariants: image_variants.build(base, tag, ...) builds a tiny variant
+                           of a release image once per session
 
 When a test that uses a ComposeStack fails, the stack's container logs are attached to its report.
 """
@@ -23,10 +28,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import docker
 import pytest
 import requests
+
+if TYPE_CHECKING:
+    from dtdep_env import ImageVariants, SharedStack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICE_DIR = REPO_ROOT / "examples" / "rbac-api"
@@ -62,7 +71,8 @@ def free_port() -> int:
 
 
 def wait_until(predicate, *, timeout: float, what: str, interval: float = 0.25):
-    """Poll predicate() until it returns a truthy value; back off to 2 s; fail after timeout."""
+    """Poll predicate() until it returns a truthy value; back off to 0.5 s; fail after timeout.
+    (Polls are cheap engine calls; a longer step is time every test waits for nothing.)"""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while True:
@@ -78,7 +88,7 @@ def wait_until(predicate, *, timeout: float, what: str, interval: float = 0.25):
                 + (f" (last error: {last_error})" if last_error else "")
             )
         time.sleep(interval)
-        interval = min(interval * 1.5, 2.0)
+        interval = min(interval * 1.5, 0.5)
 
 
 # ---- release repository ------------------------------------------------------------------------
@@ -198,8 +208,16 @@ class ReleaseImages:
 
 
 @pytest.fixture(scope="session")
-def release_images(docker_client: docker.DockerClient, release_repo: ReleaseRepo) -> ReleaseImages:
-    return ReleaseImages(docker_client, release_repo)
+def release_images(
+    docker_client: docker.DockerClient, release_repo: ReleaseRepo, request: pytest.FixtureRequest
+) -> ReleaseImages:
+    # tests/e2e/conftest.py loads this file a second time, as another module, so this fixture
+    # exists twice in a whole run: both give the first one's images (each built once per run).
+    shared = getattr(request.session, "_deploytools_release_images", None)
+    if shared is None:
+        shared = ReleaseImages(docker_client, release_repo)
+        request.session._deploytools_release_images = shared
+    return shared
 
 
 # ---- Compose stacks ------------------------------------------------------------------------------
@@ -418,6 +436,29 @@ def compose_stacks(
     yield factory
     for stack in factory.stacks:
         stack.down()
+
+
+@pytest.fixture(scope="session")
+def dtdep_stack(
+    docker_client: docker.DockerClient, postgres_image: str, release_images: ReleaseImages
+) -> Iterator[SharedStack]:
+    from dtdep_env import SharedStack
+
+    images = {version: release_images[version] for version in RELEASES}
+    shared = SharedStack(docker_client, postgres_image, images)
+    try:
+        yield shared.start()
+    finally:
+        shared.remove()
+
+
+@pytest.fixture(scope="session")
+def image_variants(docker_client: docker.DockerClient) -> Iterator[ImageVariants]:
+    from dtdep_env import ImageVariants
+
+    variants = ImageVariants(docker_client)
+    yield variants
+    variants.remove()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,8 +1,13 @@
-"""Helpers shared by the backup, deploy and rollback integration tests (Docker prefix dtdep-).
+"""Helpers shared by the integration tests that run on one stack of docker-compose.prod.yml
+for the whole session (Docker prefix dtdep-): deploy, rollback, rolling, backup, the runbook's
+rest, the reference service, checks and monitor.
 
-Each test module brings up its own stack of docker-compose.prod.yml under a `dtdep-*` project,
-writes a deploy.toml for it into a temporary directory, and removes stack, store volume and
-helper containers at the end, failures included.
+They take turns on it (SharedStack, the `dtdep_stack` fixture of conftest.py), reset before
+each module to 1.15.1 or 1.15.2 as first set up. A module's `env` fixture is
+`module_env(NAME, **deploy_toml_options)`: the stack at 1.15.1 with a deploy.toml for it in a
+temporary directory and a store volume of its own, removed (with helper containers) at the
+module's end, failures included. Image variants (ImageVariants, the `image_variants` fixture)
+are built once per session.
 """
 
 from __future__ import annotations
@@ -16,8 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+from click.testing import CliRunner
 from conftest import COMPOSE_FILE, ComposeStack, free_port
 
+from deploytools.cli import cli
 from deploytools.config import Config, load_config
 from deploytools.context import StepContext
 
@@ -98,67 +106,220 @@ class DtdepEnv:
         sink = messages.append if messages is not None else (lambda _m: None)
         return StepContext(config=self.config, progress=sink)
 
+    def config_with_health_timeout(self, tmp_dir: Path, seconds: float) -> Path:
+        """This deploy.toml but for [deploy] health_timeout_s, written into `tmp_dir`: for a
+        release that never becomes healthy, whose deploy waits out the whole timeout."""
+        config = write_config(
+            tmp_dir / "deploy.toml",
+            {self.environment: self.stack},
+            store=f"volume:{self.store_volume}",
+            health_timeout_s=seconds,
+        )
+        return config.path
 
-@contextlib.contextmanager
-def dtdep_env(
-    client: Any,
-    tmp_dir: Path,
-    *,
-    name: str,
-    postgres_image: str,
-    app_image: str,
-    **config_options: Any,
-) -> Iterator[DtdepEnv]:
-    """Bring up stack `dtdep-NAME-PID` (migrated, with an admin), yield it with its deploy.toml,
-    and remove the stack, its store volume and any helper container afterwards.
+    def cli(self, *args: str, config: Path | None = None) -> Any:
+        """`deploytools --config CONFIG --json ARGS...` in-process (CONFIG: this deploy.toml)."""
+        path = str(config or self.config_path)
+        return CliRunner().invoke(cli, ["--config", path, "--json", *args], catch_exceptions=False)
+
+
+def module_env(name: str, **config_options: Any) -> Any:
+    """A test module's `env` fixture (assign it: `env = module_env("dep")`): the shared stack
+    as it was first set up, with a deploy.toml (`config_options` go to write_config)."""
+
+    @pytest.fixture(scope="module", name="env")
+    def env_fixture(
+        dtdep_stack: SharedStack, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[DtdepEnv]:
+        tmp_dir = tmp_path_factory.mktemp(f"dtdep-{name}")
+        with dtdep_stack.env(name, tmp_dir, **config_options) as environment:
+            yield environment
+
+    return env_fixture
+
+
+class SharedStack:
+    """One stack for the session, `dtdep-shared-PID`, that the modules which deploy, roll back,
+    back up, restore, check and monitor take turns on. Each gets it as first set up, at a
+    release (`reset`): the app and proxy recreated from that release's image, the database
+    re-created from a template of that release's schema (taken once: 1.15.1 migrated, with an
+    admin; 1.15.2 the same, migrated on), so no module sees another's releases, rows or
+    containers. `env` adds a deploy.toml and a store volume of the module's own.
 
     The pid in the name lets two runs of the suite share an engine (a CI clone beside a
     developer's run); leftovers of runs whose process is gone are removed first.
     """
-    _remove_leftovers(client, f"dtdep-{name}-", postgres_image)
-    project = f"dtdep-{name}-{os.getpid()}"
-    store_volume = f"{project}-store"
-    stack = ComposeStack(project=project, env=stack_env(postgres_image, app_image), client=client)
-    try:
-        stack.up()
+
+    PREFIX = "dtdep-shared-"
+
+    def __init__(self, client: Any, postgres_image: str, images: dict[str, str]) -> None:
+        """images: release -> image, the first the one set up (e.g. {"1.15.1": ..., "1.15.2":
+        ...}); a later one's schema is the first's migrated by its image."""
+        self.client, self.postgres_image, self.images = client, postgres_image, images
+        _remove_leftovers(client, self.PREFIX, postgres_image)
+        self.first = next(iter(images))
+        env = stack_env(postgres_image, images[self.first])
+        self.stack = ComposeStack(project=f"{self.PREFIX}{os.getpid()}", env=env, client=client)
+        self._env = dict(env)
+        self._serving: str | None = None  # the release as set up, until a user may change it
+        self._templates: set[str] = set()
+
+    def start(self) -> SharedStack:
+        stack = self.stack
+        # Migrated and with its admin before the app connects: a template needs a database
+        # nobody is connected to.
+        stack.env["APP_VERSION"] = self.first
+        stack.run_compose("up", "-d", "db")
+        stack.wait_healthy("db")
         stack.migrate()
         stack.create_admin()
+        self._save_template(self.first)
+        stack.up()
+        self._serving = self.first
+        return self
+
+    def remove(self) -> None:
+        self._remove_containers(keep_services=())
+        self.stack.down()
+        _remove_volumes(self.client, self.stack.project)
+
+    @contextlib.contextmanager
+    def env(
+        self,
+        name: str,
+        tmp_dir: Path,
+        *,
+        environment: str = "prod",
+        release: str = "",
+        **config_options: Any,
+    ) -> Iterator[DtdepEnv]:
+        """The stack at `release` (default: the first) as first set up, with a deploy.toml
+        naming it `environment` and a store volume `PROJECT-NAME-store`; the store, helper
+        containers and the release keep tags are removed afterwards."""
+        self.reset(release or self.first)
+        store_volume = f"{self.stack.project}-{name}-store"
         config_path = tmp_dir / "deploy.toml"
         config = write_config(
-            config_path, {"prod": stack}, store=f"volume:{store_volume}", **config_options
+            config_path, {environment: self.stack}, store=f"volume:{store_volume}", **config_options
         )
-        yield DtdepEnv(
-            stack=stack, config_path=config_path, config=config, store_volume=store_volume
+        try:
+            yield DtdepEnv(
+                stack=self.stack,
+                config_path=config_path,
+                config=config,
+                store_volume=store_volume,
+                environment=environment,
+            )
+        finally:
+            self._remove_containers(keep_services=("db", "app", "proxy"))
+            _remove_volume(self.client, store_volume)
+            _remove_tags(self.client, (f"{environment}-release-",))
+
+    def reset(self, release: str = "") -> ComposeStack:
+        """The stack serving `release` (default: the first) on that release's schema and rows
+        as first set up; every user calls it first (the very first finds it so)."""
+        release = release or self.first
+        stack = self.stack
+        if self._serving == release:
+            self._serving = None
+            return stack
+        self._serving = None
+        stack.env.clear()
+        stack.env.update(self._env)  # a module may have changed APP_IMAGE or other variables
+        stack.env.update(APP_IMAGE=self.images[release], APP_VERSION=release)
+        # The app and proxy go (and every other container of the project: helpers, a rolling
+        # deploy's second app); the database server stays, its database is re-created.
+        self._remove_containers(keep_services=("db",))
+        stack.container("db").start()  # a no-op unless a module left it stopped
+        stack.wait_healthy("db")
+        if release in self._templates:
+            self._recreate_database(release)
+        else:
+            self._recreate_database(self.first)
+            stack.migrate(self.images[release])
+            self._save_template(release)
+        stack.up()
+        return stack
+
+    def _template(self, release: str) -> str:
+        return f"golden_{release.replace('.', '_')}"
+
+    def _save_template(self, release: str) -> None:
+        database = self.stack.env["POSTGRES_DB"]
+        self._sql(f"CREATE DATABASE {self._template(release)} TEMPLATE {database}")
+        self._templates.add(release)
+
+    def _recreate_database(self, release: str) -> None:
+        database = self.stack.env["POSTGRES_DB"]
+        self._sql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        self._sql(f"CREATE DATABASE {database} TEMPLATE {self._template(release)}")
+
+    def _sql(self, sql: str) -> None:
+        """SQL on the maintenance database `postgres` (not the one being copied or dropped)."""
+        user = self.stack.env["POSTGRES_USER"]
+        code, output = self.stack.container("db").exec_run(
+            ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-U", user, "-d", "postgres", "-c", sql]
         )
-    finally:
-        for container in client.containers.list(all=True, filters={"name": project}):
+        if code != 0:
+            raise RuntimeError(f"psql failed ({code}): {output.decode('utf-8', 'replace')}")
+
+    def _remove_containers(self, *, keep_services: tuple[str, ...]) -> None:
+        """Every container of the project but the services named (one-offs and helpers go)."""
+        project = self.stack.project
+        for container in self.client.containers.list(all=True, filters={"name": project}):
+            labels = container.labels
+            if (
+                labels.get("com.docker.compose.project") == project
+                and labels.get("com.docker.compose.oneoff") != "True"
+                and labels.get("com.docker.compose.service") in keep_services
+            ):
+                continue
             with contextlib.suppress(Exception):
                 container.remove(force=True, v=True)
-        stack.down()
-        _remove_volume(client, store_volume)
-        _remove_tags(client)
 
 
-def _remove_tags(client: Any) -> None:
-    """Untag what the tests added to the engine: the variant images (dtdep-*) and the keep tags
-    deploys put on release images (<env>-release-<id>). Images in use stay."""
+class ImageVariants:
+    """Tiny images FROM a release image (a broken migration, a bad CMD, a label), built once
+    per session whatever module asks first, untagged at the end of the session."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._built: dict[str, str] = {}
+
+    def build(self, base: str, tag: str, *, dockerfile: str, files: dict[str, str]) -> str:
+        if tag not in self._built:
+            self._built[tag] = build_variant(
+                self.client, base, tag, dockerfile=dockerfile, files=files
+            )
+        return tag
+
+    def remove(self) -> None:
+        # force: the shared stack may still run one of them (the tag goes, the image stays).
+        for tag in self._built:
+            with contextlib.suppress(Exception):
+                self.client.api.remove_image(tag, force=True, noprune=False)
+        self._built.clear()
+
+
+def _remove_tags(client: Any, prefixes: tuple[str, ...]) -> None:
+    """Untag what the tests added to the engine under tags starting with `prefixes` (the keep
+    tags deploys put on release images: <env>-release-<id>). Images in use stay."""
     for image in client.images.list(name=IMAGE_REPOSITORY):
         for tag in image.tags:
-            name = tag.split(":", 1)[1]
-            if name.startswith(("dtdep-", "prod-release-")):
+            if tag.split(":", 1)[1].startswith(prefixes):
                 with contextlib.suppress(Exception):
                     client.api.remove_image(tag, noprune=False)
 
 
 def _remove_leftovers(client: Any, prefix: str, postgres_image: str) -> None:
-    """Stacks and store volumes `PREFIX<pid>` of earlier runs whose process no longer exists."""
+    """Stacks and volumes `PREFIX<pid>...` of earlier runs whose process no longer exists."""
     projects = {
         c.labels.get("com.docker.compose.project", "")
         for c in client.containers.list(all=True, filters={"name": prefix})
     }
     volumes = {v.name for v in client.volumes.list() if v.name.startswith(prefix)}
     for name in projects | volumes:
-        pid = name.removeprefix(prefix).split("-", 1)[0]
+        pid = name.removeprefix(prefix).split("-", 1)[0].split("_", 1)[0]
         if not pid.isdigit() or _alive(int(pid)):
             continue
         project = prefix + pid
@@ -169,7 +330,7 @@ def _remove_leftovers(client: Any, prefix: str, postgres_image: str) -> None:
         for container in client.containers.list(all=True, filters={"name": project}):
             with contextlib.suppress(Exception):
                 container.remove(force=True, v=True)
-        _remove_volume(client, f"{project}-store")
+        _remove_volumes(client, project)
 
 
 def _alive(pid: int) -> bool:
@@ -185,6 +346,17 @@ def _alive(pid: int) -> bool:
 def _remove_volume(client: Any, name: str) -> None:
     subprocess.run(["docker", "volume", "rm", "-f", name], capture_output=True, check=False)
 
+
+def _remove_volumes(client: Any, project: str) -> None:
+    """The project's volumes: its stores (PROJECT-*), the Compose ones (PROJECT_*)."""
+    for volume in client.volumes.list():
+        if volume.name.startswith((f"{project}-", f"{project}_")):
+            _remove_volume(client, volume.name)
+
+
+#: A variant's CMD that serves nothing, but stops at once on SIGTERM (a bare sleep as PID 1
+#: ignores it): an image that never becomes healthy.
+NEVER_HEALTHY = 'CMD ["sh", "-c", "trap \'exit 0\' TERM; sleep 3600 & wait"]\n'
 
 BROKEN_MIGRATION = '''"""Fails half-way: creates a table, then divides by zero."""
 import sqlalchemy as sa

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from dtdep_env import DtdepEnv, dtdep_env, write_config
+from dtdep_env import DtdepEnv, module_env, write_config
 
 from deploytools.cli import cli
 from deploytools.context import StepContext
@@ -19,33 +18,10 @@ from deploytools.errors import CheckFailed, DeployError, ExternalCommandFailed
 from deploytools.steps import backup as backup_step
 from deploytools.steps.backup import open_environment
 
-if TYPE_CHECKING:
-    from conftest import ReleaseImages
-
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def env(
-    docker_client: Any,
-    postgres_image: str,
-    release_images: ReleaseImages,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[DtdepEnv]:
-    with dtdep_env(
-        docker_client,
-        tmp_path_factory.mktemp("dtdep-bk"),
-        name="bk",
-        postgres_image=postgres_image,
-        app_image=release_images["1.15.1"],
-    ) as environment:
-        yield environment
-
-
-def run_cli(env: DtdepEnv, *args: str) -> Any:
-    return CliRunner().invoke(
-        cli, ["--config", str(env.config_path), "--json", *args], catch_exceptions=False
-    )
+env = module_env("bk")
 
 
 def store_files(env: DtdepEnv) -> list[str]:
@@ -77,7 +53,7 @@ def test_create_writes_a_complete_manifest_and_verifies(env: DtdepEnv) -> None:
     verification = backup_step.verify(env.ctx(), environment=env.environment, backup_id=manifest.id)
     assert verification.ok and verification.restore_ok and verification.row_counts_ok
 
-    listed = run_cli(env, "backup", "list", "--env", env.environment)
+    listed = env.cli("backup", "list", "--env", env.environment)
     assert listed.exit_code == 0, listed.output
     result = json.loads(listed.stdout)["result"]
     ids = [b["id"] for b in result["backups"]]
@@ -89,7 +65,7 @@ def test_create_writes_a_complete_manifest_and_verifies(env: DtdepEnv) -> None:
 
 
 def test_unknown_environment_is_a_usage_error(env: DtdepEnv) -> None:
-    result = run_cli(env, "backup", "create", "--env", "prdo")
+    result = env.cli("backup", "create", "--env", "prdo")
     assert result.exit_code == 2
     assert 'unknown environment "prdo"' in result.stderr
     assert 'did you mean "prod"' in result.stderr
@@ -103,7 +79,7 @@ def test_restore_brings_rows_back_after_a_safety_backup(env: DtdepEnv) -> None:
     )
     assert env.stack.table_row_counts()["roles"] == before["roles"] + 2
 
-    result = run_cli(env, "backup", "restore", "--env", env.environment, manifest.id, "--yes")
+    result = env.cli("backup", "restore", "--env", env.environment, manifest.id, "--yes")
     assert result.exit_code == 0, result.output
     restored = json.loads(result.stdout)["result"]
     assert restored["rows_dropped"] == 2
@@ -132,7 +108,7 @@ def test_corrupted_backup_fails_verify_and_restore_refuses(env: DtdepEnv) -> Non
 
     with pytest.raises(CheckFailed, match="corrupted"):
         backup_step.verify(env.ctx(), environment=env.environment, backup_id=manifest.id)
-    result = run_cli(env, "backup", "restore", "--env", env.environment, manifest.id, "--yes")
+    result = env.cli("backup", "restore", "--env", env.environment, manifest.id, "--yes")
     assert result.exit_code == 1
     error = json.loads(result.stdout)["error"]
     assert "corrupted" in error["message"]

@@ -1,7 +1,8 @@
 """smoke, validate and verify against the real reference stack (rbac-api 1.15.2 + PostgreSQL).
 
-One stack for the module; the tests that break something (a revoked role, injected error lines,
-a slow endpoint, a stopped database) put it back before they end.
+The shared stack at 1.15.2 for the module (dtdep_env.py); the tests that break something (a
+revoked role, injected error lines, a slow endpoint, a stopped database) put it back before they
+end.
 """
 
 from __future__ import annotations
@@ -11,19 +12,15 @@ import dataclasses
 import json
 import secrets
 import time
-import tomllib
-import types
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import docker.errors
 import pytest
 import requests
 from click.testing import CliRunner
+from dtchk_env import credentials_env, reference_config
 
-from deploytools import config as config_module
 from deploytools.checks import suite as engine
 from deploytools.checks.http import HttpClient
 from deploytools.checks.results import CheckResult, Verdict
@@ -37,50 +34,21 @@ from deploytools.steps import report as report_step
 from deploytools.steps.backup import open_environment
 
 if TYPE_CHECKING:
-    from conftest import ComposeStack, ComposeStackFactory, ReleaseImages
+    from conftest import ComposeStack, ReleaseImages
+    from dtdep_env import SharedStack
 
 pytestmark = pytest.mark.integration
 
 
-def reference_config(stack: ComposeStack) -> Config:
-    """The [project], [thresholds] and [checks] tables of the repository's deploy.toml (the
-    reference service's checks), with one environment "test" pointing at `stack`. The other
-    tables are left out: this module tests the checks, not the rest of the file."""
-    path = Path(__file__).resolve().parents[2] / "deploy.toml"
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
-    kept = {key: data[key] for key in ("project", "thresholds", "checks") if key in data}
-    kept["environments"] = {"test": {"compose_project": stack.project, "base_url": stack.url}}
-    loader = config_module._Loader(path)
-    config = loader.build(Config, kept, "")
-    env = dataclasses.replace(config.environments["test"], name="test")
-    config = dataclasses.replace(
-        config, environments=types.MappingProxyType({"test": env}), path=path
-    )
-    config_module._validate(config, loader)
-    return config
-
-
-def stack_config(stack: ComposeStack, *, rate: float = 20.0, duration: float = 5.0) -> Config:
+def stack_config(stack: ComposeStack, *, rate: float = 40.0, duration: float = 2.5) -> Config:
     """The reference checks against `stack`, with shorter latency tests (still 100 samples,
-    the configured minimum)."""
+    the configured minimum; 40 requests/s is well within what the service serves)."""
     base = reference_config(stack)
     latency = tuple(
         dataclasses.replace(lat, rate_per_s=rate, duration_s=duration, min_samples=100)
         for lat in base.checks.latency
     )
     return dataclasses.replace(base, checks=dataclasses.replace(base.checks, latency=latency))
-
-
-def credentials_env(stack: ComposeStack) -> dict[str, str]:
-    assert stack.admin is not None
-    return {
-        "ADMIN_USERNAME": stack.admin[0],
-        "ADMIN_PASSWORD": stack.admin[1],
-        "CHECK_VIEWER_USERNAME": "check-viewer",
-        "CHECK_VIEWER_PASSWORD": secrets.token_urlsafe(16),
-        "CHECK_EDITOR_USERNAME": "check-editor",
-        "CHECK_EDITOR_PASSWORD": secrets.token_urlsafe(16),
-    }
 
 
 @dataclasses.dataclass
@@ -118,16 +86,9 @@ class Checked:
 
 
 @pytest.fixture(scope="module")
-def checked(
-    compose_stacks: ComposeStackFactory, release_images: ReleaseImages
-) -> Iterator[Checked]:
-    stack = compose_stacks.start(
-        "dtchk-checks", app_image=release_images["1.15.2"], app_version="1.15.2"
-    )
-    try:
-        yield Checked(stack, stack_config(stack), credentials_env(stack))
-    finally:
-        stack.down()  # now, not at the end of the session: other modules need the machine
+def checked(dtdep_stack: SharedStack) -> Checked:
+    stack = dtdep_stack.reset("1.15.2")
+    return Checked(stack, stack_config(stack), credentials_env(stack, "check"))
 
 
 def lines(results: tuple[CheckResult, ...]) -> str:

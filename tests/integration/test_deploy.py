@@ -10,46 +10,26 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
-from click.testing import CliRunner
-from dtdep_env import BROKEN_MIGRATION, DtdepEnv, build_variant, dtdep_env, write_config
+from dtdep_env import (
+    BROKEN_MIGRATION,
+    NEVER_HEALTHY,
+    DtdepEnv,
+    ImageVariants,
+    module_env,
+)
 
-from deploytools.cli import cli
 from deploytools.steps.backup import open_environment
-
-if TYPE_CHECKING:
-    from conftest import ReleaseImages
 
 pytestmark = pytest.mark.integration
 
 V1, V2 = "rbac-api-test:1.15.1", "rbac-api-test:1.15.2"
 
 
-@pytest.fixture(scope="module")
-def env(
-    docker_client: Any,
-    postgres_image: str,
-    release_images: ReleaseImages,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[DtdepEnv]:
-    release_images["1.15.2"]
-    with dtdep_env(
-        docker_client,
-        tmp_path_factory.mktemp("dtdep-dep"),
-        name="dep",
-        postgres_image=postgres_image,
-        app_image=release_images["1.15.1"],
-    ) as environment:
-        yield environment
-
-
-def deploytools(env: DtdepEnv, *args: str, config: Path | None = None) -> Any:
-    path = str(config or env.config_path)
-    return CliRunner().invoke(cli, ["--config", path, "--json", *args], catch_exceptions=False)
+env = module_env("dep")
 
 
 def history_of(env: DtdepEnv) -> tuple[list[Any], Any]:
@@ -70,7 +50,7 @@ def old_rows(env: DtdepEnv) -> dict[str, int]:
 
 def test_deploy_in_runbook_order_then_idempotent(env: DtdepEnv) -> None:
     before = old_rows(env)
-    result = deploytools(env, "deploy", "--env", "prod", "--image", V2)
+    result = env.cli("deploy", "--env", "prod", "--image", V2)
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)["result"]["record"]
     assert record["outcome"] == "succeeded"
@@ -87,7 +67,7 @@ def test_deploy_in_runbook_order_then_idempotent(env: DtdepEnv) -> None:
     kept = env.stack.client.images.get(f"rbac-api-test:prod-release-{record['id']}")
     assert kept.id == record["image_id"]
 
-    again = deploytools(env, "deploy", "--env", "prod", "--image", V2)
+    again = env.cli("deploy", "--env", "prod", "--image", V2)
     assert again.exit_code == 0, again.output
     body = json.loads(again.stdout)["result"]
     assert body["changed"] is False
@@ -101,30 +81,31 @@ def test_second_deploy_is_refused_while_the_lock_is_held(env: DtdepEnv) -> None:
     with open_environment(env.ctx(), env.environment) as session:
         held = session.history.acquire("deploy", ttl_s=600)
         try:
-            result = deploytools(env, "deploy", "--env", "prod", "--image", V1)
+            result = env.cli("deploy", "--env", "prod", "--image", V1)
             assert result.exit_code == 4
             error = json.loads(result.stdout)["error"]
             assert error["type"] == "LockHeld"
             assert held.holder in error["message"] and held.since in error["message"]
             assert "nothing was done" in error["untouched"]
             # Breaking a fresh lock is refused too.
-            broke = deploytools(env, "lock", "break", "--env", "prod")
+            broke = env.cli("lock", "break", "--env", "prod")
             assert broke.exit_code == 4
         finally:
             session.history.release(held)
     assert app_image(env) == V2
 
 
-def test_failing_migration_keeps_schema_and_old_release(env: DtdepEnv, docker_client: Any) -> None:
-    broken = build_variant(
-        docker_client,
+def test_failing_migration_keeps_schema_and_old_release(
+    env: DtdepEnv, image_variants: ImageVariants
+) -> None:
+    broken = image_variants.build(
         V2,
         "rbac-api-test:dtdep-broken-migration",
         dockerfile="COPY 0003_broken.py /app/migrations/versions/0003_broken.py\n",
         files={"0003_broken.py": BROKEN_MIGRATION},
     )
     before = old_rows(env)
-    result = deploytools(env, "deploy", "--env", "prod", "--image", broken)
+    result = env.cli("deploy", "--env", "prod", "--image", broken)
     assert result.exit_code == 3, result.output
     error = json.loads(result.stdout)["error"]
     assert "migration" in error["message"]
@@ -142,26 +123,15 @@ def test_failing_migration_keeps_schema_and_old_release(env: DtdepEnv, docker_cl
 
 
 def test_unhealthy_image_is_rolled_back_automatically(
-    env: DtdepEnv, docker_client: Any, tmp_path: Path
+    env: DtdepEnv, docker_client: Any, image_variants: ImageVariants, tmp_path: Path
 ) -> None:
-    never_healthy = build_variant(
-        docker_client,
-        V2,
-        "rbac-api-test:dtdep-never-healthy",
-        # Serves nothing, but stops at once on SIGTERM (a bare sleep as PID 1 ignores it).
-        dockerfile='CMD ["sh", "-c", "trap \'exit 0\' TERM; sleep 3600 & wait"]\n',
-        files={},
+    never_healthy = image_variants.build(
+        V2, "rbac-api-test:dtdep-never-healthy", dockerfile=NEVER_HEALTHY, files={}
     )
-    config = write_config(
-        tmp_path / "deploy.toml",
-        {"prod": env.stack},
-        store=f"volume:{env.store_volume}",
-        health_timeout_s=15,
-    )
+    # 10 s: the rollback's 1.15.2 is healthy within seconds.
+    config = env.config_with_health_timeout(tmp_path, 10)
     before = old_rows(env)
-    result = deploytools(
-        env, "deploy", "--env", "prod", "--image", never_healthy, config=config.path
-    )
+    result = env.cli("deploy", "--env", "prod", "--image", never_healthy, config=config)
     assert result.exit_code == 1, result.output
     error = json.loads(result.stdout)["error"]
     assert "did not become healthy" in error["message"]
@@ -188,10 +158,11 @@ def wait_for_record(env: DtdepEnv, process: Any, predicate: Any) -> None:
     raise AssertionError("the deploy's record did not reach the expected state")
 
 
-def test_deploy_killed_half_way_is_recovered_by_a_rerun(env: DtdepEnv, docker_client: Any) -> None:
+def test_deploy_killed_half_way_is_recovered_by_a_rerun(
+    env: DtdepEnv, image_variants: ImageVariants
+) -> None:
     # Another build of 1.15.2 (same migrations, another image id): a forward deploy.
-    rebuilt = build_variant(
-        docker_client,
+    rebuilt = image_variants.build(
         V2,
         "rbac-api-test:dtdep-rebuilt",
         dockerfile="LABEL dtdep=rebuilt\n",
@@ -208,7 +179,7 @@ def test_deploy_killed_half_way_is_recovered_by_a_rerun(env: DtdepEnv, docker_cl
     try:
         # While it runs, a second deploy is refused at once, naming it.
         wait_for_record(env, process, lambda r: r.outcome == "in-progress")
-        second = deploytools(env, "deploy", "--env", "prod", "--image", V2)
+        second = env.cli("deploy", "--env", "prod", "--image", V2)
         assert second.exit_code == 4
         assert f"(pid {process.pid})" in second.stderr
         # Kill it once the app is stopped (its record has the "stop" timing): mid-deploy.
@@ -222,7 +193,7 @@ def test_deploy_killed_half_way_is_recovered_by_a_rerun(env: DtdepEnv, docker_cl
     assert records[-1].outcome == "in-progress"
     assert lock is not None  # the killed holder never released it
 
-    result = deploytools(env, "deploy", "--env", "prod", "--image", rebuilt, "--no-backup-check")
+    result = env.cli("deploy", "--env", "prod", "--image", rebuilt, "--no-backup-check")
     assert result.exit_code == 0, result.output
     records, lock = history_of(env)
     assert lock is None
@@ -234,7 +205,7 @@ def test_deploy_killed_half_way_is_recovered_by_a_rerun(env: DtdepEnv, docker_cl
 
 
 def test_history_shows_releases_backups_and_lock(env: DtdepEnv) -> None:
-    result = deploytools(env, "history", "--env", "prod")
+    result = env.cli("history", "--env", "prod")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)["result"]
     kinds = [r["kind"] for r in data["releases"]]
@@ -244,7 +215,7 @@ def test_history_shows_releases_backups_and_lock(env: DtdepEnv) -> None:
 
 
 def test_status_shows_the_release_backups_and_lock(env: DtdepEnv) -> None:
-    result = deploytools(env, "status", "--env", "prod")
+    result = env.cli("status", "--env", "prod")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)["result"]
     assert data["release"]["image"] == "rbac-api-test:dtdep-rebuilt"

@@ -3,21 +3,16 @@ that persists is, and calls the rollback hook."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import secrets
 import threading
 import time
-import tomllib
-import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from dtchk_env import credentials_env, reference_config
 
-from deploytools import config as config_module
 from deploytools.checks import suite as engine
 from deploytools.checks.http import HttpClient
 from deploytools.checks.results import Verdict
@@ -26,27 +21,10 @@ from deploytools.context import StepContext
 from deploytools.steps import monitor as monitor_step
 
 if TYPE_CHECKING:
-    from conftest import ComposeStack, ComposeStackFactory, ReleaseImages
+    from conftest import ComposeStack, ReleaseImages
+    from dtdep_env import ImageVariants, SharedStack
 
 pytestmark = pytest.mark.integration
-
-
-def reference_config(stack: ComposeStack) -> Config:
-    """The [project], [thresholds] and [checks] tables of the repository's deploy.toml (the
-    reference service's checks), with one environment "test" pointing at `stack`. The other
-    tables are left out: this module tests the checks, not the rest of the file."""
-    path = Path(__file__).resolve().parents[2] / "deploy.toml"
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
-    kept = {key: data[key] for key in ("project", "thresholds", "checks") if key in data}
-    kept["environments"] = {"test": {"compose_project": stack.project, "base_url": stack.url}}
-    loader = config_module._Loader(path)
-    config = loader.build(Config, kept, "")
-    env = dataclasses.replace(config.environments["test"], name="test")
-    config = dataclasses.replace(
-        config, environments=types.MappingProxyType({"test": env}), path=path
-    )
-    config_module._validate(config, loader)
-    return config
 
 
 def stack_config(stack: ComposeStack) -> Config:
@@ -75,32 +53,15 @@ class Watched:
 
 
 @pytest.fixture(scope="module")
-def watched(
-    compose_stacks: ComposeStackFactory, release_images: ReleaseImages
-) -> Iterator[Watched]:
-    stack = compose_stacks.start(
-        "dtchk-monitor", app_image=release_images["1.15.2"], app_version="1.15.2"
-    )
-    try:
-        # The monitor's login probe uses the viewer: created here as smoke's set-up would.
-        config = stack_config(stack)
-        assert stack.admin is not None
-        environ = {
-            "ADMIN_USERNAME": stack.admin[0],
-            "ADMIN_PASSWORD": stack.admin[1],
-            "CHECK_VIEWER_USERNAME": "monitor-viewer",
-            "CHECK_VIEWER_PASSWORD": secrets.token_urlsafe(16),
-            "CHECK_EDITOR_USERNAME": "monitor-editor",
-            "CHECK_EDITOR_PASSWORD": secrets.token_urlsafe(16),
-        }
-        client = HttpClient(stack.url, timeout_s=5, login=config.checks.login)
-        setup = engine.ensure_users(
-            engine.Session(client, config.checks, config.thresholds, environ)
-        )
-        assert [r.verdict for r in setup] == [Verdict.PASS, Verdict.PASS], setup
-        yield Watched(stack, config, environ)
-    finally:
-        stack.down()  # now, not at the end of the session: other modules need the machine
+def watched(dtdep_stack: SharedStack) -> Watched:
+    stack = dtdep_stack.reset("1.15.2")
+    # The monitor's login probe uses the viewer: created here as smoke's set-up would.
+    config = stack_config(stack)
+    environ = credentials_env(stack, "monitor")
+    client = HttpClient(stack.url, timeout_s=5, login=config.checks.login)
+    setup = engine.ensure_users(engine.Session(client, config.checks, config.thresholds, environ))
+    assert [r.verdict for r in setup] == [Verdict.PASS, Verdict.PASS], setup
+    return Watched(stack, config, environ)
 
 
 def failed_names(report: monitor_step.MonitorReport) -> list[str]:
@@ -186,70 +147,50 @@ def checks_tables(deploy_toml: Path) -> str:
 
 
 def test_a_breach_after_a_bad_release_rolls_back_to_the_previous_one(
-    compose_stacks: ComposeStackFactory,
+    dtdep_stack: SharedStack,
+    image_variants: ImageVariants,
     release_images: ReleaseImages,
-    docker_client: Any,
     tmp_path: Path,
 ) -> None:
     """1.15.1 runs; a 1.15.2 variant whose /health says "degraded" (healthy to Docker, failing
     the health probe) is deployed; monitor --rollback-on-breach finds the failure persistent,
     calls the rollback step, and 1.15.1 serves again."""
     from click.testing import CliRunner
-    from dtdep_env import build_variant, write_config
 
     from deploytools.cli import cli
     from deploytools.steps import deploy as deploy_step
 
     v1 = release_images["1.15.1"]
-    bad = build_variant(
-        docker_client,
+    bad = image_variants.build(
         release_images["1.15.2"],
         "rbac-api-test:dtchk-degraded",
         dockerfile='USER root\nRUN sed -i \'s/"ok" if revision else "degraded"/"degraded"/\' '
         "/app/rbac_api/app.py\nUSER app\n",
         files={},
     )
-    stack = compose_stacks.start("dtchk-rollback", app_image=v1, app_version="1.15.1")
-    store = f"{stack.project}-store"
-    try:
-        path = tmp_path / "deploy.toml"
-        write_config(path, {"prod": stack}, store=f"volume:{store}")
+    with dtdep_stack.env("monitor", tmp_path) as env:
+        stack, path = env.stack, env.config_path
         root = Path(__file__).resolve().parents[2]
         with path.open("a", encoding="utf-8") as config_file:
             config_file.write("\n" + checks_tables(root / "deploy.toml"))
         config = load_config(path)
-        assert stack.admin is not None
-        environ = {
-            "ADMIN_USERNAME": stack.admin[0],
-            "ADMIN_PASSWORD": stack.admin[1],
-            "CHECK_VIEWER_USERNAME": "rb-viewer",
-            "CHECK_VIEWER_PASSWORD": secrets.token_urlsafe(16),
-            "CHECK_EDITOR_USERNAME": "rb-editor",
-            "CHECK_EDITOR_PASSWORD": secrets.token_urlsafe(16),
-        }
+        environ = credentials_env(stack, "rb")
         client = HttpClient(stack.url, timeout_s=5, login=config.checks.login)
         engine.ensure_users(engine.Session(client, config.checks, config.thresholds, environ))
         deployed = deploy_step.run(StepContext(config=config), environment="prod", image=bad)
         assert deployed.record is not None and deployed.record.outcome == "succeeded"
         assert stack.health()["status"] == "degraded"
 
-        result = CliRunner().invoke(
-            cli,
-            [
-                "--config",
-                str(path),
-                "--json",
-                "monitor",
-                "--env",
-                "prod",
-                "--duration",
-                "10s",
-                "--interval",
-                "1s",
-                "--rollback-on-breach",
-            ],
-            env={**environ, "GITHUB_ACTIONS": "", "GITHUB_STEP_SUMMARY": ""},
-        )
+        def monitor(duration: str, option: str) -> Any:
+            """`deploytools monitor` through the CLI, one sample a second, off GitHub."""
+            return CliRunner().invoke(
+                cli,
+                ["--config", str(path), "--json", "monitor", "--env", "prod",
+                 "--duration", duration, "--interval", "1s", option],
+                env={**environ, "GITHUB_ACTIONS": "", "GITHUB_STEP_SUMMARY": ""},
+            )  # fmt: skip
+
+        result = monitor("10s", "--rollback-on-breach")
         assert result.exit_code == 1, result.output
         error = json.loads(result.stdout)["error"]
         assert error["type"] == "CheckFailed"
@@ -263,23 +204,7 @@ def test_a_breach_after_a_bad_release_rolls_back_to_the_previous_one(
         # The release serving now (the rollback's) gets a baseline from its first watch with
         # --baseline; the next watch is compared with it.
         def watch() -> dict[str, Any]:
-            run = CliRunner().invoke(
-                cli,
-                [
-                    "--config",
-                    str(path),
-                    "--json",
-                    "monitor",
-                    "--env",
-                    "prod",
-                    "--duration",
-                    "3s",
-                    "--interval",
-                    "1s",
-                    "--baseline",
-                ],
-                env={**environ, "GITHUB_ACTIONS": "", "GITHUB_STEP_SUMMARY": ""},
-            )
+            run = monitor("3s", "--baseline")
             assert run.exit_code == 0, run.output
             results = json.loads(run.stdout)["result"]["results"]
             return {r["name"]: r for r in results if r["name"].startswith("baseline")}
@@ -291,10 +216,3 @@ def test_a_breach_after_a_bad_release_rolls_back_to_the_previous_one(
         assert "baseline" not in second
         assert {r["verdict"] for r in second.values()} <= {"pass", "inconclusive"}
         assert "baseline: database latency p95" in second
-    finally:
-        for container in docker_client.containers.list(all=True, filters={"name": stack.project}):
-            with contextlib.suppress(Exception):
-                container.remove(force=True, v=True)
-        stack.down()
-        with contextlib.suppress(Exception):
-            docker_client.volumes.get(store).remove(force=True)

@@ -15,7 +15,8 @@ import pytest
 import requests
 
 if TYPE_CHECKING:  # fixtures' types; pytest provides the objects, conftest is not imported
-    from conftest import ComposeStack, ComposeStackFactory, ReleaseImages, ReleaseRepo
+    from conftest import ComposeStack, ReleaseImages, ReleaseRepo
+    from dtdep_env import SharedStack
 
 pytestmark = pytest.mark.integration
 
@@ -131,9 +132,11 @@ def check_release_behaviour(stack: ComposeStack) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(compose_stacks: ComposeStackFactory, release_images: ReleaseImages) -> ComposeStack:
-    """One 1.15.1 stack, migrated, with an admin; shared by tests that do not change its schema."""
-    return compose_stacks.start("it-main", app_image=release_images[V1], app_version=V1)
+def stack(dtdep_stack: SharedStack) -> ComposeStack:
+    """The shared 1.15.1 stack (migrated, with an admin) as first set up; for the tests that do
+    not change its schema."""
+    dtdep_stack.reset()
+    return dtdep_stack.stack
 
 
 @dataclass
@@ -145,9 +148,11 @@ class Upgrade:
 
 
 @pytest.fixture(scope="module")
-def upgraded(compose_stacks: ComposeStackFactory, release_images: ReleaseImages) -> Upgrade:
-    """A 1.15.1 stack holding data, whose database is then migrated by the 1.15.2 image."""
-    stack = compose_stacks.start("it-upgrade", app_image=release_images[V1], app_version=V1)
+def upgraded(dtdep_stack: SharedStack, release_images: ReleaseImages) -> Upgrade:
+    """The shared 1.15.1 stack, as first set up, given data, whose database is then migrated by
+    the 1.15.2 image (after the tests of `stack`, which run first)."""
+    dtdep_stack.reset()
+    stack = dtdep_stack.stack
     admin = admin_api(stack)
     for role in ("viewer", "editor", "editor"):
         user_id, api = new_user(admin, role)

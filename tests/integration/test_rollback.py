@@ -5,51 +5,26 @@ migrate's backup gate and --sql."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from dtdep_env import DtdepEnv, build_variant, dtdep_env
+from dtdep_env import DtdepEnv, ImageVariants, module_env
 
 from deploytools.cli import cli
 from deploytools.steps.backup import open_environment
 from deploytools.steps.migrate import EXPAND_ONLY_LABEL
-
-if TYPE_CHECKING:
-    from conftest import ReleaseImages
 
 pytestmark = pytest.mark.integration
 
 V1, V2 = "rbac-api-test:1.15.1", "rbac-api-test:1.15.2"
 
 
-@pytest.fixture(scope="module")
-def env(
-    docker_client: Any,
-    postgres_image: str,
-    release_images: ReleaseImages,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[DtdepEnv]:
-    release_images["1.15.2"]
-    with dtdep_env(
-        docker_client,
-        tmp_path_factory.mktemp("dtdep-rb"),
-        name="rb",
-        postgres_image=postgres_image,
-        app_image=release_images["1.15.1"],
-    ) as environment:
-        yield environment
-
-
-def deploytools(env: DtdepEnv, *args: str) -> Any:
-    return CliRunner().invoke(
-        cli, ["--config", str(env.config_path), "--json", *args], catch_exceptions=False
-    )
+env = module_env("rb")
 
 
 def deploy(env: DtdepEnv, image: str) -> dict[str, Any]:
-    result = deploytools(env, "deploy", "--env", "prod", "--image", image)
+    result = env.cli("deploy", "--env", "prod", "--image", image)
     assert result.exit_code == 0, result.output
     return dict(json.loads(result.stdout)["result"]["record"])
 
@@ -68,10 +43,9 @@ def app_image_id(env: DtdepEnv) -> str:
 
 
 def test_not_expand_only_release_is_rolled_back_with_its_backup(
-    env: DtdepEnv, docker_client: Any
+    env: DtdepEnv, docker_client: Any, image_variants: ImageVariants
 ) -> None:
-    contracting = build_variant(
-        docker_client,
+    contracting = image_variants.build(
         V2,
         "rbac-api-test:dtdep-not-expand-only",
         dockerfile=f'LABEL {EXPAND_ONLY_LABEL}="false"\n',
@@ -82,7 +56,7 @@ def test_not_expand_only_release_is_rolled_back_with_its_backup(
     assert record["expand_only"] is False and record["revision_after"] == "0002"
     write_roles(env, "dtdep-lost-1", "dtdep-lost-2")
 
-    result = deploytools(env, "rollback", "--env", "prod")
+    result = env.cli("rollback", "--env", "prod")
     assert result.exit_code == 0, result.output
     rollback = json.loads(result.stdout)["result"]
     assert rollback["restored_backup"] == record["backup_id"]
@@ -101,7 +75,7 @@ def test_rollback_without_restore_keeps_the_writes(env: DtdepEnv, docker_client:
     write_roles(env, "dtdep-kept")
     rows = env.stack.table_row_counts()
 
-    result = deploytools(env, "rollback", "--env", "prod")
+    result = env.cli("rollback", "--env", "prod")
     assert result.exit_code == 0, result.output
     rollback = json.loads(result.stdout)["result"]
     assert rollback["restored_backup"] is None
@@ -115,7 +89,7 @@ def test_rollback_without_restore_keeps_the_writes(env: DtdepEnv, docker_client:
 
 def test_migrate_needs_a_verified_backup_and_prints_sql(env: DtdepEnv) -> None:
     rows = env.stack.table_row_counts()
-    refused = deploytools(env, "migrate", "--env", "prod", "--image", V2)
+    refused = env.cli("migrate", "--env", "prod", "--image", V2)
     assert refused.exit_code == 2
     assert "no verified backup taken after its last release" in refused.stderr
     sql = CliRunner().invoke(
@@ -128,9 +102,9 @@ def test_migrate_needs_a_verified_backup_and_prints_sql(env: DtdepEnv) -> None:
     assert "lock_timeout" in sql.stdout
     assert env.stack.table_row_counts() == rows
 
-    backup = deploytools(env, "backup", "create", "--env", "prod")
+    backup = env.cli("backup", "create", "--env", "prod")
     assert backup.exit_code == 0, backup.output
-    migrated = deploytools(env, "migrate", "--env", "prod", "--image", V2)
+    migrated = env.cli("migrate", "--env", "prod", "--image", V2)
     assert migrated.exit_code == 0, migrated.output
     result = json.loads(migrated.stdout)["result"]
     assert result["revision_before"] == result["revision_after"] == "0002"
@@ -148,7 +122,7 @@ def test_restore_db_on_request_drops_the_writes_since_the_backup(
         backup = session.history.manifest(record["backup_id"])
     write_roles(env, "dtdep-dropped")
 
-    result = deploytools(env, "rollback", "--env", "prod", "--restore-db", "--yes")
+    result = env.cli("rollback", "--env", "prod", "--restore-db", "--yes")
     assert result.exit_code == 0, result.output
     rollback = json.loads(result.stdout)["result"]
     assert rollback["restored_backup"] == backup.id
@@ -157,6 +131,6 @@ def test_restore_db_on_request_drops_the_writes_since_the_backup(
     assert counts == backup.row_counts
     assert app_image_id(env) == docker_client.images.get(V1).id
     env.stack.wait_healthy("app")
-    history = deploytools(env, "history", "--env", "prod")
+    history = env.cli("history", "--env", "prod")
     data = json.loads(history.stdout)["result"]
     assert data["current"]["id"] == rollback["id"]

@@ -1,4 +1,4 @@
-"""The rest of the runbook on the real engine, on one stack (Docker prefix dtrest-):
+"""The rest of the runbook on the real engine, on the shared dtdep stack (environment dtrest):
 
 - deploy windows: a deploy outside its window changes nothing (same app container, no release
   record, no backup, no lock); with --outside-window it deploys and the reason is in the release
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from click.testing import CliRunner
 from conftest import ComposeStack
-from dtdep_env import build_variant, stack_env, write_config
+from dtdep_env import NEVER_HEALTHY
 
 from deploytools.cli import cli
 from deploytools.config import load_config
@@ -28,7 +27,7 @@ from deploytools.context import StepContext
 from deploytools.steps.backup import open_environment
 
 if TYPE_CHECKING:
-    from conftest import ReleaseImages
+    from dtdep_env import ImageVariants, SharedStack
 
 pytestmark = pytest.mark.integration
 
@@ -43,33 +42,16 @@ def _window_excluding_now() -> str:
 
 @pytest.fixture(scope="module")
 def stack(
-    docker_client: Any,
-    postgres_image: str,
-    release_images: ReleaseImages,
-    tmp_path_factory: pytest.TempPathFactory,
+    dtdep_stack: SharedStack, docker_client: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ComposeStack, Path, str]]:
-    release_images["1.15.2"]
-    project = f"dtrest-win-{os.getpid()}"
-    store = f"{project}-store"
-    env = stack_env(postgres_image, release_images["1.15.1"])
-    stack = ComposeStack(project=project, env=env, client=docker_client)
-    try:
-        stack.up()
-        stack.migrate()
-        path = tmp_path_factory.mktemp("dtrest-win") / "deploy.toml"
-        write_config(path, {"dtrest": stack}, store=f"volume:{store}")
-        path.write_text(path.read_text() + _window_excluding_now())
-        yield stack, path, store
-    finally:
-        stack.down()
-        for volume in (store, f"{project}_uploads"):
+    tmp_dir = tmp_path_factory.mktemp("dtrest-win")
+    with dtdep_stack.env("rest", tmp_dir, environment="dtrest") as env:
+        try:
+            env.config_path.write_text(env.config_path.read_text() + _window_excluding_now())
+            yield env.stack, env.config_path, env.store_volume
+        finally:
             with contextlib.suppress(Exception):
-                docker_client.volumes.get(volume).remove(force=True)
-        for image in docker_client.images.list(name="rbac-api-test"):
-            for tag in image.tags:
-                if ":dtrest-" in tag:  # dtrest-release-N keep tags, dtrest-* variants
-                    with contextlib.suppress(Exception):
-                        docker_client.api.remove_image(tag)
+                docker_client.volumes.get(f"{env.stack.project}_uploads").remove(force=True)
 
 
 def deploytools(path: Path, *args: str) -> Any:
@@ -344,16 +326,11 @@ def test_off_host_copy_to_a_local_s3_compatible_server_verified(
 
 
 def test_incident_report_after_a_failed_release_rolled_back_automatically(
-    stack: tuple[ComposeStack, Path, str], docker_client: Any, tmp_path: Path
+    stack: tuple[ComposeStack, Path, str], image_variants: ImageVariants
 ) -> None:
     compose, path, _ = stack
-    never_healthy = build_variant(
-        docker_client,
-        V2,
-        "rbac-api-test:dtrest-never-healthy",
-        # Serves nothing, but stops at once on SIGTERM.
-        dockerfile='CMD ["sh", "-c", "trap \'exit 0\' TERM; sleep 3600 & wait"]\n',
-        files={},
+    never_healthy = image_variants.build(
+        V2, "rbac-api-test:dtdep-never-healthy", dockerfile=NEVER_HEALTHY, files={}
     )
     quick = path.with_name("deploy-quick.toml")
     quick.write_text(path.read_text().replace("health_timeout_s = 60.0", "health_timeout_s = 10"))
