@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,20 +269,26 @@ def world(
         stacks[name] = ComposeStack(project=f"{PREFIX}{name}", env=env, client=docker_client)
     tmp = tmp_path_factory.mktemp("dte2e")
     _remove_leftovers(docker_client)
+
+    def bring_up(stack: Any) -> None:
+        stack.down()
+        stack.up()
+        stack.migrate()
+        stack.run_one_off(
+            "python3",
+            "-m",
+            "rbac_api.create_admin",
+            container_env={
+                "ADMIN_USERNAME": shared["ADMIN_USERNAME"],
+                "ADMIN_PASSWORD": shared["ADMIN_PASSWORD"],
+            },
+        )
+
     try:
-        for stack in stacks.values():
-            stack.down()
-            stack.up()
-            stack.migrate()
-            stack.run_one_off(
-                "python3",
-                "-m",
-                "rbac_api.create_admin",
-                container_env={
-                    "ADMIN_USERNAME": shared["ADMIN_USERNAME"],
-                    "ADMIN_PASSWORD": shared["ADMIN_PASSWORD"],
-                },
-            )
+        # Both at once: most of a bring-up is waiting (for PostgreSQL, for health probes).
+        with ThreadPoolExecutor(max_workers=len(stacks)) as pool:
+            for started in [pool.submit(bring_up, stack) for stack in stacks.values()]:
+                started.result()
         seed_production(stacks["production"].url, shared)
         config = tmp / "deploy.toml"
         write_config(config, stacks["staging"], stacks["production"])
