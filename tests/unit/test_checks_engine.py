@@ -34,7 +34,9 @@ base_url = "BASE_URL"
 [thresholds]
 # Far above what the fake service needs: these tests are about the checks' logic, and a loaded
 # machine must not turn them into a latency measurement (the slow-probe test sets its own delay).
-api_p95_ms = 1000.0
+# With 100 samples the p95's 95% range reaches the slowest answers: one stall of a second made
+# smoke inconclusive under a 1000 ms threshold.
+api_p95_ms = 5000.0
 
 [checks]
 admin_user = "admin"
