@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import docker
@@ -15,53 +16,59 @@ from deploytools.backup_store import open_store
 pytestmark = pytest.mark.integration
 
 
-def test_the_helper_and_its_anonymous_volume_are_removed(postgres_image: str) -> None:
+@pytest.fixture
+def engine() -> Iterator[tuple[Any, str]]:
+    """The engine's client and a store volume name of this test's own, removed afterwards."""
     client: Any = docker.from_env()
     store_volume = f"dtlead-store-{uuid.uuid4().hex[:8]}"
     try:
-        with open_store(
-            client, f"volume:{store_volume}", image=postgres_image, name_prefix="dtlead"
-        ) as store:
-            helper = client.containers.get(store.container.id)
-            # The PostgreSQL image declares VOLUME /var/lib/postgresql/data: the engine gives
-            # the helper an anonymous volume for it.
-            anonymous = [m["Name"] for m in helper.attrs["Mounts"] if m.get("Name") != store_volume]
-            assert anonymous, helper.attrs["Mounts"]
-        with pytest.raises(docker.errors.NotFound):
-            client.containers.get(helper.id)
-        for name in anonymous:
-            with pytest.raises(docker.errors.NotFound):
-                client.volumes.get(name)
-        assert client.volumes.get(store_volume).name == store_volume  # the store itself stays
+        yield client, store_volume
     finally:
         with contextlib.suppress(docker.errors.DockerException):
             client.volumes.get(store_volume).remove()
         client.close()
+
+
+def test_the_helper_and_its_anonymous_volume_are_removed(
+    postgres_image: str, engine: tuple[Any, str]
+) -> None:
+    client, store_volume = engine
+    with open_store(
+        client, f"volume:{store_volume}", image=postgres_image, name_prefix="dtlead"
+    ) as store:
+        helper = client.containers.get(store.container.id)
+        # The PostgreSQL image declares VOLUME /var/lib/postgresql/data: the engine gives the
+        # helper an anonymous volume for it.
+        anonymous = [m["Name"] for m in helper.attrs["Mounts"] if m.get("Name") != store_volume]
+        assert anonymous, helper.attrs["Mounts"]
+    with pytest.raises(docker.errors.NotFound):
+        client.containers.get(helper.id)
+    for name in anonymous:
+        with pytest.raises(docker.errors.NotFound):
+            client.volumes.get(name)
+    assert client.volumes.get(store_volume).name == store_volume  # the store itself stays
 
 
 def test_read_all_reads_a_directory_in_one_exec_without_temporary_files(
-    postgres_image: str,
+    postgres_image: str, engine: tuple[Any, str]
 ) -> None:
-    client: Any = docker.from_env()
-    store_volume = f"dtlead-store-{uuid.uuid4().hex[:8]}"
-    try:
-        with open_store(
-            client, f"volume:{store_volume}", image=postgres_image, name_prefix="dtlead"
-        ) as store:
-            assert store.read_all("prod/releases", ".json") == {}  # no directory yet
-            store.ensure_dir("prod/releases")
-            assert store.read_all("prod/releases", ".json") == {}
-            store.write("prod/releases/0001.json", b'{"id": "0001"}\n')
-            store.write("prod/releases/0002.json", b"x" * 70_000)
-            store.write("prod/releases/0002.checks-lock", b"{}")
-            store.write("prod/releases/0003.json.tmp-1a2b", b"half")  # a write in progress
-            store.write("prod/releases/-odd name.json", b"odd")
-            assert store.read_all("prod/releases", ".json") == {
-                "0001.json": b'{"id": "0001"}\n',
-                "0002.json": b"x" * 70_000,
-                "-odd name.json": b"odd",
-            }
-    finally:
-        with contextlib.suppress(docker.errors.DockerException):
-            client.volumes.get(store_volume).remove()
-        client.close()
+    client, store_volume = engine
+    with open_store(
+        client, f"volume:{store_volume}", image=postgres_image, name_prefix="dtlead"
+    ) as store:
+        assert store.read_all("prod/releases", ".json") == {}  # no directory yet
+        store.ensure_dir("prod/releases")
+        assert store.read_all("prod/releases", ".json") == {}
+        store.write("prod/releases/0001.json", b'{"id": "0001"}\n')
+        store.write("prod/releases/0002.json", b"x" * 70_000)
+        store.write("prod/releases/0002.checks-lock", b"{}")
+        store.write("prod/releases/0003.json.tmp-1a2b", b"half")  # a write in progress
+        store.write("prod/releases/-odd name.json", b"odd")
+        assert store.read_all("prod/releases", ".json") == {
+            "0001.json": b'{"id": "0001"}\n',
+            "0002.json": b"x" * 70_000,
+            "-odd name.json": b"odd",
+        }
+        everything = store.read_all("prod/releases")
+        assert "0002.checks-lock" in everything
+        assert "0003.json.tmp-1a2b" not in everything
