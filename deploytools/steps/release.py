@@ -638,20 +638,19 @@ def check_code_quality(
     (or to start: a tag pushed with its commit races the gate)."""
     name = GITHUB_CHECKS[1]
     start = clock()
-    deadline = start + wait_s
+    # GitHub starts a pushed commit's run within seconds: one not started by CI_START_WAIT_S is
+    # not coming, so a missing run is waited for less than a running one.
+    deadlines = {False: start + wait_s, True: start + min(wait_s, CI_START_WAIT_S)}
     while True:
         run = api.ci_run(commit, workflow)
+        deadline = deadlines[run is None]
         if (run is not None and run.completed) or clock() >= deadline:
-            break
-        if run is None and clock() >= start + min(wait_s, CI_START_WAIT_S):
-            # GitHub starts a pushed commit's run within seconds: none by now, none coming.
-            wait_s = clock() - start
             break
         state = "has not started" if run is None else f"is {run.status}"
         left = max(0.0, deadline - clock())
         progress(f"waiting   {workflow} on {commit[:12]} {state} ({left:.0f} s left to wait)")
         sleep(min(CI_POLL_S, left))
-    waited = f" (waited {wait_s:.0f} s)" if wait_s > 0 else ""
+    waited = f" (waited {clock() - start:.0f} s)" if wait_s > 0 else ""
     if run is None:
         return (
             _failed(
