@@ -33,7 +33,12 @@ def stack_config(stack: ComposeStack) -> Config:
         base.checks.monitor, interval_s=1.0, consecutive_failures=3, failure_limit=5
     )
     checks = dataclasses.replace(base.checks, monitor=monitor, timeout_s=3.0)
-    return dataclasses.replace(base, checks=checks)
+    # These tests are about the watch's counting of HTTP failures. The CPU check measures the
+    # machine: after the pause the app serves its backlog, and on a shared 2-core runner it
+    # crossed the 20 % line in 3 separate samples (a clean-clone CI run), which the blip test
+    # cannot tell from the pause. The resource checks are still taken and listed.
+    thresholds = dataclasses.replace(base.thresholds, cpu_percent=1000.0)
+    return dataclasses.replace(base, checks=checks, thresholds=thresholds)
 
 
 @dataclasses.dataclass
