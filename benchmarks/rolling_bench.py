@@ -11,6 +11,11 @@ the step's "stop" phase for recreate, its "switch" phase for rolling, to the ste
 for rolling, p99 during the switch phase alone (from the switch to the drain: the reload onto
 the new container until the old workers have exited).
 
+The rolling scenario repeats deploy + rollback ROLLING_BENCH_CYCLES times (default 5) and ends
+with the verdict on the goal (p99 during the switch under twice the steady p99): the switch
+windows of all its steps pooled against the steady windows before them, the ratio of their p99s
+with a 95 % bootstrap interval; "met" only when the whole interval is under 2x.
+
 The baseline rollback is the rollback step with the proxy switch turned off (its recreate
 path: stop, start), which is what a rollback did before the proxy.
 
@@ -24,6 +29,7 @@ import dataclasses
 import json
 import os
 import platform
+import random
 import sys
 import tempfile
 import time
@@ -48,6 +54,11 @@ from deploytools.steps import deploy_rolling  # noqa: E402
 from deploytools.steps import rollback as rollback_step  # noqa: E402
 
 RATE = float(os.environ.get("ROLLING_BENCH_RATE", "100"))
+#: Deploy + rollback pairs per rolling scenario. One switch at 100 requests/s holds 30-40
+#: requests, so its "p99" is its slowest answer; the verdict pools the switch windows of every
+#: cycle (and the steady windows before them) into samples large enough for a p99.
+CYCLES = int(os.environ.get("ROLLING_BENCH_CYCLES", "5"))
+BOOTSTRAP_ROUNDS = 2000
 STEADY_S = 10.0
 SETTLE_S = 5.0
 PREFIX = os.environ.get("ROLLING_BENCH_PREFIX", "dtroll-bench-")
@@ -130,35 +141,43 @@ def between(samples: list[Sample], start: float, end: float) -> list[Sample]:
     return [s for s in samples if start <= s.scheduled <= end]
 
 
+@dataclasses.dataclass(frozen=True)
+class Windows:
+    """The samples of one step's windows: steady (before it), switch, cut-over."""
+
+    steady: list[Sample]
+    switch: list[Sample]
+    cutover: list[Sample]
+
+
 def scenario(
-    strategy: str, config: Config, images: tuple[str, str], port: int
-) -> list[dict[str, Any]]:
-    """Deploy images[1] then roll back, under load; one row per step."""
+    strategy: str, config: Config, images: tuple[str, str], port: int, cycles: int
+) -> tuple[list[dict[str, Any]], list[Windows]]:
+    """Deploy images[1] then roll back, `cycles` times, under load; one row per step, and
+    each rolling step's windows for the pooled verdict."""
     timeline = Timeline()
     ctx = StepContext(config=config, progress=timeline)
     steps: list[tuple[str, float, float, str]] = []
-    with probes(timeline), OpenLoad(port, rate_per_s=RATE, max_duration_s=600) as load:
-        time.sleep(STEADY_S)
-        started = time.monotonic()
-        deploy_step.run(ctx, environment="prod", image=images[1], strategy=strategy)
-        steps.append(
-            ("deploy", started, time.monotonic(), "stop" if strategy == "recreate" else "switch")
-        )
-        time.sleep(STEADY_S)
-        started = time.monotonic()
-        if strategy == "recreate":
-            # The rollback's recreate path: as if the environment had no proxy to switch.
-            real = rollback_step.proxy
-            rollback_step.proxy = SimpleNamespace(container=lambda target: None)  # type: ignore[assignment]
-            try:
+    cut_phase = "stop" if strategy == "recreate" else "switch"
+    with probes(timeline), OpenLoad(port, rate_per_s=RATE, max_duration_s=3600) as load:
+        for _ in range(cycles):
+            time.sleep(STEADY_S)
+            started = time.monotonic()
+            deploy_step.run(ctx, environment="prod", image=images[1], strategy=strategy)
+            steps.append(("deploy", started, time.monotonic(), cut_phase))
+            time.sleep(STEADY_S)
+            started = time.monotonic()
+            if strategy == "recreate":
+                # The rollback's recreate path: as if the environment had no proxy to switch.
+                real = rollback_step.proxy
+                rollback_step.proxy = SimpleNamespace(container=lambda target: None)  # type: ignore[assignment]
+                try:
+                    rollback_step.run(ctx, environment="prod")
+                finally:
+                    rollback_step.proxy = real
+            else:
                 rollback_step.run(ctx, environment="prod")
-            finally:
-                rollback_step.proxy = real
-        else:
-            rollback_step.run(ctx, environment="prod")
-        steps.append(
-            ("rollback", started, time.monotonic(), "stop" if strategy == "recreate" else "switch")
-        )
+            steps.append(("rollback", started, time.monotonic(), cut_phase))
         time.sleep(SETTLE_S)
     samples = load.stop()
     if DUMP:
@@ -175,9 +194,20 @@ def scenario(
             )
             out.write("\n")
     rows = []
+    windows = []
     for name, start, end, cut_phase in steps:
         cut = timeline.phase_start(cut_phase, start) or start
         during = between(samples, start, end)
+        window = Windows(
+            steady=between(samples, start - STEADY_S + 1, start),
+            # The switch phase alone (rolling): from the reload onto the new container until the
+            # old workers have exited; the drain, the proxy back on the service name and the
+            # record writes come after it.
+            switch=between(samples, cut, timeline.phase_start("drain", cut) or end),
+            cutover=between(samples, cut, end),
+        )
+        if cut_phase == "switch":
+            windows.append(window)
         # Where the tail comes from: the slowest requests of the cut-over, by phase.
         phases = [(at, m.rsplit(": ", 1)[-1]) for at, m in timeline.events if start <= at <= end]
         for slow in sorted(between(samples, cut, end), key=lambda x: -x.latency_s)[:3]:
@@ -205,20 +235,58 @@ def scenario(
                 "seconds": end - start,
                 "requests": len(during),
                 "failed": len(failures(during)),
-                "steady_p99_ms": p99_ms(between(samples, start - STEADY_S + 1, start)),
+                "steady_p99_ms": p99_ms(window.steady),
                 "step_p99_ms": p99_ms(during),
-                "cutover_p99_ms": p99_ms(between(samples, cut, end)),
-                # The switch phase alone (rolling): from the reload onto the new container until
-                # the old workers have exited; the drain, the proxy back on the service name
-                # and the record writes come after it.
-                "switch_p99_ms": (
-                    p99_ms(between(samples, cut, timeline.phase_start("drain", cut) or end))
-                    if cut_phase == "switch"
-                    else float("nan")
-                ),
+                "cutover_p99_ms": p99_ms(window.cutover),
+                "switch_p99_ms": p99_ms(window.switch) if cut_phase == "switch" else float("nan"),
             }
         )
-    return rows
+    return rows, windows
+
+
+def ratio_interval(
+    during: list[float], steady: list[float], rng: random.Random
+) -> tuple[float, float, float]:
+    """p99(during) / p99(steady), with a 95 % percentile-bootstrap interval: both pools
+    resampled with replacement BOOTSTRAP_ROUNDS times (the ratio of two tail quantiles of a few
+    hundred samples moves a lot from run to run; the interval says how much)."""
+    ratio = quantile(during, 0.99) / quantile(steady, 0.99)
+    ratios = sorted(
+        quantile(rng.choices(during, k=len(during)), 0.99)
+        / quantile(rng.choices(steady, k=len(steady)), 0.99)
+        for _ in range(BOOTSTRAP_ROUNDS)
+    )
+    return ratio, quantile(ratios, 0.025), quantile(ratios, 0.975)
+
+
+def pooled_verdict(windows: list[Windows]) -> list[str]:
+    """The goal over every rolling step of the run: the switch windows pooled against the
+    steady windows pooled, and the same for the whole cut-over."""
+    if not windows:
+        return []
+    rng = random.Random(9)
+    steady = [s.latency_s for w in windows for s in w.steady]
+    lines = [
+        f"pooled over {len(windows)} rolling steps: steady p99 {quantile(steady, 0.99) * 1000:.0f}"
+        f" ms ({len(steady)} requests)"
+    ]
+    for label, pool in (
+        ("switch", [s.latency_s for w in windows for s in w.switch]),
+        ("cut-over", [s.latency_s for w in windows for s in w.cutover]),
+    ):
+        ratio, low, high = ratio_interval(pool, steady, rng)
+        verdict = (
+            "under 2x: goal met"
+            if high < 2
+            else "over 2x: goal missed"
+            if low >= 2
+            else "2x inside the interval: not shown either way"
+        )
+        lines.append(
+            f"  {label:<8} p99 {quantile(pool, 0.99) * 1000:.0f} ms ({len(pool)} requests): "
+            f"{ratio:.2f}x the steady p99 (95 % interval {low:.2f}-{high:.2f}x), {verdict}"
+        )
+    return lines
 
 
 def main() -> int:
@@ -249,6 +317,7 @@ def main() -> int:
     )
     postgres = os.environ.get("POSTGRES_IMAGE", "deploytools-test/postgres:15")
     rows: list[dict[str, Any]] = []
+    windows: list[Windows] = []
     only = os.environ.get("ROLLING_BENCH_ONLY", "")
     for strategy in [s for s in ("recreate", "rolling") if only in ("", s)]:
         project = f"{PREFIX}{strategy}-{os.getpid()}"
@@ -261,8 +330,15 @@ def main() -> int:
             config = write_config(
                 tmp / f"{strategy}.toml", {"prod": stack}, store=f"volume:{store}"
             )
-            print(f"-- {strategy}: deploy 1.15.2 and roll back under {RATE:.0f} req/s", flush=True)
-            rows += scenario(strategy, config, (v1, v2x), stack.app_port)
+            # The baseline's failures show in one cycle; the verdict needs the rolling ones.
+            cycles = 1 if strategy == "recreate" else CYCLES
+            print(
+                f"-- {strategy}: deploy 1.15.2 and roll back, {cycles}x, under {RATE:.0f} req/s",
+                flush=True,
+            )
+            more_rows, more_windows = scenario(strategy, config, (v1, v2x), stack.app_port, cycles)
+            rows += more_rows
+            windows += more_windows
         finally:
             stack.down()
             _remove_volume(client, store)
@@ -290,6 +366,8 @@ def main() -> int:
             f"{r['failed']:>6} {r['steady_p99_ms']:>8.0f}ms {r['step_p99_ms']:>7.0f}ms "
             f"{r['cutover_p99_ms']:>10.0f}ms {switch:>10}"
         )
+    for line in pooled_verdict(windows):
+        print(line)
     return 0
 
 

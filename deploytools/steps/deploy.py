@@ -53,7 +53,12 @@ class Phases:
         self.record = record
 
     @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
+    def phase(self, name: str, *, save: bool = True) -> Iterator[None]:
+        """`save=False`: the phase's time stays in memory until the step's next record save.
+        For the rolling cut-over: each save is a `docker exec` in the store's helper, engine
+        work (a runc start on a small machine) while the new release takes the traffic; the
+        step saves its outcome right after, and a re-run of an interrupted deploy does not
+        read the timings."""
         self.session.progress(f"{self.record.kind} {self.record.id}: {name}")
         started = time.monotonic()
         try:
@@ -61,7 +66,8 @@ class Phases:
         finally:
             self.record.timings[name] = round(time.monotonic() - started, 2)
             self.session.refresh_lock()
-            self.session.history.save_release(self.record)
+            if save:
+                self.session.history.save_release(self.record)
 
 
 class Strategy(Protocol):

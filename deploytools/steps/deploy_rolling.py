@@ -5,14 +5,17 @@ and then stopped. Users see no error and no gap.
     migrate (expand-only) -> pin the proxy to the old container's address -> start the new
     container beside it -> healthy -> smoke check in the new container -> warm it up (concurrent
     /health requests: its database pool and threads open before the traffic arrives) ->
-    switch the proxy to its address (old workers finish their requests) -> stop the old one
+    switch the proxy to its address (prepared before: the config written and tested; then
+    nginx reloaded by a signal, its old workers finish their requests) -> stop the old one
     with its grace period, remove it -> the proxy back on the service name (only the new
     container answers to it now)
 
 The pins name addresses, not container names: nginx would ask the engine's DNS, busy with this
-very deploy, on each new worker's first request and every second after (proxy.address). Each
-switch is one `docker exec` (proxy.switch): every exec costs the engine a runc start, CPU taken
-from the requests being switched on a small machine.
+very deploy, on each new worker's first request and every second after (proxy.address). The
+switch onto the new container is prepared before the switch phase (proxy.prepare: two execs),
+so the cut-over starts no process in any container (proxy.cut: a SIGHUP through the engine):
+every exec costs the engine a runc start, CPU taken from the requests being switched on a small
+machine. For the same reason the cut-over's phases do not save the record on their own.
 
 Until the switch, a failure removes the new container and the old one never stops serving
 (OldReleaseServing: no rollback is needed). Rolling needs migrations the old release runs on,
@@ -57,6 +60,8 @@ SMOKE = [
 #: 100 requests/s on 2 cores (benchmarks/rolling_bench.py, ROLLING_BENCH_PROBES=1), that was a
 #: burst of 300-450 ms answers right after the switch, the rollback's whole cut-over tail.
 WARM_CONCURRENCY = 16
+#: How long the proxy's old workers may take to finish their requests after a switch.
+SWITCH_TIMEOUT_S = 60.0
 WARM_ROUNDS = 3
 WARM = [
     "python3",
@@ -113,7 +118,9 @@ class RollingStrategy:
                 "recreate in a maintenance window",
             )
 
-    def replace(self, session: EnvSession, record: ReleaseRecord, phases: Any) -> None:
+    def replace(
+        self, session: EnvSession, record: ReleaseRecord, phases: deploy_step.Phases
+    ) -> None:
         with phases.phase("migrate"):
             try:
                 result = migrate_step.run_in(
@@ -127,7 +134,7 @@ class RollingStrategy:
         roll_to(session, record.image, phases)
 
 
-def roll_to(session: EnvSession, image: str, phases: Any) -> None:
+def roll_to(session: EnvSession, image: str, phases: deploy_step.Phases) -> None:
     """Replace the running app containers by one of `image` without a gap (see the module's
     docstring). Raises OldReleaseServing when the new container failed before the switch."""
     target = session.target
@@ -172,8 +179,14 @@ def roll_to(session: EnvSession, image: str, phases: Any) -> None:
         with phases.phase("smoke"):
             smoke(new)
             warm(new)
-        with phases.phase("switch"):
-            proxy.switch(gateway, proxy.address(new, gateway))
+            # The config for the new container written and tested, the waiter started: the
+            # switch phase itself is a signal to nginx and the wait for its old workers.
+            prepared = proxy.prepare(
+                gateway, proxy.address(new, gateway), timeout_s=SWITCH_TIMEOUT_S
+            )
+        # The cut-over's phases are saved with the step's outcome (Phases.phase).
+        with phases.phase("switch", save=False):
+            proxy.cut(prepared)
     except BaseException as error:
         kept = _abandon(session, gateway, new, old)
         if isinstance(error, DeployError) and not isinstance(error, UsageError):
@@ -184,7 +197,7 @@ def roll_to(session: EnvSession, image: str, phases: Any) -> None:
                 facts={**error.facts, "image": image},
             ) from error
         raise
-    with phases.phase("drain"):
+    with phases.phase("drain", save=False):
         for container in old:
             _stop_and_remove(container)
         # Only the new container answers to the service's name now: the steady-state config.

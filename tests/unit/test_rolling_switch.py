@@ -6,6 +6,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -44,23 +45,31 @@ def test_render_refuses_what_is_not_a_host_name(bad: str) -> None:
         proxy.render(bad)
 
 
-def test_switch_is_one_exec_carrying_the_rendered_config() -> None:
-    argv = proxy.switch_argv("app_2", timeout_s=7.5)
-    assert argv[:2] == ["sh", "-c"] and argv[3] == "sh"
-    assert argv[4:] == [proxy.CONFIG_PATH, "8", proxy.render("app_2")]
+def test_a_switch_is_prepared_by_one_exec_carrying_the_rendered_config() -> None:
+    assert proxy.prepare_argv("app_2") == [
+        "sh",
+        "-c",
+        proxy.PREPARE_SCRIPT,
+        "sh",
+        proxy.CONFIG_PATH,
+        proxy.render("app_2"),
+    ]
+    wait = proxy.wait_argv(("5", "6"), timeout_s=7.5)
+    assert wait == ["sh", "-c", proxy.WAIT_SCRIPT, "sh", "8", "5", "6"]
 
 
 def fake_nginx(
-    tmp_path: Path, *, config_ok: bool = True, old_exit_after_s: float | None = 0.3
+    tmp_path: Path,
+    *,
+    config_ok: bool = True,
+    old_exit_after_s: float | None = 0.3,
+    pid1: str = "nginx: master process nginx",
 ) -> dict[str, str]:
-    """A /proc with a master and two workers and an `nginx` whose reload starts a new worker
-    and lets the old ones exit after `old_exit_after_s` (never: None); the env for the script."""
+    """A /proc with PID 1 (`pid1`, the nginx master by default) and two workers, and an `nginx`
+    whose reload (also `fake-reload`, what a SIGHUP to the master does) starts a new worker and
+    lets the old ones exit after `old_exit_after_s` (never: None); the env for the scripts."""
     proc, bin_ = tmp_path / "proc", tmp_path / "bin"
-    for pid, cmdline in [
-        (1, "nginx: master process nginx"),
-        (5, "nginx: worker process"),
-        (6, "nginx: worker process"),
-    ]:
+    for pid, cmdline in [(1, pid1), (5, "nginx: worker process"), (6, "nginx: worker process")]:
         (proc / str(pid)).mkdir(parents=True)
         (proc / str(pid) / "cmdline").write_bytes(cmdline.encode() + b"\0\0")
     bin_.mkdir()
@@ -69,47 +78,104 @@ def fake_nginx(
         if old_exit_after_s is None
         else f"(sleep {old_exit_after_s}; rm -rf {proc}/5 {proc}/6) &"
     )
-    script = f"""#!/bin/sh
+    (bin_ / "fake-reload").write_text(
+        f"""#!/bin/sh
+mkdir -p {proc}/9; printf 'nginx: worker process\\0' > {proc}/9/cmdline
+printf 'nginx: worker process is shutting down\\0' > {proc}/5/cmdline
+{leave}
+"""
+    )
+    (bin_ / "nginx").write_text(
+        f"""#!/bin/sh
 echo "$@" >> {tmp_path}/calls
 case "$1" in
   -t) {"exit 0" if config_ok else 'echo "nginx: [emerg] unexpected end of file" >&2; exit 1'} ;;
-  -s) mkdir -p {proc}/9; printf 'nginx: worker process\\0' > {proc}/9/cmdline
-      printf 'nginx: worker process is shutting down\\0' > {proc}/5/cmdline
-      {leave}
-      exit 0 ;;
+  -s) exec fake-reload ;;
 esac
 """
-    (bin_ / "nginx").write_text(script)
-    (bin_ / "nginx").chmod(0o755)
+    )
+    for script in bin_.iterdir():
+        script.chmod(0o755)
     return {"PATH": f"{bin_}:{os.environ['PATH']}", "DEPLOYTOOLS_PROC": str(proc)}
 
 
 class ShellProxy:
-    """The proxy container as this machine's sh: exec_run runs argv with `env`."""
+    """The proxy container as this machine's sh: exec_run runs argv with `env`, a detached exec
+    is a child process, the kill API's SIGHUP runs the fake master's reload."""
 
     name = "dtroll-proxy"
+    id = "dtroll-proxy-id"
 
     def __init__(self, env: dict[str, str], config: Path) -> None:
         self.env, self.config = env, config
+        self.client = SimpleNamespace(api=self)
+        self.execs: dict[str, Any] = {}
+
+    def _argv(self, argv: list[str]) -> list[str]:
+        return [str(self.config) if a == proxy.CONFIG_PATH else a for a in argv]
 
     def exec_run(self, argv: list[str]) -> tuple[int, bytes]:
-        argv = [str(self.config) if a == proxy.CONFIG_PATH else a for a in argv]
-        done = subprocess.run(argv, env=self.env, capture_output=True, timeout=30)
+        done = subprocess.run(self._argv(argv), env=self.env, capture_output=True, timeout=30)
         return done.returncode, done.stdout + done.stderr
 
+    def exec_create(self, container: str, argv: list[str]) -> dict[str, str]:
+        assert container == self.id
+        exec_id = f"exec-{len(self.execs)}"
+        self.execs[exec_id] = self._argv(argv)
+        return {"Id": exec_id}
 
-def test_switch_tests_the_config_reloads_and_returns_once_the_old_workers_exited(
+    def exec_start(self, exec_id: str, *, detach: bool) -> None:
+        assert detach
+        self.execs[exec_id] = subprocess.Popen(self.execs[exec_id], env=self.env)
+
+    def exec_inspect(self, exec_id: str) -> dict[str, Any]:
+        code = self.execs[exec_id].poll()
+        return {"Running": code is None, "ExitCode": code}
+
+    def kill(self, *, signal: str) -> None:
+        with (self.config.parent / "calls").open("a") as calls:
+            calls.write(f"{signal}\n")
+        if signal == "SIGHUP":
+            subprocess.run(["fake-reload"], env=self.env, check=True, timeout=30)
+
+    def waiters_done(self) -> bool:
+        return all(p.wait(timeout=30) is not None for p in self.execs.values())
+
+
+def calls(tmp_path: Path) -> list[str]:
+    return (tmp_path / "calls").read_text().splitlines()
+
+
+def test_prepare_tests_the_config_and_reloads_nothing_then_the_cut_signals_and_waits(
     tmp_path: Path,
 ) -> None:
     config = tmp_path / "default.conf"
     config.write_text(proxy.render("app"))
-    env = fake_nginx(tmp_path)
-    started = time.monotonic()
-    proxy.switch(ShellProxy(env, config), "app_2", timeout_s=10)
-    assert time.monotonic() - started >= 0.3  # the old workers' exit was waited for
+    gateway = ShellProxy(fake_nginx(tmp_path), config)
+    prepared = proxy.prepare(gateway, "app_2", timeout_s=10)
     assert config.read_text() == proxy.render("app_2")
-    assert (tmp_path / "calls").read_text().splitlines() == ["-t -q", "-s reload"]
+    assert calls(tmp_path) == ["-t -q"]  # tested, not reloaded
+    assert (prepared.old_workers, prepared.master_is_pid1) == (("5", "6"), True)
+    time.sleep(0.2)
+    assert gateway.exec_inspect(prepared.waiter)["Running"]  # waits for a reload
+    started = time.monotonic()
+    proxy.cut(prepared)
+    assert time.monotonic() - started >= 0.3  # the old workers' exit was waited for
+    assert calls(tmp_path) == ["-t -q", "SIGHUP"]  # no process started by the cut
+    assert gateway.waiters_done()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "calls", "default.conf", "proc"]
+
+
+def test_a_proxy_whose_pid_1_is_not_the_nginx_master_is_reloaded_by_nginx_s_reload(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "default.conf"
+    config.write_text(proxy.render("app"))
+    gateway = ShellProxy(fake_nginx(tmp_path, pid1="/bin/sh /entrypoint.sh"), config)
+    proxy.switch(gateway, "app_2", timeout_s=10)
+    assert config.read_text() == proxy.render("app_2")
+    assert calls(tmp_path) == ["-t -q", "-s reload"]
+    assert gateway.waiters_done()
 
 
 def test_a_config_refused_by_nginx_is_never_loaded_and_the_previous_file_is_put_back(
@@ -117,22 +183,26 @@ def test_a_config_refused_by_nginx_is_never_loaded_and_the_previous_file_is_put_
 ) -> None:
     config = tmp_path / "default.conf"
     config.write_text(proxy.render("app"))
-    env = fake_nginx(tmp_path, config_ok=False)
+    gateway = ShellProxy(fake_nginx(tmp_path, config_ok=False), config)
     with pytest.raises(ExternalCommandFailed, match="nginx -t; the running config keeps") as err:
-        proxy.switch(ShellProxy(env, config), "app_2", timeout_s=10)
+        proxy.switch(gateway, "app_2", timeout_s=10)
     assert "unexpected end of file" in err.value.message
     assert config.read_text() == proxy.render("app")
-    assert (tmp_path / "calls").read_text().splitlines() == ["-t -q"]  # no reload
+    assert calls(tmp_path) == ["-t -q"]  # no reload
+    assert gateway.execs == {}  # no waiter
     assert not list(tmp_path.glob("default.conf.*"))
 
 
 def test_switch_has_a_deadline_when_old_workers_never_exit(tmp_path: Path) -> None:
     config = tmp_path / "default.conf"
     config.write_text(proxy.render("app"))
-    env = fake_nginx(tmp_path, old_exit_after_s=None)
-    with pytest.raises(DeadlineExceeded, match="old workers did not finish within 1 s") as err:
-        proxy.switch(ShellProxy(env, config), "app_2", timeout_s=1)
-    assert "still running: 5 6" in err.value.message
+    gateway = ShellProxy(fake_nginx(tmp_path, old_exit_after_s=None), config)
+    started = time.monotonic()
+    with pytest.raises(
+        DeadlineExceeded, match=r"old workers \(5 6\) did not finish within 1 s"
+    ) as err:
+        proxy.switch(gateway, "app_2", timeout_s=1)
+    assert time.monotonic() - started < 5  # the waiter's own deadline ended it
     assert "upstream app_2" in (err.value.untouched or "")
 
 
