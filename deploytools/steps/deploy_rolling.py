@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from typing import Any
 
 import docker.errors
@@ -62,6 +63,8 @@ SMOKE = [
 WARM_CONCURRENCY = 16
 #: How long the proxy's old workers may take to finish their requests after a switch.
 SWITCH_TIMEOUT_S = 60.0
+#: The pause between preparing the switch and cutting it.
+CUT_SETTLE_S = 0.5
 WARM_ROUNDS = 3
 WARM = [
     "python3",
@@ -184,6 +187,11 @@ def roll_to(session: EnvSession, image: str, phases: deploy_step.Phases) -> None
             prepared = proxy.prepare(
                 gateway, proxy.address(new, gateway), timeout_s=SWITCH_TIMEOUT_S
             )
+        # Not on the heels of the execs before (the smoke check, the warm-up, the two of the
+        # preparation, the smoke phase's record save): the engine's work for an exec (attach
+        # streams, shim and runc teardown) takes the CPU for a while after it returned
+        # (benchmarks/rolling_bench.py: 40-70 ms answers against a steady p99 of 11-17 ms).
+        time.sleep(CUT_SETTLE_S)
         # The cut-over's phases are saved with the step's outcome (Phases.phase).
         with phases.phase("switch", save=False):
             proxy.cut(prepared)
