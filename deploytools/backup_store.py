@@ -368,16 +368,29 @@ def helper_image(client: Any, candidates: list[Any]) -> str:
 
 
 @contextlib.contextmanager
-def open_store(client: Any, store: str, *, image: str, name_prefix: str) -> Iterator[BackupStore]:
+def open_store(
+    client: Any, store: str, *, image: str, name_prefix: str, create: bool = True
+) -> Iterator[BackupStore]:
     """Start a helper container with `store` ("volume:NAME" or "dir:/path") mounted; remove it
-    on the way out (and it removes itself after HELPER_LIFETIME_S if we are killed)."""
+    on the way out (and it removes itself after HELPER_LIFETIME_S if we are killed).
+
+    `create=False` is for the commands that only read (status, history, report): a store volume
+    that does not exist yet is not created; the helper mounts an empty read-only tmpfs in its
+    place, which reads like the empty store it would be. (A `dir:` store's missing directory is
+    still created by the engine's bind mount.)"""
     kind, _, location = store.partition(":")
     volumes = {location: {"bind": MOUNT, "mode": "rw"}}
+    tmpfs: dict[str, str] = {}
+    description = store
     if kind == "volume":
         try:
             client.volumes.get(location)
         except docker.errors.NotFound:
-            client.volumes.create(name=location, labels={HELPER_LABEL: "backup-store"})
+            if create:
+                client.volumes.create(name=location, labels={HELPER_LABEL: "backup-store"})
+            else:
+                volumes, tmpfs = {}, {MOUNT: "ro,size=64k"}
+                description = f"{store} (not created yet: empty)"
     name = f"{name_prefix}-store-{secrets.token_hex(3)}"
     try:
         container = client.containers.run(
@@ -390,6 +403,7 @@ def open_store(client: Any, store: str, *, image: str, name_prefix: str) -> Iter
             user="0",
             network_mode="none",
             volumes=volumes,
+            tmpfs=tmpfs,
             labels={HELPER_LABEL: "backup-store-helper"},
         )
     except docker.errors.DockerException as exc:
@@ -400,7 +414,7 @@ def open_store(client: Any, store: str, *, image: str, name_prefix: str) -> Iter
             facts={"store": store, "image": image},
         ) from None
     try:
-        yield BackupStore(client, container, store)
+        yield BackupStore(client, container, description)
     finally:
         with contextlib.suppress(docker.errors.DockerException):
             # v=True: the helper's image may declare a VOLUME (the PostgreSQL image does), and

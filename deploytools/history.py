@@ -185,11 +185,14 @@ class LockInfo:
 class History:
     """The records of one environment in an open store."""
 
-    def __init__(self, store: BackupStore, environment: str) -> None:
+    def __init__(self, store: BackupStore, environment: str, *, read_only: bool = False) -> None:
+        """`read_only`: for commands that only read; the directories a write needs are then
+        not made (a read of a missing one reads as empty)."""
         self.store = store
         self.environment = environment
-        store.ensure_dir(f"{environment}/releases")
-        store.ensure_dir(f"{environment}/backups")
+        if not read_only:
+            store.ensure_dir(f"{environment}/releases")
+            store.ensure_dir(f"{environment}/backups")
 
     # -- paths ---------------------------------------------------------------------------------
     def backup_file(self, backup_id: str) -> str:

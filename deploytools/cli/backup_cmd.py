@@ -158,7 +158,7 @@ def lock_group() -> None:
 @pass_state
 def lock_show(state: AppState, environment: str) -> None:
     """Who holds the deploy lock, since when."""
-    with open_environment(state.context(), environment) as session:
+    with open_environment(state.context(), environment, read_only=True) as session:
         held = session.history.lock()
 
     def human() -> None:

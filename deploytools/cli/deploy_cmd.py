@@ -173,7 +173,7 @@ def rollback(
 def history(state: AppState, environment: str, limit: int) -> None:
     """The environment's releases (deploys, rollbacks, migrations), newest first, with the
     backups and the lock."""
-    with open_environment(state.context(), environment) as session:
+    with open_environment(state.context(), environment, read_only=True) as session:
         records = session.history.releases()[-limit:][::-1]
         current = session.history.current_release()
         manifests = session.history.manifests()

@@ -49,16 +49,24 @@ class EnvSession:
 
 
 @contextlib.contextmanager
-def open_environment(ctx: StepContext, environment: str) -> Iterator[EnvSession]:
-    """Connect to the environment's engine and open its backup store and history."""
+def open_environment(
+    ctx: StepContext, environment: str, *, read_only: bool = False
+) -> Iterator[EnvSession]:
+    """Connect to the environment's engine and open its backup store and history.
+    `read_only`: for commands that only read; a store volume not created yet stays so."""
     target = ctx.target(environment)
     project = ctx.config.project
     candidates = target.containers(project.database_service) + target.containers()
     image = helper_image(target.client, candidates)
     with open_store(
-        target.client, ctx.config.backups.store, image=image, name_prefix=target.project
+        target.client,
+        ctx.config.backups.store,
+        image=image,
+        name_prefix=target.project,
+        create=not read_only,
     ) as store:
-        yield EnvSession(ctx=ctx, target=target, store=store, history=History(store, environment))
+        history = History(store, environment, read_only=read_only)
+        yield EnvSession(ctx=ctx, target=target, store=store, history=history)
 
 
 @dataclass(frozen=True)
@@ -307,7 +315,7 @@ def rows_dropped(current: dict[str, int], backup: dict[str, int]) -> int:
 
 def list_backups(ctx: StepContext, *, environment: str) -> BackupListing:
     """The environment's backups, oldest first, with their last verification."""
-    with open_environment(ctx, environment) as session:
+    with open_environment(ctx, environment, read_only=True) as session:
         manifests = session.history.manifests()
         return BackupListing(
             environment=environment,

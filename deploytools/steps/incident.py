@@ -430,7 +430,7 @@ def gather(
         if path.exists():
             files.extend(sorted(path.rglob("*.json")) if path.is_dir() else [path])
     evidence = report_step.load_evidence(files)
-    with open_environment(ctx, environment) as session:
+    with open_environment(ctx, environment, read_only=True) as session:
         records = [dataclasses.asdict(r) for r in session.history.releases()]
         failed, _ = choose(records, release_id)
         if not results:

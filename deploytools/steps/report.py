@@ -940,7 +940,7 @@ def gather(
             continue
         files.extend(sorted(path.rglob("*.json")) if path.is_dir() else [path])
     evidence = load_evidence(files) if results else None
-    with open_environment(ctx, environment) as session:
+    with open_environment(ctx, environment, read_only=True) as session:
         history = session.history
         records = [dataclasses.asdict(r) for r in history.releases()]
         if not records:
@@ -993,7 +993,7 @@ def _staging_record(ctx: StepContext, image: str) -> Mapping[str, Any] | None:
     from deploytools.steps.backup import open_environment
 
     try:
-        with open_environment(ctx, pipeline.STAGING) as session:
+        with open_environment(ctx, pipeline.STAGING, read_only=True) as session:
             for record in reversed(session.history.releases()):
                 if record.kind == "deploy" and record.image == image:
                     return dataclasses.asdict(record)

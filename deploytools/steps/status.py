@@ -52,7 +52,7 @@ def run(ctx: StepContext, *, environment: str) -> EnvironmentStatus:
     from deploytools.steps.backup import open_environment  # history lives in the backup store
 
     try:
-        with open_environment(ctx, environment) as session:
+        with open_environment(ctx, environment, read_only=True) as session:
             history = session.history
             backups = []
             for manifest in history.manifests()[-3:]:

@@ -48,6 +48,25 @@ def old_rows(env: DtdepEnv) -> dict[str, int]:
     return {t: n for t, n in counts.items() if t != "role_assignment_audit"}
 
 
+def test_commands_that_only_read_do_not_create_the_store(env: DtdepEnv) -> None:
+    """First in the module: the environment's store volume does not exist yet."""
+    import docker.errors
+
+    volumes = env.stack.client.volumes
+    with pytest.raises(docker.errors.NotFound):
+        volumes.get(env.store_volume)
+    for argv in (["status"], ["history"], ["lock", "show"], ["backup", "list"]):
+        result = env.cli(*argv, "--env", "prod")
+        assert result.exit_code == 0, (argv, result.output)
+    assert json.loads(env.cli("history", "--env", "prod").stdout)["result"]["releases"] == []
+    with pytest.raises(docker.errors.NotFound):
+        volumes.get(env.store_volume)
+    # A command that writes creates it.
+    with open_environment(env.ctx(), env.environment) as session:
+        session.store.ensure_dir("prod")
+    assert volumes.get(env.store_volume).name == env.store_volume
+
+
 def test_deploy_in_runbook_order_then_idempotent(env: DtdepEnv) -> None:
     before = old_rows(env)
     result = env.cli("deploy", "--env", "prod", "--image", V2)

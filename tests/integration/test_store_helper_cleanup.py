@@ -12,6 +12,7 @@ import docker.errors
 import pytest
 
 from deploytools.backup_store import open_store
+from deploytools.errors import ExternalCommandFailed
 
 pytestmark = pytest.mark.integration
 
@@ -72,3 +73,24 @@ def test_read_all_reads_a_directory_in_one_exec_without_temporary_files(
         everything = store.read_all("prod/releases")
         assert "0002.checks-lock" in everything
         assert "0003.json.tmp-1a2b" not in everything
+
+
+def test_a_read_only_open_of_a_missing_volume_reads_empty_and_creates_nothing(
+    postgres_image: str, engine: tuple[Any, str]
+) -> None:
+    client, store_volume = engine
+    with open_store(
+        client,
+        f"volume:{store_volume}",
+        image=postgres_image,
+        name_prefix="dtlead",
+        create=False,
+    ) as store:
+        assert "not created yet" in store.description
+        assert store.read_all("prod/releases", ".json") == {}
+        assert store.read("prod/lock.json") is None
+        assert not store.exists("prod")
+        with pytest.raises(ExternalCommandFailed, match="Read-only file system"):
+            store.ensure_dir("prod")
+    with pytest.raises(docker.errors.NotFound):
+        client.volumes.get(store_volume)

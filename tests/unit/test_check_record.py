@@ -166,7 +166,7 @@ def opened(histories: dict[str, History], ctx: Any, environment: str) -> Iterato
 def test_save_says_where_it_saved_or_why_not(monkeypatch: pytest.MonkeyPatch) -> None:
     history = History(MemoryStore(), "prod")  # type: ignore[arg-type]
     monkeypatch.setattr(
-        backup_step, "open_environment", lambda ctx, env: opened({"prod": history}, ctx, env)
+        backup_step, "open_environment", lambda ctx, env, **_: opened({"prod": history}, ctx, env)
     )
     ctx: Any = None
     note = check_record.save(ctx, "prod", summary())
@@ -244,7 +244,7 @@ def test_the_report_reads_the_records_checks_as_it_reads_the_json_results(
         for r in recs:
             histories[env].save_release(ReleaseRecord(**r))
     monkeypatch.setattr(
-        backup_step, "open_environment", lambda ctx, env: opened(histories, ctx, env)
+        backup_step, "open_environment", lambda ctx, env, **_: opened(histories, ctx, env)
     )
     ctx = StepContext(config)
     gathered = report.gather(ctx, environment="production", release_id="0008")
@@ -265,7 +265,7 @@ def test_rollback_run_records_its_reason(monkeypatch: pytest.MonkeyPatch) -> Non
     history = History(MemoryStore(), "prod")  # type: ignore[arg-type]
     monkeypatch.setattr(rollback_step, "roll_back_in", roll_back_in)
     monkeypatch.setattr(
-        rollback_step, "open_environment", lambda ctx, env: opened({"prod": history}, ctx, env)
+        rollback_step, "open_environment", lambda ctx, env, **_: opened({"prod": history}, ctx, env)
     )
     ctx: Any = SimpleNamespace(config=SimpleNamespace(deploy=SimpleNamespace(lock_ttl_s=60)))
     rollback_step.run(ctx, environment="prod")
@@ -319,7 +319,9 @@ def test_the_incident_report_reads_the_failed_releases_checks(
         record("0003", kind="rollback", previous="0002", reason="monitor breach: health")
     )
     monkeypatch.setattr(
-        backup_step, "open_environment", lambda ctx, env: opened({"production": history}, ctx, env)
+        backup_step,
+        "open_environment",
+        lambda ctx, env, **_: opened({"production": history}, ctx, env),
     )
     monkeypatch.setattr(incident, "_fetch_logs", lambda session, config, failed: ([], "none"))
     ctx = StepContext(load_config(ROOT / "deploy.toml"))

@@ -201,8 +201,9 @@ def stored(monkeypatch: pytest.MonkeyPatch, config: Config) -> dict[str, MemoryS
     )
 
     @contextlib.contextmanager
-    def open_environment(ctx: object, environment: str):  # type: ignore[no-untyped-def]
-        yield SimpleNamespace(history=History(stores[environment], environment))  # type: ignore[arg-type]
+    def open_environment(ctx: object, environment: str, *, read_only: bool = False):  # type: ignore[no-untyped-def]
+        history = History(stores[environment], environment, read_only=read_only)  # type: ignore[arg-type]
+        yield SimpleNamespace(history=history)
 
     monkeypatch.setattr(backup, "open_environment", open_environment)
     return stores
