@@ -188,7 +188,7 @@ class Prepared:
     upstream: str
     old_workers: tuple[str, ...]
     master_is_pid1: bool
-    waiter: str  # the waiter's exec ID
+    waiter: str | None  # the waiter's exec ID; None: the cut does not wait
     timeout_s: float
 
 
@@ -201,10 +201,14 @@ def wait_argv(old_workers: tuple[str, ...], *, timeout_s: float) -> list[str]:
     return ["sh", "-c", WAIT_SCRIPT, "sh", str(max(1, math.ceil(timeout_s))), *old_workers]
 
 
-def prepare(proxy: Any, upstream: str, *, timeout_s: float = 60.0) -> Prepared:
+def prepare(proxy: Any, upstream: str, *, timeout_s: float = 60.0, wait: bool = True) -> Prepared:
     """Write and test the config for `upstream` and start the waiter; nothing reloads yet. A
     config nginx refuses raises here, and the running config keeps serving. `cut` must follow
-    (the waiter's deadline, `timeout_s`, runs from now)."""
+    (the waiter's deadline, `timeout_s`, runs from now).
+
+    `wait=False` (no waiter; the cut returns once nginx is signalled) only when the old and
+    the new upstream are the same container, e.g. its address and the service's name once it
+    alone answers to that name: the old workers' requests go where the new ones' do."""
     argv = prepare_argv(upstream)
     code, output = proxy.exec_run(argv)
     text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
@@ -224,10 +228,12 @@ def prepare(proxy: Any, upstream: str, *, timeout_s: float = 60.0) -> Prepared:
             "its workers and PID 1"
         )
     old = tuple(said["workers"].split())
-    api = proxy.client.api
-    waiter = api.exec_create(proxy.id, wait_argv(old, timeout_s=timeout_s))["Id"]
-    api.exec_start(waiter, detach=True)
-    return Prepared(proxy, upstream, old, said["pid1"].strip() == "master", str(waiter), timeout_s)
+    waiter = None
+    if wait:
+        api = proxy.client.api
+        waiter = str(api.exec_create(proxy.id, wait_argv(old, timeout_s=timeout_s))["Id"])
+        api.exec_start(waiter, detach=True)
+    return Prepared(proxy, upstream, old, said["pid1"].strip() == "master", waiter, timeout_s)
 
 
 def cut(prepared: Prepared, *, clock: Any = time.monotonic, sleep: Any = time.sleep) -> None:
@@ -247,6 +253,8 @@ def cut(prepared: Prepared, *, clock: Any = time.monotonic, sleep: Any = time.sl
                 untouched=f"the proxy's config file names {prepared.upstream}; the running "
                 "config was not replaced",
             )
+    if prepared.waiter is None:
+        return
     api = proxy.client.api
     # The waiter ends by itself at its deadline; this one only bounds an engine that stops
     # answering about it.
@@ -274,8 +282,9 @@ def cut(prepared: Prepared, *, clock: Any = time.monotonic, sleep: Any = time.sl
     )
 
 
-def switch(proxy: Any, upstream: str, *, timeout_s: float = 60.0) -> None:
+def switch(proxy: Any, upstream: str, *, timeout_s: float = 60.0, wait: bool = True) -> None:
     """Point the proxy at `upstream` and return once no worker of the old config is left (each
     finished its in-flight requests): `prepare` then `cut`. The config is tested before the
-    reload: a bad one leaves the running config serving (and the previous file in place)."""
-    cut(prepare(proxy, upstream, timeout_s=timeout_s))
+    reload: a bad one leaves the running config serving (and the previous file in place).
+    `wait=False`: see `prepare`."""
+    cut(prepare(proxy, upstream, timeout_s=timeout_s, wait=wait))

@@ -209,7 +209,10 @@ def roll_to(session: EnvSession, image: str, phases: deploy_step.Phases) -> None
         for container in old:
             _stop_and_remove(container)
         # Only the new container answers to the service's name now: the steady-state config.
-        proxy.switch(gateway, service)
+        # Old and new workers reach the same container, so nothing to wait for (one exec less
+        # in the cut-over). The pin before the start waits: the service's name is about to
+        # answer with a container that is not ready.
+        proxy.switch(gateway, service, wait=False)
     session.progress(f"rolling: {image} serves; the old release was drained and removed")
 
 

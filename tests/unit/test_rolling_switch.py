@@ -166,6 +166,18 @@ def test_prepare_tests_the_config_and_reloads_nothing_then_the_cut_signals_and_w
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "calls", "default.conf", "proc"]
 
 
+def test_a_switch_between_two_names_of_one_container_does_not_wait(tmp_path: Path) -> None:
+    config = tmp_path / "default.conf"
+    config.write_text(proxy.render("172.20.0.5"))
+    gateway = ShellProxy(fake_nginx(tmp_path), config)
+    started = time.monotonic()
+    proxy.switch(gateway, "app", wait=False)
+    assert time.monotonic() - started < 0.3  # the old workers (0.3 s) were not waited for
+    assert config.read_text() == proxy.render("app")
+    assert calls(tmp_path) == ["-t -q", "SIGHUP"]
+    assert gateway.execs == {}  # no waiter
+
+
 def test_a_proxy_whose_pid_1_is_not_the_nginx_master_is_reloaded_by_nginx_s_reload(
     tmp_path: Path,
 ) -> None:
