@@ -86,10 +86,11 @@ class Timeline:
 
 @contextlib.contextmanager
 def probes(timeline: Timeline) -> Any:
-    """ROLLING_BENCH_PROBES=1: the sub-steps of the switch and the drain on the timeline (each
-    proxy switch: one exec that writes, tests, reloads and waits for the old workers; the old
-    container's stop and removal; record writes), to tell which one a burst of slow requests
-    follows."""
+    """ROLLING_BENCH_PROBES=1: the sub-steps of the drain and the step's end on the timeline
+    (the proxy switches made with `proxy.switch`: the pin and the return to the service's name;
+    the old container's stop and removal; record writes, the image keep tags, the lock's
+    release), to tell which one a burst of slow requests follows. The switch onto the new
+    container is the `switch` phase itself (prepared in `smoke`)."""
     real_switch = proxy_mod.switch
     real_drain, real_save = deploy_rolling._stop_and_remove, history_mod.History.save_release
 
@@ -129,9 +130,9 @@ def probes(timeline: Timeline) -> Any:
         finally:
             timeline("probe lock release end (the store's helper is removed next)")
 
-    def keep(session: Any, record: Any) -> None:
+    def keep(session: Any, record: Any, records: Any) -> None:
         timeline("probe keep_images begin")
-        real_keep(session, record)
+        real_keep(session, record, records)
         timeline("probe keep_images end")
 
     if not PROBES:

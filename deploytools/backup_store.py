@@ -270,6 +270,18 @@ class BackupStore:
             full = [self._abs(p) for p in paths]
             self._check(self.sh('rm -f -- "$@"', *full), "removing " + ", ".join(paths))
 
+    def remove_if_contains(self, path: str, text: str) -> bool:
+        """Remove `path` when it holds `text` (one exec); False when it does not, or is gone."""
+        result = self.sh(
+            '[ -f "$1" ] || exit 3; grep -qF -- "$2" "$1" || exit 3; rm -f -- "$1"',
+            self._abs(path),
+            text,
+        )
+        if result.exit_code == 3:
+            return False
+        self._check(result, f"removing {path}")
+        return True
+
     def list_files(self, directory: str, suffix: str = "") -> list[str]:
         """Names of the files in `directory` ending with `suffix`, sorted; [] when missing."""
         result = self.sh('[ -d "$1" ] || exit 0; ls -1 "$1"', self._abs(directory))

@@ -385,9 +385,9 @@ class History:
         return fresh
 
     def release(self, lock: LockInfo) -> None:
-        held = self.lock()
-        if held is not None and held.token == lock.token:
-            self.store.remove(self._lock_file)
+        """Remove the lock if it is still ours (its token, 16 random hex digits, is in it): one
+        exec, at the end of every step, where a rolling deploy's cut-over still runs."""
+        self.store.remove_if_contains(self._lock_file, lock.token)
 
     def break_lock(self, *, force: bool = False) -> LockInfo | None:
         """Remove a lock whose holder is gone: older than its TTL, or its process is dead

@@ -253,7 +253,9 @@ def _deploy(
         raise
     record.outcome, record.finished = "succeeded", utc_now()
     history.save_release(record)
-    keep_images(session, record)
+    # The records as read at the start (the lock kept them ours) and this one: no second read
+    # at the end of the step, where a rolling deploy's cut-over still runs.
+    keep_images(session, record, [*records, record])
     return DeployResult(env, True, f"{info.ref} deployed to {env} as release {record.id}", record)
 
 
@@ -423,16 +425,17 @@ def keep_ref(session: EnvSession, record: ReleaseRecord) -> str:
     return record.image
 
 
-def keep_images(session: EnvSession, record: ReleaseRecord) -> None:
+def keep_images(session: EnvSession, record: ReleaseRecord, records: list[ReleaseRecord]) -> None:
     """Tag the deployed image so it stays on the engine; untag releases older than the newest
-    deploy.keep_images (an image still tagged otherwise, or in use, stays)."""
+    deploy.keep_images (an image still tagged otherwise, or in use, stays). `records`: the
+    environment's records, oldest first, `record` included."""
     client: Any = session.target.client
     repository = session.ctx.config.project.image_repository
     env = record.environment
     with contextlib.suppress(docker.errors.DockerException):
         tag = KEEP_TAG.format(env=env, id=record.id)
         client.images.get(record.image_id).tag(repository, tag)
-    serving = [r for r in session.history.releases() if r.serving]
+    serving = [r for r in records if r.serving]
     for old in serving[: -session.ctx.config.deploy.keep_images]:
         with contextlib.suppress(docker.errors.DockerException):
             client.api.remove_image(

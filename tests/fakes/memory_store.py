@@ -33,6 +33,12 @@ class MemoryStore:
         for path in paths:
             self.files.pop(path, None)
 
+    def remove_if_contains(self, path: str, text: str) -> bool:
+        if text.encode() not in self.files.get(path, b""):
+            return False
+        del self.files[path]
+        return True
+
     def list_files(self, directory: str, suffix: str = "") -> list[str]:
         prefix = directory.rstrip("/") + "/"
         return sorted(

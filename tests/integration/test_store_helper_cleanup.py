@@ -73,6 +73,13 @@ def test_read_all_reads_a_directory_in_one_exec_without_temporary_files(
         everything = store.read_all("prod/releases")
         assert "0002.checks-lock" in everything
         assert "0003.json.tmp-1a2b" not in everything
+        # The lock's release: removed only when it still holds the holder's token.
+        store.write("prod/lock.json", b'{"token": "0123456789abcdef"}')
+        assert not store.remove_if_contains("prod/lock.json", "fedcba9876543210")
+        assert store.read("prod/lock.json") == b'{"token": "0123456789abcdef"}'
+        assert store.remove_if_contains("prod/lock.json", "0123456789abcdef")
+        assert not store.exists("prod/lock.json")
+        assert not store.remove_if_contains("prod/lock.json", "0123456789abcdef")
 
 
 def test_a_read_only_open_of_a_missing_volume_reads_empty_and_creates_nothing(

@@ -75,6 +75,17 @@ def test_a_held_lock_refuses_a_second_holder_naming_the_first() -> None:
     assert h.lock() is None
 
 
+def test_releasing_a_lock_taken_over_by_another_holder_leaves_theirs() -> None:
+    h = history()
+    mine = h.acquire("deploy", ttl_s=600)
+    h.break_lock(force=True)
+    theirs = h.acquire("rollback", ttl_s=600)
+    h.release(mine)
+    assert h.lock() == theirs
+    h.release(theirs)
+    assert h.lock() is None
+
+
 def test_locked_releases_on_failure() -> None:
     h = history()
     with pytest.raises(RuntimeError), h.locked("deploy", ttl_s=600):
