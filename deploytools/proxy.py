@@ -109,6 +109,19 @@ def ensure_running(target: Target, *, timeout_s: float) -> Any | None:
     return started
 
 
+#: Both scripts' list of nginx's workers: their PIDs in $found (the title nginx gives a worker;
+#: one shutting down after a reload reads "nginx: worker process is shutting down").
+_WORKERS = r"""
+workers() {
+    found=
+    for d in "$proc"/[0-9]*; do
+        c=
+        { read -r c < "$d/cmdline"; } 2>/dev/null
+        case $c in "nginx: worker process"*) found="$found ${d##*/}" ;; esac
+    done
+}
+"""
+
 #: A switch is prepared, then cut. The cut is the moment the traffic moves, so it makes the
 #: engine do as little as possible: measured on 2 cores, a `docker exec` costs the machine about
 #: 60 ms of CPU (dockerd, containerd, a runc start), the kill API about 15 ms, an exec's
@@ -122,7 +135,9 @@ def ensure_running(target: Target, *, timeout_s: float) -> Any | None:
 #: engine's kill API then reloads it), else "pid1: other". Nothing reloads until the cut, so
 #: the running config keeps serving. /proc is read with `read` (a builtin): neither image has
 #: ps. DEPLOYTOOLS_PROC (unset in the proxy) points the unit tests at a fake /proc.
-PREPARE_SCRIPT = r"""
+PREPARE_SCRIPT = (
+    _WORKERS
+    + r"""
 conf=$1 text=$2 proc=${DEPLOYTOOLS_PROC:-/proc}
 had=0
 if [ -f "$conf" ]; then cp -p "$conf" "$conf.previous" || exit 10; had=1; fi
@@ -132,23 +147,21 @@ if ! nginx -t -q; then
     exit 11
 fi
 rm -f "$conf.previous"
-found=
-for d in "$proc"/[0-9]*; do
-    c=
-    { read -r c < "$d/cmdline"; } 2>/dev/null
-    case $c in "nginx: worker process"*) found="$found ${d##*/}" ;; esac
-done
+workers
 echo "workers:$found"
 c=
 { read -r c < "$proc/1/cmdline"; } 2>/dev/null
 case $c in "nginx: master process"*) echo "pid1: master" ;; *) echo "pid1: other" ;; esac
 """
+)
 
 #: WAIT_SCRIPT, a detached exec started by `prepare`, so that the cut starts no process: $1 the
 #: deadline in seconds, then the PIDs of the old workers. Exit 0 once none of them runs a worker
 #: any more (each finished its in-flight requests after the reload) and a worker runs; 13 old
 #: workers still ran at the deadline. Polls /proc with builtins every 50 ms (forks only `sleep`).
-WAIT_SCRIPT = r"""
+WAIT_SCRIPT = (
+    _WORKERS
+    + r"""
 limit=$1; shift; old=$*; proc=${DEPLOYTOOLS_PROC:-/proc}
 clock() {  # hundredths of a second since boot, without a fork
     read -r up _ < /proc/uptime
@@ -164,17 +177,15 @@ while :; do
         case $c in "nginx: worker process"*) left="$left $p" ;; esac
     done
     if [ -z "$left" ]; then
-        for d in "$proc"/[0-9]*; do
-            c=
-            { read -r c < "$d/cmdline"; } 2>/dev/null
-            case $c in "nginx: worker process"*) exit 0 ;; esac
-        done
+        workers
+        [ -n "$found" ] && exit 0
     fi
     clock
     [ "$now" -ge "$end" ] && exit 13
     sleep 0.05
 done
 """
+)
 
 #: How often the cut asks the engine whether the waiter has finished.
 POLL_S = 0.05
