@@ -137,12 +137,23 @@ def test_incident_report_after_the_rollback_on_the_real_engine(
     assert json.loads(as_json.stdout)["result"]["rolled_back"]["record_id"] == "0002"
 
 
-def _in_volume(client: Any, image: str, volume: str, script: str) -> str:
-    output = client.containers.run(
-        image, ["sh", "-c", script], entrypoint=[], remove=True, user="0",
-        network_mode="none", volumes={volume: {"bind": "/v", "mode": "rw"}},
+def _sh_in(client: Any, image: str, script: str, volumes: dict[str, Any]) -> str:
+    """`script` in a throwaway container of `image`; its stdout. Removed with its anonymous
+    volumes (the PostgreSQL image declares one; `run(remove=True)` would leave it behind)."""
+    container = client.containers.run(
+        image, ["sh", "-c", script], entrypoint=[], detach=True, user="0",
+        network_mode="none", volumes=volumes,
     )  # fmt: skip
-    return bytes(output).decode()
+    try:
+        status = container.wait(timeout=60)["StatusCode"]
+        assert status == 0, container.logs().decode()
+        return bytes(container.logs(stdout=True, stderr=False)).decode()
+    finally:
+        container.remove(force=True, v=True)
+
+
+def _in_volume(client: Any, image: str, volume: str, script: str) -> str:
+    return _sh_in(client, image, script, {volume: {"bind": "/v", "mode": "rw"}})
 
 
 CHECKSUMS = "cd /v && find . -type f | sort | xargs sha256sum"
@@ -193,12 +204,12 @@ def test_volume_snapshot_round_trip_and_a_corrupted_archive_refused(
     # One byte of the archive changed in the store: verify fails, restore refuses, the volume
     # is left as it was.
     archive = f"/s/dtrest/backups/{backup_id}.volume-uploads.tar"
-    docker_client.containers.run(
+    _sh_in(
+        docker_client,
         postgres_image,
-        ["sh", "-c", f"printf X | dd of={archive} bs=1 seek=700 conv=notrunc 2>/dev/null"],
-        entrypoint=[], remove=True, user="0", network_mode="none",
-        volumes={store: {"bind": "/s", "mode": "rw"}},
-    )  # fmt: skip
+        f"printf X | dd of={archive} bs=1 seek=700 conv=notrunc 2>/dev/null",
+        {store: {"bind": "/s", "mode": "rw"}},
+    )
     _in_volume(docker_client, postgres_image, volume, "echo later > /v/d.txt")
     before = _in_volume(docker_client, postgres_image, volume, CHECKSUMS)
     verified = deploytools(with_volumes, "backup", "verify", "--env", "dtrest", backup_id)
