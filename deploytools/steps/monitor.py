@@ -29,7 +29,7 @@ from deploytools.checks.results import CheckResult, Verdict
 from deploytools.config import MetricRule
 from deploytools.context import StepContext
 from deploytools.errors import UsageError
-from deploytools.history import parse_time
+from deploytools.history import ReleaseRecord, parse_time
 
 P, F, INC = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
 
@@ -484,8 +484,8 @@ class WatchWindow:
     age_s: float | None = None
 
 
-def window_of(record: Any | None, within_s: float, *, now: float) -> WatchWindow:
-    """Open while the serving release `record` (a ReleaseRecord, or None) finished less than
+def window_of(record: ReleaseRecord | None, within_s: float, *, now: float) -> WatchWindow:
+    """Open while the serving release `record` (or None: none recorded) finished less than
     `within_s` seconds before `now` (a Unix time); pure, for the CLI and its tests."""
     if record is None:
         return WatchWindow(False, "no serving release is recorded")

@@ -4,9 +4,6 @@
     postgres_image  -> str: PostgreSQL image for stacks (built from tests/infra/postgres if absent)
     release_images  -> ReleaseImages: release_images["1.15.1"] builds rbac-api-test:1.15.1 once
                            per session (from `git archive` of the tag) and returns its name
-    compose_stacks  -> ComposeStackFactory: compose_stacks.start("name", app_image=...) brings up
-                           docker-compose.prod.yml as project "rbacsvc-name" (down -v first, down -v
-                           at session end) and returns a ComposeStack
     dtdep_stack     -> SharedStack: one stack (migrated, an admin) that the modules of the
                            reference service, checks, deploy, rollback, backup ... take turns on,
                            reset between them to 1.15.1 or 1.15.2 as first set up (dtdep_env.py)
@@ -49,7 +46,6 @@ PROXY_IMAGE = os.environ.get("PROXY_IMAGE", "deploytools-test/nginx:bookworm")
 os.environ.setdefault("PROXY_IMAGE", PROXY_IMAGE)
 RELEASES = ("1.15.1", "1.15.2")
 TEST_IMAGE_REPOSITORY = "rbac-api-test"
-PROJECT_PREFIX = "rbacsvc-"
 IMAGE_SOURCE = "https://github.com/example/rbac-api"
 
 
@@ -380,62 +376,6 @@ class ComposeStack:
             "logs", "--no-color", "--tail", str(tail), check=False, timeout=60
         )
         return result.stdout + result.stderr
-
-
-class ComposeStackFactory:
-    def __init__(self, client: docker.DockerClient, postgres_image: str) -> None:
-        self._client, self._postgres_image = client, postgres_image
-        self.stacks: list[ComposeStack] = []
-
-    def start(
-        self,
-        name: str,
-        *,
-        app_image: str,
-        app_version: str = "",
-        migrate: bool = True,
-        admin: bool = True,
-        extra_env: dict[str, str] | None = None,
-    ) -> ComposeStack:
-        """Bring up project PROJECT_PREFIX+name (pinned, so a leaked one from an interrupted run is
-        removed first), wait for both services to be healthy, then optionally migrate and create
-        an admin."""
-        env = {
-            "POSTGRES_IMAGE": self._postgres_image,
-            "PROXY_IMAGE": PROXY_IMAGE,
-            "APP_IMAGE": app_image,
-            "APP_VERSION": app_version,
-            "APP_PORT": str(free_port()),
-            "POSTGRES_USER": "rbac",
-            "POSTGRES_DB": "rbac",
-            "POSTGRES_PASSWORD": secrets.token_urlsafe(18),
-            "APP_SECRET_KEY": secrets.token_urlsafe(32),
-            **(extra_env or {}),
-        }
-        stack = ComposeStack(project=f"{PROJECT_PREFIX}{name}", env=env, client=self._client)
-        stack.down()
-        self.stacks.append(stack)
-        try:
-            stack.up()
-            if migrate:
-                stack.migrate()
-            if admin:
-                stack.create_admin()
-        except Exception as exc:
-            raise RuntimeError(
-                f"stack {stack.project} did not come up: {exc}\n{stack.logs()}"
-            ) from exc
-        return stack
-
-
-@pytest.fixture(scope="session")
-def compose_stacks(
-    docker_client: docker.DockerClient, postgres_image: str
-) -> Iterator[ComposeStackFactory]:
-    factory = ComposeStackFactory(docker_client, postgres_image)
-    yield factory
-    for stack in factory.stacks:
-        stack.down()
 
 
 @pytest.fixture(scope="session")
