@@ -61,10 +61,6 @@ SMOKE = [
 #: 100 requests/s on 2 cores (benchmarks/rolling_bench.py, ROLLING_BENCH_PROBES=1), that was a
 #: burst of 300-450 ms answers right after the switch, the rollback's whole cut-over tail.
 WARM_CONCURRENCY = 16
-#: How long the proxy's old workers may take to finish their requests after a switch.
-SWITCH_TIMEOUT_S = 60.0
-#: The pause between preparing the switch and cutting it.
-CUT_SETTLE_S = 0.5
 WARM_ROUNDS = 3
 WARM = [
     "python3",
@@ -77,6 +73,12 @@ WARM = [
     "    for _ in range({rounds}):\n"
     "        assert set(pool.map(get, range({concurrency}))) == {{200}}\n",
 ]
+
+
+#: How long the proxy's old workers may take to finish their requests after a switch.
+SWITCH_TIMEOUT_S = 60.0
+#: The pause between preparing the switch and cutting it.
+CUT_SETTLE_S = 0.5
 
 
 def refusal(info: migrate_step.ImageInfo, environment: str) -> UsageError | None:
