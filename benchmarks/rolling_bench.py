@@ -311,8 +311,9 @@ def pooled_verdict(windows: list[Windows]) -> list[str]:
         return []
     rng = random.Random(9)
     steady = [s.latency_s for w in windows for s in w.steady]
+    steady_p99 = quantile(steady, 0.99)
     lines = [
-        f"pooled over {len(windows)} rolling steps: steady p99 {quantile(steady, 0.99) * 1000:.0f}"
+        f"pooled over {len(windows)} rolling steps: steady p99 {steady_p99 * 1000:.0f}"
         f" ms ({len(steady)} requests)"
     ]
     for label, pool in (
@@ -322,7 +323,7 @@ def pooled_verdict(windows: list[Windows]) -> list[str]:
         ratio, low, high = ratio_interval(pool, steady, rng)
         # A steadier figure than a tail quantile: the share of requests slower than twice the
         # steady p99 (in the steady windows themselves it is under 1 %).
-        over = sum(1 for x in pool if x > 2 * quantile(steady, 0.99)) / len(pool)
+        over = sum(1 for x in pool if x > 2 * steady_p99) / len(pool)
         verdict = (
             "under 2x: goal met"
             if high < 2

@@ -125,7 +125,7 @@ workers() {
 #: A switch is prepared, then cut. The cut is the moment the traffic moves, so it makes the
 #: engine do as little as possible: measured on 2 cores, a `docker exec` costs the machine about
 #: 60 ms of CPU (dockerd, containerd, a runc start), the kill API about 15 ms, an exec's
-#: inspection 2 ms; CPU taken from the requests being switched.
+#: inspection 2-3 ms; CPU taken from the requests being switched.
 #:
 #: PREPARE_SCRIPT, one synchronous exec before the cut. POSIX sh (Debian's dash, Alpine's ash);
 #: $1 the config file, $2 the new config. Writes and tests it (`nginx -t`): exit 10 the file
