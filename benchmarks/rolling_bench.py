@@ -3,7 +3,7 @@
 deployed and then rolled back, once with the recreate strategy (the baseline: stop, migrate,
 start) and once with the rolling one (start beside, check, switch the proxy, drain).
 
-The load: RATE requests/s of GET /health on 127.0.0.1:APP_PORT (the nginx proxy), each on its
+The load: RATE requests/s of GET /health on 127.0.0.1:APP_PORT (the HAProxy proxy), each on its
 own connection, timed from its scheduled start (an open model: a stalled server shows as
 latency, not as fewer requests). Reported per strategy and step: requests, failed requests,
 p99 of the steady load before the step, p99 during the step, p99 during the cut-over (from
@@ -405,8 +405,8 @@ def main() -> int:
     version = client.version()
     print(
         f"\nmachine: {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-        f"engine {version.get('Version')}, load {RATE:.0f} req/s open model through nginx "
-        f"({os.environ.get('PROXY_IMAGE', 'nginx:1.27')})"
+        f"engine {version.get('Version')}, load {RATE:.0f} req/s open model through HAProxy "
+        f"({os.environ.get('PROXY_IMAGE', 'haproxy:2.8')})"
     )
     header = (
         f"{'strategy':<9} {'step':<9} {'seconds':>7} {'requests':>8} {'failed':>6} "

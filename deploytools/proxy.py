@@ -1,18 +1,33 @@
-"""The reverse proxy in front of the app (docker-compose.prod.yml's `proxy` service, nginx).
+"""The reverse proxy in front of the app (docker-compose.prod.yml's `proxy` service, HAProxy).
 
-The proxy's server config names one upstream host: the app service's name (Docker's DNS then
-answers with the app container) in the steady state, or one container's address (`address`)
-while a rolling deploy or a rollback switches traffic. A switch is prepared (`prepare`: one
-`docker exec` writes the rendered file into the proxy container and tests it with `nginx -t`,
-and a detached one waits for the old workers) and then cut (`cut`: nginx reloaded by a SIGHUP
-through the engine): nginx starts workers with the new config and lets the old ones finish
-their in-flight requests, so no request is dropped. `switch` returns only after every old
-worker has exited, so no request can reach the previous upstream afterwards.
+Traffic is switched through HAProxy's runtime API, without a reload: no process starts or
+stops in the proxy, no client connection is closed, and a request in flight finishes where it
+began. The proxy's backend `app` has three servers (`render`):
+
+- `app`, the app service's name, resolved by Docker's DNS: the steady state, which also
+  follows a recreate deploy's new container;
+- two slots, `blue` and `green`, disabled until a rolling deploy or a rollback pins traffic to
+  one container's address.
+
+One server is in the `ready` state, the others in `maint`. A switch is prepared (`prepare`:
+the runtime API session opened, the servers read, the target's address set while it takes no
+traffic) and then cut (`cut`: one line of commands readies the target and puts the others in
+maintenance, then the others are watched until their last session ended, i.e. they are
+drained). The runtime API listens on 127.0.0.1 inside the proxy container only; deploytools
+reaches it through one `docker exec` per switch whose stdin stays attached (`RuntimeApi`), so
+the cut itself is a write on an open socket: it starts no process anywhere (measured on 2
+cores: a `docker exec` costs the machine about 60 ms of CPU, CPU taken from the requests being
+switched).
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
+import csv
+import ipaddress
+import re
+import socket
+import struct
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,41 +39,56 @@ from deploytools.target import Target, wait_until_healthy
 #: The Compose service of the proxy, and the port the app listens on inside the network.
 PROXY_SERVICE = "proxy"
 APP_PORT = 8080
-CONFIG_PATH = "/etc/nginx/conf.d/default.conf"
-#: Docker's embedded DNS: a service or container name resolves to its current address, so a
-#: recreated app container (another address) is found within `valid`.
-RESOLVER = "127.0.0.11"
+#: HAProxy's runtime API inside the proxy container (never published).
+ADMIN_PORT = 9999
+BACKEND = "app"
+#: The backend's server that follows the app service's name, and the two pinning slots.
+SERVICE_SERVER = "app"
+SLOTS = ("blue", "green")
+#: The service's server follows Docker's DNS; it may start before the app (init-addr none).
+SERVICE_SERVER_OPTIONS = "resolvers docker resolve-prefer ipv4 init-addr last,libc,none"
+#: Docker's embedded DNS: the service's name resolves to its current container.
+RESOLVER = "127.0.0.11:53"
 
 
-def render(upstream: str, *, app_port: int = APP_PORT) -> str:
-    """The proxy's server config forwarding every request to `upstream:app_port`.
-
-    The upstream is a variable so nginx resolves it at request time (with Docker's DNS) rather
-    than once at start: the proxy starts before the app and survives the app's recreation.
-    """
-    if not upstream or any(c in upstream for c in ' ;"{}$\\\n'):
-        raise ValueError(f"not a host name: {upstream!r}")
+def render(service: str = "app", *, app_port: int = APP_PORT) -> str:
+    """The proxy's HAProxy config: every request to the app service `service`, its two slots
+    disabled; /proxy-health answered by the proxy itself."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", service):
+        raise ValueError(f"not a service name: {service!r}")
+    slots = "".join(f"    server {slot} 127.0.0.1:{app_port} disabled\n" for slot in SLOTS)
     return f"""\
-# Written by deploytools (deploytools/proxy.py); replaced on a rolling switch.
-resolver {RESOLVER} valid=1s ipv6=off;
-server {{
-    listen 80;
-    location = /proxy-health {{
-        access_log off;
-        return 200 "ok\\n";
-    }}
-    location / {{
-        set $app_upstream "{upstream}";
-        proxy_pass http://$app_upstream:{app_port};
-        proxy_http_version 1.1;
-        proxy_set_header Connection "";
-        proxy_set_header Host $http_host;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_read_timeout 60s;
-    }}
-}}
-"""
+# Written by deploytools (deploytools/proxy.py). Switches happen through the runtime API
+# (127.0.0.1:{ADMIN_PORT} in this container), not by editing this file.
+global
+    log stdout format raw local0 info
+    stats socket ipv4@127.0.0.1:{ADMIN_PORT} level admin
+    hard-stop-after 30s
+
+defaults
+    mode http
+    log global
+    option httplog
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 10s
+    retries 2
+
+resolvers docker
+    nameserver dns {RESOLVER}
+    hold valid 1s
+    timeout resolve 1s
+    accepted_payload_size 8192
+
+frontend web
+    bind :80
+    http-request return status 200 content-type text/plain string "ok" if {{ path /proxy-health }}
+    default_backend {BACKEND}
+
+backend {BACKEND}
+    server {SERVICE_SERVER} {service}:{app_port} {SERVICE_SERVER_OPTIONS}
+{slots}"""
 
 
 def container(target: Target) -> Any | None:
@@ -70,20 +100,20 @@ def container(target: Target) -> Any | None:
 
 
 def address(container: Any, proxy: Any) -> str:
-    """`container`'s IPv4 address on a network it shares with the proxy, else its name.
+    """`container`'s IPv4 address on a network it shares with the proxy.
 
-    A pin names the address rather than the container: nginx resolves a name through Docker's
-    embedded DNS (in the engine) whenever its cached answer is older than `valid` and on each
-    new worker's first request, and during a switch the engine is busy (starting the new
-    container, stopping the old one, the exec of the switch itself): requests waited for
-    those answers."""
+    A pin names the address, not the container: HAProxy's slots take an address, and a name
+    would be asked of the engine's DNS, busy with this very deploy."""
     container.reload()
     shared = proxy.attrs.get("NetworkSettings", {}).get("Networks") or {}
     networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
     for name, network in sorted(networks.items()):
         if name in shared and network.get("IPAddress"):
             return str(network["IPAddress"])
-    return str(container.name)
+    raise CheckFailed(
+        f"{container.name} shares no network with the proxy {proxy.name}",
+        hint="the app and the proxy must be services of one Compose project",
+    )
 
 
 def defined(target: Target) -> bool:
@@ -109,193 +139,292 @@ def ensure_running(target: Target, *, timeout_s: float) -> Any | None:
     return started
 
 
-#: Both scripts' list of nginx's workers: their PIDs in $found (the title nginx gives a worker;
-#: one shutting down after a reload reads "nginx: worker process is shutting down").
-_WORKERS = r"""
-workers() {
-    found=
-    for d in "$proc"/[0-9]*; do
-        c=
-        { read -r c < "$d/cmdline"; } 2>/dev/null
-        case $c in "nginx: worker process"*) found="$found ${d##*/}" ;; esac
-    done
-}
-"""
-
-#: A switch is prepared, then cut. The cut is the moment the traffic moves, so it makes the
-#: engine do as little as possible: measured on 2 cores, a `docker exec` costs the machine about
-#: 60 ms of CPU (dockerd, containerd, a runc start), the kill API about 15 ms, an exec's
-#: inspection 2-3 ms; CPU taken from the requests being switched.
-#:
-#: PREPARE_SCRIPT, one synchronous exec before the cut. POSIX sh (Debian's dash, Alpine's ash);
-#: $1 the config file, $2 the new config. Writes and tests it (`nginx -t`): exit 10 the file
-#: could not be written; 11 nginx refused it (the previous file is put back, the running config
-#: keeps serving). Then prints "workers: PID..." (the workers of the running config, the ones
-#: the cut waits for) and "pid1: master" when the container's PID 1 is the nginx master (the
-#: engine's kill API then reloads it), else "pid1: other". Nothing reloads until the cut, so
-#: the running config keeps serving. /proc is read with `read` (a builtin): neither image has
-#: ps. DEPLOYTOOLS_PROC (unset in the proxy) points the unit tests at a fake /proc.
-PREPARE_SCRIPT = (
-    _WORKERS
-    + r"""
-conf=$1 text=$2 proc=${DEPLOYTOOLS_PROC:-/proc}
-had=0
-if [ -f "$conf" ]; then cp -p "$conf" "$conf.previous" || exit 10; had=1; fi
-printf '%s' "$text" > "$conf.new" && mv -f "$conf.new" "$conf" || exit 10
-if ! nginx -t -q; then
-    if [ $had = 1 ]; then mv -f "$conf.previous" "$conf"; else rm -f "$conf"; fi
-    exit 11
-fi
-rm -f "$conf.previous"
-workers
-echo "workers:$found"
-c=
-{ read -r c < "$proc/1/cmdline"; } 2>/dev/null
-case $c in "nginx: master process"*) echo "pid1: master" ;; *) echo "pid1: other" ;; esac
-"""
-)
-
-#: WAIT_SCRIPT, a detached exec started by `prepare`, so that the cut starts no process: $1 the
-#: deadline in seconds, then the PIDs of the old workers. Exit 0 once none of them runs a worker
-#: any more (each finished its in-flight requests after the reload) and a worker runs; 13 old
-#: workers still ran at the deadline. Polls /proc with builtins every 50 ms (forks only `sleep`).
-WAIT_SCRIPT = (
-    _WORKERS
-    + r"""
-limit=$1; shift; old=$*; proc=${DEPLOYTOOLS_PROC:-/proc}
-clock() {  # hundredths of a second since boot, without a fork
-    read -r up _ < /proc/uptime
-    now=$(( ${up%.*} * 100 + 1${up#*.} - 100 ))
-}
-clock
-end=$(( now + limit * 100 ))
-while :; do
-    left=
-    for p in $old; do
-        c=
-        { read -r c < "$proc/$p/cmdline"; } 2>/dev/null
-        case $c in "nginx: worker process"*) left="$left $p" ;; esac
-    done
-    if [ -z "$left" ]; then
-        workers
-        [ -n "$found" ] && exit 0
+#: The runtime API client, run in the proxy container with its stdin attached: each line read
+#: is one connection to the API (non-interactive mode: HAProxy answers and closes), its answer
+#: printed, then END and the status (0 answered, 1 the API refused the connection). bash for
+#: /dev/tcp (the official haproxy image and tests/infra/haproxy have it, neither has socat);
+#: only builtins run per command. $1 the API's port. It ends when stdin closes.
+CLIENT_SCRIPT = r"""
+port=$1
+while IFS= read -r command; do
+    if exec 3<>"/dev/tcp/127.0.0.1/$port"; then
+        printf '%s\n' "$command" >&3
+        while IFS= read -r line <&3 || [ -n "$line" ]; do printf '%s\n' "$line"; done
+        exec 3<&-
+        printf '@@END 0\n'
+    else
+        printf '@@END 1\n'
     fi
-    clock
-    [ "$now" -ge "$end" ] && exit 13
-    sleep 0.05
 done
 """
-)
+END = b"@@END "
 
-#: How often the cut asks the engine whether the waiter has finished.
-POLL_S = 0.05
+
+def client_argv(port: int = ADMIN_PORT) -> list[str]:
+    return ["bash", "-c", CLIENT_SCRIPT, "bash", str(port)]
+
+
+class RuntimeApi:
+    """A session with HAProxy's runtime API: one exec of CLIENT_SCRIPT in the proxy container
+    whose stdin and stdout stay attached. `ask` writes a command line and reads its answer
+    (the engine's stream: 8-byte frame headers, stdout and stderr); every read has a deadline.
+    """
+
+    def __init__(self, proxy: Any, *, timeout_s: float = 10.0) -> None:
+        self.proxy, self.timeout_s = proxy, timeout_s
+        api = proxy.client.api
+        self.exec_id = str(
+            api.exec_create(proxy.id, client_argv(), stdin=True, stdout=True, stderr=True)["Id"]
+        )
+        attached = api.exec_start(self.exec_id, socket=True)
+        # The engine hijacks the HTTP connection: docker's SDK wraps the socket in a SocketIO.
+        self.socket: Any = getattr(attached, "_sock", attached)
+        self._attached = attached
+        self._stdout = b""
+        self._stderr = b""
+
+    def ask(self, command: str, *, timeout_s: float | None = None) -> str:
+        """The API's answer to `command` (one line; `;` separates several commands)."""
+        if "\n" in command:
+            raise ValueError(f"one line only: {command!r}")
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        self.socket.sendall(command.encode() + b"\n")
+        while True:
+            at = self._stdout.find(END)
+            if at != -1 and (at == 0 or self._stdout[at - 1 : at] == b"\n"):
+                stop = self._stdout.find(b"\n", at)
+                if stop != -1:
+                    answer, status = self._stdout[:at], self._stdout[at + len(END) : stop]
+                    self._stdout = self._stdout[stop + 1 :]
+                    if status.strip() != b"0":
+                        raise ExternalCommandFailed(
+                            f"HAProxy's runtime API (127.0.0.1:{ADMIN_PORT} in "
+                            f"{self.proxy.name}) refused the connection",
+                            hint="the proxy must run docker-compose.prod.yml's HAProxy config "
+                            "(deploytools.proxy.render)",
+                        )
+                    return answer.decode("utf-8", "replace")
+            self._read_frame(deadline, command)
+
+    def _read_frame(self, deadline: float, command: str) -> None:
+        header = self._read_exactly(8, deadline, command)
+        stream, size = header[0], struct.unpack(">I", header[4:])[0]
+        payload = self._read_exactly(size, deadline, command)
+        if stream == 2:
+            self._stderr += payload
+        else:
+            self._stdout += payload
+
+    def _read_exactly(self, size: int, deadline: float, command: str) -> bytes:
+        data = b""
+        while len(data) < size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlineExceeded(
+                    f"HAProxy's runtime API in {self.proxy.name} did not answer {command!r} in time"
+                )
+            self.socket.settimeout(left)
+            try:
+                chunk = self.socket.recv(size - len(data))
+            except TimeoutError:
+                continue
+            except OSError as error:  # socket.timeout is TimeoutError from Python 3.10
+                raise ExternalCommandFailed(
+                    f"the runtime API session in {self.proxy.name} broke: {error}"
+                ) from error
+            if not chunk:
+                said = self._stderr.decode("utf-8", "replace").strip()[-300:]
+                raise ExternalCommandFailed(
+                    f"the runtime API session in {self.proxy.name} ended before answering "
+                    f"{command!r}" + (f": {said}" if said else ""),
+                    hint="the proxy image needs bash (the official haproxy image has it)",
+                )
+            data += chunk
+        return data
+
+    def close(self) -> None:
+        """End the session: stdin closes, the client in the container exits."""
+        with contextlib.suppress(OSError):
+            self.socket.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(OSError):
+            self.socket.close()
+        close = getattr(self._attached, "close", None)
+        if close is not None:
+            with contextlib.suppress(OSError):
+                close()
 
 
 @dataclass(frozen=True)
+class ServerState:
+    """One server of the backend, from `show stat`."""
+
+    name: str
+    status: str  # "no check" (ready, unchecked), "MAINT", "MAINT (resolution)", "DRAIN", "UP"...
+    sessions: int  # scur: requests being served
+    queued: int  # qcur
+
+    @property
+    def serving(self) -> bool:
+        return not self.status.startswith("MAINT")
+
+
+def parse_stat(text: str) -> dict[str, ServerState]:
+    """`show stat` CSV: the backend's servers by name (the frontend and BACKEND rows skipped)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines or not lines[0].startswith("# "):
+        raise ExternalCommandFailed(f"HAProxy's `show stat` said {text.strip()[-300:]!r}")
+    rows = csv.DictReader([lines[0][2:], *lines[1:]])
+    servers: dict[str, ServerState] = {}
+    for row in rows:
+        if row.get("pxname") != BACKEND or row.get("svname") in ("FRONTEND", "BACKEND"):
+            continue
+        servers[row["svname"]] = ServerState(
+            name=row["svname"],
+            status=row.get("status") or "",
+            sessions=int(row.get("scur") or 0),
+            queued=int(row.get("qcur") or 0),
+        )
+    return servers
+
+
+def read_servers(api: RuntimeApi) -> dict[str, ServerState]:
+    servers = parse_stat(api.ask(f"show stat {BACKEND} 4 -1"))
+    missing = [name for name in (SERVICE_SERVER, *SLOTS) if name not in servers]
+    if missing:
+        raise CheckFailed(
+            f"the proxy {api.proxy.name} has no server {', '.join(missing)} in its backend "
+            f"{BACKEND}: its config is not deploytools'",
+            untouched="the proxy was not changed",
+            hint="run the proxy service of docker-compose.prod.yml (its config is "
+            "deploytools.proxy.render's)",
+        )
+    return servers
+
+
+def choose_server(servers: dict[str, ServerState], pin: str | None) -> str:
+    """The server that takes the traffic: SERVICE_SERVER when `pin` is None, else a slot that
+    takes none now (the serving one keeps serving until the cut)."""
+    if pin is None:
+        return SERVICE_SERVER
+    for slot in SLOTS:
+        if not servers[slot].serving:
+            return slot
+    return SLOTS[0]  # both slots serve (never left so by a switch): the cut settles it
+
+
+def cut_line(target: str, servers: dict[str, ServerState]) -> str:
+    """One runtime API line: the target ready, every other server of the backend in
+    maintenance (their sessions in flight finish: HAProxy sends them no new request)."""
+    commands = [f"set server {BACKEND}/{target} state ready"]
+    commands += [f"set server {BACKEND}/{name} state maint" for name in servers if name != target]
+    return ";".join(commands)
+
+
+@dataclass
 class Prepared:
-    """A switch ready to cut: the new config written and tested, the waiter running."""
+    """A switch ready to cut: the session open, the target's address set."""
 
-    proxy: Any
-    upstream: str
-    old_workers: tuple[str, ...]
-    master_is_pid1: bool
-    waiter: str | None  # the waiter's exec ID; None: the cut does not wait
+    api: RuntimeApi
+    target: str  # the server that takes the traffic
+    upstream: str  # what it is, for messages: an address, or the service
+    line: str  # the cut's commands
+    drained: tuple[str, ...]  # the servers the cut waits for
     timeout_s: float
+    wait: bool
 
 
-def prepare_argv(upstream: str, *, config_path: str = CONFIG_PATH) -> list[str]:
-    """The synchronous exec of `prepare`: the rendered config for `upstream` as an argument."""
-    return ["sh", "-c", PREPARE_SCRIPT, "sh", config_path, render(upstream)]
+#: How often the cut reads the servers' sessions while they drain.
+POLL_S = 0.05
 
 
-def wait_argv(old_workers: tuple[str, ...], *, timeout_s: float) -> list[str]:
-    return ["sh", "-c", WAIT_SCRIPT, "sh", str(max(1, math.ceil(timeout_s))), *old_workers]
+def prepare(
+    proxy: Any,
+    pin: str | None,
+    *,
+    service_address: str | None = None,
+    timeout_s: float = 60.0,
+    wait: bool = True,
+) -> Prepared:
+    """Open a runtime API session and get the switch ready: to the IPv4 address `pin` (a slot),
+    or, `pin` None, back to the service's server (its address set to `service_address` when
+    given, so that it does not wait for the DNS). Nothing moves until `cut`.
 
-
-def prepare(proxy: Any, upstream: str, *, timeout_s: float = 60.0, wait: bool = True) -> Prepared:
-    """Write and test the config for `upstream` and start the waiter; nothing reloads yet. A
-    config nginx refuses raises here, and the running config keeps serving. `cut` must follow
-    (the waiter's deadline, `timeout_s`, runs from now).
-
-    `wait=False` (no waiter; the cut returns once nginx is signalled) only when the old and
-    the new upstream are the same container, e.g. its address and the service's name once it
-    alone answers to that name: the old workers' requests go where the new ones' do."""
-    argv = prepare_argv(upstream)
-    code, output = proxy.exec_run(argv)
-    text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
-    if code != 0:
-        what = {
-            10: f"writing {CONFIG_PATH}",
-            11: "testing the proxy config (nginx -t; the running config keeps serving)",
-        }.get(code, "preparing the proxy's switch")
-        raise ExternalCommandFailed(
-            f"{what} failed in {proxy.name} (exit {code}): {text.strip()[-300:] or 'no output'}",
-            facts={"argv": [*argv[:2], "<script>", *argv[3:5]]},
-        )
-    said = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    if "workers" not in said or "pid1" not in said:
-        raise ExternalCommandFailed(
-            f"preparing the proxy's switch in {proxy.name} said {text.strip()[-300:]!r}, not "
-            "its workers and PID 1"
-        )
-    old = tuple(said["workers"].split())
-    waiter = None
-    if wait:
-        api = proxy.client.api
-        waiter = str(api.exec_create(proxy.id, wait_argv(old, timeout_s=timeout_s))["Id"])
-        api.exec_start(waiter, detach=True)
-    return Prepared(proxy, upstream, old, said["pid1"].strip() == "master", waiter, timeout_s)
-
-
-def cut(prepared: Prepared, *, clock: Any = time.monotonic, sleep: Any = time.sleep) -> None:
-    """Reload the proxy onto the prepared config and return once no worker of the old config
-    is left. A SIGHUP through the engine's kill API when nginx is the container's PID 1 (no
-    process started), else `nginx -s reload` in an exec."""
-    proxy = prepared.proxy
-    if prepared.master_is_pid1:
-        proxy.kill(signal="SIGHUP")
-    else:
-        code, output = proxy.exec_run(["nginx", "-s", "reload"])
-        if code != 0:
-            text = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
-            raise ExternalCommandFailed(
-                f"reloading the proxy failed in {proxy.name} (exit {code}): "
-                f"{str(text).strip()[-300:] or 'no output'}",
-                untouched=f"the proxy's config file names {prepared.upstream}; the running "
-                "config was not replaced",
+    `wait=False`: the cut does not wait for the other servers to drain (only when they send
+    to the same container as the target)."""
+    for given in (pin, service_address):
+        if given is not None:
+            ipaddress.IPv4Address(given)  # ValueError: not an address
+    api = RuntimeApi(proxy)
+    try:
+        servers = read_servers(api)
+        target = choose_server(servers, pin)
+        address = pin if pin is not None else service_address
+        if address is not None:
+            said = api.ask(f"set server {BACKEND}/{target} addr {address} port {APP_PORT}")
+            if not re.match(r"(IP changed|no need to change|nothing changed)", said, re.I) and (
+                said.strip()
+            ):
+                raise ExternalCommandFailed(
+                    f"setting the proxy's server {target} to {address} failed: "
+                    f"{said.strip()[-300:]}",
+                    untouched="the proxy sends the traffic where it did",
+                )
+        elif not servers[target].serving and "resolution" in servers[target].status:
+            raise CheckFailed(
+                f"the proxy cannot resolve the app service's name ({servers[target].status})",
+                untouched="the proxy sends the traffic where it did",
             )
-    if prepared.waiter is None:
-        return
-    api = proxy.client.api
-    # The waiter ends by itself at its deadline; this one only bounds an engine that stops
-    # answering about it.
-    deadline = clock() + prepared.timeout_s + 10
-    while True:
-        state = api.exec_inspect(prepared.waiter)
-        if not state.get("Running") and state.get("ExitCode") is not None:
-            break
-        if clock() > deadline:
-            state = {"ExitCode": 13}
-            break
-        sleep(POLL_S)
-    code = state["ExitCode"]
-    if code == 0:
-        return
-    if code == 13:
-        raise DeadlineExceeded(
-            f"the proxy's old workers ({' '.join(prepared.old_workers)}) did not finish within "
-            f"{prepared.timeout_s:.0f} s after the switch to {prepared.upstream}",
-            untouched=f"the proxy's new config (upstream {prepared.upstream}) is in place",
-            hint=f"look at `docker logs {proxy.name}`",
-        )
-    raise ExternalCommandFailed(
-        f"waiting for the proxy's old workers failed in {proxy.name} (exit {code})"
-    )
+    except BaseException:
+        api.close()
+        raise
+    drained = tuple(name for name in servers if name != target)
+    upstream = pin if pin is not None else f"the service ({service_address or 'by DNS'})"
+    return Prepared(api, target, upstream, cut_line(target, servers), drained, timeout_s, wait)
 
 
-def switch(proxy: Any, upstream: str, *, timeout_s: float = 60.0, wait: bool = True) -> None:
-    """Point the proxy at `upstream` and return once no worker of the old config is left (each
-    finished its in-flight requests): `prepare` then `cut`. The config is tested before the
-    reload: a bad one leaves the running config serving (and the previous file in place).
-    `wait=False`: see `prepare`."""
-    cut(prepare(proxy, upstream, timeout_s=timeout_s, wait=wait))
+def cut(prepared: Prepared) -> None:
+    """Move the traffic (one line on the open session) and, unless told not to wait, return
+    once the other servers' last sessions ended. Closes the session."""
+    api = prepared.api
+    try:
+        said = api.ask(prepared.line)
+        if said.strip():
+            raise ExternalCommandFailed(
+                f"switching the proxy {api.proxy.name} to {prepared.upstream} failed: "
+                f"{said.strip()[-300:]}",
+                untouched=f"some of the commands may have been applied: {prepared.line}",
+            )
+        if not prepared.wait:
+            return
+        deadline = time.monotonic() + prepared.timeout_s
+        while True:
+            servers = read_servers(api)
+            busy = [
+                f"{name} ({servers[name].sessions + servers[name].queued})"
+                for name in prepared.drained
+                if servers[name].sessions or servers[name].queued
+            ]
+            if not busy:
+                return
+            if time.monotonic() > deadline:
+                raise DeadlineExceeded(
+                    f"the proxy's previous servers {', '.join(busy)} still served requests "
+                    f"{prepared.timeout_s:.0f} s after the switch to {prepared.upstream}",
+                    untouched=f"the proxy sends new requests to {prepared.upstream}",
+                    hint=f"look at `docker logs {api.proxy.name}`",
+                )
+            time.sleep(POLL_S)
+    finally:
+        api.close()
+
+
+def switch(
+    proxy: Any,
+    pin: str | None,
+    *,
+    service_address: str | None = None,
+    timeout_s: float = 60.0,
+    wait: bool = True,
+) -> None:
+    """`prepare` then `cut`: the traffic to `pin` (an address) or back to the service."""
+    cut(prepare(proxy, pin, service_address=service_address, timeout_s=timeout_s, wait=wait))

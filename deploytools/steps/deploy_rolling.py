@@ -5,17 +5,18 @@ and then stopped. Users see no error and no gap.
     migrate (expand-only) -> pin the proxy to the old container's address -> start the new
     container beside it -> healthy -> smoke check in the new container -> warm it up (concurrent
     /health requests: its database pool and threads open before the traffic arrives) ->
-    switch the proxy to its address (prepared before: the config written and tested; then
-    nginx reloaded by a signal, its old workers finish their requests) -> stop the old one
-    with its grace period, remove it -> the proxy back on the service name (only the new
-    container answers to it now)
+    switch the proxy to its address (prepared before: HAProxy's runtime API session opened, a
+    free slot set to the address; the cut readies that slot and puts the others in
+    maintenance, their requests in flight finish) -> stop the old one with its grace period,
+    remove it -> the proxy back on the service's server (only the new container answers to the
+    name now; its address is set, so nothing waits for the DNS)
 
-The pins name addresses, not container names: nginx would ask the engine's DNS, busy with this
-very deploy, on each new worker's first request and every second after (proxy.address). The
-switch onto the new container is prepared before the switch phase (proxy.prepare: two execs),
-so the cut-over starts no process in any container (proxy.cut: a SIGHUP through the engine):
-every exec costs the engine a runc start, CPU taken from the requests being switched on a small
-machine. For the same reason the cut-over's phases do not save the record on their own.
+The pins name addresses, not container names: the engine's DNS is busy with this very deploy
+(proxy.address). The switch onto the new container is prepared before the switch phase
+(proxy.prepare: one exec, the session), so the cut-over starts no process in any container
+(proxy.cut: one line written on the open session): every exec costs the engine a runc start,
+CPU taken from the requests being switched on a small machine. For the same reason the
+cut-over's phases do not save the record on their own.
 
 Until the switch, a failure removes the new container and the old one never stops serving
 (OldReleaseServing: no rollback is needed). Rolling needs migrations the old release runs on,
@@ -184,11 +185,10 @@ def roll_to(session: EnvSession, image: str, phases: deploy_step.Phases) -> None
         with phases.phase("smoke"):
             smoke(new)
             warm(new)
-            # The config for the new container written and tested, the waiter started: the
-            # switch phase itself is a signal to nginx and the wait for its old workers.
-            prepared = proxy.prepare(
-                gateway, proxy.address(new, gateway), timeout_s=SWITCH_TIMEOUT_S
-            )
+            # The session open and a slot set to the new container's address: the switch
+            # phase itself is one line on the session and the wait for the old one to drain.
+            new_address = proxy.address(new, gateway)
+            prepared = proxy.prepare(gateway, new_address, timeout_s=SWITCH_TIMEOUT_S)
         # Not on the heels of the execs before (the smoke check, the warm-up, the two of the
         # preparation, the smoke phase's record save): the engine's work for an exec (attach
         # streams, shim and runc teardown) takes the CPU for a while after it returned
@@ -210,11 +210,11 @@ def roll_to(session: EnvSession, image: str, phases: deploy_step.Phases) -> None
     with phases.phase("drain", save=False):
         for container in old:
             _stop_and_remove(container)
-        # Only the new container answers to the service's name now: the steady-state config.
-        # Old and new workers reach the same container, so nothing to wait for (one exec less
-        # in the cut-over). The pin before the start waits: the service's name is about to
-        # answer with a container that is not ready.
-        proxy.switch(gateway, service, wait=False)
+        # Only the new container answers to the service's name now: the steady state, the
+        # service's server set to the new container's address. The slot and that server reach
+        # the same container, so nothing to wait for. (The pin before the start waits: the
+        # service's name is about to answer with a container that is not ready.)
+        proxy.switch(gateway, None, service_address=new_address, wait=False)
     session.progress(f"rolling: {image} serves; the old release was drained and removed")
 
 
@@ -252,8 +252,9 @@ def _abandon(session: EnvSession, gateway: Any, new: Any, old: list[Any]) -> str
     if new is not None:
         with contextlib.suppress(docker.errors.DockerException):
             new.remove(force=True)
-    with contextlib.suppress(DeployError, docker.errors.DockerException):
-        proxy.switch(gateway, session.ctx.config.project.app_service)
+    with contextlib.suppress(DeployError, docker.errors.DockerException, ValueError):
+        back = proxy.address(old[0], gateway) if len(old) == 1 else None
+        proxy.switch(gateway, None, service_address=back)
     names = ", ".join(c.name for c in old) or "nothing (no app was running)"
     return f"the new container was removed; the old release kept serving throughout: {names}"
 

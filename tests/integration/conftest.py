@@ -39,10 +39,10 @@ SERVICE_DIR = REPO_ROOT / "examples" / "rbac-api"
 COMPOSE_FILE = REPO_ROOT / "docker-compose.prod.yml"
 POSTGRES_INFRA_DIR = REPO_ROOT / "tests" / "infra" / "postgres"
 POSTGRES_IMAGE = os.environ.get("POSTGRES_IMAGE", "deploytools-test/postgres:15")
-PROXY_INFRA_DIR = REPO_ROOT / "tests" / "infra" / "nginx"
-PROXY_IMAGE = os.environ.get("PROXY_IMAGE", "deploytools-test/nginx:bookworm")
+PROXY_INFRA_DIR = REPO_ROOT / "tests" / "infra" / "haproxy"
+PROXY_IMAGE = os.environ.get("PROXY_IMAGE", "deploytools-test/haproxy:bookworm")
 # Every Compose call of the suite (stacks here, deploytools' own) takes the proxy image from
-# the environment: nginx:1.27, the file's default, cannot be pulled here.
+# the environment: haproxy:2.8, the file's default, cannot be pulled here.
 os.environ.setdefault("PROXY_IMAGE", PROXY_IMAGE)
 RELEASES = ("1.15.1", "1.15.2")
 TEST_IMAGE_REPOSITORY = "rbac-api-test"

@@ -1,10 +1,20 @@
-"""The parts of the rolling strategy and the proxy switch that need no engine."""
+"""The parts of the rolling strategy and the proxy switch that need no engine.
+
+The runtime API session runs proxy.CLIENT_SCRIPT in this machine's bash, attached the way the
+engine attaches an exec (a socket carrying 8-byte frame headers), against a fake of HAProxy's
+runtime API on a local TCP port. The real HAProxy is exercised by tests/integration/test_rolling.py.
+"""
 
 from __future__ import annotations
 
-import os
+import contextlib
+import socket
+import socketserver
+import struct
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,201 +31,273 @@ from deploytools.steps.migrate import ImageInfo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+STAT_HEADER = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,status,addr"
 
-def test_the_compose_files_initial_proxy_config_is_the_rendered_one_for_the_service() -> None:
+
+def test_the_compose_files_proxy_config_is_the_rendered_one() -> None:
     stack = yaml.safe_load((REPO_ROOT / "docker-compose.prod.yml").read_text())
-    initial = stack["services"]["proxy"]["environment"]["DEPLOYTOOLS_PROXY_CONF"]
+    service = stack["services"]["proxy"]
     # Compose turns `$$` into `$`.
-    assert initial.replace("$$", "$") == proxy.render("app")
+    assert service["environment"]["DEPLOYTOOLS_PROXY_CONF"].replace("$$", "$") == proxy.render()
+    assert "/tmp/haproxy.cfg" in service["command"][-1]
+    assert service["stop_signal"] == "SIGUSR1"
     assert "ports" not in stack["services"]["app"]
-    assert stack["services"]["proxy"]["ports"] == ["${APP_PORT:-8080}:80"]
+    assert service["ports"] == ["${APP_PORT:-8080}:80"]
 
 
-def test_render_names_one_upstream_resolved_at_request_time() -> None:
-    text = proxy.render("rbac-production_app_2", app_port=9000)
-    assert 'set $app_upstream "rbac-production_app_2";' in text
-    assert "proxy_pass http://$app_upstream:9000;" in text
-    assert "resolver 127.0.0.11 valid=1s" in text
-    assert text.count("{") == text.count("}")
+def test_render_has_the_service_server_two_disabled_slots_and_a_loopback_api() -> None:
+    text = proxy.render("web", app_port=9000)
+    assert f"stats socket ipv4@127.0.0.1:{proxy.ADMIN_PORT} level admin" in text
+    assert f"server app web:9000 {proxy.SERVICE_SERVER_OPTIONS}" in text
+    for slot in proxy.SLOTS:
+        assert f"server {slot} 127.0.0.1:9000 disabled" in text
+    assert "if { path /proxy-health }" in text
 
 
-@pytest.mark.parametrize("bad", ["", "app; evil", 'a"b', "a b", "$host", "a}"])
-def test_render_refuses_what_is_not_a_host_name(bad: str) -> None:
+@pytest.mark.parametrize("bad", ["", "app; evil", "a b", "$host", "a}", "-x"])
+def test_render_refuses_what_is_not_a_service_name(bad: str) -> None:
     with pytest.raises(ValueError):
         proxy.render(bad)
 
 
-def test_a_switch_is_prepared_by_one_exec_carrying_the_rendered_config() -> None:
-    assert proxy.prepare_argv("app_2") == [
-        "sh",
-        "-c",
-        proxy.PREPARE_SCRIPT,
-        "sh",
-        proxy.CONFIG_PATH,
-        proxy.render("app_2"),
-    ]
-    wait = proxy.wait_argv(("5", "6"), timeout_s=7.5)
-    assert wait == ["sh", "-c", proxy.WAIT_SCRIPT, "sh", "8", "5", "6"]
+def stat(*rows: tuple[str, str, int]) -> str:
+    lines = [STAT_HEADER, "app,BACKEND,0,0,0,0,0,0,UP,"]
+    lines += [f"app,{name},0,0,{scur},0,0,0,{status},10.0.0.1:80" for name, status, scur in rows]
+    return "\n".join(lines) + "\n\n"
 
 
-def fake_nginx(
-    tmp_path: Path,
-    *,
-    config_ok: bool = True,
-    old_exit_after_s: float | None = 0.3,
-    pid1: str = "nginx: master process nginx",
-) -> dict[str, str]:
-    """A /proc with PID 1 (`pid1`, the nginx master by default) and two workers, and an `nginx`
-    whose reload (also `fake-reload`, what a SIGHUP to the master does) starts a new worker and
-    lets the old ones exit after `old_exit_after_s` (never: None); the env for the scripts."""
-    proc, bin_ = tmp_path / "proc", tmp_path / "bin"
-    for pid, cmdline in [(1, pid1), (5, "nginx: worker process"), (6, "nginx: worker process")]:
-        (proc / str(pid)).mkdir(parents=True)
-        (proc / str(pid) / "cmdline").write_bytes(cmdline.encode() + b"\0\0")
-    bin_.mkdir()
-    leave = (
-        ""
-        if old_exit_after_s is None
-        else f"(sleep {old_exit_after_s}; rm -rf {proc}/5 {proc}/6) &"
+def test_show_stat_is_read_by_its_header() -> None:
+    text = stat(("app", "no check", 2), ("blue", "MAINT", 0), ("green", "MAINT (resolution)", 1))
+    servers = proxy.parse_stat(text)
+    assert list(servers) == ["app", "blue", "green"]
+    assert servers["app"].serving and servers["app"].sessions == 2
+    assert not servers["blue"].serving and not servers["green"].serving
+    with pytest.raises(ExternalCommandFailed, match="show stat"):
+        proxy.parse_stat("Unknown command.\n")
+
+
+def test_a_pin_takes_the_slot_that_serves_nothing_and_the_cut_line_names_every_server() -> None:
+    servers = proxy.parse_stat(
+        stat(("app", "MAINT", 0), ("blue", "no check", 0), ("green", "MAINT", 0))
     )
-    (bin_ / "fake-reload").write_text(
-        f"""#!/bin/sh
-mkdir -p {proc}/9; printf 'nginx: worker process\\0' > {proc}/9/cmdline
-printf 'nginx: worker process is shutting down\\0' > {proc}/5/cmdline
-{leave}
-"""
+    assert proxy.choose_server(servers, "10.0.0.7") == "green"
+    assert proxy.choose_server(servers, None) == "app"
+    assert proxy.cut_line("green", servers) == (
+        "set server app/green state ready;set server app/app state maint;"
+        "set server app/blue state maint"
     )
-    (bin_ / "nginx").write_text(
-        f"""#!/bin/sh
-echo "$@" >> {tmp_path}/calls
-case "$1" in
-  -t) {"exit 0" if config_ok else 'echo "nginx: [emerg] unexpected end of file" >&2; exit 1'} ;;
-  -s) exec fake-reload ;;
-esac
-"""
-    )
-    for script in bin_.iterdir():
-        script.chmod(0o755)
-    return {"PATH": f"{bin_}:{os.environ['PATH']}", "DEPLOYTOOLS_PROC": str(proc)}
 
 
-class ShellProxy:
-    """The proxy container as this machine's sh: exec_run runs argv with `env`, a detached exec
-    is a child process, the kill API's SIGHUP runs the fake master's reload."""
+class FakeRuntimeApi(socketserver.ThreadingTCPServer):
+    """HAProxy's runtime API in non-interactive mode: one command line per connection, the
+    answer, then the connection closes. Servers are (status, sessions); a server put in
+    maintenance keeps its sessions for `drain_s` (None: for ever), as requests in flight do."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, servers: dict[str, str], *, drain_s: float | None = 0.2) -> None:
+        super().__init__(("127.0.0.1", 0), FakeRuntimeApiHandler)
+        self.status = dict(servers)
+        self.sessions = {
+            name: (3 if status == "no check" else 0) for name, status in servers.items()
+        }
+        self.drained_at: dict[str, float] = {}
+        self.drain_s = drain_s
+        self.commands: list[str] = []
+        self.fail: dict[str, str] = {}
+
+    def answer(self, line: str) -> str:
+        out = []
+        for command in line.split(";"):
+            self.commands.append(command)
+            out.append(self.run(command.split()))
+        return "".join(out) + "\n"
+
+    def run(self, words: list[str]) -> str:
+        now = time.monotonic()
+        for name, at in list(self.drained_at.items()):
+            if self.drain_s is not None and now - at >= self.drain_s:
+                self.sessions[name] = 0
+        if words[:2] == ["show", "stat"]:
+            rows = [(n, s, self.sessions[n]) for n, s in self.status.items()]
+            return stat(*rows)
+        if words[:2] == ["set", "server"]:
+            name = words[2].split("/")[1]
+            if name not in self.status:
+                return "No such server.\n"
+            if words[3] in self.fail:
+                return self.fail[words[3]]
+            if words[3:] == ["state", "ready"]:
+                self.status[name] = "no check"
+            elif words[3:] == ["state", "maint"]:
+                if self.status[name] != "MAINT" and self.sessions[name]:
+                    self.drained_at[name] = now
+                self.status[name] = "MAINT"
+            elif words[3] == "addr":
+                return f"IP changed from '1.1.1.1' to '{words[4]}', no need to change the port.\n"
+            return ""
+        return "Unknown command.\n"
+
+
+class FakeRuntimeApiHandler(socketserver.StreamRequestHandler):
+    server: FakeRuntimeApi
+
+    def handle(self) -> None:
+        line = self.rfile.readline().decode().rstrip("\n")
+        self.wfile.write(self.server.answer(line).encode())
+
+
+class LocalProxy:
+    """The proxy container: an exec is this machine's bash, attached through a socket pair
+    whose far end frames the process's stdout and stderr as the engine does."""
 
     name = "dtroll-proxy"
     id = "dtroll-proxy-id"
 
-    def __init__(self, env: dict[str, str], config: Path) -> None:
-        self.env, self.config = env, config
+    def __init__(self, port: int) -> None:
+        self.port = port
         self.client = SimpleNamespace(api=self)
-        self.execs: dict[str, Any] = {}
+        self.processes: list[subprocess.Popen[bytes]] = []
 
-    def _argv(self, argv: list[str]) -> list[str]:
-        return [str(self.config) if a == proxy.CONFIG_PATH else a for a in argv]
+    def exec_create(self, container: str, argv: list[str], **streams: bool) -> dict[str, str]:
+        assert container == self.id and streams == {"stdin": True, "stdout": True, "stderr": True}
+        assert argv[:2] == ["bash", "-c"] and argv[-1] == str(proxy.ADMIN_PORT)
+        self.argv = [*argv[:-1], str(self.port)]
+        return {"Id": "exec-1"}
 
-    def exec_run(self, argv: list[str]) -> tuple[int, bytes]:
-        done = subprocess.run(self._argv(argv), env=self.env, capture_output=True, timeout=30)
-        return done.returncode, done.stdout + done.stderr
+    def exec_start(self, exec_id: str, *, socket: bool) -> Any:
+        assert socket and exec_id == "exec-1"
+        ours, engine = _socketpair()
+        process = subprocess.Popen(
+            self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self.processes.append(process)
 
-    def exec_create(self, container: str, argv: list[str]) -> dict[str, str]:
-        assert container == self.id
-        exec_id = f"exec-{len(self.execs)}"
-        self.execs[exec_id] = self._argv(argv)
-        return {"Id": exec_id}
+        def from_output(stream: Any, kind: int) -> None:
+            with stream:
+                while chunk := stream.read1(4096):
+                    frame = bytes([kind, 0, 0, 0]) + struct.pack(">I", len(chunk)) + chunk
+                    engine.sendall(frame)
 
-    def exec_start(self, exec_id: str, *, detach: bool) -> None:
-        assert detach
-        self.execs[exec_id] = subprocess.Popen(self.execs[exec_id], env=self.env)
+        outputs = [
+            threading.Thread(target=from_output, args=(process.stdout, 1), daemon=True),
+            threading.Thread(target=from_output, args=(process.stderr, 2), daemon=True),
+        ]
 
-    def exec_inspect(self, exec_id: str) -> dict[str, Any]:
-        code = self.execs[exec_id].poll()
-        return {"Running": code is None, "ExitCode": code}
+        def to_stdin() -> None:
+            assert process.stdin is not None
+            while chunk := engine.recv(4096):
+                process.stdin.write(chunk)
+                process.stdin.flush()
+            process.stdin.close()
+            for output in outputs:
+                output.join(timeout=10)
+            engine.close()
 
-    def kill(self, *, signal: str) -> None:
-        with (self.config.parent / "calls").open("a") as calls:
-            calls.write(f"{signal}\n")
-        if signal == "SIGHUP":
-            subprocess.run(["fake-reload"], env=self.env, check=True, timeout=30)
-
-    def waiters_done(self) -> bool:
-        return all(p.wait(timeout=30) is not None for p in self.execs.values())
-
-
-def calls(tmp_path: Path) -> list[str]:
-    return (tmp_path / "calls").read_text().splitlines()
-
-
-def test_prepare_tests_the_config_and_reloads_nothing_then_the_cut_signals_and_waits(
-    tmp_path: Path,
-) -> None:
-    config = tmp_path / "default.conf"
-    config.write_text(proxy.render("app"))
-    gateway = ShellProxy(fake_nginx(tmp_path), config)
-    prepared = proxy.prepare(gateway, "app_2", timeout_s=10)
-    assert config.read_text() == proxy.render("app_2")
-    assert calls(tmp_path) == ["-t -q"]  # tested, not reloaded
-    assert (prepared.old_workers, prepared.master_is_pid1) == (("5", "6"), True)
-    time.sleep(0.2)
-    assert gateway.exec_inspect(prepared.waiter)["Running"]  # waits for a reload
-    started = time.monotonic()
-    proxy.cut(prepared)
-    assert time.monotonic() - started >= 0.3  # the old workers' exit was waited for
-    assert calls(tmp_path) == ["-t -q", "SIGHUP"]  # no process started by the cut
-    assert gateway.waiters_done()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "calls", "default.conf", "proc"]
+        for thread in [*outputs, threading.Thread(target=to_stdin, daemon=True)]:
+            thread.start()
+        return ours
 
 
-def test_a_switch_between_two_names_of_one_container_does_not_wait(tmp_path: Path) -> None:
-    config = tmp_path / "default.conf"
-    config.write_text(proxy.render("172.20.0.5"))
-    gateway = ShellProxy(fake_nginx(tmp_path), config)
-    started = time.monotonic()
-    proxy.switch(gateway, "app", wait=False)
-    assert time.monotonic() - started < 0.3  # the old workers (0.3 s) were not waited for
-    assert config.read_text() == proxy.render("app")
-    assert calls(tmp_path) == ["-t -q", "SIGHUP"]
-    assert gateway.execs == {}  # no waiter
+def _socketpair() -> tuple[socket.socket, socket.socket]:
+    return socket.socketpair()
 
 
-def test_a_proxy_whose_pid_1_is_not_the_nginx_master_is_reloaded_by_nginx_s_reload(
-    tmp_path: Path,
-) -> None:
-    config = tmp_path / "default.conf"
-    config.write_text(proxy.render("app"))
-    gateway = ShellProxy(fake_nginx(tmp_path, pid1="/bin/sh /entrypoint.sh"), config)
-    proxy.switch(gateway, "app_2", timeout_s=10)
-    assert config.read_text() == proxy.render("app_2")
-    assert calls(tmp_path) == ["-t -q", "-s reload"]
-    assert gateway.waiters_done()
+@contextlib.contextmanager
+def runtime_api(
+    servers: dict[str, str], **options: Any
+) -> Iterator[tuple[FakeRuntimeApi, LocalProxy]]:
+    api = FakeRuntimeApi(servers, **options)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    local = LocalProxy(api.server_address[1])
+    try:
+        yield api, local
+    finally:
+        api.shutdown()
+        api.server_close()
+        for process in local.processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+            process.kill()
 
 
-def test_a_config_refused_by_nginx_is_never_loaded_and_the_previous_file_is_put_back(
-    tmp_path: Path,
-) -> None:
-    config = tmp_path / "default.conf"
-    config.write_text(proxy.render("app"))
-    gateway = ShellProxy(fake_nginx(tmp_path, config_ok=False), config)
-    with pytest.raises(ExternalCommandFailed, match="nginx -t; the running config keeps") as err:
-        proxy.switch(gateway, "app_2", timeout_s=10)
-    assert "unexpected end of file" in err.value.message
-    assert config.read_text() == proxy.render("app")
-    assert calls(tmp_path) == ["-t -q"]  # no reload
-    assert gateway.execs == {}  # no waiter
-    assert not list(tmp_path.glob("default.conf.*"))
+STEADY = {"app": "no check", "blue": "MAINT", "green": "MAINT"}
 
 
-def test_switch_has_a_deadline_when_old_workers_never_exit(tmp_path: Path) -> None:
-    config = tmp_path / "default.conf"
-    config.write_text(proxy.render("app"))
-    gateway = ShellProxy(fake_nginx(tmp_path, old_exit_after_s=None), config)
-    started = time.monotonic()
-    with pytest.raises(
-        DeadlineExceeded, match=r"old workers \(5 6\) did not finish within 1 s"
-    ) as err:
-        proxy.switch(gateway, "app_2", timeout_s=1)
-    assert time.monotonic() - started < 5  # the waiter's own deadline ended it
-    assert "upstream app_2" in (err.value.untouched or "")
+def test_a_pin_sets_a_free_slot_before_the_cut_and_the_cut_waits_for_the_drain() -> None:
+    with runtime_api(STEADY) as (api, local):
+        prepared = proxy.prepare(local, "10.0.0.7")
+        # Nothing moved: the slot's address only.
+        assert api.commands == ["show stat app 4 -1", "set server app/blue addr 10.0.0.7 port 8080"]
+        assert api.status == STEADY
+        proxy.cut(prepared)
+        assert api.status == {"app": "MAINT", "blue": "no check", "green": "MAINT"}
+        assert api.commands[2:5] == [
+            "set server app/blue state ready",
+            "set server app/app state maint",
+            "set server app/green state maint",
+        ]
+        # It returned only once the old server's sessions had ended, polling in between.
+        assert api.sessions["app"] == 0
+        polls = api.commands[5:]
+        assert len(polls) >= 2 and set(polls) == {"show stat app 4 -1"}
+        # The session's client ended with the session.
+        assert local.processes[0].wait(timeout=5) == 0
+
+
+def test_back_to_the_service_sets_its_address_and_may_skip_the_drain() -> None:
+    pinned = {"app": "MAINT", "blue": "no check", "green": "MAINT"}
+    with runtime_api(pinned) as (api, local):
+        proxy.switch(local, None, service_address="10.0.0.8", wait=False)
+        assert api.status == {"app": "no check", "blue": "MAINT", "green": "MAINT"}
+        assert api.commands == [
+            "show stat app 4 -1",
+            "set server app/app addr 10.0.0.8 port 8080",
+            "set server app/app state ready",
+            "set server app/blue state maint",
+            "set server app/green state maint",
+        ]
+
+
+def test_the_drain_has_a_deadline() -> None:
+    with runtime_api(STEADY, drain_s=None) as (api, local):
+        with pytest.raises(DeadlineExceeded) as raised:
+            proxy.switch(local, "10.0.0.7", timeout_s=0.3)
+        assert "still served requests" in raised.value.message and "app (3)" in raised.value.message
+        assert raised.value.untouched == "the proxy sends new requests to 10.0.0.7"
+        assert api.status["blue"] == "no check"
+
+
+def test_a_proxy_without_deploytools_servers_is_left_alone() -> None:
+    with runtime_api({"web1": "no check"}) as (api, local):
+        with pytest.raises(CheckFailed, match="its config is not deploytools'") as raised:
+            proxy.prepare(local, "10.0.0.7")
+        assert raised.value.untouched == "the proxy was not changed"
+        assert api.commands == ["show stat app 4 -1"]
+
+
+def test_a_refused_address_moves_nothing() -> None:
+    with runtime_api(STEADY) as (api, local):
+        api.fail["addr"] = "Invalid addr.\n"
+        with pytest.raises(ExternalCommandFailed, match="Invalid addr") as raised:
+            proxy.prepare(local, "10.0.0.7")
+        assert raised.value.untouched == "the proxy sends the traffic where it did"
+        assert api.status == STEADY
+
+
+def test_an_unreachable_runtime_api_is_a_clear_error() -> None:
+    with runtime_api(STEADY) as (api, local):
+        api.shutdown()
+        api.server_close()
+        with pytest.raises(ExternalCommandFailed, match="refused the connection"):
+            proxy.prepare(local, "10.0.0.7")
+
+
+@pytest.mark.parametrize("bad", ["app", "10.0.0", "10.0.0.7; rm"])
+def test_a_pin_is_an_ipv4_address(bad: str) -> None:
+    with pytest.raises(ValueError):
+        proxy.prepare(SimpleNamespace(), bad)
 
 
 class NetworkedContainer:
@@ -236,8 +318,8 @@ def test_a_pin_names_the_address_on_the_network_shared_with_the_proxy() -> None:
     )
     assert proxy.address(app, gateway) == "172.20.0.5" and app.reloaded
     alone = NetworkedContainer("p_app_3", {"other": {"IPAddress": "10.0.0.9"}})
-    assert proxy.address(alone, gateway) == "p_app_3"
-    assert "proxy_pass http://$app_upstream:8080;" in proxy.render("172.20.0.5")
+    with pytest.raises(CheckFailed, match="shares no network with the proxy"):
+        proxy.address(alone, gateway)
 
 
 def info(expand_only: bool | None) -> ImageInfo:
