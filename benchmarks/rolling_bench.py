@@ -8,8 +8,8 @@ own connection, timed from its scheduled start (an open model: a stalled server 
 latency, not as fewer requests). Reported per strategy and step: requests, failed requests,
 p99 of the steady load before the step, p99 during the step, p99 during the cut-over (from
 the step's "stop" phase for recreate, its "switch" phase for rolling, to the step's end), and,
-for rolling, p99 during the switch phase alone (from the switch to the drain: the reload onto
-the new container until the old workers have exited).
+for rolling, p99 during the switch phase alone (from the switch to the drain: the runtime API
+line that readies the new container's slot until the old server's last session ended).
 
 The rolling scenario repeats deploy + rollback ROLLING_BENCH_CYCLES times (default 5) and ends
 with the verdict on the goal (p99 during the switch under twice the steady p99): the switch
@@ -94,10 +94,11 @@ def probes(timeline: Timeline) -> Any:
     real_switch = proxy_mod.switch
     real_drain, real_save = deploy_rolling._stop_and_remove, history_mod.History.save_release
 
-    def switch(proxy: Any, upstream: str, **kw: Any) -> None:
+    def switch(proxy: Any, pin: str | None, **kw: Any) -> None:
+        upstream = pin or "the service"
         timeline(f"probe switch to {upstream} begin")
-        real_switch(proxy, upstream, **kw)
-        timeline(f"probe switch to {upstream} end (old workers gone)")
+        real_switch(proxy, pin, **kw)
+        timeline(f"probe switch to {upstream} end (old server drained)")
 
     def drain(container: Any) -> None:
         stop, remove = container.stop, container.remove
@@ -177,8 +178,8 @@ def step_windows(
     cut = timeline.phase_start(cut_phase, start) or start
     return Windows(
         steady=between(samples, start - STEADY_S + 1, start),
-        # The switch phase alone (rolling): from the reload onto the new container until the
-        # old workers have exited; the drain, the proxy back on the service name and the
+        # The switch phase alone (rolling): from the runtime API line onto the new container
+        # until the old server is drained; the drain, the proxy back on the service name and the
         # record writes come after it.
         switch=between(samples, cut, timeline.phase_start("drain", cut) or end),
         cutover=between(samples, cut, end),

@@ -1,4 +1,4 @@
-"""deploy --strategy rolling behind the stack's nginx proxy, on the real engine, under a steady
+"""deploy --strategy rolling behind the stack's HAProxy proxy, on the real engine, under a steady
 open-model load through the proxy: no request fails while a release takes over, while a broken
 release is tried and abandoned, or while a rollback switches back; a release whose migrations
 are not expand-only is refused. On the shared dtdep stack (dtdep_env.py)."""
@@ -13,6 +13,7 @@ import pytest
 from dtdep_env import NEVER_HEALTHY, DtdepEnv, ImageVariants, module_env
 from dtroll_load import OpenLoad, failures
 
+from deploytools import proxy
 from deploytools.steps.backup import open_environment
 
 if TYPE_CHECKING:
@@ -130,3 +131,36 @@ def test_rollback_behind_the_proxy_switches_back_under_load(env: DtdepEnv) -> No
     last = records(env)[-1]
     assert last.kind == "rollback" and last.outcome == "succeeded"
     assert {"switch", "drain"} <= set(last.timings)
+
+
+def test_the_proxys_runtime_api_is_out_of_the_apps_reach(env: DtdepEnv) -> None:
+    """The API that moves the traffic listens on the proxy's loopback only: an app container
+    (or anything else on the project's network) cannot switch it."""
+    (app,) = app_containers(env)
+    probe = (
+        "import socket\n"
+        "try:\n"
+        f"    socket.create_connection(('proxy', {proxy.ADMIN_PORT}), timeout=3)\n"
+        "    print('reached')\n"
+        "except OSError as error:\n"
+        "    print('refused', type(error).__name__)\n"
+    )
+    code, output = app.exec_run(["python3", "-c", probe])
+    assert code == 0, output
+    assert output.decode().startswith("refused"), output
+    # ... while it answers inside the proxy itself, for deploytools' session.
+    (gateway,) = env.stack.client.containers.list(
+        filters={
+            "label": [
+                f"com.docker.compose.project={env.stack.project}",
+                "com.docker.compose.service=proxy",
+            ]
+        }
+    )
+    session = proxy.RuntimeApi(gateway)
+    try:
+        servers = proxy.read_servers(session)
+    finally:
+        session.close()
+    assert set(servers) == {proxy.SERVICE_SERVER, *proxy.SLOTS}
+    assert [name for name, server in servers.items() if server.serving] == [proxy.SERVICE_SERVER]
