@@ -331,6 +331,7 @@ class Prepared:
     drained: tuple[str, ...]  # the servers the cut waits for
     timeout_s: float
     wait: bool
+    owned: bool  # the session was opened for this switch: the cut closes it
 
 
 #: How often the cut reads the servers' sessions while they drain.
@@ -344,17 +345,20 @@ def prepare(
     service_address: str | None = None,
     timeout_s: float = 60.0,
     wait: bool = True,
+    session: RuntimeApi | None = None,
 ) -> Prepared:
-    """Open a runtime API session and get the switch ready: to the IPv4 address `pin` (a slot),
-    or, `pin` None, back to the service's server (its address set to `service_address` when
-    given, so that it does not wait for the DNS). Nothing moves until `cut`.
+    """Get the switch ready: to the IPv4 address `pin` (a slot), or, `pin` None, back to the
+    service's server (its address set to `service_address` when given, so that it does not
+    wait for the DNS). Nothing moves until `cut`.
 
-    `wait=False`: the cut does not wait for the other servers to drain (only when they send
-    to the same container as the target)."""
+    `session`: an open runtime API session to use (the caller closes it; a rolling deploy
+    makes all its switches on one, so its cut-over starts no exec); else one is opened here
+    and closed by the cut. `wait=False`: the cut does not wait for the other servers to
+    drain (only when they send to the same container as the target)."""
     for given in (pin, service_address):
         if given is not None:
             ipaddress.IPv4Address(given)  # ValueError: not an address
-    api = RuntimeApi(proxy)
+    api = session or RuntimeApi(proxy)
     try:
         servers = read_servers(api)
         target = choose_server(servers, pin)
@@ -375,16 +379,18 @@ def prepare(
                 untouched="the proxy sends the traffic where it did",
             )
     except BaseException:
-        api.close()
+        if session is None:
+            api.close()
         raise
     drained = tuple(name for name in servers if name != target)
     upstream = pin if pin is not None else f"the service ({service_address or 'by DNS'})"
-    return Prepared(api, target, upstream, cut_line(target, servers), drained, timeout_s, wait)
+    line = cut_line(target, servers)
+    return Prepared(api, target, upstream, line, drained, timeout_s, wait, session is None)
 
 
 def cut(prepared: Prepared) -> None:
     """Move the traffic (one line on the open session) and, unless told not to wait, return
-    once the other servers' last sessions ended. Closes the session."""
+    once the other servers' last sessions ended. Closes the session when `prepare` opened it."""
     api = prepared.api
     try:
         said = api.ask(prepared.line)
@@ -415,7 +421,8 @@ def cut(prepared: Prepared) -> None:
                 )
             time.sleep(POLL_S)
     finally:
-        api.close()
+        if prepared.owned:
+            api.close()
 
 
 def switch(
@@ -425,6 +432,16 @@ def switch(
     service_address: str | None = None,
     timeout_s: float = 60.0,
     wait: bool = True,
+    session: RuntimeApi | None = None,
 ) -> None:
     """`prepare` then `cut`: the traffic to `pin` (an address) or back to the service."""
-    cut(prepare(proxy, pin, service_address=service_address, timeout_s=timeout_s, wait=wait))
+    cut(
+        prepare(
+            proxy,
+            pin,
+            service_address=service_address,
+            timeout_s=timeout_s,
+            wait=wait,
+            session=session,
+        )
+    )

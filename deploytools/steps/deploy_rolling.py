@@ -5,18 +5,19 @@ and then stopped. Users see no error and no gap.
     migrate (expand-only) -> pin the proxy to the old container's address -> start the new
     container beside it -> healthy -> smoke check in the new container -> warm it up (concurrent
     /health requests: its database pool and threads open before the traffic arrives) ->
-    switch the proxy to its address (prepared before: HAProxy's runtime API session opened, a
-    free slot set to the address; the cut readies that slot and puts the others in
+    switch the proxy to its address (prepared before: a free slot of HAProxy's backend set to
+    the address; the cut readies that slot and puts the others in
     maintenance, their requests in flight finish) -> stop the old one with its grace period,
     remove it -> the proxy back on the service's server (only the new container answers to the
     name now; its address is set, so nothing waits for the DNS)
 
 The pins name addresses, not container names: the engine's DNS is busy with this very deploy
-(proxy.address). The switch onto the new container is prepared before the switch phase
-(proxy.prepare: one exec, the session), so the cut-over starts no process in any container
-(proxy.cut: one line written on the open session): every exec costs the engine a runc start,
-CPU taken from the requests being switched on a small machine. For the same reason the
-cut-over's phases do not save the record on their own.
+(proxy.address). All the deploy's switches go through one runtime API session, opened before
+the start (one exec), and the switch onto the new container is prepared in the smoke phase,
+so the cut-over starts no process in any container (proxy.cut: one line written on the open
+session): every exec costs the engine a runc start, CPU taken from the requests being
+switched on a small machine. For the same reason the cut-over's phases do not save the record
+on their own.
 
 Until the switch, a failure removes the new container and the old one never stops serving
 (OldReleaseServing: no rollback is needed). Rolling needs migrations the old release runs on,
@@ -80,6 +81,12 @@ WARM = [
 SWITCH_TIMEOUT_S = 60.0
 #: The pause between preparing the switch and cutting it.
 CUT_SETTLE_S = 0.5
+#: The pause between the switch and the old container's stop. The old one takes no request
+#: any more; its stop (SIGTERM, gunicorn's exit, the engine's teardown: 1-1.5 s of work on 2
+#: cores) then does not land on the new release's first requests
+#: (benchmarks/rolling_bench.py: 13-21 ms answers in the first 20 ms after the cut when the
+#: stop began 5 ms after it, against a steady p99 of 10 ms).
+STOP_SETTLE_S = 0.5
 
 
 def refusal(info: migrate_step.ImageInfo, environment: str) -> UsageError | None:
@@ -153,12 +160,33 @@ def roll_to(session: EnvSession, image: str, phases: deploy_step.Phases) -> None
         with contextlib.suppress(docker.errors.DockerException):
             dead.remove(force=True)
     old = target.containers(service)
+    # One runtime API session for the deploy's switches (one exec, before the start): the
+    # cut-over starts no process in any container.
+    api = proxy.RuntimeApi(gateway)
+    try:
+        _roll_to(session, image, phases, gateway, api, old)
+    finally:
+        api.close()
+    session.progress(f"rolling: {image} serves; the old release was drained and removed")
+
+
+def _roll_to(
+    session: EnvSession,
+    image: str,
+    phases: deploy_step.Phases,
+    gateway: Any,
+    api: proxy.RuntimeApi,
+    old: list[Any],
+) -> None:
+    target = session.target
+    config = session.ctx.config
+    service = config.project.app_service
     new: Any = None
     try:
         with phases.phase("start"):
             if len(old) == 1:
                 # While two containers answer to the service's name, the proxy must not use it.
-                proxy.switch(gateway, proxy.address(old[0], gateway))
+                proxy.switch(gateway, proxy.address(old[0], gateway), session=api)
             target.compose(
                 lambda cli, project, files: compose.up(
                     cli,
@@ -188,9 +216,9 @@ def roll_to(session: EnvSession, image: str, phases: deploy_step.Phases) -> None
             # The session open and a slot set to the new container's address: the switch
             # phase itself is one line on the session and the wait for the old one to drain.
             new_address = proxy.address(new, gateway)
-            prepared = proxy.prepare(gateway, new_address, timeout_s=SWITCH_TIMEOUT_S)
-        # Not on the heels of the execs before (the smoke check, the warm-up, the two of the
-        # preparation, the smoke phase's record save): the engine's work for an exec (attach
+            prepared = proxy.prepare(gateway, new_address, timeout_s=SWITCH_TIMEOUT_S, session=api)
+        # Not on the heels of the execs before (the smoke check, the warm-up, the smoke
+        # phase's record save): the engine's work for an exec (attach
         # streams, shim and runc teardown) takes the CPU for a while after it returned
         # (benchmarks/rolling_bench.py: 40-70 ms answers against a steady p99 of 11-17 ms).
         time.sleep(CUT_SETTLE_S)
@@ -208,14 +236,14 @@ def roll_to(session: EnvSession, image: str, phases: deploy_step.Phases) -> None
             ) from error
         raise
     with phases.phase("drain", save=False):
+        time.sleep(STOP_SETTLE_S)
         for container in old:
             _stop_and_remove(container)
         # Only the new container answers to the service's name now: the steady state, the
         # service's server set to the new container's address. The slot and that server reach
         # the same container, so nothing to wait for. (The pin before the start waits: the
         # service's name is about to answer with a container that is not ready.)
-        proxy.switch(gateway, None, service_address=new_address, wait=False)
-    session.progress(f"rolling: {image} serves; the old release was drained and removed")
+        proxy.switch(gateway, None, service_address=new_address, wait=False, session=api)
 
 
 def smoke(container: Any) -> None:

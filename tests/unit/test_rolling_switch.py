@@ -384,3 +384,21 @@ def test_warm_sends_concurrent_health_requests_inside_the_new_container() -> Non
 def test_a_failed_warm_up_fails_the_release_before_the_switch() -> None:
     with pytest.raises(CheckFailed, match="warming dtroll_app_2 up failed"):
         deploy_rolling.warm(FakeApp(1))
+
+
+def test_switches_on_a_callers_session_share_its_one_exec_and_leave_it_open() -> None:
+    with runtime_api(STEADY) as (api, local):
+        session = proxy.RuntimeApi(local)
+        proxy.switch(local, "10.0.0.7", session=session)
+        proxy.switch(local, "10.0.0.8", session=session)
+        proxy.switch(local, None, service_address="10.0.0.8", wait=False, session=session)
+        (client,) = local.processes
+        assert client.poll() is None  # still there for the next switch
+        assert api.status == STEADY
+        assert [c for c in api.commands if "addr" in c] == [
+            "set server app/blue addr 10.0.0.7 port 8080",
+            "set server app/green addr 10.0.0.8 port 8080",
+            "set server app/app addr 10.0.0.8 port 8080",
+        ]
+        session.close()
+        assert client.wait(timeout=5) == 0
