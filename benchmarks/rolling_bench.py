@@ -353,7 +353,20 @@ def pooled_verdict(windows: list[Windows]) -> list[str]:
             f"{ratio:.2f}x the steady p99 (95 % interval {low:.2f}-{high:.2f}x), {verdict}; "
             f"{over:.1%} of them slower than twice the steady p99"
         )
+    # Per step, against its own steady p99 (machine noise moves both together): the steps
+    # whose switch had a request slower than twice it.
+    over_own = [
+        w for w in windows if w.switch and max(x.latency_s for x in w.switch) > 2 * own_p99(w)
+    ]
+    lines.append(
+        f"  switch, per step: {len(over_own)} of {len(windows)} steps had a request in flight "
+        "during the switch slower than twice that step's steady p99"
+    )
     return lines
+
+
+def own_p99(window: Windows) -> float:
+    return quantile([s.latency_s for s in window.steady], 0.99)
 
 
 def main() -> int:

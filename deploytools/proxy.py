@@ -28,6 +28,7 @@ import ipaddress
 import re
 import socket
 import struct
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -182,13 +183,39 @@ class RuntimeApi:
         self._attached = attached
         self._stdout = b""
         self._stderr = b""
+        self.expired = False  # the watchdog ended the session
 
     def ask(self, command: str, *, timeout_s: float | None = None) -> str:
         """The API's answer to `command` (one line; `;` separates several commands)."""
         if "\n" in command:
             raise ValueError(f"one line only: {command!r}")
-        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
-        self.socket.sendall(command.encode() + b"\n")
+        allowed = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + allowed
+        # Socket timeouts bound the reads on the engine's local socket; the SDK's ssh socket
+        # (a pipe to `ssh`) ignores them, so a watchdog ends the session a second after the
+        # deadline if a read is still blocked then.
+        watchdog = threading.Timer(allowed + 1.0, self._expire)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            return self._ask(command, deadline)
+        finally:
+            watchdog.cancel()
+
+    def _expire(self) -> None:
+        self.expired = True
+        # A shutdown wakes a read blocked in another thread (a close alone does not, on Linux).
+        with contextlib.suppress(OSError):
+            self.socket.shutdown(socket.SHUT_RDWR)
+        self.close()
+
+    def _ask(self, command: str, deadline: float) -> str:
+        try:
+            self.socket.sendall(command.encode() + b"\n")
+        except OSError as error:
+            raise ExternalCommandFailed(
+                f"the runtime API session in {self.proxy.name} broke: {error}"
+            ) from error
         while True:
             at = self._stdout.find(END)
             if at != -1 and (at == 0 or self._stdout[at - 1 : at] == b"\n"):
@@ -229,9 +256,13 @@ class RuntimeApi:
             except TimeoutError:
                 continue
             except OSError as error:  # socket.timeout is TimeoutError from Python 3.10
+                if self.expired:
+                    continue
                 raise ExternalCommandFailed(
                     f"the runtime API session in {self.proxy.name} broke: {error}"
                 ) from error
+            if not chunk and self.expired:
+                continue
             if not chunk:
                 said = self._stderr.decode("utf-8", "replace").strip()[-300:]
                 raise ExternalCommandFailed(

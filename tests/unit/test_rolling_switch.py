@@ -106,8 +106,10 @@ class FakeRuntimeApi(socketserver.ThreadingTCPServer):
         self.drain_s = drain_s
         self.commands: list[str] = []
         self.fail: dict[str, str] = {}
+        self.delay_s = 0.0  # before each answer
 
     def answer(self, line: str) -> str:
+        time.sleep(self.delay_s)
         out = []
         for command in line.split(";"):
             self.commands.append(command)
@@ -158,6 +160,7 @@ class LocalProxy:
     def __init__(self, port: int) -> None:
         self.port = port
         self.client = SimpleNamespace(api=self)
+        self.ignores_timeouts = False  # as the SDK's ssh socket (a pipe to `ssh`)
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def exec_create(self, container: str, argv: list[str], **streams: bool) -> dict[str, str]:
@@ -175,7 +178,8 @@ class LocalProxy:
         self.processes.append(process)
 
         def from_output(stream: Any, kind: int) -> None:
-            with stream:
+            # The session's end may come first (a deadline): what is left is dropped.
+            with stream, contextlib.suppress(OSError):
                 while chunk := stream.read1(4096):
                     frame = bytes([kind, 0, 0, 0]) + struct.pack(">I", len(chunk)) + chunk
                     engine.sendall(frame)
@@ -197,7 +201,20 @@ class LocalProxy:
 
         for thread in [*outputs, threading.Thread(target=to_stdin, daemon=True)]:
             thread.start()
-        return ours
+        return TimeoutlessSocket(ours) if self.ignores_timeouts else ours
+
+
+class TimeoutlessSocket:
+    """A socket whose reads ignore settimeout."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock_ = sock
+
+    def settimeout(self, _: float) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock_, name)
 
 
 def _socketpair() -> tuple[socket.socket, socket.socket]:
@@ -218,8 +235,9 @@ def runtime_api(
         api.server_close()
         for process in local.processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=5)
+                process.wait(timeout=1)
             process.kill()
+            process.wait(timeout=5)
 
 
 STEADY = {"app": "no check", "blue": "MAINT", "green": "MAINT"}
@@ -402,3 +420,17 @@ def test_switches_on_a_callers_session_share_its_one_exec_and_leave_it_open() ->
         ]
         session.close()
         assert client.wait(timeout=5) == 0
+
+
+@pytest.mark.parametrize("ignores_timeouts", [False, True])
+def test_an_api_that_does_not_answer_is_given_up_at_the_deadline(ignores_timeouts: bool) -> None:
+    with runtime_api(STEADY) as (api, local):
+        api.delay_s = 5.0
+        local.ignores_timeouts = ignores_timeouts
+        session = proxy.RuntimeApi(local, timeout_s=0.3)
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded, match="did not answer 'show stat app 4 -1'"):
+            proxy.read_servers(session)
+        # Not the fake's 5 s: the read was given up (by the watchdog when timeouts are ignored).
+        assert time.monotonic() - started < 4.0
+        session.close()
