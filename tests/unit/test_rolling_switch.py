@@ -191,13 +191,19 @@ class LocalProxy:
 
         def to_stdin() -> None:
             assert process.stdin is not None
-            while chunk := engine.recv(4096):
-                process.stdin.write(chunk)
-                process.stdin.flush()
-            process.stdin.close()
-            for output in outputs:
-                output.join(timeout=10)
-            engine.close()
+            # The session's end closes our side, unread output in it or not (ECONNRESET here),
+            # and the client may be gone first (EPIPE): either way its stdin closes.
+            try:
+                with contextlib.suppress(OSError):
+                    while chunk := engine.recv(4096):
+                        process.stdin.write(chunk)
+                        process.stdin.flush()
+                with contextlib.suppress(OSError):
+                    process.stdin.close()
+                for output in outputs:
+                    output.join(timeout=10)
+            finally:
+                engine.close()
 
         for thread in [*outputs, threading.Thread(target=to_stdin, daemon=True)]:
             thread.start()
