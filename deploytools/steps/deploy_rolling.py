@@ -117,12 +117,10 @@ class RollingStrategy:
         refused = refusal(info, session.target.name)
         if refused is not None:
             raise refused
-        if (
-            proxy.ensure_running(
-                session.target, timeout_s=session.ctx.config.deploy.health_timeout_s
-            )
-            is None
-        ):
+        gateway = proxy.ensure_running(
+            session.target, timeout_s=session.ctx.config.deploy.health_timeout_s
+        )
+        if gateway is None:
             raise UsageError(
                 f"rolling deploy to {session.target.name} refused: its Compose files define no "
                 f'"{proxy.PROXY_SERVICE}" service to switch traffic with',
@@ -130,6 +128,19 @@ class RollingStrategy:
                 hint="add the proxy service (see docker-compose.prod.yml) or use --strategy "
                 "recreate in a maintenance window",
             )
+        # Before the lock, the backup and the migration: a proxy that cannot switch (another
+        # proxy, or another config than deploytools') refuses the deploy with nothing done.
+        api = proxy.RuntimeApi(gateway)
+        try:
+            proxy.read_servers(api)
+        except DeployError as error:
+            raise UsageError(
+                f"rolling deploy to {session.target.name} refused: {error.message}",
+                untouched="nothing was done",
+                hint=error.hint,
+            ) from error
+        finally:
+            api.close()
 
     def replace(
         self, session: EnvSession, record: ReleaseRecord, phases: deploy_step.Phases

@@ -440,3 +440,17 @@ def test_an_api_that_does_not_answer_is_given_up_at_the_deadline(ignores_timeout
         # Not the fake's 5 s: the read was given up (by the watchdog when timeouts are ignored).
         assert time.monotonic() - started < 4.0
         session.close()
+
+
+def test_rolling_is_refused_before_anything_when_the_proxy_cannot_switch() -> None:
+    with runtime_api({"web1": "no check"}) as (api, local):
+        local.status = "running"  # type: ignore[attr-defined]
+        target = SimpleNamespace(name="production", containers=lambda service: [local])
+        config = SimpleNamespace(deploy=SimpleNamespace(health_timeout_s=5))
+        session: Any = SimpleNamespace(target=target, ctx=SimpleNamespace(config=config))
+        with pytest.raises(UsageError) as raised:
+            deploy_rolling.RollingStrategy().admit(session, info(True))
+        assert raised.value.message.startswith("rolling deploy to production refused: ")
+        assert "its config is not deploytools'" in raised.value.message
+        assert raised.value.untouched == "nothing was done"
+        assert api.commands == ["show stat app 4 -1"]
