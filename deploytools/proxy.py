@@ -168,8 +168,8 @@ done
 END = b"@@END "
 
 
-def client_argv(port: int = ADMIN_PORT) -> list[str]:
-    return ["bash", "-c", CLIENT_SCRIPT, "bash", str(port)]
+def client_argv() -> list[str]:
+    return ["bash", "-c", CLIENT_SCRIPT, "bash", str(ADMIN_PORT)]
 
 
 class RuntimeApi:
@@ -294,9 +294,8 @@ class RuntimeApi:
 
 @dataclass(frozen=True)
 class ServerState:
-    """One server of the backend, from `show stat`."""
+    """One server of the backend, from `show stat` (keyed by its name)."""
 
-    name: str
     status: str  # "no check" (ready, unchecked), "MAINT", "MAINT (resolution)", "DRAIN", "UP"...
     sessions: int  # scur: requests being served
     queued: int  # qcur
@@ -317,7 +316,6 @@ def parse_stat(text: str) -> dict[str, ServerState]:
         if row.get("pxname") != BACKEND or row.get("svname") in ("FRONTEND", "BACKEND"):
             continue
         servers[row["svname"]] = ServerState(
-            name=row["svname"],
             status=row.get("status") or "",
             sessions=int(row.get("scur") or 0),
             queued=int(row.get("qcur") or 0),
@@ -363,7 +361,6 @@ class Prepared:
     """A switch ready to cut: the session open, the target's address set."""
 
     api: RuntimeApi
-    target: str  # the server that takes the traffic
     upstream: str  # what it is, for messages: an address, or the service
     line: str  # the cut's commands
     drained: tuple[str, ...]  # the servers the cut waits for
@@ -423,7 +420,7 @@ def prepare(
     drained = tuple(name for name in servers if name != target)
     upstream = pin if pin is not None else f"the service ({service_address or 'by DNS'})"
     line = cut_line(target, servers)
-    return Prepared(api, target, upstream, line, drained, timeout_s, wait, session is None)
+    return Prepared(api, upstream, line, drained, timeout_s, wait, session is None)
 
 
 def cut(prepared: Prepared) -> None:
