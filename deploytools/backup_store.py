@@ -13,6 +13,7 @@ server's own pg_restore), so nothing is pulled.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import posixpath
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import docker.errors
+import docker.types
 import requests.exceptions
 from docker.utils.socket import consume_socket_output, demux_adaptor, frames_iter
 
@@ -387,11 +389,14 @@ def open_store(
     on the way out (and it removes itself after HELPER_LIFETIME_S if we are killed).
 
     `create=False` is for the commands that only read (status, history, report): a store volume
-    that does not exist yet is not created; the helper mounts an empty read-only tmpfs in its
-    place, which reads like the empty store it would be. (A `dir:` store's missing directory is
-    still created by the engine's bind mount.)"""
+    or directory that does not exist yet is not created; the helper mounts an empty read-only
+    tmpfs in its place, which reads like the empty store it would be."""
     kind, _, location = store.partition(":")
-    volumes = {location: {"bind": MOUNT, "mode": "rw"}}
+    # A volume mount, or a bind mount of the engine host's directory. `volumes=` would create a
+    # missing directory (as root, on the engine's host); a Mount of type bind refuses it instead,
+    # so a read-only command can tell "not there" from "empty".
+    volumes = {location: {"bind": MOUNT, "mode": "rw"}} if kind == "volume" or create else {}
+    mounts = [] if volumes else [docker.types.Mount(MOUNT, location, type="bind")]
     tmpfs: dict[str, str] = {}
     description = store
     if kind == "volume":
@@ -404,20 +409,27 @@ def open_store(
                 volumes, tmpfs = {}, {MOUNT: "ro,size=64k"}
                 description = f"{store} (not created yet: empty)"
     name = f"{name_prefix}-store-{secrets.token_hex(3)}"
+    run = functools.partial(
+        client.containers.run,
+        image,
+        entrypoint=["sleep", str(HELPER_LIFETIME_S)],
+        command=[],
+        name=name,
+        detach=True,
+        auto_remove=True,
+        user="0",
+        network_mode="none",
+        labels={HELPER_LABEL: "backup-store-helper"},
+    )
     try:
-        container = client.containers.run(
-            image,
-            entrypoint=["sleep", str(HELPER_LIFETIME_S)],
-            command=[],
-            name=name,
-            detach=True,
-            auto_remove=True,
-            user="0",
-            network_mode="none",
-            volumes=volumes,
-            tmpfs=tmpfs,
-            labels={HELPER_LABEL: "backup-store-helper"},
-        )
+        try:
+            container = run(volumes=volumes, mounts=mounts, tmpfs=tmpfs)
+        except docker.errors.APIError as exc:
+            if not mounts or "does not exist" not in str(exc):
+                raise
+            # The directory is not there: read it as the empty store it would be.
+            description = f"{store} (not created yet: empty)"
+            container = run(tmpfs={MOUNT: "ro,size=64k"})
     except docker.errors.DockerException as exc:
         raise EnvironmentUnreachable(
             f"cannot open the backup store {store}: {exc}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -101,3 +102,26 @@ def test_a_read_only_open_of_a_missing_volume_reads_empty_and_creates_nothing(
             store.ensure_dir("prod")
     with pytest.raises(docker.errors.NotFound):
         client.volumes.get(store_volume)
+
+
+def test_a_read_only_open_of_a_missing_directory_reads_empty_and_creates_nothing(
+    postgres_image: str, engine: tuple[Any, str], tmp_path: Path
+) -> None:
+    client, _ = engine
+    missing = tmp_path / "not-there" / "backups"
+    with open_store(
+        client, f"dir:{missing}", image=postgres_image, name_prefix="dtlead", create=False
+    ) as store:
+        assert "not created yet" in store.description
+        assert store.read_all("prod/releases", ".json") == {}
+        assert not store.exists("prod")
+    assert not missing.exists()
+    assert not missing.parent.exists()
+    # Once the directory exists, the same read-only open reads what it holds.
+    (missing / "prod").mkdir(parents=True)
+    (missing / "prod" / "lock.json").write_bytes(b"{}")
+    with open_store(
+        client, f"dir:{missing}", image=postgres_image, name_prefix="dtlead", create=False
+    ) as store:
+        assert store.description == f"dir:{missing}"
+        assert store.read("prod/lock.json") == b"{}"
