@@ -8,11 +8,17 @@ its *scheduled* start, so a stalled server shows as latency rather than as fewer
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import http.client
+import json
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,46 @@ class OpenLoad:
         self.stop()
 
 
+class LoadProcess:
+    """An OpenLoad in a process of its own (a benchmark's load): the deploy running in the
+    benchmark's process then takes no interpreter time from it, and no collection pause of
+    that process shows in a sample. Time stamps stay comparable: time.monotonic() is the
+    system's monotonic clock, the same in every process."""
+
+    def __init__(self, port: int, **settings: Any) -> None:
+        self.settings = {"port": port, **settings}
+        self.timeout_s = float(settings.get("timeout_s", OpenLoad.timeout_s))
+        self._samples: list[Sample] | None = None
+        self._process: subprocess.Popen[str] | None = None
+
+    def start(self) -> LoadProcess:
+        self._process = subprocess.Popen(
+            [sys.executable, __file__, json.dumps(self.settings)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        return self
+
+    def stop(self) -> list[Sample]:
+        """Stop the load; its samples, sorted by their planned start (again on later calls)."""
+        if self._samples is None:
+            assert self._process is not None, "start() first"
+            out, _ = self._process.communicate("stop\n", timeout=self.timeout_s + 60)
+            if self._process.returncode != 0:
+                raise RuntimeError(f"the load process failed (exit {self._process.returncode})")
+            self._samples = [Sample(*values) for values in json.loads(out)]
+        return self._samples
+
+    def __enter__(self) -> LoadProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+
 def failures(samples: list[Sample]) -> list[Sample]:
     return [s for s in samples if not s.ok]
 
@@ -114,3 +160,18 @@ def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 1))))
     return ordered[rank - 1]
+
+
+def _serve_in_this_process(settings: dict[str, Any]) -> None:
+    """LoadProcess's child: the load until a line comes on stdin, then its samples on stdout."""
+    # Collection pauses would hold every thread of this process, answers included: tens of ms
+    # once tens of thousands of samples are kept. The load makes no reference cycle it needs
+    # freed within a run, so the collector stays off here.
+    gc.disable()
+    load = OpenLoad(**settings).start()
+    sys.stdin.readline()
+    json.dump([dataclasses.astuple(s) for s in load.stop()], sys.stdout)
+
+
+if __name__ == "__main__":
+    _serve_in_this_process(json.loads(sys.argv[1]))
