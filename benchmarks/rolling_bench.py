@@ -21,6 +21,13 @@ first second after each cut (a sample large enough for a tail quantile) and the 
 The baseline rollback is the rollback step with the proxy switch turned off (its recreate
 path: stop, start), which is what a rollback did before the proxy.
 
+The third scenario, "switch", is the switch alone: two warm containers of one release, cut back
+and forth ROLLING_BENCH_SWITCHES times (default 100) with nothing else moving; its requests in
+flight during the cuts against those of the second before each cut. ROLLING_BENCH_ONLY=NAME
+runs one scenario (recreate, rolling or switch).
+
+The load runs in a process of its own (dtroll_load.LoadProcess), as a real client would.
+
     .venv/bin/python benchmarks/rolling_bench.py      (or: benchmarks/run rolling)
     .venv/bin/python benchmarks/rolling_bench.py --pool DUMP...   (the verdict over saved runs)
 """
@@ -55,6 +62,7 @@ from deploytools.context import StepContext  # noqa: E402
 from deploytools.steps import deploy as deploy_step  # noqa: E402
 from deploytools.steps import deploy_rolling  # noqa: E402
 from deploytools.steps import rollback as rollback_step  # noqa: E402
+from deploytools.target import wait_until_healthy  # noqa: E402
 
 RATE = float(os.environ.get("ROLLING_BENCH_RATE", "100"))
 #: Deploy + rollback pairs per rolling scenario. One switch (a few ms since the runtime API
@@ -65,6 +73,8 @@ CYCLES = int(os.environ.get("ROLLING_BENCH_CYCLES", "5"))
 BOOTSTRAP_ROUNDS = 2000
 STEADY_S = 10.0
 SETTLE_S = 5.0
+#: Cuts of the switch-alone scenario (2 s each).
+SWITCHES = int(os.environ.get("ROLLING_BENCH_SWITCHES", "100"))
 PREFIX = os.environ.get("ROLLING_BENCH_PREFIX", "dtroll-bench-")
 PROBES = os.environ.get("ROLLING_BENCH_PROBES", "") == "1"
 #: A file to append each scenario's samples and timeline to (JSON lines), for analysis.
@@ -308,6 +318,52 @@ def scenario(
     return rows, windows
 
 
+def switch_only(stack: ComposeStack, client: Any, switches: int) -> list[str]:
+    """The switch alone: two warm app containers of one release behind the proxy and nothing
+    else moving (no start, health wait, warm-up or stop), cut back and forth `switches` times
+    on one runtime API session under the same load. What the switch costs the requests it
+    carries, apart from the deploy around it on a small machine."""
+    stack.run_compose("up", "-d", "--no-deps", "--no-recreate", "--scale", "app=2", "app")
+    project = f"com.docker.compose.project={stack.project}"
+    apps = client.containers.list(filters={"label": [project, "com.docker.compose.service=app"]})
+    gateway = client.containers.list(
+        filters={"label": [project, "com.docker.compose.service=proxy"]}
+    )[0]
+    for app in apps:
+        wait_until_healthy(app, timeout_s=60)
+    addresses = [proxy_mod.address(app, gateway) for app in apps]
+    cuts: list[tuple[float, float]] = []  # (cut, drained)
+    api = proxy_mod.RuntimeApi(gateway)
+    try:
+        with LoadProcess(stack.app_port, rate_per_s=RATE, max_duration_s=3600) as load:
+            time.sleep(2.0)
+            for i in range(switches):
+                prepared = proxy_mod.prepare(gateway, addresses[i % 2], timeout_s=60, session=api)
+                time.sleep(1.0)
+                cut = time.monotonic()
+                proxy_mod.cut(prepared)
+                cuts.append((cut, time.monotonic()))
+                time.sleep(1.0)
+            time.sleep(1.0)
+            samples = load.stop()
+    finally:
+        api.close()
+    # Steady: after the prepare, before the cut; switch: every request in flight during it.
+    steady = [s.latency_s for cut, _ in cuts for s in between(samples, cut - 0.9, cut - 0.1)]
+    switch = [s.latency_s for cut, end in cuts for s in overlapping(samples, cut, end)]
+    lasted = sorted(end - cut for cut, end in cuts)
+    ratio, low, high = ratio_interval(switch, steady, random.Random(9))
+    verdict = "under 2x" if high < 2 else "over 2x" if low >= 2 else "2x inside the interval"
+    return [
+        f"switch alone: {switches} cuts between two warm containers, "
+        f"{len(failures(samples))} of {len(samples)} requests failed; a cut lasted "
+        f"{lasted[len(lasted) // 2] * 1000:.0f} ms at the median (to the old server drained)",
+        f"  steady p99 {quantile(steady, 0.99) * 1000:.0f} ms ({len(steady)} requests), "
+        f"switch p99 {quantile(switch, 0.99) * 1000:.0f} ms ({len(switch)} requests): "
+        f"{ratio:.2f}x (95 % interval {low:.2f}-{high:.2f}x), {verdict}",
+    ]
+
+
 def ratio_interval(
     during: list[float], steady: list[float], rng: random.Random
 ) -> tuple[float, float, float]:
@@ -406,7 +462,8 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     windows: list[Windows] = []
     only = os.environ.get("ROLLING_BENCH_ONLY", "")
-    for strategy in [s for s in ("recreate", "rolling") if only in ("", s)]:
+    switch_lines: list[str] = []
+    for strategy in [s for s in ("recreate", "rolling", "switch") if only in ("", s)]:
         project = f"{PREFIX}{strategy}-{os.getpid()}"
         store = f"{project}-store"
         stack = ComposeStack(project=project, env=stack_env(postgres, v1), client=client)
@@ -414,6 +471,10 @@ def main() -> int:
             stack.down()
             stack.up()
             stack.migrate()
+            if strategy == "switch":
+                print(f"-- the switch alone, {SWITCHES}x, under {RATE:.0f} req/s", flush=True)
+                switch_lines = switch_only(stack, client, SWITCHES)
+                continue
             config = write_config(
                 tmp / f"{strategy}.toml", {"prod": stack}, store=f"volume:{store}"
             )
@@ -453,7 +514,7 @@ def main() -> int:
             f"{r['failed']:>6} {r['steady_p99_ms']:>8.0f}ms {r['step_p99_ms']:>7.0f}ms "
             f"{r['cutover_p99_ms']:>10.0f}ms {switch:>10}"
         )
-    for line in pooled_verdict(windows):
+    for line in pooled_verdict(windows) + switch_lines:
         print(line)
     return 0
 

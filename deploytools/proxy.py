@@ -323,8 +323,13 @@ def parse_stat(text: str) -> dict[str, ServerState]:
     return servers
 
 
-def read_servers(api: RuntimeApi) -> dict[str, ServerState]:
-    servers = parse_stat(api.ask(f"show stat {BACKEND} 4 -1"))
+#: The backend's servers (type 4), all of them (-1).
+SHOW_STAT = f"show stat {BACKEND} 4 -1"
+
+
+def read_servers(api: RuntimeApi, answer: str | None = None) -> dict[str, ServerState]:
+    """The backend's servers: from `answer` (a `show stat` answer already read) or asked."""
+    servers = parse_stat(api.ask(SHOW_STAT) if answer is None else answer)
     missing = [name for name in (SERVICE_SERVER, *SLOTS) if name not in servers]
     if missing:
         raise CheckFailed(
@@ -428,18 +433,26 @@ def cut(prepared: Prepared) -> None:
     once the other servers' last sessions ended. Closes the session when `prepare` opened it."""
     api = prepared.api
     try:
-        said = api.ask(prepared.line)
-        if said.strip():
+        # The drain's first reading rides on the cut's own line: one round trip through the
+        # engine at the moment of the cut, not two (measured: an ask costs 2 ms and about
+        # 3 ms of CPU across dockerd, the shim, bash and HAProxy, on the cores that serve the
+        # requests being switched).
+        said = api.ask(f"{prepared.line};{SHOW_STAT}" if prepared.wait else prepared.line)
+        # Each command's answer ends with an empty line; `set server` says nothing when done.
+        applied, header, stat = said.partition("# pxname")
+        if applied.strip():
             raise ExternalCommandFailed(
                 f"switching the proxy {api.proxy.name} to {prepared.upstream} failed: "
-                f"{said.strip()[-300:]}",
+                f"{applied.strip()[-300:]}",
                 untouched=f"some of the commands may have been applied: {prepared.line}",
             )
         if not prepared.wait:
             return
         deadline = time.monotonic() + prepared.timeout_s
+        answer: str | None = (header + stat) or None  # no reading in it: ask
         while True:
-            servers = read_servers(api)
+            servers = read_servers(api, answer)
+            answer = None
             busy = [
                 f"{name} ({servers[name].sessions + servers[name].queued})"
                 for name in prepared.drained
