@@ -506,7 +506,8 @@ def main() -> int:
         f"{'strategy':<9} {'step':<9} {'seconds':>7} {'requests':>8} {'failed':>6} "
         f"{'steady p99':>10} {'step p99':>9} {'cut-over p99':>12} {'switch p99':>10}"
     )
-    print(header)
+    if rows:
+        print(header)
     for r in rows:
         switch = "-" if r["switch_p99_ms"] != r["switch_p99_ms"] else f"{r['switch_p99_ms']:.0f}ms"
         print(

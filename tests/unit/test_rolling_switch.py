@@ -105,11 +105,13 @@ class FakeRuntimeApi(socketserver.ThreadingTCPServer):
         self.drained_at: dict[str, float] = {}
         self.drain_s = drain_s
         self.commands: list[str] = []
+        self.lines: list[str] = []  # as sent: several commands per line
         self.fail: dict[str, str] = {}
         self.delay_s = 0.0  # before each answer
 
     def answer(self, line: str) -> str:
         time.sleep(self.delay_s)
+        self.lines.append(line)
         out = []
         for command in line.split(";"):
             self.commands.append(command)
@@ -262,6 +264,8 @@ def test_a_pin_sets_a_free_slot_before_the_cut_and_the_cut_waits_for_the_drain()
             "set server app/app state maint",
             "set server app/green state maint",
         ]
+        # One line at the cut: the drain's first reading comes with the switch itself.
+        assert api.lines[2] == ";".join([*api.commands[2:5], "show stat app 4 -1"])
         # It returned only once the old server's sessions had ended, polling in between.
         assert api.sessions["app"] == 0
         polls = api.commands[5:]
