@@ -381,6 +381,11 @@ def helper_image(client: Any, candidates: list[Any]) -> str:
     return FALLBACK_HELPER_IMAGE
 
 
+#: What a read-only open mounts in place of a store that does not exist yet, and says of it.
+EMPTY_STORE = {MOUNT: "ro,size=64k"}
+NOT_CREATED = "(not created yet: empty)"
+
+
 @contextlib.contextmanager
 def open_store(
     client: Any, store: str, *, image: str, name_prefix: str, create: bool = True
@@ -406,8 +411,7 @@ def open_store(
             if create:
                 client.volumes.create(name=location, labels={HELPER_LABEL: "backup-store"})
             else:
-                volumes, tmpfs = {}, {MOUNT: "ro,size=64k"}
-                description = f"{store} (not created yet: empty)"
+                volumes, tmpfs, description = {}, EMPTY_STORE, f"{store} {NOT_CREATED}"
     name = f"{name_prefix}-store-{secrets.token_hex(3)}"
     run = functools.partial(
         client.containers.run,
@@ -428,8 +432,8 @@ def open_store(
             if not mounts or "does not exist" not in str(exc):
                 raise
             # The directory is not there: read it as the empty store it would be.
-            description = f"{store} (not created yet: empty)"
-            container = run(tmpfs={MOUNT: "ro,size=64k"})
+            description = f"{store} {NOT_CREATED}"
+            container = run(tmpfs=EMPTY_STORE)
     except docker.errors.DockerException as exc:
         raise EnvironmentUnreachable(
             f"cannot open the backup store {store}: {exc}",
