@@ -37,8 +37,8 @@ def backup_create(state: AppState, environment: str, verify: bool) -> None:
     """
     ctx = state.context()
     with open_environment(ctx, environment) as session:
-        manifest = backup_step.create_in(session)
-        verification = backup_step.verify_in(session, manifest.id) if verify else None
+        manifest = backup_step.create_in(session, verify=verify)
+        verification = session.history.verification(manifest.id) if verify else None
         if verification is not None:
             backup_step.prune_in(session, keep=ctx.config.backups.retention)
     data = {"manifest": manifest, "verification": verification}
