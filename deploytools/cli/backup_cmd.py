@@ -35,12 +35,8 @@ def backup_create(state: AppState, environment: str, verify: bool) -> None:
     Refuses when the store has less free space than twice the database's size. Exits 1 when
     the verification fails, 3 when the database or the engine cannot be reached.
     """
-    ctx = state.context()
-    with open_environment(ctx, environment) as session:
-        manifest = backup_step.create_in(session)
-        verification = backup_step.verify_in(session, manifest.id) if verify else None
-        if verification is not None:
-            backup_step.prune_in(session, keep=ctx.config.backups.retention)
+    done = backup_step.run(state.context(), environment=environment, verify=verify)
+    manifest, verification = done.manifest, done.verification
     data = {"manifest": manifest, "verification": verification}
 
     def human() -> None:

@@ -91,6 +91,38 @@ class RestoreResult:
 # -- create ----------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class BackupRun:
+    """What runbook step 4's backup did: the backup, its verification (None: not asked), and
+    the old backups that retention deleted after it was verified."""
+
+    manifest: BackupManifest
+    verification: Verification | None
+    pruned: tuple[str, ...] = ()
+
+
+def run(
+    ctx: StepContext, *, environment: str, reason: str = "manual", verify: bool = True
+) -> BackupRun:
+    """Runbook step 4, as `deploytools backup create` and `pipeline run` both run it: take a
+    backup, verify it, and only then apply retention ([backups] retention), so that a new
+    backup never pushes out an old one before it is known to restore.
+
+    :param ctx: the step context.
+    :param environment: the environment's name in deploy.toml.
+    :param reason: why it was taken (manual, pre-deploy), kept in the manifest.
+    :param verify: verify it (and then prune); False takes the backup only.
+    :raises CheckFailed: the backup failed its verification (recorded; nothing was pruned).
+    """
+    with open_environment(ctx, environment) as session:
+        manifest = create_in(session, reason=reason)
+        if not verify:
+            return BackupRun(manifest, None)
+        verification = verify_in(session, manifest.id)
+        pruned = prune_in(session, keep=ctx.config.backups.retention)
+    return BackupRun(manifest, verification, tuple(pruned))
+
+
 def create(ctx: StepContext, *, environment: str, reason: str = "manual") -> BackupManifest:
     """Take a backup of `environment`'s database into its store.
 

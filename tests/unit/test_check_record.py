@@ -21,7 +21,6 @@ from test_history import MemoryStore, record
 from test_report import RECORDED
 
 from deploytools.checks.results import CheckResult, Verdict
-from deploytools.cli import checks_cmd
 from deploytools.config import load_config, parse_config
 from deploytools.context import StepContext
 from deploytools.errors import DeadlineExceeded, EnvironmentUnreachable
@@ -273,13 +272,11 @@ def test_rollback_run_records_its_reason(monkeypatch: pytest.MonkeyPatch) -> Non
     assert seen == ["manual", "verification failed"]
 
 
-def test_the_monitor_hook_passes_the_breach_on_as_the_reason(
+def test_the_monitor_rolls_back_with_the_rollback_step_passing_the_breach_as_the_reason(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(rollback_step, "run", lambda ctx, **kw: calls.append(kw) or "back")
-    hook = checks_cmd.rollback_hook()
-    assert hook is not None
 
     state = FakeState(users={"root": ("admin-password-123", ["admin"])}, db_down=True)
     with fake_service(state) as url:
@@ -301,10 +298,9 @@ def test_the_monitor_hook_passes_the_breach_on_as_the_reason(
             clock=lambda: now[0],
             sleep=lambda s: now.__setitem__(0, now[0] + s),
             rollback_on_breach=True,
-            rollback=hook,
         )
     assert watched.rolled_back and watched.rollback_result == "back"
-    assert calls == [{"environment": "local", "reason": calls[0]["reason"]}]
+    assert calls == [{"environment": "local", "confirm": None, "reason": calls[0]["reason"]}]
     assert calls[0]["reason"].startswith("monitor breach: health: failed 3 samples in a row")
 
 
