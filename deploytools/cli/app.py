@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -25,6 +25,17 @@ from deploytools.context import StepContext
 from deploytools.errors import DeployError, ExitCode
 from deploytools.jsonable import jsonable
 
+if TYPE_CHECKING:
+    from deploytools.pipeline.walker import PipelineSteps
+
+
+@dataclass(frozen=True)
+class Injected:
+    """What a caller of the command group (a test, an embedding program) hands in as click's
+    `obj` instead of the defaults: the step functions `pipeline run` calls."""
+
+    pipeline_steps: PipelineSteps | None = None
+
 
 @dataclass
 class AppState:
@@ -33,6 +44,8 @@ class AppState:
     config_path: Path
     json: bool
     verbose: int
+    #: The step functions `pipeline run` calls; None: the real ones.
+    pipeline_steps: PipelineSteps | None = None
     _config: Config | None = field(default=None, repr=False)
 
     def config(self) -> Config:
@@ -155,4 +168,10 @@ def cli(ctx: click.Context, config_path: Path, as_json: bool, verbose: int) -> N
     configuration error, 3 environment unreachable, failed or timed out, 4 another deploy holds
     the lock, 70 a bug in deploytools.
     """
-    ctx.obj = AppState(config_path=config_path, json=as_json, verbose=verbose)
+    injected = ctx.obj if isinstance(ctx.obj, Injected) else Injected()
+    ctx.obj = AppState(
+        config_path=config_path,
+        json=as_json,
+        verbose=verbose,
+        pipeline_steps=injected.pipeline_steps,
+    )
