@@ -11,15 +11,16 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from deploytools import copies
 from deploytools.backup_store import BackupStore, helper_image, open_store
 from deploytools.commands import postgres as pg
 from deploytools.context import StepContext
 from deploytools.database import Database
-from deploytools.errors import CheckFailed, DeployError, ExternalCommandFailed
+from deploytools.errors import CheckFailed, DeployError, ExternalCommandFailed, UsageError
 from deploytools.history import BackupManifest, History, LockInfo, Verification, utc_now
 from deploytools.target import VERSION_LABEL, Target
 from deploytools.volumes import restore as restore_volumes
@@ -239,6 +240,14 @@ def verify(ctx: StepContext, *, environment: str, backup_id: str) -> Verificatio
         return verify_in(session, backup_id)
 
 
+def verify_copies(ctx: StepContext, *, environment: str, backup_id: str) -> list[dict[str, Any]]:
+    """Verify the backup's off-host copies ([backups] copy_to): each copy's sha256 as recorded
+    and, decrypted, its content's. Raises CheckFailed when one does not match."""
+    with open_environment(ctx, environment) as session:
+        manifest = session.history.manifest(backup_id)
+    return copies.verify(manifest, ctx.config.backups)
+
+
 def verify_in(session: EnvSession, backup_id: str) -> Verification:
     manifest = session.history.manifest(backup_id)
     checks = {"sha256_ok": False, "listed_ok": False, "restore_ok": False, "row_counts_ok": False}
@@ -372,15 +381,37 @@ def latest_verified(session: EnvSession, *, since: str | None = None) -> BackupM
 
 
 def restore(
-    ctx: StepContext, *, environment: str, backup_id: str, lock_wait_s: float = 0.0
+    ctx: StepContext,
+    *,
+    environment: str,
+    backup_id: str,
+    lock_wait_s: float = 0.0,
+    confirm: Callable[[str], bool] | None = None,
 ) -> RestoreResult:
     """Replace `environment`'s database with backup `backup_id`, under the deploy lock.
 
     A safety backup of what is there now is taken (and verified) first. The backup is restored
     into a scratch database and checked against its manifest; only then does it take the
     service database's name (the app is stopped for the swap and started again).
+
+    :param confirm: asked first, with how many rows differ from the backup (the writes a
+        restore undoes); False cancels with nothing done. None: not asked.
     """
     with open_environment(ctx, environment) as session:
+        if confirm is not None:
+            manifest = session.history.manifest(backup_id)
+            dropped = rows_dropped(Database.of(session.target).row_counts(), manifest.row_counts)
+            question = (
+                f"Replace the database of {environment} with backup {backup_id} "
+                f"({manifest.created}, revision {manifest.revision or 'none'})? "
+                f"{dropped} rows differ from it and would be lost (a safety backup is taken "
+                "first)"
+            )
+            if not confirm(question):
+                raise UsageError(
+                    f"the restore of {backup_id} into {environment} was cancelled",
+                    untouched="nothing was done",
+                )
         ttl = ctx.config.deploy.lock_ttl_s
         with session.history.locked("restore", ttl_s=ttl, wait_s=lock_wait_s) as lock:
             session.lock = lock
