@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from deploytools.context import StepContext
 from deploytools.history import LockInfo
-from deploytools.steps.backup import open_environment
+from deploytools.steps import backup as backup_step
 
 
 def show(ctx: StepContext, *, environment: str) -> LockInfo | None:
     """Who holds `environment`'s deploy lock, since when; None: nobody."""
-    with open_environment(ctx, environment, read_only=True) as session:
+    with backup_step.open_environment(ctx, environment, read_only=True) as session:
         return session.history.lock()
 
 
@@ -21,5 +21,5 @@ def break_lock(ctx: StepContext, *, environment: str, force: bool = False) -> Lo
     """Remove a lock whose holder is gone (not refreshed within deploy.lock_ttl_s, or its
     process is dead on this host); with `force`, any lock. Returns the lock broken (None: there
     was none); raises LockHeld when it is still fresh and `force` is not set."""
-    with open_environment(ctx, environment) as session:
+    with backup_step.open_environment(ctx, environment) as session:
         return session.history.break_lock(force=force)

@@ -24,7 +24,7 @@ from deploytools.checks.results import CheckResult, Verdict
 from deploytools.config import load_config, parse_config
 from deploytools.context import StepContext
 from deploytools.errors import DeadlineExceeded, EnvironmentUnreachable
-from deploytools.history import CHECKS_KEPT, History, ReleaseRecord
+from deploytools.history import CHECKS_KEPT, BackupManifest, History, ReleaseRecord, Verification
 from deploytools.steps import backup as backup_step
 from deploytools.steps import check_record, incident, monitor, report
 from deploytools.steps import rollback as rollback_step
@@ -214,19 +214,19 @@ def test_the_report_reads_the_records_checks_as_it_reads_the_json_results(
     for name, data in recorded["results"].items():
         (tmp_path / name).write_text(json.dumps(data))
     from_files = report.load_evidence(tmp_path.glob("*.json"))
-    from_records = report.stored_evidence(staging, deploy)
+    from_records = report.stored_evidence(ReleaseRecord(**staging), ReleaseRecord(**deploy))
     assert set(from_records.suites) == set(from_files.suites)
 
     def build(evidence: report.Evidence) -> report.ReleaseDocument:
         return report.build_document(
             config,
             environment="production",
-            record=deploy,
-            records=recorded["records"],
-            manifest=recorded["manifest"],
-            verification=recorded["verification"],
+            record=ReleaseRecord(**deploy),
+            records=[ReleaseRecord(**r) for r in recorded["records"]],
+            manifest=BackupManifest(**recorded["manifest"]),
+            verification=Verification(**recorded["verification"]),
             evidence=evidence,
-            staging_record=staging,
+            staging_record=ReleaseRecord(**staging),
         )
 
     files_doc, records_doc = build(from_files), build(from_records)
