@@ -10,7 +10,7 @@ import click
 
 from deploytools.checks.results import CheckResult, Verdict, markdown_table
 from deploytools.cli.app import AppState, cli, emit, pass_state
-from deploytools.steps import checks as checks_step
+from deploytools.steps import check_suites as checks_step
 from deploytools.steps import monitor as monitor_step
 
 _ENV_OPTION = click.option(

@@ -39,7 +39,7 @@ from deploytools.pipeline.record import (
 )
 from deploytools.pipeline.store import PipelineStore
 from deploytools.steps import backup as backup_step
-from deploytools.steps import checks as checks_step
+from deploytools.steps import check_suites as checks_step
 from deploytools.steps import deploy as deploy_step
 from deploytools.steps import image as image_step
 from deploytools.steps import migrate as migrate_step
@@ -93,7 +93,7 @@ class PipelineSteps:
     build_image: Callable[..., image_step.BuiltImage] = image_step.build
     #: deploy (steps/deploy.py `run`), staging and production
     deploy: Callable[..., deploy_step.DeployResult] = deploy_step.run
-    #: smoke, validate and verify (steps/checks.py `run_and_record`)
+    #: smoke, validate and verify (steps/check_suites.py `run_and_record`)
     check_suite: Callable[..., checks_step.SuiteReport] = checks_step.run_and_record
     #: backup create, verified, then retention (steps/backup.py `run`)
     backup: Callable[..., backup_step.BackupRun] = backup_step.run

@@ -31,8 +31,8 @@ from deploytools.context import StepContext
 from deploytools.errors import CheckFailed, UsageError
 from deploytools.history import ReleaseRecord, parse_time
 from deploytools.jsonable import jsonable
-from deploytools.steps import check_record
 from deploytools.steps import rollback as rollback_step
+from deploytools.steps import suite_record
 
 P, F, INC = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
 
@@ -463,14 +463,14 @@ def run_and_record(
     rollback_on_breach: bool = False,
     on_sample: Callable[[MonitorSample], None] | None = None,
     baseline: bool = False,
-    save: check_record.Save | None = None,
+    save: suite_record.Save | None = None,
 ) -> MonitorReport:
     """Runbook step 7, as `deploytools monitor` and `pipeline run` both run it: the watch
     (`run`, with the rollback step on a breach when asked), then its summary kept in the
     release record of the release it watched (after a rollback: the one rolled back, not the
     one serving now). The verdict is the report's: `raise_if_failed` applies the rule.
 
-    :param save: keeps the summary in the release record (default: check_record.save).
+    :param save: keeps the summary in the release record (default: suite_record.save).
     Other parameters: as `run`.
     """
     report = run(
@@ -484,7 +484,7 @@ def run_and_record(
     )
     rolled = report.rollback_result
     watched = rolled.previous if isinstance(rolled, ReleaseRecord) else None
-    stored = check_record.summary(
+    stored = suite_record.summary(
         suite="monitor",
         environment=environment,
         started=report.started,
@@ -496,7 +496,7 @@ def run_and_record(
         regressions=list(report.regressions),
         rolled_back=report.rolled_back,
     )
-    keep = check_record.save if save is None else save
+    keep = suite_record.save if save is None else save
     return dataclasses.replace(report, recorded=keep(ctx, environment, stored, release_id=watched))
 
 

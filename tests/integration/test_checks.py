@@ -29,7 +29,7 @@ from deploytools.cli.app import AppState
 from deploytools.config import Config
 from deploytools.context import StepContext
 from deploytools.history import ReleaseRecord, utc_now
-from deploytools.steps import checks as checks_step
+from deploytools.steps import check_suites as checks_step
 from deploytools.steps import report as report_step
 from deploytools.steps.backup import open_environment
 

@@ -1,4 +1,4 @@
-"""Check results kept in the release record (check_record.py, History.attach_checks), the
+"""Check results kept in the release record (suite_record.py, History.attach_checks), the
 report reading them when no --results are given, and the reason a rollback records."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from deploytools.context import StepContext
 from deploytools.errors import DeadlineExceeded, EnvironmentUnreachable
 from deploytools.history import CHECKS_KEPT, BackupManifest, History, ReleaseRecord, Verification
 from deploytools.steps import backup as backup_step
-from deploytools.steps import check_record, incident, monitor, report
+from deploytools.steps import incident, monitor, report, suite_record
 from deploytools.steps import rollback as rollback_step
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +37,7 @@ RESULTS = [
 
 
 def summary(suite: str = "verify", environment: str = "prod", **extra: Any) -> dict[str, Any]:
-    return check_record.summary(
+    return suite_record.summary(
         suite=suite,
         environment=environment,
         started="2026-11-27T01:00:00Z",
@@ -168,12 +168,12 @@ def test_save_says_where_it_saved_or_why_not(monkeypatch: pytest.MonkeyPatch) ->
         backup_step, "open_environment", lambda ctx, env, **_: opened({"prod": history}, ctx, env)
     )
     ctx: Any = None
-    note = check_record.save(ctx, "prod", summary())
+    note = suite_record.save(ctx, "prod", summary())
     assert note == "not saved in a release record: prod has no current release record"
     history.save_release(record("0001"))
-    assert check_record.save(ctx, "prod", summary()) == "saved in release record 0001 of prod"
+    assert suite_record.save(ctx, "prod", summary()) == "saved in release record 0001 of prod"
     assert history.releases()[0].checks == [summary()]
-    unreachable = check_record.save(ctx, "elsewhere", summary())
+    unreachable = suite_record.save(ctx, "elsewhere", summary())
     assert unreachable.startswith("not saved in a release record: cannot reach elsewhere")
 
 
@@ -184,7 +184,7 @@ def stored(result: dict[str, Any], suite: str) -> dict[str, Any]:
         for r in result["results"]
     ]
     extra = {k: result[k] for k in ("samples", "breaches", "rolled_back") if k in result}
-    return check_record.summary(
+    return suite_record.summary(
         suite=suite,
         environment=result["environment"],
         started=result["started"],

@@ -24,7 +24,7 @@ from deploytools.history import BackupManifest, ReleaseRecord, Verification
 from deploytools.pipeline import walker
 from deploytools.pipeline.store import PipelineStore
 from deploytools.steps import backup as backup_step
-from deploytools.steps import checks as checks_step
+from deploytools.steps import check_suites as checks_step
 from deploytools.steps import deploy as deploy_step
 from deploytools.steps import migrate as migrate_step
 from deploytools.steps.image import BuiltImage

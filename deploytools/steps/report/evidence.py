@@ -3,7 +3,7 @@
 Two sources, one shape: the `--json` outputs of release verify, smoke, validate, verify and
 monitor (the workflow downloads its jobs' artifacts into one directory; a failed check's output
 holds its report under error.facts.report), and the summaries those commands saved in the
-release records (check_record.py), which have the shape of the suites' `--json` results.
+release records (suite_record.py), which have the shape of the suites' `--json` results.
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def load_evidence(paths: Iterable[Path]) -> Evidence:
 
 
 def stored_evidence(*records: ReleaseRecord | None) -> Evidence:
-    """The check results the records keep (their `checks`, check_record.py): each suite's
+    """The check results the records keep (their `checks`, suite_record.py): each suite's
     newest run per environment. Release verify is not kept there: it has no record yet."""
     evidence = Evidence()
     for record in records:

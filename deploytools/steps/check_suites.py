@@ -1,4 +1,5 @@
-"""`deploytools smoke`, `validate` and `verify`: runbook steps 2, 3 and 6 as one check engine.
+"""`deploytools smoke`, `validate` and `verify`: runbook steps 2, 3 and 6, three check suites
+run by the check engine (deploytools/checks/).
 
     smoke     the fast subset (seconds): health, database, login, RBAC, a short latency test
     validate  everything: admin workflows, the end-to-end user flow, latency, logs, revision
@@ -28,7 +29,7 @@ from deploytools.checks.results import CheckResult, Verdict, overall
 from deploytools.context import StepContext
 from deploytools.errors import CheckFailed, DeployError, UsageError
 from deploytools.jsonable import jsonable
-from deploytools.steps import check_record
+from deploytools.steps import suite_record
 
 SUITES = ("smoke", "validate", "verify")
 
@@ -214,7 +215,7 @@ def run_and_record(
     on_result: Callable[[CheckResult], None] | None = None,
     previous_image: str | None = None,
     environ: Mapping[str, str] | None = None,
-    save: check_record.Save | None = None,
+    save: suite_record.Save | None = None,
 ) -> SuiteReport:
     """Runbook steps 2, 3 and 6: run `suite` against `environment`, then keep its results in
     the environment's current release record. The verdict is the report's: call its
@@ -227,7 +228,7 @@ def run_and_record(
     :param on_result: called with each result as soon as it is known (the CLI prints it).
     :param previous_image: validate only: the previous release's image, or "auto" (see `run`).
     :param environ: where test users' credentials are read (default: os.environ).
-    :param save: keeps the summary in the release record (default: check_record.save).
+    :param save: keeps the summary in the release record (default: suite_record.save).
     :returns: the report, with `recorded` saying where it was kept (or why it was not).
     :raises CheckFailed: no check of the suite is configured (nothing was run).
     """
@@ -246,7 +247,7 @@ def run_and_record(
             untouched="nothing was checked",
             hint=f'add checks with suites = [..., "{suite}"] under [checks] in deploy.toml',
         )
-    stored = check_record.summary(
+    stored = suite_record.summary(
         suite=suite,
         environment=environment,
         started=report.started,
@@ -254,7 +255,7 @@ def run_and_record(
         verdict=report.verdict,
         results=report.results,
     )
-    keep = check_record.save if save is None else save
+    keep = suite_record.save if save is None else save
     return dataclasses.replace(report, recorded=keep(ctx, environment, stored))
 
 

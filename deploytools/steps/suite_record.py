@@ -1,4 +1,4 @@
-"""Check results kept in the release record: what `report` shows when no --results are given.
+"""A suite's run kept in the release record: what `report` shows when no --results are given.
 
 smoke, validate, verify and monitor each attach a summary of their run to the environment's
 current release record (history.py `attach_checks`): the suite, when, the verdict and each
