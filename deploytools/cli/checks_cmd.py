@@ -187,16 +187,12 @@ def monitor(
     """
     duration_s = monitor_step.parse_duration(duration)
     interval_s = monitor_step.parse_duration(interval) if interval else None
-    if only_after is not None:
-        window = monitor_step.watch_window(
-            state.context(), environment, monitor_step.parse_duration(only_after)
-        )
-        if not window.open:
-            emit(state, window, lambda: click.echo(f"monitor on {environment}: {window.reason}"))
-            return
-        if not state.json:
-            click.echo(f"monitor on {environment}: {window.reason}")
+    only_after_s = monitor_step.parse_duration(only_after) if only_after is not None else None
     mask_credentials(state, "monitor", os.environ)
+
+    def tell(window: monitor_step.WatchWindow) -> None:
+        if window.open and not state.json:
+            click.echo(f"monitor on {environment}: {window.reason}")
 
     def show(sample: monitor_step.MonitorSample) -> None:
         bad = [r for r in sample.results if r.verdict is Verdict.FAIL]
@@ -207,15 +203,21 @@ def monitor(
             )
         click.echo(line)
 
-    report = monitor_step.run_and_record(
+    report = monitor_step.run_if_recent(
         state.context(),
         environment=environment,
         duration_s=duration_s,
+        only_after_s=only_after_s,
         interval_s=interval_s,
         rollback_on_breach=rollback_on_breach,
         on_sample=None if state.json else show,
         baseline=baseline,
+        on_window=tell,
     )
+    if isinstance(report, monitor_step.WatchWindow):
+        window = report
+        emit(state, window, lambda: click.echo(f"monitor on {environment}: {window.reason}"))
+        return
     if not state.json:
         for result in report.results:
             click.echo(result.line())

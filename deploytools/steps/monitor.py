@@ -606,6 +606,42 @@ def baseline_results(
     ]
 
 
+def run_if_recent(
+    ctx: StepContext,
+    *,
+    environment: str,
+    duration_s: float,
+    only_after_s: float | None,
+    interval_s: float | None = None,
+    rollback_on_breach: bool = False,
+    on_sample: Callable[[MonitorSample], None] | None = None,
+    baseline: bool = False,
+    on_window: Callable[[WatchWindow], None] | None = None,
+) -> MonitorReport | WatchWindow:
+    """`deploytools monitor`: `run_and_record`, or, with `only_after_s` (the scheduled watches'
+    --only-after-release), only while the serving release finished less than that many seconds
+    ago; outside that window nothing is watched and the window is returned instead.
+
+    :param on_window: told the window (open or not) before the watch starts.
+    Other parameters: as `run_and_record`.
+    """
+    if only_after_s is not None:
+        window = watch_window(ctx, environment, only_after_s)
+        if on_window is not None:
+            on_window(window)
+        if not window.open:
+            return window
+    return run_and_record(
+        ctx,
+        environment=environment,
+        duration_s=duration_s,
+        interval_s=interval_s,
+        rollback_on_breach=rollback_on_breach,
+        on_sample=on_sample,
+        baseline=baseline,
+    )
+
+
 # -- The watch's window after a release ----------------------------------------------------------
 
 
