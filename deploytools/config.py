@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
-from deploytools import windows as deploy_windows
+from deploytools import deploy_windows
 from deploytools.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "deploy.toml"
@@ -191,7 +191,7 @@ class FreezeConfig:
 
 @dataclass(frozen=True)
 class WindowsConfig:
-    """When an environment may be changed (see deploytools/windows.py)."""
+    """When an environment may be changed (see deploytools/deploy_windows.py)."""
 
     # Weekly windows, "DAYS HH:MM-HH:MM" in UTC; none: at any time but during a freeze.
     allow: tuple[str, ...] = ()

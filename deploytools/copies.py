@@ -36,8 +36,8 @@ from deploytools.errors import (
 
 if TYPE_CHECKING:
     from deploytools.config import BackupConfig
-    from deploytools.history import BackupManifest
-    from deploytools.steps.backup import EnvSession
+    from deploytools.session import EnvSession
+    from deploytools.store.records import BackupManifest
 
 #: The largest file copied encrypted (it is held in memory once while encrypting).
 ENCRYPTED_LIMIT = 2 * 1024**3

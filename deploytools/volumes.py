@@ -22,17 +22,17 @@ from typing import TYPE_CHECKING, Any
 
 import docker.errors
 
-from deploytools.backup_store import HELPER_LABEL, exec_capture, exec_stream
 from deploytools.errors import (
     CheckFailed,
     EnvironmentUnreachable,
     ExternalCommandFailed,
     UsageError,
 )
+from deploytools.store.files import HELPER_LABEL, exec_capture, exec_stream
 
 if TYPE_CHECKING:
-    from deploytools.history import BackupManifest
-    from deploytools.steps.backup import EnvSession
+    from deploytools.session import EnvSession
+    from deploytools.store.records import BackupManifest
 
 #: Where a helper mounts the volume.
 MOUNT = "/volume"

@@ -29,7 +29,7 @@ from deploytools.checks.results import CheckResult, Verdict
 from deploytools.config import MetricRule
 from deploytools.context import StepContext
 from deploytools.errors import UsageError
-from deploytools.history import ReleaseRecord, parse_time
+from deploytools.store.records import ReleaseRecord, parse_time
 
 P, F, INC = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
 
@@ -414,7 +414,7 @@ def baseline_results(
     Baselines live in the backup store beside the history (`<env>/baselines/<release>.json`),
     so every runner, and every scheduled watch of the next 24 hours, finds the same one.
     """
-    from deploytools.steps.backup import open_environment
+    from deploytools.session import open_environment
 
     rules = {rule.name: rule for rule in ctx.config.checks.metrics}
     measured = {
@@ -510,7 +510,7 @@ def watch_window(
     ctx: StepContext, environment: str, within_s: float, *, now: float | None = None
 ) -> WatchWindow:
     """The window of `environment`'s serving release, read from its release records."""
-    from deploytools.steps.backup import open_environment
+    from deploytools.session import open_environment
 
     if within_s <= 0:
         raise UsageError(

@@ -32,7 +32,7 @@ from deploytools.errors import (
     UsageError,
 )
 from deploytools.github import CiJob, GitHub
-from deploytools.history import utc_now
+from deploytools.store.records import utc_now
 
 GIT_TIMEOUT_S = 60.0
 #: Seconds between two reads of a code-quality run that is still going.
