@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar, Union
 
 from deploytools import deploy_windows
+from deploytools.deploy_windows import WindowsConfig
 from deploytools.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "deploy.toml"
@@ -178,24 +179,6 @@ class ContactsConfig:
     slack_channel: str = ""
     status_page: str = ""
     email_list: str = ""
-
-
-@dataclass(frozen=True)
-class FreezeConfig:
-    """A dated freeze: no deploy or migration from start to end (UTC, both days included)."""
-
-    start: str
-    end: str
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class WindowsConfig:
-    """When an environment may be changed (see deploytools/deploy_windows.py)."""
-
-    # Weekly windows, "DAYS HH:MM-HH:MM" in UTC; none: at any time but during a freeze.
-    allow: tuple[str, ...] = ()
-    freezes: tuple[FreezeConfig, ...] = ()
 
 
 #: A value a check sends or expects in a JSON body.

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import docker.errors
 
@@ -28,11 +28,9 @@ from deploytools.errors import (
     ExternalCommandFailed,
     UsageError,
 )
+from deploytools.session import EnvSession
 from deploytools.store.files import HELPER_LABEL, exec_capture, exec_stream
-
-if TYPE_CHECKING:
-    from deploytools.session import EnvSession
-    from deploytools.store.records import BackupManifest
+from deploytools.store.records import BackupManifest
 
 #: Where a helper mounts the volume.
 MOUNT = "/volume"
