@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -27,8 +28,8 @@ CHILD = textwrap.dedent(
     history = History(store, "production")
     try:
         with history.locked("deploy", ttl_s=600):
-            print("locked", flush=True)
             try:
+                print("locked", flush=True)
                 time.sleep(30)
             finally:
                 # the cleanup runs while the second signal arrives: it must not be cut short
@@ -45,17 +46,17 @@ CHILD = textwrap.dedent(
 def test_a_signal_releases_the_lock_and_a_second_does_not_cut_the_cleanup(
     first: signal.Signals,
 ) -> None:
-    child = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", CHILD],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]),
-    )
-    assert child.stdout is not None
-    assert child.stdout.readline().strip() == "locked"
-    child.send_signal(first)
-    assert child.stdout.readline().strip() == "cleaning"
-    child.send_signal(signal.SIGTERM)  # GitHub's second signal, during the cleanup
-    out, err = child.communicate(timeout=20)
+        cwd=str(Path(__file__).resolve().parents[2]),
+    ) as child:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "locked"
+        child.send_signal(first)
+        assert child.stdout.readline().strip() == "cleaning"
+        child.send_signal(signal.SIGTERM)  # GitHub's second signal, during the cleanup
+        out, err = child.communicate(timeout=20)
     assert out.split() == ["interrupted", "lock", "released"], out + err
