@@ -22,6 +22,7 @@ import yaml
 
 from deploytools import pipeline
 from deploytools.cli import cli
+from deploytools.config import base_url_variable
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW_DIR = ROOT / ".github" / "workflows"
@@ -454,3 +455,23 @@ def test_ci_runs_the_test_script() -> None:
     runs = [s.get("run") for s in WORKFLOWS["ci.yml"]["jobs"]["test"]["steps"]]
     assert "scripts/test" in runs
     assert os.access(ROOT / "scripts" / "test", os.X_OK)
+
+
+def test_checks_reach_the_environments_url_not_deploy_tomls() -> None:
+    """deploy.toml's base_url (127.0.0.1) is for local runs; on a hosted runner every HTTP
+    check would reach the runner itself. Each job reaching an engine takes the GitHub
+    environment's BASE_URL (config.base_url_variable)."""
+    for name, workflow in WORKFLOWS.items():
+        for job_id, job in workflow["jobs"].items():
+            env = job.get("env", {})
+            if "DOCKER_HOST" not in env:
+                continue
+            urls = {k: v for k, v in env.items() if k.endswith("_BASE_URL")}
+            assert urls, f"{name}:{job_id}"
+            target = environment_of(job)
+            for variable, value in urls.items():
+                assert value == "${{ vars.BASE_URL }}", f"{name}:{job_id}"
+                if target in ("staging", "production"):
+                    assert variable == base_url_variable(target)
+                if target == PRODUCTION_DEPLOY_ENVIRONMENT:
+                    assert variable == base_url_variable("production")
