@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from deploytools.cli.app import AppState, cli, emit, pass_state
-from deploytools.history import BackupManifest
 from deploytools.steps import backup as backup_step
 from deploytools.steps import lock as lock_step
+from deploytools.store.records import BackupManifest
 
 ENV_OPTION = click.option(
     "--env", "environment", required=True, help="The environment (a key of deploy.toml)."

@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 
 from deploytools.cli.app import AppState, cli, emit, pass_state
-from deploytools.history import who
 from deploytools.jsonable import jsonable
 from deploytools.pipeline import walker
 from deploytools.steps import monitor as monitor_step
+from deploytools.store.records import who
 
 
 @cli.group("pipeline")

@@ -7,7 +7,8 @@ approval gate (production), in its state store, so any runner sees the same ones
 
 The pipeline lock is not the deploy lock (which the deploy, migrate and rollback steps take
 themselves): it keeps other pipelines out for the whole run; the deploy lock keeps everyone out
-of a deploy. Both follow the same protocol (History's: exclusive create, refresh, time-to-live).
+of a deploy. Both follow the same protocol (store/locks.py: exclusive create, refresh,
+time-to-live, a dead holder's lock taken over).
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import json
 from typing import Any
 
 from deploytools.errors import DeployError
-from deploytools.history import History, LockInfo, ReleaseRecord
 from deploytools.jsonable import jsonable
 from deploytools.pipeline.record import PipelineRecord
+from deploytools.store.locks import DeployLock
+from deploytools.store.records import LockInfo, ReleaseRecord
+from deploytools.store.releases import ReleaseLog
 
 
-class _PipelineLockFile(History):
-    """History's lock protocol on the pipeline's own lock file."""
+class PipelineLock(DeployLock):
+    """The deploy lock's protocol on the pipeline's own lock file."""
 
     @property
     def _lock_file(self) -> str:
@@ -35,8 +38,8 @@ class PipelineStore:
     def __init__(self, store: Any, environment: str) -> None:
         self.store = store
         self.environment = environment
-        self.history = History(store, environment)
-        self._lock = _PipelineLockFile(store, environment)
+        self.releases = ReleaseLog(store, environment)
+        self._lock = PipelineLock(store, environment)
         store.ensure_dir(f"{environment}/pipelines")
 
     # -- the lock ------------------------------------------------------------------------------
@@ -78,7 +81,7 @@ class PipelineStore:
 
     def newest_release(self, kind: str) -> ReleaseRecord | None:
         """The environment's newest release record of `kind` (deploy, migrate, rollback)."""
-        records = [r for r in self.history.releases() if r.kind == kind]
+        records = [r for r in self.releases.releases() if r.kind == kind]
         return records[-1] if records else None
 
     # -- the checks' evidence ------------------------------------------------------------------

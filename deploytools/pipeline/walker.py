@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from deploytools.context import StepContext
+from deploytools.deploy_windows import check_window
 from deploytools.errors import CheckFailed, DeployError, LockHeld, UsageError
-from deploytools.history import LockInfo, ReleaseRecord, utc_now, who
 from deploytools.jsonable import jsonable
 from deploytools.pipeline import runbook
 from deploytools.pipeline.record import (
@@ -38,6 +38,7 @@ from deploytools.pipeline.record import (
     render_summary,
 )
 from deploytools.pipeline.store import PipelineStore
+from deploytools.session import EnvSession, open_environment
 from deploytools.steps import backup as backup_step
 from deploytools.steps import check_suites as checks_step
 from deploytools.steps import deploy as deploy_step
@@ -47,9 +48,8 @@ from deploytools.steps import monitor as monitor_step
 from deploytools.steps import release as release_step
 from deploytools.steps import report as report_step
 from deploytools.steps import rollback as rollback_step
-from deploytools.steps.backup import EnvSession, open_environment
+from deploytools.store.records import LockInfo, ReleaseRecord, utc_now, who
 from deploytools.target import Target
-from deploytools.windows import check_window
 
 __all__ = [
     "ApprovalRequired",

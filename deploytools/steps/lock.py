@@ -7,13 +7,13 @@ history's; deploy, migrate, restore and rollback take it themselves.
 from __future__ import annotations
 
 from deploytools.context import StepContext
-from deploytools.history import LockInfo
-from deploytools.steps import backup as backup_step
+from deploytools.session import open_environment
+from deploytools.store.records import LockInfo
 
 
 def show(ctx: StepContext, *, environment: str) -> LockInfo | None:
     """Who holds `environment`'s deploy lock, since when; None: nobody."""
-    with backup_step.open_environment(ctx, environment, read_only=True) as session:
+    with open_environment(ctx, environment, read_only=True) as session:
         return session.history.lock()
 
 
@@ -21,5 +21,5 @@ def break_lock(ctx: StepContext, *, environment: str, force: bool = False) -> Lo
     """Remove a lock whose holder is gone (not refreshed within deploy.lock_ttl_s, or its
     process is dead on this host); with `force`, any lock. Returns the lock broken (None: there
     was none); raises LockHeld when it is still fresh and `force` is not set."""
-    with backup_step.open_environment(ctx, environment) as session:
+    with open_environment(ctx, environment) as session:
         return session.history.break_lock(force=force)

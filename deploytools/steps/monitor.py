@@ -11,6 +11,7 @@ analysis works the same way). On the first breach the watch stops and, if asked,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -29,10 +30,11 @@ from deploytools.checks.results import CheckResult, Verdict
 from deploytools.config import MetricRule
 from deploytools.context import StepContext
 from deploytools.errors import CheckFailed, UsageError
-from deploytools.history import ReleaseRecord, parse_time
 from deploytools.jsonable import jsonable
+from deploytools.session import open_environment
 from deploytools.steps import rollback as rollback_step
 from deploytools.steps import suite_record
+from deploytools.store.records import ReleaseRecord, parse_time
 
 P, F, INC = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
 
@@ -373,6 +375,7 @@ def run(
     baseline: bool = False,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    serving: Callable[[], str | None] | None = None,
 ) -> MonitorReport:
     """Watch `environment` for `duration_s` seconds, one sample every `interval_s`.
 
@@ -389,6 +392,9 @@ def run(
         else compare this watch with it (a regression fails the watch; it does not roll back).
     :param clock: monotonic seconds (tests pass a fake).
     :param sleep: waits (tests pass a fake).
+    :param serving: the id of the release serving now (default: the environment's history);
+        with rollback_on_breach, a breach rolls back only while the release the watch began
+        with still serves (a person's rollback meanwhile must not be followed by a second).
     """
     settings = ctx.config.checks.monitor
     interval = interval_s if interval_s is not None else settings.interval_s
@@ -402,6 +408,9 @@ def run(
             untouched="nothing was monitored",
             hint="run monitor without --rollback-on-breach, and roll back by hand on a breach",
         )
+    if rollback_on_breach and serving is None:
+        serving = functools.partial(_serving_release, ctx, environment)
+    watched = serving() if rollback_on_breach and serving is not None else None
     watch = _Watch(ctx, environment, environ)
     started = _utc()
     try:
@@ -432,9 +441,18 @@ def run(
         regressions = [f"{r.name}: {r.measured}" for r in compared if r.verdict is F]
     rolled_back, rollback_result = False, None
     if breaches and rollback_on_breach and rollback is not None:
-        ctx.progress(f"breach on {environment}: rolling back")
-        rollback_result = rollback(ctx, environment, "monitor breach: " + "; ".join(breaches))
-        rolled_back = True
+        now_serving = serving() if serving is not None else None
+        if now_serving != watched:
+            # Someone rolled back (or deployed) meanwhile: this breach is not the watched
+            # release's to undo, and a rollback now would go one release too far.
+            rollback_result = (
+                f"not rolled back: release {watched} no longer serves ({now_serving} does)"
+            )
+            ctx.progress(f"breach on {environment}: {rollback_result}")
+        else:
+            ctx.progress(f"breach on {environment}: rolling back")
+            rollback_result = rollback(ctx, environment, "monitor breach: " + "; ".join(breaches))
+            rolled_back = True
     return MonitorReport(
         environment=environment,
         started=started,
@@ -550,8 +568,6 @@ def baseline_results(
     Baselines live in the backup store beside the history (`<env>/baselines/<release>.json`),
     so every runner, and every scheduled watch of the next 24 hours, finds the same one.
     """
-    from deploytools.steps.backup import open_environment
-
     rules = {rule.name: rule for rule in ctx.config.checks.metrics}
     measured = {
         name: m
@@ -682,8 +698,6 @@ def watch_window(
     ctx: StepContext, environment: str, within_s: float, *, now: float | None = None
 ) -> WatchWindow:
     """The window of `environment`'s serving release, read from its release records."""
-    from deploytools.steps.backup import open_environment
-
     if within_s <= 0:
         raise UsageError(
             "--only-after-release needs a positive duration", untouched="nothing was monitored"
@@ -691,6 +705,13 @@ def watch_window(
     with open_environment(ctx, environment) as env_session:
         current = env_session.history.current_release()
     return window_of(current, within_s, now=time.time() if now is None else now)
+
+
+def _serving_release(ctx: StepContext, environment: str) -> str | None:
+    """The id of `environment`'s serving release record (None: none recorded)."""
+    with open_environment(ctx, environment) as env_session:
+        current = env_session.history.current_release()
+    return None if current is None else current.id
 
 
 def _hours(seconds: float) -> str:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from deploytools.context import StepContext
 from deploytools.errors import DeployError
-from deploytools.history import BackupManifest, LockInfo, ReleaseRecord, Verification
-from deploytools.steps import backup as backup_step
+from deploytools.session import open_environment
+from deploytools.store.records import BackupManifest, LockInfo, ReleaseRecord, Verification
 from deploytools.target import ServiceState
 
 
@@ -52,7 +52,7 @@ def run(ctx: StepContext, *, environment: str) -> EnvironmentStatus:
     if not services:
         return status
     try:
-        with backup_step.open_environment(ctx, environment, read_only=True) as session:
+        with open_environment(ctx, environment, read_only=True) as session:
             history = session.history
             backups = []
             for manifest in history.manifests()[-3:]:
@@ -85,7 +85,7 @@ class ReleaseHistory:
 def history(ctx: StepContext, *, environment: str, limit: int = 20) -> ReleaseHistory:
     """The `limit` newest release records of `environment` (deploys, rollbacks, migrations),
     the release serving, every backup with its verification, and the lock; read only."""
-    with backup_step.open_environment(ctx, environment, read_only=True) as session:
+    with open_environment(ctx, environment, read_only=True) as session:
         records = session.history.releases()[-limit:][::-1]
         manifests = session.history.manifests()
         return ReleaseHistory(

@@ -11,10 +11,11 @@ import pytest
 from deploytools.config import load_config
 from deploytools.context import StepContext
 from deploytools.errors import UsageError
-from deploytools.history import History, ReleaseRecord
 from deploytools.steps import deploy as deploy_step
 from deploytools.steps import migrate as migrate_step
 from deploytools.steps.migrate import _failure_line
+from deploytools.store.environment import EnvironmentStore
+from deploytools.store.records import ReleaseRecord
 from tests.fakes.memory_store import MemoryStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +50,7 @@ class _Compose:
 
 def _recreate(
     monkeypatch: pytest.MonkeyPatch, migrate: Exception | None = None
-) -> tuple[list[str], ReleaseRecord, History]:
+) -> tuple[list[str], ReleaseRecord, EnvironmentStore]:
     """RecreateStrategy.replace over a target that records its Compose runs; the migration
     and the health wait (their own tests cover them) only write down that they ran."""
     events: list[str] = []
@@ -63,7 +64,7 @@ def _recreate(
     monkeypatch.setattr(migrate_step, "run_in", run_in)
     monkeypatch.setattr(deploy_step, "wait_app_healthy", lambda session: events.append("healthy"))
     ctx = StepContext(config=load_config(REPO_ROOT / "deploy.toml"))
-    history = History(MemoryStore(), "production")  # type: ignore[arg-type]
+    history = EnvironmentStore(MemoryStore(), "production")  # type: ignore[arg-type]
     session: Any = SimpleNamespace(
         ctx=ctx,
         target=_Compose(events),

@@ -20,7 +20,6 @@ from deploytools.cli.app import Injected
 from deploytools.config import load_config
 from deploytools.context import StepContext
 from deploytools.errors import CheckFailed, ExitCode, LockHeld, UsageError
-from deploytools.history import BackupManifest, ReleaseRecord, Verification
 from deploytools.pipeline import walker
 from deploytools.pipeline.store import PipelineStore
 from deploytools.steps import backup as backup_step
@@ -29,6 +28,7 @@ from deploytools.steps import deploy as deploy_step
 from deploytools.steps import migrate as migrate_step
 from deploytools.steps.image import BuiltImage
 from deploytools.steps.release import CheckResult, ReleaseReport
+from deploytools.store.records import BackupManifest, ReleaseRecord, Verification
 from tests.fakes.memory_store import MemoryStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

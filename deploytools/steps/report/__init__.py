@@ -4,10 +4,10 @@ The runbook (production-deployment-v1.15.2.md) is a form: verification summary, 
 status, a table of success metrics, the backup's details, the rollback command, a log. This step
 fills it from the evidence the other steps left:
 
-- the environment's release record: who, when, image, previous release, backup, Alembic
-  revisions, phase timings, outcome; and the records around it (the `migrate` record of the same
-  image that ran before the deploy, a rollback of it, the previous release, staging's record of
-  the same image when that engine can be reached);
+- the environment's release record (deploytools/store/): who, when, image, previous release,
+  backup, Alembic revisions, phase timings, outcome; and the records around it (the `migrate`
+  record of the same image that ran before the deploy, a rollback of it, the previous release,
+  staging's record of the same image when that engine can be reached);
 - the backup's manifest and its last verification;
 - the JSON results (`--json` output) of release verify, smoke, validate, verify and monitor,
   when given; else the check results those commands saved in the release records.

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 
 from deploytools import contacts
 from deploytools.config import Config
-from deploytools.history import BackupManifest, ReleaseRecord, Verification
 from deploytools.pipeline import runbook
 from deploytools.steps.report.evidence import CheckRow, Evidence, ReleaseVerification, SuiteRun
+from deploytools.store.records import BackupManifest, ReleaseRecord, Verification
 
 #: The runbook's success metrics: the key of [thresholds], the runbook's label, its target.
 METRICS: tuple[tuple[str, str, str], ...] = (

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from deploytools.errors import UsageError
-from deploytools.history import ReleaseRecord
+from deploytools.store.records import ReleaseRecord
 
 
 @dataclass(frozen=True)

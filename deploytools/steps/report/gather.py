@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from deploytools import session as sessions
 from deploytools.context import StepContext
 from deploytools.errors import EnvironmentUnreachable, UsageError
-from deploytools.history import BackupManifest, ReleaseRecord, Verification
 from deploytools.pipeline import runbook
-from deploytools.steps import backup as backup_step
 from deploytools.steps.report.document import ReleaseDocument, build_document, newest_release
 from deploytools.steps.report.evidence import load_evidence, stored_evidence
+from deploytools.store.records import BackupManifest, ReleaseRecord, Verification
 
 
 def gather(
@@ -39,7 +39,7 @@ def gather(
             continue
         files.extend(sorted(path.rglob("*.json")) if path.is_dir() else [path])
     evidence = load_evidence(files) if results else None
-    with backup_step.open_environment(ctx, environment, read_only=True) as session:
+    with sessions.open_environment(ctx, environment, read_only=True) as session:
         history = session.history
         records = history.releases()
         if not records:
@@ -89,7 +89,7 @@ def gather(
 def _staging_record(ctx: StepContext, image: str) -> ReleaseRecord | None:
     """Staging's newest deploy of `image`, when staging's engine can be reached from here."""
     try:
-        with backup_step.open_environment(ctx, runbook.STAGING, read_only=True) as session:
+        with sessions.open_environment(ctx, runbook.STAGING, read_only=True) as session:
             for record in reversed(session.history.releases()):
                 if record.kind == "deploy" and record.image == image:
                     return record
