@@ -69,7 +69,7 @@ class ApprovalRequired(UsageError):
 
 
 class OpenEnvironment(Protocol):
-    """Opens an environment's session (its target and state store); steps.backup's."""
+    """Opens an environment's session (its target and state store): session.open_environment."""
 
     def __call__(
         self, ctx: StepContext, environment: str
@@ -103,7 +103,7 @@ class PipelineSteps:
     monitor: Callable[..., monitor_step.MonitorReport] = monitor_step.run_and_record
     #: rollback (steps/rollback.py `run`)
     rollback: Callable[..., ReleaseRecord] = rollback_step.run
-    #: report (steps/report.py `gather`)
+    #: report (steps/report/ `gather`)
     report: Callable[..., report_step.ReleaseDocument] = report_step.gather
     #: the commit a tag names in the repository at a path
     tag_commit: Callable[[Path, str], str] = _tag_commit
