@@ -38,13 +38,19 @@ def test_each_strategy_is_made_by_its_name_and_the_cli_offers_exactly_them() -> 
     assert set(option.type.choices) == set(deploy_step.STRATEGIES)  # type: ignore[attr-defined]
 
 
-class _Compose:
-    """A target whose Compose runs are only written down, by what they do."""
+class _Target:
+    """A target whose starts and stops (Compose runs) are only written down, by what they do."""
 
     def __init__(self, events: list[str]) -> None:
         self.events = events
 
     def compose(self, build: object, *, env: object = None, what: str = "") -> None:
+        self.events.append(what)
+
+    def start(self, services: object, *, env: object = None, what: str = "") -> None:
+        self.events.append(what)
+
+    def stop(self, services: object, *, what: str = "") -> None:
         self.events.append(what)
 
 
@@ -67,7 +73,7 @@ def _recreate(
     history = EnvironmentStore(MemoryStore(), "production")  # type: ignore[arg-type]
     session: Any = SimpleNamespace(
         ctx=ctx,
-        target=_Compose(events),
+        target=_Target(events),
         history=history,
         progress=lambda m: None,
         refresh_lock=lambda: None,
