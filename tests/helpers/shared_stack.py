@@ -2,8 +2,8 @@
 for the whole session (Docker prefix dtdep-): deploy, rollback, rolling, backup, the runbook's
 rest, the reference service, checks and monitor.
 
-They take turns on it (SharedStack, the `dtdep_stack` fixture of conftest.py), reset before
-each module to 1.15.1 or 1.15.2 as first set up. A module's `env` fixture is
+They take turns on it (SharedStack, the `dtdep_stack` fixture of tests/integration/conftest.py),
+reset before each module to 1.15.1 or 1.15.2 as first set up. A module's `env` fixture is
 `module_env(NAME, **deploy_toml_options)`: the stack at 1.15.1 with a deploy.toml for it in a
 temporary directory and a store volume of its own, removed (with helper containers) at the
 module's end, failures included. Image variants (ImageVariants, the `image_variants` fixture)
@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import COMPOSE_FILE, ComposeStack, free_port
 
 from deploytools.cli import cli
 from deploytools.config import Config, load_config
 from deploytools.context import StepContext
+from tests.helpers.stacks import COMPOSE_FILE, ComposeStack, free_port
 
 IMAGE_REPOSITORY = "rbac-api-test"
 
