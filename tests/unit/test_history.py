@@ -7,32 +7,19 @@ import dataclasses
 import json
 import os
 import socket
-from typing import Any
 
 import pytest
 
 from deploytools.errors import LockHeld, UsageError
-from deploytools.history import BackupManifest, History, ReleaseRecord, Verification
+from deploytools.history import BackupManifest, History, Verification
 from deploytools.steps import backup as backup_step
 from deploytools.steps.rollback import restore_needed
 from tests.fakes.memory_store import MemoryStore
+from tests.helpers.records import record
 
 
 def history() -> History:
     return History(MemoryStore(), "prod")  # type: ignore[arg-type]
-
-
-def record(id: str, outcome: str = "succeeded", **kw: Any) -> ReleaseRecord:
-    return ReleaseRecord(
-        id=id,
-        environment="prod",
-        kind=kw.pop("kind", "deploy"),
-        who="t",
-        started="x",
-        image="i",
-        outcome=outcome,
-        **kw,
-    )
 
 
 def manifest(id: str, created: str) -> BackupManifest:
