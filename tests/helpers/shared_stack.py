@@ -16,7 +16,7 @@ import contextlib
 import os
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,23 +164,35 @@ class SharedStack:
         self._serving: str | None = None  # the release as set up, until a user may change it
         self._templates: set[str] = set()
 
-    def start(self) -> SharedStack:
+    def env_file(self, path: Path) -> Path:
+        """The stack's Compose variables as an env file (0600: it holds the test passwords), for
+        Compose calls made outside ComposeStack (pytest-docker's setup and cleanup)."""
+        self.stack.env["APP_VERSION"] = self.first
+        path.write_text("".join(f"{k}={v}\n" for k, v in sorted(self.stack.env.items())))
+        path.chmod(0o600)
+        return path
+
+    def start(self, wait_until_responsive: Callable[..., None]) -> SharedStack:
+        """Set the stack up on its database service, already started (pytest-docker's
+        docker_setup: `down -v`, then `up -d db`); `wait_until_responsive` is
+        docker_services.wait_until_responsive."""
         stack = self.stack
+        wait_until_responsive(check=lambda: stack.is_healthy("db"), timeout=90, pause=0.25)
         # Migrated and with its admin before the app connects: a template needs a database
         # nobody is connected to.
-        stack.env["APP_VERSION"] = self.first
-        stack.run_compose("up", "-d", "db")
-        stack.wait_healthy("db")
         stack.migrate()
         stack.create_admin()
         self._save_template(self.first)
         stack.up()
+        wait_until_responsive(check=stack.responds, timeout=60, pause=0.25)
         self._serving = self.first
         return self
 
     def remove(self) -> None:
+        """What the tests added beside the Compose project: helper and one-off containers, a
+        rolling deploy's second app, store volumes. (pytest-docker's docker_cleanup takes the
+        project itself down, `down -v`, after this.)"""
         self._remove_containers(keep_services=())
-        self.stack.down()
         _remove_volumes(self.client, self.stack.project)
 
     @contextlib.contextmanager

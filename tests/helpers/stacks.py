@@ -222,6 +222,24 @@ class ComposeStack:
             raise LookupError(f"no {service} container in project {self.project}")
         return found[0]
 
+    def is_healthy(self, service: str) -> bool:
+        """Whether `service` runs and its healthcheck passes; raises once it exited."""
+        try:
+            container = self.container(service)
+            container.reload()
+        except (LookupError, docker.errors.APIError):
+            return False
+        if container.status == "exited":
+            raise RuntimeError(f"{self.project}/{service} exited")
+        return container.attrs["State"].get("Health", {}).get("Status") == "healthy"
+
+    def responds(self) -> bool:
+        """Whether the app answers /health through the proxy, on the published port."""
+        try:
+            return requests.get(f"{self.url}/health", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
     def wait_healthy(self, service: str, timeout: float = 90) -> None:
         def healthy() -> bool:
             container = self.container(service)
