@@ -1,10 +1,10 @@
 """The suite's tiers, and the fixtures its Docker tiers share.
 
-Tiers are pytest markers given by a test's directory (TIERS): tests/unit -> `unit`,
-tests/integration -> `integration`, tests/e2e -> `e2e`; a test anywhere else is `unit`. A plain
+Tiers are pytest markers given by a test's directory (tests/helpers/tiers.py): tests/unit ->
+`unit`, tests/integration -> `integration`, tests/e2e -> `e2e`; anywhere else `unit`. A plain
 `pytest` selects the unit tier (`-m unit` in pyproject.toml's addopts); `-m integration`,
 `-m e2e` or an expression select others, and scripts/test names every tier. A new tier is a
-directory here, a marker in pyproject.toml and a name in scripts/test's TIERS.
+directory, an entry in tiers.py's TIERS, a marker in pyproject.toml and a name in scripts/test.
 
 Session fixtures of the integration and end-to-end tiers (real engine, real PostgreSQL):
 
@@ -39,28 +39,16 @@ from tests.helpers.stacks import (
     ReleaseRepo,
     build_image,
 )
-
-TESTS_DIR = Path(__file__).resolve().parent
-#: Directory under tests/ -> the tier (marker) of every test in it.
-TIERS = {"unit": "unit", "integration": "integration", "e2e": "e2e"}
-DEFAULT_TIER = "unit"
+from tests.helpers.tiers import tier_of
 
 # Every Compose call of the suite (stacks here, deploytools' own) takes the proxy image from the
 # environment: haproxy:2.8, the Compose file's default, cannot be pulled on every machine.
 os.environ.setdefault("PROXY_IMAGE", PROXY_IMAGE)
 
 
-def tier_of(path: Path) -> str:
-    """The tier of a test file: its first directory under tests/, else the default."""
-    try:
-        parts = path.resolve().relative_to(TESTS_DIR).parts
-    except ValueError:
-        return DEFAULT_TIER
-    return TIERS.get(parts[0], DEFAULT_TIER) if len(parts) > 1 else DEFAULT_TIER
-
-
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test with its directory's tier (before `-m` deselects: that runs later)."""
+    """Mark every test with its directory's tier."""
     for item in items:
         tier = tier_of(Path(item.path))
         if item.get_closest_marker(tier) is None:

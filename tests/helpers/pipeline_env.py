@@ -71,6 +71,7 @@ def write_config(path: Path, staging: Any, production: Any) -> None:
         "[thresholds]",
         "health_ms = 2000.0",
         "api_p95_ms = 2000.0",
+        "database_latency_ms = 2000.0",
         "",
         "[backups]",
         f'store = "volume:{STORE_VOLUME}"',
