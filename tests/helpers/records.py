@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploytools.history import ReleaseRecord
+from deploytools.store.records import ReleaseRecord
 
 
 def record(id: str, outcome: str = "succeeded", **kw: Any) -> ReleaseRecord:

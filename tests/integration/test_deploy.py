@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from deploytools.steps.backup import open_environment
+from deploytools.session import open_environment
 from tests.helpers.shared_stack import (
     BROKEN_MIGRATION,
     NEVER_HEALTHY,

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from deploytools.cli import cli
-from deploytools.steps.backup import open_environment
+from deploytools.session import open_environment
 from deploytools.steps.migrate import EXPAND_ONLY_LABEL
 from tests.helpers.shared_stack import DtdepEnv, ImageVariants, module_env
 

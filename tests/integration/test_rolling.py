@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from deploytools import proxy
-from deploytools.steps.backup import open_environment
+from deploytools.session import open_environment
 from tests.helpers.load import OpenLoad, failures
 from tests.helpers.shared_stack import NEVER_HEALTHY, DtdepEnv, ImageVariants, module_env
 

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from deploytools.cli import cli
 from deploytools.config import load_config
 from deploytools.context import StepContext
-from deploytools.steps.backup import open_environment
+from deploytools.session import open_environment
 from tests.helpers.shared_stack import NEVER_HEALTHY
 from tests.helpers.stacks import ComposeStack
 

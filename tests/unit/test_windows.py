@@ -12,8 +12,7 @@ from click.testing import CliRunner
 
 from deploytools.cli import cli
 from deploytools.config import Config, load_config, parse_config
-from deploytools.errors import ConfigError, ExitCode
-from deploytools.windows import (
+from deploytools.deploy_windows import (
     OutsideWindow,
     allowed,
     check_window,
@@ -21,6 +20,7 @@ from deploytools.windows import (
     parse_window,
     rules_for,
 )
+from deploytools.errors import ConfigError, ExitCode
 
 BASE = textwrap.dedent(
     """
