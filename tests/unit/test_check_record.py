@@ -1,4 +1,4 @@
-"""Check results kept in the release record (suite_record.py, History.attach_checks), the
+"""Check results kept in the release record (suite_record.py, EnvironmentStore.attach_checks), the
 report reading them when no --results are given, and the reason a rollback records."""
 
 from __future__ import annotations
@@ -15,10 +15,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from test_checks_engine import CONFIG, ENVIRON
-from test_checks_fake_service import FakeState, fake_service
-from test_history import MemoryStore, record
-from test_report import RECORDED
 
 from deploytools import session as session_mod
 from deploytools.checks.results import CheckResult, Verdict
@@ -30,8 +26,15 @@ from deploytools.steps import rollback as rollback_step
 from deploytools.store.environment import EnvironmentStore
 from deploytools.store.records import BackupManifest, ReleaseRecord, Verification
 from deploytools.store.releases import CHECKS_KEPT
+from tests.fakes.memory_store import MemoryStore
+from tests.fakes.rbac_service import CONFIG, ENVIRON, FakeState, fake_service
+from tests.helpers.records import record
 
 ROOT = Path(__file__).resolve().parents[2]
+#: A release's records, manifest and check results as stored (the report's golden input).
+RECORDED = json.loads(
+    (Path(__file__).parent / "golden" / "recorded-release-v1.15.2.json").read_text()
+)
 RESULTS = [
     CheckResult("health", Verdict.PASS, "12 ms", "< 100 ms", data={"samples": [12]}),
     CheckResult("rbac viewer POST /users", Verdict.FAIL, "status 201", "status 403", "allowed"),
@@ -92,28 +95,52 @@ def test_a_record_keeps_the_newest_summaries() -> None:
     assert kept[0]["samples"] == 3 and kept[-1]["samples"] == CHECKS_KEPT + 2
 
 
-class SlowReadStore(MemoryStore):
-    """A store whose record reads take a while, as over a remote engine: long enough for a
-    second check run to read the same record before the first one writes it."""
+class InterleavingStore(MemoryStore):
+    """Holds the first check run right after it read record 0001 until the second run has
+    reached that record too (read it, or tried its lock): the interleaving in which, without the
+    record's lock, both runs read the same record and the second write drops the first's
+    results. Events, not a clock, order the two runs."""
+
+    RECORD = "prod/releases/0001.json"
+    LOCK = "prod/releases/0001.checks-lock"
 
     def __init__(self) -> None:
         super().__init__()
         self.guard = threading.Lock()
+        self.armed = False  # set once the record exists: only the check runs are interleaved
+        self.first_reader: int | None = None
+        self.second_arrived = threading.Event()
+        self.first_was_held = False
+
+    def _arrive(self) -> None:
+        """A run other than the first reader reached the record."""
+        if self.first_reader is not None and threading.get_ident() != self.first_reader:
+            self.second_arrived.set()
 
     def read(self, path: str) -> bytes | None:
         data = super().read(path)
-        if path.endswith("0001.json"):
-            time.sleep(0.3)
+        if self.armed and path == self.RECORD:
+            with self.guard:
+                first = self.first_reader is None
+                if first:
+                    self.first_reader = threading.get_ident()
+                else:
+                    self._arrive()
+            if first:  # a deadline, so a broken test fails instead of hanging
+                self.first_was_held = self.second_arrived.wait(timeout=20)
         return data
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
         with self.guard:  # atomic, as the real store's rename without overwrite is
+            if self.armed and path == self.LOCK:
+                self._arrive()
             return super().create_exclusive(path, data)
 
 
 def test_two_check_runs_finishing_at_once_keep_both_results() -> None:
-    store = SlowReadStore()
+    store = InterleavingStore()
     EnvironmentStore(store, "prod").save_release(record("0001"))  # type: ignore[arg-type]
+    store.armed = True
     errors: list[BaseException] = []
 
     def attach(suite: str) -> None:
@@ -126,8 +153,10 @@ def test_two_check_runs_finishing_at_once_keep_both_results() -> None:
     for run in runs:
         run.start()
     for run in runs:
-        run.join(timeout=30)
+        run.join(timeout=60)
     assert errors == []
+    # The race was really run: the first reader waited until the other run reached the record.
+    assert store.first_was_held
     kept = EnvironmentStore(store, "prod").releases()[0].checks  # type: ignore[arg-type]
     assert sorted(c["suite"] for c in kept) == ["monitor", "verify"]
     assert not any(p.endswith(".checks-lock") for p in store.files)  # released

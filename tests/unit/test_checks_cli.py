@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from test_checks_engine import CONFIG, ENVIRON
-from test_checks_fake_service import FakeState, fake_service
 
 from deploytools.cli import cli
 from deploytools.steps import suite_record
+from tests.fakes.rbac_service import CONFIG, ENVIRON, FakeState, fake_service
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_checks_engine import CONFIG, ENVIRON
-from test_checks_fake_service import FakeState, fake_service
 
 from deploytools.checks import prometheus
 from deploytools.checks.results import CheckResult, Verdict
@@ -17,6 +15,7 @@ from deploytools.config import MetricRule, parse_config
 from deploytools.context import StepContext
 from deploytools.errors import UsageError
 from deploytools.steps import monitor
+from tests.fakes.rbac_service import CONFIG, ENVIRON, FakeState, fake_service
 
 P, F, INC = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
 
