@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar, Union
 
-from deploytools import windows as deploy_windows
+from deploytools import deploy_windows
+from deploytools.deploy_windows import WindowsConfig
 from deploytools.errors import ConfigError
 from deploytools.urls import docker_host_problem, url_problem, without_credentials
 from deploytools.visible import visible
@@ -207,24 +208,6 @@ class ContactsConfig:
     slack_channel: str = ""
     status_page: str = ""
     email_list: str = ""
-
-
-@dataclass(frozen=True)
-class FreezeConfig:
-    """A dated freeze: no deploy or migration from start to end (UTC, both days included)."""
-
-    start: str
-    end: str
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class WindowsConfig:
-    """When an environment may be changed (see deploytools/windows.py)."""
-
-    # Weekly windows, "DAYS HH:MM-HH:MM" in UTC; none: at any time but during a freeze.
-    allow: tuple[str, ...] = ()
-    freezes: tuple[FreezeConfig, ...] = ()
 
 
 #: A value a check sends or expects in a JSON body.
@@ -965,7 +948,34 @@ def load_config(path: Path | str = DEFAULT_CONFIG_FILE) -> Config:
             untouched="nothing was done",
             facts={"file": str(path)},
         ) from None
-    return parse_config(_decode(raw, _Loader(path)), path)
+    return with_base_urls_from(parse_config(_decode(raw, _Loader(path)), path), os.environ)
+
+
+def base_url_variable(environment: str) -> str:
+    """The environment variable that overrides `environment`'s base_url (production:
+    DEPLOYTOOLS_PRODUCTION_BASE_URL); GitHub's workflows set it from the environment's
+    `vars.BASE_URL`, so deploy.toml's value is for local runs."""
+    return "DEPLOYTOOLS_" + re.sub(r"[^A-Z0-9]", "_", environment.upper()) + "_BASE_URL"
+
+
+def with_base_urls_from(config: Config, environ: Mapping[str, str]) -> Config:
+    """`config` with each environment's base_url from its variable, where set and not empty."""
+    environments = dict(config.environments)
+    for name, env in config.environments.items():
+        variable = base_url_variable(name)
+        url = environ.get(variable, "").strip()
+        if not url:
+            continue
+        problem = url_problem(url)
+        if problem:
+            raise ConfigError(
+                f'{variable} {problem}, got "{without_credentials(visible(url))}"',
+                untouched="nothing was done",
+                hint=f"set {variable} to the URL where {name} answers, or unset it",
+                facts={"variable": variable},
+            )
+        environments[name] = dataclasses.replace(env, base_url=url)
+    return dataclasses.replace(config, environments=types.MappingProxyType(environments))
 
 
 def _decode(raw: bytes, loader: _Loader) -> str:

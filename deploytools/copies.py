@@ -22,22 +22,20 @@ import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
 from deploytools import volumes
+from deploytools.config import BackupConfig
 from deploytools.errors import (
     CheckFailed,
     EnvironmentUnreachable,
     ExternalCommandFailed,
     UsageError,
 )
-
-if TYPE_CHECKING:
-    from deploytools.config import BackupConfig
-    from deploytools.history import BackupManifest
-    from deploytools.steps.backup import EnvSession
+from deploytools.session import EnvSession
+from deploytools.store.records import BackupManifest
 
 #: The largest file copied encrypted (it is held in memory once while encrypting).
 ENCRYPTED_LIMIT = 2 * 1024**3

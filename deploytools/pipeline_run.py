@@ -32,9 +32,10 @@ from typing import Any
 from deploytools import pipeline
 from deploytools.checks.results import Verdict
 from deploytools.context import StepContext
+from deploytools.deploy_windows import check_window
 from deploytools.errors import CheckFailed, DeployError, LockHeld, UsageError
-from deploytools.history import History, LockInfo, ReleaseRecord, utc_now, who
 from deploytools.jsonable import jsonable
+from deploytools.session import EnvSession, open_environment
 from deploytools.steps import backup as backup_step
 from deploytools.steps import checks as checks_step
 from deploytools.steps import deploy as deploy_step
@@ -44,8 +45,8 @@ from deploytools.steps import monitor as monitor_step
 from deploytools.steps import release as release_step
 from deploytools.steps import report as report_step
 from deploytools.steps import rollback as rollback_step
-from deploytools.steps.backup import EnvSession, open_environment
-from deploytools.windows import check_window
+from deploytools.store.environment import EnvironmentStore
+from deploytools.store.records import LockInfo, ReleaseRecord, utc_now, who
 
 #: Asked at the approval gate with what is about to happen; True approves.
 Approver = Callable[[str], bool]
@@ -134,7 +135,7 @@ class PipelineResult:
         return self.error is None
 
 
-class PipelineLog(History):
+class PipelineLog(EnvironmentStore):
     """The pipeline records of the environment at the gate, and the pipeline's own lock (not
     the deploy lock, which its deploy, migrate and rollback steps take themselves)."""
 

@@ -7,9 +7,9 @@ import click
 from deploytools import copies
 from deploytools.cli.app import AppState, cli, emit, pass_state
 from deploytools.database import Database
-from deploytools.history import BackupManifest
+from deploytools.session import open_environment
 from deploytools.steps import backup as backup_step
-from deploytools.steps.backup import open_environment
+from deploytools.store.records import BackupManifest
 
 ENV_OPTION = click.option(
     "--env", "environment", required=True, help="The environment (a key of deploy.toml)."

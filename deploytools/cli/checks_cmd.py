@@ -14,11 +14,11 @@ from deploytools.checks.results import CheckResult, Verdict, markdown_table
 from deploytools.cli.app import AppState, cli, emit, pass_state
 from deploytools.context import StepContext
 from deploytools.errors import CheckFailed
-from deploytools.history import ReleaseRecord
 from deploytools.jsonable import jsonable
 from deploytools.steps import check_record
 from deploytools.steps import checks as checks_step
 from deploytools.steps import monitor as monitor_step
+from deploytools.store.records import ReleaseRecord
 
 _ENV_OPTION = click.option(
     "--env", "environment", required=True, help="The environment (a key of deploy.toml)."

@@ -5,11 +5,11 @@ from __future__ import annotations
 import click
 
 from deploytools.cli.app import AppState, cli, emit, pass_state
-from deploytools.history import ReleaseRecord
+from deploytools.session import open_environment
 from deploytools.steps import deploy as deploy_step
 from deploytools.steps import migrate as migrate_step
 from deploytools.steps import rollback as rollback_step
-from deploytools.steps.backup import open_environment
+from deploytools.store.records import ReleaseRecord
 
 ENV_OPTION = click.option(
     "--env", "environment", required=True, help="The environment (a key of deploy.toml)."

@@ -9,9 +9,9 @@ import click
 
 from deploytools import pipeline_run
 from deploytools.cli.app import AppState, cli, emit, pass_state
-from deploytools.history import who
 from deploytools.jsonable import jsonable
 from deploytools.steps import monitor as monitor_step
+from deploytools.store.records import who
 
 
 @cli.group("pipeline")

@@ -1,7 +1,7 @@
 """Runbook step 4, "Backup & Snapshot": create, verify, list, restore and prune backups.
 
 A backup is `pg_dump --format=custom` run inside the database container, streamed through
-deploytools into the backup store on the same engine (see backup_store.py), with a manifest that
+deploytools into the backup store on the same engine (see deploytools/store/), with a manifest that
 says what it holds. It only counts once verified: its sha256 matches, pg_restore reads it, and a
 test restore into a scratch database has the manifest's row counts.
 """
@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from deploytools import copies
-from deploytools.backup_store import BackupStore, helper_image, open_store
 from deploytools.commands import postgres as pg
 from deploytools.context import StepContext
 from deploytools.database import Database
 from deploytools.errors import CheckFailed, DeployError, ExternalCommandFailed
-from deploytools.history import BackupManifest, History, LockInfo, Verification, utc_now
+from deploytools.session import EnvSession, open_environment
+from deploytools.store.records import BackupManifest, Verification, utc_now
 from deploytools.target import VERSION_LABEL, Target
 from deploytools.volumes import restore as restore_volumes
 from deploytools.volumes import snapshot as snapshot_volume
@@ -28,45 +28,6 @@ from deploytools.volumes import verify as verify_volumes
 
 #: Bytes between two progress lines while a dump streams.
 PROGRESS_EVERY = 64 << 20
-
-
-@dataclass
-class EnvSession:
-    """An environment opened for a step: its target, its store and its history."""
-
-    ctx: StepContext
-    target: Target
-    store: BackupStore
-    history: History
-    lock: LockInfo | None = None
-
-    def progress(self, message: str) -> None:
-        self.ctx.progress(f"[{self.target.name}] {message}")
-
-    def refresh_lock(self) -> None:
-        if self.lock is not None:
-            self.lock = self.history.refresh(self.lock)
-
-
-@contextlib.contextmanager
-def open_environment(
-    ctx: StepContext, environment: str, *, read_only: bool = False
-) -> Iterator[EnvSession]:
-    """Connect to the environment's engine and open its backup store and history.
-    `read_only`: for commands that only read; a store volume not created yet stays so."""
-    target = ctx.target(environment)
-    project = ctx.config.project
-    candidates = target.containers(project.database_service) + target.containers()
-    image = helper_image(target.client, candidates)
-    with open_store(
-        target.client,
-        ctx.config.backups.store,
-        image=image,
-        name_prefix=target.project,
-        create=not read_only,
-    ) as store:
-        history = History(store, environment, read_only=read_only)
-        yield EnvSession(ctx=ctx, target=target, store=store, history=history)
 
 
 @dataclass(frozen=True)

@@ -182,7 +182,7 @@ def previous_release_image(ctx: StepContext, environment: str) -> tuple[str | No
     """The image the environment's current release replaced, and why it is (or is not) checked:
     there is none before the first release, and a release that declared its migrations not
     expand-only promises no compatibility to check."""
-    from deploytools.steps.backup import open_environment
+    from deploytools.session import open_environment
 
     with open_environment(ctx, environment) as env_session:
         current = env_session.history.current_release()

@@ -421,7 +421,7 @@ def gather(
     results: Sequence[Path] = (),
 ) -> IncidentReport:
     """The incident report of `environment`, read from its history (and its engine's logs)."""
-    from deploytools.steps.backup import open_environment
+    from deploytools.session import open_environment
 
     config = ctx.config
     config.environment(environment)

@@ -11,6 +11,7 @@ analysis works the same way). On the first breach the watch stops and, if asked,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -29,7 +30,8 @@ from deploytools.checks.results import CheckResult, Verdict
 from deploytools.config import MetricRule
 from deploytools.context import StepContext
 from deploytools.errors import UsageError
-from deploytools.history import ReleaseRecord, parse_time
+from deploytools.session import open_environment
+from deploytools.store.records import ReleaseRecord, parse_time
 
 P, F, INC = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
 
@@ -187,6 +189,7 @@ def run(
     baseline: bool = False,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    serving: Callable[[], str | None] | None = None,
 ) -> MonitorReport:
     """Watch `environment` for `duration_s` seconds, one sample every `interval_s`.
 
@@ -200,6 +203,9 @@ def run(
     :param on_sample: called after each sample (the CLI prints a line).
     :param baseline: record this watch as the current release's baseline if it has none yet,
         else compare this watch with it (a regression fails the watch; it does not roll back).
+    :param serving: the id of the release serving now (default: the environment's history);
+        with rollback_on_breach, a breach rolls back only while the release the watch began
+        with still serves (a person's rollback meanwhile must not be followed by a second).
     """
     config = ctx.config
     settings = config.checks.monitor
@@ -216,6 +222,9 @@ def run(
         )
     env = config.environment(environment)
     target = ctx.target(environment)
+    if rollback_on_breach and serving is None:
+        serving = functools.partial(_serving_release, ctx, environment)
+    watched = serving() if rollback_on_breach and serving is not None else None
     client = HttpClient(env.base_url, timeout_s=config.checks.timeout_s, login=config.checks.login)
     session = engine.Session(
         client, config.checks, config.thresholds, os.environ if environ is None else environ
@@ -342,9 +351,18 @@ def run(
         regressions = [f"{r.name}: {r.measured}" for r in compared if r.verdict is F]
     rolled_back, rollback_result = False, None
     if breaches and rollback_on_breach and rollback is not None:
-        ctx.progress(f"breach on {environment}: rolling back")
-        rollback_result = rollback(ctx, environment, "monitor breach: " + "; ".join(breaches))
-        rolled_back = True
+        now_serving = serving() if serving is not None else None
+        if now_serving != watched:
+            # Someone rolled back (or deployed) meanwhile: this breach is not the watched
+            # release's to undo, and a rollback now would go one release too far.
+            rollback_result = (
+                f"not rolled back: release {watched} no longer serves ({now_serving} does)"
+            )
+            ctx.progress(f"breach on {environment}: {rollback_result}")
+        else:
+            ctx.progress(f"breach on {environment}: rolling back")
+            rollback_result = rollback(ctx, environment, "monitor breach: " + "; ".join(breaches))
+            rolled_back = True
     return MonitorReport(
         environment=environment,
         started=started,
@@ -414,8 +432,6 @@ def baseline_results(
     Baselines live in the backup store beside the history (`<env>/baselines/<release>.json`),
     so every runner, and every scheduled watch of the next 24 hours, finds the same one.
     """
-    from deploytools.steps.backup import open_environment
-
     rules = {rule.name: rule for rule in ctx.config.checks.metrics}
     measured = {
         name: m
@@ -510,8 +526,6 @@ def watch_window(
     ctx: StepContext, environment: str, within_s: float, *, now: float | None = None
 ) -> WatchWindow:
     """The window of `environment`'s serving release, read from its release records."""
-    from deploytools.steps.backup import open_environment
-
     if within_s <= 0:
         raise UsageError(
             "--only-after-release needs a positive duration", untouched="nothing was monitored"
@@ -519,6 +533,13 @@ def watch_window(
     with open_environment(ctx, environment) as env_session:
         current = env_session.history.current_release()
     return window_of(current, within_s, now=time.time() if now is None else now)
+
+
+def _serving_release(ctx: StepContext, environment: str) -> str | None:
+    """The id of `environment`'s serving release record (None: none recorded)."""
+    with open_environment(ctx, environment) as env_session:
+        current = env_session.history.current_release()
+    return None if current is None else current.id
 
 
 def _hours(seconds: float) -> str:

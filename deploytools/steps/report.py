@@ -4,7 +4,7 @@ The runbook (production-deployment-v1.15.2.md) is a form: verification summary, 
 status, a table of success metrics, the backup's details, the rollback command, a log. This step
 fills it from the evidence the other steps left:
 
-- the environment's release record (history.py): who, when, image, previous release, backup,
+- the environment's release record (deploytools/store/): who, when, image, previous release, backup,
   Alembic revisions, phase timings, outcome; and the records around it (the `migrate` record of
   the same image that ran before the deploy, a rollback of it, the previous release, staging's
   record of the same image when that engine can be reached);
@@ -929,7 +929,7 @@ def gather(
     :param results: JSON result files, or directories of them, of the checks.
     """
     # Imported here: the history and its store are only needed when reading a real target.
-    from deploytools.steps.backup import open_environment
+    from deploytools.session import open_environment
 
     config = ctx.config
     config.environment(environment)
@@ -990,7 +990,7 @@ def gather(
 
 def _staging_record(ctx: StepContext, image: str) -> Mapping[str, Any] | None:
     """Staging's newest deploy of `image`, when staging's engine can be reached from here."""
-    from deploytools.steps.backup import open_environment
+    from deploytools.session import open_environment
 
     try:
         with open_environment(ctx, pipeline.STAGING, read_only=True) as session:

@@ -15,8 +15,8 @@ from dtdep_env import DtdepEnv, module_env, write_config
 from deploytools.cli import cli
 from deploytools.context import StepContext
 from deploytools.errors import CheckFailed, DeployError, ExternalCommandFailed
+from deploytools.session import open_environment
 from deploytools.steps import backup as backup_step
-from deploytools.steps.backup import open_environment
 
 pytestmark = pytest.mark.integration
 

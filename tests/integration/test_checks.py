@@ -28,10 +28,10 @@ from deploytools.cli import cli
 from deploytools.cli.app import AppState
 from deploytools.config import Config
 from deploytools.context import StepContext
-from deploytools.history import ReleaseRecord, utc_now
+from deploytools.session import open_environment
 from deploytools.steps import checks as checks_step
 from deploytools.steps import report as report_step
-from deploytools.steps.backup import open_environment
+from deploytools.store.records import ReleaseRecord, utc_now
 
 if TYPE_CHECKING:
     from conftest import ComposeStack, ReleaseImages

@@ -22,7 +22,7 @@ from dtdep_env import (
     module_env,
 )
 
-from deploytools.steps.backup import open_environment
+from deploytools.session import open_environment
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from dtdep_env import DtdepEnv, ImageVariants, module_env
 
 from deploytools.cli import cli
-from deploytools.steps.backup import open_environment
+from deploytools.session import open_environment
 from deploytools.steps.migrate import EXPAND_ONLY_LABEL
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from dtdep_env import NEVER_HEALTHY, DtdepEnv, ImageVariants, module_env
 from dtroll_load import OpenLoad, failures
 
 from deploytools import proxy
-from deploytools.steps.backup import open_environment
+from deploytools.session import open_environment
 
 if TYPE_CHECKING:
     from conftest import ReleaseImages

@@ -24,7 +24,7 @@ from dtdep_env import NEVER_HEALTHY
 from deploytools.cli import cli
 from deploytools.config import load_config
 from deploytools.context import StepContext
-from deploytools.steps.backup import open_environment
+from deploytools.session import open_environment
 
 if TYPE_CHECKING:
     from dtdep_env import ImageVariants, SharedStack

@@ -20,15 +20,17 @@ from test_checks_fake_service import FakeState, fake_service
 from test_history import MemoryStore, record
 from test_report import RECORDED
 
+from deploytools import session as session_mod
 from deploytools.checks.results import CheckResult, Verdict
 from deploytools.cli import checks_cmd
 from deploytools.config import load_config, parse_config
 from deploytools.context import StepContext
 from deploytools.errors import DeadlineExceeded, EnvironmentUnreachable
-from deploytools.history import CHECKS_KEPT, History, ReleaseRecord
-from deploytools.steps import backup as backup_step
 from deploytools.steps import check_record, incident, monitor, report
 from deploytools.steps import rollback as rollback_step
+from deploytools.store.environment import EnvironmentStore
+from deploytools.store.records import ReleaseRecord
+from deploytools.store.releases import CHECKS_KEPT
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = [
@@ -64,7 +66,7 @@ def test_the_summary_keeps_what_the_report_shows_and_not_the_raw_numbers() -> No
 
 
 def test_checks_attach_to_the_current_release_only() -> None:
-    history = History(MemoryStore(), "prod")  # type: ignore[arg-type]
+    history = EnvironmentStore(MemoryStore(), "prod")  # type: ignore[arg-type]
     assert history.attach_checks(summary()) is None  # no release: nothing written
     assert history.releases() == []
     history.save_release(record("0001"))
@@ -82,7 +84,7 @@ def test_checks_attach_to_the_current_release_only() -> None:
 
 
 def test_a_record_keeps_the_newest_summaries() -> None:
-    history = History(MemoryStore(), "prod")  # type: ignore[arg-type]
+    history = EnvironmentStore(MemoryStore(), "prod")  # type: ignore[arg-type]
     history.save_release(record("0001"))
     for i in range(CHECKS_KEPT + 3):
         history.attach_checks(summary(samples=i))
@@ -112,12 +114,12 @@ class SlowReadStore(MemoryStore):
 
 def test_two_check_runs_finishing_at_once_keep_both_results() -> None:
     store = SlowReadStore()
-    History(store, "prod").save_release(record("0001"))  # type: ignore[arg-type]
+    EnvironmentStore(store, "prod").save_release(record("0001"))  # type: ignore[arg-type]
     errors: list[BaseException] = []
 
     def attach(suite: str) -> None:
         try:
-            History(store, "prod").attach_checks(summary(suite), release_id="0001")  # type: ignore[arg-type]
+            EnvironmentStore(store, "prod").attach_checks(summary(suite), release_id="0001")  # type: ignore[arg-type]
         except BaseException as exc:  # handed to the test's thread
             errors.append(exc)
 
@@ -127,14 +129,14 @@ def test_two_check_runs_finishing_at_once_keep_both_results() -> None:
     for run in runs:
         run.join(timeout=30)
     assert errors == []
-    kept = History(store, "prod").releases()[0].checks  # type: ignore[arg-type]
+    kept = EnvironmentStore(store, "prod").releases()[0].checks  # type: ignore[arg-type]
     assert sorted(c["suite"] for c in kept) == ["monitor", "verify"]
     assert not any(p.endswith(".checks-lock") for p in store.files)  # released
 
 
 def test_an_abandoned_checks_lock_is_taken_over_and_a_live_one_waited_for() -> None:
     store = MemoryStore()
-    history = History(store, "prod")  # type: ignore[arg-type]
+    history = EnvironmentStore(store, "prod")  # type: ignore[arg-type]
     history.save_release(record("0001"))
     lock = "prod/releases/0001.checks-lock"
     store.files[lock] = json.dumps({"since": time.time() - 3600}).encode()  # killed long ago
@@ -152,21 +154,21 @@ def test_records_written_before_checks_and_reason_still_load() -> None:
     old = dataclasses.asdict(record("0001"))
     del old["checks"], old["reason"]
     store.files["prod/releases/0001.json"] = json.dumps(old).encode()
-    loaded = History(store, "prod").releases()[0]  # type: ignore[arg-type]
+    loaded = EnvironmentStore(store, "prod").releases()[0]  # type: ignore[arg-type]
     assert loaded.checks == [] and loaded.reason is None
 
 
 @contextlib.contextmanager
-def opened(histories: dict[str, History], ctx: Any, environment: str) -> Iterator[Any]:
+def opened(histories: dict[str, EnvironmentStore], ctx: Any, environment: str) -> Iterator[Any]:
     if environment not in histories:
         raise EnvironmentUnreachable(f"cannot reach {environment}", untouched="nothing")
     yield SimpleNamespace(history=histories[environment])
 
 
 def test_save_says_where_it_saved_or_why_not(monkeypatch: pytest.MonkeyPatch) -> None:
-    history = History(MemoryStore(), "prod")  # type: ignore[arg-type]
+    history = EnvironmentStore(MemoryStore(), "prod")  # type: ignore[arg-type]
     monkeypatch.setattr(
-        backup_step, "open_environment", lambda ctx, env, **_: opened({"prod": history}, ctx, env)
+        session_mod, "open_environment", lambda ctx, env, **_: opened({"prod": history}, ctx, env)
     )
     ctx: Any = None
     note = check_record.save(ctx, "prod", summary())
@@ -240,11 +242,11 @@ def test_the_report_reads_the_records_checks_as_it_reads_the_json_results(
     # gather: without --results the records' checks; with --results only the files.
     histories = {}
     for env, recs in (("production", recorded["records"]), ("staging", [staging])):
-        histories[env] = History(MemoryStore(), env)  # type: ignore[arg-type]
+        histories[env] = EnvironmentStore(MemoryStore(), env)  # type: ignore[arg-type]
         for r in recs:
             histories[env].save_release(ReleaseRecord(**r))
     monkeypatch.setattr(
-        backup_step, "open_environment", lambda ctx, env, **_: opened(histories, ctx, env)
+        session_mod, "open_environment", lambda ctx, env, **_: opened(histories, ctx, env)
     )
     ctx = StepContext(config)
     gathered = report.gather(ctx, environment="production", release_id="0008")
@@ -262,7 +264,7 @@ def test_rollback_run_records_its_reason(monkeypatch: pytest.MonkeyPatch) -> Non
         seen.append(kw["reason"])
         return "record"
 
-    history = History(MemoryStore(), "prod")  # type: ignore[arg-type]
+    history = EnvironmentStore(MemoryStore(), "prod")  # type: ignore[arg-type]
     monkeypatch.setattr(rollback_step, "roll_back_in", roll_back_in)
     monkeypatch.setattr(
         rollback_step, "open_environment", lambda ctx, env, **_: opened({"prod": history}, ctx, env)
@@ -311,7 +313,7 @@ def test_the_monitor_hook_passes_the_breach_on_as_the_reason(
 def test_the_incident_report_reads_the_failed_releases_checks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    history = History(MemoryStore(), "production")  # type: ignore[arg-type]
+    history = EnvironmentStore(MemoryStore(), "production")  # type: ignore[arg-type]
     history.save_release(record("0001"))
     history.save_release(record("0002", previous="0001"))
     history.attach_checks(summary(environment="production"))  # verify of 0002, failed
@@ -319,7 +321,7 @@ def test_the_incident_report_reads_the_failed_releases_checks(
         record("0003", kind="rollback", previous="0002", reason="monitor breach: health")
     )
     monkeypatch.setattr(
-        backup_step,
+        session_mod,
         "open_environment",
         lambda ctx, env, **_: opened({"production": history}, ctx, env),
     )

@@ -9,9 +9,9 @@ import pytest
 from deploytools.config import load_config
 from deploytools.context import StepContext
 from deploytools.errors import UsageError
-from deploytools.history import ReleaseRecord
 from deploytools.steps import deploy as deploy_step
 from deploytools.steps.migrate import _failure_line
+from deploytools.store.records import ReleaseRecord
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

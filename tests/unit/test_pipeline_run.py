@@ -19,7 +19,6 @@ from deploytools.checks.results import Verdict
 from deploytools.config import load_config
 from deploytools.context import StepContext
 from deploytools.errors import CheckFailed, ExitCode, LockHeld, UsageError
-from deploytools.history import BackupManifest, ReleaseRecord, Verification
 from deploytools.steps import backup as backup_step
 from deploytools.steps import checks as checks_step
 from deploytools.steps import deploy as deploy_step
@@ -30,6 +29,7 @@ from deploytools.steps import report as report_step
 from deploytools.steps import rollback as rollback_step
 from deploytools.steps.image import BuiltImage
 from deploytools.steps.release import CheckResult, ReleaseReport
+from deploytools.store.records import BackupManifest, ReleaseRecord, Verification
 from tests.fakes.memory_store import MemoryStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

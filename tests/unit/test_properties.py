@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deploytools import windows as deploy_windows
+from deploytools import deploy_windows
 from deploytools.cli import cli
 from deploytools.config import (
     BackupConfig,
@@ -31,7 +31,6 @@ from deploytools.config import (
     ContactsConfig,
     DeployConfig,
     EnvironmentConfig,
-    FreezeConfig,
     GitHubConfig,
     LoginSettings,
     MonitorSettings,
@@ -39,11 +38,11 @@ from deploytools.config import (
     ProjectConfig,
     ReleaseConfig,
     Thresholds,
-    WindowsConfig,
     load_config,
     parse_config,
     resolved_view,
 )
+from deploytools.deploy_windows import FreezeConfig, WindowsConfig
 from deploytools.errors import ConfigError, DeployError, ExitCode, UsageError
 from deploytools.steps.release import TAG_RE, Version, parse_tag
 from deploytools.urls import docker_host_problem, url_problem, without_credentials

@@ -181,8 +181,8 @@ def stored(monkeypatch: pytest.MonkeyPatch, config: Config) -> dict[str, MemoryS
     import contextlib
     from types import SimpleNamespace
 
-    from deploytools.history import History
-    from deploytools.steps import backup
+    from deploytools import session as session_mod
+    from deploytools.store.environment import EnvironmentStore
 
     stores = {"production": MemoryStore(), "staging": MemoryStore()}
     for record in RECORDED["records"]:
@@ -202,10 +202,10 @@ def stored(monkeypatch: pytest.MonkeyPatch, config: Config) -> dict[str, MemoryS
 
     @contextlib.contextmanager
     def open_environment(ctx: object, environment: str, *, read_only: bool = False):  # type: ignore[no-untyped-def]
-        history = History(stores[environment], environment, read_only=read_only)  # type: ignore[arg-type]
+        history = EnvironmentStore(stores[environment], environment, read_only=read_only)  # type: ignore[arg-type]
         yield SimpleNamespace(history=history)
 
-    monkeypatch.setattr(backup, "open_environment", open_environment)
+    monkeypatch.setattr(session_mod, "open_environment", open_environment)
     return stores
 
 

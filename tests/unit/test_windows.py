@@ -10,18 +10,20 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from deploytools import windows
+from deploytools import deploy_windows
 from deploytools.cli import cli
-from deploytools.config import Config, FreezeConfig, WindowsConfig, load_config, parse_config
-from deploytools.errors import ConfigError, ExitCode
-from deploytools.windows import (
+from deploytools.config import Config, load_config, parse_config
+from deploytools.deploy_windows import (
+    FreezeConfig,
     OutsideWindow,
+    WindowsConfig,
     allowed,
     check_window,
     next_allowed,
     parse_window,
     rules_for,
 )
+from deploytools.errors import ConfigError, ExitCode
 
 BASE = textwrap.dedent(
     """
@@ -264,4 +266,4 @@ def test_a_freeze_ending_on_the_last_day_of_the_calendar_is_refused_not_a_crash(
     """Found by the property suite: 9999-12-31 as an end day overflowed (OverflowError, exit 70)."""
     table = WindowsConfig(freezes=(FreezeConfig("2026-01-01", "9999-12-31"),))
     with pytest.raises(ValueError, match="too far in the future"):
-        windows.parse(table)
+        deploy_windows.parse(table)

@@ -13,15 +13,12 @@ tested without waiting for Friday night.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from deploytools.errors import UsageError
-
-if TYPE_CHECKING:
-    from deploytools.config import Config, WindowsConfig
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _WINDOW_RE = re.compile(
@@ -29,6 +26,32 @@ _WINDOW_RE = re.compile(
 )
 #: How far ahead the next allowed time is searched: beyond a year it is a configuration mistake.
 _HORIZON = timedelta(days=366)
+
+
+@dataclass(frozen=True)
+class FreezeConfig:
+    """A dated freeze: no deploy or migration from start to end (UTC, both days included)."""
+
+    start: str
+    end: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class WindowsConfig:
+    """When an environment may be changed: the table [windows.ENV] of deploy.toml."""
+
+    # Weekly windows, "DAYS HH:MM-HH:MM" in UTC; none: at any time but during a freeze.
+    allow: tuple[str, ...] = ()
+    freezes: tuple[FreezeConfig, ...] = ()
+
+
+class HasWindows(Protocol):
+    """What the rules read from the configuration (deploytools.config.Config): the
+    [windows.ENV] tables by environment."""
+
+    @property
+    def windows(self) -> Mapping[str, WindowsConfig]: ...
 
 
 class OutsideWindow(UsageError):
@@ -152,7 +175,7 @@ def parse(rules: WindowsConfig) -> Rules:
     return Rules(windows, tuple(freezes))
 
 
-def rules_for(config: Config, environment: str) -> Rules:
+def rules_for(config: HasWindows, environment: str) -> Rules:
     table = config.windows.get(environment)
     return Rules((), ()) if table is None else parse(table)
 
@@ -197,7 +220,7 @@ def next_allowed(rules: Rules, now: datetime) -> datetime | None:
 
 
 def check_window(
-    config: Config,
+    config: HasWindows,
     environment: str,
     now: datetime,
     *,
