@@ -353,3 +353,13 @@ def test_config_check_json_never_prints_nan(tmp_path: Path) -> None:
 def test_a_good_file_still_loads(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, GOOD.encode()))
     assert math.isfinite(config.thresholds.health_ms)
+
+
+def test_a_base_url_from_the_environment_is_checked_like_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEPLOYTOOLS_STAGING_BASE_URL", "http://admin:S3cretPass@127.0.0.1:99999")
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, GOOD.encode()))
+    assert "credentials" in caught.value.message
+    assert "S3cretPass" not in caught.value.one_line()
