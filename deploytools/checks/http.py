@@ -7,84 +7,24 @@ Credentials only ever travel in request bodies and headers; nothing here logs or
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
-
-import requests
-import requests.adapters
-from urllib3.exceptions import NewConnectionError, ProtocolError
-from urllib3.util.retry import Retry
+from typing import TYPE_CHECKING, Any
 
 from deploytools.config import CheckUser, JsonScalar, LoginSettings
 from deploytools.errors import UsageError
 
 if TYPE_CHECKING:
-    from urllib3.connectionpool import ConnectionPool
-    from urllib3.response import BaseHTTPResponse
+    import requests
+
+# requests (and urllib3) are imported in the functions that use them, not at the top:
+# `deploytools --help` must not load them (start-up time). After the first client they are in
+# sys.modules and each import is a dictionary lookup.
 
 _MISSING = object()
-
-#: How a connection ends when the other side closed it before any byte of an answer came.
-_CLOSED_BEFORE_ANSWER = (
-    http.client.RemoteDisconnected,
-    ConnectionResetError,
-    BrokenPipeError,
-    ConnectionAbortedError,
-)
-
-
-class SendAgainIfUnanswered(Retry):
-    """Retry only what cannot have been answered: a connection that could not be made, or a
-    kept-alive connection that was closed under a request before any byte of an answer came.
-
-    A proxy closes idle kept-alive connections when it likes (HAProxy's http-keep-alive
-    timeout); a request sent on one just then gets no answer at all, and would be taken for a
-    service that refused a login. It is sent again, once or twice, on a new connection, whatever
-    its method: nothing came back, so nothing was answered. A request that got any part of an
-    answer (its body is read outside this), or timed out waiting for one, is never sent again.
-    """
-
-    def increment(
-        self,
-        method: str | None = None,
-        url: str | None = None,
-        response: BaseHTTPResponse | None = None,
-        error: Exception | None = None,
-        _pool: ConnectionPool | None = None,
-        _stacktrace: TracebackType | None = None,
-    ) -> Self:
-        if error is not None and not _unanswered(error):
-            raise error
-        return super().increment(method, url, response, error, _pool, _stacktrace)
-
-
-def _unanswered(error: Exception) -> bool:
-    if isinstance(error, NewConnectionError):  # refused or unreachable: nothing was sent
-        return True
-    cause = error.args[1] if isinstance(error, ProtocolError) and len(error.args) > 1 else None
-    return isinstance(cause, _CLOSED_BEFORE_ANSWER)
-
-
-def unanswered_retry() -> Retry:
-    """The retry policy of the checks' connections (see SendAgainIfUnanswered)."""
-    return SendAgainIfUnanswered(
-        total=2,
-        connect=1,
-        read=2,
-        status=0,
-        other=0,
-        redirect=False,
-        allowed_methods=None,  # any method: only unanswered requests get here
-        backoff_factor=0,
-        raise_on_status=False,
-        respect_retry_after_header=False,
-    )
 
 
 @dataclass(frozen=True)
@@ -178,6 +118,10 @@ class HttpClient:
         self.timeout_s = timeout_s
         self.login_settings = login or LoginSettings()
         if session is None:
+            import requests.adapters
+
+            from deploytools.checks.http_retry import unanswered_retry
+
             session = requests.Session()
             # Enough kept-alive connections for a load test's workers: a smaller pool would
             # open and close a connection per request and measure that instead of the service.
@@ -204,6 +148,8 @@ class HttpClient:
     ) -> Answer:
         """One request. `started` (a perf_counter time) lets a load test time a request from its
         scheduled start rather than from when a worker got to it."""
+        import requests
+
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -233,6 +179,8 @@ class HttpClient:
 
     def text(self, path: str) -> tuple[Answer, str]:
         """GET a non-JSON document (Prometheus metrics): the answer and its body as text."""
+        import requests
+
         begin = time.perf_counter()
         try:
             response = self.session.get(self.base_url + path, timeout=self.timeout_s)
