@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.github_server import FakeGitHub
+
 ROOT = Path(__file__).resolve().parents[2]
 STANDINS = Path(__file__).resolve().parent / "standins"
 ACT = Path(sys.executable).parent / "act"
@@ -41,6 +43,8 @@ TOKEN = "dtwf-fake-github-token-0123456789"
 STANDIN_FOR = {
     "actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683": "checkout",
     "actions/setup-python@a26af69be951a213d495a4c3e4e4022e16d87065": "setup-python",
+    "actions/upload-artifact@ea165f8d65b6e75b540449e92b4886f43607fa02": "upload-artifact",
+    "actions/download-artifact@d3f86a106a0bac45b974a628896c90dbdf5c8093": "download-artifact",
 }
 
 
@@ -72,15 +76,18 @@ def _git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
 PREFIX = "dtwf" + secrets.token_hex(3)
 
 
-def _session_config(text: str) -> str:
+def _session_config(text: str, github_api: str) -> str:
     """deploy.toml of the repository under release, with this session's names: its own Compose
-    projects and backup store (never the names a user's stacks or other tests use)."""
+    projects and backup store (never the names a user's stacks or other tests use), and the
+    GitHub API fake as GitHub (as a GitHub Enterprise Server user sets github.api_url)."""
     replaced = (
-        text.replace('"rbac-staging"', f'"{PREFIX}-staging"')
+        text.replace('api_url = "https://api.github.com"', f'api_url = "{github_api}"')
+        .replace('"rbac-staging"', f'"{PREFIX}-staging"')
         .replace('"rbac-production"', f'"{PREFIX}-production"')
         .replace('"volume:rbac-api-backups"', f'"volume:{PREFIX}-backups"')
     )
     assert replaced.count(PREFIX) == 3, "deploy.toml's names changed: update _session_config"
+    assert github_api in replaced, "deploy.toml's github.api_url changed: update _session_config"
     return replaced
 
 
@@ -105,9 +112,22 @@ class GitServer:
     def head(self) -> str:
         return _git(self.work, "rev-parse", "HEAD")
 
+    def tag(self, tag: str, message: str) -> str:
+        """An annotated tag on HEAD, pushed (as `git push --tags` would); returns the commit."""
+        _git(self.work, "tag", "-f", "-a", tag, "-m", message)
+        _git(self.work, "push", "-q", "-f", str(self.bare), f"refs/tags/{tag}")
+        return self.head()
+
 
 @pytest.fixture(scope="session")
-def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
+def github() -> Iterator[FakeGitHub]:
+    """The GitHub API fake of the session: deploy.toml's github.api_url in the repository."""
+    with FakeGitHub() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def git_server(tmp_path_factory: pytest.TempPathFactory, github: FakeGitHub) -> Iterator[GitServer]:
     base = tmp_path_factory.mktemp("dtwf-git")
     bare = base / "srv" / REPOSITORY
     bare.parent.mkdir(parents=True)
@@ -126,7 +146,7 @@ def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
             (work / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, work / os.fsdecode(name))
     config = work / "deploy.toml"
-    config.write_text(_session_config(config.read_text()))
+    config.write_text(_session_config(config.read_text(), github.url))
     _git(work, "-c", "init.defaultBranch=main", "init", "-q")
     _git(work, "add", "-A")
     _git(work, "commit", "-q", "-m", "the work tree under test")
@@ -195,6 +215,8 @@ class Act:
         github_api: str,
         secrets: dict[str, str] | None = None,
         variables: dict[str, str] | None = None,
+        job: str | None = None,
+        artifacts: Path | None = None,
         timeout_s: float = 300,
     ) -> ActRun:
         argv = [
@@ -214,6 +236,10 @@ class Act:
             # the dependencies are the suite's: nothing to resolve
             "--env", "PIP_NO_DEPS=1",
         ]  # fmt: skip
+        if job is not None:
+            argv += ["-j", job]
+        if artifacts is not None:
+            argv += ["--env", f"DTWF_ARTIFACTS={artifacts}"]
         for action, standin in STANDIN_FOR.items():
             argv += ["--local-repository", f"{action}={STANDINS / standin}"]
         for name, value in (secrets or {}).items():
