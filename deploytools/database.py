@@ -14,9 +14,9 @@ from typing import Any
 
 from docker.utils.socket import frames_iter, next_frame_header, read_exactly
 
-from deploytools.backup_store import ExecResult, exec_capture, exec_stream
 from deploytools.commands import postgres as pg
 from deploytools.errors import EnvironmentUnreachable, ExternalCommandFailed
+from deploytools.store.files import ExecResult, exec_capture, exec_stream
 from deploytools.target import Target
 
 
@@ -100,7 +100,7 @@ class Database:
         argv = pg.psql_session(self.user, self.name)
         exec_id = self.client.api.exec_create(self.container.id, argv, stdin=True)["Id"]
         sock = self.client.api.exec_start(exec_id, socket=True)
-        raw = getattr(sock, "_sock", sock)  # see backup_store._open_exec
+        raw = getattr(sock, "_sock", sock)  # see store/files.py _open_exec
         try:
             raw.sendall(pg.EXPORT_SNAPSHOT_SQL.encode())
             out, err = b"", b""

@@ -1,7 +1,7 @@
 """Runbook step 4, "Backup & Snapshot": create, verify, list, restore and prune backups.
 
 A backup is `pg_dump --format=custom` run inside the database container, streamed through
-deploytools into the backup store on the same engine (see backup_store.py), with a manifest that
+deploytools into the backup store on the same engine (see deploytools/store/), with a manifest that
 says what it holds. It only counts once verified: its sha256 matches, pg_restore reads it, and a
 test restore into a scratch database has the manifest's row counts.
 """
@@ -12,16 +12,18 @@ import concurrent.futures
 import contextlib
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from deploytools import copies
-from deploytools.backup_store import BackupStore, ExecResult, helper_image, open_store
 from deploytools.commands import postgres as pg
 from deploytools.context import StepContext
 from deploytools.database import Database
-from deploytools.errors import CheckFailed, DeployError, ExternalCommandFailed
-from deploytools.history import BackupManifest, History, LockInfo, Verification, utc_now
+from deploytools.errors import CheckFailed, DeployError, ExternalCommandFailed, UsageError
+from deploytools.session import EnvSession, open_environment
+from deploytools.store.files import ExecResult
+from deploytools.store.records import BackupManifest, Verification, utc_now
 from deploytools.target import VERSION_LABEL, Target
 from deploytools.volumes import restore as restore_volumes
 from deploytools.volumes import snapshot as snapshot_volume
@@ -29,45 +31,6 @@ from deploytools.volumes import verify as verify_volumes
 
 #: Bytes between two progress lines while a dump streams.
 PROGRESS_EVERY = 64 << 20
-
-
-@dataclass
-class EnvSession:
-    """An environment opened for a step: its target, its store and its history."""
-
-    ctx: StepContext
-    target: Target
-    store: BackupStore
-    history: History
-    lock: LockInfo | None = None
-
-    def progress(self, message: str) -> None:
-        self.ctx.progress(f"[{self.target.name}] {message}")
-
-    def refresh_lock(self) -> None:
-        if self.lock is not None:
-            self.lock = self.history.refresh(self.lock)
-
-
-@contextlib.contextmanager
-def open_environment(
-    ctx: StepContext, environment: str, *, read_only: bool = False
-) -> Iterator[EnvSession]:
-    """Connect to the environment's engine and open its backup store and history.
-    `read_only`: for commands that only read; a store volume not created yet stays so."""
-    target = ctx.target(environment)
-    project = ctx.config.project
-    candidates = target.containers(project.database_service) + target.containers()
-    image = helper_image(target.client, candidates)
-    with open_store(
-        target.client,
-        ctx.config.backups.store,
-        image=image,
-        name_prefix=target.project,
-        create=not read_only,
-    ) as store:
-        history = History(store, environment, read_only=read_only)
-        yield EnvSession(ctx=ctx, target=target, store=store, history=history)
 
 
 @dataclass(frozen=True)
@@ -90,6 +53,39 @@ class RestoreResult:
 
 
 # -- create ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackupRun:
+    """What runbook step 4's backup did: the backup, its verification (None: not asked), and
+    the old backups that retention deleted after it was verified."""
+
+    manifest: BackupManifest
+    verification: Verification | None
+    pruned: tuple[str, ...] = ()
+
+
+def run(
+    ctx: StepContext, *, environment: str, reason: str = "manual", verify: bool = True
+) -> BackupRun:
+    """Runbook step 4, as `deploytools backup create` and `pipeline run` both run it: take a
+    backup, verify it (in the same pass, see `create_in`), and only then apply retention
+    ([backups] retention), so that a new backup never pushes out an old one before it is known
+    to restore.
+
+    :param ctx: the step context.
+    :param environment: the environment's name in deploy.toml.
+    :param reason: why it was taken (manual, pre-deploy), kept in the manifest.
+    :param verify: verify it (and then prune); False takes the backup only.
+    :raises CheckFailed: the backup failed its verification (nothing was kept or pruned).
+    """
+    with open_environment(ctx, environment) as session:
+        manifest = create_in(session, reason=reason, verify=verify)
+        if not verify:
+            return BackupRun(manifest, None)
+        verification = session.history.verification(manifest.id)
+        pruned = prune_in(session, keep=ctx.config.backups.retention)
+    return BackupRun(manifest, verification, tuple(pruned))
 
 
 def create(
@@ -342,6 +338,14 @@ def verify(ctx: StepContext, *, environment: str, backup_id: str) -> Verificatio
         return verify_in(session, backup_id)
 
 
+def verify_copies(ctx: StepContext, *, environment: str, backup_id: str) -> list[dict[str, Any]]:
+    """Verify the backup's off-host copies ([backups] copy_to): each copy's sha256 as recorded
+    and, decrypted, its content's. Raises CheckFailed when one does not match."""
+    with open_environment(ctx, environment) as session:
+        manifest = session.history.manifest(backup_id)
+    return copies.verify(manifest, ctx.config.backups)
+
+
 def verify_in(session: EnvSession, backup_id: str) -> Verification:
     manifest = session.history.manifest(backup_id)
     checks = {"sha256_ok": False, "listed_ok": False, "restore_ok": False, "row_counts_ok": False}
@@ -476,15 +480,37 @@ def latest_verified(session: EnvSession, *, since: str | None = None) -> BackupM
 
 
 def restore(
-    ctx: StepContext, *, environment: str, backup_id: str, lock_wait_s: float = 0.0
+    ctx: StepContext,
+    *,
+    environment: str,
+    backup_id: str,
+    lock_wait_s: float = 0.0,
+    confirm: Callable[[str], bool] | None = None,
 ) -> RestoreResult:
     """Replace `environment`'s database with backup `backup_id`, under the deploy lock.
 
     A safety backup of what is there now is taken (and verified) first. The backup is restored
     into a scratch database and checked against its manifest; only then does it take the
     service database's name (the app is stopped for the swap and started again).
+
+    :param confirm: asked first, with how many rows differ from the backup (the writes a
+        restore undoes); False cancels with nothing done. None: not asked.
     """
     with open_environment(ctx, environment) as session:
+        if confirm is not None:
+            manifest = session.history.manifest(backup_id)
+            dropped = rows_dropped(Database.of(session.target).row_counts(), manifest.row_counts)
+            question = (
+                f"Replace the database of {environment} with backup {backup_id} "
+                f"({manifest.created}, revision {manifest.revision or 'none'})? "
+                f"{dropped} rows differ from it and would be lost (a safety backup is taken "
+                "first)"
+            )
+            if not confirm(question):
+                raise UsageError(
+                    f"the restore of {backup_id} into {environment} was cancelled",
+                    untouched="nothing was done",
+                )
         ttl = ctx.config.deploy.lock_ttl_s
         with session.history.locked("restore", ttl_s=ttl, wait_s=lock_wait_s) as lock:
             session.lock = lock

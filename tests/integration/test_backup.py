@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from dtdep_env import DtdepEnv, module_env, write_config
 
 from deploytools.cli import cli
 from deploytools.context import StepContext
 from deploytools.database import Database
 from deploytools.errors import CheckFailed, DeployError, ExternalCommandFailed
+from deploytools.session import open_environment
 from deploytools.steps import backup as backup_step
-from deploytools.steps.backup import open_environment
+from tests.helpers.shared_stack import DtdepEnv, module_env, write_config
 
 pytestmark = pytest.mark.integration
 
