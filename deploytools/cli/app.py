@@ -34,6 +34,15 @@ from deploytools.visible import visible
 
 if TYPE_CHECKING:
     from deploytools.context import StepContext
+    from deploytools.pipeline.walker import PipelineSteps
+
+
+@dataclass(frozen=True)
+class Injected:
+    """What a caller of the command group (a test, an embedding program) hands in as click's
+    `obj` instead of the defaults: the step functions `pipeline run` calls."""
+
+    pipeline_steps: PipelineSteps | None = None
 
 
 @dataclass
@@ -43,6 +52,8 @@ class AppState:
     config_path: Path
     json: bool
     verbose: int
+    #: The step functions `pipeline run` calls; None: the real ones.
+    pipeline_steps: PipelineSteps | None = None
     _config: Config | None = field(default=None, repr=False)
 
     def config(self) -> Config:
@@ -205,7 +216,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "pipeline": (
         "deploytools.cli.pipeline_cmd",
-        "The whole release runbook in one command (pipeline.py's steps, in order).",
+        "The whole release runbook in one command (pipeline/runbook.py's steps, in order).",
     ),
     "release": (
         "deploytools.cli.release_cmd",
@@ -411,4 +422,10 @@ def cli(ctx: click.Context, config_path: Path, as_json: bool, verbose: int) -> N
     configuration error, 3 environment unreachable, failed or timed out, 4 another deploy holds
     the lock, 70 a bug in deploytools.
     """
-    ctx.obj = AppState(config_path=config_path, json=as_json, verbose=verbose)
+    injected = ctx.obj if isinstance(ctx.obj, Injected) else Injected()
+    ctx.obj = AppState(
+        config_path=config_path,
+        json=as_json,
+        verbose=verbose,
+        pipeline_steps=injected.pipeline_steps,
+    )
