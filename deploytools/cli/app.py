@@ -81,19 +81,24 @@ def _secrets(state: AppState | None) -> tuple[str, ...]:
     return state.secrets() if state is not None else secret_values(os.environ)
 
 
-def _finite(value: Any) -> Any:
-    """JSON has no NaN or Infinity: such a number (a statistic of no samples) becomes null."""
+def _plain(value: Any) -> Any:
+    """JSON's own values only. NaN and Infinity (a statistic of no samples) become null; what
+    JSON cannot hold (a datetime, bytes in an error's facts) becomes its text, so that --json
+    still prints its one object."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return str(value)
 
 
 def _json_document(document: dict[str, Any], secrets: Sequence[str]) -> str:
-    safe = _finite(redact(jsonable(document), secrets))
+    # Plain first, then masked: a secret inside bytes or an exception is masked as text too.
+    safe = redact(_plain(jsonable(document)), secrets)
     return json.dumps(safe, indent=2, sort_keys=True, allow_nan=False)
 
 
