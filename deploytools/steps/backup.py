@@ -57,9 +57,9 @@ def open_environment(
     target = ctx.target(environment)
     project = ctx.config.project
     candidates = target.containers(project.database_service) + target.containers()
-    image = helper_image(target.client, candidates)
+    image = helper_image(candidates)
     with open_store(
-        target.client,
+        target.engine,
         ctx.config.backups.store,
         image=image,
         name_prefix=target.project,
@@ -405,10 +405,10 @@ def restore_in(
     # The very containers that ran are stopped and started again (not `compose up`, which
     # would recreate them from the Compose file's current variables).
     app_service = session.ctx.config.project.app_service
-    running = [c for c in session.target.containers(app_service) if c.status == "running"]
+    running = session.target.running(app_service)
     if restart_app:
         for container in running:
-            container.stop(timeout=10)
+            container.stop(timeout_s=10)
     try:
         old = f"{db.name}__dtreplaced_{secrets.token_hex(3)}"
         db.replace_with(scratch, keep_as=old)

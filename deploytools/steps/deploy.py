@@ -17,14 +17,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
-
-import docker.errors
+from typing import Protocol
 
 from deploytools import proxy
 from deploytools.commands import compose
 from deploytools.context import StepContext
 from deploytools.database import Database
+from deploytools.engine.errors import EngineError
 from deploytools.errors import CheckFailed, DeployError, UsageError
 from deploytools.history import ReleaseRecord, utc_now, who
 from deploytools.steps import backup as backup_step
@@ -162,7 +161,7 @@ def run(
         )
     replacer = STRATEGIES[strategy]()
     with open_environment(ctx, environment) as session:
-        info = migrate_step.image_info(session.target.client, image)
+        info = migrate_step.image_info(session.target.engine, image)
         replacer.admit(session, info)
         ttl = ctx.config.deploy.lock_ttl_s
         with session.history.locked("deploy", ttl_s=ttl, wait_s=lock_wait_s) as lock:
@@ -414,8 +413,8 @@ def keep_ref(session: EnvSession, record: ReleaseRecord) -> str:
 
     def names_the_deployed_image(ref: str) -> bool:
         try:
-            found = session.target.client.images.get(ref)
-        except docker.errors.DockerException:  # not there, or not a valid reference
+            found = session.target.engine.image(ref)
+        except EngineError:  # not there, or not a valid reference
             return False
         return not record.image_id or found.id == record.image_id
 
@@ -429,15 +428,13 @@ def keep_images(session: EnvSession, record: ReleaseRecord, records: list[Releas
     """Tag the deployed image so it stays on the engine; untag releases older than the newest
     deploy.keep_images (an image still tagged otherwise, or in use, stays). `records`: the
     environment's records, oldest first, `record` included."""
-    client: Any = session.target.client
+    engine = session.target.engine
     repository = session.ctx.config.project.image_repository
     env = record.environment
-    with contextlib.suppress(docker.errors.DockerException):
+    with contextlib.suppress(EngineError):
         tag = KEEP_TAG.format(env=env, id=record.id)
-        client.images.get(record.image_id).tag(repository, tag)
+        engine.image(record.image_id).tag(repository, tag)
     serving = [r for r in records if r.serving]
     for old in serving[: -session.ctx.config.deploy.keep_images]:
-        with contextlib.suppress(docker.errors.DockerException):
-            client.api.remove_image(
-                f"{repository}:" + KEEP_TAG.format(env=env, id=old.id), noprune=True
-            )
+        with contextlib.suppress(EngineError):
+            engine.remove_image(f"{repository}:" + KEEP_TAG.format(env=env, id=old.id), prune=False)

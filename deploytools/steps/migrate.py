@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import docker.errors
-
 from deploytools.commands import compose
 from deploytools.context import StepContext
 from deploytools.database import Database
+from deploytools.engine.client import Engine
+from deploytools.engine.errors import ImageNotFound
 from deploytools.errors import DeployError, UsageError
 from deploytools.history import ReleaseRecord, utc_now, who
 from deploytools.steps.backup import EnvSession, latest_verified, open_environment
@@ -52,19 +52,19 @@ class MigrationResult:
         return self.revision_before != self.revision_after
 
 
-def image_info(client: Any, ref: str) -> ImageInfo:
+def image_info(engine: Engine, ref: str) -> ImageInfo:
     """The image as the engine knows it; UsageError when it is not there (nothing is pulled:
     images are built once and loaded onto the engine by `image build`)."""
     try:
-        image = client.images.get(ref)
-    except docker.errors.ImageNotFound:
+        image = engine.image(ref)
+    except ImageNotFound:
         raise UsageError(
             f"image {ref} is not on the target's engine",
             untouched="nothing was done",
             hint="build or load it there first (`deploytools image build`)",
             facts={"image": ref},
         ) from None
-    labels = image.labels or {}
+    labels = image.labels
     flag = labels.get(EXPAND_ONLY_LABEL)
     return ImageInfo(
         ref=ref,
@@ -110,7 +110,7 @@ def run(
         ttl = ctx.config.deploy.lock_ttl_s
         with session.history.locked("migrate", ttl_s=ttl, wait_s=lock_wait_s) as lock:
             session.lock = lock
-            info = image_info(session.target.client, image)
+            info = image_info(session.target.engine, image)
             record = ReleaseRecord(
                 id=session.history.next_release_id(),
                 environment=environment,
@@ -168,7 +168,7 @@ def run_in(
     """`run` within an open environment (a deploy calls it under its lock)."""
     config = session.ctx.config
     target = session.target
-    image_info(target.client, image)
+    image_info(target.engine, image)
     db = Database.of(target)
     before = db.revision()
     backup_id = None

@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import docker.errors
-
 from deploytools import proxy
 from deploytools.context import StepContext
 from deploytools.database import Database
+from deploytools.engine.errors import EngineError
 from deploytools.errors import DeployError, UsageError
 from deploytools.history import ReleaseRecord, utc_now, who
 from deploytools.steps import backup as backup_step
@@ -241,6 +240,6 @@ def _dedupe(records: list[ReleaseRecord]) -> list[ReleaseRecord]:
 
 def _image_or_none(session: EnvSession, ref: str) -> str | None:
     try:
-        return str(session.target.client.images.get(ref).id)
-    except docker.errors.DockerException:  # gone; compose will say so when it starts
+        return session.target.engine.image(ref).id
+    except EngineError:  # gone; compose will say so when it starts
         return None

@@ -40,19 +40,19 @@ def test_the_migration_failure_line_is_alembics_not_composes() -> None:
     assert _failure_line({"stderr": "255\n"}) is None
 
 
-class _Images:
+class _Engine:
     """The engine's images: reference -> image ID."""
 
     def __init__(self, present: dict[str, str]) -> None:
         self.present = present
 
-    def get(self, ref: str) -> object:
-        import docker.errors
-
-        if ref not in self.present:
-            raise docker.errors.ImageNotFound(f"no such image: {ref}")
+    def image(self, ref: str) -> object:
         from types import SimpleNamespace
 
+        from deploytools.engine.errors import ImageNotFound
+
+        if ref not in self.present:
+            raise ImageNotFound(f"no such image: {ref}")
         return SimpleNamespace(id=self.present[ref])
 
 
@@ -61,7 +61,7 @@ def _session_with_images(present: dict[str, str]) -> deploy_step.EnvSession:
     from typing import Any, cast
 
     ctx = StepContext(config=load_config(REPO_ROOT / "deploy.toml"))
-    target = SimpleNamespace(client=SimpleNamespace(images=_Images(present)))
+    target = SimpleNamespace(engine=_Engine(present))
     return cast(Any, SimpleNamespace(ctx=ctx, target=target))
 
 

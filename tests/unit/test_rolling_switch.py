@@ -24,6 +24,7 @@ import yaml
 
 from deploytools import proxy
 from deploytools.commands import compose
+from deploytools.engine.exec import AttachedExec, ExecResult
 from deploytools.errors import CheckFailed, DeadlineExceeded, ExternalCommandFailed, UsageError
 from deploytools.steps import deploy as deploy_step
 from deploytools.steps import deploy_rolling
@@ -164,6 +165,10 @@ class LocalProxy:
         self.client = SimpleNamespace(api=self)
         self.ignores_timeouts = False  # as the SDK's ssh socket (a pipe to `ssh`)
         self.processes: list[subprocess.Popen[bytes]] = []
+
+    def exec_attached(self, argv: list[str]) -> AttachedExec:
+        """As `engine.Container.exec_attached`, with this object as the engine's API."""
+        return AttachedExec(self, self.id, argv)
 
     def exec_create(self, container: str, argv: list[str], **streams: bool) -> dict[str, str]:
         assert container == self.id and streams == {"stdin": True, "stdout": True, "stderr": True}
@@ -394,9 +399,9 @@ class FakeApp:
     def __init__(self, code: int) -> None:
         self.code, self.argv = code, []
 
-    def exec_run(self, argv: list[str]) -> tuple[int, bytes]:
+    def exec(self, argv: list[str], *, timeout_s: float) -> ExecResult:
         self.argv = argv
-        return self.code, b"AssertionError" if self.code else b""
+        return ExecResult(self.code, b"", b"AssertionError" if self.code else b"")
 
 
 def test_warm_sends_concurrent_health_requests_inside_the_new_container() -> None:
