@@ -14,6 +14,7 @@ from dtdep_env import NEVER_HEALTHY, DtdepEnv, ImageVariants, module_env
 from dtroll_load import OpenLoad, failures
 
 from deploytools import proxy
+from deploytools.engine import Container
 from deploytools.steps.backup import open_environment
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ def test_the_proxys_runtime_api_is_out_of_the_apps_reach(env: DtdepEnv) -> None:
             ]
         }
     )
-    session = proxy.RuntimeApi(gateway)
+    session = proxy.RuntimeApi(Container(gateway))
     try:
         servers = proxy.read_servers(session)
     finally:
