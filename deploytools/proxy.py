@@ -33,7 +33,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from deploytools.commands import compose
 from deploytools.engine.client import Container
 from deploytools.errors import CheckFailed, DeadlineExceeded, ExternalCommandFailed
 from deploytools.target import Target, wait_until_healthy
@@ -102,10 +101,8 @@ backend {BACKEND}
 
 def container(target: Target) -> Container | None:
     """The running proxy container of the environment, or None (no proxy: recreate only)."""
-    for found in target.containers(PROXY_SERVICE):
-        if found.status == "running":
-            return found
-    return None
+    running = target.running(PROXY_SERVICE)
+    return running[0] if running else None
 
 
 def address(container: Container, proxy: Container) -> str:
@@ -127,8 +124,7 @@ def address(container: Container, proxy: Container) -> str:
 
 def defined(target: Target) -> bool:
     """Whether the Compose files define the proxy service."""
-    done = target.compose(compose.service_names, what="listing the Compose services")
-    return PROXY_SERVICE in done.stdout.split()
+    return target.defines(PROXY_SERVICE)
 
 
 def ensure_running(target: Target, *, timeout_s: float) -> Container | None:
@@ -137,10 +133,7 @@ def ensure_running(target: Target, *, timeout_s: float) -> Container | None:
     running = container(target)
     if running is not None or not defined(target):
         return running
-    target.compose(
-        lambda cli, project, files: compose.up(cli, project, files, [PROXY_SERVICE], no_deps=True),
-        what="starting the proxy",
-    )
+    target.start([PROXY_SERVICE], what="starting the proxy")
     started = container(target)
     if started is None:
         raise CheckFailed(f"the proxy of environment {target.name} did not start")

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deploytools.commands import compose as compose_cmd
 from deploytools.config import Config, EnvironmentConfig
@@ -34,6 +35,9 @@ from deploytools.errors import (
     EnvironmentUnreachable,
     ExternalCommandFailed,
 )
+
+if TYPE_CHECKING:
+    from deploytools.platforms import Platform
 
 VERSION_LABEL = "org.opencontainers.image.version"
 REVISION_LABEL = "org.opencontainers.image.revision"
@@ -187,6 +191,75 @@ class Target:
             )
         return running[0].exec(argv, stdin=stdin, timeout_s=timeout_s)
 
+    # -- The platform's verbs (deploytools.platforms.Platform) --------------------------------
+
+    def defines(self, service: str) -> bool:
+        """Whether the Compose files define `service`."""
+        done = self.compose(compose_cmd.service_names, what="listing the Compose services")
+        return service in done.stdout.split()
+
+    def start(
+        self, services: Sequence[str], *, env: Mapping[str, str] | None = None, what: str
+    ) -> None:
+        """`compose up --no-deps` of `services`: started, or recreated when their
+        configuration (the image variable in `env`, say) changed."""
+        self.compose(
+            lambda cli, project, files: compose_cmd.up(cli, project, files, services, no_deps=True),
+            env=env,
+            what=what,
+        )
+
+    def start_beside(
+        self, service: str, *, count: int, env: Mapping[str, str] | None = None, what: str
+    ) -> list[Container]:
+        """New containers of `service` beside the running ones (which are not touched), up to
+        `count` containers in all; the new ones."""
+        known = {c.id for c in self.containers(service)}
+        self.compose(
+            lambda cli, project, files: compose_cmd.up(
+                cli,
+                project,
+                files,
+                [service],
+                no_deps=True,
+                no_recreate=True,
+                scale={service: count},
+            ),
+            env=env,
+            what=what,
+        )
+        return [c for c in self.containers(service) if c.id not in known]
+
+    def stop(self, services: Sequence[str], *, what: str) -> None:
+        """`compose stop` of `services` (their containers stay, stopped)."""
+        self.compose(
+            lambda cli, project, files: compose_cmd.stop(cli, project, files, services),
+            what=what,
+        )
+
+    def run_once(
+        self,
+        service: str,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        container_env: Mapping[str, str] | None = None,
+        timeout_s: float,
+        what: str,
+    ) -> ProcessResult:
+        """`command` in a one-off container of `service`, removed when it exits; raises when it
+        fails. `env` is the stack's (the image variable, say); `container_env` is set in the
+        container, by name only: its values never appear in an argv."""
+        inside = dict(container_env or {})
+        return self.compose(
+            lambda cli, project, files: compose_cmd.run_once(
+                cli, project, files, service, command, env=sorted(inside)
+            ),
+            env={**(env or {}), **inside},
+            timeout=timeout_s,
+            what=what,
+        )
+
     def services(self) -> list[ServiceState]:
         """What runs in this environment, one entry per container, sorted by service."""
         states = [service_state(c) for c in self.containers()]
@@ -284,6 +357,13 @@ def wait_until_healthy(
             )
         sleep(min(delay, max(0.0, deadline - clock())))
         delay = min(delay * 2, max_delay_s)
+
+
+if TYPE_CHECKING:
+
+    def _a_target_is_a_platform(target: Target) -> Platform:
+        """mypy checks here that Target implements the Platform protocol."""
+        return target
 
 
 __all__ = [

@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from deploytools import proxy
-from deploytools.commands import compose
 from deploytools.context import StepContext
 from deploytools.database import Database
 from deploytools.engine.errors import EngineError
@@ -359,32 +358,24 @@ def ensure_database(session: EnvSession) -> None:
     and wait until it is healthy; a running one is left alone."""
     target = session.target
     service = session.ctx.config.project.database_service
-    if any(c.status == "running" for c in target.containers(service)):
+    if target.running(service):
         return
     session.progress(f"deploy: starting the database service {service}")
-    target.compose(
-        lambda cli, project, files: compose.up(cli, project, files, [service], no_deps=True),
-        what=f"starting the database service {service}",
-    )
+    target.start([service], what=f"starting the database service {service}")
     for container in target.containers(service):
         wait_until_healthy(container, timeout_s=session.ctx.config.deploy.health_timeout_s)
 
 
 def stop_app(session: EnvSession) -> None:
     config = session.ctx.config
-    session.target.compose(
-        lambda cli, project, files: compose.stop(cli, project, files, [config.project.app_service]),
-        what="stopping the app",
-    )
+    session.target.stop([config.project.app_service], what="stopping the app")
 
 
 def start_app(session: EnvSession, image: str) -> None:
     """(Re)create the app service's container from `image`, without touching the database."""
     config = session.ctx.config
-    session.target.compose(
-        lambda cli, project, files: compose.up(
-            cli, project, files, [config.project.app_service], no_deps=True
-        ),
+    session.target.start(
+        [config.project.app_service],
         env={config.deploy.image_variable: image},
         what=f"starting the app with {image}",
     )

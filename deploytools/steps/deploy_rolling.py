@@ -36,7 +36,6 @@ import json
 import time
 
 from deploytools import proxy
-from deploytools.commands import compose
 from deploytools.engine.client import Container
 from deploytools.engine.errors import EngineError, NotFound
 from deploytools.errors import CheckFailed, DeployError, UsageError
@@ -199,21 +198,12 @@ def _roll_to(
             if len(old) == 1:
                 # While two containers answer to the service's name, the proxy must not use it.
                 proxy.switch(gateway, proxy.address(old[0], gateway), session=api)
-            target.compose(
-                lambda cli, project, files: compose.up(
-                    cli,
-                    project,
-                    files,
-                    [service],
-                    no_deps=True,
-                    no_recreate=True,
-                    scale={service: len(old) + 1},
-                ),
+            started = target.start_beside(
+                service,
+                count=len(old) + 1,
                 env={config.deploy.image_variable: image},
                 what=f"starting {image} beside the running app",
             )
-            known = {c.id for c in old}
-            started = [c for c in target.containers(service) if c.id not in known]
             if len(started) != 1:
                 raise CheckFailed(
                     f"expected one new app container of {image}, found {len(started)}"

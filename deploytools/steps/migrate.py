@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from deploytools.commands import compose
 from deploytools.context import StepContext
 from deploytools.database import Database
 from deploytools.engine.client import Engine
@@ -175,24 +174,18 @@ def run_in(
     if not sql and not no_backup_check:
         backup_id = require_backup(session)
     command = list(config.project.migration_command) + (["--sql"] if sql else [])
-    env = {config.deploy.image_variable: image, **config.deploy.migration_env}
     session.progress(
         f"migrate: {' '.join(command)} in a one-off container of {image} "
         f"(revision now {before or 'none'})"
     )
     started = time.monotonic()
     try:
-        done = target.compose(
-            lambda cli, project, files: compose.run_once(
-                cli,
-                project,
-                files,
-                config.project.app_service,
-                command,
-                env=sorted(config.deploy.migration_env),
-            ),
-            env=env,
-            timeout=config.deploy.migration_timeout_s,
+        done = target.run_once(
+            config.project.app_service,
+            command,
+            env={config.deploy.image_variable: image},
+            container_env=config.deploy.migration_env,
+            timeout_s=config.deploy.migration_timeout_s,
             what="the migration",
         )
     except DeployError as error:

@@ -453,8 +453,7 @@ def test_an_api_that_does_not_answer_is_given_up_at_the_deadline(ignores_timeout
 
 def test_rolling_is_refused_before_anything_when_the_proxy_cannot_switch() -> None:
     with runtime_api({"web1": "no check"}) as (api, local):
-        local.status = "running"  # type: ignore[attr-defined]
-        target = SimpleNamespace(name="production", containers=lambda service: [local])
+        target = SimpleNamespace(name="production", running=lambda service: [local])
         config = SimpleNamespace(deploy=SimpleNamespace(health_timeout_s=5))
         session: Any = SimpleNamespace(target=target, ctx=SimpleNamespace(config=config))
         with pytest.raises(UsageError) as raised:
