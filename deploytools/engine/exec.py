@@ -20,7 +20,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from deploytools.engine.errors import EngineError, translated
 from deploytools.errors import DeadlineExceeded, ExternalCommandFailed
@@ -159,17 +159,12 @@ def capture(
         return settle(api, exec_id, out or b"", err or b"")
 
 
-@dataclass
-class ExecStream:
+class ExecStream(NamedTuple):
     """A running exec's stdout, chunk by chunk; `result()` once they are consumed gives the
-    exit code and the end of stderr."""
+    exit code and the end of stderr. Unpacks as `chunks, result = ...`."""
 
     chunks: Iterator[bytes]
     result: Callable[[], ExecResult]
-
-    def __iter__(self) -> Iterator[Any]:
-        # Unpacks as `chunks, result = stream(...)`, the shape callers had before.
-        return iter((self.chunks, self.result))
 
 
 def stream(
