@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,35 @@ def test_a_real_child_sees_exactly_the_environment_it_was_given(
     )
     names = set(json.loads(done.stdout))
     assert "GITHUB_TOKEN" not in names and "ONLY_THIS" in names
+
+
+def test_a_failed_compose_call_shows_no_secret_and_runs_with_the_allow_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from deploytools.commands import compose as compose_cmd
+    from deploytools.errors import ExternalCommandFailed
+
+    for name, value in RUNNER_ENV.items():
+        monkeypatch.setenv(name, value)
+    seen: dict[str, str] = {}
+
+    def runner(
+        argv: Sequence[str], *, env: Mapping[str, str], timeout: float, cwd: str | None = None
+    ) -> process.ProcessResult:
+        seen.update(env)
+        said = f"invalid password db-password-for-compose for {env['APP_SECRET_KEY']}"
+        return process.ProcessResult(tuple(argv), 1, "", said)
+
+    monkeypatch.setattr(
+        "deploytools.target.detect_compose",
+        lambda host: compose_cmd.ComposeCli(prefix=("docker-compose",), version="1.29.2"),
+    )
+    config = load_config(REPO_ROOT / "deploy.toml")
+    target = Target.for_environment(config, "production", runner=runner)
+    with pytest.raises(ExternalCommandFailed) as caught:
+        target.compose(compose_cmd.config, what="checking the Compose files")
+    shown = json.dumps([caught.value.message, caught.value.facts])
+    assert "db-password-for-compose" not in shown and "signing-key-for-compose" not in shown
+    assert "***" in caught.value.message
+    assert seen["POSTGRES_PASSWORD"] == "db-password-for-compose"  # the child had it
+    assert SECRET not in seen.values() and "UNRELATED" not in seen
