@@ -14,9 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx2
-from ghapi.core import GhApi
-
 from deploytools.errors import EnvironmentUnreachable
 
 GITHUB_API = "https://api.github.com"
@@ -78,6 +75,9 @@ class GitHub:
         owner, _, name = repository.partition("/")
         self.repository = repository
         self.gh_host = gh_host.rstrip("/")
+        # Imported here, not at the top: `deploytools --help` must not load ghapi (start-up time).
+        from ghapi.core import GhApi
+
         self._api = GhApi(  # type: ignore[no-untyped-call] # ghapi has no annotations
             owner=owner, repo=name, token=token, gh_host=self.gh_host, sync=True
         )
@@ -85,6 +85,8 @@ class GitHub:
 
     def _get(self, path: str, **query: Any) -> Any:
         """GET `path` (relative to /repos/OWNER/NAME); None when GitHub answers 404."""
+        import httpx2  # loaded by ghapi already: this only names its errors
+
         url = f"/repos/{self._owner}/{self._name}{path}"
         try:
             return self._api(url, "GET", query=query or None)
@@ -216,8 +218,11 @@ class GitHub:
 
     # -- The production environment ----------------------------------------------------------
 
-    def environment_protected(self, environment: str, tag: str) -> Verdict:
-        """`environment` exists, requires reviewers, and has a deployment policy admitting `tag`.
+    def environment_protected(
+        self, environment: str, tag: str, *, reviewers: bool = True
+    ) -> Verdict:
+        """`environment` exists, requires reviewers (unless `reviewers` is False), and has a
+        deployment policy admitting `tag`.
 
         GitHub creates a missing environment on the first deployment to it, with no protection
         at all, so "missing" is as bad as "unprotected".
@@ -231,8 +236,8 @@ class GitHub:
             )
         problems: list[str] = []
         rules = list(_get(env, "protection_rules", []) or [])
-        reviewers = [r for r in rules if _get(r, "type", "") == "required_reviewers"]
-        if not any(_get(r, "reviewers", []) for r in reviewers):
+        rules_of_reviewers = [r for r in rules if _get(r, "type", "") == "required_reviewers"]
+        if reviewers and not any(_get(r, "reviewers", []) for r in rules_of_reviewers):
             problems.append("no required reviewers")
         policy = _get(env, "deployment_branch_policy", None)
         if not policy:
@@ -253,6 +258,8 @@ class GitHub:
             return Verdict(
                 False, f'environment "{environment}" is not protected: ' + "; ".join(problems)
             )
+        if not reviewers:
+            return Verdict(True, f'environment "{environment}" admits {tag} by its tag rule')
         return Verdict(True, f'environment "{environment}" requires reviewers and admits {tag}')
 
 

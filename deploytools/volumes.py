@@ -18,9 +18,8 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from deploytools.backup_store import HELPER_LABEL
 from deploytools.engine.client import PROJECT_LABEL, VOLUME_LABEL, Container, Mount, OneOff
 from deploytools.engine.errors import EngineError
 from deploytools.errors import (
@@ -29,10 +28,9 @@ from deploytools.errors import (
     ExternalCommandFailed,
     UsageError,
 )
-
-if TYPE_CHECKING:
-    from deploytools.history import BackupManifest
-    from deploytools.steps.backup import EnvSession
+from deploytools.session import EnvSession
+from deploytools.store.files import HELPER_LABEL
+from deploytools.store.records import BackupManifest
 
 #: Where a helper mounts the volume.
 MOUNT = "/volume"

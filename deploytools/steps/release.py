@@ -18,11 +18,11 @@ from pathlib import Path, PurePosixPath
 from deploytools.context import StepContext
 from deploytools.engine.git import GitRunner, run_git
 from deploytools.errors import UsageError
-from deploytools.history import utc_now
 from deploytools.steps.release_github import (
     CI_POLL_S,
     CI_START_WAIT_S,
     GITHUB_CHECKS,
+    PRODUCTION_DEPLOY,
     GitHubFindings,
     check_code_quality,
     check_github,
@@ -56,6 +56,7 @@ from deploytools.steps.release_source import (
     tag_commit,
 )
 from deploytools.steps.release_version import TAG_RE, Version, parse_tag
+from deploytools.store.records import utc_now
 
 # -- The step ------------------------------------------------------------------------------------
 
@@ -147,6 +148,7 @@ __all__ = [
     "CI_START_WAIT_S",
     "GITHUB_CHECKS",
     "PRODUCTION",
+    "PRODUCTION_DEPLOY",
     "TAG_RE",
     "CheckList",
     "CheckResult",

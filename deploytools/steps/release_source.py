@@ -26,6 +26,7 @@ from deploytools.steps.release_report import (
     check_skipped,
 )
 from deploytools.steps.release_version import Version
+from deploytools.visible import invisibles, visible
 
 
 def repository_root(repo: Path, runner: GitRunner = run_git) -> Path:
@@ -49,6 +50,16 @@ def tag_commit(root: Path, tag: str, runner: GitRunner = run_git) -> str:
     """The commit `tag` points at, or a UsageError when the tag does not exist."""
     done = runner(git.commit_of(root, git.tag_ref(tag)))
     if done.returncode != 0 or not done.stdout.strip():
+        # A tag that exists but names a blob or a tree (git tag NAME OBJECT) is not missing.
+        peeled = runner(git.object_type(root, git.tag_ref(tag) + "^{}"))
+        kind = peeled.stdout.strip() if peeled.returncode == 0 else ""
+        if kind in ("blob", "tree"):
+            raise UsageError(
+                f"tag {tag} names a {kind}, not a commit: a release tag must point at a commit",
+                untouched="nothing was done",
+                hint=f"recreate it on the release commit: git tag -f -a {tag} COMMIT",
+                facts={"tag": tag, "repo": str(root), "object_type": kind},
+            )
         raise UsageError(
             f"tag {tag} does not exist in {root}",
             untouched="nothing was done",
@@ -157,6 +168,15 @@ def check_version_file(
     found = done.stdout.strip()
     if found == str(version):
         return check_passed("version-file", f"{path} at {tag} says {found}")
+    # A byte-order mark or a zero-width character prints as nothing: "says 1.15.3, the tag
+    # 1.15.3" would read as a contradiction. Name them instead.
+    hidden = invisibles(found)
+    if hidden:
+        return check_failed(
+            "version-file",
+            f"{path} at {tag} says {visible(found)}: it holds {', '.join(hidden)}, "
+            f"invisible but not part of a version; save it as the plain text {version}",
+        )
     return check_failed(
         "version-file", f"{path} at {tag} says {found or '(empty)'}, the tag {version}"
     )

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from functools import total_ordering
 
 from deploytools.errors import UsageError
+from deploytools.visible import invisibles, visible
 
+#: Used with fullmatch only: "$" also matches before a final newline ("v1.15.2\n").
 TAG_RE = re.compile(
-    r"^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
-    r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
+    r"v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
 )
 
 
@@ -26,7 +28,7 @@ class Version:
 
     @classmethod
     def parse(cls, tag: str) -> Version | None:
-        match = TAG_RE.match(tag)
+        match = TAG_RE.fullmatch(tag)
         if not match:
             return None
         major, minor, patch, pre = match.groups()
@@ -58,9 +60,11 @@ def parse_tag(tag: str) -> Version:
     """The version of a release tag, or a UsageError for anything but `vMAJOR.MINOR.PATCH[-PRE]`."""
     version = Version.parse(tag)
     if version is None:
+        hidden = invisibles(tag)
+        because = f" (it holds {', '.join(hidden)})" if hidden else ""
         raise UsageError(
-            f'"{tag}" is not a release tag: expected vMAJOR.MINOR.PATCH, for example v1.15.2 '
-            "(a pre-release may add -rc.1)",
+            f'"{visible(tag)}" is not a release tag{because}: expected vMAJOR.MINOR.PATCH, '
+            "for example v1.15.2 (a pre-release may add -rc.1)",
             untouched="nothing was done",
             facts={"tag": tag},
         )
