@@ -10,13 +10,14 @@ Three shapes, all with a deadline:
 
 The deadline of `capture` and `stream` bounds each wait for the program (a read that brings
 nothing, a write it does not take): a program that goes silent for `timeout_s` is given up on
-with DeadlineExceeded. The docker SDK is imported here only when an exec actually runs.
+with DeadlineExceeded. The stream is read here, not by the SDK's readers, which wait without one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -105,6 +106,32 @@ def _close(sock: Any, raw: Any) -> None:
         raw.close()
 
 
+def _read_exactly(raw: Any, size: int) -> bytes | None:
+    """`size` bytes from the raw socket, or None when the stream ended first. Each recv
+    honours the socket's timeout (the SDK's own readers poll without one)."""
+    data = b""
+    while len(data) < size:
+        chunk = raw.recv(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def frames(raw: Any) -> Iterator[tuple[int, bytes]]:
+    """The engine's multiplexed exec stream (8-byte headers: stream number, payload size),
+    frame by frame, until it ends."""
+    while True:
+        header = _read_exactly(raw, 8)
+        if header is None:
+            return
+        size = struct.unpack(">I", header[4:])[0]
+        payload = _read_exactly(raw, size) if size else b""
+        if payload is None:
+            return
+        yield header[0], payload
+
+
 def settle(api: Any, exec_id: str, out: bytes, err: bytes) -> ExecResult:
     """The exec's result once the engine recorded its exit.
 
@@ -134,8 +161,6 @@ def capture(
 
     Half-closing the socket after the last chunk is what makes the program see end of input.
     """
-    from docker.utils.socket import consume_socket_output, demux_adaptor, frames_iter
-
     with _exec_errors(container, argv, timeout_s):
         created = api.exec_create(
             container,
@@ -152,11 +177,12 @@ def capture(
                     if chunk:
                         raw.sendall(chunk)
                 raw.shutdown(socket.SHUT_WR)
-            frames = (demux_adaptor(*f) for f in frames_iter(sock, tty=False))
-            out, err = consume_socket_output(frames, demux=True)
+            out, err = bytearray(), bytearray()
+            for number, data in frames(raw):
+                (out if number == STDOUT else err).extend(data)
         finally:
             _close(sock, raw)
-        return settle(api, exec_id, out or b"", err or b"")
+        return settle(api, exec_id, bytes(out), bytes(err))
 
 
 class ExecStream(NamedTuple):
@@ -176,8 +202,6 @@ def stream(
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> ExecStream:
     """Run argv in `container` and stream its stdout (see ExecStream)."""
-    from docker.utils.socket import frames_iter
-
     with _exec_errors(container, argv, timeout_s):
         exec_id = api.exec_create(container, list(argv), user=user)["Id"]
     stderr = bytearray()
@@ -186,7 +210,7 @@ def stream(
         with _exec_errors(container, argv, timeout_s):
             sock, raw = _open(api, exec_id, timeout_s)
             try:
-                for number, data in frames_iter(sock, tty=False):
+                for number, data in frames(raw):
                     if number == STDOUT:
                         yield data
                     else:
@@ -222,20 +246,20 @@ class AttachedExec:
     def send(self, data: bytes) -> None:
         self.socket.sendall(data)
 
-    def read_frame(self) -> tuple[int, bytes] | None:
-        """The next frame of the multiplexed stream (blocking), or None at its end."""
-        from docker.utils.socket import next_frame_header, read_exactly
+    def read_frame(self, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[int, bytes] | None:
+        """The next frame of the multiplexed stream, or None at its end; TimeoutError when
+        nothing came for `timeout_s` (where the transport takes a timeout)."""
+        settimeout = getattr(self.socket, "settimeout", None)
+        if settimeout is not None:
+            settimeout(timeout_s)
+        return next(frames(self.socket), None)
 
-        number, size = next_frame_header(self._attached)
-        if size < 0:
-            return None
-        return int(number), bytes(read_exactly(self._attached, size))
-
-    def drain(self) -> None:
+    def drain(self, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         """Read and drop what is left of the stream, up to its end."""
-        from docker.utils.socket import frames_iter
-
-        for _ in frames_iter(self._attached, tty=False):
+        settimeout = getattr(self.socket, "settimeout", None)
+        if settimeout is not None:
+            settimeout(timeout_s)
+        for _ in frames(self.socket):
             pass
 
     def close_stdin(self) -> None:
