@@ -36,6 +36,7 @@ from deploytools.deploy_windows import check_window
 from deploytools.errors import CheckFailed, DeployError, LockHeld, UsageError
 from deploytools.jsonable import jsonable
 from deploytools.session import EnvSession, open_environment
+from deploytools.steps import app_service
 from deploytools.steps import backup as backup_step
 from deploytools.steps import checks as checks_step
 from deploytools.steps import deploy as deploy_step
@@ -318,7 +319,7 @@ def _fresh(tag: str, version: str, repo: Path, *, attempt: int = 1) -> PipelineR
 
 def _serving(session: EnvSession, record: PipelineRecord) -> bool:
     """Whether the environment runs the record's image, healthy."""
-    running = deploy_step.running_app(session.target)
+    running = app_service.running_app(session.target)
     if running is None or not running.healthy or not record.image:
         return False
     return record.image in (running.image_id, running.image)

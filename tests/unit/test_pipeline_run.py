@@ -19,6 +19,7 @@ from deploytools.checks.results import Verdict
 from deploytools.config import load_config
 from deploytools.context import StepContext
 from deploytools.errors import CheckFailed, ExitCode, LockHeld, UsageError
+from deploytools.steps import app_service
 from deploytools.steps import backup as backup_step
 from deploytools.steps import checks as checks_step
 from deploytools.steps import deploy as deploy_step
@@ -59,7 +60,7 @@ class Fakes:
         monkeypatch.setattr(release_step, "run", self._record("release", self._release))
         monkeypatch.setattr(image_step, "build", self._record("build", self._build))
         monkeypatch.setattr(deploy_step, "run", self._record("deploy", self._deploy))
-        monkeypatch.setattr(deploy_step, "running_app", self._running)
+        monkeypatch.setattr(app_service, "running_app", self._running)
         monkeypatch.setattr(checks_step, "run", self._record("checks", self._suite))
         monkeypatch.setattr(backup_step, "create", self._record("backup", self._backup))
         monkeypatch.setattr(backup_step, "verify", self._record("verify-backup", self._verify))
@@ -112,7 +113,7 @@ class Fakes:
     def _running(self, target: Any) -> Any:
         if self.serving is None:
             return None
-        return deploy_step.RunningApp(image=self.serving, image_id=self.serving, healthy=True)
+        return app_service.RunningApp(image=self.serving, image_id=self.serving, healthy=True)
 
     def _suite(self, **kw: Any) -> checks_step.SuiteReport:
         verdict = self.verdicts.get(kw["suite"], Verdict.PASS)
