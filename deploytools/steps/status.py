@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from deploytools.context import StepContext
 from deploytools.errors import DeployError
+from deploytools.session import open_environment
 from deploytools.store.records import BackupManifest, LockInfo, ReleaseRecord
 from deploytools.target import ServiceState
 
@@ -49,8 +50,6 @@ def run(ctx: StepContext, *, environment: str) -> EnvironmentStatus:
     )
     if not services:
         return status
-    from deploytools.session import open_environment  # history lives in the backup store
-
     try:
         with open_environment(ctx, environment, read_only=True) as session:
             history = session.history

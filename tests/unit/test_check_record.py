@@ -321,7 +321,7 @@ def test_the_incident_report_reads_the_failed_releases_checks(
         record("0003", kind="rollback", previous="0002", reason="monitor breach: health")
     )
     monkeypatch.setattr(
-        session_mod,
+        incident,
         "open_environment",
         lambda ctx, env, **_: opened({"production": history}, ctx, env),
     )
