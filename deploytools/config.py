@@ -760,7 +760,33 @@ def load_config(path: Path | str = DEFAULT_CONFIG_FILE) -> Config:
             untouched="nothing was done",
             facts={"file": str(path)},
         ) from None
-    return parse_config(text, path)
+    return with_base_urls_from(parse_config(text, path), os.environ)
+
+
+def base_url_variable(environment: str) -> str:
+    """The environment variable that overrides `environment`'s base_url (production:
+    DEPLOYTOOLS_PRODUCTION_BASE_URL); GitHub's workflows set it from the environment's
+    `vars.BASE_URL`, so deploy.toml's value is for local runs."""
+    return "DEPLOYTOOLS_" + re.sub(r"[^A-Z0-9]", "_", environment.upper()) + "_BASE_URL"
+
+
+def with_base_urls_from(config: Config, environ: Mapping[str, str]) -> Config:
+    """`config` with each environment's base_url from its variable, where set and not empty."""
+    environments = dict(config.environments)
+    for name, env in config.environments.items():
+        variable = base_url_variable(name)
+        url = environ.get(variable, "").strip()
+        if not url:
+            continue
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f'{variable} must start with http:// or https://, got "{url}"',
+                untouched="nothing was done",
+                hint=f"set {variable} to the URL where {name} answers, or unset it",
+                facts={"variable": variable},
+            )
+        environments[name] = dataclasses.replace(env, base_url=url)
+    return dataclasses.replace(config, environments=types.MappingProxyType(environments))
 
 
 def masked(value: str | None) -> str:

@@ -216,8 +216,11 @@ class GitHub:
 
     # -- The production environment ----------------------------------------------------------
 
-    def environment_protected(self, environment: str, tag: str) -> Verdict:
-        """`environment` exists, requires reviewers, and has a deployment policy admitting `tag`.
+    def environment_protected(
+        self, environment: str, tag: str, *, reviewers: bool = True
+    ) -> Verdict:
+        """`environment` exists, requires reviewers (unless `reviewers` is False), and has a
+        deployment policy admitting `tag`.
 
         GitHub creates a missing environment on the first deployment to it, with no protection
         at all, so "missing" is as bad as "unprotected".
@@ -231,8 +234,8 @@ class GitHub:
             )
         problems: list[str] = []
         rules = list(_get(env, "protection_rules", []) or [])
-        reviewers = [r for r in rules if _get(r, "type", "") == "required_reviewers"]
-        if not any(_get(r, "reviewers", []) for r in reviewers):
+        rules_of_reviewers = [r for r in rules if _get(r, "type", "") == "required_reviewers"]
+        if reviewers and not any(_get(r, "reviewers", []) for r in rules_of_reviewers):
             problems.append("no required reviewers")
         policy = _get(env, "deployment_branch_policy", None)
         if not policy:
@@ -253,6 +256,8 @@ class GitHub:
             return Verdict(
                 False, f'environment "{environment}" is not protected: ' + "; ".join(problems)
             )
+        if not reviewers:
+            return Verdict(True, f'environment "{environment}" admits {tag} by its tag rule')
         return Verdict(True, f'environment "{environment}" requires reviewers and admits {tag}')
 
 

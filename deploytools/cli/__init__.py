@@ -16,9 +16,12 @@ import deploytools.cli.release_cmd  # registers release verify (issue 4)
 import deploytools.cli.report_cmd  # noqa: F401 - registers report (issue 7)
 from deploytools.cli import config_cmd, status_cmd  # noqa: F401 - registers the commands
 from deploytools.cli.app import cli
+from deploytools.cli.signals import install_signal_handlers
 
 
 def main() -> None:
+    # A cancelled CI job (SIGINT, then SIGTERM) releases the deploy lock on its way out.
+    install_signal_handlers()
     cli(prog_name="deploytools")
 
 

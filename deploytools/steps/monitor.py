@@ -11,6 +11,7 @@ analysis works the same way). On the first breach the watch stops and, if asked,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -188,6 +189,7 @@ def run(
     baseline: bool = False,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    serving: Callable[[], str | None] | None = None,
 ) -> MonitorReport:
     """Watch `environment` for `duration_s` seconds, one sample every `interval_s`.
 
@@ -201,6 +203,9 @@ def run(
     :param on_sample: called after each sample (the CLI prints a line).
     :param baseline: record this watch as the current release's baseline if it has none yet,
         else compare this watch with it (a regression fails the watch; it does not roll back).
+    :param serving: the id of the release serving now (default: the environment's history);
+        with rollback_on_breach, a breach rolls back only while the release the watch began
+        with still serves (a person's rollback meanwhile must not be followed by a second).
     """
     config = ctx.config
     settings = config.checks.monitor
@@ -217,6 +222,9 @@ def run(
         )
     env = config.environment(environment)
     target = ctx.target(environment)
+    if rollback_on_breach and serving is None:
+        serving = functools.partial(_serving_release, ctx, environment)
+    watched = serving() if rollback_on_breach and serving is not None else None
     client = HttpClient(env.base_url, timeout_s=config.checks.timeout_s, login=config.checks.login)
     session = engine.Session(
         client, config.checks, config.thresholds, os.environ if environ is None else environ
@@ -343,9 +351,18 @@ def run(
         regressions = [f"{r.name}: {r.measured}" for r in compared if r.verdict is F]
     rolled_back, rollback_result = False, None
     if breaches and rollback_on_breach and rollback is not None:
-        ctx.progress(f"breach on {environment}: rolling back")
-        rollback_result = rollback(ctx, environment, "monitor breach: " + "; ".join(breaches))
-        rolled_back = True
+        now_serving = serving() if serving is not None else None
+        if now_serving != watched:
+            # Someone rolled back (or deployed) meanwhile: this breach is not the watched
+            # release's to undo, and a rollback now would go one release too far.
+            rollback_result = (
+                f"not rolled back: release {watched} no longer serves ({now_serving} does)"
+            )
+            ctx.progress(f"breach on {environment}: {rollback_result}")
+        else:
+            ctx.progress(f"breach on {environment}: rolling back")
+            rollback_result = rollback(ctx, environment, "monitor breach: " + "; ".join(breaches))
+            rolled_back = True
     return MonitorReport(
         environment=environment,
         started=started,
@@ -516,6 +533,15 @@ def watch_window(
     with open_environment(ctx, environment) as env_session:
         current = env_session.history.current_release()
     return window_of(current, within_s, now=time.time() if now is None else now)
+
+
+def _serving_release(ctx: StepContext, environment: str) -> str | None:
+    """The id of `environment`'s serving release record (None: none recorded)."""
+    from deploytools.steps.backup import open_environment
+
+    with open_environment(ctx, environment) as env_session:
+        current = env_session.history.current_release()
+    return None if current is None else current.id
 
 
 def _hours(seconds: float) -> str:

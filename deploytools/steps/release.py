@@ -44,6 +44,8 @@ TAG_RE = re.compile(
     r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
 )
 PRODUCTION = "production"
+#: The GitHub environment holding production's secrets for release.yml's jobs after the approval.
+PRODUCTION_DEPLOY = "production-deploy"
 
 Verdict = Literal["passed", "failed", "skipped"]
 
@@ -617,8 +619,15 @@ def check_github(
             )
         results.append(result)
     try:
-        env = api.environment_protected(PRODUCTION, tag)
-        results.append(CheckResult(GITHUB_CHECKS[2], "passed" if env.ok else "failed", env.reason))
+        # The approval's environment, and the one holding production's secrets for the jobs
+        # after it (no reviewers): its tag rule keeps other refs' runs from those secrets.
+        verdicts = [
+            api.environment_protected(PRODUCTION, tag),
+            api.environment_protected(PRODUCTION_DEPLOY, tag, reviewers=False),
+        ]
+        ok = all(v.ok for v in verdicts)
+        reason = "; ".join(v.reason for v in verdicts if v.ok is ok)
+        results.append(CheckResult(GITHUB_CHECKS[2], "passed" if ok else "failed", reason))
     except DeployError as exc:
         results.append(_failed(GITHUB_CHECKS[2], exc.message))
     return GitHubFindings(tuple(results), quality)

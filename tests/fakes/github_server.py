@@ -208,6 +208,29 @@ class FakeGitHub:
                 "branch_policies": [{"id": 361471, "name": tag_pattern, "type": "tag"}],
             },
         )
+        # The environment holding production's secrets for the jobs after the approval: no
+        # reviewers, only release tags admitted.
+        self.respond(
+            "GET",
+            f"{root}/environments/production-deploy",
+            {
+                "id": 161088069,
+                "name": "production-deploy",
+                "protection_rules": [{"id": 3757, "type": "branch_policy"}],
+                "deployment_branch_policy": {
+                    "protected_branches": False,
+                    "custom_branch_policies": True,
+                },
+            },
+        )
+        self.respond(
+            "GET",
+            f"{root}/environments/production-deploy/deployment-branch-policies",
+            {
+                "total_count": 1,
+                "branch_policies": [{"id": 361472, "name": tag_pattern, "type": "tag"}],
+            },
+        )
 
     def ci_run(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_checks_engine import CONFIG, ENVIRON
@@ -122,3 +123,45 @@ def test_monitor_reads_the_credentials_its_probes_name_before_sampling(tmp_path:
             StepContext(config), environment="local", duration_s=5, environ={}, sleep=slept.append
         )
     assert slept == []
+
+
+def _breaching_config(tmp_path: Path) -> Any:
+    """A watch of a service that never answers: every sample fails, the watch breaches."""
+    config = parse_config(CONFIG.replace("BASE_URL", "http://127.0.0.1:9"), tmp_path / "d.toml")
+    probes = tuple(dataclasses.replace(p, suites=("monitor",)) for p in config.checks.probes[:1])
+    settings = dataclasses.replace(config.checks.monitor, container_stats=False)
+    return dataclasses.replace(
+        config, checks=dataclasses.replace(config.checks, probes=probes, monitor=settings)
+    )
+
+
+@pytest.mark.parametrize(
+    "serving, rolls_back",
+    [(["0007", "0007"], True), (["0007", "0006"], False)],
+    ids=["still-serving", "rolled-back-meanwhile"],
+)
+def test_a_breach_rolls_back_only_the_release_the_watch_began_with(
+    tmp_path: Path, serving: list[str], rolls_back: bool
+) -> None:
+    calls: list[str] = []
+    answers = iter(serving)
+    now = [0.0]
+    report = monitor.run(
+        StepContext(_breaching_config(tmp_path)),
+        environment="local",
+        duration_s=30,
+        interval_s=1,
+        environ=ENVIRON,
+        rollback_on_breach=True,
+        rollback=lambda ctx, env, reason: calls.append(reason) or "rolled back",
+        serving=lambda: next(answers),
+        clock=lambda: now[0],
+        sleep=lambda s: now.__setitem__(0, now[0] + s),
+    )
+    assert report.breaches
+    assert report.rolled_back is rolls_back
+    assert len(calls) == (1 if rolls_back else 0)
+    if not rolls_back:
+        assert report.rollback_result == (
+            "not rolled back: release 0007 no longer serves (0006 does)"
+        )

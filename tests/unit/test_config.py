@@ -207,3 +207,18 @@ def test_resolved_view_masks_secrets() -> None:
     assert view["environments"]["production"]["secrets"] == {"POSTGRES_PASSWORD": "(set, hidden)"}
     assert view["github"]["token"] == "(set, hidden)"
     assert view["environments"]["staging"]["docker_host"] == "(local engine)"
+
+
+def test_a_base_url_from_the_environment_replaces_deploy_tomls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In GitHub Actions the environment's `vars.BASE_URL`: deploy.toml's 127.0.0.1 would send
+    every HTTP check of a hosted runner to the runner itself."""
+    monkeypatch.setenv("DEPLOYTOOLS_PRODUCTION_BASE_URL", "https://rbac.example.com")
+    monkeypatch.setenv("DEPLOYTOOLS_STAGING_BASE_URL", "")  # unset var: deploy.toml's
+    config = load_config(REPO_ROOT / "deploy.toml")
+    assert config.environment("production").base_url == "https://rbac.example.com"
+    assert config.environment("staging").base_url == "http://127.0.0.1:8081"
+    monkeypatch.setenv("DEPLOYTOOLS_PRODUCTION_BASE_URL", "rbac.example.com")
+    with pytest.raises(ConfigError, match="DEPLOYTOOLS_PRODUCTION_BASE_URL"):
+        load_config(REPO_ROOT / "deploy.toml")

@@ -341,3 +341,44 @@ def test_an_empty_ci_workflow_skips_the_gate(github: FakeGitHub) -> None:
     assert "ci_workflow is empty" in results.checks[1].reason
     assert not any("/actions/" in path for path in github.paths())
     assert GITHUB_CHECKS[1] == results.checks[1].name
+
+
+@pytest.mark.parametrize(
+    "spoil, why",
+    [
+        ("missing", 'environment "production-deploy" does not exist'),
+        ("any-branch", "no deployment branch/tag policy"),
+        ("other-tags", "no deployment tag rule admits v1.15.2"),
+    ],
+)
+def test_the_environment_holding_productions_secrets_must_admit_only_release_tags(
+    github: FakeGitHub, spoil: str, why: str
+) -> None:
+    """production-deploy has no reviewers (the jobs after the approval use it): its tag rule
+    is what keeps other refs' runs away from production's secrets, so it is audited too."""
+    path = f"{ROOT}/environments/production-deploy"
+    if spoil == "missing":
+        github.forget("GET", path)
+    elif spoil == "any-branch":
+        github.answers[("GET", path)][1]["deployment_branch_policy"] = None
+    else:
+        github.respond(
+            "GET",
+            f"{path}/deployment-branch-policies",
+            {"total_count": 1, "branch_policies": [{"name": "release-*", "type": "tag"}]},
+        )
+    results = check_github(
+        _ctx(), commit=SHA, tag="v1.15.2", environ={"DT_TEST_TOKEN": "t"}, gh_host=github.url
+    )
+    environment = results.checks[2]
+    assert (environment.name, environment.verdict) == ("github-production-environment", "failed")
+    assert why in environment.reason
+
+
+def test_a_protected_pair_of_environments_passes(github: FakeGitHub) -> None:
+    results = check_github(
+        _ctx(), commit=SHA, tag="v1.15.2", environ={"DT_TEST_TOKEN": "t"}, gh_host=github.url
+    )
+    environment = results.checks[2]
+    assert environment.verdict == "passed", environment.reason
+    assert '"production-deploy" admits v1.15.2' in environment.reason

@@ -8,6 +8,7 @@ jobs use the production environments and exactly one job waits for approval.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shlex
@@ -21,6 +22,7 @@ import yaml
 
 from deploytools import pipeline
 from deploytools.cli import cli
+from deploytools.config import base_url_variable
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW_DIR = ROOT / ".github" / "workflows"
@@ -170,36 +172,78 @@ def test_an_invalid_command_line_is_caught() -> None:
 
 # -- release.yml follows pipeline.py -----------------------------------------------------------
 
+#: The job that holds production from the backup to the verification and its rollback (one
+#: concurrency span: nothing else changes production in between); its steps carry the
+#: pipeline steps' names as ids. Every other step of pipeline.py is a job of its own.
+PRODUCTION_JOB = "production"
+PRODUCTION_SPAN = (
+    "backup-production",
+    "migrate-production",
+    "deploy-production",
+    "verify-production",
+    pipeline.ROLLBACK.name,
+)
 
-def test_one_job_per_pipeline_step_and_rollback() -> None:
+
+def job_of(step_name: str) -> str:
+    return PRODUCTION_JOB if step_name in PRODUCTION_SPAN else step_name
+
+
+#: Read-only commands the jobs also run: what serves, the records (release_state.py reads them).
+READ_ONLY = ("status", "history")
+
+
+def runs_of(step_name: str) -> list[list[str]]:
+    """The deploytools command lines that run `step_name` in release.yml (not the read-only
+    ones around it)."""
+    job = JOBS[step_name] if step_name not in PRODUCTION_SPAN else JOBS[PRODUCTION_JOB]
+    if step_name in PRODUCTION_SPAN:
+        steps = [s for s in job["steps"] if s.get("id") == step_name]
+        assert len(steps) == 1, f"{PRODUCTION_JOB} has no step with id {step_name}"
+        job = {"steps": steps}
+    found = [without_global_options(a) for a in invocations(job)]
+    return [a for a in found if a[0] not in READ_ONLY]
+
+
+def test_one_job_or_production_step_per_pipeline_step_and_rollback() -> None:
     for step in (*pipeline.STEPS, pipeline.ROLLBACK):
-        assert step.name in JOBS, f"release.yml has no job {step.name}"
+        assert job_of(step.name) in JOBS, f"release.yml has no job {job_of(step.name)}"
+        assert runs_of(step.name), step.name
+    ids = [s.get("id") for s in JOBS[PRODUCTION_JOB]["steps"] if s.get("id") in PRODUCTION_SPAN]
+    assert ids == list(PRODUCTION_SPAN), "the production job runs the steps in pipeline order"
 
 
 @pytest.mark.parametrize("step", [*pipeline.STEPS, pipeline.ROLLBACK], ids=lambda s: s.name)
-def test_each_step_job_runs_its_command(step: pipeline.Step) -> None:
-    found = [without_global_options(argv) for argv in invocations(JOBS[step.name])]
+def test_each_step_runs_its_command(step: pipeline.Step) -> None:
+    found = runs_of(step.name)
     values = {"tag": "$TAG", "version": "$VERSION", "revision": "$GITHUB_SHA", "image": "$IMAGE"}
     expected = step.argv(values, workflow=True)
+    if step is pipeline.ROLLBACK:
+        # The workflow names the release it replaced: a re-run never rolls back one too far.
+        expected = [*expected[:-1], "--to", "$PREVIOUS", expected[-1]]
     assert found == [expected], f"{step.name}: runs {found}, pipeline.py says {expected}"
 
 
 def test_the_job_graph_follows_the_pipeline_order() -> None:
-    for earlier, later in zip(pipeline.STEPS, pipeline.STEPS[1:], strict=False):
-        assert earlier.name in needs(later.name), f"{later.name} does not wait for {earlier.name}"
-    # And nothing of the pipeline waits for a step that comes after it.
-    order = [s.name for s in pipeline.STEPS]
-    for i, name in enumerate(order):
-        assert not needs(name) & set(order[i:]), name
+    jobs = list(dict.fromkeys(job_of(s.name) for s in pipeline.STEPS))
+    for earlier, later in itertools.pairwise(jobs):
+        assert earlier in needs(later), f"{later} does not wait for {earlier}"
+    # And nothing of the pipeline waits for a job that comes after it.
+    for i, name in enumerate(jobs):
+        assert not needs(name) & set(jobs[i:]), name
 
 
 def test_rollback_runs_only_when_its_steps_failed() -> None:
-    job = JOBS[pipeline.ROLLBACK.name]
-    assert set(pipeline.ROLLBACK_WHEN_FAILED) <= needs(pipeline.ROLLBACK.name)
-    condition = str(job["if"])
+    job = JOBS[PRODUCTION_JOB]
+    (rollback,) = (s for s in job["steps"] if s.get("id") == pipeline.ROLLBACK.name)
+    condition = str(rollback["if"])
     for name in pipeline.ROLLBACK_WHEN_FAILED:
-        assert f"needs.{name}.result == 'failure'" in condition
-    assert "always()" in condition  # else a failed need would skip it
+        assert f"steps.{name}.outcome == 'failure'" in condition
+    assert "failure()" in condition  # else the failed step would skip it
+    # to the release this run replaced, read before anything changed production
+    ids = [s.get("id") for s in job["steps"]]
+    assert ids.index("previous") < ids.index("backup-production")
+    assert rollback["env"]["PREVIOUS"] == "${{ steps.previous.outputs.release }}"
 
 
 def test_every_job_after_the_build_uses_its_digest_never_a_tag() -> None:
@@ -210,9 +254,37 @@ def test_every_job_after_the_build_uses_its_digest_never_a_tag() -> None:
     assert any("attest-build-provenance" in str(s.get("uses", "")) for s in build["steps"])
     for step in pipeline.STEPS:
         if "image" in step.needs and step.name != "build-image":
-            job = JOBS[step.name]
+            job = JOBS[job_of(step.name)]
             assert job["env"]["IMAGE"] == "${{ needs.build-image.outputs.image }}", step.name
-            assert "build-image" in needs(step.name)
+            assert "build-image" in needs(job_of(step.name))
+
+
+def test_the_build_verifies_the_pushed_manifest_by_its_digest() -> None:
+    """One output (a second one's digest would be reported instead of the pushed manifest's),
+    and `image verify` checks `repository@digest` pulled from the registry, not a local copy."""
+    build = JOBS["build-image"]
+    pushing = next(s for s in build["steps"] if s.get("id") == "build")
+    outputs = [line for line in pushing["with"]["outputs"].splitlines() if line.strip()]
+    assert len(outputs) == 1 and outputs[0].startswith("type=image,"), outputs
+    names = [s.get("name", s.get("uses", "")) for s in build["steps"]]
+    pull = names.index("pull the pushed manifest by its digest")
+    verify = names.index("verify the image (labels, version, revision)")
+    assert pull < verify
+    for index in (pull, verify):
+        assert build["steps"][index]["env"]["IMAGE"] == "${{ steps.image.outputs.image }}"
+    assert build["steps"][pull]["run"] == 'docker pull "$IMAGE"'
+
+
+def test_what_serves_is_checked_after_every_production_change() -> None:
+    check = "release_state.py serving"
+    steps = JOBS[PRODUCTION_JOB]["steps"]
+    ids = [s.get("id") for s in steps]
+    after_deploy = steps[ids.index("deploy-production") + 1]
+    assert check in after_deploy["run"] and '"$IMAGE"' in after_deploy["run"]
+    after_rollback = steps[ids.index(pipeline.ROLLBACK.name) + 1]
+    assert check in after_rollback["run"] and "rollback-production.outcome" in after_rollback["if"]
+    monitor = [str(s.get("run", "")) for s in JOBS["monitor-production"]["steps"]]
+    assert any(check in r for r in monitor)
 
 
 # -- Environments, the one approval, secrets, concurrency --------------------------------------
@@ -223,34 +295,111 @@ def test_exactly_one_job_waits_for_approval_and_it_is_the_gate() -> None:
     assert waiting == [pipeline.approval_gate().name]
 
 
+#: Environments without reviewers that hold one kind of secret each: the release-verify token,
+#: the notification hooks.
+SECRET_ENVIRONMENTS = {"verify-release": "release-verify"}
+NOTIFYING_JOBS = ("notify-maintenance", "notify-outcome")
+
+
 def test_production_jobs_use_the_production_environments() -> None:
     gate = pipeline.approval_gate()
     for step in (*pipeline.STEPS, pipeline.ROLLBACK):
-        env = environment_of(JOBS[step.name])
+        job_id = job_of(step.name)
+        env = environment_of(JOBS[job_id])
         if step.approval:
             assert env == APPROVAL_ENVIRONMENT
         elif step.production:
             assert env == PRODUCTION_DEPLOY_ENVIRONMENT, step.name
-            assert gate.name in needs(step.name), f"{step.name} runs without the approval"
+            assert gate.name in needs(job_id), f"{step.name} runs without the approval"
         elif step.environment is not None:
             assert env == step.environment, step.name
         else:
-            assert env is None, step.name
+            assert env == SECRET_ENVIRONMENTS.get(step.name), step.name
     # Whatever else reaches production's secrets waits for the approval too.
     for job_id, job in JOBS.items():
         if environment_of(job) == PRODUCTION_DEPLOY_ENVIRONMENT:
             assert gate.name in needs(job_id), job_id
 
 
-def test_production_changes_run_one_at_a_time_and_are_never_cancelled() -> None:
-    changing = ["backup-production", "migrate-production", "deploy-production"]
-    for job_id in [*changing, "verify-production", pipeline.ROLLBACK.name]:
-        concurrency = JOBS[job_id]["concurrency"]
-        assert concurrency == {"group": "production", "cancel-in-progress": False}, job_id
+@pytest.mark.parametrize("name", sorted(WORKFLOWS))
+def test_every_secret_is_an_environments(name: str) -> None:
+    """zizmor's auditor persona (secrets-outside-env): a repository secret reaches every job
+    of every branch; an environment's reaches only the jobs its rules admit."""
+    for job_id, job in WORKFLOWS[name]["jobs"].items():
+        if "secrets." in str(job.get("steps")):
+            assert environment_of(job), f"{name}:{job_id} reads secrets outside an environment"
+    for job_id in NOTIFYING_JOBS:
+        assert environment_of(JOBS[job_id]) == "notifications", job_id
+
+
+def test_production_changes_run_in_one_span_and_are_never_cancelled() -> None:
+    """Backup to verification and its rollback: one job, so rollback.yml (same group) cannot
+    run between migrate and deploy; never cancelled half-way."""
+    concurrency = JOBS[PRODUCTION_JOB]["concurrency"]
+    assert concurrency == {"group": "production", "cancel-in-progress": False}
+    grouped = [j for j, job in JOBS.items() if "concurrency" in job]
+    assert grouped == [PRODUCTION_JOB]
     rollback = WORKFLOWS["rollback.yml"]["jobs"]["rollback"]["concurrency"]
     assert rollback["group"] == "${{ inputs.environment }}"  # "production" for production
     assert rollback["cancel-in-progress"] is False
     assert RELEASE["concurrency"]["cancel-in-progress"] is False
+    # One release at a time: a release's production job never queues behind another's (and
+    # so never replaces a rollback waiting in the group).
+    assert RELEASE["concurrency"]["group"] == "release"
+
+
+def test_no_output_is_written_into_the_work_tree() -> None:
+    """A file written next to the checkout (`| tee x.json`) makes release verify's
+    work-tree-clean check fail, and is uploaded from wherever the job's directory is."""
+    for name, workflow in WORKFLOWS.items():
+        for job_id, job in workflow["jobs"].items():
+            for step in job["steps"]:
+                run = str(step.get("run", ""))
+                for target in re.findall(r"(?:tee|>)\s+(\"?[^\s|;&]+)", run):
+                    target = target.strip('"')
+                    if target in ("/dev/null", "&2") or target.startswith("&"):
+                        continue
+                    assert target.startswith(("$RUNNER_TEMP/", "$GITHUB_OUTPUT", "~/")), (
+                        f"{name}:{job_id} writes {target}"
+                    )
+                path = str((step.get("with") or {}).get("path", "${{ runner.temp }}"))
+                assert path.startswith("${{ runner.temp }}"), f"{name}:{job_id} path {path}"
+
+
+def test_release_verify_reads_the_annotated_tag_not_checkouts_copy() -> None:
+    steps = JOBS["verify-release"]["steps"]
+    names = [s.get("name", s.get("uses", "")) for s in steps]
+    fetch = steps[names.index("fetch the annotated tag itself")]
+    assert 'fetch --no-tags --force origin "refs/tags/$TAG:refs/tags/$TAG"' in fetch["run"]
+    # checkout keeps no credentials: the fetch gets the token for itself
+    assert fetch["env"]["FETCH_TOKEN"] == "${{ github.token }}"
+    assert "http.extraheader=AUTHORIZATION: basic" in fetch["run"]
+    assert names.index("fetch the annotated tag itself") < names.index("verify the release tag")
+
+
+def test_the_outcome_names_the_environment_that_failed() -> None:
+    job = JOBS["notify-outcome"]
+    assert job["if"] == "${{ !cancelled() }}"  # a cancelled run tells no one a failure
+    assert {"production", "monitor-production", "smoke-staging"} <= set(job["needs"])
+    (tell,) = (s for s in job["steps"] if s.get("name") == "tell the team")
+    run = tell["run"]
+    # production's failure only when production's jobs failed; staging's as staging's
+    assert '[ "$PRODUCTION" = failure ] || [ "$MONITOR" = failure ]' in run
+    assert 'STATUS_PAGE_HOOK_URL="" deploytools notify --event failure --env staging' in run
+    assert run.count("--env production") == 3
+    assert "else\n" in run and "nothing to tell" in run
+
+
+def test_the_scheduled_watch_is_bounded_and_fork_safe() -> None:
+    monitor = WORKFLOWS["monitor.yml"]
+    due = monitor["jobs"]["due"]
+    assert "environment" not in due and "secrets." not in str(due)
+    assert "watch_due.py" in str(due["steps"])
+    watch = monitor["jobs"]["monitor"]
+    assert watch["needs"] == ["due"]
+    assert watch["if"] == "${{ needs.due.outputs.due == 'true' }}"
+    runs = " ".join(str(s.get("run", "")) for s in watch["steps"])
+    assert "--only-after-release 24h" in runs and "--rollback-on-breach" not in runs
 
 
 @pytest.mark.parametrize("name", sorted(WORKFLOWS))
@@ -306,3 +455,23 @@ def test_ci_runs_the_test_script() -> None:
     runs = [s.get("run") for s in WORKFLOWS["ci.yml"]["jobs"]["test"]["steps"]]
     assert "scripts/test" in runs
     assert os.access(ROOT / "scripts" / "test", os.X_OK)
+
+
+def test_checks_reach_the_environments_url_not_deploy_tomls() -> None:
+    """deploy.toml's base_url (127.0.0.1) is for local runs; on a hosted runner every HTTP
+    check would reach the runner itself. Each job reaching an engine takes the GitHub
+    environment's BASE_URL (config.base_url_variable)."""
+    for name, workflow in WORKFLOWS.items():
+        for job_id, job in workflow["jobs"].items():
+            env = job.get("env", {})
+            if "DOCKER_HOST" not in env:
+                continue
+            urls = {k: v for k, v in env.items() if k.endswith("_BASE_URL")}
+            assert urls, f"{name}:{job_id}"
+            target = environment_of(job)
+            for variable, value in urls.items():
+                assert value == "${{ vars.BASE_URL }}", f"{name}:{job_id}"
+                if target in ("staging", "production"):
+                    assert variable == base_url_variable(target)
+                if target == PRODUCTION_DEPLOY_ENVIRONMENT:
+                    assert variable == base_url_variable("production")

@@ -83,3 +83,10 @@ def test_no_expression_inside_run(workflow: Path) -> None:
                 break
             block.append(follow)
         assert "${{" not in "\n".join(block), "\n".join(block)
+
+
+def test_zizmor_auditor_persona_finds_nothing() -> None:
+    # auditor: secrets-outside-env among others (every secret in an environment's hands).
+    result = run_tool("zizmor", "--offline", "--persona", "auditor", ".github/workflows")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No findings to report" in result.stdout + result.stderr
