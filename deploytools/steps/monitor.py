@@ -537,8 +537,6 @@ def watch_window(
 
 def _serving_release(ctx: StepContext, environment: str) -> str | None:
     """The id of `environment`'s serving release record (None: none recorded)."""
-    from deploytools.steps.backup import open_environment
-
     with open_environment(ctx, environment) as env_session:
         current = env_session.history.current_release()
     return None if current is None else current.id
