@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from deploytools.jsonable import jsonable
 from deploytools.steps import check_record
 from deploytools.steps import checks as checks_step
 from deploytools.steps import monitor as monitor_step
+from deploytools.steps import rollback as rollback_step
 from deploytools.store.records import ReleaseRecord
 
 _ENV_OPTION = click.option(
@@ -198,19 +198,11 @@ def verify(
     _run_suite(state, "verify", environment, allow_inconclusive=allow_inconclusive, since=since)
 
 
-def rollback_hook() -> monitor_step.Rollback | None:
-    """The rollback step (deploytools/steps/rollback.py, another issue's work) if this build has
-    it: then `monitor --rollback-on-breach` calls its `run(ctx, environment=E)`."""
-    try:
-        module = importlib.import_module("deploytools.steps.rollback")
-    except ModuleNotFoundError:
-        return None
-    step = getattr(module, "run", None)
-    if step is None:
-        return None
+def rollback_hook() -> monitor_step.Rollback:
+    """The rollback step, as `monitor --rollback-on-breach` calls it on a breach."""
 
     def rollback(ctx: StepContext, environment: str, reason: str) -> object:
-        return step(ctx, environment=environment, reason=reason)
+        return rollback_step.run(ctx, environment=environment, reason=reason)
 
     return rollback
 

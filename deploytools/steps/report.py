@@ -35,6 +35,7 @@ from deploytools.config import Config
 from deploytools.context import StepContext
 from deploytools.errors import EnvironmentUnreachable, UsageError
 from deploytools.github import GREEN_CONCLUSIONS
+from deploytools.session import open_environment
 
 #: GitHub refuses a step summary over 1 MiB; keep a margin for what else a job writes there.
 MARKDOWN_LIMIT = 1024 * 1024 - 16 * 1024
@@ -928,9 +929,6 @@ def gather(
     :param release_id: a release record id ("0007"); None: the newest.
     :param results: JSON result files, or directories of them, of the checks.
     """
-    # Imported here: the history and its store are only needed when reading a real target.
-    from deploytools.session import open_environment
-
     config = ctx.config
     config.environment(environment)
     files: list[Path] = []
@@ -990,8 +988,6 @@ def gather(
 
 def _staging_record(ctx: StepContext, image: str) -> Mapping[str, Any] | None:
     """Staging's newest deploy of `image`, when staging's engine can be reached from here."""
-    from deploytools.session import open_environment
-
     try:
         with open_environment(ctx, pipeline.STAGING, read_only=True) as session:
             for record in reversed(session.history.releases()):

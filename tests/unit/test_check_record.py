@@ -20,7 +20,6 @@ from test_checks_fake_service import FakeState, fake_service
 from test_history import MemoryStore, record
 from test_report import RECORDED
 
-from deploytools import session as session_mod
 from deploytools.checks.results import CheckResult, Verdict
 from deploytools.cli import checks_cmd
 from deploytools.config import load_config, parse_config
@@ -168,7 +167,7 @@ def opened(histories: dict[str, EnvironmentStore], ctx: Any, environment: str) -
 def test_save_says_where_it_saved_or_why_not(monkeypatch: pytest.MonkeyPatch) -> None:
     history = EnvironmentStore(MemoryStore(), "prod")  # type: ignore[arg-type]
     monkeypatch.setattr(
-        session_mod, "open_environment", lambda ctx, env, **_: opened({"prod": history}, ctx, env)
+        check_record, "open_environment", lambda ctx, env, **_: opened({"prod": history}, ctx, env)
     )
     ctx: Any = None
     note = check_record.save(ctx, "prod", summary())
@@ -246,7 +245,7 @@ def test_the_report_reads_the_records_checks_as_it_reads_the_json_results(
         for r in recs:
             histories[env].save_release(ReleaseRecord(**r))
     monkeypatch.setattr(
-        session_mod, "open_environment", lambda ctx, env, **_: opened(histories, ctx, env)
+        report, "open_environment", lambda ctx, env, **_: opened(histories, ctx, env)
     )
     ctx = StepContext(config)
     gathered = report.gather(ctx, environment="production", release_id="0008")

@@ -181,7 +181,7 @@ def stored(monkeypatch: pytest.MonkeyPatch, config: Config) -> dict[str, MemoryS
     import contextlib
     from types import SimpleNamespace
 
-    from deploytools import session as session_mod
+    from deploytools.steps import report as report_step
     from deploytools.store.environment import EnvironmentStore
 
     stores = {"production": MemoryStore(), "staging": MemoryStore()}
@@ -205,7 +205,7 @@ def stored(monkeypatch: pytest.MonkeyPatch, config: Config) -> dict[str, MemoryS
         history = EnvironmentStore(stores[environment], environment, read_only=read_only)  # type: ignore[arg-type]
         yield SimpleNamespace(history=history)
 
-    monkeypatch.setattr(session_mod, "open_environment", open_environment)
+    monkeypatch.setattr(report_step, "open_environment", open_environment)
     return stores
 
 

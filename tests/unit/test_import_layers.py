@@ -1,0 +1,352 @@
+"""The package's imports point one way, and never in a circle.
+
+    cli -> pipeline -> steps -> core -> engine -> foundation
+
+Each module of deploytools has a layer (the table below). A module imports from its own layer or
+a lower one, never a higher one; no chain of imports comes back to where it started, at any
+level (module-level, under `if TYPE_CHECKING:`, or inside a function). An import of deploytools
+inside a function or under TYPE_CHECKING is refused outright: the one reason to write one is to
+hide a circle. A function-local import of a third-party library is allowed when it says why on
+its line or the line above (start-up time of a heavy library, an optional dependency).
+
+The graph is read with `ast` from the source files, not by importing them.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "deploytools"
+
+#: The layers, highest first: a module may import from its own layer and those after it.
+LAYERS = ("cli", "pipeline", "steps", "core", "engine", "foundation")
+
+#: Where each module lives: a module, or a package and everything in it. The longest name that
+#: matches wins. A new module that matches nothing fails `test_every_module_has_a_layer`: add
+#: it here, in the layer whose rules it follows.
+PLACES: dict[str, str] = {
+    # cli: click commands; parse, call one step function, render, exit.
+    "deploytools.__main__": "cli",
+    "deploytools.cli": "cli",
+    # pipeline: the walker that runs the runbook, resumable, calling the steps.
+    "deploytools.pipeline_run": "pipeline",
+    # steps: one module per runbook step (and their own helpers).
+    "deploytools.steps": "steps",
+    # core: what every step stands on.
+    "deploytools.session": "core",  # the environment session (config + target + store)
+    "deploytools.store": "core",  # the state store: records, backups, locks
+    "deploytools.config": "core",  # deploy.toml as frozen dataclasses
+    "deploytools.context": "core",  # the step context (config, output, targets)
+    "deploytools.deploy_windows": "core",  # deploy windows and freezes, read from config
+    "deploytools.contacts": "core",
+    "deploytools.jsonable": "core",
+    # The runbook as data (its steps, gates, hand-overs; nothing here runs anything): the walker
+    # walks it and the report step renders it, so it sits below both.
+    "deploytools.pipeline": "core",
+    "deploytools.checks": "core",  # the check engine: probes, statistics, metrics, logs
+    "deploytools.target": "core",  # what an environment runs on
+    "deploytools.database": "core",
+    "deploytools.volumes": "core",
+    "deploytools.copies": "core",
+    "deploytools.proxy": "core",
+    "deploytools.github": "core",
+    "deploytools.github_deployments": "core",
+    "deploytools.migration_lint": "core",
+    # engine: the only code that talks to the Docker engine or runs a program; argv builders.
+    "deploytools.engine": "engine",
+    "deploytools.commands": "engine",
+    # foundation: the one error root every layer raises, and the package's version.
+    "deploytools.errors": "foundation",
+    "deploytools": "foundation",
+}
+
+
+@dataclass(frozen=True)
+class Import:
+    source: str  # the importing module
+    target: str  # the imported deploytools module
+    line: int
+    hidden: str | None  # "in a function", "under TYPE_CHECKING", "by importlib", or None
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _resolve(name: str, known: dict[str, Path]) -> str:
+    """The module that `name` (a module, or a name in one) is defined in."""
+    while name not in known and "." in name:
+        name = name.rpartition(".")[0]
+    return name
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _walk(node: ast.AST, hidden: str | None) -> Iterator[tuple[ast.AST, str | None]]:
+    """Every node with how it is hidden from a reader of the module's top (None: it is not)."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            inner = hidden or "in a function"
+        elif isinstance(child, ast.If) and _is_type_checking(child.test):
+            yield child.test, hidden
+            for grand in child.body:
+                yield grand, hidden or "under TYPE_CHECKING"
+                yield from _walk(grand, hidden or "under TYPE_CHECKING")
+            for grand in child.orelse:
+                yield grand, hidden
+                yield from _walk(grand, hidden)
+            continue
+        else:
+            inner = hidden
+        yield child, inner
+        yield from _walk(child, inner)
+
+
+def _package_of(module: str, path: Path) -> str:
+    return module if path.name == "__init__.py" else module.rpartition(".")[0]
+
+
+def imports_of(module: str, path: Path, known: dict[str, Path]) -> Iterator[Import]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node, hidden in _walk(tree, None):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                package = _package_of(module, path).split(".")
+                anchor = package[: len(package) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            # `from deploytools.steps import backup` imports a module; `from x import NAME` a name.
+            names = [f"{base}.{alias.name}" for alias in node.names]
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute | ast.Name)
+            and (node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id)
+            in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            names = [node.args[0].value]
+            hidden = "by importlib"
+        for name in names:
+            if name == "deploytools" or name.startswith("deploytools."):
+                target = _resolve(name, known)
+                if target != module:
+                    yield Import(module, target, getattr(node, "lineno", 0), hidden)
+
+
+def _imported(node: ast.Import | ast.ImportFrom) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    return [node.module or ""] if not node.level else ["deploytools"]
+
+
+def graph() -> list[Import]:
+    known = modules()
+    return [i for m, p in known.items() for i in imports_of(m, p, known)]
+
+
+def layer_of(module: str) -> str | None:
+    # The package's root names itself only; every other entry names a package and its contents.
+    matches = [
+        k for k in PLACES if module == k or (k != "deploytools" and module.startswith(k + "."))
+    ]
+    return PLACES[max(matches, key=len)] if matches else None
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each as one
+    circle through them (for the message)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(_circle(sorted(component), edges))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _circle(component: list[str], edges: dict[str, set[str]]) -> list[str]:
+    """A path from the component's first module back to itself, inside the component."""
+    members = set(component)
+    start = component[0]
+    paths = {start: [start]}
+    queue = [start]
+    while queue:
+        v = queue.pop(0)
+        for w in sorted(edges.get(v, ()) & members):
+            if w == start:
+                return [*paths[v], start]
+            if w not in paths:
+                paths[w] = [*paths[v], w]
+                queue.append(w)
+    return component
+
+
+def short(name: str) -> str:
+    return name.removeprefix("deploytools.")
+
+
+# -- the tests ------------------------------------------------------------------------------------
+
+
+def test_every_module_has_a_layer() -> None:
+    unplaced = [m for m in modules() if layer_of(m) is None]
+    assert not unplaced, f"modules with no layer (add them to PLACES): {unplaced}"
+
+
+def test_no_import_circle() -> None:
+    edges: dict[str, set[str]] = {}
+    for imp in graph():
+        edges.setdefault(imp.source, set()).add(imp.target)
+    circles = [" -> ".join(short(m) for m in c) for c in cycles(edges)]
+    assert not circles, "import circles:\n" + "\n".join(circles)
+
+
+def test_imports_point_down() -> None:
+    upward = []
+    for imp in graph():
+        source, target = layer_of(imp.source), layer_of(imp.target)
+        if source is None or target is None:
+            continue  # test_every_module_has_a_layer says so
+        if LAYERS.index(target) < LAYERS.index(source):
+            upward.append(
+                f"{short(imp.source)} ({source}) imports {short(imp.target)} ({target}), "
+                f"line {imp.line}"
+            )
+    assert not upward, "imports that point up:\n" + "\n".join(upward)
+
+
+def test_no_hidden_import_of_the_package() -> None:
+    hidden = sorted(
+        {
+            f"{short(i.source)} line {i.line}: {short(i.target)} {i.hidden}"
+            for i in graph()
+            if i.hidden is not None
+        }
+    )
+    assert not hidden, "imports of deploytools not at a module's top:\n" + "\n".join(hidden)
+
+
+def test_a_lazy_import_says_why() -> None:
+    unexplained = []
+    for module, path in modules().items():
+        lines = path.read_text().splitlines()
+        for node, hidden in _walk(ast.parse(path.read_text()), None):
+            if hidden == "in a function" and isinstance(node, ast.Import | ast.ImportFrom):
+                if any(n.startswith("deploytools") for n in _imported(node)):
+                    continue  # test_no_hidden_import_of_the_package says so
+                here, above = lines[node.lineno - 1], lines[node.lineno - 2].strip()
+                if "#" not in here and not above.startswith("#"):
+                    unexplained.append(f"{short(module)} line {node.lineno}: {here.strip()}")
+    assert not unexplained, (
+        "function-local imports that do not say why they are not at the top:\n"
+        + "\n".join(unexplained)
+    )
+
+
+# -- the reader itself ----------------------------------------------------------------------------
+
+SAMPLE = """
+from __future__ import annotations
+from typing import TYPE_CHECKING
+import deploytools.errors
+from deploytools.steps import backup
+from deploytools.config import Config
+if TYPE_CHECKING:
+    from deploytools.session import EnvSession
+def f() -> None:
+    from deploytools.steps.rollback import roll_back_in
+    import importlib
+    importlib.import_module("deploytools.cli.app")
+"""
+
+
+def test_the_reader_sees_every_kind_of_import(tmp_path: Path) -> None:
+    known = {
+        name: tmp_path
+        for name in (
+            "deploytools",
+            "deploytools.errors",
+            "deploytools.config",
+            "deploytools.session",
+            "deploytools.steps",
+            "deploytools.steps.backup",
+            "deploytools.steps.rollback",
+            "deploytools.cli.app",
+            "deploytools.sample",
+        )
+    }
+    source = tmp_path / "sample.py"
+    source.write_text(SAMPLE)
+    found = {(i.target, i.hidden) for i in imports_of("deploytools.sample", source, known)}
+    assert found == {
+        ("deploytools.errors", None),
+        ("deploytools.steps.backup", None),
+        ("deploytools.config", None),
+        ("deploytools.session", "under TYPE_CHECKING"),
+        ("deploytools.steps.rollback", "in a function"),
+        ("deploytools.cli.app", "by importlib"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("edges", "expected"),
+    [
+        ({"a": {"b"}, "b": {"c"}, "c": set()}, []),
+        ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, [["a", "b", "c", "a"]]),
+        ({"a": {"b"}, "b": {"a"}, "c": {"d"}, "d": {"c"}}, [["a", "b", "a"], ["c", "d", "c"]]),
+    ],
+)
+def test_circles_are_found(edges: dict[str, set[str]], expected: list[list[str]]) -> None:
+    assert sorted(cycles(edges)) == expected
+
+
+def test_the_most_specific_place_wins() -> None:
+    assert layer_of("deploytools") == "foundation"
+    assert layer_of("deploytools.steps.deploy") == "steps"
+    assert layer_of("deploytools.pipeline_run") == "pipeline"
+    assert layer_of("deploytools.pipeline") == "core"
+    assert layer_of("deploytools.store.records") == "core"
+    assert layer_of("deploytools.nowhere") is None
