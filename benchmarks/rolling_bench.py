@@ -26,7 +26,7 @@ and forth ROLLING_BENCH_SWITCHES times (default 100) with nothing else moving; i
 flight during the cuts against those of the second before each cut. ROLLING_BENCH_ONLY=NAME
 runs one scenario (recreate, rolling or switch).
 
-The load runs in a process of its own (dtroll_load.LoadProcess), as a real client would.
+The load runs in a process of its own (tests/helpers/load.py, LoadProcess), as a real client would.
 
     .venv/bin/python benchmarks/rolling_bench.py      (or: benchmarks/run rolling)
     .venv/bin/python benchmarks/rolling_bench.py --pool DUMP...   (the verdict over saved runs)
@@ -48,12 +48,9 @@ from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
+sys.path.insert(0, str(ROOT))  # the suite's helpers: tests/helpers
 
 import docker  # noqa: E402
-from conftest import ComposeStack, ReleaseImages, ReleaseRepo  # noqa: E402
-from dtdep_env import _remove_volume, build_variant, stack_env, write_config  # noqa: E402
-from dtroll_load import LoadProcess, Sample, failures, quantile  # noqa: E402
 
 from deploytools import proxy as proxy_mod  # noqa: E402
 from deploytools.config import Config  # noqa: E402
@@ -63,6 +60,14 @@ from deploytools.steps import deploy_rolling  # noqa: E402
 from deploytools.steps import rollback as rollback_step  # noqa: E402
 from deploytools.store.environment import EnvironmentStore  # noqa: E402
 from deploytools.target import wait_until_healthy  # noqa: E402
+from tests.helpers.load import LoadProcess, Sample, failures, quantile  # noqa: E402
+from tests.helpers.shared_stack import (  # noqa: E402
+    _remove_volume,
+    build_variant,
+    stack_env,
+    write_config,
+)
+from tests.helpers.stacks import ComposeStack, ReleaseImages, ReleaseRepo  # noqa: E402
 
 RATE = float(os.environ.get("ROLLING_BENCH_RATE", "100"))
 #: Deploy + rollback pairs per rolling scenario. One switch (a few ms since the runtime API

@@ -3,16 +3,21 @@
 Every command calls one library function and hands its result to `Output`, which renders it for a
 person or, with `--json`, as one JSON object on stdout. Errors from the library (one root,
 `DeployError`) become one clear line on stderr and their documented exit code; `-v` adds the
-traceback. In GitHub Actions an error is also written as an `::error::` annotation.
+traceback. In GitHub Actions an error is also written as an `::error::` annotation. Under
+`--json`, click's own usage errors (a missing option, an unknown one) are a JSON object too.
+
+Nothing leaves here with a secret in it: results, progress lines, errors, their facts and
+tracebacks pass through `deploytools.redaction` first (known secret values and URL credentials
+become "***").
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +29,17 @@ from deploytools.config import DEFAULT_CONFIG_FILE, Config, load_config
 from deploytools.context import StepContext
 from deploytools.errors import DeployError, ExitCode
 from deploytools.jsonable import jsonable
+from deploytools.pipeline.walker import PipelineSteps
+from deploytools.redaction import redact, redact_text, secret_names, secret_values
+from deploytools.visible import visible
+
+
+@dataclass(frozen=True)
+class Injected:
+    """What a caller of the command group (a test, an embedding program) hands in as click's
+    `obj` instead of the defaults: the step functions `pipeline run` calls."""
+
+    pipeline_steps: PipelineSteps | None = None
 
 
 @dataclass
@@ -33,6 +49,8 @@ class AppState:
     config_path: Path
     json: bool
     verbose: int
+    #: The step functions `pipeline run` calls; None: the real ones.
+    pipeline_steps: PipelineSteps | None = None
     _config: Config | None = field(default=None, repr=False)
 
     def config(self) -> Config:
@@ -45,13 +63,38 @@ class AppState:
 
     def progress(self, message: str) -> None:
         # Progress goes to stderr so that stdout stays clean for --json and for pipes.
-        click.echo(message, err=True)
+        click.echo(redact_text(message, self.secrets()), err=True)
+
+    def secrets(self) -> tuple[str, ...]:
+        """The secret values to mask in output: those deploy.toml names (once it is loaded)
+        and those of variables named like secrets."""
+        return secret_values(os.environ, secret_names(self._config))
+
+
+def _secrets(state: AppState | None) -> tuple[str, ...]:
+    return state.secrets() if state is not None else secret_values(os.environ)
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or Infinity: such a number (a statistic of no samples) becomes null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _json_document(document: dict[str, Any], secrets: Sequence[str]) -> str:
+    safe = _finite(redact(jsonable(document), secrets))
+    return json.dumps(safe, indent=2, sort_keys=True, allow_nan=False)
 
 
 def emit(state: AppState, data: Any, human: Callable[[], None]) -> None:
     """Print a command's result: `human()` for a person, or the data as JSON with `--json`."""
     if state.json:
-        click.echo(json.dumps({"ok": True, "result": jsonable(data)}, indent=2, sort_keys=True))
+        click.echo(_json_document({"ok": True, "result": data}, state.secrets()))
     else:
         human()
 
@@ -69,6 +112,7 @@ def report_error(state: AppState | None, error: BaseException) -> ExitCode:
     """Say what went wrong, once, in the form asked for; return the exit code to use."""
     as_json = bool(state and state.json)
     verbose = bool(state and state.verbose)
+    secrets = _secrets(state)
     if isinstance(error, DeployError):
         code = error.exit_code
         line = error.one_line()
@@ -80,22 +124,81 @@ def report_error(state: AppState | None, error: BaseException) -> ExitCode:
             "Run again with -v for the traceback and report it"
         )
         payload = {"type": type(error).__name__, "exit_code": int(code), "message": str(error)}
+    # An error's message and facts may quote a child's output or a URL: mask secrets in them,
+    # and show invisible characters so that the line stays one line.
+    line = visible(redact_text(line, secrets))
     if verbose:
-        traceback.print_exception(error, file=sys.stderr)
+        trace = "".join(traceback.format_exception(error))
+        click.echo(redact_text(trace, secrets), err=True, nl=False)
     if as_json:
-        click.echo(json.dumps({"ok": False, "error": payload}, indent=2, sort_keys=True))
+        click.echo(_json_document({"ok": False, "error": payload}, secrets))
     click.echo(f"error: {line}", err=True)
     _github_annotation(line)
     return code
 
 
+def _wants_json(args: Sequence[str]) -> bool:
+    """Whether --json is on the command line (read before click has parsed it, since a usage
+    error can stop the parse before --json is seen)."""
+    for arg in args:
+        if arg == "--":
+            return False
+        if arg == "--json":
+            return True
+    return False
+
+
+def _report_usage_json(error: click.ClickException) -> None:
+    """A usage error click found, as the one JSON object --json promises; click still says it
+    to a person on stderr and exits with its code (2)."""
+    usage = isinstance(error, click.UsageError)
+    ctx = error.ctx if isinstance(error, click.UsageError) else None
+    payload = {
+        "type": "UsageError" if usage else type(error).__name__,
+        "exit_code": int(error.exit_code),
+        "message": error.format_message(),
+        "untouched": "nothing was done",
+        "hint": f"see {ctx.command_path if ctx else 'deploytools'} --help",
+        "facts": {"usage": ctx.get_usage()} if ctx is not None else {},
+    }
+    click.echo(_json_document({"ok": False, "error": payload}, secret_values(os.environ)))
+
+
+_JSON_META = "deploytools.json"
+
+
 class DeployGroup(click.Group):
     """A click group that turns library errors into one line and their exit code."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        # The global options' own usage errors (--bogus, --config naming a directory).
+        as_json = _wants_json(args)
+        try:
+            ctx = super().make_context(info_name, args, parent=parent, **extra)
+        except click.ClickException as error:
+            if as_json:
+                _report_usage_json(error)
+            raise
+        # An unknown command is found before the group's callback makes the AppState.
+        ctx.meta[_JSON_META] = as_json
+        return ctx
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort, BrokenPipeError):
+        except click.ClickException as error:
+            # A command's usage error: click says it on stderr and exits 2; --json also gets it.
+            state = ctx.find_object(AppState)
+            if (state.json if state is not None else ctx.meta.get(_JSON_META)) is True:
+                _report_usage_json(error)
+            raise
+        except (click.exceptions.Exit, click.Abort, BrokenPipeError):
             # click handles these itself (a closed pipe, as in `| head`, ends quietly).
             raise
         except Exception as error:  # every error must end as one line and a code
@@ -155,4 +258,10 @@ def cli(ctx: click.Context, config_path: Path, as_json: bool, verbose: int) -> N
     configuration error, 3 environment unreachable, failed or timed out, 4 another deploy holds
     the lock, 70 a bug in deploytools.
     """
-    ctx.obj = AppState(config_path=config_path, json=as_json, verbose=verbose)
+    injected = ctx.obj if isinstance(ctx.obj, Injected) else Injected()
+    ctx.obj = AppState(
+        config_path=config_path,
+        json=as_json,
+        verbose=verbose,
+        pipeline_steps=injected.pipeline_steps,
+    )

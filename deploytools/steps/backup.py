@@ -11,14 +11,15 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from deploytools import copies
 from deploytools.commands import postgres as pg
 from deploytools.context import StepContext
 from deploytools.database import Database
-from deploytools.errors import CheckFailed, DeployError, ExternalCommandFailed
+from deploytools.errors import CheckFailed, DeployError, ExternalCommandFailed, UsageError
 from deploytools.session import EnvSession, open_environment
 from deploytools.store.records import BackupManifest, Verification, utc_now
 from deploytools.target import VERSION_LABEL, Target
@@ -50,6 +51,38 @@ class RestoreResult:
 
 
 # -- create ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackupRun:
+    """What runbook step 4's backup did: the backup, its verification (None: not asked), and
+    the old backups that retention deleted after it was verified."""
+
+    manifest: BackupManifest
+    verification: Verification | None
+    pruned: tuple[str, ...] = ()
+
+
+def run(
+    ctx: StepContext, *, environment: str, reason: str = "manual", verify: bool = True
+) -> BackupRun:
+    """Runbook step 4, as `deploytools backup create` and `pipeline run` both run it: take a
+    backup, verify it, and only then apply retention ([backups] retention), so that a new
+    backup never pushes out an old one before it is known to restore.
+
+    :param ctx: the step context.
+    :param environment: the environment's name in deploy.toml.
+    :param reason: why it was taken (manual, pre-deploy), kept in the manifest.
+    :param verify: verify it (and then prune); False takes the backup only.
+    :raises CheckFailed: the backup failed its verification (recorded; nothing was pruned).
+    """
+    with open_environment(ctx, environment) as session:
+        manifest = create_in(session, reason=reason)
+        if not verify:
+            return BackupRun(manifest, None)
+        verification = verify_in(session, manifest.id)
+        pruned = prune_in(session, keep=ctx.config.backups.retention)
+    return BackupRun(manifest, verification, tuple(pruned))
 
 
 def create(ctx: StepContext, *, environment: str, reason: str = "manual") -> BackupManifest:
@@ -166,6 +199,14 @@ def verify(ctx: StepContext, *, environment: str, backup_id: str) -> Verificatio
     """
     with open_environment(ctx, environment) as session:
         return verify_in(session, backup_id)
+
+
+def verify_copies(ctx: StepContext, *, environment: str, backup_id: str) -> list[dict[str, Any]]:
+    """Verify the backup's off-host copies ([backups] copy_to): each copy's sha256 as recorded
+    and, decrypted, its content's. Raises CheckFailed when one does not match."""
+    with open_environment(ctx, environment) as session:
+        manifest = session.history.manifest(backup_id)
+    return copies.verify(manifest, ctx.config.backups)
 
 
 def verify_in(session: EnvSession, backup_id: str) -> Verification:
@@ -301,15 +342,37 @@ def latest_verified(session: EnvSession, *, since: str | None = None) -> BackupM
 
 
 def restore(
-    ctx: StepContext, *, environment: str, backup_id: str, lock_wait_s: float = 0.0
+    ctx: StepContext,
+    *,
+    environment: str,
+    backup_id: str,
+    lock_wait_s: float = 0.0,
+    confirm: Callable[[str], bool] | None = None,
 ) -> RestoreResult:
     """Replace `environment`'s database with backup `backup_id`, under the deploy lock.
 
     A safety backup of what is there now is taken (and verified) first. The backup is restored
     into a scratch database and checked against its manifest; only then does it take the
     service database's name (the app is stopped for the swap and started again).
+
+    :param confirm: asked first, with how many rows differ from the backup (the writes a
+        restore undoes); False cancels with nothing done. None: not asked.
     """
     with open_environment(ctx, environment) as session:
+        if confirm is not None:
+            manifest = session.history.manifest(backup_id)
+            dropped = rows_dropped(Database.of(session.target).row_counts(), manifest.row_counts)
+            question = (
+                f"Replace the database of {environment} with backup {backup_id} "
+                f"({manifest.created}, revision {manifest.revision or 'none'})? "
+                f"{dropped} rows differ from it and would be lost (a safety backup is taken "
+                "first)"
+            )
+            if not confirm(question):
+                raise UsageError(
+                    f"the restore of {backup_id} into {environment} was cancelled",
+                    untouched="nothing was done",
+                )
         ttl = ctx.config.deploy.lock_ttl_s
         with session.history.locked("restore", ttl_s=ttl, wait_s=lock_wait_s) as lock:
             session.lock = lock

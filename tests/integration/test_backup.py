@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from dtdep_env import DtdepEnv, module_env, write_config
 
 from deploytools.cli import cli
 from deploytools.context import StepContext
 from deploytools.errors import CheckFailed, DeployError, ExternalCommandFailed
 from deploytools.session import open_environment
 from deploytools.steps import backup as backup_step
+from tests.helpers.shared_stack import DtdepEnv, module_env, write_config
 
 pytestmark = pytest.mark.integration
 

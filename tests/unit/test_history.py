@@ -7,7 +7,6 @@ import dataclasses
 import json
 import os
 import socket
-from typing import Any
 
 import pytest
 
@@ -15,25 +14,13 @@ from deploytools.errors import LockHeld, UsageError
 from deploytools.steps import backup as backup_step
 from deploytools.steps.rollback import restore_needed
 from deploytools.store.environment import EnvironmentStore
-from deploytools.store.records import BackupManifest, ReleaseRecord, Verification
+from deploytools.store.records import BackupManifest, Verification
 from tests.fakes.memory_store import MemoryStore
+from tests.helpers.records import record
 
 
 def history() -> EnvironmentStore:
     return EnvironmentStore(MemoryStore(), "prod")  # type: ignore[arg-type]
-
-
-def record(id: str, outcome: str = "succeeded", **kw: Any) -> ReleaseRecord:
-    return ReleaseRecord(
-        id=id,
-        environment="prod",
-        kind=kw.pop("kind", "deploy"),
-        who="t",
-        started="x",
-        image="i",
-        outcome=outcome,
-        **kw,
-    )
 
 
 def manifest(id: str, created: str) -> BackupManifest:
