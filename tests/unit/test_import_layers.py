@@ -260,6 +260,31 @@ def test_imports_point_down() -> None:
     assert not upward, "imports that point up:\n" + "\n".join(upward)
 
 
+def test_a_package_init_imports_nothing_above_its_lowest_module() -> None:
+    """Importing a module first runs its package's __init__: when a lower layer's module lives
+    in a higher layer's package (pipeline/runbook.py, read by the report step), the package's
+    __init__ must not pull the higher layer in behind it."""
+    known = modules()
+    too_high = []
+    for package, path in known.items():
+        if path.name != "__init__.py" or package == "deploytools":
+            continue
+        inside = [layer_of(m) for m in known if m.startswith(package + ".")]
+        lowest = max((LAYERS.index(x) for x in inside if x is not None), default=None)
+        if lowest is None:
+            continue
+        for imp in imports_of(package, path, known):
+            target = layer_of(imp.target)
+            if target is not None and LAYERS.index(target) < lowest:
+                too_high.append(
+                    f"{short(package)}/__init__ imports {short(imp.target)} ({target}); "
+                    f"it holds {LAYERS[lowest]} modules"
+                )
+    assert not too_high, "package inits that import above their lowest module:\n" + "\n".join(
+        too_high
+    )
+
+
 def test_no_import_of_the_package_for_type_checking_or_through_importlib() -> None:
     hidden = sorted(
         {
