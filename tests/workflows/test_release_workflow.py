@@ -15,8 +15,12 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.fakes.github_server import FakeGitHub
 from tests.workflows.conftest import REPOSITORY, Act
+
+pytestmark = pytest.mark.workflows
 
 
 def test_a_pushed_tag_is_verified_then_built_and_pushed_by_digest(
