@@ -88,6 +88,15 @@ def _session_config(text: str, github_api: str, registry: str) -> str:
     projects and backup store (never the names a user's stacks or other tests use), the GitHub
     API fake as GitHub (as a GitHub Enterprise Server user sets github.api_url), and the image
     repository in the session's registry."""
+    images = {"POSTGRES_IMAGE": _present("postgres:16", "deploytools-test/postgres:15")}
+    images["PROXY_IMAGE"] = _present("haproxy:2.8", "deploytools-test/haproxy:bookworm")
+    for default in (8081, 8080):  # staging, production
+        port = _free_port()
+        plain = {"APP_PORT": str(port), **images}
+        text = text.replace(
+            f'variables = {{ APP_PORT = "{default}" }}',
+            "variables = { " + ", ".join(f'{k} = "{v}"' for k, v in plain.items()) + " }",
+        ).replace(f'"http://127.0.0.1:{default}"', f'"http://127.0.0.1:{port}"')
     replaced = (
         text.replace('api_url = "https://api.github.com"', f'api_url = "{github_api}"')
         .replace('"ghcr.io/example/rbac-api"', f'"{registry}/example/rbac-api"')
@@ -95,10 +104,17 @@ def _session_config(text: str, github_api: str, registry: str) -> str:
         .replace('"rbac-production"', f'"{PREFIX}-production"')
         .replace('"volume:rbac-api-backups"', f'"volume:{PREFIX}-backups"')
     )
+    assert replaced.count("APP_PORT") == 2, "deploy.toml's ports changed: update _session_config"
     assert replaced.count(PREFIX) == 3, "deploy.toml's names changed: update _session_config"
     assert github_api in replaced, "deploy.toml's github.api_url changed: update _session_config"
     assert registry in replaced, "deploy.toml's image_repository changed: update _session_config"
     return replaced
+
+
+def _present(official: str, built: str) -> str:
+    """The official image when the engine has it, else the one scripts/bootstrap built."""
+    found = subprocess.run(["docker", "image", "inspect", official], capture_output=True)
+    return official if found.returncode == 0 else built
 
 
 def _remove_what_the_session_made() -> None:
