@@ -21,7 +21,6 @@ the poller stops by itself.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import platform
@@ -32,7 +31,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import docker
@@ -43,18 +41,10 @@ PREFIX = "dte2e-bench-"
 POLL_S = 0.02
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-# The end-to-end tests' stack helpers and deploy.toml, so the benchmark runs what they test.
-integration = _load("dte2e_integration_fixtures", ROOT / "tests/integration/conftest.py")
-e2e = _load("dte2e_pipeline_e2e", ROOT / "tests/e2e/test_pipeline_e2e.py")
+# The end-to-end tier's stack helpers and deploy.toml, so the benchmark runs what it tests.
+sys.path.insert(0, str(ROOT))
+from tests.helpers import pipeline_env as e2e  # noqa: E402
+from tests.helpers import stacks as integration  # noqa: E402
 
 
 class Poller:

@@ -26,7 +26,7 @@ and forth ROLLING_BENCH_SWITCHES times (default 100) with nothing else moving; i
 flight during the cuts against those of the second before each cut. ROLLING_BENCH_ONLY=NAME
 runs one scenario (recreate, rolling or switch).
 
-The load runs in a process of its own (dtroll_load.LoadProcess), as a real client would.
+The load runs in a process of its own (tests/helpers/load.py, LoadProcess), as a real client would.
 
     .venv/bin/python benchmarks/rolling_bench.py      (or: benchmarks/run rolling)
     .venv/bin/python benchmarks/rolling_bench.py --pool DUMP...   (the verdict over saved runs)
@@ -48,21 +48,26 @@ from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
+sys.path.insert(0, str(ROOT))  # the suite's helpers: tests/helpers
 
 import docker  # noqa: E402
-from conftest import ComposeStack, ReleaseImages, ReleaseRepo  # noqa: E402
-from dtdep_env import _remove_volume, build_variant, stack_env, write_config  # noqa: E402
-from dtroll_load import LoadProcess, Sample, failures, quantile  # noqa: E402
 
-from deploytools import history as history_mod  # noqa: E402
 from deploytools import proxy as proxy_mod  # noqa: E402
 from deploytools.config import Config  # noqa: E402
 from deploytools.context import StepContext  # noqa: E402
 from deploytools.steps import deploy as deploy_step  # noqa: E402
 from deploytools.steps import deploy_rolling  # noqa: E402
 from deploytools.steps import rollback as rollback_step  # noqa: E402
+from deploytools.store.environment import EnvironmentStore  # noqa: E402
 from deploytools.target import wait_until_healthy  # noqa: E402
+from tests.helpers.load import LoadProcess, Sample, failures, quantile  # noqa: E402
+from tests.helpers.shared_stack import (  # noqa: E402
+    _remove_volume,
+    build_variant,
+    stack_env,
+    write_config,
+)
+from tests.helpers.stacks import ComposeStack, ReleaseImages, ReleaseRepo  # noqa: E402
 
 RATE = float(os.environ.get("ROLLING_BENCH_RATE", "100"))
 #: Deploy + rollback pairs per rolling scenario. One switch (a few ms since the runtime API
@@ -105,7 +110,7 @@ def probes(timeline: Timeline) -> Any:
     release), to tell which one a burst of slow requests follows. The switch onto the new
     container is the `switch` phase itself (prepared in `smoke`)."""
     real_switch = proxy_mod.switch
-    real_drain, real_save = deploy_rolling._stop_and_remove, history_mod.History.save_release
+    real_drain, real_save = deploy_rolling._stop_and_remove, EnvironmentStore.save_release
 
     def switch(proxy: Any, pin: str | None, **kw: Any) -> None:
         upstream = pin or "the service"
@@ -135,7 +140,7 @@ def probes(timeline: Timeline) -> Any:
         finally:
             timeline("probe save_release end")
 
-    real_release, real_keep = history_mod.History.release, deploy_step.keep_images
+    real_release, real_keep = EnvironmentStore.release, deploy_step.keep_images
 
     def release(self: Any, lock: Any) -> Any:
         timeline("probe lock release begin")
@@ -154,16 +159,16 @@ def probes(timeline: Timeline) -> Any:
         return
     proxy_mod.switch = switch  # type: ignore[assignment]
     deploy_rolling._stop_and_remove = drain  # type: ignore[assignment]
-    history_mod.History.save_release = save  # type: ignore[method-assign]
-    history_mod.History.release = release  # type: ignore[method-assign]
+    EnvironmentStore.save_release = save  # type: ignore[method-assign]
+    EnvironmentStore.release = release  # type: ignore[method-assign]
     deploy_step.keep_images = keep  # type: ignore[assignment]
     try:
         yield
     finally:
         proxy_mod.switch = real_switch  # type: ignore[assignment]
         deploy_rolling._stop_and_remove = real_drain  # type: ignore[assignment]
-        history_mod.History.save_release = real_save  # type: ignore[method-assign]
-        history_mod.History.release = real_release  # type: ignore[method-assign]
+        EnvironmentStore.save_release = real_save  # type: ignore[method-assign]
+        EnvironmentStore.release = real_release  # type: ignore[method-assign]
         deploy_step.keep_images = real_keep  # type: ignore[assignment]
 
 

@@ -3,10 +3,7 @@ notices show them: who to call, in which order, and where people are told."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from deploytools.config import ContactsConfig
+from deploytools.config import ContactsConfig
 
 
 def channel_lines(contacts: ContactsConfig) -> list[str]:

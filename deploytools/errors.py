@@ -12,7 +12,7 @@ from typing import Any
 
 
 class ExitCode(IntEnum):
-    """The documented exit codes of `deploytools` (README.md, "Exit codes")."""
+    """The documented exit codes of `deploytools` (docs/commands.md, "Exit codes")."""
 
     OK = 0
     #: A check ran and found the release bad (smoke, validation, verification, lint, monitor).

@@ -18,7 +18,10 @@ keeps working beside the new schema) or not; later steps choose the deploy strat
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import re
 import subprocess
@@ -177,13 +180,11 @@ def inspect_scripts(
 
 def _child(source: str, alembic_ini: str, sql_range: str | None) -> dict[str, Any]:
     """Runs in the child process: Alembic's API on one source tree."""
-    import contextlib
-    import io
-    import logging
-
-    from alembic import command
-    from alembic.config import Config as AlembicConfig
-    from alembic.script import ScriptDirectory
+    # Alembic (and SQLAlchemy under it) is loaded in the child only: the CLI's start-up stays
+    # light, and the parent never needs it.
+    from alembic import command  # start-up time: see above
+    from alembic.config import Config as AlembicConfig  # start-up time: see above
+    from alembic.script import ScriptDirectory  # start-up time: see above
 
     buffer = io.StringIO()
     cfg = AlembicConfig(str(Path(source) / alembic_ini), stdout=buffer)

@@ -18,21 +18,19 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import docker.errors
 
-from deploytools.backup_store import HELPER_LABEL, exec_capture, exec_stream
 from deploytools.errors import (
     CheckFailed,
     EnvironmentUnreachable,
     ExternalCommandFailed,
     UsageError,
 )
-
-if TYPE_CHECKING:
-    from deploytools.history import BackupManifest
-    from deploytools.steps.backup import EnvSession
+from deploytools.session import EnvSession
+from deploytools.store.files import HELPER_LABEL, exec_capture, exec_stream
+from deploytools.store.records import BackupManifest
 
 #: Where a helper mounts the volume.
 MOUNT = "/volume"

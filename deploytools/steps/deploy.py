@@ -25,13 +25,13 @@ from deploytools import proxy
 from deploytools.commands import compose
 from deploytools.context import StepContext
 from deploytools.database import Database
+from deploytools.deploy_windows import check_window
 from deploytools.errors import CheckFailed, DeployError, UsageError
-from deploytools.history import ReleaseRecord, utc_now, who
+from deploytools.session import EnvSession, open_environment
 from deploytools.steps import backup as backup_step
 from deploytools.steps import migrate as migrate_step
-from deploytools.steps.backup import EnvSession, open_environment
+from deploytools.store.records import ReleaseRecord, utc_now, who
 from deploytools.target import Target, service_state, wait_until_healthy
-from deploytools.windows import check_window
 
 #: Tag that keeps a released image on the engine for rollbacks: <repository>:<env>-release-<id>.
 KEEP_TAG = "{env}-release-{id}"
@@ -269,8 +269,7 @@ def _ensure_backup(
         session.progress(f"backup: using verified backup {found.id} ({found.created})")
         return found.id
     try:
-        manifest = backup_step.create_in(session, reason="pre-deploy")
-        backup_step.verify_in(session, manifest.id)
+        manifest = backup_step.create_in(session, reason="pre-deploy", verify=True)
     except DeployError:
         if no_backup_check:
             session.progress("backup: failed; going on without one (--no-backup-check)")

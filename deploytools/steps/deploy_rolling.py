@@ -41,10 +41,10 @@ import docker.errors
 from deploytools import proxy
 from deploytools.commands import compose
 from deploytools.errors import CheckFailed, DeployError, UsageError
-from deploytools.history import ReleaseRecord
+from deploytools.session import EnvSession
 from deploytools.steps import deploy as deploy_step
 from deploytools.steps import migrate as migrate_step
-from deploytools.steps.backup import EnvSession
+from deploytools.store.records import ReleaseRecord
 from deploytools.target import wait_until_healthy
 
 #: Runs inside the new container: its own /health, without the proxy (the host may reach only

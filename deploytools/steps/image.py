@@ -6,7 +6,7 @@ carries the OCI labels version, revision, created and source; "created" is the t
 date, so that two builds of one tag give one image (and the layer cache serves the second).
 `image verify` is what later steps use to make sure the image that passed staging is the one
 that reaches production: same labels, same ID or registry digest. With `tested_in` the expected
-ID comes from that environment's own release records (history.py), not from the command line.
+ID comes from that environment's own release records (store/), not from the command line.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from deploytools.errors import (
     ExternalCommandFailed,
     UsageError,
 )
-from deploytools.history import ReleaseRecord
 from deploytools.steps.release import (
     CheckList,
     CheckResult,
@@ -44,6 +43,7 @@ from deploytools.steps.release import (
     run_git,
     tag_commit,
 )
+from deploytools.store.records import ReleaseRecord
 from deploytools.target import REVISION_LABEL, VERSION_LABEL, connect
 
 CREATED_LABEL = "org.opencontainers.image.created"
@@ -420,7 +420,7 @@ def tested_check(
 
 def history_records(ctx: StepContext, environment: str) -> list[ReleaseRecord]:
     """An environment's release records, from the backup store on its own engine."""
-    from deploytools.steps.backup import open_environment  # history lives in the backup store
+    from deploytools.session import open_environment  # history lives in the backup store
 
     with open_environment(ctx, environment) as session:
         return session.history.releases()

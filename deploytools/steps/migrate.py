@@ -18,11 +18,12 @@ import docker.errors
 from deploytools.commands import compose
 from deploytools.context import StepContext
 from deploytools.database import Database
+from deploytools.deploy_windows import check_window
 from deploytools.errors import DeployError, UsageError
-from deploytools.history import ReleaseRecord, utc_now, who
-from deploytools.steps.backup import EnvSession, latest_verified, open_environment
+from deploytools.session import EnvSession, open_environment
+from deploytools.steps.backup import latest_verified
+from deploytools.store.records import ReleaseRecord, utc_now, who
 from deploytools.target import VERSION_LABEL
-from deploytools.windows import check_window
 
 #: Image label a release sets to "true" when its migrations only add (see ReleaseRecord).
 EXPAND_ONLY_LABEL = "deploytools.migrations.expand-only"

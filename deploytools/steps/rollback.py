@@ -21,11 +21,11 @@ from deploytools import proxy
 from deploytools.context import StepContext
 from deploytools.database import Database
 from deploytools.errors import DeployError, UsageError
-from deploytools.history import ReleaseRecord, utc_now, who
+from deploytools.session import EnvSession, open_environment
 from deploytools.steps import backup as backup_step
 from deploytools.steps import deploy as deploy_step
 from deploytools.steps import deploy_rolling
-from deploytools.steps.backup import EnvSession, open_environment
+from deploytools.store.records import ReleaseRecord, utc_now, who
 
 Confirm = Callable[[str], bool]
 

@@ -1,421 +1,87 @@
-"""Shared, session-scoped fixtures for integration tests: a real Docker engine, real PostgreSQL.
+"""Fixtures of the integration tier (tests/conftest.py has the session fixtures it shares with
+the end-to-end tier: the engine, the release repository and images, the PostgreSQL image).
 
-    release_repo    -> ReleaseRepo: git repo of rbac-api, tags v1.15.1 and v1.15.2, with origin
-    postgres_image  -> str: PostgreSQL image for stacks (built from tests/infra/postgres if absent)
-    release_images  -> ReleaseImages: release_images["1.15.1"] builds rbac-api-test:1.15.1 once
-                           per session (from `git archive` of the tag) and returns its name
     dtdep_stack     -> SharedStack: one stack (migrated, an admin) that the modules of the
                            reference service, checks, deploy, rollback, backup ... take turns on,
-                           reset between them to 1.15.1 or 1.15.2 as first set up (dtdep_env.py)
+                           reset between them to 1.15.1 or 1.15.2 as first set up
+                           (tests/helpers/shared_stack.py)
     image_variants  -> ImageVariants: image_variants.build(base, tag, ...) builds a tiny variant
                            of a release image once per session
 
-When a test that uses a ComposeStack fails, the stack's container logs are attached to its report.
+The shared stack's lifecycle is pytest-docker's: its fixtures below name the Compose file, the
+project (`dtdep-shared-PID`) and the Compose command (v1 or v2, with the stack's variables in an
+env file); `docker_services` runs `down -v` then `up -d db` before the first module and
+`down -v` after the last. The stack is set up on top of that (migrated, an admin, a template
+of each release's database), waiting with docker_services.wait_until_responsive.
 """
 
 from __future__ import annotations
 
-import io
-import os
-import secrets
-import shutil
-import socket
-import subprocess
-import time
+import shlex
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import docker
 import pytest
-import requests
+from pytest_docker import Services
 
-if TYPE_CHECKING:
-    from dtdep_env import ImageVariants, SharedStack
+from tests.helpers.shared_stack import ImageVariants, SharedStack
+from tests.helpers.stacks import COMPOSE_FILE, RELEASES, ReleaseImages, compose_command
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SERVICE_DIR = REPO_ROOT / "examples" / "rbac-api"
-COMPOSE_FILE = REPO_ROOT / "docker-compose.prod.yml"
-POSTGRES_INFRA_DIR = REPO_ROOT / "tests" / "infra" / "postgres"
-POSTGRES_IMAGE = os.environ.get("POSTGRES_IMAGE", "deploytools-test/postgres:15")
-PROXY_INFRA_DIR = REPO_ROOT / "tests" / "infra" / "haproxy"
-PROXY_IMAGE = os.environ.get("PROXY_IMAGE", "deploytools-test/haproxy:bookworm")
-# Every Compose call of the suite (stacks here, deploytools' own) takes the proxy image from
-# the environment: haproxy:2.8, the file's default, cannot be pulled here.
-os.environ.setdefault("PROXY_IMAGE", PROXY_IMAGE)
-RELEASES = ("1.15.1", "1.15.2")
-TEST_IMAGE_REPOSITORY = "rbac-api-test"
-IMAGE_SOURCE = "https://github.com/example/rbac-api"
-
-
-def compose_command() -> list[str]:
-    """`docker compose` (v2 plugin) when it answers, else `docker-compose` (v1)."""
-    if shutil.which("docker"):
-        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
-        if probe.returncode == 0:
-            return ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    raise RuntimeError("neither `docker compose` nor `docker-compose` is installed")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate, *, timeout: float, what: str, interval: float = 0.25):
-    """Poll predicate() until it returns a truthy value; back off to 0.5 s; fail after timeout.
-    (Polls are cheap engine calls; a longer step is time every test waits for nothing.)"""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            result = predicate()
-            if result:
-                return result
-        except Exception as exc:
-            last_error = exc
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"timed out after {timeout:.0f}s waiting for {what}"
-                + (f" (last error: {last_error})" if last_error else "")
-            )
-        time.sleep(interval)
-        interval = min(interval * 1.5, 0.5)
-
-
-# ---- release repository ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ReleaseRepo:
-    path: Path
-    origin: Path
-
-    def git(self, *args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(self.path), *args], check=True, capture_output=True, text=True
-        ).stdout.strip()
-
-    def commit(self, tag: str) -> str:
-        return self.git("rev-parse", f"{tag}^{{commit}}")
-
-    def commit_date(self, tag: str) -> str:
-        return self.git("log", "-1", "--format=%cI", tag)
-
-    def archive(self, tag: str) -> bytes:
-        """The tag's tree as a tar stream: a docker build context."""
-        return subprocess.run(
-            ["git", "-C", str(self.path), "archive", "--format=tar", tag],
-            check=True,
-            capture_output=True,
-        ).stdout
+#: `down -v` before `up`: a stack left by an interrupted run under this name cannot leak in.
+DOWN = "down -v --remove-orphans --timeout 5"
 
 
 @pytest.fixture(scope="session")
-def release_repo(tmp_path_factory: pytest.TempPathFactory) -> ReleaseRepo:
-    path = tmp_path_factory.mktemp("releases") / "rbac-api"
-    subprocess.run(
-        [str(SERVICE_DIR / "make-release-repo"), str(path)], check=True, capture_output=True
-    )
-    return ReleaseRepo(path=path, origin=Path(f"{path}.origin.git"))
-
-
-# ---- images --------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def docker_client() -> Iterator[docker.DockerClient]:
-    client = docker.from_env(version="auto", timeout=600)
-    yield client
-    client.close()
-
-
-def build_image(
-    client: docker.DockerClient,
-    *,
-    context_tar: bytes | None = None,
-    path: Path | None = None,
-    tag: str,
-    buildargs: dict[str, str] | None = None,
-) -> str:
-    """Build with the engine's builder; raise with the build log's tail on failure."""
-    kwargs = (
-        {"fileobj": io.BytesIO(context_tar), "custom_context": True}
-        if context_tar is not None
-        else {"path": str(path)}
-    )
-    log: list[str] = []
-    for chunk in client.api.build(
-        tag=tag, buildargs=buildargs or {}, rm=True, forcerm=True, decode=True, **kwargs
-    ):
-        if "stream" in chunk:
-            log.append(chunk["stream"])
-        if "error" in chunk:
-            raise RuntimeError(
-                f"docker build of {tag} failed: {chunk['error']}\n" + "".join(log[-40:])
-            )
-    return tag
-
-
-@pytest.fixture(scope="session")
-def postgres_image(docker_client: docker.DockerClient) -> str:
-    """POSTGRES_IMAGE (default deploytools-test/postgres:15); built here if bootstrap did not."""
-    try:
-        docker_client.images.get(POSTGRES_IMAGE)
-    except docker.errors.ImageNotFound:
-        build_image(docker_client, path=POSTGRES_INFRA_DIR, tag=POSTGRES_IMAGE)
-    try:  # every stack has the proxy too
-        docker_client.images.get(PROXY_IMAGE)
-    except docker.errors.ImageNotFound:
-        build_image(docker_client, path=PROXY_INFRA_DIR, tag=PROXY_IMAGE)
-    return POSTGRES_IMAGE
-
-
-class ReleaseImages:
-    """release_images["1.15.1"] -> "rbac-api-test:1.15.1", built from the tag once per session."""
-
-    def __init__(self, client: docker.DockerClient, repo: ReleaseRepo) -> None:
-        self._client, self._repo, self._built = client, repo, {}
-
-    def build_args(self, version: str) -> dict[str, str]:
-        tag = f"v{version}"
-        return {
-            "VERSION": version,
-            "REVISION": self._repo.commit(tag),
-            "CREATED": self._repo.commit_date(tag),
-            "SOURCE": IMAGE_SOURCE,
-        }
-
-    def __getitem__(self, version: str) -> str:
-        if version not in self._built:
-            name = f"{TEST_IMAGE_REPOSITORY}:{version}"
-            build_image(
-                self._client,
-                context_tar=self._repo.archive(f"v{version}"),
-                tag=name,
-                buildargs=self.build_args(version),
-            )
-            self._built[version] = name
-        return self._built[version]
-
-
-@pytest.fixture(scope="session")
-def release_images(
-    docker_client: docker.DockerClient, release_repo: ReleaseRepo, request: pytest.FixtureRequest
-) -> ReleaseImages:
-    # tests/e2e/conftest.py loads this file a second time, as another module, so this fixture
-    # exists twice in a whole run: both give the first one's images (each built once per run).
-    shared = getattr(request.session, "_deploytools_release_images", None)
-    if shared is None:
-        shared = ReleaseImages(docker_client, release_repo)
-        request.session._deploytools_release_images = shared
-    return shared
-
-
-# ---- Compose stacks ------------------------------------------------------------------------------
-
-
-@dataclass
-class ComposeStack:
-    """One docker-compose.prod.yml project on the local engine."""
-
-    project: str
-    env: dict[str, str]
-    client: docker.DockerClient
-    compose: list[str] = field(default_factory=compose_command)
-    admin: tuple[str, str] | None = None
-
-    @property
-    def app_port(self) -> int:
-        return int(self.env["APP_PORT"])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.app_port}"
-
-    def run_compose(
-        self,
-        *args: str,
-        env: dict[str, str] | None = None,
-        timeout: float = 300,
-        check: bool = True,
-    ) -> subprocess.CompletedProcess[str]:
-        argv = [*self.compose, "-f", str(COMPOSE_FILE), "-p", self.project, *args]
-        result = subprocess.run(
-            argv,
-            env={**os.environ, **self.env, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and result.returncode != 0:
-            raise RuntimeError(
-                f"{' '.join(argv)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-            )
-        return result
-
-    def up(self, *services: str, env: dict[str, str] | None = None) -> None:
-        if env:
-            self.env.update(env)
-        self.run_compose("up", "-d", *services)
-        self.wait_healthy("db")
-        self.wait_healthy("app")
-        self.wait_healthy("proxy")
-
-    def down(self) -> None:
-        self.run_compose("down", "-v", "--remove-orphans", "--timeout", "5", check=False)
-
-    def container(self, service: str):
-        found = self.client.containers.list(
-            all=True,
-            filters={
-                "label": [
-                    f"com.docker.compose.project={self.project}",
-                    f"com.docker.compose.service={service}",
-                    "com.docker.compose.oneoff=False",
-                ]
-            },
-        )
-        if not found:
-            raise LookupError(f"no {service} container in project {self.project}")
-        return found[0]
-
-    def wait_healthy(self, service: str, timeout: float = 90) -> None:
-        def healthy() -> bool:
-            container = self.container(service)
-            container.reload()
-            status = container.attrs["State"].get("Health", {}).get("Status")
-            if container.status == "exited":
-                raise RuntimeError(f"{service} exited")
-            return status == "healthy"
-
-        wait_until(healthy, timeout=timeout, what=f"{self.project}/{service} to be healthy")
-
-    def run_one_off(
-        self,
-        *argv: str,
-        container_env: dict[str, str] | None = None,
-        compose_env: dict[str, str] | None = None,
-    ) -> subprocess.CompletedProcess[str]:
-        """`run --rm --no-deps app ARGV...`. container_env is passed by name (`-e KEY`), so values
-        stay off the command line; compose_env only changes interpolation (e.g. APP_IMAGE)."""
-        flags = [item for key in (container_env or {}) for item in ("-e", key)]
-        return self.run_compose(
-            "run",
-            "--rm",
-            "--no-deps",
-            *flags,
-            "app",
-            *argv,
-            env={**(compose_env or {}), **(container_env or {})},
-        )
-
-    def migrate(self, app_image: str | None = None) -> subprocess.CompletedProcess[str]:
-        """alembic upgrade head in a one-off container of app_image (default: APP_IMAGE)."""
-        return self.run_one_off(
-            "alembic",
-            "-c",
-            "/app/alembic.ini",
-            "upgrade",
-            "head",
-            compose_env={"APP_IMAGE": app_image} if app_image else None,
-        )
-
-    def create_admin(self, username: str = "admin") -> tuple[str, str]:
-        password = secrets.token_urlsafe(18)
-        self.run_one_off(
-            "python3",
-            "-m",
-            "rbac_api.create_admin",
-            container_env={"ADMIN_USERNAME": username, "ADMIN_PASSWORD": password},
-        )
-        self.admin = (username, password)
-        return self.admin
-
-    def psql(self, sql: str) -> str:
-        """Run SQL in the db container as the database owner; return tuples-only output."""
-        code, output = self.container("db").exec_run(
-            [
-                "psql",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-X",
-                "-A",
-                "-t",
-                "-U",
-                self.env["POSTGRES_USER"],
-                "-d",
-                self.env["POSTGRES_DB"],
-                "-c",
-                sql,
-            ]
-        )
-        text = output.decode("utf-8", "replace").strip()
-        if code != 0:
-            raise RuntimeError(f"psql failed ({code}): {text}")
-        return text
-
-    def table_row_counts(self) -> dict[str, int]:
-        tables = self.psql(
-            "SELECT table_name FROM information_schema.tables "
-            "WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1"
-        ).split()
-        # Table names come from the catalog, not from input.
-        count = 'SELECT count(*) FROM "{}"'
-        return {table: int(self.psql(count.format(table))) for table in tables}
-
-    def health(self) -> dict:
-        return requests.get(f"{self.url}/health", timeout=5).json()
-
-    def logs(self, tail: int = 200) -> str:
-        result = self.run_compose(
-            "logs", "--no-color", "--tail", str(tail), check=False, timeout=60
-        )
-        return result.stdout + result.stderr
-
-
-@pytest.fixture(scope="session")
-def dtdep_stack(
+def shared_stack(
     docker_client: docker.DockerClient, postgres_image: str, release_images: ReleaseImages
-) -> Iterator[SharedStack]:
-    from dtdep_env import SharedStack
-
+) -> SharedStack:
+    """The shared stack as planned (project name, ports, passwords, images), not started; the
+    leftovers of earlier runs whose process is gone are removed here."""
     images = {version: release_images[version] for version in RELEASES}
-    shared = SharedStack(docker_client, postgres_image, images)
+    return SharedStack(docker_client, postgres_image, images)
+
+
+@pytest.fixture(scope="session")
+def docker_compose_file() -> str:
+    return str(COMPOSE_FILE)
+
+
+@pytest.fixture(scope="session")
+def docker_compose_project_name(shared_stack: SharedStack) -> str:
+    return shared_stack.stack.project
+
+
+@pytest.fixture(scope="session")
+def docker_compose_command(
+    shared_stack: SharedStack, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """`docker compose` (v2) or `docker-compose` (v1, Debian 12's), with the stack's variables
+    (the file requires POSTGRES_PASSWORD and APP_SECRET_KEY, for `down` too). pytest-docker
+    runs it through a shell: quoted."""
+    env_file = shared_stack.env_file(tmp_path_factory.mktemp("dtdep-compose") / "stack.env")
+    return shlex.join([*compose_command(), "--env-file", str(env_file)])
+
+
+@pytest.fixture(scope="session")
+def docker_setup() -> list[str]:
+    return [DOWN, "up -d db"]
+
+
+@pytest.fixture(scope="session")
+def docker_cleanup() -> list[str]:
+    return [DOWN]
+
+
+@pytest.fixture(scope="session")
+def dtdep_stack(shared_stack: SharedStack, docker_services: Services) -> Iterator[SharedStack]:
     try:
-        yield shared.start()
+        yield shared_stack.start(docker_services.wait_until_responsive)
     finally:
-        shared.remove()
+        shared_stack.remove()
 
 
 @pytest.fixture(scope="session")
 def image_variants(docker_client: docker.DockerClient) -> Iterator[ImageVariants]:
-    from dtdep_env import ImageVariants
-
     variants = ImageVariants(docker_client)
     yield variants
     variants.remove()
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    """Attach the container logs of every stack a failing test used to its report."""
-    outcome = yield
-    report = outcome.get_result()
-    if report.failed and report.when in ("setup", "call"):
-        for value in getattr(item, "funcargs", {}).values():
-            stacks = (
-                [value]
-                if isinstance(value, ComposeStack)
-                else [
-                    v
-                    for v in getattr(value, "__dict__", {}).values()
-                    if isinstance(v, ComposeStack)
-                ]
-            )
-            for stack in stacks:
-                report.sections.append((f"container logs: {stack.project}", stack.logs()))

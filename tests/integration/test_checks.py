@@ -1,8 +1,8 @@
 """smoke, validate and verify against the real reference stack (rbac-api 1.15.2 + PostgreSQL).
 
-The shared stack at 1.15.2 for the module (dtdep_env.py); the tests that break something (a
-revoked role, injected error lines, a slow endpoint, a stopped database) put it back before they
-end.
+The shared stack at 1.15.2 for the module (tests/helpers/shared_stack.py); the tests that break
+something (a revoked role, injected error lines, a slow endpoint, a stopped database) put it back
+before they end.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import docker.errors
 import pytest
 import requests
 from click.testing import CliRunner
-from dtchk_env import credentials_env, reference_config
 
 from deploytools.checks import suite as engine
 from deploytools.checks.http import HttpClient
@@ -28,14 +27,15 @@ from deploytools.cli import cli
 from deploytools.cli.app import AppState
 from deploytools.config import Config
 from deploytools.context import StepContext
-from deploytools.history import ReleaseRecord, utc_now
-from deploytools.steps import checks as checks_step
+from deploytools.session import open_environment
+from deploytools.steps import check_suites as checks_step
 from deploytools.steps import report as report_step
-from deploytools.steps.backup import open_environment
+from deploytools.store.records import ReleaseRecord, utc_now
+from tests.helpers.checks_env import credentials_env, reference_config
 
 if TYPE_CHECKING:
-    from conftest import ComposeStack, ReleaseImages
-    from dtdep_env import SharedStack
+    from tests.helpers.shared_stack import SharedStack
+    from tests.helpers.stacks import ComposeStack, ReleaseImages
 
 pytestmark = pytest.mark.integration
 

@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dtdep_env import (
+
+from deploytools.session import open_environment
+from tests.helpers.shared_stack import (
     BROKEN_MIGRATION,
     NEVER_HEALTHY,
     DtdepEnv,
     ImageVariants,
     module_env,
 )
-
-from deploytools.steps.backup import open_environment
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,8 @@ from click.testing import CliRunner, Result
 from deploytools.cli import cli
 from deploytools.config import load_config
 from deploytools.context import StepContext
-from deploytools.history import ReleaseRecord, utc_now
-from deploytools.steps.backup import open_environment
+from deploytools.session import open_environment
+from deploytools.store.records import ReleaseRecord, utc_now
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from dtchk_env import credentials_env, reference_config
 
 from deploytools.checks import suite as engine
 from deploytools.checks.http import HttpClient
@@ -19,10 +18,11 @@ from deploytools.checks.results import Verdict
 from deploytools.config import Config, load_config
 from deploytools.context import StepContext
 from deploytools.steps import monitor as monitor_step
+from tests.helpers.checks_env import credentials_env, reference_config
 
 if TYPE_CHECKING:
-    from conftest import ComposeStack, ReleaseImages
-    from dtdep_env import ImageVariants, SharedStack
+    from tests.helpers.shared_stack import ImageVariants, SharedStack
+    from tests.helpers.stacks import ComposeStack, ReleaseImages
 
 pytestmark = pytest.mark.integration
 

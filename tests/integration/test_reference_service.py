@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 import pytest
 import requests
 
-if TYPE_CHECKING:  # fixtures' types; pytest provides the objects, conftest is not imported
-    from conftest import ComposeStack, ReleaseImages, ReleaseRepo
-    from dtdep_env import SharedStack
+if TYPE_CHECKING:  # fixtures' types; pytest provides the objects
+    from tests.helpers.shared_stack import SharedStack
+    from tests.helpers.stacks import ComposeStack, ReleaseImages, ReleaseRepo
 
 pytestmark = pytest.mark.integration
 

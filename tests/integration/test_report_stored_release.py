@@ -20,8 +20,8 @@ import pytest
 
 from deploytools.config import load_config
 from deploytools.context import StepContext
-from deploytools.history import BackupManifest, ReleaseRecord, Verification
-from deploytools.steps.backup import open_environment
+from deploytools.session import open_environment
+from deploytools.store.records import BackupManifest, ReleaseRecord, Verification
 
 pytestmark = pytest.mark.integration
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from dtdep_env import DtdepEnv, ImageVariants, module_env
 
 from deploytools.cli import cli
-from deploytools.steps.backup import open_environment
+from deploytools.session import open_environment
 from deploytools.steps.migrate import EXPAND_ONLY_LABEL
+from tests.helpers.shared_stack import DtdepEnv, ImageVariants, module_env
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """deploy --strategy rolling behind the stack's HAProxy proxy, on the real engine, under a steady
 open-model load through the proxy: no request fails while a release takes over, while a broken
 release is tried and abandoned, or while a rollback switches back; a release whose migrations
-are not expand-only is refused. On the shared dtdep stack (dtdep_env.py)."""
+are not expand-only is refused. On the shared dtdep stack (tests/helpers/shared_stack.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from dtdep_env import NEVER_HEALTHY, DtdepEnv, ImageVariants, module_env
-from dtroll_load import OpenLoad, failures
 
 from deploytools import proxy
-from deploytools.steps.backup import open_environment
+from deploytools.session import open_environment
+from tests.helpers.load import OpenLoad, failures
+from tests.helpers.shared_stack import NEVER_HEALTHY, DtdepEnv, ImageVariants, module_env
 
 if TYPE_CHECKING:
-    from conftest import ReleaseImages
+    from tests.helpers.stacks import ReleaseImages
 
 pytestmark = pytest.mark.integration
 

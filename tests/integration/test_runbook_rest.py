@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import ComposeStack
-from dtdep_env import NEVER_HEALTHY
 
 from deploytools.cli import cli
 from deploytools.config import load_config
 from deploytools.context import StepContext
-from deploytools.steps.backup import open_environment
+from deploytools.session import open_environment
+from tests.helpers.shared_stack import NEVER_HEALTHY
+from tests.helpers.stacks import ComposeStack
 
 if TYPE_CHECKING:
-    from dtdep_env import ImageVariants, SharedStack
+    from tests.helpers.shared_stack import ImageVariants, SharedStack
 
 pytestmark = pytest.mark.integration
 
@@ -286,8 +286,9 @@ def test_off_host_copy_to_a_local_s3_compatible_server_verified(
     stack: tuple[ComposeStack, Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import boto3
-    from conftest import free_port
     from moto.server import ThreadedMotoServer
+
+    from tests.helpers.stacks import free_port
 
     _, path, _ = stack
     port = free_port()

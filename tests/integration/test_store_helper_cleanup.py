@@ -12,8 +12,8 @@ import docker
 import docker.errors
 import pytest
 
-from deploytools.backup_store import open_store
 from deploytools.errors import ExternalCommandFailed
+from deploytools.store.files import open_store
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Check results kept in the release record (check_record.py, History.attach_checks), the
+"""Check results kept in the release record (suite_record.py, EnvironmentStore.attach_checks), the
 report reading them when no --results are given, and the reason a rollback records."""
 
 from __future__ import annotations
@@ -15,22 +15,26 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from test_checks_engine import CONFIG, ENVIRON
-from test_checks_fake_service import FakeState, fake_service
-from test_history import MemoryStore, record
-from test_report import RECORDED
 
+from deploytools import session as session_mod
 from deploytools.checks.results import CheckResult, Verdict
-from deploytools.cli import checks_cmd
 from deploytools.config import load_config, parse_config
 from deploytools.context import StepContext
 from deploytools.errors import DeadlineExceeded, EnvironmentUnreachable
-from deploytools.history import CHECKS_KEPT, History, ReleaseRecord
-from deploytools.steps import backup as backup_step
-from deploytools.steps import check_record, incident, monitor, report
+from deploytools.steps import incident, monitor, report, suite_record
 from deploytools.steps import rollback as rollback_step
+from deploytools.store.environment import EnvironmentStore
+from deploytools.store.records import BackupManifest, ReleaseRecord, Verification
+from deploytools.store.releases import CHECKS_KEPT
+from tests.fakes.memory_store import MemoryStore
+from tests.fakes.rbac_service import CONFIG, ENVIRON, FakeState, fake_service
+from tests.helpers.records import record
 
 ROOT = Path(__file__).resolve().parents[2]
+#: A release's records, manifest and check results as stored (the report's golden input).
+RECORDED = json.loads(
+    (Path(__file__).parent / "golden" / "recorded-release-v1.15.2.json").read_text()
+)
 RESULTS = [
     CheckResult("health", Verdict.PASS, "12 ms", "< 100 ms", data={"samples": [12]}),
     CheckResult("rbac viewer POST /users", Verdict.FAIL, "status 201", "status 403", "allowed"),
@@ -38,7 +42,7 @@ RESULTS = [
 
 
 def summary(suite: str = "verify", environment: str = "prod", **extra: Any) -> dict[str, Any]:
-    return check_record.summary(
+    return suite_record.summary(
         suite=suite,
         environment=environment,
         started="2026-11-27T01:00:00Z",
@@ -64,7 +68,7 @@ def test_the_summary_keeps_what_the_report_shows_and_not_the_raw_numbers() -> No
 
 
 def test_checks_attach_to_the_current_release_only() -> None:
-    history = History(MemoryStore(), "prod")  # type: ignore[arg-type]
+    history = EnvironmentStore(MemoryStore(), "prod")  # type: ignore[arg-type]
     assert history.attach_checks(summary()) is None  # no release: nothing written
     assert history.releases() == []
     history.save_release(record("0001"))
@@ -82,7 +86,7 @@ def test_checks_attach_to_the_current_release_only() -> None:
 
 
 def test_a_record_keeps_the_newest_summaries() -> None:
-    history = History(MemoryStore(), "prod")  # type: ignore[arg-type]
+    history = EnvironmentStore(MemoryStore(), "prod")  # type: ignore[arg-type]
     history.save_release(record("0001"))
     for i in range(CHECKS_KEPT + 3):
         history.attach_checks(summary(samples=i))
@@ -91,33 +95,57 @@ def test_a_record_keeps_the_newest_summaries() -> None:
     assert kept[0]["samples"] == 3 and kept[-1]["samples"] == CHECKS_KEPT + 2
 
 
-class SlowReadStore(MemoryStore):
-    """A store whose record reads take a while, as over a remote engine: long enough for a
-    second check run to read the same record before the first one writes it."""
+class InterleavingStore(MemoryStore):
+    """Holds the first check run right after it read record 0001 until the second run has
+    reached that record too (read it, or tried its lock): the interleaving in which, without the
+    record's lock, both runs read the same record and the second write drops the first's
+    results. Events, not a clock, order the two runs."""
+
+    RECORD = "prod/releases/0001.json"
+    LOCK = "prod/releases/0001.checks-lock"
 
     def __init__(self) -> None:
         super().__init__()
         self.guard = threading.Lock()
+        self.armed = False  # set once the record exists: only the check runs are interleaved
+        self.first_reader: int | None = None
+        self.second_arrived = threading.Event()
+        self.first_was_held = False
+
+    def _arrive(self) -> None:
+        """A run other than the first reader reached the record."""
+        if self.first_reader is not None and threading.get_ident() != self.first_reader:
+            self.second_arrived.set()
 
     def read(self, path: str) -> bytes | None:
         data = super().read(path)
-        if path.endswith("0001.json"):
-            time.sleep(0.3)
+        if self.armed and path == self.RECORD:
+            with self.guard:
+                first = self.first_reader is None
+                if first:
+                    self.first_reader = threading.get_ident()
+                else:
+                    self._arrive()
+            if first:  # a deadline, so a broken test fails instead of hanging
+                self.first_was_held = self.second_arrived.wait(timeout=20)
         return data
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
         with self.guard:  # atomic, as the real store's rename without overwrite is
+            if self.armed and path == self.LOCK:
+                self._arrive()
             return super().create_exclusive(path, data)
 
 
 def test_two_check_runs_finishing_at_once_keep_both_results() -> None:
-    store = SlowReadStore()
-    History(store, "prod").save_release(record("0001"))  # type: ignore[arg-type]
+    store = InterleavingStore()
+    EnvironmentStore(store, "prod").save_release(record("0001"))  # type: ignore[arg-type]
+    store.armed = True
     errors: list[BaseException] = []
 
     def attach(suite: str) -> None:
         try:
-            History(store, "prod").attach_checks(summary(suite), release_id="0001")  # type: ignore[arg-type]
+            EnvironmentStore(store, "prod").attach_checks(summary(suite), release_id="0001")  # type: ignore[arg-type]
         except BaseException as exc:  # handed to the test's thread
             errors.append(exc)
 
@@ -125,16 +153,18 @@ def test_two_check_runs_finishing_at_once_keep_both_results() -> None:
     for run in runs:
         run.start()
     for run in runs:
-        run.join(timeout=30)
+        run.join(timeout=60)
     assert errors == []
-    kept = History(store, "prod").releases()[0].checks  # type: ignore[arg-type]
+    # The race was really run: the first reader waited until the other run reached the record.
+    assert store.first_was_held
+    kept = EnvironmentStore(store, "prod").releases()[0].checks  # type: ignore[arg-type]
     assert sorted(c["suite"] for c in kept) == ["monitor", "verify"]
     assert not any(p.endswith(".checks-lock") for p in store.files)  # released
 
 
 def test_an_abandoned_checks_lock_is_taken_over_and_a_live_one_waited_for() -> None:
     store = MemoryStore()
-    history = History(store, "prod")  # type: ignore[arg-type]
+    history = EnvironmentStore(store, "prod")  # type: ignore[arg-type]
     history.save_release(record("0001"))
     lock = "prod/releases/0001.checks-lock"
     store.files[lock] = json.dumps({"since": time.time() - 3600}).encode()  # killed long ago
@@ -152,29 +182,29 @@ def test_records_written_before_checks_and_reason_still_load() -> None:
     old = dataclasses.asdict(record("0001"))
     del old["checks"], old["reason"]
     store.files["prod/releases/0001.json"] = json.dumps(old).encode()
-    loaded = History(store, "prod").releases()[0]  # type: ignore[arg-type]
+    loaded = EnvironmentStore(store, "prod").releases()[0]  # type: ignore[arg-type]
     assert loaded.checks == [] and loaded.reason is None
 
 
 @contextlib.contextmanager
-def opened(histories: dict[str, History], ctx: Any, environment: str) -> Iterator[Any]:
+def opened(histories: dict[str, EnvironmentStore], ctx: Any, environment: str) -> Iterator[Any]:
     if environment not in histories:
         raise EnvironmentUnreachable(f"cannot reach {environment}", untouched="nothing")
     yield SimpleNamespace(history=histories[environment])
 
 
 def test_save_says_where_it_saved_or_why_not(monkeypatch: pytest.MonkeyPatch) -> None:
-    history = History(MemoryStore(), "prod")  # type: ignore[arg-type]
+    history = EnvironmentStore(MemoryStore(), "prod")  # type: ignore[arg-type]
     monkeypatch.setattr(
-        backup_step, "open_environment", lambda ctx, env, **_: opened({"prod": history}, ctx, env)
+        session_mod, "open_environment", lambda ctx, env, **_: opened({"prod": history}, ctx, env)
     )
     ctx: Any = None
-    note = check_record.save(ctx, "prod", summary())
+    note = suite_record.save(ctx, "prod", summary())
     assert note == "not saved in a release record: prod has no current release record"
     history.save_release(record("0001"))
-    assert check_record.save(ctx, "prod", summary()) == "saved in release record 0001 of prod"
+    assert suite_record.save(ctx, "prod", summary()) == "saved in release record 0001 of prod"
     assert history.releases()[0].checks == [summary()]
-    unreachable = check_record.save(ctx, "elsewhere", summary())
+    unreachable = suite_record.save(ctx, "elsewhere", summary())
     assert unreachable.startswith("not saved in a release record: cannot reach elsewhere")
 
 
@@ -185,7 +215,7 @@ def stored(result: dict[str, Any], suite: str) -> dict[str, Any]:
         for r in result["results"]
     ]
     extra = {k: result[k] for k in ("samples", "breaches", "rolled_back") if k in result}
-    return check_record.summary(
+    return suite_record.summary(
         suite=suite,
         environment=result["environment"],
         started=result["started"],
@@ -215,19 +245,19 @@ def test_the_report_reads_the_records_checks_as_it_reads_the_json_results(
     for name, data in recorded["results"].items():
         (tmp_path / name).write_text(json.dumps(data))
     from_files = report.load_evidence(tmp_path.glob("*.json"))
-    from_records = report.stored_evidence(staging, deploy)
+    from_records = report.stored_evidence(ReleaseRecord(**staging), ReleaseRecord(**deploy))
     assert set(from_records.suites) == set(from_files.suites)
 
     def build(evidence: report.Evidence) -> report.ReleaseDocument:
         return report.build_document(
             config,
             environment="production",
-            record=deploy,
-            records=recorded["records"],
-            manifest=recorded["manifest"],
-            verification=recorded["verification"],
+            record=ReleaseRecord(**deploy),
+            records=[ReleaseRecord(**r) for r in recorded["records"]],
+            manifest=BackupManifest(**recorded["manifest"]),
+            verification=Verification(**recorded["verification"]),
             evidence=evidence,
-            staging_record=staging,
+            staging_record=ReleaseRecord(**staging),
         )
 
     files_doc, records_doc = build(from_files), build(from_records)
@@ -240,11 +270,11 @@ def test_the_report_reads_the_records_checks_as_it_reads_the_json_results(
     # gather: without --results the records' checks; with --results only the files.
     histories = {}
     for env, recs in (("production", recorded["records"]), ("staging", [staging])):
-        histories[env] = History(MemoryStore(), env)  # type: ignore[arg-type]
+        histories[env] = EnvironmentStore(MemoryStore(), env)  # type: ignore[arg-type]
         for r in recs:
             histories[env].save_release(ReleaseRecord(**r))
     monkeypatch.setattr(
-        backup_step, "open_environment", lambda ctx, env, **_: opened(histories, ctx, env)
+        session_mod, "open_environment", lambda ctx, env, **_: opened(histories, ctx, env)
     )
     ctx = StepContext(config)
     gathered = report.gather(ctx, environment="production", release_id="0008")
@@ -262,7 +292,7 @@ def test_rollback_run_records_its_reason(monkeypatch: pytest.MonkeyPatch) -> Non
         seen.append(kw["reason"])
         return "record"
 
-    history = History(MemoryStore(), "prod")  # type: ignore[arg-type]
+    history = EnvironmentStore(MemoryStore(), "prod")  # type: ignore[arg-type]
     monkeypatch.setattr(rollback_step, "roll_back_in", roll_back_in)
     monkeypatch.setattr(
         rollback_step, "open_environment", lambda ctx, env, **_: opened({"prod": history}, ctx, env)
@@ -273,13 +303,11 @@ def test_rollback_run_records_its_reason(monkeypatch: pytest.MonkeyPatch) -> Non
     assert seen == ["manual", "verification failed"]
 
 
-def test_the_monitor_hook_passes_the_breach_on_as_the_reason(
+def test_the_monitor_rolls_back_with_the_rollback_step_passing_the_breach_as_the_reason(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(rollback_step, "run", lambda ctx, **kw: calls.append(kw) or "back")
-    hook = checks_cmd.rollback_hook()
-    assert hook is not None
 
     state = FakeState(users={"root": ("admin-password-123", ["admin"])}, db_down=True)
     with fake_service(state) as url:
@@ -301,17 +329,16 @@ def test_the_monitor_hook_passes_the_breach_on_as_the_reason(
             clock=lambda: now[0],
             sleep=lambda s: now.__setitem__(0, now[0] + s),
             rollback_on_breach=True,
-            rollback=hook,
         )
     assert watched.rolled_back and watched.rollback_result == "back"
-    assert calls == [{"environment": "local", "reason": calls[0]["reason"]}]
+    assert calls == [{"environment": "local", "confirm": None, "reason": calls[0]["reason"]}]
     assert calls[0]["reason"].startswith("monitor breach: health: failed 3 samples in a row")
 
 
 def test_the_incident_report_reads_the_failed_releases_checks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    history = History(MemoryStore(), "production")  # type: ignore[arg-type]
+    history = EnvironmentStore(MemoryStore(), "production")  # type: ignore[arg-type]
     history.save_release(record("0001"))
     history.save_release(record("0002", previous="0001"))
     history.attach_checks(summary(environment="production"))  # verify of 0002, failed
@@ -319,7 +346,7 @@ def test_the_incident_report_reads_the_failed_releases_checks(
         record("0003", kind="rollback", previous="0002", reason="monitor breach: health")
     )
     monkeypatch.setattr(
-        backup_step,
+        session_mod,
         "open_environment",
         lambda ctx, env, **_: opened({"production": history}, ctx, env),
     )

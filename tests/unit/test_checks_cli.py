@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from test_checks_engine import CONFIG, ENVIRON
-from test_checks_fake_service import FakeState, fake_service
 
 from deploytools.cli import cli
-from deploytools.steps import check_record
+from deploytools.steps import suite_record
+from tests.fakes.rbac_service import CONFIG, ENVIRON, FakeState, fake_service
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +24,7 @@ def saved(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
         calls.append((environment, data))
         return f"saved in release record 0007 of {environment}"
 
-    monkeypatch.setattr(check_record, "save", save)
+    monkeypatch.setattr(suite_record, "save", save)
     return calls
 
 

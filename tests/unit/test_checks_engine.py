@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_checks_fake_service import FakeState, fake_service
 
 from deploytools.checks import suite as engine
 from deploytools.checks.http import Answer, HttpClient, json_mismatches
@@ -16,83 +15,8 @@ from deploytools.checks.results import Verdict
 from deploytools.config import Config, LatencyCheck, ProbeCheck, parse_config
 from deploytools.context import StepContext
 from deploytools.errors import UsageError
-from deploytools.steps import checks as checks_step
-
-CONFIG = """
-[project]
-name = "svc"
-image_repository = "example/svc"
-compose_files = ["docker-compose.prod.yml"]
-app_service = "app"
-database_service = "db"
-migration_command = ["true"]
-
-[environments.local]
-compose_project = "dtchk-unit"
-base_url = "BASE_URL"
-
-[thresholds]
-# Far above what the fake service needs: these tests are about the checks' logic, and a loaded
-# machine must not turn them into a latency measurement (the slow-probe test sets its own delay).
-# With 100 samples the p95's 95% range reaches the slowest answers: one stall of a second made
-# smoke inconclusive under a 1000 ms threshold.
-api_p95_ms = 5000.0
-
-[checks]
-admin_user = "admin"
-error_fields = ["error.code", "error.message"]
-
-[checks.users.admin]
-username_env = "T_ADMIN_USER"
-password_env = "T_ADMIN_PASSWORD"
-
-[checks.users.viewer]
-username_env = "T_VIEWER_USER"
-password_env = "T_VIEWER_PASSWORD"
-role = "viewer"
-
-[checks.database]
-expected_revision = ""
-
-[[checks.probes]]
-name = "health"
-path = "/health"
-expect_json = { status = "ok", "database.reachable" = true }
-budget = "health_ms"
-
-[[checks.probes]]
-name = "wrong password refused"
-method = "POST"
-path = "/auth/login"
-body = { username = "${viewer.username}", password = "wrong" }
-expect_status = 401
-expect_json = { "error.code" = "unauthorized" }
-
-[[checks.rbac]]
-user = "viewer"
-path = "/documents"
-expect_status = 200
-
-[[checks.rbac]]
-user = "viewer"
-path = "/users"
-expect_status = 403
-
-[[checks.latency]]
-user = "viewer"
-path = "/documents"
-rate_per_s = 100.0
-duration_s = 1.0
-min_samples = 100
-suites = ["smoke"]
-"""
-
-ENVIRON = {
-    "T_ADMIN_USER": "root",
-    "T_ADMIN_PASSWORD": "admin-password-123",
-    "T_VIEWER_USER": "vera",
-    "T_VIEWER_PASSWORD": "viewer-password-123",
-}
+from deploytools.steps import check_suites as checks_step
+from tests.fakes.rbac_service import CONFIG, ENVIRON, FakeState, fake_service
 
 
 @pytest.fixture

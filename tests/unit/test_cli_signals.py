@@ -20,7 +20,7 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     from deploytools.cli.signals import install_signal_handlers
-    from deploytools.history import History
+    from deploytools.store.environment import EnvironmentStore as History
     from tests.fakes.memory_store import MemoryStore
 
     install_signal_handlers()

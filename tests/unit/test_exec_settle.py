@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from deploytools import backup_store
 from deploytools.database import Database
 from deploytools.errors import ExternalCommandFailed
+from deploytools.store import files as backup_store
 
 
 class Api:

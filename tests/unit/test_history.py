@@ -7,32 +7,20 @@ import dataclasses
 import json
 import os
 import socket
-from typing import Any
 
 import pytest
 
 from deploytools.errors import LockHeld, UsageError
-from deploytools.history import BackupManifest, History, ReleaseRecord, Verification
 from deploytools.steps import backup as backup_step
 from deploytools.steps.rollback import restore_needed
+from deploytools.store.environment import EnvironmentStore
+from deploytools.store.records import BackupManifest, Verification
 from tests.fakes.memory_store import MemoryStore
+from tests.helpers.records import record
 
 
-def history() -> History:
-    return History(MemoryStore(), "prod")  # type: ignore[arg-type]
-
-
-def record(id: str, outcome: str = "succeeded", **kw: Any) -> ReleaseRecord:
-    return ReleaseRecord(
-        id=id,
-        environment="prod",
-        kind=kw.pop("kind", "deploy"),
-        who="t",
-        started="x",
-        image="i",
-        outcome=outcome,
-        **kw,
-    )
+def history() -> EnvironmentStore:
+    return EnvironmentStore(MemoryStore(), "prod")  # type: ignore[arg-type]
 
 
 def manifest(id: str, created: str) -> BackupManifest:
@@ -130,7 +118,7 @@ class CountingStore(MemoryStore):
 
 def test_a_refresh_writes_only_once_a_tenth_of_the_ttl_has_passed() -> None:
     store = CountingStore()
-    h = History(store, "prod")  # type: ignore[arg-type]
+    h = EnvironmentStore(store, "prod")  # type: ignore[arg-type]
     lock = h.acquire("deploy", ttl_s=600)
     store.calls = 0
     assert h.refresh(lock) is lock  # fresh: nothing asked of the store
@@ -147,7 +135,7 @@ def test_unknown_backup_is_a_usage_error() -> None:
 
 
 class FakeSession:
-    def __init__(self, h: History) -> None:
+    def __init__(self, h: EnvironmentStore) -> None:
         self.history = h
 
     def progress(self, message: str) -> None:

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from deploytools.cli import cli
 from deploytools.context import StepContext
 from deploytools.errors import CheckFailed, UsageError
-from deploytools.history import ReleaseRecord
 from deploytools.steps import image as image_step
+from deploytools.store.records import ReleaseRecord
 from deploytools.target import REVISION_LABEL, VERSION_LABEL
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

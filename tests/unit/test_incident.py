@@ -13,9 +13,9 @@ import pytest
 
 from deploytools.config import Config, parse_config
 from deploytools.errors import UsageError
-from deploytools.history import ReleaseRecord
 from deploytools.steps import incident
 from deploytools.steps.report import load_evidence
+from deploytools.store.records import ReleaseRecord
 
 CONFIG = textwrap.dedent(
     """

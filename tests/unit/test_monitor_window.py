@@ -1,6 +1,6 @@
 """`monitor --only-after-release`: a scheduled watch ends by itself once the serving release is
 older than the window (monitor.yml's 24-hour watch). The store read is faked here; the records
-it reads are the engine-tested ones of history.py."""
+it reads are the engine-tested ones of deploytools/store/."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from deploytools.cli import cli
-from deploytools.history import ReleaseRecord, parse_time
 from deploytools.steps import monitor
+from deploytools.store.records import ReleaseRecord, parse_time
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy.toml"
 FINISHED = "2026-11-26T10:00:00Z"

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW_DIR = ROOT / ".github" / "workflows"
 
 #: The environment with required reviewers, and the one holding production's secrets that the
-#: jobs after the approval use (README, "GitHub workflows").
+#: jobs after the approval use (docs/workflows.md).
 APPROVAL_ENVIRONMENT = "production"
 PRODUCTION_DEPLOY_ENVIRONMENT = "production-deploy"
 

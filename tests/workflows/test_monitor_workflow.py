@@ -16,8 +16,8 @@ import pytest
 
 from deploytools.config import load_config
 from deploytools.context import StepContext
-from deploytools.history import ReleaseRecord
-from deploytools.steps.backup import open_environment
+from deploytools.session import open_environment
+from deploytools.store.records import ReleaseRecord
 from tests.fakes.github_server import FakeGitHub
 from tests.workflows.conftest import REPOSITORY, Act
 

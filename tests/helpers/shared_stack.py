@@ -2,8 +2,8 @@
 for the whole session (Docker prefix dtdep-): deploy, rollback, rolling, backup, the runbook's
 rest, the reference service, checks and monitor.
 
-They take turns on it (SharedStack, the `dtdep_stack` fixture of conftest.py), reset before
-each module to 1.15.1 or 1.15.2 as first set up. A module's `env` fixture is
+They take turns on it (SharedStack, the `dtdep_stack` fixture of tests/integration/conftest.py),
+reset before each module to 1.15.1 or 1.15.2 as first set up. A module's `env` fixture is
 `module_env(NAME, **deploy_toml_options)`: the stack at 1.15.1 with a deploy.toml for it in a
 temporary directory and a store volume of its own, removed (with helper containers) at the
 module's end, failures included. Image variants (ImageVariants, the `image_variants` fixture)
@@ -16,18 +16,18 @@ import contextlib
 import os
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import COMPOSE_FILE, ComposeStack, free_port
 
 from deploytools.cli import cli
 from deploytools.config import Config, load_config
 from deploytools.context import StepContext
+from tests.helpers.stacks import COMPOSE_FILE, ComposeStack, free_port
 
 IMAGE_REPOSITORY = "rbac-api-test"
 
@@ -164,23 +164,35 @@ class SharedStack:
         self._serving: str | None = None  # the release as set up, until a user may change it
         self._templates: set[str] = set()
 
-    def start(self) -> SharedStack:
+    def env_file(self, path: Path) -> Path:
+        """The stack's Compose variables as an env file (0600: it holds the test passwords), for
+        Compose calls made outside ComposeStack (pytest-docker's setup and cleanup)."""
+        self.stack.env["APP_VERSION"] = self.first
+        path.write_text("".join(f"{k}={v}\n" for k, v in sorted(self.stack.env.items())))
+        path.chmod(0o600)
+        return path
+
+    def start(self, wait_until_responsive: Callable[..., None]) -> SharedStack:
+        """Set the stack up on its database service, already started (pytest-docker's
+        docker_setup: `down -v`, then `up -d db`); `wait_until_responsive` is
+        docker_services.wait_until_responsive."""
         stack = self.stack
+        wait_until_responsive(check=lambda: stack.is_healthy("db"), timeout=90, pause=0.25)
         # Migrated and with its admin before the app connects: a template needs a database
         # nobody is connected to.
-        stack.env["APP_VERSION"] = self.first
-        stack.run_compose("up", "-d", "db")
-        stack.wait_healthy("db")
         stack.migrate()
         stack.create_admin()
         self._save_template(self.first)
         stack.up()
+        wait_until_responsive(check=stack.responds, timeout=60, pause=0.25)
         self._serving = self.first
         return self
 
     def remove(self) -> None:
+        """What the tests added beside the Compose project: helper and one-off containers, a
+        rolling deploy's second app, store volumes. (pytest-docker's docker_cleanup takes the
+        project itself down, `down -v`, after this.)"""
         self._remove_containers(keep_services=())
-        self.stack.down()
         _remove_volumes(self.client, self.stack.project)
 
     @contextlib.contextmanager

@@ -1,7 +1,7 @@
-"""Check results kept in the release record: what `report` shows when no --results are given.
+"""A suite's run kept in the release record: what `report` shows when no --results are given.
 
 smoke, validate, verify and monitor each attach a summary of their run to the environment's
-current release record (history.py `attach_checks`): the suite, when, the verdict and each
+current release record (store/releases.py `attach_checks`): the suite, when, the verdict and each
 check's name, verdict, measured value, threshold and detail. The numbers behind a check (its
 `data`: samples, log lines) stay in the --json output; the record keeps what the report shows.
 The summary has the shape of the suite's --json result, so the report reads both the same way.
@@ -10,11 +10,24 @@ The summary has the shape of the suite's --json result, so the report reads both
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from deploytools.checks.results import CheckResult, Verdict
 from deploytools.context import StepContext
 from deploytools.errors import DeployError
+
+
+class Save(Protocol):
+    """What keeps a suite's summary in a release record (`save` below; tests pass a fake)."""
+
+    def __call__(
+        self,
+        ctx: StepContext,
+        environment: str,
+        data: dict[str, Any],
+        *,
+        release_id: str | None = None,
+    ) -> str: ...
 
 
 def summary(
@@ -57,7 +70,7 @@ def save(
     checks ran and their verdict stands whether or not the history can be written.
     """
     # Imported here: the store is only opened when there is something to save.
-    from deploytools.steps.backup import open_environment
+    from deploytools.session import open_environment
 
     try:
         with open_environment(ctx, environment) as session:

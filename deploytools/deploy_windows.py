@@ -13,15 +13,12 @@ tested without waiting for Friday night.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from deploytools.errors import UsageError
-
-if TYPE_CHECKING:
-    from deploytools.config import Config, WindowsConfig
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _WINDOW_RE = re.compile(
@@ -29,6 +26,32 @@ _WINDOW_RE = re.compile(
 )
 #: How far ahead the next allowed time is searched: beyond a year it is a configuration mistake.
 _HORIZON = timedelta(days=366)
+
+
+@dataclass(frozen=True)
+class FreezeConfig:
+    """A dated freeze: no deploy or migration from start to end (UTC, both days included)."""
+
+    start: str
+    end: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class WindowsConfig:
+    """When an environment may be changed: the table [windows.ENV] of deploy.toml."""
+
+    # Weekly windows, "DAYS HH:MM-HH:MM" in UTC; none: at any time but during a freeze.
+    allow: tuple[str, ...] = ()
+    freezes: tuple[FreezeConfig, ...] = ()
+
+
+class HasWindows(Protocol):
+    """What the rules read from the configuration (deploytools.config.Config): the
+    [windows.ENV] tables by environment."""
+
+    @property
+    def windows(self) -> Mapping[str, WindowsConfig]: ...
 
 
 class OutsideWindow(UsageError):
@@ -124,15 +147,20 @@ def parse_window(text: str) -> Window:
 
 def _moment(text: str, *, end: bool) -> datetime:
     """ "2026-12-24" (a whole day: an end date is included) or "2026-12-24T18:00Z"."""
+    whole_day = "T" not in text
     try:
-        if "T" in text:
-            return datetime.strptime(text.strip(), "%Y-%m-%dT%H:%MZ").replace(tzinfo=UTC)
-        day = datetime.strptime(text.strip(), "%Y-%m-%d").replace(tzinfo=UTC)
+        if whole_day:
+            moment = datetime.strptime(text.strip(), "%Y-%m-%d").replace(tzinfo=UTC)
+        else:
+            moment = datetime.strptime(text.strip(), "%Y-%m-%dT%H:%MZ").replace(tzinfo=UTC)
     except ValueError:
         raise ValueError(
             f'"{text}" is not a date (YYYY-MM-DD) or a UTC time (YYYY-MM-DDTHH:MMZ)'
         ) from None
-    return day + timedelta(days=1) if end else day
+    if moment.year > 9000:
+        # An end day is included (its next midnight is the end): 9999-12-31 would overflow.
+        raise ValueError(f'"{text}" is too far in the future (a year up to 9000)')
+    return moment + timedelta(days=1) if end and whole_day else moment
 
 
 def parse(rules: WindowsConfig) -> Rules:
@@ -147,7 +175,7 @@ def parse(rules: WindowsConfig) -> Rules:
     return Rules(windows, tuple(freezes))
 
 
-def rules_for(config: Config, environment: str) -> Rules:
+def rules_for(config: HasWindows, environment: str) -> Rules:
     table = config.windows.get(environment)
     return Rules((), ()) if table is None else parse(table)
 
@@ -192,7 +220,7 @@ def next_allowed(rules: Rules, now: datetime) -> datetime | None:
 
 
 def check_window(
-    config: Config,
+    config: HasWindows,
     environment: str,
     now: datetime,
     *,

@@ -1,7 +1,7 @@
 """Helpers shared by the check and monitor integration tests (on the shared stack):
 the reference service's checks pointed at a stack, and the test users' credentials.
 
-Both modules run on the shared stack reset to 1.15.2 (dtdep_env.py); a test that breaks it (a
+Both modules run on the shared stack reset to 1.15.2 (shared_stack.py); a test that breaks it (a
 revoked role, a slow endpoint, a stopped database) puts it back before it ends, and each module
 logs in with test users of its own.
 """
@@ -19,7 +19,7 @@ from deploytools import config as config_module
 from deploytools.config import Config
 
 if TYPE_CHECKING:
-    from conftest import ComposeStack
+    from tests.helpers.stacks import ComposeStack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
