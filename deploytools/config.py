@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import tomllib
@@ -17,20 +18,48 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar, Union
 
 from deploytools import deploy_windows
 from deploytools.deploy_windows import WindowsConfig
 from deploytools.errors import ConfigError
+from deploytools.urls import docker_host_problem, url_problem, without_credentials
+from deploytools.visible import visible
 
 DEFAULT_CONFIG_FILE = "deploy.toml"
+#: deploy.toml is read up to this size: a larger "file" (`--config /dev/zero`) is refused.
+MAX_CONFIG_BYTES = 1024 * 1024
+#: Arrays and tables nest at most this deep; the schema's deepest value is 5 levels down.
+MAX_DEPTH = 16
 
-_COMPOSE_PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Every pattern is used with fullmatch: "$" would also match before a final newline.
+_COMPOSE_PROJECT_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_ENV_VAR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: An environment's name: ASCII only, so "prod" with a Cyrillic "o" is not a second "prod".
+_ENVIRONMENT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+#: A Docker volume name (what `docker volume create` accepts).
+_VOLUME_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 #: A workflow file name under .github/workflows/ (GitHub also accepts the numeric workflow ID).
-_WORKFLOW_FILE_RE = re.compile(r"^$|^[A-Za-z0-9_.-]+\.ya?ml$|^[0-9]+$")
-_DOCKER_HOST_SCHEMES = ("unix://", "tcp://", "ssh://", "npipe://")
+_WORKFLOW_FILE_RE = re.compile(r"|[A-Za-z0-9_.-]+\.ya?ml|[0-9]+")
+#: Variables a Compose child (and ssh under it) depends on: an environment's `variables` or
+#: `secrets` must not replace them, or a value in deploy.toml would decide which program runs,
+#: which engine is used or where its credentials are read from.
+_RESERVED_VARIABLES = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "IFS", "PWD", "SSH_AUTH_SOCK"}
+)
+_RESERVED_PREFIXES = ("DOCKER_", "COMPOSE_", "LD_", "DYLD_", "PYTHON", "SSH_")
+#: Host directories a backup store must never be (it is bind-mounted and chmod-ed as root):
+#: these and everything under them.
+_SYSTEM_DIRS = (
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run",
+    "/sbin", "/sys", "/usr", "/var/run", "/var/lib/docker", "/var/lib/containerd",
+)  # fmt: skip
+#: Host directories a backup store must not be itself (a subdirectory of them is fine).
+_SHARED_DIRS = (
+    "/", "/home", "/root", "/var", "/var/lib", "/opt", "/srv", "/mnt", "/media",
+    "/tmp",  # noqa: S108 - named to be refused, not used
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -383,6 +412,87 @@ class Config:
         return tuple(self.root / f for f in self.project.compose_files)
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a number of deploy.toml may take (both ends included unless said open)."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return math.isfinite(value) and above and below
+
+    def describe(self) -> str:
+        low = f"greater than {_num(self.low)}" if self.low_open else f"at least {_num(self.low)}"
+        high = f"less than {_num(self.high)}" if self.high_open else f"at most {_num(self.high)}"
+        return f"{low} and {high}"
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if value == int(value) and abs(value) < 1e15 else f"{value:g}"
+
+
+_POSITIVE_MS = Range(0, 3_600_000, low_open=True)  # up to an hour
+_PERCENT = Range(0, 100, low_open=True)
+_TIMEOUT_S = Range(0, 86_400, low_open=True)  # up to a day
+_REQUEST_TIMEOUT_S = Range(0, 3_600, low_open=True)
+_HTTP_STATUS = Range(100, 599)
+_COUNT = Range(1, 10_000)
+
+#: The range of every number in deploy.toml, by table: the reference for "documented range".
+#: `config check` names the range of a value outside it; a unit test fails when a number of the
+#: schema has none.
+NUMBER_RANGES: dict[type, dict[str, Range]] = {
+    Thresholds: {
+        "health_ms": _POSITIVE_MS,
+        "api_p95_ms": _POSITIVE_MS,
+        "error_rate_percent": _PERCENT,
+        "permission_check_ms": _POSITIVE_MS,
+        "auth_success_percent": _PERCENT,
+        "database_latency_ms": _POSITIVE_MS,
+        # docker stats counts 100 per core.
+        "cpu_percent": Range(0, 100_000, low_open=True),
+        "memory_mb": Range(0, 16_777_216, low_open=True),  # 16 TiB
+    },
+    BackupConfig: {"retention": _COUNT},
+    GitHubConfig: {"ci_wait_s": Range(0, 86_400)},
+    NotificationsConfig: {"timeout_s": _REQUEST_TIMEOUT_S},
+    DeployConfig: {
+        "health_timeout_s": _TIMEOUT_S,
+        "migration_timeout_s": _TIMEOUT_S,
+        "lock_ttl_s": Range(1, 604_800),  # a week
+        "keep_images": Range(1, 1_000),
+    },
+    ContactTier: {"after_min": Range(0, 10_080)},  # a week
+    ChecksConfig: {"timeout_s": _REQUEST_TIMEOUT_S},
+    ProbeCheck: {"expect_status": _HTTP_STATUS, "budget_ms": Range(0, 3_600_000)},
+    RbacCheck: {"expect_status": _HTTP_STATUS},
+    LatencyCheck: {
+        "expect_status": _HTTP_STATUS,
+        "rate_per_s": Range(0, 10_000, low_open=True),
+        "duration_s": _TIMEOUT_S,
+        "percentile": Range(0, 100, low_open=True, high_open=True),
+        "min_samples": Range(1, 100_000_000),
+        "concurrency": Range(1, 1_024),
+    },
+    MetricRule: {
+        "quantile": Range(0, 1, low_open=True, high_open=True),
+        "scale": Range(0, 1e12, low_open=True),
+        "min_count": Range(0, 1e12),
+    },
+    MonitorSettings: {
+        "interval_s": _TIMEOUT_S,
+        "consecutive_failures": _COUNT,
+        "failure_limit": _COUNT,
+        "baseline_tolerance": Range(1, 1_000),
+    },
+}
+
+
 T = TypeVar("T")
 
 
@@ -432,8 +542,10 @@ class _Loader:
         self.path = path
 
     def fail(self, message: str) -> ConfigError:
+        # Values from the file are quoted in messages; a newline or a BOM among them is shown
+        # escaped, so the message stays one line and says what is there.
         return ConfigError(
-            f"{self.path}: {message}",
+            visible(f"{self.path}: {message}"),
             untouched="nothing was done",
             hint="fix the file; deploy.toml in the repository explains every key",
             facts={"file": str(self.path)},
@@ -472,7 +584,16 @@ class _Loader:
         if tp is float:
             # TOML writes 100 and 100.0 differently; both are a number of milliseconds here.
             if isinstance(value, int | float) and not isinstance(value, bool):
+                # nan passes every comparison as false and inf every "less than": either would
+                # quietly turn a check or a deadline off, and neither is JSON.
+                if not math.isfinite(value):
+                    raise self.fail(f'"{key}" must be a finite number, got {value}')
                 return float(value)
+        elif tp is str:
+            if isinstance(value, str):
+                if "\x00" in value:
+                    raise self.fail(f'"{key}" must not contain a NUL character')
+                return value
         elif tp is int:
             if isinstance(value, int) and not isinstance(value, bool):
                 return value
@@ -512,28 +633,42 @@ def _validate(config: Config, loader: _Loader) -> None:
         raise loader.fail('"project.migration_command" must not be empty')
     if not config.environments:
         raise loader.fail("at least one [environments.NAME] table is required")
+    _validate_numbers(config, "", loader)
     projects: dict[str, str] = {}
     for name, env in config.environments.items():
         where = f"environments.{name}"
-        if env.docker_host and not env.docker_host.startswith(_DOCKER_HOST_SCHEMES):
+        if not _ENVIRONMENT_NAME_RE.fullmatch(name):
             raise loader.fail(
-                f'"{where}.docker_host" must be empty (the local engine) or start with one of '
-                f'{", ".join(_DOCKER_HOST_SCHEMES)}, got "{env.docker_host}"'
+                f'[environments.{name}]: an environment name is ASCII letters, digits, "-" and '
+                '"_" (at most 63), starting with a letter or digit'
             )
-        if not _COMPOSE_PROJECT_RE.match(env.compose_project):
+        if env.docker_host:
+            problem = docker_host_problem(env.docker_host)
+            if problem and problem.startswith("must start with"):
+                problem = "must be empty (the local engine) or " + problem.removeprefix("must ")
+            if problem:
+                raise loader.fail(
+                    f'"{where}.docker_host" {problem}, got "{without_credentials(env.docker_host)}"'
+                )
+        if not _COMPOSE_PROJECT_RE.fullmatch(env.compose_project):
             raise loader.fail(
                 f'"{where}.compose_project" must be lowercase letters, digits, "-" or "_", '
                 f'got "{env.compose_project}"'
             )
-        if not env.base_url.startswith(("http://", "https://")):
-            raise loader.fail(
-                f'"{where}.base_url" must start with http:// or https://, got "{env.base_url}"'
-            )
+        _check_url(loader, f"{where}.base_url", env.base_url)
         for secret in env.secrets:
-            if not _ENV_VAR_RE.match(secret):
+            if not _ENV_VAR_RE.fullmatch(secret):
                 raise loader.fail(
                     f'"{where}.secrets" holds names of environment variables, got "{secret}"'
                 )
+            _check_not_reserved(loader, f"{where}.secrets", secret)
+        for variable in env.variables:
+            if not _ENV_VAR_RE.fullmatch(variable):
+                raise loader.fail(
+                    f'"{where}.variables" keys are variable names (letters, digits, "_", not '
+                    f'starting with a digit), got "{variable}"'
+                )
+            _check_not_reserved(loader, f"{where}.variables", variable)
         # Two environments on one engine with one Compose project would be one environment.
         same_engine_key = f"{env.docker_host}|{env.compose_project}"
         if same_engine_key in projects:
@@ -542,27 +677,25 @@ def _validate(config: Config, loader: _Loader) -> None:
                 f'environment "{projects[same_engine_key]}"; each environment needs its own'
             )
         projects[same_engine_key] = name
-    for metric, value in dataclasses.asdict(config.thresholds).items():
-        if value <= 0:
-            raise loader.fail(f'"thresholds.{metric}" must be greater than 0, got {value}')
     kind, _, location = config.backups.store.partition(":")
     if kind not in ("volume", "dir") or not location:
         raise loader.fail(
             '"backups.store" must be "volume:NAME" (a named volume on the target engine) or '
             f'"dir:/absolute/path" (a directory on the target host), got "{config.backups.store}"'
         )
-    if kind == "dir" and not location.startswith("/"):
-        raise loader.fail(f'"backups.store" directory must be absolute, got "{location}"')
+    if kind == "dir":
+        _check_store_dir(loader, "backups.store", location)
+    if kind == "volume" and not _VOLUME_NAME_RE.fullmatch(location):
+        raise loader.fail(
+            '"backups.store" volume name must be letters, digits, "_", "." and "-", starting '
+            f'with a letter or digit, got "{location}"'
+        )
     deploy = config.deploy
-    if min(deploy.health_timeout_s, deploy.migration_timeout_s, deploy.lock_ttl_s) <= 0:
-        raise loader.fail('"deploy" timeouts and lock_ttl_s must be greater than 0')
-    if deploy.keep_images < 1:
-        raise loader.fail(f'"deploy.keep_images" must be at least 1, got {deploy.keep_images}')
     for name in (*deploy.migration_env, deploy.image_variable):
-        if not _ENV_VAR_RE.match(name):
+        if not _ENV_VAR_RE.fullmatch(name):
             raise loader.fail(f'"deploy.migration_env" keys are variable names, got "{name}"')
     for volume in config.backups.volumes:
-        if not _COMPOSE_PROJECT_RE.match(volume):
+        if not _COMPOSE_PROJECT_RE.fullmatch(volume):
             raise loader.fail(f'"backups.volumes" holds Compose volume names, got "{volume}"')
     copy_to = config.backups.copy_to
     valid_copy = (copy_to.startswith("dir:/") and len(copy_to) > 5) or (
@@ -573,40 +706,103 @@ def _validate(config: Config, loader: _Loader) -> None:
             f'"backups.copy_to" must be "", "dir:/absolute/path" or "s3://bucket/prefix", '
             f'got "{copy_to}"'
         )
+    if copy_to.startswith("dir:"):
+        _check_store_dir(loader, "backups.copy_to", copy_to.removeprefix("dir:"))
+    if copy_to.startswith("s3://"):
+        problem = url_problem(copy_to, schemes=("s3",))
+        if problem and "query" not in problem:
+            raise loader.fail(f'"backups.copy_to" {problem}')
+    if config.backups.s3_endpoint_url:
+        _check_url(loader, "backups.s3_endpoint_url", config.backups.s3_endpoint_url)
     key_env = config.backups.encryption_key_env
-    if key_env and not _ENV_VAR_RE.match(key_env):
+    if key_env and not _ENV_VAR_RE.fullmatch(key_env):
         raise loader.fail(
             f'"backups.encryption_key_env" must name an environment variable, got "{key_env}"'
         )
-    if config.backups.retention < 1:
-        raise loader.fail(f'"backups.retention" must be at least 1, got {config.backups.retention}')
-    if not _ENV_VAR_RE.match(config.github.token_env):
+    if not _ENV_VAR_RE.fullmatch(config.github.token_env):
         raise loader.fail(
             f'"github.token_env" must name an environment variable, got "{config.github.token_env}"'
         )
-    if config.github.ci_wait_s < 0:
-        raise loader.fail(f'"github.ci_wait_s" must be 0 or more, got {config.github.ci_wait_s}')
-    if not _WORKFLOW_FILE_RE.match(config.github.ci_workflow):
+    _check_url(loader, "github.api_url", config.github.api_url)
+    if not _WORKFLOW_FILE_RE.fullmatch(config.github.ci_workflow):
         raise loader.fail(
             '"github.ci_workflow" must be "" or a workflow file name such as "ci.yml", '
             f'got "{config.github.ci_workflow}"'
         )
     notifications = config.notifications
     for key in ("slack_webhook_env", "status_page_hook_env"):
-        if not _ENV_VAR_RE.match(getattr(notifications, key)):
+        if not _ENV_VAR_RE.fullmatch(getattr(notifications, key)):
             raise loader.fail(
                 f'"notifications.{key}" must name an environment variable (the URL is a '
                 f'secret), got "{getattr(notifications, key)}"'
             )
-    if notifications.timeout_s <= 0:
-        raise loader.fail('"notifications.timeout_s" must be greater than 0')
     _validate_checks(config.checks, loader)
     _validate_windows(config, loader)
     for i, tier in enumerate(config.contacts.tiers):
-        if not tier.people or tier.after_min < 0:
+        if not tier.people:
             raise loader.fail(
                 f'"contacts.tiers[{i}]" needs at least one of "people" and an after_min >= 0'
             )
+    if config.contacts.status_page:
+        _check_url(loader, "contacts.status_page", config.contacts.status_page)
+    ini = PurePosixPath(config.release.alembic_ini)
+    if not config.release.alembic_ini or ini.is_absolute() or ".." in ini.parts or "\\" in str(ini):
+        raise loader.fail(
+            '"release.alembic_ini" must be a path relative to the service\'s source directory, '
+            f'inside the repository, got "{config.release.alembic_ini}"'
+        )
+
+
+def _validate_numbers(value: Any, where: str, loader: _Loader) -> None:
+    """Every number of the configuration inside its range (NUMBER_RANGES)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        ranges = NUMBER_RANGES.get(type(value), {})
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            key = f"{where}.{f.name}" if where else f.name
+            if isinstance(item, int | float) and not isinstance(item, bool) and f.name in ranges:
+                allowed = ranges[f.name]
+                if not allowed.holds(item):
+                    raise loader.fail(f'"{key}" must be {allowed.describe()}, got {item}')
+            _validate_numbers(item, key, loader)
+    elif isinstance(value, Mapping):
+        for name, item in value.items():
+            _validate_numbers(item, f"{where}.{name}", loader)
+    elif isinstance(value, tuple):
+        for i, item in enumerate(value):
+            _validate_numbers(item, f"{where}[{i}]", loader)
+
+
+def _check_url(loader: _Loader, where: str, url: str) -> None:
+    problem = url_problem(url)
+    if problem:
+        # The URL is shown without its credentials: they must never reach a log.
+        raise loader.fail(f'"{where}" {problem}, got "{without_credentials(url)}"')
+
+
+def _check_not_reserved(loader: _Loader, where: str, name: str) -> None:
+    if name in _RESERVED_VARIABLES or name.startswith(_RESERVED_PREFIXES):
+        raise loader.fail(
+            f'"{where}" must not set {name}: it would replace what Compose and ssh run with '
+            f"(reserved: {', '.join(sorted(_RESERVED_VARIABLES))} and names starting with "
+            f"{', '.join(_RESERVED_PREFIXES)})"
+        )
+
+
+def _check_store_dir(loader: _Loader, where: str, location: str) -> None:
+    """A backup directory: absolute, normalised, and not a system or shared directory."""
+    segments = location.split("/")
+    if not location.startswith("/") or "." in segments or ".." in segments:
+        raise loader.fail(
+            f'"{where}" directory must be an absolute path without "." or "..", got "{location}"'
+        )
+    normal = "/" + "/".join(s for s in segments if s)
+    system = [d for d in _SYSTEM_DIRS if normal == d or normal.startswith(d + "/")]
+    if normal in _SHARED_DIRS or system:
+        raise loader.fail(
+            f'"{where}" must not be "{normal}": a system or shared directory (the store helper '
+            "takes it over as root); use a directory of its own, such as /srv/deploytools-backups"
+        )
 
 
 def _validate_windows(config: Config, loader: _Loader) -> None:
@@ -655,11 +851,9 @@ def _validate_checks(checks: ChecksConfig, loader: _Loader) -> None:
         if name not in _HTTP_METHODS:
             raise loader.fail(f'"{where}.method" must be one of {", ".join(_HTTP_METHODS)}')
 
-    if checks.timeout_s <= 0:
-        raise loader.fail(f'"checks.timeout_s" must be greater than 0, got {checks.timeout_s}')
     for name, u in checks.users.items():
         for key, var in (("username_env", u.username_env), ("password_env", u.password_env)):
-            if not _ENV_VAR_RE.match(var):
+            if not _ENV_VAR_RE.fullmatch(var):
                 raise loader.fail(
                     f'"checks.users.{name}.{key}" must name an environment variable, got "{var}"'
                 )
@@ -683,10 +877,6 @@ def _validate_checks(checks: ChecksConfig, loader: _Loader) -> None:
         method(where, lat.method)
         threshold(f"{where}.threshold", lat.threshold)
         suites(where, lat.suites)
-        if not 0 < lat.percentile < 100:
-            raise loader.fail(f'"{where}.percentile" must be between 0 and 100')
-        if lat.rate_per_s <= 0 or lat.duration_s <= 0 or lat.concurrency < 1:
-            raise loader.fail(f'"{where}": rate_per_s, duration_s and concurrency must be positive')
     if checks.database is not None:
         suites("checks.database", checks.database.suites)
         suites("checks.database.revision", checks.database.revision_suites)
@@ -701,8 +891,6 @@ def _validate_checks(checks: ChecksConfig, loader: _Loader) -> None:
         threshold(f"{where}.threshold", rule.threshold)
         if rule.kind not in ("ratio", "quantile"):
             raise loader.fail(f'"{where}.kind" must be "ratio" or "quantile", got "{rule.kind}"')
-        if not 0 < rule.quantile < 1:
-            raise loader.fail(f'"{where}.quantile" must be between 0 and 1')
         for label, pattern in (*rule.match.items(), *rule.among.items()):
             try:
                 re.compile(pattern)
@@ -710,26 +898,25 @@ def _validate_checks(checks: ChecksConfig, loader: _Loader) -> None:
                 raise loader.fail(
                     f'"{where}" label "{label}": bad regular expression: {exc}'
                 ) from None
-    mon = checks.monitor
-    if mon.baseline_tolerance < 1:
-        raise loader.fail(
-            f'"checks.monitor.baseline_tolerance" must be at least 1, got {mon.baseline_tolerance}'
-        )
-    if mon.interval_s <= 0 or mon.consecutive_failures < 1 or mon.failure_limit < 1:
-        raise loader.fail(
-            '"checks.monitor": interval_s must be positive, consecutive_failures and '
-            "failure_limit at least 1"
-        )
 
 
 def parse_config(text: str, path: Path) -> Config:
     """Build a Config from the text of a deploy.toml (`path` is used in messages and for
     resolving relative paths)."""
     loader = _Loader(path)
+    if text.startswith("\ufeff"):
+        raise loader.fail(
+            "starts with a byte-order mark (BOM, U+FEFF): save it as UTF-8 without a BOM"
+        )
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise loader.fail(f"not valid TOML: {exc}") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively.
+        raise loader.fail(f"arrays or tables nested too deep (more than {MAX_DEPTH})") from None
+    if _depth(data) > MAX_DEPTH:
+        raise loader.fail(f"arrays or tables nested too deep (more than {MAX_DEPTH})")
     config = loader.build(Config, data, "")
     # The table key is the environment's name; keep it on the object for messages.
     environments = {
@@ -746,7 +933,8 @@ def load_config(path: Path | str = DEFAULT_CONFIG_FILE) -> Config:
     """Read and validate `path`; raise ConfigError with one clear line when anything is wrong."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(
             f"configuration file {path} not found",
@@ -760,7 +948,7 @@ def load_config(path: Path | str = DEFAULT_CONFIG_FILE) -> Config:
             untouched="nothing was done",
             facts={"file": str(path)},
         ) from None
-    return with_base_urls_from(parse_config(text, path), os.environ)
+    return with_base_urls_from(parse_config(_decode(raw, _Loader(path)), path), os.environ)
 
 
 def base_url_variable(environment: str) -> str:
@@ -778,15 +966,56 @@ def with_base_urls_from(config: Config, environ: Mapping[str, str]) -> Config:
         url = environ.get(variable, "").strip()
         if not url:
             continue
-        if not url.startswith(("http://", "https://")):
+        problem = url_problem(url)
+        if problem:
             raise ConfigError(
-                f'{variable} must start with http:// or https://, got "{url}"',
+                f'{variable} {problem}, got "{without_credentials(visible(url))}"',
                 untouched="nothing was done",
                 hint=f"set {variable} to the URL where {name} answers, or unset it",
                 facts={"variable": variable},
             )
         environments[name] = dataclasses.replace(env, base_url=url)
     return dataclasses.replace(config, environments=types.MappingProxyType(environments))
+
+
+def _decode(raw: bytes, loader: _Loader) -> str:
+    """The text of deploy.toml: strict UTF-8, anything else named for what it is."""
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise loader.fail(f"larger than {MAX_CONFIG_BYTES // 1024} KiB: not a deploy.toml")
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise loader.fail(
+            "starts with a byte-order mark (BOM, U+FEFF): save it as UTF-8 without a BOM"
+        )
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise loader.fail("is UTF-16 (it starts with a UTF-16 byte-order mark): save it as UTF-8")
+    if b"\x00" in raw:
+        raise loader.fail(
+            "is not text: it holds NUL bytes (a binary file, or UTF-16/UTF-32 text); "
+            "save it as UTF-8"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise loader.fail(
+            f"is not valid UTF-8 (byte 0x{raw[exc.start]:02x} on line {line}): save it as UTF-8"
+        ) from None
+
+
+def _depth(data: Any) -> int:
+    """How deep arrays and tables nest in parsed TOML, counted without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            break
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return deepest
 
 
 def masked(value: str | None) -> str:
@@ -811,9 +1040,10 @@ def resolved_view(config: Config, environ: Mapping[str, str] | None = None) -> d
     }
     for name, env in config.environments.items():
         view["environments"][name] = {
-            "docker_host": env.docker_host or "(local engine)",
+            "docker_host": without_credentials(env.docker_host) or "(local engine)",
             "compose_project": env.compose_project,
-            "base_url": env.base_url,
+            # Refused with credentials when loaded; masked here all the same.
+            "base_url": without_credentials(env.base_url),
             "requires_approval": env.requires_approval,
             "variables": dict(env.variables),
             "secrets": {s: masked(environ.get(s)) for s in env.secrets},

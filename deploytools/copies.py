@@ -22,9 +22,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
-
-from cryptography.fernet import Fernet, InvalidToken
+from typing import TYPE_CHECKING, Any
 
 from deploytools import volumes
 from deploytools.config import BackupConfig
@@ -36,6 +34,9 @@ from deploytools.errors import (
 )
 from deploytools.session import EnvSession
 from deploytools.store.records import BackupManifest
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 #: The largest file copied encrypted (it is held in memory once while encrypting).
 ENCRYPTED_LIMIT = 2 * 1024**3
@@ -53,6 +54,10 @@ def _key(config: BackupConfig, environ: Mapping[str, str]) -> Fernet | None:
             hint="set it to a Fernet key (python -c 'from cryptography.fernet import Fernet; "
             "print(Fernet.generate_key().decode())'), kept as a secret",
         )
+    # Imported here, not at the top: `deploytools --help` must not load cryptography (start-up
+    # time); only an encrypted copy needs it.
+    from cryptography.fernet import Fernet
+
     try:
         return Fernet(value.encode())
     except ValueError:
@@ -291,6 +296,8 @@ def verify(
                     f"the copy {path} is encrypted; set backups.encryption_key_env to check it",
                     untouched="nothing was changed",
                 )
+            from cryptography.fernet import InvalidToken  # loaded by _key already
+
             try:
                 data = fernet.decrypt(data)
             except InvalidToken:

@@ -147,15 +147,20 @@ def parse_window(text: str) -> Window:
 
 def _moment(text: str, *, end: bool) -> datetime:
     """ "2026-12-24" (a whole day: an end date is included) or "2026-12-24T18:00Z"."""
+    whole_day = "T" not in text
     try:
-        if "T" in text:
-            return datetime.strptime(text.strip(), "%Y-%m-%dT%H:%MZ").replace(tzinfo=UTC)
-        day = datetime.strptime(text.strip(), "%Y-%m-%d").replace(tzinfo=UTC)
+        if whole_day:
+            moment = datetime.strptime(text.strip(), "%Y-%m-%d").replace(tzinfo=UTC)
+        else:
+            moment = datetime.strptime(text.strip(), "%Y-%m-%dT%H:%MZ").replace(tzinfo=UTC)
     except ValueError:
         raise ValueError(
             f'"{text}" is not a date (YYYY-MM-DD) or a UTC time (YYYY-MM-DDTHH:MMZ)'
         ) from None
-    return day + timedelta(days=1) if end else day
+    if moment.year > 9000:
+        # An end day is included (its next midnight is the end): 9999-12-31 would overflow.
+        raise ValueError(f'"{text}" is too far in the future (a year up to 9000)')
+    return moment + timedelta(days=1) if end and whole_day else moment
 
 
 def parse(rules: WindowsConfig) -> Rules:

@@ -14,9 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx2
-from ghapi.core import GhApi
-
 from deploytools.errors import EnvironmentUnreachable
 
 GITHUB_API = "https://api.github.com"
@@ -78,6 +75,9 @@ class GitHub:
         owner, _, name = repository.partition("/")
         self.repository = repository
         self.gh_host = gh_host.rstrip("/")
+        # Imported here, not at the top: `deploytools --help` must not load ghapi (start-up time).
+        from ghapi.core import GhApi
+
         self._api = GhApi(  # type: ignore[no-untyped-call] # ghapi has no annotations
             owner=owner, repo=name, token=token, gh_host=self.gh_host, sync=True
         )
@@ -85,6 +85,8 @@ class GitHub:
 
     def _get(self, path: str, **query: Any) -> Any:
         """GET `path` (relative to /repos/OWNER/NAME); None when GitHub answers 404."""
+        import httpx2  # loaded by ghapi already: this only names its errors
+
         url = f"/repos/{self._owner}/{self._name}{path}"
         try:
             return self._api(url, "GET", query=query or None)

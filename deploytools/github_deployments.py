@@ -21,9 +21,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx2
-from ghapi.core import GhApi
-
 from deploytools.config import Config
 from deploytools.errors import EnvironmentUnreachable, UsageError
 from deploytools.github import GITHUB_API
@@ -73,6 +70,9 @@ class GitHubDeployments:
         self.repository = repository
         self.gh_host = gh_host.rstrip("/")
         self._root = f"/repos/{owner}/{name}"
+        # Imported here, not at the top: `deploytools --help` must not load ghapi (start-up time).
+        from ghapi.core import GhApi
+
         self._api = GhApi(  # type: ignore[no-untyped-call] # ghapi has no annotations
             owner=owner, repo=name, token=token, gh_host=self.gh_host, sync=True
         )
@@ -88,6 +88,8 @@ class GitHubDeployments:
         return cls(repository, token, gh_host=config.github.api_url)
 
     def _call(self, verb: str, path: str, *, query: Any = None, data: Any = None) -> Any:
+        import httpx2  # loaded by ghapi already: this only names its errors
+
         url = f"{self._root}{path}"
         try:
             return self._api(url, verb, query=query, data=data)

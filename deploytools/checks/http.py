@@ -12,13 +12,17 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import requests
-import requests.adapters
+from typing import TYPE_CHECKING, Any
 
 from deploytools.config import CheckUser, JsonScalar, LoginSettings
 from deploytools.errors import UsageError
+
+if TYPE_CHECKING:
+    import requests
+
+# requests (and urllib3) are imported in the functions that use them, not at the top:
+# `deploytools --help` must not load them (start-up time). After the first client they are in
+# sys.modules and each import is a dictionary lookup.
 
 _MISSING = object()
 
@@ -114,10 +118,16 @@ class HttpClient:
         self.timeout_s = timeout_s
         self.login_settings = login or LoginSettings()
         if session is None:
+            import requests.adapters
+
+            from deploytools.checks.http_retry import unanswered_retry
+
             session = requests.Session()
             # Enough kept-alive connections for a load test's workers: a smaller pool would
             # open and close a connection per request and measure that instead of the service.
-            adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=64)
+            adapter = requests.adapters.HTTPAdapter(
+                pool_connections=2, pool_maxsize=64, max_retries=unanswered_retry()
+            )
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self.session = session
@@ -138,6 +148,8 @@ class HttpClient:
     ) -> Answer:
         """One request. `started` (a perf_counter time) lets a load test time a request from its
         scheduled start rather than from when a worker got to it."""
+        import requests
+
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -167,6 +179,8 @@ class HttpClient:
 
     def text(self, path: str) -> tuple[Answer, str]:
         """GET a non-JSON document (Prometheus metrics): the answer and its body as text."""
+        import requests
+
         begin = time.perf_counter()
         try:
             response = self.session.get(self.base_url + path, timeout=self.timeout_s)

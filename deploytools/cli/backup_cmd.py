@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import click
 
-from deploytools import copies
 from deploytools.cli.app import AppState, cli, emit, pass_state
-from deploytools.database import Database
-from deploytools.session import open_environment
 from deploytools.steps import backup as backup_step
+from deploytools.steps import lock as lock_step
 from deploytools.store.records import BackupManifest
 
 ENV_OPTION = click.option(
@@ -35,12 +33,8 @@ def backup_create(state: AppState, environment: str, verify: bool) -> None:
     Refuses when the store has less free space than twice the database's size. Exits 1 when
     the verification fails, 3 when the database or the engine cannot be reached.
     """
-    ctx = state.context()
-    with open_environment(ctx, environment) as session:
-        manifest = backup_step.create_in(session)
-        verification = backup_step.verify_in(session, manifest.id) if verify else None
-        if verification is not None:
-            backup_step.prune_in(session, keep=ctx.config.backups.retention)
+    done = backup_step.run(state.context(), environment=environment, verify=verify)
+    manifest, verification = done.manifest, done.verification
     data = {"manifest": manifest, "verification": verification}
 
     def human() -> None:
@@ -65,16 +59,15 @@ def backup_verify(state: AppState, environment: str, backup_id: str, remote: boo
     """Check a backup: its sha256, `pg_restore --list`, and a test restore into a scratch
     database (dropped afterwards) whose row counts must equal the manifest's. Exits 1 if not."""
     if remote:
-        ctx = state.context()
-        with open_environment(ctx, environment) as session:
-            manifest = session.history.manifest(backup_id)
-        checked = copies.verify(manifest, ctx.config.backups)
+        checked = backup_step.verify_copies(
+            state.context(), environment=environment, backup_id=backup_id
+        )
 
-        def human() -> None:
+        def human_copies() -> None:
             for c in checked:
                 click.echo(f"copy ok: {c['location']} ({c['file']})")
 
-        emit(state, {"backup_id": backup_id, "copies": checked}, human)
+        emit(state, {"backup_id": backup_id, "copies": checked}, human_copies)
         return
     result = backup_step.verify(state.context(), environment=environment, backup_id=backup_id)
     emit(state, result, lambda: click.echo(f"backup {backup_id}: verified ({result.verified})"))
@@ -111,21 +104,16 @@ def backup_restore(
     Says how many rows differ from the backup (the writes a restore undoes) and asks first,
     unless --yes. A backup that fails its checks is refused before anything changes.
     """
-    ctx = state.context()
-    if not yes:
-        with open_environment(ctx, environment) as session:
-            manifest = session.history.manifest(backup_id)
-            current = Database.of(session.target).row_counts()
-        dropped = backup_step.rows_dropped(current, manifest.row_counts)
-        click.confirm(
-            f"Replace the database of {environment} with backup {backup_id} "
-            f"({manifest.created}, revision {manifest.revision or 'none'})? "
-            f"{dropped} rows differ from it and would be lost (a safety backup is taken first)",
-            abort=True,
-            err=True,
-        )
+
+    def confirm(question: str) -> bool:
+        return click.confirm(question, abort=True, err=True)
+
     result = backup_step.restore(
-        ctx, environment=environment, backup_id=backup_id, lock_wait_s=lock_wait
+        state.context(),
+        environment=environment,
+        backup_id=backup_id,
+        lock_wait_s=lock_wait,
+        confirm=None if yes else confirm,
     )
 
     def human() -> None:
@@ -158,8 +146,7 @@ def lock_group() -> None:
 @pass_state
 def lock_show(state: AppState, environment: str) -> None:
     """Who holds the deploy lock, since when."""
-    with open_environment(state.context(), environment, read_only=True) as session:
-        held = session.history.lock()
+    held = lock_step.show(state.context(), environment=environment)
 
     def human() -> None:
         if held is None:
@@ -180,8 +167,7 @@ def lock_show(state: AppState, environment: str) -> None:
 def lock_break(state: AppState, environment: str, force: bool) -> None:
     """Remove a lock whose holder is gone (not refreshed for longer than deploy.lock_ttl_s, or
     its process is dead on this host). Exits 4 if the lock is still fresh (unless --force)."""
-    with open_environment(state.context(), environment) as session:
-        broken = session.history.break_lock(force=force)
+    broken = lock_step.break_lock(state.context(), environment=environment, force=force)
 
     def human() -> None:
         if broken is None:

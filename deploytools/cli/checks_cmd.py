@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -12,13 +10,8 @@ import click
 
 from deploytools.checks.results import CheckResult, Verdict, markdown_table
 from deploytools.cli.app import AppState, cli, emit, pass_state
-from deploytools.context import StepContext
-from deploytools.errors import CheckFailed
-from deploytools.jsonable import jsonable
-from deploytools.steps import check_record
-from deploytools.steps import checks as checks_step
+from deploytools.steps import check_suites as checks_step
 from deploytools.steps import monitor as monitor_step
-from deploytools.store.records import ReleaseRecord
 
 _ENV_OPTION = click.option(
     "--env", "environment", required=True, help="The environment (a key of deploy.toml)."
@@ -52,43 +45,6 @@ def write_step_summary(title: str, results: tuple[CheckResult, ...]) -> None:
             summary.write(markdown_table(title, list(results)) + "\n")
 
 
-def finish(
-    state: AppState,
-    title: str,
-    verdict: Verdict,
-    results: tuple[CheckResult, ...],
-    data: object,
-    *,
-    allow_inconclusive: bool,
-) -> None:
-    """Summary file, then the result (exit 0) or a CheckFailed (exit 1) carrying every result."""
-    write_step_summary(title, results)
-    failed = [r for r in results if r.verdict is Verdict.FAIL]
-    unsure = [r for r in results if r.verdict is Verdict.INCONCLUSIVE]
-    if failed:
-        raise CheckFailed(
-            f"{title}: {len(failed)} of {len(results)} checks failed: "
-            + "; ".join(f"{r.name} ({r.detail or r.measured})" for r in failed[:5]),
-            untouched="nothing was changed by the checks",
-            hint="read the failing lines above; fix the release or roll back",
-            facts={"report": jsonable(data)},
-        )
-    if unsure and not allow_inconclusive:
-        raise CheckFailed(
-            f"{title}: {len(unsure)} of {len(results)} checks were inconclusive: "
-            + "; ".join(f"{r.name} ({r.detail})" for r in unsure[:5]),
-            untouched="nothing was changed by the checks",
-            hint="run again with more samples (deploy.toml), or pass --allow-inconclusive",
-            facts={"report": jsonable(data)},
-        )
-
-    def human() -> None:
-        note = f", {len(unsure)} inconclusive" if unsure else ""
-        click.echo(f"{title}: {verdict.value} ({len(results)} checks{note})")
-
-    emit(state, data, human)
-
-
 def _run_suite(
     state: AppState,
     suite: str,
@@ -100,7 +56,7 @@ def _run_suite(
 ) -> None:
     mask_credentials(state, suite, os.environ)
     printer = None if state.json else (lambda r: click.echo(r.line()))
-    report = checks_step.run(
+    report = checks_step.run_and_record(
         state.context(),
         environment=environment,
         suite=suite,
@@ -108,33 +64,17 @@ def _run_suite(
         on_result=printer,
         previous_image=previous_image,
     )
-    if not report.results:
-        raise CheckFailed(
-            f"{suite} on {environment}: no checks are configured for this suite",
-            untouched="nothing was checked",
-            hint='add checks with suites = [..., "' + suite + '"] under [checks] in deploy.toml',
-        )
-    stored = check_record.summary(
-        suite=suite,
-        environment=environment,
-        started=report.started,
-        finished=report.finished,
-        verdict=report.verdict,
-        results=report.results,
-    )
-    report = dataclasses.replace(
-        report, recorded=check_record.save(state.context(), environment, stored)
-    )
     if not state.json:
-        click.echo(f"{suite} on {environment}: {report.recorded}")
-    finish(
-        state,
-        f"{suite} on {environment}",
-        report.verdict,
-        report.results,
-        report,
-        allow_inconclusive=allow_inconclusive,
-    )
+        click.echo(f"{report.title}: {report.recorded}")
+    write_step_summary(report.title, report.results)
+    report.raise_if_failed(allow_inconclusive=allow_inconclusive)
+
+    def human() -> None:
+        unsure = report.inconclusive
+        note = f", {len(unsure)} inconclusive" if unsure else ""
+        click.echo(f"{report.title}: {report.verdict.value} ({len(report.results)} checks{note})")
+
+    emit(state, report, human)
 
 
 @cli.command("smoke")
@@ -198,23 +138,6 @@ def verify(
     _run_suite(state, "verify", environment, allow_inconclusive=allow_inconclusive, since=since)
 
 
-def rollback_hook() -> monitor_step.Rollback | None:
-    """The rollback step (deploytools/steps/rollback.py, another issue's work) if this build has
-    it: then `monitor --rollback-on-breach` calls its `run(ctx, environment=E)`."""
-    try:
-        module = importlib.import_module("deploytools.steps.rollback")
-    except ModuleNotFoundError:
-        return None
-    step = getattr(module, "run", None)
-    if step is None:
-        return None
-
-    def rollback(ctx: StepContext, environment: str, reason: str) -> object:
-        return step(ctx, environment=environment, reason=reason)
-
-    return rollback
-
-
 @cli.command("monitor")
 @_ENV_OPTION
 @click.option(
@@ -264,17 +187,12 @@ def monitor(
     """
     duration_s = monitor_step.parse_duration(duration)
     interval_s = monitor_step.parse_duration(interval) if interval else None
-    if only_after is not None:
-        window = monitor_step.watch_window(
-            state.context(), environment, monitor_step.parse_duration(only_after)
-        )
-        if not window.open:
-            emit(state, window, lambda: click.echo(f"monitor on {environment}: {window.reason}"))
-            return
-        if not state.json:
-            click.echo(f"monitor on {environment}: {window.reason}")
+    only_after_s = monitor_step.parse_duration(only_after) if only_after is not None else None
     mask_credentials(state, "monitor", os.environ)
-    hook = rollback_hook() if rollback_on_breach else None
+
+    def tell(window: monitor_step.WatchWindow) -> None:
+        if window.open and not state.json:
+            click.echo(f"monitor on {environment}: {window.reason}")
 
     def show(sample: monitor_step.MonitorSample) -> None:
         bad = [r for r in sample.results if r.verdict is Verdict.FAIL]
@@ -285,61 +203,31 @@ def monitor(
             )
         click.echo(line)
 
-    report = monitor_step.run(
+    report = monitor_step.run_if_recent(
         state.context(),
         environment=environment,
         duration_s=duration_s,
+        only_after_s=only_after_s,
         interval_s=interval_s,
         rollback_on_breach=rollback_on_breach,
-        rollback=hook,
         on_sample=None if state.json else show,
         baseline=baseline,
+        on_window=tell,
     )
+    if isinstance(report, monitor_step.WatchWindow):
+        window = report
+        emit(state, window, lambda: click.echo(f"monitor on {environment}: {window.reason}"))
+        return
     if not state.json:
         for result in report.results:
             click.echo(result.line())
-    # After a rollback the watched release is the one the rollback replaced, not the current.
-    rolled = report.rollback_result
-    watched = rolled.previous if isinstance(rolled, ReleaseRecord) else None
-    stored = check_record.summary(
-        suite="monitor",
-        environment=environment,
-        started=report.started,
-        finished=report.finished,
-        verdict=report.verdict,
-        results=report.results,
-        samples=report.samples,
-        breaches=list(report.breaches),
-        regressions=list(report.regressions),
-        rolled_back=report.rolled_back,
-    )
-    note = check_record.save(state.context(), environment, stored, release_id=watched)
-    report = dataclasses.replace(report, recorded=note)
-    if not state.json:
-        click.echo(f"monitor on {environment}: {note}")
-    title = f"monitor on {environment}"
-    write_step_summary(title, report.results)
-    if report.breaches:
-        done = "rolled back" if report.rolled_back else "not rolled back"
-        raise CheckFailed(
-            f"{title}: breach ({done}): " + "; ".join(report.breaches),
-            untouched="the environment was rolled back"
-            if report.rolled_back
-            else "the environment was left as it is",
-            hint="read the samples above; "
-            + ("check the rolled-back release" if report.rolled_back else "roll back if needed"),
-            facts={"report": jsonable(report)},
-        )
-
-    if report.regressions:
-        raise CheckFailed(
-            f"{title}: regression against the release's baseline: " + "; ".join(report.regressions),
-            untouched="the environment was left as it is",
-            hint="compare with the baseline's numbers above; roll back if the regression matters",
-            facts={"report": jsonable(report)},
-        )
+        click.echo(f"{report.title}: {report.recorded}")
+    write_step_summary(report.title, report.results)
+    report.raise_if_failed()
 
     def human() -> None:
-        click.echo(f"{title}: no breach in {report.samples} samples over {report.duration_s:g} s")
+        click.echo(
+            f"{report.title}: no breach in {report.samples} samples over {report.duration_s:g} s"
+        )
 
     emit(state, report, human)

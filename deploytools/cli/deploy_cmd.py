@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 
 from deploytools.cli.app import AppState, cli, emit, pass_state
-from deploytools.session import open_environment
 from deploytools.steps import deploy as deploy_step
 from deploytools.steps import migrate as migrate_step
 from deploytools.steps import rollback as rollback_step
+from deploytools.steps import status as status_step
 from deploytools.store.records import ReleaseRecord
 
 ENV_OPTION = click.option(
@@ -173,20 +173,8 @@ def rollback(
 def history(state: AppState, environment: str, limit: int) -> None:
     """The environment's releases (deploys, rollbacks, migrations), newest first, with the
     backups and the lock."""
-    with open_environment(state.context(), environment, read_only=True) as session:
-        records = session.history.releases()[-limit:][::-1]
-        current = session.history.current_release()
-        manifests = session.history.manifests()
-        verifications = {m.id: session.history.verification(m.id) for m in manifests}
-        lock = session.history.lock()
-    data = {
-        "environment": environment,
-        "current": current,
-        "releases": records,
-        "backups": manifests,
-        "verifications": verifications,
-        "lock": lock,
-    }
+    found = status_step.history(state.context(), environment=environment, limit=limit)
+    current, lock, manifests = found.current, found.lock, found.backups
 
     def human() -> None:
         click.echo(
@@ -195,18 +183,18 @@ def history(state: AppState, environment: str, limit: int) -> None:
         )
         if lock is not None:
             click.echo(f"  LOCKED by {lock.holder} ({lock.operation}) since {lock.since}")
-        for r in records:
+        for r in found.releases:
             click.echo(
                 f"  {r.id} {r.kind:<8} {r.outcome:<11} {r.started} {r.image} "
                 f"rev {r.revision_before or '-'}->{r.revision_after or '-'} by {r.who}"
             )
         click.echo(f"  backups: {len(manifests)}")
         for m in manifests[-5:]:
-            v = verifications.get(m.id)
+            v = found.verifications.get(m.id)
             mark = "unverified" if v is None else ("verified" if v.ok else "FAILED")
             click.echo(f"    {m.id} {mark} {m.created} rev {m.revision or '-'} ({m.reason})")
 
-    emit(state, data, human)
+    emit(state, found, human)
 
 
 def _print_record(r: ReleaseRecord) -> None:

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import click
 
-from deploytools import pipeline_run
 from deploytools.cli.app import AppState, cli, emit, pass_state
 from deploytools.jsonable import jsonable
+from deploytools.pipeline import walker
 from deploytools.steps import monitor as monitor_step
 from deploytools.store.records import who
 
 
 @cli.group("pipeline")
 def pipeline_group() -> None:
-    """The whole release runbook in one command (pipeline.py's steps, in order)."""
+    """The whole release runbook in one command (pipeline/runbook.py's steps, in order)."""
 
 
 @pipeline_group.command("run")
@@ -87,7 +87,7 @@ def pipeline_run_command(
         def approve(question: str) -> bool:
             return click.confirm(question + ". Approve?", err=True, default=False)
 
-    result = pipeline_run.run(
+    result = walker.run(
         state.context(),
         tag=tag,
         repo=repo,
@@ -96,6 +96,7 @@ def pipeline_run_command(
         monitor_s=monitor_s,
         monitor_interval_s=interval_s,
         outside_window=outside_window,
+        steps=state.pipeline_steps,
     )
     data = {
         "record": result.record,
@@ -111,6 +112,6 @@ def pipeline_run_command(
         raise result.error
 
     def human() -> None:
-        click.echo(result.report_markdown or pipeline_run.render_summary(result.record))
+        click.echo(result.report_markdown or walker.render_summary(result.record))
 
     emit(state, data, human)

@@ -269,8 +269,7 @@ def _ensure_backup(
         session.progress(f"backup: using verified backup {found.id} ({found.created})")
         return found.id
     try:
-        manifest = backup_step.create_in(session, reason="pre-deploy")
-        backup_step.verify_in(session, manifest.id)
+        manifest = backup_step.create_in(session, reason="pre-deploy", verify=True)
     except DeployError:
         if no_backup_check:
             session.progress("backup: failed; going on without one (--no-backup-check)")

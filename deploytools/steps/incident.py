@@ -144,18 +144,18 @@ def choose(
 def failed_checks(evidence: report_step.Evidence, environment: str) -> tuple[FailedCheck, ...]:
     """Every failed check result of the environment's suites (smoke ... monitor), with values."""
     found = []
-    for (env, suite), data in sorted(evidence.suites.items()):
+    for (env, suite), run in sorted(evidence.suites.items()):
         if env != environment:
             continue
-        for result in data.get("results") or []:
-            if isinstance(result, Mapping) and result.get("verdict") == "fail":
+        for result in run.results:
+            if result.verdict == "fail":
                 found.append(
                     FailedCheck(
                         suite=suite,
-                        name=str(result.get("name", "")),
-                        measured=str(result.get("measured", "")),
-                        threshold=str(result.get("threshold", "")),
-                        detail=str(result.get("detail", "")),
+                        name=result.name,
+                        measured=result.measured,
+                        threshold=result.threshold,
+                        detail=result.detail,
                     )
                 )
     return tuple(found)
@@ -164,12 +164,12 @@ def failed_checks(evidence: report_step.Evidence, environment: str) -> tuple[Fai
 def stored_log_lines(evidence: report_step.Evidence, environment: str) -> tuple[str, ...]:
     """Log lines the log scan stored in its results (data.lines or data.matches), if any."""
     lines: list[str] = []
-    for (env, _suite), data in sorted(evidence.suites.items()):
+    for (env, _suite), run in sorted(evidence.suites.items()):
         if env != environment:
             continue
-        for result in data.get("results") or []:
-            extra = result.get("data") if isinstance(result, Mapping) else None
-            if isinstance(extra, Mapping):
+        for result in run.results:
+            extra = result.data
+            if extra is not None:
                 for key in ("lines", "matches"):
                     value = extra.get(key)
                     if isinstance(value, list):
@@ -193,7 +193,7 @@ def _timeline(
     def phases(record: Mapping[str, Any]) -> None:
         # Phases run one after the other from the start: their ends are start + the sum so far.
         try:
-            at = report_step._time(str(record["started"]))
+            at = report_step.utc_time(str(record["started"]))
         except (KeyError, ValueError):
             return
         for name, seconds in (record.get("timings") or {}).items():
@@ -208,9 +208,9 @@ def _timeline(
     if failed.get("outside_window"):
         add(failed.get("started"), f"outside the deploy windows: {failed['outside_window']}")
     phases(failed)
-    for (env, suite), data in sorted(evidence.suites.items()):
+    for (env, suite), run in sorted(evidence.suites.items()):
         if env == environment and any(c.suite == suite for c in checks):
-            add(data.get("finished") or data.get("started"), f"{suite} failed")
+            add(run.finished or run.started, f"{suite} failed")
     if failed.get("error"):
         add(failed.get("finished") or failed.get("started"), f"error: {failed['error']}")
     for note in failed.get("notes") or []:
@@ -392,7 +392,7 @@ def _fetch_logs(session: Any, config: Config, failed: Mapping[str, Any]) -> tupl
     rolled-back release's, if its container still exists, or the serving one's)."""
     since: datetime | None = None
     try:
-        since = report_step._time(str(failed.get("started"))) - LOG_LEAD
+        since = report_step.utc_time(str(failed.get("started"))) - LOG_LEAD
     except ValueError:
         since = None
     lines: list[str] = []
@@ -431,11 +431,12 @@ def gather(
             files.extend(sorted(path.rglob("*.json")) if path.is_dir() else [path])
     evidence = report_step.load_evidence(files)
     with open_environment(ctx, environment, read_only=True) as session:
-        records = [dataclasses.asdict(r) for r in session.history.releases()]
+        typed = session.history.releases()
+        records = [dataclasses.asdict(r) for r in typed]
         failed, _ = choose(records, release_id)
         if not results:
             # No --results: what verify and monitor saved in the failed release's record.
-            evidence = report_step.stored_evidence(failed)
+            evidence = report_step.stored_evidence(next(r for r in typed if r.id == failed["id"]))
         logs: list[str] = []
         source = ""
         if not stored_log_lines(evidence, environment):

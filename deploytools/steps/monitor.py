@@ -29,8 +29,11 @@ from deploytools.checks.http import HttpClient
 from deploytools.checks.results import CheckResult, Verdict
 from deploytools.config import MetricRule
 from deploytools.context import StepContext
-from deploytools.errors import UsageError
+from deploytools.errors import CheckFailed, UsageError
+from deploytools.jsonable import jsonable
 from deploytools.session import open_environment
+from deploytools.steps import rollback as rollback_step
+from deploytools.steps import suite_record
 from deploytools.store.records import ReleaseRecord, parse_time
 
 P, F, INC = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
@@ -111,9 +114,37 @@ class MonitorReport:
     regressions: tuple[str, ...] = ()
     rolled_back: bool = False
     rollback_result: Any = None
-    #: Where the CLI saved this watch (a release record), or why it did not (check_record.py).
+    #: Where run_and_record saved this watch (a release record), or why it did not.
     recorded: str = ""
     sample_log: tuple[MonitorSample, ...] = field(default=(), repr=False)
+
+    @property
+    def title(self) -> str:
+        return f"monitor on {self.environment}"
+
+    def raise_if_failed(self) -> None:
+        """The watch's rule: CheckFailed on a breach (after the rollback, when one ran; its
+        facts say `rolled_back`), or on a regression against the release's baseline."""
+        if self.breaches:
+            done = "rolled back" if self.rolled_back else "not rolled back"
+            raise CheckFailed(
+                f"{self.title}: breach ({done}): " + "; ".join(self.breaches),
+                untouched="the environment was rolled back"
+                if self.rolled_back
+                else "the environment was left as it is",
+                hint="read the samples above; "
+                + ("check the rolled-back release" if self.rolled_back else "roll back if needed"),
+                facts={"report": jsonable(self), "rolled_back": self.rolled_back},
+            )
+        if self.regressions:
+            raise CheckFailed(
+                f"{self.title}: regression against the release's baseline: "
+                + "; ".join(self.regressions),
+                untouched="the environment was left as it is",
+                hint="compare with the baseline's numbers above; roll back if the regression "
+                "matters",
+                facts={"report": jsonable(self)},
+            )
 
 
 def _utc() -> str:
@@ -176,71 +207,62 @@ def evaluate_rule(
     )
 
 
-def run(
-    ctx: StepContext,
-    *,
-    environment: str,
-    duration_s: float,
-    interval_s: float | None = None,
-    rollback_on_breach: bool = False,
-    rollback: Rollback | None = None,
-    environ: Mapping[str, str] | None = None,
-    on_sample: Callable[[MonitorSample], None] | None = None,
-    baseline: bool = False,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-    serving: Callable[[], str | None] | None = None,
-) -> MonitorReport:
-    """Watch `environment` for `duration_s` seconds, one sample every `interval_s`.
+def roll_back(ctx: StepContext, environment: str, reason: str) -> ReleaseRecord:
+    """The rollback step, as a breach calls it: back to the release before, no prompt."""
+    return rollback_step.run(ctx, environment=environment, confirm=None, reason=reason)
 
-    :param ctx: the step context.
-    :param environment: the environment's name in deploy.toml.
-    :param duration_s: how long to watch; the watch ends early on the first breach.
-    :param interval_s: seconds between samples (default: [checks.monitor] interval_s).
-    :param rollback_on_breach: call `rollback(ctx, environment, reason)` on a breach.
-    :param rollback: the rollback step; required when rollback_on_breach is set.
-    :param environ: where test users' credentials are read (default os.environ).
-    :param on_sample: called after each sample (the CLI prints a line).
-    :param baseline: record this watch as the current release's baseline if it has none yet,
-        else compare this watch with it (a regression fails the watch; it does not roll back).
-    :param serving: the id of the release serving now (default: the environment's history);
-        with rollback_on_breach, a breach rolls back only while the release the watch began
-        with still serves (a person's rollback meanwhile must not be followed by a second).
-    """
-    config = ctx.config
-    settings = config.checks.monitor
-    interval = interval_s if interval_s is not None else settings.interval_s
-    if duration_s <= 0 or interval <= 0:
-        raise UsageError(
-            "monitor needs a positive --duration and --interval", untouched="nothing was monitored"
-        )
-    if rollback_on_breach and rollback is None:
-        raise UsageError(
-            "--rollback-on-breach needs the rollback step, which this build does not have",
-            untouched="nothing was monitored",
-            hint="run monitor without --rollback-on-breach, and roll back by hand on a breach",
-        )
-    env = config.environment(environment)
-    target = ctx.target(environment)
-    if rollback_on_breach and serving is None:
-        serving = functools.partial(_serving_release, ctx, environment)
-    watched = serving() if rollback_on_breach and serving is not None else None
-    client = HttpClient(env.base_url, timeout_s=config.checks.timeout_s, login=config.checks.login)
-    session = engine.Session(
-        client, config.checks, config.thresholds, os.environ if environ is None else environ
-    )
-    probes = [p for p in config.checks.probes if "monitor" in p.suites]
-    engine.all_credentials(
-        session, list(dict.fromkeys(u for p in probes for u in engine.probe_users(p)))
-    )
-    started = _utc()
-    tracks: dict[str, RuleTrack] = {}
-    log: list[MonitorSample] = []
-    breaches: list[str] = []
 
-    def scrape() -> tuple[list[prometheus.Sample] | None, CheckResult]:
-        answer, text = client.text(settings.metrics_path)
-        name = f"metrics readable ({settings.metrics_path})"
+class _Watch:
+    """What one watch keeps between its samples: the HTTP client and the checks' session, the
+    previous scrape and container stats (each sample judges the interval since them), and each
+    rule's track."""
+
+    def __init__(
+        self, ctx: StepContext, environment: str, environ: Mapping[str, str] | None
+    ) -> None:
+        config = ctx.config
+        self.config = config
+        self.settings = config.checks.monitor
+        env = config.environment(environment)
+        self.target = ctx.target(environment)
+        self.client = HttpClient(
+            env.base_url, timeout_s=config.checks.timeout_s, login=config.checks.login
+        )
+        self.session = engine.Session(
+            self.client,
+            config.checks,
+            config.thresholds,
+            os.environ if environ is None else environ,
+        )
+        self.probes = [p for p in config.checks.probes if "monitor" in p.suites]
+        try:
+            engine.all_credentials(
+                self.session,
+                list(dict.fromkeys(u for p in self.probes for u in engine.probe_users(p))),
+            )
+        except BaseException:
+            self.client.close()
+            raise
+        self.tracks: dict[str, RuleTrack] = {}
+        self.log: list[MonitorSample] = []
+        self.breaches: list[str] = []
+        self.first_metrics: list[prometheus.Sample] | None = None
+        self.previous_metrics: list[prometheus.Sample] | None = None
+        self.previous_stats: dict[str, dict[str, Any]] = {}
+
+    def close(self) -> None:
+        self.client.close()
+
+    def start(self) -> None:
+        """The readings the first sample is judged against."""
+        self.first_metrics, _ = self.scrape()
+        self.previous_metrics = self.first_metrics
+        self.previous_stats = self.read_stats()
+
+    def scrape(self) -> tuple[list[prometheus.Sample] | None, CheckResult]:
+        path = self.settings.metrics_path
+        answer, text = self.client.text(path)
+        name = f"metrics readable ({path})"
         if answer.status != 200:
             return None, CheckResult(
                 name, F, answer.describe(), "status 200", "the service's metrics cannot be read"
@@ -250,17 +272,19 @@ def run(
         except ValueError as exc:
             return None, CheckResult(name, F, "not Prometheus text", "status 200", str(exc))
 
-    def read_stats() -> dict[str, dict[str, Any]]:
-        if not settings.container_stats:
+    def read_stats(self) -> dict[str, dict[str, Any]]:
+        if not self.settings.container_stats:
             return {}
-        running = target.containers(config.project.app_service, include_stopped=False)
+        service = self.config.project.app_service
+        running = self.target.containers(service, include_stopped=False)
         return {c.name: containers.raw_stats(c) for c in running}
 
     def usage_results(
-        before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]
+        self, before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]
     ) -> list[CheckResult]:
         out = []
-        cpu_limit, mem_limit = config.thresholds.cpu_percent, config.thresholds.memory_mb
+        cpu_limit = self.config.thresholds.cpu_percent
+        mem_limit = self.config.thresholds.memory_mb
         for name, now in after.items():
             if name not in before:
                 continue  # a new container: its first interval starts now
@@ -283,67 +307,133 @@ def run(
             )
         return out
 
-    first_metrics, _ = scrape()
-    previous_metrics = first_metrics
-    previous_stats = read_stats()
-    t0 = clock()
-    index = 0
+    def sample(self, index: int) -> MonitorSample:
+        """Take sample `index`: metrics, container usage, probes; track each result, and note
+        a breach when this sample makes a failure persistent."""
+        results: list[CheckResult] = []
+        current_metrics, readable = self.scrape()
+        results.append(readable)
+        if current_metrics is not None:
+            results += [
+                evaluate_rule(
+                    rule,
+                    self.previous_metrics,
+                    current_metrics,
+                    self.session.threshold(rule.threshold),
+                )
+                for rule in self.config.checks.metrics
+            ]
+            self.previous_metrics = current_metrics
+        current_stats = self.read_stats()
+        results += self.usage_results(self.previous_stats, current_stats)
+        self.previous_stats = current_stats
+        self.session.client.forget_tokens()  # a restarted service may have a new signing key
+        results += [engine.probe(self.session, p) for p in self.probes]
+        sample = MonitorSample(index, _utc(), tuple(results))
+        self.log.append(sample)
+        for result in results:
+            track = self.tracks.setdefault(result.name, RuleTrack(result.name))
+            if track.add(
+                result,
+                index,
+                in_a_row=self.settings.consecutive_failures,
+                limit=self.settings.failure_limit,
+            ):
+                why = result.detail or result.measured
+                self.breaches.append(
+                    f"{result.name}: failed {track.consecutive} samples in a row, "
+                    f"{track.failures} of {track.samples} in all ({why})"
+                )
+        return sample
+
+    def whole_watch(self) -> dict[str, CheckResult]:
+        """Each metric rule over the whole watch as one window: enough requests, maybe, for
+        what one interval cannot show."""
+        if self.first_metrics is None or self.previous_metrics is None:
+            return {}
+        return {
+            rule.name: evaluate_rule(
+                rule,
+                self.first_metrics,
+                self.previous_metrics,
+                self.session.threshold(rule.threshold),
+            )
+            for rule in self.config.checks.metrics
+        }
+
+
+def run(
+    ctx: StepContext,
+    *,
+    environment: str,
+    duration_s: float,
+    interval_s: float | None = None,
+    rollback_on_breach: bool = False,
+    rollback: Rollback | None = roll_back,
+    environ: Mapping[str, str] | None = None,
+    on_sample: Callable[[MonitorSample], None] | None = None,
+    baseline: bool = False,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    serving: Callable[[], str | None] | None = None,
+) -> MonitorReport:
+    """Watch `environment` for `duration_s` seconds, one sample every `interval_s`.
+
+    :param ctx: the step context.
+    :param environment: the environment's name in deploy.toml.
+    :param duration_s: how long to watch; the watch ends early on the first breach.
+    :param interval_s: seconds between samples (default: [checks.monitor] interval_s).
+    :param rollback_on_breach: call `rollback(ctx, environment, reason)` on a breach.
+    :param rollback: the rollback to call (default: the rollback step); None with
+        rollback_on_breach is refused.
+    :param environ: where test users' credentials are read (default os.environ).
+    :param on_sample: called after each sample (the CLI prints a line).
+    :param baseline: record this watch as the current release's baseline if it has none yet,
+        else compare this watch with it (a regression fails the watch; it does not roll back).
+    :param clock: monotonic seconds (tests pass a fake).
+    :param sleep: waits (tests pass a fake).
+    :param serving: the id of the release serving now (default: the environment's history);
+        with rollback_on_breach, a breach rolls back only while the release the watch began
+        with still serves (a person's rollback meanwhile must not be followed by a second).
+    """
+    settings = ctx.config.checks.monitor
+    interval = interval_s if interval_s is not None else settings.interval_s
+    if duration_s <= 0 or interval <= 0:
+        raise UsageError(
+            "monitor needs a positive --duration and --interval", untouched="nothing was monitored"
+        )
+    if rollback_on_breach and rollback is None:
+        raise UsageError(
+            "--rollback-on-breach needs the rollback step, and none was given",
+            untouched="nothing was monitored",
+            hint="run monitor without --rollback-on-breach, and roll back by hand on a breach",
+        )
+    if rollback_on_breach and serving is None:
+        serving = functools.partial(_serving_release, ctx, environment)
+    watched = serving() if rollback_on_breach and serving is not None else None
+    watch = _Watch(ctx, environment, environ)
+    started = _utc()
     try:
-        while True:
-            index += 1
-            due = t0 + index * interval
-            if due > t0 + duration_s + 1e-9:
-                break
-            wait = due - clock()
+        watch.start()
+        t0 = clock()
+        index = 1
+        while t0 + index * interval <= t0 + duration_s + 1e-9:
+            wait = t0 + index * interval - clock()
             if wait > 0:
                 sleep(wait)
-            results: list[CheckResult] = []
-            current_metrics, readable = scrape()
-            results.append(readable)
-            if current_metrics is not None:
-                results += [
-                    evaluate_rule(
-                        rule, previous_metrics, current_metrics, session.threshold(rule.threshold)
-                    )
-                    for rule in config.checks.metrics
-                ]
-                previous_metrics = current_metrics
-            current_stats = read_stats()
-            results += usage_results(previous_stats, current_stats)
-            previous_stats = current_stats
-            session.client.forget_tokens()  # a restarted service may have a new signing key
-            results += [engine.probe(session, p) for p in probes]
-            sample = MonitorSample(index, _utc(), tuple(results))
-            log.append(sample)
-            for result in results:
-                track = tracks.setdefault(result.name, RuleTrack(result.name))
-                if track.add(
-                    result,
-                    index,
-                    in_a_row=settings.consecutive_failures,
-                    limit=settings.failure_limit,
-                ):
-                    why = result.detail or result.measured
-                    breaches.append(
-                        f"{result.name}: failed {track.consecutive} samples in a row, "
-                        f"{track.failures} of {track.samples} in all ({why})"
-                    )
+            sample = watch.sample(index)
             if on_sample is not None:
                 on_sample(sample)
-            if breaches:
+            if watch.breaches:
                 break
+            index += 1
     finally:
-        client.close()
+        watch.close()
 
-    summary = _summaries(tracks, settings.consecutive_failures, settings.failure_limit)
-    whole_watch: dict[str, CheckResult] = {}
-    if first_metrics is not None and previous_metrics is not None:
-        # The whole watch as one window: enough requests, maybe, for what one interval cannot show.
-        for rule in config.checks.metrics:
-            whole_watch[rule.name] = evaluate_rule(
-                rule, first_metrics, previous_metrics, session.threshold(rule.threshold)
-            )
-        summary += [_over_watch(r) for r in whole_watch.values()]
+    breaches = watch.breaches
+    summary = _summaries(watch.tracks, settings.consecutive_failures, settings.failure_limit)
+    whole_watch = watch.whole_watch()
+    summary += [_over_watch(r) for r in whole_watch.values()]
     regressions: list[str] = []
     if baseline and not breaches:
         compared = baseline_results(ctx, environment, whole_watch, duration_s)
@@ -371,15 +461,61 @@ def run(
         interval_s=interval,
         consecutive_failures=settings.consecutive_failures,
         failure_limit=settings.failure_limit,
-        samples=len(log),
-        verdict=F if breaches or regressions else (P if log else INC),
+        samples=len(watch.log),
+        verdict=F if breaches or regressions else (P if watch.log else INC),
         breaches=tuple(breaches),
         regressions=tuple(regressions),
         results=tuple(summary),
         rolled_back=rolled_back,
         rollback_result=rollback_result,
-        sample_log=tuple(log),
+        sample_log=tuple(watch.log),
     )
+
+
+def run_and_record(
+    ctx: StepContext,
+    *,
+    environment: str,
+    duration_s: float,
+    interval_s: float | None = None,
+    rollback_on_breach: bool = False,
+    on_sample: Callable[[MonitorSample], None] | None = None,
+    baseline: bool = False,
+    save: suite_record.Save | None = None,
+) -> MonitorReport:
+    """Runbook step 7, as `deploytools monitor` and `pipeline run` both run it: the watch
+    (`run`, with the rollback step on a breach when asked), then its summary kept in the
+    release record of the release it watched (after a rollback: the one rolled back, not the
+    one serving now). The verdict is the report's: `raise_if_failed` applies the rule.
+
+    :param save: keeps the summary in the release record (default: suite_record.save).
+    Other parameters: as `run`.
+    """
+    report = run(
+        ctx,
+        environment=environment,
+        duration_s=duration_s,
+        interval_s=interval_s,
+        rollback_on_breach=rollback_on_breach,
+        on_sample=on_sample,
+        baseline=baseline,
+    )
+    rolled = report.rollback_result
+    watched = rolled.previous if isinstance(rolled, ReleaseRecord) else None
+    stored = suite_record.summary(
+        suite="monitor",
+        environment=environment,
+        started=report.started,
+        finished=report.finished,
+        verdict=report.verdict,
+        results=report.results,
+        samples=report.samples,
+        breaches=list(report.breaches),
+        regressions=list(report.regressions),
+        rolled_back=report.rolled_back,
+    )
+    keep = suite_record.save if save is None else save
+    return dataclasses.replace(report, recorded=keep(ctx, environment, stored, release_id=watched))
 
 
 def _summaries(tracks: dict[str, RuleTrack], in_a_row: int, limit: int) -> list[CheckResult]:
@@ -484,6 +620,42 @@ def baseline_results(
         )
         for name, rule in rules.items()
     ]
+
+
+def run_if_recent(
+    ctx: StepContext,
+    *,
+    environment: str,
+    duration_s: float,
+    only_after_s: float | None,
+    interval_s: float | None = None,
+    rollback_on_breach: bool = False,
+    on_sample: Callable[[MonitorSample], None] | None = None,
+    baseline: bool = False,
+    on_window: Callable[[WatchWindow], None] | None = None,
+) -> MonitorReport | WatchWindow:
+    """`deploytools monitor`: `run_and_record`, or, with `only_after_s` (the scheduled watches'
+    --only-after-release), only while the serving release finished less than that many seconds
+    ago; outside that window nothing is watched and the window is returned instead.
+
+    :param on_window: told the window (open or not) before the watch starts.
+    Other parameters: as `run_and_record`.
+    """
+    if only_after_s is not None:
+        window = watch_window(ctx, environment, only_after_s)
+        if on_window is not None:
+            on_window(window)
+        if not window.open:
+            return window
+    return run_and_record(
+        ctx,
+        environment=environment,
+        duration_s=duration_s,
+        interval_s=interval_s,
+        rollback_on_breach=rollback_on_breach,
+        on_sample=on_sample,
+        baseline=baseline,
+    )
 
 
 # -- The watch's window after a release ----------------------------------------------------------

@@ -20,8 +20,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import requests
-
 from deploytools import contacts
 from deploytools.context import StepContext
 from deploytools.errors import DeployError, EnvironmentUnreachable, UsageError
@@ -61,6 +59,9 @@ Poster = Callable[[str, Mapping[str, Any], float], tuple[int, str]]
 
 
 def default_post(url: str, payload: Mapping[str, Any], timeout_s: float) -> tuple[int, str]:
+    # Imported here, not at the top: `deploytools --help` must not load requests (start-up time).
+    import requests
+
     answer = requests.post(url, json=dict(payload), timeout=timeout_s)
     return answer.status_code, answer.text[:200]
 
@@ -276,6 +277,8 @@ def _deliver(
     timeout_s: float,
     post: Poster,
 ) -> Delivery:
+    import requests  # the exceptions' names only; see default_post
+
     try:
         status, body = post(url, payload, timeout_s)
     except requests.RequestException as exc:

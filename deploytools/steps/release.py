@@ -33,15 +33,17 @@ from deploytools.errors import (
 )
 from deploytools.github import CiJob, GitHub
 from deploytools.store.records import utc_now
+from deploytools.visible import invisibles, visible
 
 GIT_TIMEOUT_S = 60.0
 #: Seconds between two reads of a code-quality run that is still going.
 CI_POLL_S = 15.0
 #: Seconds to wait for a code-quality run that has not started (of github.ci_wait_s).
 CI_START_WAIT_S = 120.0
+#: Used with fullmatch only: "$" also matches before a final newline ("v1.15.2\n").
 TAG_RE = re.compile(
-    r"^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
-    r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
+    r"v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
 )
 PRODUCTION = "production"
 #: The GitHub environment holding production's secrets for release.yml's jobs after the approval.
@@ -85,7 +87,7 @@ class Version:
 
     @classmethod
     def parse(cls, tag: str) -> Version | None:
-        match = TAG_RE.match(tag)
+        match = TAG_RE.fullmatch(tag)
         if not match:
             return None
         major, minor, patch, pre = match.groups()
@@ -191,9 +193,11 @@ def parse_tag(tag: str) -> Version:
     """The version of a release tag, or a UsageError for anything but `vMAJOR.MINOR.PATCH[-PRE]`."""
     version = Version.parse(tag)
     if version is None:
+        hidden = invisibles(tag)
+        because = f" (it holds {', '.join(hidden)})" if hidden else ""
         raise UsageError(
-            f'"{tag}" is not a release tag: expected vMAJOR.MINOR.PATCH, for example v1.15.2 '
-            "(a pre-release may add -rc.1)",
+            f'"{visible(tag)}" is not a release tag{because}: expected vMAJOR.MINOR.PATCH, '
+            "for example v1.15.2 (a pre-release may add -rc.1)",
             untouched="nothing was done",
             facts={"tag": tag},
         )
@@ -221,6 +225,16 @@ def tag_commit(root: Path, tag: str, runner: GitRunner = run_git) -> str:
     """The commit `tag` points at, or a UsageError when the tag does not exist."""
     done = runner(git.commit_of(root, git.tag_ref(tag)))
     if done.returncode != 0 or not done.stdout.strip():
+        # A tag that exists but names a blob or a tree (git tag NAME OBJECT) is not missing.
+        peeled = runner(git.object_type(root, git.tag_ref(tag) + "^{}"))
+        kind = peeled.stdout.strip() if peeled.returncode == 0 else ""
+        if kind in ("blob", "tree"):
+            raise UsageError(
+                f"tag {tag} names a {kind}, not a commit: a release tag must point at a commit",
+                untouched="nothing was done",
+                hint=f"recreate it on the release commit: git tag -f -a {tag} COMMIT",
+                facts={"tag": tag, "repo": str(root), "object_type": kind},
+            )
         raise UsageError(
             f"tag {tag} does not exist in {root}",
             untouched="nothing was done",
@@ -342,6 +356,15 @@ def check_version_file(
     found = done.stdout.strip()
     if found == str(version):
         return _passed("version-file", f"{path} at {tag} says {found}")
+    # A byte-order mark or a zero-width character prints as nothing: "says 1.15.3, the tag
+    # 1.15.3" would read as a contradiction. Name them instead.
+    hidden = invisibles(found)
+    if hidden:
+        return _failed(
+            "version-file",
+            f"{path} at {tag} says {visible(found)}: it holds {', '.join(hidden)}, "
+            f"invisible but not part of a version; save it as the plain text {version}",
+        )
     return _failed("version-file", f"{path} at {tag} says {found or '(empty)'}, the tag {version}")
 
 

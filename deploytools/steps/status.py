@@ -1,4 +1,5 @@
-"""`deploytools status`: what runs in an environment, or that nothing does."""
+"""`deploytools status` and `deploytools history`: what runs in an environment (or that nothing
+does), and what its history records."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from dataclasses import dataclass
 
 from deploytools.context import StepContext
 from deploytools.errors import DeployError
-from deploytools.store.records import BackupManifest, LockInfo, ReleaseRecord
+from deploytools.session import open_environment
+from deploytools.store.records import BackupManifest, LockInfo, ReleaseRecord, Verification
 from deploytools.target import ServiceState
 
 
@@ -49,8 +51,6 @@ def run(ctx: StepContext, *, environment: str) -> EnvironmentStatus:
     )
     if not services:
         return status
-    from deploytools.session import open_environment  # history lives in the backup store
-
     try:
         with open_environment(ctx, environment, read_only=True) as session:
             history = session.history
@@ -67,3 +67,32 @@ def run(ctx: StepContext, *, environment: str) -> EnvironmentStatus:
     except DeployError as error:
         # Status reports what it can: the services above are still true.
         return dataclasses.replace(status, history_error=error.message)
+
+
+@dataclass(frozen=True)
+class ReleaseHistory:
+    """`deploytools history`: an environment's newest release records, its backups with their
+    last verification, and its deploy lock."""
+
+    environment: str
+    current: ReleaseRecord | None
+    releases: list[ReleaseRecord]  # newest first
+    backups: list[BackupManifest]  # oldest first
+    verifications: dict[str, Verification | None]
+    lock: LockInfo | None
+
+
+def history(ctx: StepContext, *, environment: str, limit: int = 20) -> ReleaseHistory:
+    """The `limit` newest release records of `environment` (deploys, rollbacks, migrations),
+    the release serving, every backup with its verification, and the lock; read only."""
+    with open_environment(ctx, environment, read_only=True) as session:
+        records = session.history.releases()[-limit:][::-1]
+        manifests = session.history.manifests()
+        return ReleaseHistory(
+            environment=environment,
+            current=session.history.current_release(),
+            releases=records,
+            backups=manifests,
+            verifications={m.id: session.history.verification(m.id) for m in manifests},
+            lock=session.history.lock(),
+        )

@@ -120,7 +120,8 @@ class ReleaseRecord:
     reason: str | None = None
     #: The check suites run against this release while it served, oldest first: suite,
     #: environment, started, finished, verdict and each check's name, verdict, measured value,
-    #: threshold and detail (steps/checks.py `summary`); what `report` shows without --results.
+    #: threshold and detail (steps/suite_record.py `summary`); what `report` shows without
+    #: --results.
     checks: list[dict[str, Any]] = field(default_factory=list)
 
     @property

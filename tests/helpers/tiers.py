@@ -8,7 +8,12 @@ from pathlib import Path
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 #: Directory under tests/ -> the tier (marker) of every test in it.
-TIERS = {"unit": "unit", "integration": "integration", "e2e": "e2e"}
+TIERS = {
+    "unit": "unit",
+    "integration": "integration",
+    "e2e": "e2e",
+    "workflows": "workflows",
+}
 #: The tier of a test outside those directories, and the one a plain `pytest` runs.
 DEFAULT_TIER = "unit"
 

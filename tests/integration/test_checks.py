@@ -28,7 +28,7 @@ from deploytools.cli.app import AppState
 from deploytools.config import Config
 from deploytools.context import StepContext
 from deploytools.session import open_environment
-from deploytools.steps import checks as checks_step
+from deploytools.steps import check_suites as checks_step
 from deploytools.steps import report as report_step
 from deploytools.store.records import ReleaseRecord, utc_now
 from tests.helpers.checks_env import credentials_env, reference_config

@@ -406,7 +406,7 @@ def test_cli_json_summary_and_github(release_repo, tmp_path: Path) -> None:  # t
     (tmp_path / "results" / "release-verify.json").write_text(result.stdout, encoding="utf-8")
     evidence = report_step.load_evidence((tmp_path / "results").glob("*.json"))
     assert evidence.release_verify is not None
-    rows, note = report_step._code_quality(evidence.release_verify)
+    rows, note = report_step.code_quality(evidence.release_verify)
     assert [r["name"] for r in rows] == list(CI_JOBS)
     assert note.startswith(f"ci.yml run 7001 (attempt 1) on {release_repo.commit('v1.15.2')[:12]}")
 

@@ -1,4 +1,4 @@
-"""Check results kept in the release record (check_record.py, EnvironmentStore.attach_checks), the
+"""Check results kept in the release record (suite_record.py, EnvironmentStore.attach_checks), the
 report reading them when no --results are given, and the reason a rollback records."""
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ import pytest
 
 from deploytools import session as session_mod
 from deploytools.checks.results import CheckResult, Verdict
-from deploytools.cli import checks_cmd
 from deploytools.config import load_config, parse_config
 from deploytools.context import StepContext
 from deploytools.errors import DeadlineExceeded, EnvironmentUnreachable
-from deploytools.steps import check_record, incident, monitor, report
+from deploytools.steps import incident, monitor, report, suite_record
 from deploytools.steps import rollback as rollback_step
 from deploytools.store.environment import EnvironmentStore
-from deploytools.store.records import ReleaseRecord
+from deploytools.store.records import BackupManifest, ReleaseRecord, Verification
 from deploytools.store.releases import CHECKS_KEPT
 from tests.fakes.memory_store import MemoryStore
 from tests.fakes.rbac_service import CONFIG, ENVIRON, FakeState, fake_service
@@ -43,7 +42,7 @@ RESULTS = [
 
 
 def summary(suite: str = "verify", environment: str = "prod", **extra: Any) -> dict[str, Any]:
-    return check_record.summary(
+    return suite_record.summary(
         suite=suite,
         environment=environment,
         started="2026-11-27T01:00:00Z",
@@ -200,12 +199,12 @@ def test_save_says_where_it_saved_or_why_not(monkeypatch: pytest.MonkeyPatch) ->
         session_mod, "open_environment", lambda ctx, env, **_: opened({"prod": history}, ctx, env)
     )
     ctx: Any = None
-    note = check_record.save(ctx, "prod", summary())
+    note = suite_record.save(ctx, "prod", summary())
     assert note == "not saved in a release record: prod has no current release record"
     history.save_release(record("0001"))
-    assert check_record.save(ctx, "prod", summary()) == "saved in release record 0001 of prod"
+    assert suite_record.save(ctx, "prod", summary()) == "saved in release record 0001 of prod"
     assert history.releases()[0].checks == [summary()]
-    unreachable = check_record.save(ctx, "elsewhere", summary())
+    unreachable = suite_record.save(ctx, "elsewhere", summary())
     assert unreachable.startswith("not saved in a release record: cannot reach elsewhere")
 
 
@@ -216,7 +215,7 @@ def stored(result: dict[str, Any], suite: str) -> dict[str, Any]:
         for r in result["results"]
     ]
     extra = {k: result[k] for k in ("samples", "breaches", "rolled_back") if k in result}
-    return check_record.summary(
+    return suite_record.summary(
         suite=suite,
         environment=result["environment"],
         started=result["started"],
@@ -246,19 +245,19 @@ def test_the_report_reads_the_records_checks_as_it_reads_the_json_results(
     for name, data in recorded["results"].items():
         (tmp_path / name).write_text(json.dumps(data))
     from_files = report.load_evidence(tmp_path.glob("*.json"))
-    from_records = report.stored_evidence(staging, deploy)
+    from_records = report.stored_evidence(ReleaseRecord(**staging), ReleaseRecord(**deploy))
     assert set(from_records.suites) == set(from_files.suites)
 
     def build(evidence: report.Evidence) -> report.ReleaseDocument:
         return report.build_document(
             config,
             environment="production",
-            record=deploy,
-            records=recorded["records"],
-            manifest=recorded["manifest"],
-            verification=recorded["verification"],
+            record=ReleaseRecord(**deploy),
+            records=[ReleaseRecord(**r) for r in recorded["records"]],
+            manifest=BackupManifest(**recorded["manifest"]),
+            verification=Verification(**recorded["verification"]),
             evidence=evidence,
-            staging_record=staging,
+            staging_record=ReleaseRecord(**staging),
         )
 
     files_doc, records_doc = build(from_files), build(from_records)
@@ -304,13 +303,11 @@ def test_rollback_run_records_its_reason(monkeypatch: pytest.MonkeyPatch) -> Non
     assert seen == ["manual", "verification failed"]
 
 
-def test_the_monitor_hook_passes_the_breach_on_as_the_reason(
+def test_the_monitor_rolls_back_with_the_rollback_step_passing_the_breach_as_the_reason(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(rollback_step, "run", lambda ctx, **kw: calls.append(kw) or "back")
-    hook = checks_cmd.rollback_hook()
-    assert hook is not None
 
     state = FakeState(users={"root": ("admin-password-123", ["admin"])}, db_down=True)
     with fake_service(state) as url:
@@ -332,10 +329,9 @@ def test_the_monitor_hook_passes_the_breach_on_as_the_reason(
             clock=lambda: now[0],
             sleep=lambda s: now.__setitem__(0, now[0] + s),
             rollback_on_breach=True,
-            rollback=hook,
         )
     assert watched.rolled_back and watched.rollback_result == "back"
-    assert calls == [{"environment": "local", "reason": calls[0]["reason"]}]
+    assert calls == [{"environment": "local", "confirm": None, "reason": calls[0]["reason"]}]
     assert calls[0]["reason"].startswith("monitor breach: health: failed 3 samples in a row")
 
 

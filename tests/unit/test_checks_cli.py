@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from deploytools.cli import cli
-from deploytools.steps import check_record
+from deploytools.steps import suite_record
 from tests.fakes.rbac_service import CONFIG, ENVIRON, FakeState, fake_service
 
 
@@ -24,7 +24,7 @@ def saved(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
         calls.append((environment, data))
         return f"saved in release record 0007 of {environment}"
 
-    monkeypatch.setattr(check_record, "save", save)
+    monkeypatch.setattr(suite_record, "save", save)
     return calls
 
 

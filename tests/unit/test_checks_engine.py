@@ -15,7 +15,7 @@ from deploytools.checks.results import Verdict
 from deploytools.config import Config, LatencyCheck, ProbeCheck, parse_config
 from deploytools.context import StepContext
 from deploytools.errors import UsageError
-from deploytools.steps import checks as checks_step
+from deploytools.steps import check_suites as checks_step
 from tests.fakes.rbac_service import CONFIG, ENVIRON, FakeState, fake_service
 
 

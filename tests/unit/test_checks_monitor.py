@@ -108,7 +108,13 @@ def test_monitor_run_samples_on_schedule_and_passes(base_url: str, tmp_path: Pat
 def test_rollback_on_breach_needs_a_rollback_step(tmp_path: Path) -> None:
     config = parse_config(CONFIG.replace("BASE_URL", "http://127.0.0.1:9"), tmp_path / "d.toml")
     with pytest.raises(UsageError, match="needs the rollback step"):
-        monitor.run(StepContext(config), environment="local", duration_s=1, rollback_on_breach=True)
+        monitor.run(
+            StepContext(config),
+            environment="local",
+            duration_s=1,
+            rollback_on_breach=True,
+            rollback=None,
+        )
 
 
 def test_monitor_reads_the_credentials_its_probes_name_before_sampling(tmp_path: Path) -> None:

@@ -140,7 +140,7 @@ BAD = [
     ),
     pytest.param(
         GOOD + "\n[thresholds]\napi_p95_ms = 0\n",
-        'deploy.toml: "thresholds.api_p95_ms" must be greater than 0, got 0.0',
+        'deploy.toml: "thresholds.api_p95_ms" must be greater than 0 and at most 3600000, got 0.0',
         id="zero-threshold",
     ),
     pytest.param(

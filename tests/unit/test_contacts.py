@@ -120,8 +120,8 @@ def test_a_success_notice_calls_nobody(hooks: FakeWebhooks) -> None:
 def test_the_runbook_report_shows_the_contacts_only_when_configured() -> None:
     from deploytools.steps import report
 
-    assert report._contacts_markdown(config("")) == ""
-    assert "@alice" in report._contacts_markdown(config())
+    assert report.contacts_markdown(config("")) == ""
+    assert "@alice" in report.contacts_markdown(config())
 
 
 def test_notify_cli_attaches_a_file_and_refuses_a_missing_one(

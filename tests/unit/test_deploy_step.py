@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -10,8 +12,11 @@ from deploytools.config import load_config
 from deploytools.context import StepContext
 from deploytools.errors import UsageError
 from deploytools.steps import deploy as deploy_step
+from deploytools.steps import migrate as migrate_step
 from deploytools.steps.migrate import _failure_line
+from deploytools.store.environment import EnvironmentStore
 from deploytools.store.records import ReleaseRecord
+from tests.fakes.memory_store import MemoryStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,10 +29,78 @@ def test_an_unknown_strategy_is_refused_before_anything_is_touched() -> None:
     assert "recreate" in (caught.value.hint or "")
 
 
-def test_recreate_is_a_strategy_and_strategies_are_pluggable() -> None:
-    strategy = deploy_step.STRATEGIES["recreate"]()
-    assert strategy.name == "recreate"
-    assert callable(strategy.replace)
+def test_each_strategy_is_made_by_its_name_and_the_cli_offers_exactly_them() -> None:
+    from deploytools.cli.deploy_cmd import deploy
+
+    made = {name: make().name for name, make in deploy_step.STRATEGIES.items()}
+    assert made == {"recreate": "recreate", "rolling": "rolling"}
+    [option] = [p for p in deploy.params if p.name == "strategy"]
+    assert set(option.type.choices) == set(deploy_step.STRATEGIES)  # type: ignore[attr-defined]
+
+
+class _Target:
+    """A target whose starts and stops (Compose runs) are only written down, by what they do."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def compose(self, build: object, *, env: object = None, what: str = "") -> None:
+        self.events.append(what)
+
+    def start(self, services: object, *, env: object = None, what: str = "") -> None:
+        self.events.append(what)
+
+    def stop(self, services: object, *, what: str = "") -> None:
+        self.events.append(what)
+
+
+def _recreate(
+    monkeypatch: pytest.MonkeyPatch, migrate: Exception | None = None
+) -> tuple[list[str], ReleaseRecord, EnvironmentStore]:
+    """RecreateStrategy.replace over a target that records its Compose runs; the migration
+    and the health wait (their own tests cover them) only write down that they ran."""
+    events: list[str] = []
+
+    def run_in(session: object, **kwargs: object) -> object:
+        events.append("migrate")
+        if migrate is not None:
+            raise migrate
+        return SimpleNamespace(revision_after="0002")
+
+    monkeypatch.setattr(migrate_step, "run_in", run_in)
+    monkeypatch.setattr(deploy_step, "wait_app_healthy", lambda session: events.append("healthy"))
+    ctx = StepContext(config=load_config(REPO_ROOT / "deploy.toml"))
+    history = EnvironmentStore(MemoryStore(), "production")  # type: ignore[arg-type]
+    session: Any = SimpleNamespace(
+        ctx=ctx,
+        target=_Target(events),
+        history=history,
+        progress=lambda m: None,
+        refresh_lock=lambda: None,
+    )
+    record = _record("ghcr.io/x:2", "sha256:new")
+    record.kind = "deploy"
+    strategy = deploy_step.RecreateStrategy()
+    strategy.replace(session, record, deploy_step.Phases(session, record))
+    return events, record, history
+
+
+def test_recreate_stops_migrates_starts_and_waits_in_that_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events, record, history = _recreate(monkeypatch)
+    assert events == ["stopping the app", "migrate", "starting the app with ghcr.io/x:2", "healthy"]
+    assert record.revision_after == "0002"
+    assert list(record.timings) == ["stop", "migrate", "start", "healthy"]
+    # Each phase is saved as it ends, so a killed deploy leaves its progress in the record.
+    [saved] = history.releases()
+    assert saved.revision_after == "0002" and saved.timings == record.timings
+
+
+def test_a_failed_migration_under_recreate_starts_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(deploy_step.MigrationFailed, match="value too long") as failed:
+        _recreate(monkeypatch, migrate=UsageError("value too long", hint="shorten it"))
+    assert failed.value.hint == "shorten it"
 
 
 def test_the_migration_failure_line_is_alembics_not_composes() -> None:

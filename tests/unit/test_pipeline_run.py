@@ -1,6 +1,6 @@
 """`pipeline run` over fakes: the order of the steps, what they are handed, the approval gate,
-the rollback rule, resuming, the lock. The step functions and the store are fakes; the real
-ones run in tests/e2e/test_pipeline_e2e.py."""
+the rollback rule, resuming, the lock. The step functions and the store are fakes handed to the
+walker (PipelineSteps); the real ones run in tests/e2e/test_pipeline_e2e.py."""
 
 from __future__ import annotations
 
@@ -13,20 +13,19 @@ from typing import Any
 
 import pytest
 
-from deploytools import pipeline, pipeline_run
+from deploytools import pipeline
 from deploytools.checks.results import CheckResult as SuiteCheck
 from deploytools.checks.results import Verdict
+from deploytools.cli.app import Injected
 from deploytools.config import load_config
 from deploytools.context import StepContext
 from deploytools.errors import CheckFailed, ExitCode, LockHeld, UsageError
+from deploytools.pipeline import walker
+from deploytools.pipeline.store import PipelineStore
 from deploytools.steps import backup as backup_step
-from deploytools.steps import checks as checks_step
+from deploytools.steps import check_suites as checks_step
 from deploytools.steps import deploy as deploy_step
-from deploytools.steps import image as image_step
 from deploytools.steps import migrate as migrate_step
-from deploytools.steps import release as release_step
-from deploytools.steps import report as report_step
-from deploytools.steps import rollback as rollback_step
 from deploytools.steps.image import BuiltImage
 from deploytools.steps.release import CheckResult, ReleaseReport
 from deploytools.store.records import BackupManifest, ReleaseRecord, Verification
@@ -40,12 +39,13 @@ COMMIT = "c0ffee" * 6 + "abcd"
 class Fakes:
     """Every step function the pipeline calls, recording the calls; `fail` makes one fail."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.fail: dict[str, Exception] = {}
         self.verdicts: dict[str, Verdict] = {}
         self.serving: str | None = None
         self.production_deploy_error: Exception | None = None
+        self.fail_monitor: list[str] = []
         self.store = MemoryStore()
         fakes = self
 
@@ -53,23 +53,23 @@ class Fakes:
         def open_environment(ctx: StepContext, environment: str) -> Iterator[Any]:
             yield SimpleNamespace(store=fakes.store, target=SimpleNamespace(name=environment))
 
-        monkeypatch.setattr(pipeline_run, "open_environment", open_environment)
-        monkeypatch.setattr(release_step, "repository_root", lambda repo: repo)
-        monkeypatch.setattr(release_step, "tag_commit", lambda root, tag: COMMIT)
-        monkeypatch.setattr(release_step, "run", self._record("release", self._release))
-        monkeypatch.setattr(image_step, "build", self._record("build", self._build))
-        monkeypatch.setattr(deploy_step, "run", self._record("deploy", self._deploy))
-        monkeypatch.setattr(deploy_step, "running_app", self._running)
-        monkeypatch.setattr(checks_step, "run", self._record("checks", self._suite))
-        monkeypatch.setattr(backup_step, "create", self._record("backup", self._backup))
-        monkeypatch.setattr(backup_step, "verify", self._record("verify-backup", self._verify))
-        monkeypatch.setattr(migrate_step, "run", self._record("migrate", self._migrate))
-        monkeypatch.setattr(rollback_step, "run", self._record("rollback", self._rollback))
-
         def no_report(ctx: StepContext, **kwargs: Any) -> Any:
             raise UsageError("no release records in the fake")
 
-        monkeypatch.setattr(report_step, "gather", no_report)
+        self.steps = walker.PipelineSteps(
+            verify_release=self._record("release", self._release),
+            build_image=self._record("build", self._build),
+            deploy=self._record("deploy", self._deploy),
+            check_suite=self._record("checks", self._suite),
+            backup=self._record("backup", self._backup),
+            migrate=self._record("migrate", self._migrate),
+            monitor=self._record("monitor", self._monitor),
+            rollback=self._record("rollback", self._rollback),
+            report=no_report,
+            tag_commit=lambda repo, tag: COMMIT,
+            running_app=self._running,
+            open_environment=open_environment,
+        )
 
     def _record(self, name: str, fn: Any) -> Any:
         def call(ctx: StepContext, **kwargs: Any) -> Any:
@@ -118,18 +118,31 @@ class Fakes:
         verdict = self.verdicts.get(kw["suite"], Verdict.PASS)
         result = SuiteCheck("health", verdict, "200", "200", "" if verdict is Verdict.PASS else "x")
         return checks_step.SuiteReport(
-            kw["environment"], kw["suite"], "http://x", "a", "b", verdict, (result,)
-        )
+            kw["environment"], kw["suite"], "http://x", "a", "b", verdict, (result,),
+            recorded=f"saved in release record 0003 of {kw['environment']}",
+        )  # fmt: skip
 
-    def _backup(self, **kw: Any) -> BackupManifest:
-        return BackupManifest(
+    def _backup(self, **kw: Any) -> backup_step.BackupRun:
+        manifest = BackupManifest(
             id="b1", environment="production", created="c", database="rbac", release=None,
             image=None, version=None, revision="0001", size=1, sha256="s", pg_dump_version="15",
             row_counts={"users": 3}, file="f",
         )  # fmt: skip
+        verification = Verification("b1", "v", True, True, True, True, True, "ok")
+        return backup_step.BackupRun(manifest, verification, pruned=("b0",))
 
-    def _verify(self, **kw: Any) -> Verification:
-        return Verification("b1", "v", True, True, True, True, True, "ok")
+    def _monitor(self, **kw: Any) -> Any:
+        from deploytools.steps.monitor import MonitorReport
+
+        breaches = tuple(self.fail_monitor)
+        if breaches:
+            self.serving = "previous"
+        return MonitorReport(
+            environment=kw["environment"], started="a", finished="b",
+            duration_s=kw["duration_s"], interval_s=kw["interval_s"], consecutive_failures=3,
+            failure_limit=5, samples=2, verdict=Verdict.FAIL if breaches else Verdict.PASS,
+            breaches=breaches, results=(), rolled_back=bool(breaches),
+        )  # fmt: skip
 
     def _migrate(self, **kw: Any) -> migrate_step.MigrationResult:
         return migrate_step.MigrationResult(
@@ -146,9 +159,9 @@ class Fakes:
 
 @pytest.fixture
 def fakes(monkeypatch: pytest.MonkeyPatch) -> Fakes:
-    for name in ("POSTGRES_PASSWORD", "APP_SECRET_KEY"):
+    for name in ("POSTGRES_PASSWORD", "APP_SECRET_KEY"):  # production's secrets, for the gate
         monkeypatch.setenv(name, "x" * 20)
-    return Fakes(monkeypatch)
+    return Fakes()
 
 
 def ctx(lines: list[str] | None = None) -> StepContext:
@@ -156,20 +169,20 @@ def ctx(lines: list[str] | None = None) -> StepContext:
     return StepContext(config=load_config(REPO_ROOT / "deploy.toml"), progress=sink)
 
 
-def run(**kwargs: Any) -> pipeline_run.PipelineResult:
+def run(fakes: Fakes, **kwargs: Any) -> walker.PipelineResult:
     kwargs.setdefault("tag", "v1.15.2")
     kwargs.setdefault("repo", Path("/repo"))
     context = kwargs.pop("context", None) or ctx()
-    return pipeline_run.run(context, **kwargs)
+    return walker.run(context, steps=fakes.steps, **kwargs)
 
 
-def statuses(result: pipeline_run.PipelineResult) -> dict[str, str]:
+def statuses(result: walker.PipelineResult) -> dict[str, str]:
     return {s.name: s.status for s in result.record.steps}
 
 
 def test_runs_every_step_in_order_with_the_image_by_id(fakes: Fakes) -> None:
     lines: list[str] = []
-    result = run(approved_by="tester (--yes)", context=ctx(lines))
+    result = run(fakes, approved_by="tester (--yes)", context=ctx(lines))
 
     assert result.ok and result.record.status == "succeeded"
     assert fakes.names() == [
@@ -179,7 +192,6 @@ def test_runs_every_step_in_order_with_the_image_by_id(fakes: Fakes) -> None:
         "checks:smoke",
         "checks:validate",
         "backup",
-        "verify-backup",
         "migrate",
         "deploy",
         "checks:verify",
@@ -204,16 +216,16 @@ def test_runs_every_step_in_order_with_the_image_by_id(fakes: Fakes) -> None:
 
 
 def test_without_approval_it_stops_at_the_gate_and_continues_there(fakes: Fakes) -> None:
-    stopped = run()
+    stopped = run(fakes)
 
-    assert isinstance(stopped.error, pipeline_run.ApprovalRequired)
+    assert isinstance(stopped.error, walker.ApprovalRequired)
     assert stopped.error.exit_code == ExitCode.USAGE
     assert "--yes" in (stopped.error.hint or "")
     assert stopped.record.status == "waiting-for-approval"
     assert "backup" not in fakes.names() and fakes.names().count("deploy") == 1
 
     fakes.calls.clear()
-    resumed = run(approve=lambda question: "production" in question)
+    resumed = run(fakes, approve=lambda question: "production" in question)
 
     assert resumed.ok and resumed.resumed_from == "approve-production"
     assert fakes.names()[0] == "backup"  # nothing before the gate ran again
@@ -221,7 +233,7 @@ def test_without_approval_it_stops_at_the_gate_and_continues_there(fakes: Fakes)
 
 
 def test_a_declined_approval_stops_with_production_untouched(fakes: Fakes) -> None:
-    result = run(approve=lambda question: False)
+    result = run(fakes, approve=lambda question: False)
 
     assert result.error is not None and result.record.status == "declined"
     assert "not approved" in result.error.message
@@ -232,7 +244,7 @@ def test_failed_verification_in_production_rolls_back_then_a_rerun_asks_again(
     fakes: Fakes,
 ) -> None:
     fakes.verdicts["verify"] = Verdict.FAIL
-    result = run(approved_by="tester")
+    result = run(fakes, approved_by="tester")
 
     assert isinstance(result.error, CheckFailed)
     assert fakes.names()[-1] == "rollback"
@@ -244,14 +256,14 @@ def test_failed_verification_in_production_rolls_back_then_a_rerun_asks_again(
     # Run again: the rollback undid the production steps; they start again from the gate.
     fakes.calls.clear()
     fakes.verdicts.clear()
-    again = run()
-    assert isinstance(again.error, pipeline_run.ApprovalRequired)
+    again = run(fakes)
+    assert isinstance(again.error, walker.ApprovalRequired)
     assert fakes.names() == []
 
 
 def test_a_failed_staging_check_stops_before_production_without_rollback(fakes: Fakes) -> None:
     fakes.verdicts["smoke"] = Verdict.INCONCLUSIVE
-    result = run(approved_by="tester")
+    result = run(fakes, approved_by="tester")
 
     assert isinstance(result.error, CheckFailed)
     assert "production was not touched" in (result.error.untouched or "")
@@ -264,7 +276,7 @@ def test_a_failed_migration_is_not_rolled_back_and_resumes_at_the_migration(
     fakes: Fakes,
 ) -> None:
     fakes.fail["migrate"] = UsageError("the migration failed: value too long")
-    result = run(approved_by="tester")
+    result = run(fakes, approved_by="tester")
     assert result.error is fakes.fail["migrate"]
     assert "rollback" not in fakes.names()
     assert result.record.status == "failed"
@@ -272,45 +284,84 @@ def test_a_failed_migration_is_not_rolled_back_and_resumes_at_the_migration(
 
     fakes.calls.clear()
     del fakes.fail["migrate"]
-    resumed = run(approved_by="tester")
+    resumed = run(fakes, approved_by="tester")
     assert resumed.ok and resumed.resumed_from == "migrate-production"
     assert fakes.names() == ["migrate", "deploy", "checks:verify"]
 
 
 def test_a_second_pipeline_is_refused_by_the_lock(fakes: Fakes) -> None:
-    log = pipeline_run.PipelineLog(fakes.store, "production")
+    log = PipelineStore(fakes.store, "production")
     held = log.acquire("pipeline", ttl_s=600)
     with pytest.raises(LockHeld) as refused:
-        run(approved_by="tester")
+        run(fakes, approved_by="tester")
     assert "another pipeline is running" in refused.value.message
     assert f"pid {held.pid}" in refused.value.message
     assert fakes.names() == []
 
 
 def test_a_release_already_serving_is_not_deployed_again(fakes: Fakes) -> None:
-    assert run(approved_by="tester").ok
+    assert run(fakes, approved_by="tester").ok
     fakes.calls.clear()
-    again = run(approved_by="tester")
+    again = run(fakes, approved_by="tester")
     assert again.already_done and fakes.names() == []
 
     # Production no longer runs it (rolled back by hand, say): the pipeline runs again.
     fakes.serving = "something else"
-    third = run(approved_by="tester")
+    third = run(fakes, approved_by="tester")
     assert third.ok and not third.already_done
     assert third.record.attempt == 2 and fakes.names()[0] == "release"
 
 
-def test_every_step_of_the_runbook_has_a_handler() -> None:
-    walker = object.__new__(pipeline_run._Walker)
-    for step in pipeline.STEPS:
-        assert callable(walker._handler(step))
+def test_with_a_watch_every_step_of_the_runbook_runs_and_passes(fakes: Fakes) -> None:
+    result = run(fakes, approved_by="tester", monitor_s=60)
+
+    assert result.ok and result.record.status == "succeeded"
+    assert statuses(result) == {s.name: "passed" for s in pipeline.STEPS}
+    assert fakes.names()[-1] == "monitor"
+    watch = fakes.calls[-1][1]
+    assert watch["environment"] == "production" and watch["duration_s"] == 60
+    assert watch["rollback_on_breach"] is True
+    assert watch["interval_s"] == 12  # a fifth of the watch, under [checks.monitor]'s 15 s
+    details = {s.name: s.detail for s in result.record.steps}
+    # What the steps themselves did shows in the record: the suites' release-record note, the
+    # backup's retention.
+    assert details["verify-production"].endswith("saved in release record 0003 of production")
+    assert details["backup-production"].endswith("1 old backups pruned")
+    assert "production/pipelines/v1.15.2/monitor-production.json" in fakes.store.files
+
+
+def test_a_breach_during_the_watch_counts_as_rolled_back_without_a_second_rollback(
+    fakes: Fakes,
+) -> None:
+    fakes.fail_monitor = ["health: failed 3 samples in a row"]
+    result = run(fakes, approved_by="tester", monitor_s=60)
+
+    assert isinstance(result.error, CheckFailed)
+    assert "breach (rolled back)" in result.error.message
+    assert result.error.facts["rolled_back"] is True
+    assert "rollback" not in fakes.names()  # monitor did it; a second would go too far
+    assert result.record.status == "rolled-back"
+    assert statuses(result)["monitor-production"] == "failed"
+
+
+def test_the_pipeline_calls_the_step_functions_the_commands_call() -> None:
+    """Same functions, same rules: the check suites and the watch keep their results in the
+    release record and judge their verdicts, the backup is verified and then pruned, in
+    `pipeline run` as in `deploytools smoke|validate|verify|monitor|backup create`."""
+    from deploytools.steps import monitor as monitor_step
+
+    real = walker.PipelineSteps()
+    assert real.check_suite is checks_step.run_and_record
+    assert real.monitor is monitor_step.run_and_record
+    assert real.backup is backup_step.run
+    assert real.deploy is deploy_step.run and real.migrate is migrate_step.run
 
 
 def test_a_deploy_that_rolled_itself_back_counts_as_rolled_back(fakes: Fakes) -> None:
     fakes.production_deploy_error = CheckFailed(
         "never became healthy", facts={"release": "0003", "rollback": "0004"}
     )
-    result = run(approved_by="tester")
+    result = run(fakes, approved_by="tester")
 
     assert result.error is fakes.production_deploy_error
     assert "rollback" not in fakes.names()  # the deploy did it; a second would go too far
@@ -325,7 +376,8 @@ def test_cli_without_a_terminal_or_yes_stops_at_the_gate_with_exit_2(fakes: Fake
 
     config = str(REPO_ROOT / "deploy.toml")
     args = ["--config", config, "--json", "pipeline", "run", "--tag", "v1.15.2", "--repo", "/"]
-    stopped = CliRunner().invoke(cli, args)
+    injected = Injected(pipeline_steps=fakes.steps)
+    stopped = CliRunner().invoke(cli, args, obj=injected)
 
     assert stopped.exit_code == 2, stopped.output
     error = json.loads(stopped.stdout)["error"]
@@ -335,7 +387,7 @@ def test_cli_without_a_terminal_or_yes_stops_at_the_gate_with_exit_2(fakes: Fake
     assert record["status"] == "waiting-for-approval"
     assert {s["name"]: s["status"] for s in record["steps"]}["validate-staging"] == "passed"
 
-    approved = CliRunner().invoke(cli, [*args, "--yes"])
+    approved = CliRunner().invoke(cli, [*args, "--yes"], obj=injected)
     assert approved.exit_code == 0, approved.output
     body = json.loads(approved.stdout)["result"]
     assert body["resumed_from"] == "approve-production"
@@ -344,7 +396,7 @@ def test_cli_without_a_terminal_or_yes_stops_at_the_gate_with_exit_2(fakes: Fake
 
 
 def test_a_pre_release_goes_to_staging_and_stops_at_the_gate(fakes: Fakes) -> None:
-    result = run(tag="v1.15.2-rc.1", approved_by="tester")
+    result = run(fakes, tag="v1.15.2-rc.1", approved_by="tester")
 
     assert isinstance(result.error, CheckFailed)
     assert "pre-release" in result.error.message

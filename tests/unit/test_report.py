@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from deploytools.config import Config, load_config
 from deploytools.steps import report
+from deploytools.store.records import BackupManifest, ReleaseRecord, Verification
 from tests.fakes.memory_store import MemoryStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +31,16 @@ def config() -> Config:
     return load_config(ROOT / "deploy.toml")
 
 
+def typed(recorded: dict[str, Any]) -> dict[str, Any]:
+    """The recorded release's records, manifest and verification as the history reads them."""
+    return {
+        "records": [ReleaseRecord(**r) for r in recorded["records"]],
+        "manifest": BackupManifest(**recorded["manifest"]),
+        "verification": Verification(**recorded["verification"]),
+        "staging_record": ReleaseRecord(**recorded["staging_record"]),
+    }
+
+
 def document(
     config: Config, recorded: dict[str, Any], tmp_path: Path, record_id: str = "0008"
 ) -> report.ReleaseDocument:
@@ -37,16 +48,16 @@ def document(
         (tmp_path / name).write_text(json.dumps(data))
     (tmp_path / "unrelated.json").write_text('{"ok": true, "result": {"hello": 1}}')
     evidence = report.load_evidence(tmp_path.glob("*.json"))
-    records = recorded["records"]
+    read = typed(recorded)
     return report.build_document(
         config,
         environment=recorded["environment"],
-        record=next(r for r in records if r["id"] == record_id),
-        records=records,
-        manifest=recorded["manifest"],
-        verification=recorded["verification"],
+        record=next(r for r in read["records"] if r.id == record_id),
+        records=read["records"],
+        manifest=read["manifest"],
+        verification=read["verification"],
         evidence=evidence,
-        staging_record=recorded["staging_record"],
+        staging_record=read["staging_record"],
     )
 
 

@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from deploytools import deploy_windows
 from deploytools.cli import cli
 from deploytools.config import Config, load_config, parse_config
 from deploytools.deploy_windows import (
+    FreezeConfig,
     OutsideWindow,
+    WindowsConfig,
     allowed,
     check_window,
     next_allowed,
@@ -257,3 +260,10 @@ def test_cli_pipeline_run_outside_a_window_stops_before_its_first_step(tmp_path:
     error = json.loads(result.stdout)["error"]
     assert error["type"] == "OutsideWindow"
     assert error["message"].startswith("pipeline run to staging refused")
+
+
+def test_a_freeze_ending_on_the_last_day_of_the_calendar_is_refused_not_a_crash() -> None:
+    """Found by the property suite: 9999-12-31 as an end day overflowed (OverflowError, exit 70)."""
+    table = WindowsConfig(freezes=(FreezeConfig("2026-01-01", "9999-12-31"),))
+    with pytest.raises(ValueError, match="too far in the future"):
+        deploy_windows.parse(table)

@@ -1,12 +1,17 @@
-"""`deploytools smoke`, `validate` and `verify`: runbook steps 2, 3 and 6 as one check engine.
+"""`deploytools smoke`, `validate` and `verify`: runbook steps 2, 3 and 6, three check suites
+run by the check engine (deploytools/checks/).
 
     smoke     the fast subset (seconds): health, database, login, RBAC, a short latency test
     validate  everything: admin workflows, the end-to-end user flow, latency, logs, revision
     verify    after the production deploy: revision, endpoints, latency, the log scan
 
 Which check runs in which suite is configuration ([checks] in deploy.toml, each check's
-`suites`). The step never raises because a check failed: it returns every result and the
-overall verdict, and the CLI turns a failure into exit code 1.
+`suites`). `run` runs the checks and returns every result with the overall verdict;
+`run_and_record` is the runbook step that `deploytools smoke|validate|verify` and `pipeline run`
+both call: it runs them, refuses a suite with no checks, and keeps the results in the release
+record. Its report's `raise_if_failed` is the one rule that turns the verdict into CheckFailed
+(exit code 1): a failed check fails the suite, and so does an inconclusive one unless the caller
+allows it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from deploytools.checks import suite as engine
 from deploytools.checks.http import HttpClient
 from deploytools.checks.results import CheckResult, Verdict, overall
 from deploytools.context import StepContext
-from deploytools.errors import DeployError, UsageError
+from deploytools.errors import CheckFailed, DeployError, UsageError
+from deploytools.jsonable import jsonable
+from deploytools.steps import suite_record
 
 SUITES = ("smoke", "validate", "verify")
 
@@ -38,8 +45,12 @@ class SuiteReport:
     finished: str
     verdict: Verdict
     results: tuple[CheckResult, ...]
-    #: Where the CLI saved this run (a release record), or why it did not (check_record.py).
+    #: Where run_and_record saved this run (a release record), or why it did not.
     recorded: str = ""
+
+    @property
+    def title(self) -> str:
+        return f"{self.suite} on {self.environment}"
 
     @property
     def failed(self) -> tuple[CheckResult, ...]:
@@ -48,6 +59,27 @@ class SuiteReport:
     @property
     def inconclusive(self) -> tuple[CheckResult, ...]:
         return tuple(r for r in self.results if r.verdict is Verdict.INCONCLUSIVE)
+
+    def raise_if_failed(self, *, allow_inconclusive: bool = False) -> None:
+        """The suite's rule: CheckFailed (carrying every result) when a check failed, or when
+        one was inconclusive and `allow_inconclusive` is not set; else nothing."""
+        failed, unsure = self.failed, self.inconclusive
+        if failed:
+            raise CheckFailed(
+                f"{self.title}: {len(failed)} of {len(self.results)} checks failed: "
+                + "; ".join(f"{r.name} ({r.detail or r.measured})" for r in failed[:5]),
+                untouched="nothing was changed by the checks",
+                hint="read the failing lines above; fix the release or roll back",
+                facts={"report": jsonable(self)},
+            )
+        if unsure and not allow_inconclusive:
+            raise CheckFailed(
+                f"{self.title}: {len(unsure)} of {len(self.results)} checks were inconclusive: "
+                + "; ".join(f"{r.name} ({r.detail})" for r in unsure[:5]),
+                untouched="nothing was changed by the checks",
+                hint="run again with more samples (deploy.toml), or pass --allow-inconclusive",
+                facts={"report": jsonable(self)},
+            )
 
 
 def _now() -> str:
@@ -172,6 +204,59 @@ def run(
         verdict=overall(results),
         results=tuple(results),
     )
+
+
+def run_and_record(
+    ctx: StepContext,
+    *,
+    environment: str,
+    suite: str,
+    since: datetime | None = None,
+    on_result: Callable[[CheckResult], None] | None = None,
+    previous_image: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    save: suite_record.Save | None = None,
+) -> SuiteReport:
+    """Runbook steps 2, 3 and 6: run `suite` against `environment`, then keep its results in
+    the environment's current release record. The verdict is the report's: call its
+    `raise_if_failed` to apply the suite's rule.
+
+    :param ctx: the step context (configuration, targets, progress).
+    :param environment: the environment's name in deploy.toml.
+    :param suite: "smoke", "validate" or "verify".
+    :param since: where the log scan starts (default: when each app container started).
+    :param on_result: called with each result as soon as it is known (the CLI prints it).
+    :param previous_image: validate only: the previous release's image, or "auto" (see `run`).
+    :param environ: where test users' credentials are read (default: os.environ).
+    :param save: keeps the summary in the release record (default: suite_record.save).
+    :returns: the report, with `recorded` saying where it was kept (or why it was not).
+    :raises CheckFailed: no check of the suite is configured (nothing was run).
+    """
+    report = run(
+        ctx,
+        environment=environment,
+        suite=suite,
+        since=since,
+        environ=environ,
+        on_result=on_result,
+        previous_image=previous_image,
+    )
+    if not report.results:
+        raise CheckFailed(
+            f"{report.title}: no checks are configured for this suite",
+            untouched="nothing was checked",
+            hint=f'add checks with suites = [..., "{suite}"] under [checks] in deploy.toml',
+        )
+    stored = suite_record.summary(
+        suite=suite,
+        environment=environment,
+        started=report.started,
+        finished=report.finished,
+        verdict=report.verdict,
+        results=report.results,
+    )
+    keep = suite_record.save if save is None else save
+    return dataclasses.replace(report, recorded=keep(ctx, environment, stored))
 
 
 #: `--previous-image auto`: the image the environment's current release replaced, from its history.

@@ -1,4 +1,4 @@
-"""Check results kept in the release record: what `report` shows when no --results are given.
+"""A suite's run kept in the release record: what `report` shows when no --results are given.
 
 smoke, validate, verify and monitor each attach a summary of their run to the environment's
 current release record (store/releases.py `attach_checks`): the suite, when, the verdict and each
@@ -10,11 +10,24 @@ The summary has the shape of the suite's --json result, so the report reads both
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from deploytools.checks.results import CheckResult, Verdict
 from deploytools.context import StepContext
 from deploytools.errors import DeployError
+
+
+class Save(Protocol):
+    """What keeps a suite's summary in a release record (`save` below; tests pass a fake)."""
+
+    def __call__(
+        self,
+        ctx: StepContext,
+        environment: str,
+        data: dict[str, Any],
+        *,
+        release_id: str | None = None,
+    ) -> str: ...
 
 
 def summary(

@@ -1,43 +1,46 @@
-"""`deploytools pipeline run`: the whole runbook (pipeline.STEPS) in one process, resumable.
+"""`deploytools pipeline run`: walks the runbook (runbook.STEPS) in one process, resumable.
 
-Each step of `pipeline.py` is run by calling its step function in-process (not the CLI), in the
-runbook's order, with the image built once and handed on by its ID (or, once pushed, by its
-registry digest), never by its tag. What was done is kept in a pipeline record stored with the
-production target (in its backup store, beside the release records and the deploy lock):
-
-    production/pipelines/<tag>.json         the record: each step's status, time and detail
-    production/pipelines/<tag>/<step>.json  the JSON results of the checks (the report's evidence)
-    production/pipelines/lock.json          the pipeline lock, held for the whole run
-
-So a run that failed, was stopped at the approval gate or was killed continues, when run again,
-at the first step that has not passed; a second pipeline started while one runs is refused. The
-deploy lock that the deploy, migrate and rollback steps take is another file: the pipeline lock
-keeps other pipelines out for the whole run, the deploy lock keeps everyone out of a deploy.
+Each step of the runbook is run by calling the same step function its CLI command calls (not
+the CLI), in the runbook's order, with the image built once and handed on by its ID (or, once
+pushed, by its registry digest), never by its tag. The step functions come in a `PipelineSteps`
+(the real ones by default), so the walker's tests pass fakes. What was done is kept in a
+pipeline record (record.py) stored with the production target (store.py); so a run that failed,
+was stopped at the approval gate or was killed continues, when run again, at the first step that
+has not passed, and a second pipeline started while one runs is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import os
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from deploytools import pipeline
-from deploytools.checks.results import Verdict
 from deploytools.context import StepContext
 from deploytools.deploy_windows import check_window
 from deploytools.errors import CheckFailed, DeployError, LockHeld, UsageError
 from deploytools.jsonable import jsonable
+from deploytools.pipeline import runbook
+from deploytools.pipeline.record import (
+    FAILED,
+    PASSED,
+    PENDING,
+    RUNNING,
+    SKIPPED,
+    PipelineRecord,
+    StepRun,
+    render_summary,
+)
+from deploytools.pipeline.store import PipelineStore
 from deploytools.session import EnvSession, open_environment
 from deploytools.steps import backup as backup_step
-from deploytools.steps import checks as checks_step
+from deploytools.steps import check_suites as checks_step
 from deploytools.steps import deploy as deploy_step
 from deploytools.steps import image as image_step
 from deploytools.steps import migrate as migrate_step
@@ -45,78 +48,69 @@ from deploytools.steps import monitor as monitor_step
 from deploytools.steps import release as release_step
 from deploytools.steps import report as report_step
 from deploytools.steps import rollback as rollback_step
-from deploytools.store.environment import EnvironmentStore
 from deploytools.store.records import LockInfo, ReleaseRecord, utc_now, who
+from deploytools.target import Target
+
+__all__ = [
+    "ApprovalRequired",
+    "Approver",
+    "PipelineResult",
+    "PipelineSteps",
+    "render_summary",
+    "run",
+]
 
 #: Asked at the approval gate with what is about to happen; True approves.
 Approver = Callable[[str], bool]
-
-PASSED, FAILED, PENDING, RUNNING, SKIPPED = "passed", "failed", "pending", "running", "skipped"
 
 
 class ApprovalRequired(UsageError):
     """The production gate needs a person and none can be asked (no terminal, no --yes)."""
 
 
-@dataclass
-class StepRun:
-    """One step of one pipeline run, as it went."""
+class OpenEnvironment(Protocol):
+    """Opens an environment's session (its target and state store): session.open_environment."""
 
-    name: str
-    status: str = PENDING  # pending | running | passed | failed | skipped
-    started: str | None = None
-    seconds: float | None = None
-    detail: str = ""
+    def __call__(
+        self, ctx: StepContext, environment: str
+    ) -> AbstractContextManager[EnvSession]: ...
 
 
-@dataclass
-class PipelineRecord:
-    """Everything a re-run needs to continue: what is done, and what it handed on."""
+def _tag_commit(repo: Path, tag: str) -> str:
+    return release_step.tag_commit(release_step.repository_root(repo), tag)
 
-    tag: str
-    version: str
-    repo: str
-    who: str
-    started: str
-    attempt: int = 1
-    revision: str | None = None
-    image: str | None = None  # pinned: the image ID, or repository@sha256 once pushed
-    image_ref: str | None = None  # repository:version, for people
-    #: running | waiting-for-approval | declined | failed | rolled-back | succeeded | interrupted
-    status: str = "running"
-    approved_by: str | None = None
-    #: The release records the steps left: "staging", "production" (deploys), "migrate",
-    #: "rollback" -> record id in that environment's history.
-    releases: dict[str, str] = field(default_factory=dict)
-    backup_id: str | None = None
-    steps: list[StepRun] = field(default_factory=list)
-    error: str | None = None
-    finished: str | None = None
-    runs: int = 0
-    notes: list[str] = field(default_factory=list)
 
-    def find(self, name: str) -> StepRun | None:
-        return next((run for run in self.steps if run.name == name), None)
+@dataclass(frozen=True)
+class PipelineSteps:
+    """The step functions the walker calls: the ones the CLI commands call, by default.
 
-    def step(self, name: str) -> StepRun:
-        """The step's run, added (pending) when the record has none yet."""
-        run = self.find(name)
-        if run is not None:
-            return run
-        run = StepRun(name)
-        self.steps.append(run)
-        return run
+    Each is called with the keyword arguments of the real one; tests pass fakes instead.
+    """
 
-    @property
-    def seconds(self) -> float:
-        return round(sum(s.seconds or 0.0 for s in self.steps), 2)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PipelineRecord:
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in names}
-        values["steps"] = [StepRun(**s) for s in values.get("steps", [])]
-        return cls(**values)
+    #: release verify (steps/release.py `run`)
+    verify_release: Callable[..., release_step.ReleaseReport] = release_step.run
+    #: image build (steps/image.py `build`)
+    build_image: Callable[..., image_step.BuiltImage] = image_step.build
+    #: deploy (steps/deploy.py `run`), staging and production
+    deploy: Callable[..., deploy_step.DeployResult] = deploy_step.run
+    #: smoke, validate and verify (steps/check_suites.py `run_and_record`)
+    check_suite: Callable[..., checks_step.SuiteReport] = checks_step.run_and_record
+    #: backup create, verified, then retention (steps/backup.py `run`)
+    backup: Callable[..., backup_step.BackupRun] = backup_step.run
+    #: migrate (steps/migrate.py `run`)
+    migrate: Callable[..., migrate_step.MigrationResult] = migrate_step.run
+    #: monitor, rolling back on a breach (steps/monitor.py `run_and_record`)
+    monitor: Callable[..., monitor_step.MonitorReport] = monitor_step.run_and_record
+    #: rollback (steps/rollback.py `run`)
+    rollback: Callable[..., ReleaseRecord] = rollback_step.run
+    #: report (steps/report/ `gather`)
+    report: Callable[..., report_step.ReleaseDocument] = report_step.gather
+    #: the commit a tag names in the repository at a path
+    tag_commit: Callable[[Path, str], str] = _tag_commit
+    #: what runs in an environment now (a release already serving is not deployed again)
+    running_app: Callable[[Target], deploy_step.RunningApp | None] = deploy_step.running_app
+    #: opens the environment at the gate, whose store keeps the pipeline's records
+    open_environment: OpenEnvironment = open_environment
 
 
 @dataclass(frozen=True)
@@ -135,65 +129,6 @@ class PipelineResult:
         return self.error is None
 
 
-class PipelineLog(EnvironmentStore):
-    """The pipeline records of the environment at the gate, and the pipeline's own lock (not
-    the deploy lock, which its deploy, migrate and rollback steps take themselves)."""
-
-    def __init__(self, store: Any, environment: str) -> None:
-        super().__init__(store, environment)
-        store.ensure_dir(f"{environment}/pipelines")
-
-    @property
-    def _lock_file(self) -> str:
-        return f"{self.environment}/pipelines/lock.json"
-
-    def _record_file(self, tag: str) -> str:
-        return f"{self.environment}/pipelines/{tag}.json"
-
-    def evidence_dir(self, tag: str) -> str:
-        return f"{self.environment}/pipelines/{tag}"
-
-    def load(self, tag: str) -> PipelineRecord | None:
-        raw = self.store.read(self._record_file(tag))
-        if raw is None:
-            return None
-        try:
-            return PipelineRecord.from_dict(json.loads(raw))
-        except (ValueError, TypeError) as exc:
-            raise DeployError(
-                f"the pipeline record of {tag} in the backup store is unreadable: {exc}",
-                untouched="nothing was done",
-                hint=f"remove {self._record_file(tag)} from the store to start {tag} afresh",
-            ) from None
-
-    def save(self, record: PipelineRecord) -> None:
-        self.store.write(self._record_file(record.tag), _dump(record))
-
-    def save_evidence(self, tag: str, step: str, data: Any) -> None:
-        """A check's result in the form of its `--json` output, as the report reads it."""
-        self.store.ensure_dir(self.evidence_dir(tag))
-        self.store.write(
-            f"{self.evidence_dir(tag)}/{step}.json", _dump({"ok": True, "result": data})
-        )
-
-    def evidence(self, tag: str) -> dict[str, bytes]:
-        directory = self.evidence_dir(tag)
-        if not self.store.exists(directory):
-            return {}
-        found = {}
-        for name in self.store.list_files(directory, ".json"):
-            raw = self.store.read(f"{directory}/{name}")
-            if raw is not None:
-                found[name] = raw
-        return found
-
-    def clear_evidence(self, tag: str, steps: set[str]) -> None:
-        self.store.remove(*(f"{self.evidence_dir(tag)}/{s}.json" for s in sorted(steps)))
-
-
-# -- the run -----------------------------------------------------------------------------------
-
-
 def run(
     ctx: StepContext,
     *,
@@ -204,6 +139,7 @@ def run(
     monitor_s: float = 0.0,
     monitor_interval_s: float | None = None,
     outside_window: str | None = None,
+    steps: PipelineSteps | None = None,
 ) -> PipelineResult:
     """Run the runbook for release `tag`, or continue an earlier run of it.
 
@@ -218,17 +154,19 @@ def run(
     :param monitor_interval_s: seconds between monitor samples (default: [checks.monitor]).
     :param outside_window: the reason to go on outside the environments' deploy windows
         (recorded in their release records); without it OutsideWindow is raised first.
+    :param steps: the step functions to call (default: the real ones).
     :returns: the record and the runbook report; `error` is set when a step failed (the
         record then says which, and what was rolled back).
     :raises LockHeld: another pipeline runs (nothing was done).
     """
+    steps = PipelineSteps() if steps is None else steps
     version = release_step.parse_tag(tag)
-    gate = pipeline.approval_gate()
+    gate = runbook.approval_gate()
     production = str(gate.environment)
     ctx.config.environment(production)  # an unknown environment is a usage error, now
     # Every environment's window is checked before anything runs: refused half-way, by
     # production's window, the pipeline would leave staging ahead of production for nothing.
-    for name in dict.fromkeys(s.environment for s in pipeline.STEPS if s.environment):
+    for name in dict.fromkeys(s.environment for s in runbook.STEPS if s.environment):
         check_window(
             ctx.config,
             name,
@@ -236,12 +174,12 @@ def run(
             outside_window=outside_window,
             operation="pipeline run",
         )
-    with open_environment(ctx, production) as session:
-        log = PipelineLog(session.store, production)
+    with steps.open_environment(ctx, production) as session:
+        log = PipelineStore(session.store, production)
         lock = _acquire(log, ctx)
         try:
             record = log.load(tag)
-            commit = release_step.tag_commit(release_step.repository_root(repo), tag)
+            commit = steps.tag_commit(repo, tag)
             if record is not None and record.revision not in (None, commit):
                 # The tag now names another commit (moved, or another repository): a new
                 # release, whatever was done for the old one.
@@ -250,25 +188,26 @@ def run(
                     f"{commit[:12]}: starting again"
                 )
                 record = _fresh(tag, str(version), repo, attempt=record.attempt + 1)
-                log.clear_evidence(tag, {s.name for s in pipeline.STEPS})
+                log.clear_evidence(tag, {s.name for s in runbook.STEPS})
             elif record is not None and record.status == "succeeded":
-                if _serving(session, record):
+                if _serving(steps, session.target, record):
                     ctx.progress(
                         f"{tag} already went through the pipeline ({record.finished}): "
                         f"{production} runs {record.image_ref or record.image}; nothing to do"
                     )
-                    markdown, document = _report(ctx, log, record)
+                    markdown, document = _report(ctx, steps, log, record)
                     return PipelineResult(record, markdown, document, already_done=True)
                 ctx.progress(
                     f"{tag} went through the pipeline before, but {production} no longer runs "
                     "it: running it again"
                 )
                 record = _fresh(tag, str(version), repo, attempt=record.attempt + 1)
-                log.clear_evidence(tag, {s.name for s in pipeline.STEPS})
+                log.clear_evidence(tag, {s.name for s in runbook.STEPS})
             elif record is None:
                 record = _fresh(tag, str(version), repo)
             walker = _Walker(
                 ctx,
+                steps=steps,
                 log=log,
                 lock=lock,
                 record=record,
@@ -280,13 +219,13 @@ def run(
                 outside_window=outside_window,
             )
             resumed_from, error = walker.walk()
-            markdown, document = _report(ctx, log, record)
+            markdown, document = _report(ctx, steps, log, record)
             return PipelineResult(record, markdown, document, resumed_from, error=error)
         finally:
             log.release(lock)
 
 
-def _acquire(log: PipelineLog, ctx: StepContext) -> LockInfo:
+def _acquire(log: PipelineStore, ctx: StepContext) -> LockInfo:
     try:
         return log.acquire("pipeline", ttl_s=ctx.config.deploy.lock_ttl_s)
     except LockHeld as error:
@@ -298,7 +237,7 @@ def _acquire(log: PipelineLog, ctx: StepContext) -> LockInfo:
         error.untouched = "nothing was done; the running pipeline goes on"
         error.hint = (
             "wait for it to finish; if its process is gone from another host, remove "
-            f"{log.environment}/pipelines/lock.json from the backup store once it is older than "
+            f"{log.lock_file} from the backup store once it is older than "
             f"{ctx.config.deploy.lock_ttl_s} s"
         )
         raise
@@ -312,26 +251,27 @@ def _fresh(tag: str, version: str, repo: Path, *, attempt: int = 1) -> PipelineR
         who=who(),
         started=utc_now(),
         attempt=attempt,
-        steps=[StepRun(s.name) for s in pipeline.STEPS],
+        steps=[StepRun(s.name) for s in runbook.STEPS],
     )
 
 
-def _serving(session: EnvSession, record: PipelineRecord) -> bool:
+def _serving(steps: PipelineSteps, target: Target, record: PipelineRecord) -> bool:
     """Whether the environment runs the record's image, healthy."""
-    running = deploy_step.running_app(session.target)
+    running = steps.running_app(target)
     if running is None or not running.healthy or not record.image:
         return False
     return record.image in (running.image_id, running.image)
 
 
 class _Walker:
-    """Walks pipeline.STEPS for one record, saving it after every change."""
+    """Walks runbook.STEPS for one record, saving it after every change."""
 
     def __init__(
         self,
         ctx: StepContext,
         *,
-        log: PipelineLog,
+        steps: PipelineSteps,
+        log: PipelineStore,
         lock: LockInfo,
         record: PipelineRecord,
         repo: Path,
@@ -342,6 +282,7 @@ class _Walker:
         outside_window: str | None = None,
     ) -> None:
         self.ctx = ctx
+        self.steps = steps
         self.outside_window = outside_window
         self.log = log
         self.lock = lock
@@ -363,14 +304,14 @@ class _Walker:
         record.runs += 1
         if record.status == "rolled-back":
             # The rollback undid the production steps: they, and the approval, start again.
-            for step in pipeline.after(pipeline.approval_gate().name):
+            for step in runbook.after(runbook.approval_gate().name):
                 record.step(step.name).status = PENDING
-            record.step(pipeline.approval_gate().name).status = PENDING
-            record.steps = [s for s in record.steps if s.name != pipeline.ROLLBACK.name]
+            record.step(runbook.approval_gate().name).status = PENDING
+            record.steps = [s for s in record.steps if s.name != runbook.ROLLBACK.name]
             record.approved_by = None
             record.notes.append(f"run {record.runs}: the production steps start again")
         first = next(
-            (s for s in pipeline.STEPS if record.step(s.name).status not in (PASSED, SKIPPED)),
+            (s for s in runbook.STEPS if record.step(s.name).status not in (PASSED, SKIPPED)),
             None,
         )
         resumed_from = first.name if record.runs > 1 and first is not None else None
@@ -378,8 +319,8 @@ class _Walker:
             self.ctx.progress(f"continuing the pipeline of {record.tag} at {resumed_from}")
         record.status, record.error, record.finished = "running", None, None
         self.save()
-        total = len(pipeline.STEPS)
-        for index, step in enumerate(pipeline.STEPS, start=1):
+        total = len(runbook.STEPS)
+        for index, step in enumerate(runbook.STEPS, start=1):
             done = record.step(step.name)
             label = f"[{index}/{total}] {step.name}"
             if done.status in (PASSED, SKIPPED):
@@ -405,7 +346,7 @@ class _Walker:
         )
         return resumed_from, None
 
-    def _run_step(self, step: pipeline.Step, done: StepRun, label: str) -> None:
+    def _run_step(self, step: runbook.Step, done: StepRun, label: str) -> None:
         self.ctx.progress(f"{label}: {step.title}")
         done.status, done.started, done.detail, done.seconds = RUNNING, utc_now(), "", None
         self.save()
@@ -418,7 +359,7 @@ class _Walker:
         self.save()
         self.ctx.progress(f"{label}: {status} in {done.seconds:.1f} s, {detail}")
 
-    def _failed(self, step: pipeline.Step, done: StepRun, error: DeployError) -> DeployError:
+    def _failed(self, step: runbook.Step, done: StepRun, error: DeployError) -> DeployError:
         record = self.record
         done.status, done.detail = FAILED, error.one_line()
         record.error = f"{step.name}: {error.message}"
@@ -436,7 +377,7 @@ class _Walker:
         record.finished = utc_now()
         self.save()
         self.ctx.progress(f"{step.name}: {done.status}: {error.message}")
-        if step.name in pipeline.ROLLBACK_WHEN_FAILED:
+        if step.name in runbook.ROLLBACK_WHEN_FAILED:
             self._roll_back(error)
         error.facts.setdefault("pipeline_step", step.name)
         return error
@@ -444,14 +385,14 @@ class _Walker:
     def _roll_back(self, error: DeployError) -> None:
         """As the workflow does when production's verification fails."""
         record = self.record
-        back = record.step(pipeline.ROLLBACK.name)
-        label = f"[rollback] {pipeline.ROLLBACK.name}"
-        self.ctx.progress(f"{label}: {pipeline.ROLLBACK.title}")
+        back = record.step(runbook.ROLLBACK.name)
+        label = f"[rollback] {runbook.ROLLBACK.name}"
+        self.ctx.progress(f"{label}: {runbook.ROLLBACK.title}")
         back.status, back.started = RUNNING, utc_now()
         self.save()
         started = time.monotonic()
         try:
-            rolled = rollback_step.run(
+            rolled = self.steps.rollback(
                 self.ctx, environment=self.production, confirm=None, reason="verification failed"
             )
         except DeployError as again:
@@ -475,13 +416,13 @@ class _Walker:
         error.hint = "read the failed checks above and the release's logs; fix it and tag again"
 
     # -- the steps -----------------------------------------------------------------------------
-    def _handler(self, step: pipeline.Step) -> Callable[[], tuple[str, str]]:
+    def _handler(self, step: runbook.Step) -> Callable[[], tuple[str, str]]:
         handlers: dict[str, Callable[[], tuple[str, str]]] = {
             "verify-release": self._verify_release,
             "build-image": self._build_image,
-            "deploy-staging": lambda: self._deploy(pipeline.STAGING),
-            "smoke-staging": lambda: self._suite(step, pipeline.STAGING, "smoke"),
-            "validate-staging": lambda: self._suite(step, pipeline.STAGING, "validate"),
+            "deploy-staging": lambda: self._deploy(runbook.STAGING),
+            "smoke-staging": lambda: self._suite(step, runbook.STAGING, "smoke"),
+            "validate-staging": lambda: self._suite(step, runbook.STAGING, "validate"),
             "approve-production": self._approve,
             "backup-production": self._backup,
             "migrate-production": self._migrate,
@@ -489,7 +430,7 @@ class _Walker:
             "verify-production": lambda: self._suite(step, self.production, "verify"),
             "monitor-production": lambda: self._monitor(step),
         }
-        if step.name not in handlers:  # a step pipeline.py gained that this runner lacks
+        if step.name not in handlers:  # a step runbook.py gained that this walker lacks
             raise UsageError(
                 f"pipeline run does not know how to run step {step.name}",
                 untouched="the steps before it ran; nothing after it",
@@ -498,8 +439,8 @@ class _Walker:
 
     def _verify_release(self) -> tuple[str, str]:
         # Staging's rules here (a pre-release may go to staging); production's at the gate.
-        report = release_step.run(
-            self.ctx, tag=self.record.tag, repo=self.repo, target_env=pipeline.STAGING
+        report = self.steps.verify_release(
+            self.ctx, tag=self.record.tag, repo=self.repo, target_env=runbook.STAGING
         )
         self.log.save_evidence(self.record.tag, "verify-release", jsonable(report))
         report.raise_if_failed()
@@ -511,8 +452,8 @@ class _Walker:
         )
 
     def _build_image(self) -> tuple[str, str]:
-        built = image_step.build(
-            self.ctx, tag=self.record.tag, repo=self.repo, environment=pipeline.STAGING
+        built = self.steps.build_image(
+            self.ctx, tag=self.record.tag, repo=self.repo, environment=runbook.STAGING
         )
         # The ID (a digest of the image's configuration) names exactly this build on the
         # engine; a tag could be moved by the next build.
@@ -532,7 +473,7 @@ class _Walker:
 
     def _deploy(self, environment: str) -> tuple[str, str]:
         try:
-            result = deploy_step.run(
+            result = self.steps.deploy(
                 self.ctx,
                 environment=environment,
                 image=self._image(),
@@ -549,28 +490,17 @@ class _Walker:
                 self.record.backup_id = self.record.backup_id or result.record.backup_id
         return PASSED, result.message
 
-    def _suite(self, step: pipeline.Step, environment: str, suite: str) -> tuple[str, str]:
-        report = checks_step.run(self.ctx, environment=environment, suite=suite)
+    def _suite(self, step: runbook.Step, environment: str, suite: str) -> tuple[str, str]:
+        report = self.steps.check_suite(self.ctx, environment=environment, suite=suite)
         self.log.save_evidence(self.record.tag, step.name, jsonable(report))
-        if not report.results:
-            raise CheckFailed(
-                f"{suite} on {environment}: no checks are configured for this suite",
-                untouched=_untouched(step),
-                hint=f'add checks with suites = [..., "{suite}"] under [checks] in deploy.toml',
-            )
-        failed = [r for r in report.results if r.verdict is not Verdict.PASS]
-        if failed:
-            raise CheckFailed(
-                f"{suite} on {environment}: {len(failed)} of {len(report.results)} checks "
-                "did not pass: "
-                + "; ".join(
-                    f"{r.name} ({r.verdict.value}: {r.detail or r.measured})" for r in failed[:5]
-                ),
-                untouched=_untouched(step),
-                hint="read the failing checks; fix the release and tag again",
-                facts={"report": jsonable(report)},
-            )
-        return PASSED, f"{len(report.results)} checks passed"
+        try:
+            # The suite's own rule, as `deploytools smoke|validate|verify` applies it.
+            report.raise_if_failed()
+        except CheckFailed as error:
+            error.untouched = _untouched(step)
+            error.hint = "read the failing checks; fix the release and tag again"
+            raise
+        return PASSED, f"{len(report.results)} checks passed; {report.recorded}"
 
     def _approve(self) -> tuple[str, str]:
         config = self.ctx.config
@@ -623,56 +553,51 @@ class _Walker:
         return PASSED, f"approved by {self.record.approved_by}; {tag_rule.reason}"
 
     def _backup(self) -> tuple[str, str]:
-        manifest = backup_step.create(self.ctx, environment=self.production, reason="pre-deploy")
-        backup_step.verify(self.ctx, environment=self.production, backup_id=manifest.id)
+        done = self.steps.backup(self.ctx, environment=self.production, reason="pre-deploy")
+        manifest = done.manifest
         self.record.backup_id = manifest.id
+        pruned = f"; {len(done.pruned)} old backups pruned" if done.pruned else ""
         return PASSED, (
             f"{manifest.id} verified: {manifest.total_rows} rows in "
-            f"{len(manifest.row_counts)} tables, revision {manifest.revision or 'none'}"
+            f"{len(manifest.row_counts)} tables, revision {manifest.revision or 'none'}{pruned}"
         )
 
     def _migrate(self) -> tuple[str, str]:
         try:
-            result = migrate_step.run(
+            result = self.steps.migrate(
                 self.ctx,
                 environment=self.production,
                 image=self._image(),
                 outside_window=self.outside_window,
             )
         finally:
-            newest = _newest(self.log, "migrate")
+            newest = self.log.newest_release("migrate")
             if newest is not None and newest.image == self.record.image:
                 self.record.releases["migrate"] = newest.id
         return PASSED, (
             f"revision {result.revision_before or 'none'} -> {result.revision_after or 'none'}"
         )
 
-    def _monitor(self, step: pipeline.Step) -> tuple[str, str]:
+    def _monitor(self, step: runbook.Step) -> tuple[str, str]:
         if self.monitor_s <= 0:
             return SKIPPED, "not asked for (--monitor 0); run `deploytools monitor` to watch"
         interval = self.monitor_interval_s
         if interval is None:
             interval = min(self.ctx.config.checks.monitor.interval_s, max(1.0, self.monitor_s / 5))
-
-        def roll_back(ctx: StepContext, environment: str, reason: str) -> object:
-            return rollback_step.run(ctx, environment=environment, confirm=None, reason=reason)
-
-        report = monitor_step.run(
+        report = self.steps.monitor(
             self.ctx,
             environment=self.production,
             duration_s=self.monitor_s,
             interval_s=interval,
             rollback_on_breach=True,
-            rollback=roll_back,
         )
         self.log.save_evidence(self.record.tag, step.name, jsonable(report))
-        if report.breaches:
-            raise CheckFailed(
-                f"monitor on {self.production}: " + "; ".join(report.breaches),
-                untouched="rolled back automatically" if report.rolled_back else None,
-                hint="read the breached rules; fix the release and tag again",
-                facts={"rolled_back": report.rolled_back},
-            )
+        try:
+            # The watch's own rule, as `deploytools monitor` applies it.
+            report.raise_if_failed()
+        except CheckFailed as error:
+            error.hint = "read the breached rules; fix the release and tag again"
+            raise
         return PASSED, f"{report.samples} samples over {self.monitor_s:g} s, no breach"
 
 
@@ -680,22 +605,17 @@ def _declined(error: DeployError) -> bool:
     return bool(error.facts.get("declined"))
 
 
-def _untouched(step: pipeline.Step) -> str:
+def _untouched(step: runbook.Step) -> str:
     if step.production:
         return "the release stays deployed in production"
     return "production was not touched; staging runs the release"
-
-
-def _newest(log: PipelineLog, kind: str) -> ReleaseRecord | None:
-    records = [r for r in log.releases() if r.kind == kind]
-    return records[-1] if records else None
 
 
 # -- the report --------------------------------------------------------------------------------
 
 
 def _report(
-    ctx: StepContext, log: PipelineLog, record: PipelineRecord
+    ctx: StepContext, steps: PipelineSteps, log: PipelineStore, record: PipelineRecord
 ) -> tuple[str | None, dict[str, Any] | None]:
     """The runbook document of the release (report.py) with the pipeline's steps before it.
 
@@ -705,7 +625,7 @@ def _report(
     for key, environment in (
         (log.environment, log.environment),
         ("migrate", log.environment),
-        (pipeline.STAGING, pipeline.STAGING),
+        (runbook.STAGING, runbook.STAGING),
     ):
         if key in record.releases:
             where = (environment, record.releases[key])
@@ -717,7 +637,7 @@ def _report(
         with tempfile.TemporaryDirectory(prefix="deploytools-pipeline-") as tmp:
             for name, raw in log.evidence(record.tag).items():
                 (Path(tmp) / name).write_bytes(raw)
-            document = report_step.gather(
+            document = steps.report(
                 ctx, environment=where[0], release_id=where[1], results=[Path(tmp)]
             )
     except DeployError as error:
@@ -725,40 +645,3 @@ def _report(
         return summary, None
     markdown = summary + "\n" + report_step.render_markdown(document)
     return markdown, report_step.to_json(document)
-
-
-_MARK = {PASSED: "✅", FAILED: "❌", PENDING: "⏸️", RUNNING: "⏳", SKIPPED: "⏭️"}
-
-
-def render_summary(record: PipelineRecord) -> str:
-    """The pipeline's own account, as Markdown: each step's status, time and detail."""
-    lines = [
-        f"# Pipeline {record.tag}: {record.status}",
-        "",
-        f"- Image: `{record.image_ref or 'not built'}` pinned as `{record.image or '-'}`",
-        f"- Commit: `{record.revision or '-'}`; started {record.started} by {record.who}; "
-        f"run {record.runs} of attempt {record.attempt}",
-        f"- Approval: {record.approved_by or 'not given'}",
-    ]
-    if record.error:
-        lines.append(f"- Stopped at {record.error}")
-    lines += ["", "| step | status | time | detail |", "|---|---|---|---|"]
-    steps = [*pipeline.STEPS, pipeline.ROLLBACK]
-    for step in steps:
-        run = record.find(step.name) or StepRun(step.name)
-        if step is pipeline.ROLLBACK and run.status == PENDING:
-            continue
-        seconds = f"{run.seconds:.1f} s" if run.seconds is not None else "-"
-        detail = run.detail.replace("|", "\\|").replace("\n", " ")[:300]
-        lines.append(
-            f"| {step.name} | {_MARK.get(run.status, '')} {run.status} | {seconds} | {detail} |"
-        )
-    lines.append(f"\nTotal step time: {record.seconds:.1f} s\n")
-    return "\n".join(lines)
-
-
-# -- JSON ----------------------------------------------------------------------------------------
-
-
-def _dump(value: Any) -> bytes:
-    return json.dumps(jsonable(value), indent=2, sort_keys=True, default=str).encode() + b"\n"

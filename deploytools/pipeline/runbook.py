@@ -8,7 +8,7 @@ Each `Step` is one job of `.github/workflows/release.yml` and one `deploytools` 
 written as a template whose `{placeholders}` are filled from what earlier steps handed over
 (`{tag}`, `{version}` and `{revision}` from the pushed tag, `{image}` =
 `repository@sha256:...` from the build). Nothing here
-runs anything: `pipeline run` (a later issue) walks `STEPS`, and the workflow contract test holds
+runs anything: `pipeline run` (walker.py) walks `STEPS`, and the workflow contract test holds
 the workflows to them (same jobs, same order, same commands, same environments, one approval).
 """
 

