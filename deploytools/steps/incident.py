@@ -25,6 +25,7 @@ from deploytools.config import Config
 from deploytools.context import StepContext
 from deploytools.engine.errors import EngineAPIError
 from deploytools.errors import UsageError
+from deploytools.session import open_environment
 from deploytools.steps import report as report_step
 
 #: App log lines kept in the report (the newest).
@@ -420,8 +421,6 @@ def gather(
     results: Sequence[Path] = (),
 ) -> IncidentReport:
     """The incident report of `environment`, read from its history (and its engine's logs)."""
-    from deploytools.session import open_environment
-
     config = ctx.config
     config.environment(environment)
     files: list[Path] = []
