@@ -36,6 +36,7 @@ from deploytools.errors import (
     ExternalCommandFailed,
 )
 
+# For the static check at the end of the module only (mypy: Target implements Platform).
 if TYPE_CHECKING:
     from deploytools.platforms import Platform
 

@@ -22,6 +22,7 @@ from deploytools.engine.client import ONEOFF_LABEL, PROJECT_LABEL, Container, En
 from deploytools.engine.errors import EngineError, ImageNotFound
 from deploytools.errors import DeadlineExceeded, EnvironmentUnreachable
 
+# For annotations only: the check is handed a target, it never opens one.
 if TYPE_CHECKING:
     from deploytools.target import Target
 

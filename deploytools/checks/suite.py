@@ -39,6 +39,7 @@ from deploytools.config import (
     UserFlow,
 )
 
+# For annotations only: the suite is handed containers and a target, it never opens them.
 if TYPE_CHECKING:
     from deploytools.engine.client import Container
     from deploytools.target import Target

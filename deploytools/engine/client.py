@@ -258,6 +258,7 @@ class Engine:
         mounts: list[Any] = []
         for mount in spec.mounts:
             if mount.kind == "bind":
+                # The SDK loads when an engine is used, not when deploytools is imported.
                 import docker.types
 
                 mounts.append(

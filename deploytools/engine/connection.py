@@ -100,6 +100,7 @@ def connect(docker_host: str = "", *, timeout: float = CONNECT_TIMEOUT_S) -> Eng
             )
 
     def make_client() -> Any:
+        # The SDK loads here, when a client is made: `deploytools --help` never pays for it.
         import docker
 
         if host:

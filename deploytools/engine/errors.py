@@ -35,6 +35,7 @@ class ImageNotFound(NotFound):
 @contextlib.contextmanager
 def translated() -> Iterator[None]:
     """Turn the SDK's and its HTTP transport's exceptions raised in the block into ours."""
+    # Loaded by the engine's first call already; deferred so importing this module is free.
     import docker.errors
     import requests.exceptions
 
