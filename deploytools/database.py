@@ -150,8 +150,24 @@ class Database:
     def dump(self, *, snapshot: str | None = None) -> tuple[Iterator[bytes], Any]:
         """pg_dump's custom-format output, streamed; call the second item afterwards for the
         exit code."""
-        argv = pg.pg_dump(self.user, self.name, snapshot=snapshot)
+        argv = pg.pg_dump(self.user, self.name, snapshot=snapshot, compress=pg.DUMP_COMPRESSION)
         return exec_stream(self.client, self.container.id, argv)
+
+    def dump_and_restore(
+        self, scratch: str, *, snapshot: str | None = None
+    ) -> tuple[Iterator[bytes], Any]:
+        """Like `dump`, and the same stream is restored into the (empty) database `scratch` as
+        it is written. The second item, called once the chunks are consumed, gives the exit code
+        (pg.DUMP_FAILED, pg.RESTORE_FAILED, pg.STREAM_CUT) once both sides ended."""
+        argv = pg.dump_and_restore(self.user, self.name, scratch, snapshot=snapshot)
+        return exec_stream(self.client, self.container.id, argv)
+
+    def reachable(self) -> bool:
+        """Whether the server answers a query now (to tell a bad archive from a dead server)."""
+        try:
+            return self.query("SELECT 1", database="postgres").strip() == "1"
+        except (ExternalCommandFailed, EnvironmentUnreachable):
+            return False
 
     def create_database(self, name: str) -> None:
         self.query(pg.drop_database_sql(name), database="postgres")
@@ -159,6 +175,14 @@ class Database:
 
     def drop_database(self, name: str) -> None:
         self.query(pg.drop_database_sql(name), database="postgres")
+
+    def drop_unused(self, prefix: str) -> list[str]:
+        """Drop the databases named `prefix`... that no session uses (scratch databases left
+        by a run that lost its server midway); their names."""
+        names = self.query(pg.unused_databases_sql(prefix), database="postgres").split()
+        for name in names:
+            self.drop_database(name)
+        return names
 
     def restore_into(self, database: str, chunks: Iterable[bytes]) -> None:
         """pg_restore of a custom-format archive streamed from `chunks` into `database`."""

@@ -13,11 +13,12 @@ become "***").
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -26,13 +27,15 @@ import click
 
 from deploytools import __version__
 from deploytools.config import DEFAULT_CONFIG_FILE, Config, load_config
-from deploytools.context import StepContext
 from deploytools.errors import DeployError, ExitCode
 from deploytools.jsonable import jsonable
 from deploytools.redaction import redact, redact_text, secret_names, secret_values
 from deploytools.visible import visible
 
+# For annotations only: imported at the top, they would load the steps and the engine for
+# `deploytools --help` (start-up time; see COMMANDS).
 if TYPE_CHECKING:
+    from deploytools.context import StepContext
     from deploytools.pipeline.walker import PipelineSteps
 
 
@@ -61,6 +64,9 @@ class AppState:
         return self._config
 
     def context(self) -> StepContext:
+        # Imported here: the context brings the engine, which `--help` never needs (start-up).
+        from deploytools.context import StepContext
+
         return StepContext(config=self.config(), progress=self.progress)
 
     def progress(self, message: str) -> None:
@@ -77,19 +83,24 @@ def _secrets(state: AppState | None) -> tuple[str, ...]:
     return state.secrets() if state is not None else secret_values(os.environ)
 
 
-def _finite(value: Any) -> Any:
-    """JSON has no NaN or Infinity: such a number (a statistic of no samples) becomes null."""
+def _plain(value: Any) -> Any:
+    """JSON's own values only. NaN and Infinity (a statistic of no samples) become null; what
+    JSON cannot hold (a datetime, bytes in an error's facts) becomes its text, so that --json
+    still prints its one object."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return str(value)
 
 
 def _json_document(document: dict[str, Any], secrets: Sequence[str]) -> str:
-    safe = _finite(redact(jsonable(document), secrets))
+    # Plain first, then masked: a secret inside bytes or an exception is masked as text too.
+    safe = redact(_plain(jsonable(document)), secrets)
     return json.dumps(safe, indent=2, sort_keys=True, allow_nan=False)
 
 
@@ -168,9 +179,167 @@ def _report_usage_json(error: click.ClickException) -> None:
 
 _JSON_META = "deploytools.json"
 
+#: Every command of the group: the module that defines it, and its summary as
+#: `deploytools --help` lists it (the first sentence of its docstring). A command's module is
+#: imported when that command runs or shows its help, never all of them for `deploytools
+#: --help` (start-up time: they bring the steps, the engine and their libraries).
+#: tests/unit/test_cold_start.py fails when a summary differs from the command's own, or a
+#: command module is missing here.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "backup": (
+        "deploytools.cli.backup_cmd",
+        "Back up, verify and restore an environment's database (runbook step 4).",
+    ),
+    "config": ("deploytools.cli.config_cmd", "Inspect the configuration (deploy.toml)."),
+    "deploy": (
+        "deploytools.cli.deploy_cmd",
+        "Deploy IMAGE: lock, verified backup, stop, migrate, start, wait healthy, record.",
+    ),
+    "history": (
+        "deploytools.cli.deploy_cmd",
+        "The environment's releases (deploys, rollbacks, migrations), newest first, with the "
+        "backups and the lock.",
+    ),
+    "image": (
+        "deploytools.cli.image_cmd",
+        "The release's image: built once from the tag, verified before each deploy.",
+    ),
+    "lock": ("deploytools.cli.backup_cmd", "Show or break an environment's deploy lock."),
+    "migrate": (
+        "deploytools.cli.deploy_cmd",
+        "Run IMAGE's migrations in a one-off container on the stack's network.",
+    ),
+    "monitor": (
+        "deploytools.cli.checks_cmd",
+        "Runbook step 7: watch the service's metrics, its containers' CPU and memory, and the "
+        "monitor probes; a breach counts only when it persists (see [checks.monitor]).",
+    ),
+    "notify": (
+        "deploytools.cli.notify_cmd",
+        "Post EVENT (maintenance-window, success, failure, rollback) to the Slack incoming "
+        "webhook and the status page hook whose URLs are in the environment variables "
+        "[notifications] names; with a GitHub token and --release, also set the release's "
+        "GitHub Deployment in the environment (in_progress, success, failure, inactive).",
+    ),
+    "pipeline": (
+        "deploytools.cli.pipeline_cmd",
+        "The whole release runbook in one command (pipeline/runbook.py's steps, in order).",
+    ),
+    "release": (
+        "deploytools.cli.release_cmd",
+        "The release tag: verify it before anything is built or deployed.",
+    ),
+    "report": (
+        "deploytools.cli.report_cmd",
+        "The runbook document of a release with its real values: the verification summary, "
+        "each step's status and duration, the success metrics (target, measured, status), the "
+        "backup, the exact rollback command, and the deployment log.",
+    ),
+    "rollback": (
+        "deploytools.cli.deploy_cmd",
+        "Go back to the previous (or the named) release and wait until it is healthy.",
+    ),
+    "smoke": (
+        "deploytools.cli.checks_cmd",
+        "Runbook step 2: the fast smoke tests (health, database, login, RBAC, a short latency "
+        "test).",
+    ),
+    "status": (
+        "deploytools.cli.status_cmd",
+        "Show what runs in an environment: services, image and digest, version, health, since "
+        "when.",
+    ),
+    "validate": (
+        "deploytools.cli.checks_cmd",
+        "Runbook step 3: all of staging validation: admin workflows, the end-to-end user flow, "
+        "RBAC, error shapes, the latency test, the migration revision, the log scan and, with "
+        "--previous-image, backward compatibility.",
+    ),
+    "verify": (
+        "deploytools.cli.checks_cmd",
+        "Runbook step 6: post-deployment verification: health, database and its migration "
+        "revision, login, RBAC, sample endpoints, p95 latency, and no errors in the logs.",
+    ),
+}
+
+
+class _LazyCommands(MutableMapping[str, click.Command]):
+    """The group's commands, each module imported when one of its commands is first asked for
+    by name; listing them all (iterating) imports them all. Importing a module registers its
+    commands here (`@cli.command` sets an item)."""
+
+    def __init__(self, modules: Mapping[str, str]) -> None:
+        self._modules = dict(modules)
+        self._commands: dict[str, click.Command] = {}
+
+    def _load(self, name: object) -> None:
+        module = self._modules.get(name) if isinstance(name, str) else None
+        if module is not None and name not in self._commands:
+            importlib.import_module(module)
+
+    def loaded(self, name: str) -> bool:
+        return name in self._commands
+
+    def loaded_names(self) -> list[str]:
+        return list(self._commands)
+
+    def __contains__(self, name: object) -> bool:
+        self._load(name)
+        return name in self._commands
+
+    def __getitem__(self, name: str) -> click.Command:
+        self._load(name)
+        return self._commands[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._commands[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._commands[name]
+
+    def __iter__(self) -> Iterator[str]:
+        for name in self._modules:
+            self._load(name)
+        return iter(dict(self._commands))
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
 
 class DeployGroup(click.Group):
-    """A click group that turns library errors into one line and their exit code."""
+    """A click group that turns library errors into one line and their exit code, and loads
+    each command's module only when that command is used (COMMANDS)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands = _LazyCommands({name: module for name, (module, _) in COMMANDS.items()})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        commands = self.commands
+        loaded = commands.loaded_names() if isinstance(commands, _LazyCommands) else commands
+        return sorted(set(COMMANDS) | set(loaded))
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of `deploytools --help`, from COMMANDS for the commands not loaded
+        (as click writes it from each command's docstring)."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            commands = self.commands
+            if isinstance(commands, _LazyCommands) and not commands.loaded(name):
+                # A stand-in command: click shortens its help exactly as it would the real one's.
+                summary = click.Command(name, help=COMMANDS[name][1]).get_short_help_str(limit)
+            else:
+                command = self.get_command(ctx, name)
+                if command is None or command.hidden:
+                    continue
+                summary = command.get_short_help_str(limit)
+            rows.append((name, summary))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def make_context(
         self,

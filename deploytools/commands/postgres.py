@@ -6,6 +6,8 @@ container's own POSTGRES_USER: no port is published and no password travels.
 
 from __future__ import annotations
 
+import shlex
+
 #: The directory of the server's local socket in the official image (and ours).
 SOCKET_DIR = "/var/run/postgresql"
 
@@ -96,8 +98,17 @@ def psql_in_snapshot(user: str, database: str, snapshot: str, sql: str) -> list[
     ]
 
 
-def pg_dump(user: str, database: str, *, snapshot: str | None = None) -> list[str]:
-    """The whole database in custom format on stdout (compressed, restorable table by table)."""
+#: zlib level of our dumps. pg_dump's default (6) spends most of a dump's time compressing; on
+#: the 1 GB benchmark level 1 makes the dump several seconds faster for a file a few percent
+#: larger, and restores decompress it as fast (benchmarks/RESULTS.md, "Verified backups").
+DUMP_COMPRESSION = 1
+
+
+def pg_dump(
+    user: str, database: str, *, snapshot: str | None = None, compress: int | None = None
+) -> list[str]:
+    """The whole database in custom format on stdout (compressed, restorable table by table);
+    `compress`: zlib level 0-9 (None: pg_dump's default)."""
     return [
         "pg_dump",
         "--no-password",
@@ -108,6 +119,7 @@ def pg_dump(user: str, database: str, *, snapshot: str | None = None) -> list[st
         "-d",
         database,
         "--format=custom",
+        *([f"--compress={compress}"] if compress is not None else []),
         *([f"--snapshot={snapshot}"] if snapshot else []),
     ]
 
@@ -138,6 +150,60 @@ def pg_restore(user: str, database: str) -> list[str]:
     ]
 
 
+#: Exit codes of dump_and_restore's script, each naming the side that failed.
+DUMP_FAILED = 10
+RESTORE_FAILED = 11
+STREAM_CUT = 12
+
+#: One pass of a verified backup, run inside the database container: pg_dump's stdout goes to
+#: stdout (deploytools streams it into the store) and, through a FIFO, at the same time into
+#: pg_restore loading the scratch database. tee stops when either side stops reading, so a
+#: failing restore cuts the dump short instead of letting it run on. pg_restore's messages are
+#: held back and printed only when it failed, so the last line of stderr names the failure.
+_DUMP_AND_RESTORE = """\
+work=$(mktemp -d) || exit {cut}
+trap 'rm -rf "$work"' EXIT
+mkfifo "$work/archive" || exit {cut}
+{restore} < "$work/archive" 2> "$work/restore.err" &
+restoring=$!
+{{ {dump}; echo $? > "$work/dump.rc"; }} | tee "$work/archive"
+tee_rc=$?
+wait "$restoring"
+restore_rc=$?
+dump_rc=$(cat "$work/dump.rc" 2>/dev/null || echo 255)
+# 141: pg_dump ended by SIGPIPE, because the other side stopped reading first.
+if [ "$dump_rc" -ne 0 ] && [ "$dump_rc" -ne 141 ]; then exit {dump_failed}; fi
+if [ "$restore_rc" -ne 0 ]; then cat "$work/restore.err" >&2; exit {restore_failed}; fi
+if [ "$dump_rc" -ne 0 ] || [ "$tee_rc" -ne 0 ]; then
+    echo "the dump stream was cut (pg_dump exit $dump_rc, tee exit $tee_rc)" >&2
+    exit {cut}
+fi
+"""
+
+
+def dump_and_restore(
+    user: str,
+    database: str,
+    scratch: str,
+    *,
+    snapshot: str | None = None,
+    compress: int | None = DUMP_COMPRESSION,
+) -> list[str]:
+    """`pg_dump` of `database` to stdout and, from the same stream, `pg_restore` into the
+    (created, empty) database `scratch`: one pass for a dump and its test restore.
+
+    Exits 0 when both succeeded; DUMP_FAILED when pg_dump failed; RESTORE_FAILED when pg_restore
+    did (its error last on stderr); STREAM_CUT when the stream to either side broke."""
+    script = _DUMP_AND_RESTORE.format(
+        dump=shlex.join(pg_dump(user, database, snapshot=snapshot, compress=compress)),
+        restore=shlex.join(pg_restore(user, scratch)),
+        cut=STREAM_CUT,
+        dump_failed=DUMP_FAILED,
+        restore_failed=RESTORE_FAILED,
+    )
+    return ["sh", "-c", script]
+
+
 def create_database_sql(name: str) -> str:
     return f"CREATE DATABASE {quote_ident(name)}"
 
@@ -149,6 +215,16 @@ def drop_database_sql(name: str) -> str:
 
 def rename_database_sql(old: str, new: str) -> str:
     return f"ALTER DATABASE {quote_ident(old)} RENAME TO {quote_ident(new)}"
+
+
+def unused_databases_sql(prefix: str) -> str:
+    """Names of the databases starting with `prefix` that no session is connected to."""
+    return (
+        "SELECT datname FROM pg_database d WHERE starts_with(datname, "  # noqa: S608 - quoted
+        + quote_literal(prefix)
+        + ") AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname) "
+        "ORDER BY 1"
+    )
 
 
 def terminate_sessions_sql(database: str) -> str:

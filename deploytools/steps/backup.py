@@ -8,6 +8,7 @@ test restore into a scratch database has the manifest's row counts.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import secrets
 import time
@@ -21,6 +22,7 @@ from deploytools.context import StepContext
 from deploytools.database import Database
 from deploytools.errors import CheckFailed, DeployError, ExternalCommandFailed, UsageError
 from deploytools.session import EnvSession, open_environment
+from deploytools.store.files import ExecResult
 from deploytools.store.records import BackupManifest, Verification, utc_now
 from deploytools.target import VERSION_LABEL, Target
 from deploytools.volumes import restore as restore_volumes
@@ -67,37 +69,51 @@ def run(
     ctx: StepContext, *, environment: str, reason: str = "manual", verify: bool = True
 ) -> BackupRun:
     """Runbook step 4, as `deploytools backup create` and `pipeline run` both run it: take a
-    backup, verify it, and only then apply retention ([backups] retention), so that a new
-    backup never pushes out an old one before it is known to restore.
+    backup, verify it (in the same pass, see `create_in`), and only then apply retention
+    ([backups] retention), so that a new backup never pushes out an old one before it is known
+    to restore.
 
     :param ctx: the step context.
     :param environment: the environment's name in deploy.toml.
     :param reason: why it was taken (manual, pre-deploy), kept in the manifest.
     :param verify: verify it (and then prune); False takes the backup only.
-    :raises CheckFailed: the backup failed its verification (recorded; nothing was pruned).
+    :raises CheckFailed: the backup failed its verification (nothing was kept or pruned).
     """
     with open_environment(ctx, environment) as session:
-        manifest = create_in(session, reason=reason)
+        manifest = create_in(session, reason=reason, verify=verify)
         if not verify:
             return BackupRun(manifest, None)
-        verification = verify_in(session, manifest.id)
+        verification = session.history.verification(manifest.id)
         pruned = prune_in(session, keep=ctx.config.backups.retention)
     return BackupRun(manifest, verification, tuple(pruned))
 
 
-def create(ctx: StepContext, *, environment: str, reason: str = "manual") -> BackupManifest:
+def create(
+    ctx: StepContext, *, environment: str, reason: str = "manual", verify: bool = False
+) -> BackupManifest:
     """Take a backup of `environment`'s database into its store.
 
     :param ctx: the step context.
     :param environment: the environment's name in deploy.toml.
     :param reason: why it was taken (manual, pre-deploy, pre-restore), kept in the manifest.
+    :param verify: verify it while it is taken (see `create_in`); CheckFailed when it fails.
     """
     with open_environment(ctx, environment) as session:
-        return create_in(session, reason=reason)
+        return create_in(session, reason=reason, verify=verify)
 
 
-def create_in(session: EnvSession, *, reason: str = "manual") -> BackupManifest:
-    """`create` within an open environment (a deploy calls it under its lock)."""
+def create_in(
+    session: EnvSession, *, reason: str = "manual", verify: bool = False
+) -> BackupManifest:
+    """`create` within an open environment (a deploy calls it under its lock).
+
+    With `verify`, the dump is verified in the same pass: the stream pg_dump writes goes into
+    the store (its sha256 computed on the way) and, at the same time, into pg_restore loading a
+    scratch database; once both ended, the scratch database must have the row counts of the
+    dump's snapshot, and the stored file must be the size streamed and read by
+    `pg_restore --list`. Only then are the manifest and a passed verification written: a
+    backup that fails any of it is not kept (its file and the scratch database are removed).
+    """
     db = Database.of(session.target)
     history = session.history
     size = db.size_bytes()
@@ -111,11 +127,17 @@ def create_in(session: EnvSession, *, reason: str = "manual") -> BackupManifest:
             facts={"free_bytes": free, "database_bytes": size},
         )
     backup_id = history.new_backup_id()
-    session.progress(f"backup {backup_id}: dumping {db.name} ({_mb(size)} on disk)")
+    verifying = " and test-restoring" if verify else ""
+    session.progress(f"backup {backup_id}: dumping{verifying} {db.name} ({_mb(size)} on disk)")
     current = history.current_release()
     app = _app_image(session.target)
     started = time.monotonic()
     next_report = PROGRESS_EVERY
+    scratch = f"{db.name}{VERIFY_SCRATCH}{secrets.token_hex(3)}" if verify else None
+    if scratch is not None:
+        _drop_left_scratch(session, db)
+    path = history.backup_file(backup_id)
+    kept = False
 
     def on_bytes(done: int) -> None:
         nonlocal next_report
@@ -127,36 +149,51 @@ def create_in(session: EnvSession, *, reason: str = "manual") -> BackupManifest:
         with db.snapshot() as snapshot:
             revision = db.revision()
             counts = db.row_counts(snapshot=snapshot)
-            chunks, dump_result = db.dump(snapshot=snapshot)
-            path = history.backup_file(backup_id)
+            if scratch is not None:
+                db.create_database(scratch)
+                chunks, dump_result = db.dump_and_restore(scratch, snapshot=snapshot)
+            else:
+                chunks, dump_result = db.dump(snapshot=snapshot)
 
             def checked() -> Iterator[bytes]:
                 yield from chunks
-                # The stream ended: pg_dump's exit code decides whether it ended complete, before
-                # the store renames the file to its real name.
+                # The stream ended: the exit code decides whether it ended complete (and the
+                # test restore with it), before the store renames the file to its real name.
                 result = dump_result()
                 if result.exit_code != 0:
-                    raise ExternalCommandFailed(
-                        f"pg_dump failed in {db.container.name} (exit {result.exit_code}): "
-                        f"{result.error_line()}",
-                        untouched="no backup was kept (the partial file was removed)",
-                        hint="check the database container's logs and retry",
-                    )
+                    raise _dump_failure(db, result, verified=scratch is not None)
+                if scratch is not None:
+                    _check_restored_counts(db, scratch, counts)
 
             streamed = session.store.write_stream(path, checked(), on_bytes=on_bytes)
+        kept = True
+        if scratch is not None:
+            _check_stored(session, backup_id, path, streamed.size)
         volumes = {
             name: snapshot_volume(session, backup_id, name)
             for name in session.ctx.config.backups.volumes
         }
     except DeployError as error:
-        # The database went away, or the engine, mid-dump: say what is left.
+        # The database went away, or the engine, mid-dump; or the dump did not verify.
+        if kept:
+            with contextlib.suppress(DeployError):
+                history.remove_backup(backup_id)
+        left = _drop_scratch(db, scratch)
         error.message = f"the backup of environment {session.target.name} failed: {error.message}"
         error.untouched = (
             error.untouched
-            or "no backup was kept (the partial file was removed); the database was only read"
-        )
+            or (
+                "no backup was kept (the partial file"
+                + (" and the scratch database were" if scratch and not left else " was")
+                + " removed); the database was only read"
+            )
+        ) + left
         error.hint = error.hint or "check that the database runs (`deploytools status`); retry"
         raise
+    except BaseException:
+        _drop_scratch(db, scratch)
+        raise
+    _drop_scratch(db, scratch)
     manifest = BackupManifest(
         id=backup_id,
         environment=session.target.name,
@@ -174,17 +211,117 @@ def create_in(session: EnvSession, *, reason: str = "manual") -> BackupManifest:
         reason=reason,
         volumes=volumes,
     )
+    if scratch is not None:
+        try:
+            verify_volumes(session, manifest)  # sha256 and tar listing of each volume archive
+        except CheckFailed as error:
+            with contextlib.suppress(DeployError):
+                history.remove_backup(backup_id)
+            error.message = (
+                f"the backup of environment {session.target.name} failed: {error.message}"
+            )
+            error.untouched = "no backup was kept; the database was only read"
+            raise
     # The manifest is what makes a backup exist: written last, so a dump without one is never
     # offered (list and restore only see backups with a manifest).
     history.save_manifest(manifest)
+    if scratch is not None:
+        history.save_verification(
+            Verification(
+                backup_id=backup_id,
+                verified=utc_now(),
+                ok=True,
+                sha256_ok=True,
+                listed_ok=True,
+                restore_ok=True,
+                row_counts_ok=True,
+                detail=VERIFIED_WHILE_DUMPING,
+            )
+        )
     if session.ctx.config.backups.copy_to:
         manifest = copies.copy(session, manifest)
     elapsed = time.monotonic() - started
     session.progress(
-        f"backup {backup_id}: complete, {_mb(streamed.size)} in {elapsed:.1f} s, "
+        f"backup {backup_id}: complete{', verified' if scratch else ''}, "
+        f"{_mb(streamed.size)} in {elapsed:.1f} s, "
         f"{sum(counts.values())} rows in {len(counts)} tables, revision {revision or 'none'}"
     )
     return manifest
+
+
+#: The middle of a test restore's scratch database name: <database>__dtverify_<random>.
+VERIFY_SCRATCH = "__dtverify_"
+
+
+def _drop_scratch(db: Database, scratch: str | None) -> str:
+    """Drop the scratch database `scratch` (if any); "" when done, else what is left."""
+    if scratch is not None:
+        try:
+            db.drop_database(scratch)
+        except DeployError:
+            # The server went away: the next verified backup (or verify) drops it.
+            return f"; the scratch database {scratch} is left until the next backup drops it"
+    return ""
+
+
+def _drop_left_scratch(session: EnvSession, db: Database) -> None:
+    """Drop the scratch databases of test restores whose server went away midway (no session
+    uses them: a test restore running now always has one)."""
+    for name in db.drop_unused(db.name + VERIFY_SCRATCH):
+        session.progress(f"dropped the scratch database {name}, left by an interrupted verify")
+
+
+#: A verification's detail when the backup was verified in the pass that took it.
+VERIFIED_WHILE_DUMPING = (
+    "verified while dumping: sha256 of the stream stored, pg_restore --list of the stored file, "
+    "test restore of the same stream, row counts of the snapshot"
+)
+
+
+def _dump_failure(db: Database, result: ExecResult, *, verified: bool) -> DeployError:
+    """The error for a dump (with its test restore when `verified`) that did not exit 0."""
+    if verified and result.exit_code == pg.RESTORE_FAILED and db.reachable():
+        # pg_dump wrote the whole stream and the server still answers: the archive itself
+        # does not restore.
+        return CheckFailed(
+            f"the test restore failed: {result.error_line()}",
+            hint="a dump that does not restore is of no use: fix what pg_restore reports "
+            "(a role or an extension the archive needs, for one) and take the backup again",
+            facts={"exit_code": result.exit_code},
+        )
+    what = "pg_dump and its test restore" if verified else "pg_dump"
+    return ExternalCommandFailed(
+        f"{what} failed in {db.container.name} (exit {result.exit_code}): {result.error_line()}",
+        hint="check the database container's logs and retry",
+        facts={"exit_code": result.exit_code},
+    )
+
+
+def _check_restored_counts(db: Database, scratch: str, counts: dict[str, int]) -> None:
+    restored = db.row_counts(database=scratch)
+    differences = table_differences(restored, counts)
+    if differences:
+        raise CheckFailed(
+            "the test restore has other row counts than the dump's snapshot: "
+            + ", ".join(f"{t} {d:+d}" for t, d in sorted(differences.items())),
+            facts={"differences": differences},
+        )
+
+
+def _check_stored(session: EnvSession, backup_id: str, path: str, size: int) -> None:
+    """The file in the store is whole (the size streamed) and pg_restore reads it."""
+    stored = session.store.size(path)
+    if stored != size:
+        raise CheckFailed(
+            f"the store holds {stored} bytes of backup {backup_id}, {size} were streamed",
+            facts={"stored": stored, "streamed": size},
+        )
+    result = session.store.run(pg.pg_restore_list(session.store.path(path)))
+    if result.exit_code != 0:
+        raise CheckFailed(
+            f"pg_restore cannot read the stored backup {backup_id}: {result.error_line()}",
+            facts={"exit_code": result.exit_code},
+        )
 
 
 # -- verify ----------------------------------------------------------------------------------------
@@ -220,7 +357,8 @@ def verify_in(session: EnvSession, backup_id: str) -> Verification:
         verify_volumes(session, manifest)  # sha256 and tar listing of each volume archive
         checks["listed_ok"] = True
         db = Database.of(session.target)
-        scratch = f"{db.name}__dtverify_{secrets.token_hex(3)}"
+        _drop_left_scratch(session, db)
+        scratch = f"{db.name}{VERIFY_SCRATCH}{secrets.token_hex(3)}"
         session.progress(f"verify {backup_id}: test restore into scratch database {scratch}")
         try:
             db.create_database(scratch)
@@ -405,27 +543,27 @@ def restore_in(
             else ""
         )
     )
-    safety_id = None
-    if safety_backup:
-        safety = create_in(session, reason=f"pre-restore of {backup_id}")
-        verify_in(session, safety.id)
-        safety_id = safety.id
-        session.refresh_lock()
+    # The backup is restored into a scratch database while the safety backup of the current
+    # database is taken (and verified): the two passes share the machine's cores, and the
+    # service's database is touched only once both have succeeded.
     scratch = f"{db.name}__dtrestore_{secrets.token_hex(3)}"
-    session.progress(f"restore {backup_id}: restoring into {scratch}")
-    try:
-        db.create_database(scratch)
-        _restore_stream(session, db, manifest, scratch)
-        restored = db.row_counts(database=scratch)
-        if table_differences(restored, manifest.row_counts):
-            raise CheckFailed(
-                f"backup {backup_id} restored with other row counts than its manifest",
-                untouched="the service's database was not touched",
-            )
-    except BaseException:
-        with contextlib.suppress(DeployError):
-            db.drop_database(scratch)
-        raise
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        restoring = pool.submit(_restore_scratch, session, db, manifest, scratch)
+        try:
+            safety_id = None
+            if safety_backup:
+                safety = create_in(session, reason=f"pre-restore of {backup_id}", verify=True)
+                safety_id = safety.id
+                session.refresh_lock()
+            restoring.result()
+        except BaseException:
+            # Ends the scratch restore at once if it still runs (DROP ... WITH (FORCE)).
+            with contextlib.suppress(DeployError):
+                db.drop_database(scratch)
+            concurrent.futures.wait([restoring])
+            with contextlib.suppress(DeployError):
+                db.drop_database(scratch)
+            raise
     # The very containers that ran are stopped and started again (not `compose up`, which
     # would recreate them from the Compose file's current variables).
     app_service = session.ctx.config.project.app_service
@@ -454,6 +592,21 @@ def restore_in(
         revision_before=revision_before,
         revision_after=revision_after,
     )
+
+
+def _restore_scratch(
+    session: EnvSession, db: Database, manifest: BackupManifest, scratch: str
+) -> None:
+    """Restore `manifest`'s backup into the new database `scratch` and check its row counts."""
+    session.progress(f"restore {manifest.id}: restoring into {scratch}")
+    db.create_database(scratch)
+    _restore_stream(session, db, manifest, scratch)
+    restored = db.row_counts(database=scratch)
+    if table_differences(restored, manifest.row_counts):
+        raise CheckFailed(
+            f"backup {manifest.id} restored with other row counts than its manifest",
+            untouched="the service's database was not touched",
+        )
 
 
 # -- retention -------------------------------------------------------------------------------------

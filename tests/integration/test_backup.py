@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from deploytools.cli import cli
 from deploytools.context import StepContext
+from deploytools.database import Database
 from deploytools.errors import CheckFailed, DeployError, ExternalCommandFailed
 from deploytools.session import open_environment
 from deploytools.steps import backup as backup_step
@@ -119,8 +120,13 @@ def test_corrupted_backup_fails_verify_and_restore_refuses(env: DtdepEnv) -> Non
     assert verification is not None and not verification.ok and not verification.sha256_ok
 
 
+def scratch_databases(env: DtdepEnv) -> list[str]:
+    return [d for d in env.stack.psql("SELECT datname FROM pg_database").split() if "__dt" in d]
+
+
+@pytest.mark.parametrize("verify", [False, True], ids=["dump", "dump-and-verify"])
 def test_database_down_during_backup_leaves_no_backup(
-    env: DtdepEnv, monkeypatch: pytest.MonkeyPatch
+    env: DtdepEnv, monkeypatch: pytest.MonkeyPatch, verify: bool
 ) -> None:
     # Enough data that the dump streams for a while; the database is killed once it started.
     env.stack.psql(
@@ -142,15 +148,103 @@ def test_database_down_during_backup_leaves_no_backup(
     ctx = StepContext(config=env.config, progress=kill_when_dumping)
     try:
         with pytest.raises(DeployError) as caught:
-            backup_step.create(ctx, environment=env.environment)
+            backup_step.create(ctx, environment=env.environment, verify=verify)
         assert isinstance(caught.value, ExternalCommandFailed)
+        assert caught.value.exit_code == 3
         assert "no backup was kept" in (caught.value.untouched or "")
     finally:
         db.start()
         env.stack.wait_healthy("db")
     assert store_files(env) == files_before  # nothing partial, no temporary file
     assert env.stack.table_row_counts() == before
+    if verify:
+        # The server died before the scratch database could be dropped: the error says so,
+        # and the next verified backup drops it.
+        [left] = scratch_databases(env)
+        assert f"the scratch database {left} is left" in (caught.value.untouched or "")
+        messages: list[str] = []
+        backup_step.create(env.ctx(messages), environment=env.environment, verify=True)
+        assert any(f"dropped the scratch database {left}" in m for m in messages)
+    assert scratch_databases(env) == []
     env.stack.psql("DROP TABLE dtdep_bulk")
+
+
+def test_create_verifies_in_the_same_pass(env: DtdepEnv) -> None:
+    files_before = store_files(env)
+    result = env.cli("backup", "create", "--env", env.environment)
+    assert result.exit_code == 0, result.output
+    created = json.loads(result.stdout)["result"]
+    manifest, verification = created["manifest"], created["verification"]
+    assert verification["ok"] and verification["restore_ok"] and verification["row_counts_ok"]
+    assert verification["detail"] == backup_step.VERIFIED_WHILE_DUMPING
+    assert scratch_databases(env) == []
+    # What the stream stored is what the manifest says, and a later verify agrees.
+    with open_environment(env.ctx(), env.environment) as session:
+        dump = session.history.backup_file(manifest["id"])
+        assert session.store.sha256(dump) == manifest["sha256"]
+        assert session.store.size(dump) == manifest["size"]
+        assert session.store.file_mode(dump) == "600"
+    again = backup_step.verify(env.ctx(), environment=env.environment, backup_id=manifest["id"])
+    assert again.ok
+    assert f"{manifest['id']}.dump" in set(store_files(env)) - set(files_before)
+
+
+def test_restore_side_failing_mid_stream_keeps_nothing(
+    env: DtdepEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The scratch database's restore session is ended while the dump streams into it.
+    env.stack.psql(
+        "CREATE TABLE IF NOT EXISTS dtdep_bulk AS SELECT g AS id, "
+        "md5(g::text) || md5(random()::text) AS filler FROM generate_series(1, 300000) g"
+    )
+    files_before = store_files(env)
+    monkeypatch.setattr(backup_step, "PROGRESS_EVERY", 1)
+    ended: list[str] = []
+
+    def end_the_restore(message: str) -> None:
+        # At the first chunk pg_restore may still be reading the archive's header: try again
+        # at each chunk until its session is there to end.
+        if "written" in message and not ended:
+            killed = env.stack.psql(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE position('__dtverify_' in datname) > 0 AND application_name = 'pg_restore'"
+            )
+            if killed != "0":
+                ended.append(killed)
+
+    ctx = StepContext(config=env.config, progress=end_the_restore)
+    try:
+        with pytest.raises(CheckFailed) as caught:
+            backup_step.create(ctx, environment=env.environment, verify=True)
+    finally:
+        env.stack.psql("DROP TABLE dtdep_bulk")
+    assert ended == ["1"]
+    assert caught.value.exit_code == 1
+    assert "the test restore failed" in caught.value.message
+    assert "no backup was kept" in (caught.value.untouched or "")
+    assert store_files(env) == files_before
+    assert scratch_databases(env) == []
+
+
+def test_other_row_counts_in_the_test_restore_keep_nothing(
+    env: DtdepEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files_before = store_files(env)
+    counts = Database.row_counts
+
+    def one_row_lost(self: Database, **kwargs: Any) -> dict[str, int]:
+        found = counts(self, **kwargs)
+        if "__dtverify_" in (kwargs.get("database") or ""):
+            found["public.roles"] -= 1
+        return found
+
+    monkeypatch.setattr(Database, "row_counts", one_row_lost)
+    result = env.cli("backup", "create", "--env", env.environment)
+    assert result.exit_code == 1, result.output
+    error = json.loads(result.stdout)["error"]
+    assert "other row counts than the dump's snapshot: public.roles -1" in error["message"]
+    assert store_files(env) == files_before
+    assert scratch_databases(env) == []
 
 
 def test_store_too_small_is_refused(env: DtdepEnv, docker_client: Any, tmp_path: Path) -> None:

@@ -215,3 +215,26 @@ def test_planted_secret_in_an_error(
     assert SECRET not in outputs(result)
     if as_json:
         assert one_json_object(result)["ok"] is False
+
+
+def test_json_error_with_facts_json_cannot_hold_is_still_one_object(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Facts are whatever the library had at hand; the error object must print all the same."""
+    import datetime
+
+    from deploytools.steps import status as status_step
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise ExternalCommandFailed(
+            "pg_dump failed",
+            facts={"when": datetime.datetime(2026, 1, 2), "raw": b"\xff", "ids": {3}, "n": 1e999},
+        )
+
+    monkeypatch.setattr(status_step, "run", failing)
+    result = invoke("--config", REPO_CONFIG, "--json", "status", "--env", "staging")
+    assert result.exit_code == 3
+    error = one_json_object(result)["error"]
+    assert isinstance(error, dict)
+    assert error["facts"]["n"] is None
+    assert "2026-01-02" in error["facts"]["when"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,13 +48,15 @@ from deploytools.errors import ConfigError, DeployError, ExitCode, UsageError
 from deploytools.steps.release import TAG_RE, Version, parse_tag
 from deploytools.urls import docker_host_problem, url_problem, without_credentials
 
-#: Modest: the whole file runs in a few seconds of the unit tier.
+#: Modest: the whole file runs in seconds in the unit tier. A deeper search, by hand:
+#: DEPLOYTOOLS_PROPERTY_EXAMPLES=5000 pytest tests/unit/test_properties.py
+EXAMPLES = int(os.environ.get("DEPLOYTOOLS_PROPERTY_EXAMPLES", "150"))
 FAST = settings(
-    max_examples=150,
+    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-SLOW = settings(FAST, max_examples=40)
+SLOW = settings(FAST, max_examples=max(10, EXAMPLES // 4))
 
 GOOD = {
     "project": {

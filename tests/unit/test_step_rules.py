@@ -76,19 +76,22 @@ class _Backups:
         self.calls: list[str] = []
         manifest = SimpleNamespace(id="b2")
 
+        def verification(backup_id: str) -> Any:
+            self.calls.append(f"read the verification of {backup_id}")
+            return SimpleNamespace(ok=True)
+
         @contextlib.contextmanager
         def open_environment(ctx: Any, environment: str, **kw: Any) -> Iterator[Any]:
-            yield SimpleNamespace(environment=environment)
+            yield SimpleNamespace(
+                environment=environment, history=SimpleNamespace(verification=verification)
+            )
 
-        def create_in(session: Any, *, reason: str) -> Any:
-            self.calls.append(f"create ({reason})")
+        def create_in(session: Any, *, reason: str, verify: bool) -> Any:
+            # Verified in the same pass (a failure keeps no backup and raises).
+            self.calls.append(f"create ({reason})" + (", verified" if verify else ""))
+            if verify and verify_fails:
+                raise CheckFailed(f"the backup of {session.environment} failed: test restore")
             return manifest
-
-        def verify_in(session: Any, backup_id: str) -> Any:
-            self.calls.append(f"verify {backup_id}")
-            if verify_fails:
-                raise CheckFailed(f"backup {backup_id} failed verification: sha256")
-            return SimpleNamespace(ok=True)
 
         def prune_in(session: Any, *, keep: int) -> list[str]:
             self.calls.append(f"prune keeping {keep}")
@@ -97,7 +100,6 @@ class _Backups:
         for name, fake in [
             ("open_environment", open_environment),
             ("create_in", create_in),
-            ("verify_in", verify_in),
             ("prune_in", prune_in),
         ]:
             monkeypatch.setattr(backup_step, name, fake)
@@ -111,15 +113,19 @@ def test_a_backup_is_verified_before_retention_deletes_older_ones(
 ) -> None:
     parts = _Backups(monkeypatch)
     done = backup_step.run(parts.ctx, environment="production", reason="pre-deploy")
-    assert parts.calls == ["create (pre-deploy)", "verify b2", "prune keeping 7"]
+    assert parts.calls == [
+        "create (pre-deploy), verified",
+        "read the verification of b2",
+        "prune keeping 7",
+    ]
     assert done.pruned == ("b0",) and done.verification is not None
 
 
 def test_a_backup_that_fails_verification_prunes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     parts = _Backups(monkeypatch, verify_fails=True)
-    with pytest.raises(CheckFailed, match="failed verification"):
+    with pytest.raises(CheckFailed, match="test restore"):
         backup_step.run(parts.ctx, environment="production")
-    assert parts.calls == ["create (manual)", "verify b2"]
+    assert parts.calls == ["create (manual), verified"]
 
 
 def test_without_verification_nothing_is_pruned(monkeypatch: pytest.MonkeyPatch) -> None:
