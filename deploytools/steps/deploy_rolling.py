@@ -42,7 +42,7 @@ from deploytools import proxy
 from deploytools.commands import compose
 from deploytools.errors import CheckFailed, DeployError, UsageError
 from deploytools.session import EnvSession
-from deploytools.steps import deploy as deploy_step
+from deploytools.steps import app_service
 from deploytools.steps import migrate as migrate_step
 from deploytools.store.records import ReleaseRecord
 from deploytools.target import wait_until_healthy
@@ -143,7 +143,7 @@ class RollingStrategy:
             api.close()
 
     def replace(
-        self, session: EnvSession, record: ReleaseRecord, phases: deploy_step.Phases
+        self, session: EnvSession, record: ReleaseRecord, phases: app_service.Phases
     ) -> None:
         with phases.phase("migrate"):
             try:
@@ -151,14 +151,14 @@ class RollingStrategy:
                     session, image=record.image, no_backup_check=record.no_backup_check
                 )
             except DeployError as error:
-                raise deploy_step.MigrationFailed(
+                raise app_service.MigrationFailed(
                     error.message, untouched=error.untouched, hint=error.hint, facts=error.facts
                 ) from error
             record.revision_after = result.revision_after
         roll_to(session, record.image, phases)
 
 
-def roll_to(session: EnvSession, image: str, phases: deploy_step.Phases) -> None:
+def roll_to(session: EnvSession, image: str, phases: app_service.Phases) -> None:
     """Replace the running app containers by one of `image` without a gap (see the module's
     docstring). Raises OldReleaseServing when the new container failed before the switch."""
     target = session.target
@@ -184,7 +184,7 @@ def roll_to(session: EnvSession, image: str, phases: deploy_step.Phases) -> None
 def _roll_to(
     session: EnvSession,
     image: str,
-    phases: deploy_step.Phases,
+    phases: app_service.Phases,
     gateway: Any,
     api: proxy.RuntimeApi,
     old: list[Any],
@@ -239,7 +239,7 @@ def _roll_to(
     except BaseException as error:
         kept = _abandon(session, gateway, new, old)
         if isinstance(error, DeployError) and not isinstance(error, UsageError):
-            raise deploy_step.OldReleaseServing(
+            raise app_service.OldReleaseServing(
                 f"{image} did not take over: {error.message}",
                 untouched=kept,
                 hint=error.hint or "read the new release's logs; fix it and release again",

@@ -31,6 +31,7 @@ from deploytools.errors import (
     ExternalCommandFailed,
     UsageError,
 )
+from deploytools.session import open_environment
 from deploytools.steps.release import (
     CheckList,
     CheckResult,
@@ -420,8 +421,6 @@ def tested_check(
 
 def history_records(ctx: StepContext, environment: str) -> list[ReleaseRecord]:
     """An environment's release records, from the backup store on its own engine."""
-    from deploytools.session import open_environment  # history lives in the backup store
-
     with open_environment(ctx, environment) as session:
         return session.history.releases()
 

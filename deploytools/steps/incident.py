@@ -26,6 +26,7 @@ from deploytools import contacts
 from deploytools.config import Config
 from deploytools.context import StepContext
 from deploytools.errors import UsageError
+from deploytools.session import open_environment
 from deploytools.steps import report as report_step
 
 #: App log lines kept in the report (the newest).
@@ -421,8 +422,6 @@ def gather(
     results: Sequence[Path] = (),
 ) -> IncidentReport:
     """The incident report of `environment`, read from its history (and its engine's logs)."""
-    from deploytools.session import open_environment
-
     config = ctx.config
     config.environment(environment)
     files: list[Path] = []
