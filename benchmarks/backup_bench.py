@@ -7,7 +7,8 @@
 Brings up docker-compose.prod.yml as a Compose project `dtbk-bench-XXXX` with rbac-api-test:1.15.1
 (build the images first: the integration tests do), migrates it, and fills three tables (with
 primary keys, a unique and a plain index, foreign keys) up to about SIZE_MB on disk. Then, in
-repetitions interleaved raw, ours, raw, ours so that drift on a shared machine shows:
+repetitions interleaved raw, ours, raw, ours so that drift on a shared machine shows (each
+repetition measures all of it; its figures print as they come):
 
 - raw dump: `pg_dump -Fc` (its default compression) to a file inside the database container;
 - raw restore: `pg_restore` of that file into a new database, one job; raw total = the two one
@@ -297,13 +298,15 @@ def main() -> None:
         config = write_config(workdir, env, port)
 
         for rep in range(args.reps):
+            # One repetition measures everything, raw and ours in turn, so that a run cut short
+            # still has every figure and drift on a shared machine shows between repetitions.
             print(f"repetition {rep + 1}", flush=True)
             dump_s = raw_dump()
             restore_s = raw_restore(jobs=1)
             table.add("raw pg_dump -Fc to a file", dump_s)
             table.add("raw pg_restore (1 job), new database", restore_s)
             table.add("raw total (dump, then restore)", dump_s + restore_s)
-            ours, created = timed(lambda: deploytools(config, "backup", "create", "--env", ENV))
+            ours, created = timed(deploytools, config, "backup", "create", "--env", ENV)
             manifest = created["manifest"]
             assert created["verification"]["ok"], created
             table.add("backup create, verified", ours)
@@ -319,10 +322,11 @@ def main() -> None:
                 ours_mb = manifest["size"] / 1e6
                 table.notes.append(("dump sizes", f"raw {dump_mb:.0f} MB, ours {ours_mb:.0f} MB"))
 
-        for rep in range(args.reps):
-            print(f"rollback repetition {rep + 1}", flush=True)
-            deployed = timed(lambda: deploytools(config, "deploy", "--env", ENV, "--image", V2))
-            table.add("deploy 1.15.2 (its verified backup included)", deployed[0])
+            deploy = ["deploy", "--env", ENV, "--image", V2]
+            table.add(
+                "deploy 1.15.2 (backup if none since last release)",
+                timed(deploytools, config, *deploy)[0],
+            )
             wait_healthy(url)
             raw_j2 = raw_restore(jobs=2)
             table.add("raw pg_restore -j2, before the rollback", raw_j2)
