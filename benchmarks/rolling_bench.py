@@ -55,6 +55,7 @@ import docker  # noqa: E402
 from deploytools import proxy as proxy_mod  # noqa: E402
 from deploytools.config import Config  # noqa: E402
 from deploytools.context import StepContext  # noqa: E402
+from deploytools.engine import Container  # noqa: E402
 from deploytools.steps import deploy as deploy_step  # noqa: E402
 from deploytools.steps import deploy_rolling  # noqa: E402
 from deploytools.steps import rollback as rollback_step  # noqa: E402
@@ -330,10 +331,15 @@ def switch_only(stack: ComposeStack, client: Any, switches: int) -> list[str]:
     carries, apart from the deploy around it on a small machine."""
     stack.run_compose("up", "-d", "--no-deps", "--no-recreate", "--scale", "app=2", "app")
     project = f"com.docker.compose.project={stack.project}"
-    apps = client.containers.list(filters={"label": [project, "com.docker.compose.service=app"]})
-    gateway = client.containers.list(
-        filters={"label": [project, "com.docker.compose.service=proxy"]}
-    )[0]
+    apps = [
+        Container(c)
+        for c in client.containers.list(
+            filters={"label": [project, "com.docker.compose.service=app"]}
+        )
+    ]
+    gateway = Container(
+        client.containers.list(filters={"label": [project, "com.docker.compose.service=proxy"]})[0]
+    )
     for app in apps:
         wait_until_healthy(app, timeout_s=60)
     addresses = [proxy_mod.address(app, gateway) for app in apps]

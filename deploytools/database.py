@@ -7,16 +7,13 @@ so deploy.toml does not repeat them; psql, pg_dump and pg_restore use the local 
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
-
-from docker.utils.socket import frames_iter, next_frame_header, read_exactly
 
 from deploytools.commands import postgres as pg
+from deploytools.engine.client import Container
+from deploytools.engine.exec import DEFAULT_TIMEOUT_S, ExecResult, ExecStream
 from deploytools.errors import EnvironmentUnreachable, ExternalCommandFailed
-from deploytools.store.files import ExecResult, exec_capture, exec_stream
 from deploytools.target import Target
 
 
@@ -24,8 +21,7 @@ from deploytools.target import Target
 class Database:
     """One PostgreSQL database inside a running container."""
 
-    client: Any
-    container: Any
+    container: Container
     user: str
     name: str
     environment: str
@@ -34,7 +30,7 @@ class Database:
     def of(cls, target: Target) -> Database:
         """The environment's database; EnvironmentUnreachable when its container is not running."""
         service = target.config.project.database_service
-        running = [c for c in target.containers(service) if c.status == "running"]
+        running = target.running(service)
         if not running:
             raise EnvironmentUnreachable(
                 f'the database service "{service}" of environment {target.name} is not running',
@@ -43,13 +39,9 @@ class Database:
                 facts={"environment": target.name, "service": service},
             )
         container = running[0]
-        env: dict[str, str] = {}
-        for item in container.attrs["Config"].get("Env") or []:
-            key, _, value = str(item).partition("=")
-            env[key] = value
+        env = container.env
         user = env.get("POSTGRES_USER", "postgres")
         return cls(
-            client=target.client,
             container=container,
             user=user,
             name=env.get("POSTGRES_DB", user),
@@ -63,8 +55,14 @@ class Database:
             facts={"environment": self.environment, "stderr": result.stderr[-2000:].decode()},
         )
 
-    def exec(self, argv: list[str], *, stdin: Iterable[bytes] | None = None) -> ExecResult:
-        return exec_capture(self.client, self.container.id, argv, stdin=stdin)
+    def exec(
+        self,
+        argv: list[str],
+        *,
+        stdin: Iterable[bytes] | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> ExecResult:
+        return self.container.exec(argv, stdin=stdin, timeout_s=timeout_s)
 
     def query(self, sql: str, *, database: str | None = None) -> str:
         result = self.exec(pg.psql(self.user, database or self.name, sql))
@@ -97,19 +95,16 @@ class Database:
         pg_dump --snapshot and the row counts of the manifest then see the very same data, so a
         backup taken while the service writes still verifies: its counts are the dump's counts.
         """
-        argv = pg.psql_session(self.user, self.name)
-        exec_id = self.client.api.exec_create(self.container.id, argv, stdin=True)["Id"]
-        sock = self.client.api.exec_start(exec_id, socket=True)
-        raw = getattr(sock, "_sock", sock)  # see store/files.py _open_exec
+        session = self.container.exec_attached(pg.psql_session(self.user, self.name))
         try:
-            raw.sendall(pg.EXPORT_SNAPSHOT_SQL.encode())
+            session.send(pg.EXPORT_SNAPSHOT_SQL.encode())
             out, err = b"", b""
             while b"\n" not in out:
-                stream, size = next_frame_header(sock)
-                if size < 0:
+                frame = session.read_frame()
+                if frame is None:
                     break
-                data = read_exactly(sock, size)
-                if stream == 1:
+                number, data = frame
+                if number == 1:
                     out += data
                 else:
                     err += data
@@ -123,12 +118,10 @@ class Database:
             yield snapshot_id
         finally:
             with contextlib.suppress(OSError):
-                raw.sendall(b"COMMIT;\n")
-                raw.shutdown(socket.SHUT_WR)
-                for _ in frames_iter(sock, tty=False):
-                    pass
-            sock.close()
-            raw.close()
+                session.send(b"COMMIT;\n")
+                session.close_stdin()
+                session.drain()
+            session.close()
 
     def size_bytes(self) -> int:
         answer = self.query(pg.DATABASE_SIZE_SQL).strip()
@@ -147,20 +140,18 @@ class Database:
             raise self._fail("pg_dump --version", result)
         return result.text().strip()
 
-    def dump(self, *, snapshot: str | None = None) -> tuple[Iterator[bytes], Any]:
-        """pg_dump's custom-format output, streamed; call the second item afterwards for the
-        exit code."""
+    def dump(self, *, snapshot: str | None = None) -> ExecStream:
+        """pg_dump's custom-format output, streamed; call `result()` afterwards for the exit
+        code."""
         argv = pg.pg_dump(self.user, self.name, snapshot=snapshot, compress=pg.DUMP_COMPRESSION)
-        return exec_stream(self.client, self.container.id, argv)
+        return self.container.exec_stream(argv)
 
-    def dump_and_restore(
-        self, scratch: str, *, snapshot: str | None = None
-    ) -> tuple[Iterator[bytes], Any]:
+    def dump_and_restore(self, scratch: str, *, snapshot: str | None = None) -> ExecStream:
         """Like `dump`, and the same stream is restored into the (empty) database `scratch` as
         it is written. The second item, called once the chunks are consumed, gives the exit code
         (pg.DUMP_FAILED, pg.RESTORE_FAILED, pg.STREAM_CUT) once both sides ended."""
         argv = pg.dump_and_restore(self.user, self.name, scratch, snapshot=snapshot)
-        return exec_stream(self.client, self.container.id, argv)
+        return self.container.exec_stream(argv)
 
     def reachable(self) -> bool:
         """Whether the server answers a query now (to tell a bad archive from a dead server)."""

@@ -24,13 +24,13 @@ import json
 import logging
 import os
 import re
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deploytools.engine import process
 from deploytools.errors import DeadlineExceeded, ExternalCommandFailed
 
 #: Offline mode needs a URL only for the dialect; nothing connects to it.
@@ -130,6 +130,10 @@ class AlembicScripts:
     sql: str = ""
 
 
+#: What the Python child needs besides the allow-list to find deploytools and the service.
+PYTHON_NAMES = frozenset({"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "PYTHONUTF8"})
+
+
 # -- Generating the SQL ---------------------------------------------------------------------------
 
 
@@ -151,15 +155,14 @@ def inspect_scripts(
     argv = [sys.executable, "-m", "deploytools.migration_lint", str(source), alembic_ini]
     if sql_range:
         argv.append(sql_range)
-    env = dict(os.environ)
     # The service's env.py reads its URL from the environment; offline, only the dialect matters,
-    # and a real URL (with its password) must not be needed to lint.
-    env["DATABASE_URL"] = OFFLINE_DATABASE_URL
+    # and a real URL (with its password) must not be needed to lint. The child gets the
+    # allow-list and Python's own variables, no secret of ours.
+    python = {k: v for k, v in os.environ.items() if k in PYTHON_NAMES}
+    env = process.child_env({**python, "DATABASE_URL": OFFLINE_DATABASE_URL})
     try:
-        done = subprocess.run(
-            argv, env=env, cwd=str(source), capture_output=True, text=True, timeout=timeout_s
-        )
-    except subprocess.TimeoutExpired:
+        done = process.run(argv, env=env, cwd=str(source), timeout=timeout_s)
+    except process.ProcessTimedOut:
         raise DeadlineExceeded(
             f"rendering the migrations' SQL did not finish within {timeout_s:.0f} s",
             untouched="nothing was changed",

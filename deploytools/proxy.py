@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from deploytools.commands import compose
+from deploytools.engine.client import Container
 from deploytools.errors import CheckFailed, DeadlineExceeded, ExternalCommandFailed
 from deploytools.target import Target, wait_until_healthy
 
@@ -99,15 +99,13 @@ backend {BACKEND}
 {slots}"""
 
 
-def container(target: Target) -> Any | None:
+def container(target: Target) -> Container | None:
     """The running proxy container of the environment, or None (no proxy: recreate only)."""
-    for found in target.containers(PROXY_SERVICE):
-        if found.status == "running":
-            return found
-    return None
+    running = target.running(PROXY_SERVICE)
+    return running[0] if running else None
 
 
-def address(container: Any, proxy: Any) -> str:
+def address(container: Container, proxy: Container) -> str:
     """`container`'s IPv4 address on a network it shares with the proxy.
 
     A pin names the address, not the container: HAProxy's slots take an address, and a name
@@ -126,20 +124,16 @@ def address(container: Any, proxy: Any) -> str:
 
 def defined(target: Target) -> bool:
     """Whether the Compose files define the proxy service."""
-    done = target.compose(compose.service_names, what="listing the Compose services")
-    return PROXY_SERVICE in done.stdout.split()
+    return target.defines(PROXY_SERVICE)
 
 
-def ensure_running(target: Target, *, timeout_s: float) -> Any | None:
+def ensure_running(target: Target, *, timeout_s: float) -> Container | None:
     """Start the proxy when the files define it and it does not run (a first deploy); None when
     there is no proxy service."""
     running = container(target)
     if running is not None or not defined(target):
         return running
-    target.compose(
-        lambda cli, project, files: compose.up(cli, project, files, [PROXY_SERVICE], no_deps=True),
-        what="starting the proxy",
-    )
+    target.start([PROXY_SERVICE], what="starting the proxy")
     started = container(target)
     if started is None:
         raise CheckFailed(f"the proxy of environment {target.name} did not start")
@@ -178,16 +172,12 @@ class RuntimeApi:
     (the engine's stream: 8-byte frame headers, stdout and stderr); every read has a deadline.
     """
 
-    def __init__(self, proxy: Any, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, proxy: Container, *, timeout_s: float = 10.0) -> None:
         self.proxy, self.timeout_s = proxy, timeout_s
-        api = proxy.client.api
-        self.exec_id = str(
-            api.exec_create(proxy.id, client_argv(), stdin=True, stdout=True, stderr=True)["Id"]
-        )
-        attached = api.exec_start(self.exec_id, socket=True)
-        # The engine hijacks the HTTP connection: docker's SDK wraps the socket in a SocketIO.
-        self.socket: Any = getattr(attached, "_sock", attached)
-        self._attached = attached
+        self._session = proxy.exec_attached(client_argv())
+        self.exec_id = self._session.exec_id
+        # The raw socket under the engine's hijacked HTTP connection; read here with deadlines.
+        self.socket: Any = self._session.socket
         self._stdout = b""
         self._stderr = b""
         self.expired = False  # the watchdog ended the session
@@ -282,14 +272,7 @@ class RuntimeApi:
 
     def close(self) -> None:
         """End the session: stdin closes, the client in the container exits."""
-        with contextlib.suppress(OSError):
-            self.socket.shutdown(socket.SHUT_WR)
-        with contextlib.suppress(OSError):
-            self.socket.close()
-        close = getattr(self._attached, "close", None)
-        if close is not None:
-            with contextlib.suppress(OSError):
-                close()
+        self._session.close()
 
 
 @dataclass(frozen=True)
@@ -379,7 +362,7 @@ POLL_S = 0.05
 
 
 def prepare(
-    proxy: Any,
+    proxy: Container,
     pin: str | None,
     *,
     service_address: str | None = None,
@@ -474,7 +457,7 @@ def cut(prepared: Prepared) -> None:
 
 
 def switch(
-    proxy: Any,
+    proxy: Container,
     pin: str | None,
     *,
     service_address: str | None = None,

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from deploytools.config import Config
 from deploytools.urls import without_credentials
-
-if TYPE_CHECKING:
-    from deploytools.config import Config
 
 MASK = "***"
 #: Shorter values are not masked: "1" or "true" would blank out half of every message.

@@ -41,9 +41,9 @@ def open_environment(
     target = ctx.target(environment)
     project = ctx.config.project
     candidates = target.containers(project.database_service) + target.containers()
-    image = helper_image(target.client, candidates)
+    image = helper_image(candidates)
     with open_store(
-        target.client,
+        target.engine,
         ctx.config.backups.store,
         image=image,
         name_prefix=target.project,

@@ -1,31 +1,34 @@
 """The Docker side of an environment: its engine, its Compose project, its containers.
 
 An environment is an engine (the local one, or `ssh://user@host`, `tcp://host:port`, with the
-same meaning as DOCKER_HOST) plus a Compose project on it. Everything that touches Docker goes
-through `Target`; argv for Compose comes from `deploytools.commands.compose`.
+same meaning as DOCKER_HOST) plus a Compose project on it. Steps reach the environment through
+`Target`: the engine (typed, `deploytools.engine`), Compose (argv from
+`deploytools.commands.compose`, run by the engine's process runner), and the services' containers.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-import shutil
-import socket
-import subprocess
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
-
-import docker
-import docker.errors
+from typing import TYPE_CHECKING
 
 from deploytools.commands import compose as compose_cmd
-from deploytools.commands import ssh as ssh_cmd
 from deploytools.config import Config, EnvironmentConfig
+from deploytools.engine import process
+from deploytools.engine.client import (
+    ONEOFF_LABEL,
+    PROJECT_LABEL,
+    SERVICE_LABEL,
+    Container,
+    Engine,
+)
+from deploytools.engine.compose import compose_env as _compose_env
+from deploytools.engine.compose import detect_compose, referenced_variables
+from deploytools.engine.connection import CONNECT_TIMEOUT_S, connect
+from deploytools.engine.exec import DEFAULT_TIMEOUT_S, ExecResult
+from deploytools.engine.process import ProcessResult, Runner, default_runner
 from deploytools.errors import (
     ConfigError,
     DeadlineExceeded,
@@ -33,184 +36,12 @@ from deploytools.errors import (
     ExternalCommandFailed,
 )
 
-#: How long connecting to an engine may take before it counts as unreachable.
-CONNECT_TIMEOUT_S = 6.0
+# For the static check at the end of the module only (mypy: Target implements Platform).
+if TYPE_CHECKING:
+    from deploytools.platforms import Platform
+
 VERSION_LABEL = "org.opencontainers.image.version"
 REVISION_LABEL = "org.opencontainers.image.revision"
-PROJECT_LABEL = "com.docker.compose.project"
-SERVICE_LABEL = "com.docker.compose.service"
-ONEOFF_LABEL = "com.docker.compose.oneoff"
-
-Runner = Callable[..., "subprocess.CompletedProcess[str]"]
-
-
-def default_runner(
-    argv: Sequence[str], *, env: Mapping[str, str], timeout: float, cwd: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Runs argv (never through a shell) and captures its output as text."""
-    return subprocess.run(
-        list(argv),
-        env=dict(env),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def _probe_tcp(host: str, port: int, timeout: float, docker_host: str) -> None:
-    """Fail within `timeout` when nothing accepts connections at host:port.
-
-    The docker SDK's own timeouts do not cover an ssh:// engine (ssh decides how long to try),
-    so a dead host is found here, quickly, before any client is made.
-    """
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise EnvironmentUnreachable(
-            f"cannot reach the Docker engine at {docker_host}: {exc.strerror or exc}",
-            untouched="nothing was done on that environment",
-            hint="check the host, the network and DOCKER_HOST (or docker_host in deploy.toml)",
-            facts={"docker_host": docker_host},
-        ) from None
-
-
-def _probe_ssh(docker_host: str, timeout: float) -> None:
-    """Fail within `timeout` when ssh cannot log in and reach `docker` on the remote host.
-
-    The SDK's ssh transport has no deadline of its own (ssh waits for a banner that may never
-    come), so this bounded probe runs first and its process is killed at the deadline.
-    """
-    argv = ssh_cmd.engine_probe(docker_host, connect_timeout_s=max(1, int(timeout)))
-    try:
-        done = default_runner(argv, env=os.environ, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise EnvironmentUnreachable(
-            f"the Docker engine at {docker_host} did not answer over ssh within {timeout:.0f} s",
-            untouched="nothing was done on that environment",
-            hint="check that the host is up and that sshd answers",
-            facts={"docker_host": docker_host, "timeout_s": timeout},
-        ) from None
-    if done.returncode != 0:
-        detail = done.stderr.strip().splitlines()
-        raise EnvironmentUnreachable(
-            f"cannot reach the Docker engine at {docker_host} over ssh: "
-            + (detail[-1] if detail else f"ssh exited with {done.returncode}"),
-            untouched="nothing was done on that environment",
-            hint="check the host, your ssh key and known_hosts, and that the user may run docker",
-            facts={"docker_host": docker_host},
-        )
-
-
-def connect(docker_host: str = "", *, timeout: float = CONNECT_TIMEOUT_S) -> Any:
-    """A docker SDK client for `docker_host` ("" means DOCKER_HOST or the local socket), checked
-    with a ping so that an engine that is not there fails now, within `timeout`, not later."""
-    host = docker_host or os.environ.get("DOCKER_HOST", "")
-    shown = host or "the local engine (unix:///var/run/docker.sock)"
-    parts = urlsplit(host) if host else None
-    socket_path = "/var/run/docker.sock"
-    if parts is not None and parts.scheme in ("ssh", "tcp"):
-        default_port = 22 if parts.scheme == "ssh" else 2375
-        _probe_tcp(parts.hostname or "localhost", parts.port or default_port, timeout, host)
-    if parts is not None and parts.scheme == "ssh":
-        _probe_ssh(host, timeout)
-    if parts is None or parts.scheme == "unix":
-        socket_path = parts.path if parts else socket_path
-        if not Path(socket_path).exists():
-            raise EnvironmentUnreachable(
-                f"no Docker engine is running here: {socket_path} does not exist",
-                untouched="nothing was done",
-                hint="start the engine (scripts/bootstrap does it on Debian) or set DOCKER_HOST",
-                facts={"docker_host": shown},
-            )
-
-    def make_client() -> Any:
-        if host:
-            # For ssh://, shell out to the user's ssh: their config, agent and known_hosts apply.
-            client = docker.DockerClient(
-                base_url=host, timeout=int(timeout), use_ssh_client=host.startswith("ssh://")
-            )
-        else:
-            client = docker.DockerClient(base_url=f"unix://{socket_path}", timeout=int(timeout))
-        try:
-            client.ping()
-        except BaseException:
-            client.close()
-            raise
-        return client
-
-    return _within(make_client, timeout, shown)
-
-
-def _within(make_client: Callable[[], Any], timeout: float, shown: str) -> Any:
-    """Make and ping a client, giving up after `timeout` seconds whatever the transport does.
-
-    The SDK's timeout covers HTTP reads, but an ssh:// transport can wait far longer (ssh itself
-    waits for a server banner that may never come, even while the SDK negotiates the API
-    version), so the whole connection runs in a thread with a deadline.
-    """
-    outcome: dict[str, Any] = {}
-
-    def attempt() -> None:
-        try:
-            outcome["client"] = make_client()
-        except BaseException as exc:  # handed to the caller's thread below
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=attempt, name="docker-connect", daemon=True)
-    worker.start()
-    # The SDK's own timeout fires first; the margin lets it clean up after itself.
-    worker.join(timeout + 2)
-    if "client" in outcome:
-        return outcome["client"]
-    if "error" in outcome:
-        raise EnvironmentUnreachable(
-            f"the Docker engine at {shown} does not answer: {_short(outcome['error'])}",
-            untouched="nothing was done on that environment",
-            hint="check that dockerd runs there and that you may use it",
-            facts={"docker_host": shown},
-        ) from None
-    raise EnvironmentUnreachable(
-        f"the Docker engine at {shown} did not answer within {timeout:.0f} s",
-        untouched="nothing was done on that environment",
-        hint="check that the host is up and that dockerd runs there",
-        facts={"docker_host": shown, "timeout_s": timeout},
-    )
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-@functools.cache
-def detect_compose(docker_host: str = "") -> compose_cmd.ComposeCli:
-    """Compose v2 (`docker compose`) when the plugin exists, else v1 (`docker-compose`)."""
-    env = _compose_environ(docker_host)
-    for prefix in (compose_cmd.COMPOSE_V2, compose_cmd.COMPOSE_V1):
-        if shutil.which(prefix[0]) is None:
-            continue
-        try:
-            done = default_runner(compose_cmd.version_probe(prefix), env=env, timeout=20)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if done.returncode == 0 and done.stdout.strip():
-            return compose_cmd.ComposeCli(prefix=prefix, version=done.stdout.strip())
-    raise EnvironmentUnreachable(
-        "Docker Compose is not installed: neither `docker compose` nor `docker-compose` works",
-        untouched="nothing was done",
-        hint="install the compose plugin or Debian's docker-compose package",
-    )
-
-
-def _compose_environ(docker_host: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    if docker_host:
-        env["DOCKER_HOST"] = docker_host
-    env.update(extra or {})
-    return env
 
 
 @dataclass(frozen=True)
@@ -235,12 +66,17 @@ class ServiceState:
 
 @dataclass
 class Target:
-    """One environment: its engine (connected lazily, once) and its Compose project."""
+    """One environment: its engine (connected lazily, once) and its Compose project.
+
+    Steps ask the target for what they need: Compose commands on the stack (`compose`), the
+    services' containers (`containers`, `running`), a program run in a service
+    (`exec_in_service`); the engine itself (`engine`) for images and one-off containers.
+    """
 
     config: Config
     environment: EnvironmentConfig
     runner: Runner = default_runner
-    _client: Any = field(default=None, init=False, repr=False)
+    _engine: Engine | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def for_environment(cls, config: Config, name: str, runner: Runner = default_runner) -> Target:
@@ -255,18 +91,25 @@ class Target:
         return self.environment.compose_project
 
     @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = connect(self.environment.docker_host)
-        return self._client
+    def engine(self) -> Engine:
+        """The environment's engine, connected on first use (EnvironmentUnreachable if not)."""
+        if self._engine is None:
+            self._engine = connect(self.environment.docker_host)
+        return self._engine
 
     # -- Compose ---------------------------------------------------------------------------
 
     def compose_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The environment Compose runs with: ours, the environment's variables, then `extra`."""
-        env = _compose_environ(self.environment.docker_host, self.environment.variables)
-        env.update(extra or {})
-        return env
+        """The environment a Compose child runs with, and nothing more: the allow-list and the
+        engine's connection, the variables the Compose files interpolate and the environment's
+        named secrets (from ours, when set), the environment's `variables`, then `extra`."""
+        passed = {
+            *self.environment.secrets,
+            *referenced_variables(self.config.compose_file_paths()),
+        }
+        return _compose_env(
+            self.environment.docker_host, self.environment.variables, extra, passed=sorted(passed)
+        )
 
     def compose_files(self) -> list[str]:
         files = [str(p) for p in self.config.compose_file_paths()]
@@ -285,38 +128,138 @@ class Target:
         env: Mapping[str, str] | None = None,
         timeout: float = 300,
         what: str = "docker compose",
-    ) -> subprocess.CompletedProcess[str]:
+    ) -> ProcessResult:
         """Runs one Compose command built by `build(cli, project, files)`; raises on failure."""
         cli = detect_compose(self.environment.docker_host)
         argv = build(cli, self.project, self.compose_files())
+        child_env = self.compose_env(env)
         try:
-            done = self.runner(
-                argv, env=self.compose_env(env), timeout=timeout, cwd=str(self.config.root)
-            )
-        except subprocess.TimeoutExpired:
+            done = self.runner(argv, env=child_env, timeout=timeout, cwd=str(self.config.root))
+        except process.ProcessTimedOut:
             raise DeadlineExceeded(
                 f"{what} did not finish within {timeout:.0f} s on environment {self.name}",
                 hint="look at `deploytools status --env " + self.name + "` and the engine's logs",
                 facts={"argv": argv},
             ) from None
+        except process.ProgramNotFound as missing:
+            raise EnvironmentUnreachable(
+                f"{what} cannot run: {missing.program} is not installed",
+                untouched="nothing was done",
+                hint="install the compose plugin or Debian's docker-compose package",
+            ) from None
         if done.returncode != 0:
-            detail = (done.stderr or done.stdout).strip().splitlines()
+            hide = _secret_values(child_env, self.environment.secrets)
+            stderr, stdout = _masked(done.stderr, hide), _masked(done.stdout, hide)
+            detail = (stderr or stdout).strip().splitlines()
             raise ExternalCommandFailed(
                 f"{what} failed on environment {self.name} (exit {done.returncode}): "
                 + (detail[-1] if detail else "no output"),
-                facts={"argv": argv, "stderr": done.stderr[-4000:], "stdout": done.stdout[-4000:]},
+                facts={"argv": argv, "stderr": stderr[-4000:], "stdout": stdout[-4000:]},
             )
         return done
 
     # -- Containers ------------------------------------------------------------------------
 
-    def containers(self, service: str | None = None, *, include_stopped: bool = True) -> list[Any]:
+    def containers(
+        self, service: str | None = None, *, include_stopped: bool = True
+    ) -> list[Container]:
         """The project's service containers (one-off `run` containers excluded)."""
-        labels = [f"{PROJECT_LABEL}={self.project}"]
-        if service:
-            labels.append(f"{SERVICE_LABEL}={service}")
-        found = self.client.containers.list(all=include_stopped, filters={"label": labels})
-        return [c for c in found if c.labels.get(ONEOFF_LABEL, "False") != "True"]
+        return self.engine.project_containers(
+            self.project, service, include_stopped=include_stopped
+        )
+
+    def running(self, service: str) -> list[Container]:
+        """The service's running containers."""
+        return [c for c in self.containers(service) if c.status == "running"]
+
+    def exec_in_service(
+        self,
+        service: str,
+        argv: Sequence[str],
+        *,
+        stdin: Iterable[bytes] | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> ExecResult:
+        """Run argv in the service's first running container; EnvironmentUnreachable when none
+        runs."""
+        running = self.running(service)
+        if not running:
+            raise EnvironmentUnreachable(
+                f'the service "{service}" of environment {self.name} is not running',
+                untouched="nothing was done",
+                hint=f"look at `deploytools status --env {self.name}`",
+                facts={"environment": self.name, "service": service},
+            )
+        return running[0].exec(argv, stdin=stdin, timeout_s=timeout_s)
+
+    # -- The platform's verbs (deploytools.platforms.Platform) --------------------------------
+
+    def defines(self, service: str) -> bool:
+        """Whether the Compose files define `service`."""
+        done = self.compose(compose_cmd.service_names, what="listing the Compose services")
+        return service in done.stdout.split()
+
+    def start(
+        self, services: Sequence[str], *, env: Mapping[str, str] | None = None, what: str
+    ) -> None:
+        """`compose up --no-deps` of `services`: started, or recreated when their
+        configuration (the image variable in `env`, say) changed."""
+        self.compose(
+            lambda cli, project, files: compose_cmd.up(cli, project, files, services, no_deps=True),
+            env=env,
+            what=what,
+        )
+
+    def start_beside(
+        self, service: str, *, count: int, env: Mapping[str, str] | None = None, what: str
+    ) -> list[Container]:
+        """New containers of `service` beside the running ones (which are not touched), up to
+        `count` containers in all; the new ones."""
+        known = {c.id for c in self.containers(service)}
+        self.compose(
+            lambda cli, project, files: compose_cmd.up(
+                cli,
+                project,
+                files,
+                [service],
+                no_deps=True,
+                no_recreate=True,
+                scale={service: count},
+            ),
+            env=env,
+            what=what,
+        )
+        return [c for c in self.containers(service) if c.id not in known]
+
+    def stop(self, services: Sequence[str], *, what: str) -> None:
+        """`compose stop` of `services` (their containers stay, stopped)."""
+        self.compose(
+            lambda cli, project, files: compose_cmd.stop(cli, project, files, services),
+            what=what,
+        )
+
+    def run_once(
+        self,
+        service: str,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        container_env: Mapping[str, str] | None = None,
+        timeout_s: float,
+        what: str,
+    ) -> ProcessResult:
+        """`command` in a one-off container of `service`, removed when it exits; raises when it
+        fails. `env` is the stack's (the image variable, say); `container_env` is set in the
+        container, by name only: its values never appear in an argv."""
+        inside = dict(container_env or {})
+        return self.compose(
+            lambda cli, project, files: compose_cmd.run_once(
+                cli, project, files, service, command, env=sorted(inside)
+            ),
+            env={**(env or {}), **inside},
+            timeout=timeout_s,
+            what=what,
+        )
 
     def services(self) -> list[ServiceState]:
         """What runs in this environment, one entry per container, sorted by service."""
@@ -324,19 +267,28 @@ class Target:
         return sorted(states, key=lambda s: (s.service, s.container))
 
 
-def service_state(container: Any) -> ServiceState:
+def _secret_values(env: Mapping[str, str], names: Iterable[str]) -> list[str]:
+    """The values of the named secrets in `env` long enough to be told from ordinary words."""
+    return sorted({env[n] for n in names if len(env.get(n, "")) >= 4}, key=len, reverse=True)
+
+
+def _masked(text: str, values: Sequence[str]) -> str:
+    for value in values:
+        text = text.replace(value, "***")
+    return text
+
+
+def service_state(container: Container) -> ServiceState:
     attrs = container.attrs
     state = attrs.get("State", {})
     labels = container.labels
     image_id = attrs.get("Image", "")
     image_labels: Mapping[str, str] = {}
     digests: tuple[str, ...] = ()
-    try:
-        image = container.image
-        image_labels = image.labels or {}
-        digests = tuple(image.attrs.get("RepoDigests") or ())
-    except docker.errors.ImageNotFound:
-        pass
+    image = container.image()
+    if image is not None:
+        image_labels = image.labels
+        digests = image.repo_digests
     return ServiceState(
         service=labels.get(SERVICE_LABEL, container.name),
         container=container.name,
@@ -351,7 +303,7 @@ def service_state(container: Any) -> ServiceState:
     )
 
 
-def last_health_log(container: Any) -> str:
+def last_health_log(container: Container) -> str:
     """The output of the container's most recent health probe, for error messages."""
     log = ((container.attrs.get("State") or {}).get("Health") or {}).get("Log") or []
     if not log:
@@ -362,7 +314,7 @@ def last_health_log(container: Any) -> str:
 
 
 def wait_until_healthy(
-    container: Any,
+    container: Container,
     *,
     timeout_s: float,
     clock: Callable[[], float] = time.monotonic,
@@ -406,3 +358,29 @@ def wait_until_healthy(
             )
         sleep(min(delay, max(0.0, deadline - clock())))
         delay = min(delay * 2, max_delay_s)
+
+
+if TYPE_CHECKING:
+
+    def _a_target_is_a_platform(target: Target) -> Platform:
+        """mypy checks here that Target implements the Platform protocol."""
+        return target
+
+
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "ONEOFF_LABEL",
+    "PROJECT_LABEL",
+    "REVISION_LABEL",
+    "SERVICE_LABEL",
+    "VERSION_LABEL",
+    "Runner",
+    "ServiceState",
+    "Target",
+    "connect",
+    "default_runner",
+    "detect_compose",
+    "last_health_log",
+    "service_state",
+    "wait_until_healthy",
+]

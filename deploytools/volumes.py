@@ -20,8 +20,8 @@ import secrets
 from collections.abc import Iterator
 from typing import Any
 
-import docker.errors
-
+from deploytools.engine.client import PROJECT_LABEL, VOLUME_LABEL, Container, Mount, OneOff
+from deploytools.engine.errors import EngineError
 from deploytools.errors import (
     CheckFailed,
     EnvironmentUnreachable,
@@ -29,7 +29,7 @@ from deploytools.errors import (
     UsageError,
 )
 from deploytools.session import EnvSession
-from deploytools.store.files import HELPER_LABEL, exec_capture, exec_stream
+from deploytools.store.files import HELPER_LABEL
 from deploytools.store.records import BackupManifest
 
 #: Where a helper mounts the volume.
@@ -45,13 +45,8 @@ def archive_file(environment: str, backup_id: str, volume: str) -> str:
 def engine_volume(session: EnvSession, name: str) -> str:
     """The engine's name of the stack's Compose volume `name` (found by Compose's labels)."""
     target = session.target
-    found = target.client.volumes.list(
-        filters={
-            "label": [
-                f"com.docker.compose.project={target.project}",
-                f"com.docker.compose.volume={name}",
-            ]
-        }
+    found = target.engine.volumes(
+        labels=[f"{PROJECT_LABEL}={target.project}", f"{VOLUME_LABEL}={name}"]
     )
     if not found:
         raise UsageError(
@@ -64,23 +59,23 @@ def engine_volume(session: EnvSession, name: str) -> str:
 
 
 @contextlib.contextmanager
-def _mounted(session: EnvSession, volume: str, *, read_only: bool) -> Iterator[Any]:
-    client = session.target.client
-    image = session.store.container.attrs.get("Image") or session.store.container.image.id
+def _mounted(session: EnvSession, volume: str, *, read_only: bool) -> Iterator[Container]:
+    image = session.store.container.image_id
     try:
-        container = client.containers.run(
-            image,
-            entrypoint=["sleep", str(HELPER_LIFETIME_S)],
-            command=[],
-            name=f"{session.target.project}-volume-{secrets.token_hex(3)}",
-            detach=True,
-            auto_remove=True,
-            user="0",
-            network_mode="none",
-            volumes={volume: {"bind": MOUNT, "mode": "ro" if read_only else "rw"}},
-            labels={HELPER_LABEL: "volume-helper"},
+        container = session.target.engine.run(
+            OneOff(
+                image=image,
+                entrypoint=["sleep", str(HELPER_LIFETIME_S)],
+                command=[],
+                name=f"{session.target.project}-volume-{secrets.token_hex(3)}",
+                auto_remove=True,
+                user="0",
+                network_mode="none",
+                mounts=[Mount(MOUNT, volume, read_only=read_only)],
+                labels={HELPER_LABEL: "volume-helper"},
+            )
         )
-    except docker.errors.DockerException as exc:
+    except EngineError as exc:
         raise EnvironmentUnreachable(
             f"cannot mount volume {volume} in a helper container: {exc}",
             untouched="the volume was not touched",
@@ -89,10 +84,11 @@ def _mounted(session: EnvSession, volume: str, *, read_only: bool) -> Iterator[A
     try:
         yield container
     finally:
-        with contextlib.suppress(docker.errors.DockerException):
-            # v=True: the helper's image may declare a VOLUME (the PostgreSQL image does), and
-            # its anonymous volume would otherwise stay behind on the engine after every command.
-            container.remove(force=True, v=True)
+        with contextlib.suppress(EngineError):
+            # volumes=True: the helper's image may declare a VOLUME (the PostgreSQL image does),
+            # and its anonymous volume would otherwise stay behind on the engine after every
+            # command.
+            container.remove(force=True, volumes=True)
 
 
 def _entries(session: EnvSession, path: str) -> int:
@@ -108,9 +104,7 @@ def snapshot(session: EnvSession, backup_id: str, name: str) -> dict[str, Any]:
     path = archive_file(session.target.name, backup_id, name)
     session.progress(f"backup {backup_id}: snapshot of volume {volume}")
     with _mounted(session, volume, read_only=True) as helper:
-        chunks, result = exec_stream(
-            session.target.client, helper.id, ["tar", "-C", MOUNT, "-cf", "-", "."]
-        )
+        chunks, result = helper.exec_stream(["tar", "-C", MOUNT, "-cf", "-", "."])
 
         def checked() -> Iterator[bytes]:
             yield from chunks
@@ -164,9 +158,7 @@ def restore(session: EnvSession, manifest: BackupManifest) -> list[str]:
             archive_file(session.target.name, manifest.id, name)
         )
         with _mounted(session, volume, read_only=False) as helper:
-            result = exec_capture(
-                session.target.client,
-                helper.id,
+            result = helper.exec(
                 ["sh", "-c", f"find {MOUNT} -mindepth 1 -delete && tar -C {MOUNT} -xf -"],
                 stdin=chunks,
             )

@@ -14,12 +14,17 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-import docker.errors
 import requests
 
+from deploytools.engine.client import ONEOFF_LABEL, PROJECT_LABEL, Container, Engine, OneOff
+from deploytools.engine.errors import EngineError, ImageNotFound
 from deploytools.errors import DeadlineExceeded, EnvironmentUnreachable
+
+# For annotations only: the check is handed a target, it never opens one.
+if TYPE_CHECKING:
+    from deploytools.target import Target
 
 COMPAT_LABEL = "deploytools.compat"
 
@@ -31,19 +36,17 @@ class PreviousApp:
     url: str
 
 
-def _environment(app: Any, client: Any) -> list[str]:
+def _environment(app: Container, engine: Engine) -> list[str]:
     """The running app's variables, without those its image sets (version, paths)."""
     env = list(app.attrs.get("Config", {}).get("Env") or [])
-    try:
-        own = set(client.images.get(app.attrs["Image"]).attrs.get("Config", {}).get("Env") or [])
-    except docker.errors.ImageNotFound:
-        own = set()
+    image = engine.find_image(app.image_id)
+    own = set(image.env) if image is not None else set()
     return [e for e in env if e not in own]
 
 
 @contextmanager
 def previous_app(
-    target: Any,
+    target: Target,
     service: str,
     image: str,
     *,
@@ -58,7 +61,7 @@ def previous_app(
             untouched="nothing was started",
         )
     app = running[0]
-    client = target.client
+    engine = target.engine
     networks = list((app.attrs.get("NetworkSettings", {}).get("Networks") or {}).keys())
     exposed = list((app.attrs.get("Config", {}).get("ExposedPorts") or {}).keys())
     if not networks or not exposed:
@@ -68,20 +71,17 @@ def previous_app(
         )
     name = f"{target.project}-compat-{secrets.token_hex(3)}"
     try:
-        container = client.containers.run(
-            image,
-            detach=True,
-            name=name,
-            environment=_environment(app, client),
-            network=networks[0],
-            ports={exposed[0]: ("127.0.0.1", None)},
-            labels={
-                COMPAT_LABEL: "true",
-                "com.docker.compose.project": target.project,
-                "com.docker.compose.oneoff": "True",
-            },
+        container = engine.run(
+            OneOff(
+                image=image,
+                name=name,
+                environment=_environment(app, engine),
+                network=networks[0],
+                publish_on={exposed[0]: "127.0.0.1"},
+                labels={COMPAT_LABEL: "true", PROJECT_LABEL: target.project, ONEOFF_LABEL: "True"},
+            )
         )
-    except docker.errors.ImageNotFound:
+    except ImageNotFound:
         raise EnvironmentUnreachable(
             f"the previous release's image {image} is not on the engine of {target.name}",
             untouched="nothing was started",
@@ -109,5 +109,5 @@ def previous_app(
             time.sleep(0.5)
         yield PreviousApp(image, name, url)
     finally:
-        with suppress(docker.errors.DockerException):
-            container.remove(force=True, v=True)
+        with suppress(EngineError):
+            container.remove(force=True, volumes=True)

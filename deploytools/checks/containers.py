@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import docker.errors
-import requests.exceptions
-
+from deploytools.engine.client import Container
+from deploytools.engine.errors import EngineError
 from deploytools.errors import EnvironmentUnreachable
 
 
@@ -55,12 +54,12 @@ def memory_bytes(stats: Mapping[str, Any]) -> int:
     return max(0, usage - int(cache))
 
 
-def raw_stats(container: Any) -> dict[str, Any]:
+def raw_stats(container: Container) -> dict[str, Any]:
     """One reading without the engine's own one-second wait (`one_shot`): CPU is then computed
     between two of our readings, over the whole interval between them."""
     try:
-        stats: dict[str, Any] = container.stats(stream=False, one_shot=True)
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        stats = container.stats(one_shot=True)
+    except EngineError as exc:
         raise EnvironmentUnreachable(
             f"cannot read the stats of container {container.name}: {exc}",
             untouched="nothing was changed",
@@ -75,11 +74,11 @@ def usage_between(name: str, before: Mapping[str, Any], after: Mapping[str, Any]
     return ContainerUsage(name, cpu_percent(pair), memory_bytes(after))
 
 
-def usage(container: Any) -> ContainerUsage:
+def usage(container: Container) -> ContainerUsage:
     """One reading of a running container (the engine takes about a second to answer)."""
     try:
-        stats = container.stats(stream=False)
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        stats = container.stats()
+    except EngineError as exc:
         raise EnvironmentUnreachable(
             f"cannot read the stats of container {container.name}: {exc}",
             untouched="nothing was changed",

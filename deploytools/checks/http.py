@@ -118,9 +118,9 @@ class HttpClient:
         self.timeout_s = timeout_s
         self.login_settings = login or LoginSettings()
         if session is None:
-            import requests.adapters
+            import requests.adapters  # start-up time: see the top
 
-            from deploytools.checks.http_retry import unanswered_retry
+            from deploytools.checks.http_retry import unanswered_retry  # start-up time: see the top
 
             session = requests.Session()
             # Enough kept-alive connections for a load test's workers: a smaller pool would
@@ -148,7 +148,7 @@ class HttpClient:
     ) -> Answer:
         """One request. `started` (a perf_counter time) lets a load test time a request from its
         scheduled start rather than from when a worker got to it."""
-        import requests
+        import requests  # start-up time: see the top
 
         headers = {"Accept": "application/json"}
         if token:
@@ -179,7 +179,7 @@ class HttpClient:
 
     def text(self, path: str) -> tuple[Answer, str]:
         """GET a non-JSON document (Prometheus metrics): the answer and its body as text."""
-        import requests
+        import requests  # start-up time: see the top
 
         begin = time.perf_counter()
         try:

@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-import docker.errors
-import requests.exceptions
-
+from deploytools.engine.client import Container
+from deploytools.engine.errors import EngineError
 from deploytools.errors import EnvironmentUnreachable
 
 
@@ -26,11 +24,11 @@ def matching_lines(lines: Sequence[str], patterns: Sequence[str]) -> list[str]:
     return [line for line in lines if any(p in line for p in patterns)]
 
 
-def scan(container: Any, *, since: datetime, patterns: Sequence[str]) -> LogScanResult:
+def scan(container: Container, *, since: datetime, patterns: Sequence[str]) -> LogScanResult:
     """Read `container`'s stdout and stderr since `since` and keep the lines that match."""
     try:
         raw = container.logs(stdout=True, stderr=True, since=since, timestamps=False)
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+    except EngineError as exc:
         raise EnvironmentUnreachable(
             f"cannot read the logs of container {container.name}: {exc}",
             untouched="nothing was changed",

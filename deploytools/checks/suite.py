@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deploytools.checks import logs as logs_mod
 from deploytools.checks import stats
@@ -38,6 +38,11 @@ from deploytools.config import (
     Thresholds,
     UserFlow,
 )
+
+# For annotations only: the suite is handed containers and a target, it never opens them.
+if TYPE_CHECKING:
+    from deploytools.engine.client import Container
+    from deploytools.target import Target
 
 #: A probe with a latency budget is sent this many times and judged on the median: one request
 #: delayed by a busy host is not the endpoint's speed (the load test measures the tail).
@@ -245,13 +250,17 @@ def rbac(session: Session, check: RbacCheck) -> CheckResult:
 # -- database ----------------------------------------------------------------------------------
 
 
-def head_revisions(target: Any, service: str, command: tuple[str, ...]) -> tuple[str, ...]:
+#: How long the app image's `alembic heads` may take.
+HEADS_TIMEOUT_S = 120.0
+
+
+def head_revisions(target: Target, service: str, command: tuple[str, ...]) -> tuple[str, ...]:
     """The head revision(s) of the migrations shipped in the running app image."""
     running = target.containers(service, include_stopped=False)
     if not running:
         raise LookupError(f"no running {service} container to ask for its migration heads")
-    code, output = running[0].exec_run(list(command))
-    text = output.decode("utf-8", "replace")
+    result = running[0].exec(command, timeout_s=HEADS_TIMEOUT_S)
+    code, text = result.exit_code, result.output().decode("utf-8", "replace")
     if code != 0:
         raise LookupError(f"`{' '.join(command)}` exited {code}: {text.strip()[-200:]}")
     heads = tuple(line.split()[0] for line in text.splitlines() if "(head)" in line)
@@ -389,7 +398,7 @@ def latency(session: Session, check: LatencyCheck) -> list[CheckResult]:
 # -- logs --------------------------------------------------------------------------------------
 
 
-def _started_at(container: Any) -> datetime:
+def _started_at(container: Container) -> datetime:
     raw = str(container.attrs.get("State", {}).get("StartedAt", ""))
     match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?", raw)
     if not match:
@@ -398,7 +407,7 @@ def _started_at(container: Any) -> datetime:
 
 
 def log_scan(
-    target: Any, check: LogScan, *, service: str, since: datetime | None
+    target: Target, check: LogScan, *, service: str, since: datetime | None
 ) -> list[CheckResult]:
     """Error lines in each running container of the service since `since` (default: since the
     container started, that is, since the deploy that made it)."""

@@ -32,6 +32,8 @@ from deploytools.jsonable import jsonable
 from deploytools.redaction import redact, redact_text, secret_names, secret_values
 from deploytools.visible import visible
 
+# For annotations only: imported at the top, they would load the steps and the engine for
+# `deploytools --help` (start-up time; see COMMANDS).
 if TYPE_CHECKING:
     from deploytools.context import StepContext
     from deploytools.pipeline.walker import PipelineSteps

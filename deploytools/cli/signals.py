@@ -1,7 +1,7 @@
 """SIGINT and SIGTERM end a command the way Ctrl-C does: every `finally` runs.
 
 A cancelled GitHub Actions job gets SIGINT, SIGTERM 7.5 s later, then SIGKILL. Python's default
-SIGTERM ends the process at once, so an environment's deploy lock (history.py, released in a
+SIGTERM ends the process at once, so an environment's deploy lock (store/locks.py, released in a
 `finally`) would stay behind with the runner's host and pid, and the next release would stop on
 LockHeld until someone ran `lock break`. The first of these signals raises KeyboardInterrupt
 wherever the command is; the ones after it are ignored, so the cleanup it set off (releasing

@@ -39,6 +39,7 @@ from deploytools.pipeline.record import (
 )
 from deploytools.pipeline.store import PipelineStore
 from deploytools.session import EnvSession, open_environment
+from deploytools.steps import app_service
 from deploytools.steps import backup as backup_step
 from deploytools.steps import check_suites as checks_step
 from deploytools.steps import deploy as deploy_step
@@ -108,7 +109,7 @@ class PipelineSteps:
     #: the commit a tag names in the repository at a path
     tag_commit: Callable[[Path, str], str] = _tag_commit
     #: what runs in an environment now (a release already serving is not deployed again)
-    running_app: Callable[[Target], deploy_step.RunningApp | None] = deploy_step.running_app
+    running_app: Callable[[Target], app_service.RunningApp | None] = app_service.running_app
     #: opens the environment at the gate, whose store keeps the pipeline's records
     open_environment: OpenEnvironment = open_environment
 

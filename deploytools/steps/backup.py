@@ -567,10 +567,10 @@ def restore_in(
     # The very containers that ran are stopped and started again (not `compose up`, which
     # would recreate them from the Compose file's current variables).
     app_service = session.ctx.config.project.app_service
-    running = [c for c in session.target.containers(app_service) if c.status == "running"]
+    running = session.target.running(app_service)
     if restart_app:
         for container in running:
-            container.stop(timeout=10)
+            container.stop(timeout_s=10)
     try:
         old = f"{db.name}__dtreplaced_{secrets.token_hex(3)}"
         db.replace_with(scratch, keep_as=old)

@@ -29,6 +29,7 @@ from deploytools.checks.results import CheckResult, Verdict, overall
 from deploytools.context import StepContext
 from deploytools.errors import CheckFailed, DeployError, UsageError
 from deploytools.jsonable import jsonable
+from deploytools.session import open_environment
 from deploytools.steps import suite_record
 
 SUITES = ("smoke", "validate", "verify")
@@ -267,8 +268,6 @@ def previous_release_image(ctx: StepContext, environment: str) -> tuple[str | No
     """The image the environment's current release replaced, and why it is (or is not) checked:
     there is none before the first release, and a release that declared its migrations not
     expand-only promises no compatibility to check."""
-    from deploytools.session import open_environment
-
     with open_environment(ctx, environment) as env_session:
         current = env_session.history.current_release()
     if current is None or not current.previous_image:

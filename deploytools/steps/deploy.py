@@ -13,16 +13,12 @@ plug in beside `recreate`.
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
-
-import docker.errors
+from typing import Protocol
 
 from deploytools import proxy
-from deploytools.commands import compose
 from deploytools.context import StepContext
 from deploytools.database import Database
 from deploytools.deploy_windows import check_window
@@ -30,11 +26,21 @@ from deploytools.errors import CheckFailed, DeployError, UsageError
 from deploytools.session import EnvSession, open_environment
 from deploytools.steps import backup as backup_step
 from deploytools.steps import migrate as migrate_step
+from deploytools.steps import rollback as rollback_step
+from deploytools.steps.app_service import (
+    MigrationFailed,
+    OldReleaseServing,
+    Phases,
+    ensure_database,
+    keep_images,
+    keep_ref,
+    running_app,
+    start_app,
+    stop_app,
+    wait_app_healthy,
+)
+from deploytools.steps.deploy_rolling import RollingStrategy
 from deploytools.store.records import ReleaseRecord, utc_now, who
-from deploytools.target import Target, service_state, wait_until_healthy
-
-#: Tag that keeps a released image on the engine for rollbacks: <repository>:<env>-release-<id>.
-KEEP_TAG = "{env}-release-{id}"
 
 
 @dataclass(frozen=True)
@@ -43,31 +49,6 @@ class DeployResult:
     changed: bool
     message: str
     record: ReleaseRecord | None
-
-
-class Phases:
-    """Times each phase into the record, refreshes the lock between phases, reports progress."""
-
-    def __init__(self, session: EnvSession, record: ReleaseRecord) -> None:
-        self.session = session
-        self.record = record
-
-    @contextlib.contextmanager
-    def phase(self, name: str, *, save: bool = True) -> Iterator[None]:
-        """`save=False`: the phase's time stays in memory until the step's next record save.
-        For the rolling cut-over: each save is a `docker exec` in the store's helper, engine
-        work (a runc start on a small machine) while the new release takes the traffic; the
-        step saves its outcome right after, and a re-run of an interrupted deploy does not
-        read the timings."""
-        self.session.progress(f"{self.record.kind} {self.record.id}: {name}")
-        started = time.monotonic()
-        try:
-            yield
-        finally:
-            self.record.timings[name] = round(time.monotonic() - started, 2)
-            self.session.refresh_lock()
-            if save:
-                self.session.history.save_release(self.record)
 
 
 class Strategy(Protocol):
@@ -83,14 +64,6 @@ class Strategy(Protocol):
         """Stop, migrate, start and wait: on return the new release is healthy. Raise
         MigrationFailed when the migration failed (the old app may be started again), any
         other DeployError when the new release did not come up."""
-
-
-class MigrationFailed(DeployError):
-    """The migration failed; the schema is where it was (one transaction)."""
-
-
-class OldReleaseServing(CheckFailed):
-    """The new release failed before it took traffic (exit 1); the old one serves, untouched."""
 
 
 class RecreateStrategy:
@@ -120,13 +93,10 @@ class RecreateStrategy:
             wait_app_healthy(session)
 
 
-def _rolling() -> Strategy:
-    from deploytools.steps.deploy_rolling import RollingStrategy  # rolling builds on deploy
-
-    return RollingStrategy()
-
-
-STRATEGIES: dict[str, Callable[[], Strategy]] = {"recreate": RecreateStrategy, "rolling": _rolling}
+STRATEGIES: dict[str, Callable[[], Strategy]] = {
+    "recreate": RecreateStrategy,
+    "rolling": RollingStrategy,
+}
 
 
 def run(
@@ -162,7 +132,7 @@ def run(
         )
     replacer = STRATEGIES[strategy]()
     with open_environment(ctx, environment) as session:
-        info = migrate_step.image_info(session.target.client, image)
+        info = migrate_step.image_info(session.target.engine, image)
         replacer.admit(session, info)
         ttl = ctx.config.deploy.lock_ttl_s
         with session.history.locked("deploy", ttl_s=ttl, wait_s=lock_wait_s) as lock:
@@ -303,8 +273,6 @@ def _recover_after_failed_migration(
 def _roll_back_unhealthy(session: EnvSession, record: ReleaseRecord, error: DeployError) -> None:
     """The new release did not come up: go back to the previous one (restoring the database
     when the rollback rule says so) and record it."""
-    import deploytools.steps.rollback as rollback_step  # rollback builds on deploy
-
     record.finished, record.error = utc_now(), error.message
     with contextlib.suppress(DeployError):
         record.revision_after = Database.of(session.target).revision()
@@ -334,109 +302,3 @@ def _roll_back_unhealthy(session: EnvSession, record: ReleaseRecord, error: Depl
         hint="read the new release's logs; fix it and release again",
         facts={"release": record.id, "rollback": back.id},
     ) from error
-
-
-# -- the app service -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunningApp:
-    image: str
-    image_id: str
-    healthy: bool
-
-
-def running_app(target: Target) -> RunningApp | None:
-    for container in target.containers(target.config.project.app_service):
-        if container.status == "running":
-            state = service_state(container)
-            return RunningApp(image=state.image, image_id=state.image_id, healthy=state.healthy)
-    return None
-
-
-def ensure_database(session: EnvSession) -> None:
-    """Start the database service when it does not run (a first deploy to a new environment),
-    and wait until it is healthy; a running one is left alone."""
-    target = session.target
-    service = session.ctx.config.project.database_service
-    if any(c.status == "running" for c in target.containers(service)):
-        return
-    session.progress(f"deploy: starting the database service {service}")
-    target.compose(
-        lambda cli, project, files: compose.up(cli, project, files, [service], no_deps=True),
-        what=f"starting the database service {service}",
-    )
-    for container in target.containers(service):
-        wait_until_healthy(container, timeout_s=session.ctx.config.deploy.health_timeout_s)
-
-
-def stop_app(session: EnvSession) -> None:
-    config = session.ctx.config
-    session.target.compose(
-        lambda cli, project, files: compose.stop(cli, project, files, [config.project.app_service]),
-        what="stopping the app",
-    )
-
-
-def start_app(session: EnvSession, image: str) -> None:
-    """(Re)create the app service's container from `image`, without touching the database."""
-    config = session.ctx.config
-    session.target.compose(
-        lambda cli, project, files: compose.up(
-            cli, project, files, [config.project.app_service], no_deps=True
-        ),
-        env={config.deploy.image_variable: image},
-        what=f"starting the app with {image}",
-    )
-
-
-def wait_app_healthy(session: EnvSession) -> None:
-    target = session.target
-    timeout = session.ctx.config.deploy.health_timeout_s
-    containers = [
-        c for c in target.containers(target.config.project.app_service) if c.status != "removing"
-    ]
-    if not containers:
-        raise CheckFailed(f"no app container exists in environment {target.name}")
-    for container in containers:
-        wait_until_healthy(container, timeout_s=timeout)
-
-
-def keep_ref(session: EnvSession, record: ReleaseRecord) -> str:
-    """The image reference a rollback to `record` uses, without pulling: its keep tag if it
-    still exists (it names exactly the image deployed), else the reference it was deployed as
-    if that still names the same image, else the image's ID if the engine still has it (a
-    rollback record's reference can be another release's keep tag, pruned since), else the
-    deployed reference (compose will say plainly that it is gone)."""
-    repository = session.ctx.config.project.image_repository
-    tag = f"{repository}:" + KEEP_TAG.format(env=record.environment, id=record.id)
-
-    def names_the_deployed_image(ref: str) -> bool:
-        try:
-            found = session.target.client.images.get(ref)
-        except docker.errors.DockerException:  # not there, or not a valid reference
-            return False
-        return not record.image_id or found.id == record.image_id
-
-    for candidate in (tag, record.image, record.image_id):
-        if candidate and names_the_deployed_image(candidate):
-            return candidate
-    return record.image
-
-
-def keep_images(session: EnvSession, record: ReleaseRecord, records: list[ReleaseRecord]) -> None:
-    """Tag the deployed image so it stays on the engine; untag releases older than the newest
-    deploy.keep_images (an image still tagged otherwise, or in use, stays). `records`: the
-    environment's records, oldest first, `record` included."""
-    client: Any = session.target.client
-    repository = session.ctx.config.project.image_repository
-    env = record.environment
-    with contextlib.suppress(docker.errors.DockerException):
-        tag = KEEP_TAG.format(env=env, id=record.id)
-        client.images.get(record.image_id).tag(repository, tag)
-    serving = [r for r in records if r.serving]
-    for old in serving[: -session.ctx.config.deploy.keep_images]:
-        with contextlib.suppress(docker.errors.DockerException):
-            client.api.remove_image(
-                f"{repository}:" + KEEP_TAG.format(env=env, id=old.id), noprune=True
-            )

@@ -34,15 +34,13 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from typing import Any
-
-import docker.errors
 
 from deploytools import proxy
-from deploytools.commands import compose
+from deploytools.engine.client import Container
+from deploytools.engine.errors import EngineError, NotFound
 from deploytools.errors import CheckFailed, DeployError, UsageError
 from deploytools.session import EnvSession
-from deploytools.steps import deploy as deploy_step
+from deploytools.steps import app_service
 from deploytools.steps import migrate as migrate_step
 from deploytools.store.records import ReleaseRecord
 from deploytools.target import wait_until_healthy
@@ -81,6 +79,8 @@ WARM = [
 SWITCH_TIMEOUT_S = 60.0
 #: The pause between preparing the switch and cutting it.
 CUT_SETTLE_S = 0.5
+#: The deadline of the smoke check and the warm-up run inside the new container.
+IN_CONTAINER_TIMEOUT_S = 120.0
 #: The pause between the switch and the old container's stop. The old one takes no request
 #: any more; its stop (SIGTERM, gunicorn's exit, the engine's teardown: 1-1.5 s of work on 2
 #: cores) then does not land on the new release's first requests
@@ -143,7 +143,7 @@ class RollingStrategy:
             api.close()
 
     def replace(
-        self, session: EnvSession, record: ReleaseRecord, phases: deploy_step.Phases
+        self, session: EnvSession, record: ReleaseRecord, phases: app_service.Phases
     ) -> None:
         with phases.phase("migrate"):
             try:
@@ -151,14 +151,14 @@ class RollingStrategy:
                     session, image=record.image, no_backup_check=record.no_backup_check
                 )
             except DeployError as error:
-                raise deploy_step.MigrationFailed(
+                raise app_service.MigrationFailed(
                     error.message, untouched=error.untouched, hint=error.hint, facts=error.facts
                 ) from error
             record.revision_after = result.revision_after
         roll_to(session, record.image, phases)
 
 
-def roll_to(session: EnvSession, image: str, phases: deploy_step.Phases) -> None:
+def roll_to(session: EnvSession, image: str, phases: app_service.Phases) -> None:
     """Replace the running app containers by one of `image` without a gap (see the module's
     docstring). Raises OldReleaseServing when the new container failed before the switch."""
     target = session.target
@@ -168,7 +168,7 @@ def roll_to(session: EnvSession, image: str, phases: deploy_step.Phases) -> None
     if gateway is None:
         raise UsageError(f"environment {target.name} has no proxy to switch traffic with")
     for dead in [c for c in target.containers(service) if c.status != "running"]:
-        with contextlib.suppress(docker.errors.DockerException):
+        with contextlib.suppress(EngineError):
             dead.remove(force=True)
     old = target.containers(service)
     # One runtime API session for the deploy's switches (one exec, before the start): the
@@ -184,35 +184,26 @@ def roll_to(session: EnvSession, image: str, phases: deploy_step.Phases) -> None
 def _roll_to(
     session: EnvSession,
     image: str,
-    phases: deploy_step.Phases,
-    gateway: Any,
+    phases: app_service.Phases,
+    gateway: Container,
     api: proxy.RuntimeApi,
-    old: list[Any],
+    old: list[Container],
 ) -> None:
     target = session.target
     config = session.ctx.config
     service = config.project.app_service
-    new: Any = None
+    new: Container | None = None
     try:
         with phases.phase("start"):
             if len(old) == 1:
                 # While two containers answer to the service's name, the proxy must not use it.
                 proxy.switch(gateway, proxy.address(old[0], gateway), session=api)
-            target.compose(
-                lambda cli, project, files: compose.up(
-                    cli,
-                    project,
-                    files,
-                    [service],
-                    no_deps=True,
-                    no_recreate=True,
-                    scale={service: len(old) + 1},
-                ),
+            started = target.start_beside(
+                service,
+                count=len(old) + 1,
                 env={config.deploy.image_variable: image},
                 what=f"starting {image} beside the running app",
             )
-            known = {c.id for c in old}
-            started = [c for c in target.containers(service) if c.id not in known]
             if len(started) != 1:
                 raise CheckFailed(
                     f"expected one new app container of {image}, found {len(started)}"
@@ -239,7 +230,7 @@ def _roll_to(
     except BaseException as error:
         kept = _abandon(session, gateway, new, old)
         if isinstance(error, DeployError) and not isinstance(error, UsageError):
-            raise deploy_step.OldReleaseServing(
+            raise app_service.OldReleaseServing(
                 f"{image} did not take over: {error.message}",
                 untouched=kept,
                 hint=error.hint or "read the new release's logs; fix it and release again",
@@ -257,11 +248,11 @@ def _roll_to(
         proxy.switch(gateway, None, service_address=new_address, wait=False, session=api)
 
 
-def smoke(container: Any) -> None:
+def smoke(container: Container) -> None:
     """The new release's own /health, from inside its container: 200 and status ok."""
     argv = [part.replace("{port}", str(proxy.APP_PORT)) for part in SMOKE]
-    code, output = container.exec_run(argv)
-    text = output.decode("utf-8", "replace").strip() if isinstance(output, bytes) else str(output)
+    result = container.exec(argv, timeout_s=IN_CONTAINER_TIMEOUT_S)
+    code, text = result.exit_code, result.output().decode("utf-8", "replace").strip()
     status_ok = False
     with contextlib.suppress(ValueError, IndexError):
         status_ok = code == 0 and json.loads(text.split(" ", 1)[1]).get("status") == "ok"
@@ -272,36 +263,39 @@ def smoke(container: Any) -> None:
         )
 
 
-def warm(container: Any) -> None:
+def warm(container: Container) -> None:
     """Concurrent /health requests inside the new container (WARM) before it takes the
     traffic; a failing one fails the release like the smoke check."""
     values = {"port": proxy.APP_PORT, "concurrency": WARM_CONCURRENCY, "rounds": WARM_ROUNDS}
     argv = [part.format(**values) for part in WARM]
-    code, output = container.exec_run(argv)
+    result = container.exec(argv, timeout_s=IN_CONTAINER_TIMEOUT_S)
+    code = result.exit_code
     if code != 0:
-        text = output.decode("utf-8", "replace").strip() if isinstance(output, bytes) else output
+        text = result.output().decode("utf-8", "replace").strip()
         raise CheckFailed(
             f"warming {container.name} up failed (exit {code}): {str(text)[-300:] or 'no output'}",
             hint=f"read its logs: docker logs {container.name}",
         )
 
 
-def _abandon(session: EnvSession, gateway: Any, new: Any, old: list[Any]) -> str:
+def _abandon(
+    session: EnvSession, gateway: Container, new: Container | None, old: list[Container]
+) -> str:
     """Remove the new container and point the proxy at the service again; what still serves."""
     if new is not None:
-        with contextlib.suppress(docker.errors.DockerException):
+        with contextlib.suppress(EngineError):
             new.remove(force=True)
-    with contextlib.suppress(DeployError, docker.errors.DockerException, ValueError):
+    with contextlib.suppress(DeployError, EngineError, ValueError):
         back = proxy.address(old[0], gateway) if len(old) == 1 else None
         proxy.switch(gateway, None, service_address=back)
     names = ", ".join(c.name for c in old) or "nothing (no app was running)"
     return f"the new container was removed; the old release kept serving throughout: {names}"
 
 
-def _stop_and_remove(container: Any) -> None:
+def _stop_and_remove(container: Container) -> None:
     """Stop with the container's grace period (its requests finish; gunicorn drains on
     SIGTERM), then remove it."""
     grace = container.attrs.get("Config", {}).get("StopTimeout") or 10
-    with contextlib.suppress(docker.errors.NotFound):
-        container.stop(timeout=int(grace))
+    with contextlib.suppress(NotFound):
+        container.stop(timeout_s=int(grace))
         container.remove()

@@ -16,14 +16,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
-
-import docker.errors
-import requests.exceptions
 
 from deploytools.commands import git
 from deploytools.context import StepContext
+from deploytools.engine.client import Engine
+from deploytools.engine.connection import connect
+from deploytools.engine.errors import EngineAPIError, EngineError
 from deploytools.errors import (
     CheckFailed,
     DeadlineExceeded,
@@ -31,6 +30,7 @@ from deploytools.errors import (
     ExternalCommandFailed,
     UsageError,
 )
+from deploytools.session import open_environment
 from deploytools.steps.release import (
     CheckList,
     CheckResult,
@@ -44,7 +44,7 @@ from deploytools.steps.release import (
     tag_commit,
 )
 from deploytools.store.records import ReleaseRecord
-from deploytools.target import REVISION_LABEL, VERSION_LABEL, connect
+from deploytools.target import REVISION_LABEL, VERSION_LABEL
 
 CREATED_LABEL = "org.opencontainers.image.created"
 SOURCE_LABEL = "org.opencontainers.image.source"
@@ -107,10 +107,10 @@ class ImageReport(CheckList):
             )
 
 
-def _engine(ctx: StepContext, environment: str | None) -> tuple[Any, str]:
+def _engine(ctx: StepContext, environment: str | None) -> tuple[Engine, str]:
     if environment:
         target = ctx.target(environment)
-        return target.client, f"environment {environment}"
+        return target.engine, f"environment {environment}"
     return connect(""), "the local engine"
 
 
@@ -188,8 +188,8 @@ def build(
             progress=ctx.progress,
             clock=clock,
         )
-    image = client.images.get(image_id)
-    found = image.labels or {}
+    image = client.image(image_id)
+    found = image.labels
     wrong = {k: found.get(k) for k, v in labels.items() if found.get(k) != v}
     if wrong:
         raise ExternalCommandFailed(
@@ -214,7 +214,7 @@ def build(
 
 
 def _run_build(
-    client: Any,
+    client: Engine,
     context_dir: Path,
     *,
     reference: str,
@@ -235,16 +235,12 @@ def _run_build(
     image_id = ""
     tail: list[str] = []
     try:
-        stream = client.api.build(
-            path=str(context_dir),
+        stream = client.build(
+            str(context_dir),
             tag=reference,
             buildargs=buildargs,
-            labels=dict(labels),
-            rm=True,
-            forcerm=True,
-            pull=False,
-            decode=True,
-            timeout=QUIET_READ_TIMEOUT_S,
+            labels=labels,
+            read_timeout_s=QUIET_READ_TIMEOUT_S,
         )
         for chunk in stream:
             if "error" in chunk:
@@ -267,7 +263,7 @@ def _run_build(
                     untouched="no release image was tagged",
                     facts={"reference": reference},
                 )
-    except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+    except EngineError as exc:
         raise EnvironmentUnreachable(
             f"the engine failed the build of {reference}: {exc}",
             untouched="no release image was tagged",
@@ -289,7 +285,7 @@ def _run_build(
 
 
 def _push(
-    client: Any,
+    client: Engine,
     repository: str,
     version: str,
     built: BuiltImage,
@@ -304,10 +300,9 @@ def _push(
     )
     progress(f"pushing {built.reference} to {registry}")
     digest = ""
-    # A push may stay silent longer than the client's connect-sized timeout allows.
-    saved_timeout, client.api.timeout = client.api.timeout, PUSH_TIMEOUT_S
     try:
-        for chunk in client.api.push(repository, tag=version, stream=True, decode=True):
+        # A push may stay silent longer than the client's connect-sized timeout allows.
+        for chunk in client.push(repository, version, read_timeout_s=PUSH_TIMEOUT_S):
             if "error" in chunk:
                 detail = str(chunk.get("error", "")).strip()
                 raise EnvironmentUnreachable(
@@ -323,15 +318,13 @@ def _push(
             aux = chunk.get("aux")
             if isinstance(aux, dict) and aux.get("Digest"):
                 digest = str(aux["Digest"])
-    except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+    except EngineError as exc:
         raise EnvironmentUnreachable(
             f"cannot push {built.reference} to registry {registry}: {exc}",
             untouched=left,
             hint="check that the registry answers and that you are logged in (docker login)",
             facts={"registry": registry, "reference": built.reference},
         ) from None
-    finally:
-        client.api.timeout = saved_timeout
     if not digest:
         raise EnvironmentUnreachable(
             f"the registry {registry} did not report a digest for {built.reference}",
@@ -420,8 +413,6 @@ def tested_check(
 
 def history_records(ctx: StepContext, environment: str) -> list[ReleaseRecord]:
     """An environment's release records, from the backup store on its own engine."""
-    from deploytools.session import open_environment  # history lives in the backup store
-
     with open_environment(ctx, environment) as session:
         return session.history.releases()
 
@@ -468,10 +459,8 @@ def verify(
         )
     client, engine = _engine(ctx, environment)
     try:
-        found = client.images.get(image)
-    except docker.errors.ImageNotFound:
-        found = None
-    except docker.errors.APIError as exc:
+        found = client.find_image(image)
+    except EngineAPIError as exc:
         raise UsageError(
             f'"{image}" is not an image reference the engine accepts: {exc.explanation or exc}',
             untouched="nothing was done",

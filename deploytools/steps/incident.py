@@ -20,12 +20,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import docker.errors
-
 from deploytools import contacts
 from deploytools.config import Config
 from deploytools.context import StepContext
+from deploytools.engine.errors import EngineAPIError
 from deploytools.errors import UsageError
+from deploytools.session import open_environment
 from deploytools.steps import report as report_step
 
 #: App log lines kept in the report (the newest).
@@ -400,7 +400,7 @@ def _fetch_logs(session: Any, config: Config, failed: Mapping[str, Any]) -> tupl
     for container in session.target.containers(config.project.app_service):
         try:
             raw = container.logs(timestamps=True, tail=LOG_LINES, since=since)
-        except docker.errors.APIError:  # removed meanwhile: its lines are not there to show
+        except EngineAPIError:  # removed meanwhile: its lines are not there to show
             continue
         names.append(container.name)
         lines.extend(raw.decode("utf-8", "replace").splitlines())
@@ -421,8 +421,6 @@ def gather(
     results: Sequence[Path] = (),
 ) -> IncidentReport:
     """The incident report of `environment`, read from its history (and its engine's logs)."""
-    from deploytools.session import open_environment
-
     config = ctx.config
     config.environment(environment)
     files: list[Path] = []

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import docker.errors
-
-from deploytools.commands import compose
 from deploytools.context import StepContext
 from deploytools.database import Database
 from deploytools.deploy_windows import check_window
+from deploytools.engine.client import Engine
+from deploytools.engine.errors import ImageNotFound
 from deploytools.errors import DeployError, UsageError
 from deploytools.session import EnvSession, open_environment
 from deploytools.steps.backup import latest_verified
@@ -53,19 +52,19 @@ class MigrationResult:
         return self.revision_before != self.revision_after
 
 
-def image_info(client: Any, ref: str) -> ImageInfo:
+def image_info(engine: Engine, ref: str) -> ImageInfo:
     """The image as the engine knows it; UsageError when it is not there (nothing is pulled:
     images are built once and loaded onto the engine by `image build`)."""
     try:
-        image = client.images.get(ref)
-    except docker.errors.ImageNotFound:
+        image = engine.image(ref)
+    except ImageNotFound:
         raise UsageError(
             f"image {ref} is not on the target's engine",
             untouched="nothing was done",
             hint="build or load it there first (`deploytools image build`)",
             facts={"image": ref},
         ) from None
-    labels = image.labels or {}
+    labels = image.labels
     flag = labels.get(EXPAND_ONLY_LABEL)
     return ImageInfo(
         ref=ref,
@@ -111,7 +110,7 @@ def run(
         ttl = ctx.config.deploy.lock_ttl_s
         with session.history.locked("migrate", ttl_s=ttl, wait_s=lock_wait_s) as lock:
             session.lock = lock
-            info = image_info(session.target.client, image)
+            info = image_info(session.target.engine, image)
             record = ReleaseRecord(
                 id=session.history.next_release_id(),
                 environment=environment,
@@ -169,31 +168,25 @@ def run_in(
     """`run` within an open environment (a deploy calls it under its lock)."""
     config = session.ctx.config
     target = session.target
-    image_info(target.client, image)
+    image_info(target.engine, image)
     db = Database.of(target)
     before = db.revision()
     backup_id = None
     if not sql and not no_backup_check:
         backup_id = require_backup(session)
     command = list(config.project.migration_command) + (["--sql"] if sql else [])
-    env = {config.deploy.image_variable: image, **config.deploy.migration_env}
     session.progress(
         f"migrate: {' '.join(command)} in a one-off container of {image} "
         f"(revision now {before or 'none'})"
     )
     started = time.monotonic()
     try:
-        done = target.compose(
-            lambda cli, project, files: compose.run_once(
-                cli,
-                project,
-                files,
-                config.project.app_service,
-                command,
-                env=sorted(config.deploy.migration_env),
-            ),
-            env=env,
-            timeout=config.deploy.migration_timeout_s,
+        done = target.run_once(
+            config.project.app_service,
+            command,
+            env={config.deploy.image_variable: image},
+            container_env=config.deploy.migration_env,
+            timeout_s=config.deploy.migration_timeout_s,
             what="the migration",
         )
     except DeployError as error:

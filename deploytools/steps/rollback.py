@@ -15,16 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import docker.errors
-
 from deploytools import proxy
 from deploytools.context import StepContext
 from deploytools.database import Database
+from deploytools.engine.errors import EngineError
 from deploytools.errors import DeployError, UsageError
 from deploytools.session import EnvSession, open_environment
+from deploytools.steps import app_service, deploy_rolling
 from deploytools.steps import backup as backup_step
-from deploytools.steps import deploy as deploy_step
-from deploytools.steps import deploy_rolling
 from deploytools.store.records import ReleaseRecord, utc_now, who
 
 Confirm = Callable[[str], bool]
@@ -143,22 +141,22 @@ def roll_back_in(
             + (backup_id or "the pre-deploy backup")
         )
     history.save_release(record)
-    phases = deploy_step.Phases(session, record)
+    phases = app_service.Phases(session, record)
     try:
         if not restore and proxy.container(session.target) is not None:
             # Behind the proxy and on the same schema: the rolling deploy's switch, no gap.
             deploy_rolling.roll_to(session, target.image, phases)
         else:
             with phases.phase("stop"):
-                deploy_step.stop_app(session)
+                app_service.stop_app(session)
             if restore and backup_id is not None:
                 with phases.phase("restore"):
                     backup_step.restore_in(session, backup_id, restart_app=False)
                     record.restored_backup = backup_id
             with phases.phase("start"):
-                deploy_step.start_app(session, target.image)
+                app_service.start_app(session, target.image)
             with phases.phase("healthy"):
-                deploy_step.wait_app_healthy(session)
+                app_service.wait_app_healthy(session)
     except DeployError as error:
         record.outcome, record.finished, record.error = "failed", utc_now(), error.message
         history.save_release(record)
@@ -225,7 +223,7 @@ def _choose(
     newer = [r for r in serving if r.id > chosen.id and r.kind == "deploy"]
     if not current.serving:
         newer.append(current)
-    image = deploy_step.keep_ref(session, chosen)
+    image = app_service.keep_ref(session, chosen)
     return RollbackTarget(image, chosen.image_id, chosen.version, chosen.id), _dedupe(newer)
 
 
@@ -241,6 +239,6 @@ def _dedupe(records: list[ReleaseRecord]) -> list[ReleaseRecord]:
 
 def _image_or_none(session: EnvSession, ref: str) -> str | None:
     try:
-        return str(session.target.client.images.get(ref).id)
-    except docker.errors.DockerException:  # gone; compose will say so when it starts
+        return session.target.engine.image(ref).id
+    except EngineError:  # gone; compose will say so when it starts
         return None

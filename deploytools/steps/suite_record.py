@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from deploytools.checks.results import CheckResult, Verdict
 from deploytools.context import StepContext
 from deploytools.errors import DeployError
+from deploytools.session import open_environment
 
 
 class Save(Protocol):
@@ -69,9 +70,6 @@ def save(
     Returns a note for the result: where it was saved, or why it was not. Never raises: the
     checks ran and their verdict stands whether or not the history can be written.
     """
-    # Imported here: the store is only opened when there is something to save.
-    from deploytools.session import open_environment
-
     try:
         with open_environment(ctx, environment) as session:
             record = session.history.attach_checks(data, release_id=release_id)

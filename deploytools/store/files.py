@@ -13,23 +13,17 @@ server's own pg_restore), so nothing is pulled.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import io
 import posixpath
 import secrets
-import socket
 import tarfile
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
-import docker.errors
-import docker.types
-import requests.exceptions
-from docker.utils.socket import consume_socket_output, demux_adaptor, frames_iter
-
+from deploytools.engine.client import Container, Engine, Mount, OneOff
+from deploytools.engine.errors import EngineAPIError, EngineError
+from deploytools.engine.exec import ExecResult, ExecStream
 from deploytools.errors import EnvironmentUnreachable, ExternalCommandFailed
 
 #: Where the helper mounts the store.
@@ -38,60 +32,8 @@ MOUNT = "/store"
 HELPER_LIFETIME_S = 6 * 3600
 FALLBACK_HELPER_IMAGE = "debian:bookworm-slim"
 HELPER_LABEL = "deploytools.role"
-STDOUT = 1
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    exit_code: int
-    stdout: bytes
-    stderr: bytes
-
-    def text(self) -> str:
-        return self.stdout.decode("utf-8", "replace")
-
-    def error_line(self) -> str:
-        lines = (self.stderr or self.stdout).decode("utf-8", "replace").strip().splitlines()
-        return lines[-1] if lines else "no output"
-
-
-@contextlib.contextmanager
-def _engine_errors(container_id: str, argv: list[str]) -> Iterator[None]:
-    """The engine refusing an exec (the container stopped, was removed) or the connection to it
-    breaking becomes one DeployError naming the container and the program."""
-    try:
-        yield
-    except docker.errors.DockerException as exc:
-        raise ExternalCommandFailed(
-            f"running {argv[0]} in container {container_id[:12]} failed: "
-            f"{getattr(exc, 'explanation', None) or exc}",
-            facts={"container": container_id, "program": argv[0]},
-        ) from exc
-    except (OSError, requests.exceptions.RequestException) as exc:
-        raise ExternalCommandFailed(
-            f"the connection to the engine broke while {argv[0]} ran in container "
-            f"{container_id[:12]}: {exc}",
-            facts={"container": container_id, "program": argv[0]},
-        ) from exc
-
-
-def _open_exec(client: Any, exec_id: str) -> tuple[Any, Any]:
-    """Start an exec and return its hijacked connection: the file-like object the frame readers
-    use, and the raw socket (for writing stdin and for closing; closing the first alone leaks
-    the second)."""
-    sock = client.api.exec_start(exec_id, socket=True)
-    return sock, getattr(sock, "_sock", sock)
-
-
-def _close(sock: Any, raw: Any) -> None:
-    with contextlib.suppress(OSError):
-        sock.close()
-    with contextlib.suppress(OSError):
-        raw.close()
-
-
-#: Seconds to wait for the engine to mark an exec finished once its output stream has ended.
-EXEC_SETTLE_S = 5.0
+#: The deadline of one small script in the helper (read, write, list, hash a record or lock).
+SCRIPT_TIMEOUT_S = 300.0
 
 
 #: read_all's script: $1 the directory, $2 the suffix; a tar of the matching files on stdout.
@@ -107,79 +49,6 @@ done
 [ $# -gt 0 ] || exit 0
 exec tar -cf - -- "$@"
 """
-
-
-def _result(client: Any, exec_id: str, out: bytes, err: bytes) -> ExecResult:
-    # The output stream can end a moment before the engine records the exit (seen under load):
-    # reading the exit code at once then finds the exec still running.
-    deadline = time.monotonic() + EXEC_SETTLE_S
-    info = client.api.exec_inspect(exec_id)
-    while info.get("Running") and time.monotonic() < deadline:
-        time.sleep(0.05)
-        info = client.api.exec_inspect(exec_id)
-    code = None if info.get("Running") else info.get("ExitCode")
-    return ExecResult(exit_code=-1 if code is None else int(code), stdout=out, stderr=err)
-
-
-def exec_capture(
-    client: Any,
-    container_id: str,
-    argv: list[str],
-    *,
-    stdin: Iterable[bytes] | None = None,
-    user: str = "",
-    environment: dict[str, str] | None = None,
-) -> ExecResult:
-    """Run argv in a container, optionally feeding `stdin` chunk by chunk; capture its output.
-
-    Half-closing the socket after the last chunk is what makes the process see end of input.
-    """
-    with _engine_errors(container_id, argv):
-        created = client.api.exec_create(
-            container_id, argv, stdin=stdin is not None, user=user, environment=environment
-        )
-        exec_id = created["Id"]
-        sock, raw = _open_exec(client, exec_id)
-        try:
-            if stdin is not None:
-                for chunk in stdin:
-                    if chunk:
-                        raw.sendall(chunk)
-                raw.shutdown(socket.SHUT_WR)
-            frames = (demux_adaptor(*f) for f in frames_iter(sock, tty=False))
-            out, err = consume_socket_output(frames, demux=True)
-        finally:
-            _close(sock, raw)
-        return _result(client, exec_id, out or b"", err or b"")
-
-
-def exec_stream(
-    client: Any, container_id: str, argv: list[str], *, user: str = ""
-) -> tuple[Iterator[bytes], Callable[[], ExecResult]]:
-    """Run argv in a container and stream its stdout. Returns the chunks and a function that,
-    once they are consumed, gives the exit code and the (bounded) stderr."""
-    with _engine_errors(container_id, argv):
-        exec_id = client.api.exec_create(container_id, argv, user=user)["Id"]
-    stderr = bytearray()
-
-    def chunks() -> Iterator[bytes]:
-        with _engine_errors(container_id, argv):
-            sock, raw = _open_exec(client, exec_id)
-            try:
-                for stream, data in frames_iter(sock, tty=False):
-                    if stream == STDOUT:
-                        yield data
-                    else:
-                        stderr.extend(data)
-                        del stderr[:-8192]
-            finally:
-                _close(sock, raw)
-
-    def result() -> ExecResult:
-        with _engine_errors(container_id, argv):
-            return _result(client, exec_id, b"", bytes(stderr))
-
-    return chunks(), result
 
 
 @dataclass(frozen=True)
@@ -204,8 +73,7 @@ class BackupStore:
     umask 077 (files 0600, directories 0700): backups hold every row of the database.
     """
 
-    def __init__(self, client: Any, container: Any, description: str) -> None:
-        self.client = client
+    def __init__(self, container: Container, description: str) -> None:
         self.container = container
         self.description = description
 
@@ -218,7 +86,8 @@ class BackupStore:
     def sh(self, script: str, *args: str, stdin: Iterable[bytes] | None = None) -> ExecResult:
         """Run a small sh script in the helper with umask 077; args are $1, $2, ..."""
         argv = ["sh", "-c", "umask 077; " + script, "sh", *args]
-        return exec_capture(self.client, self.container.id, argv, stdin=stdin)
+        # A script fed a stream (a dump) waits on its writer, not on its own work.
+        return self.container.exec(argv, stdin=stdin, timeout_s=SCRIPT_TIMEOUT_S)
 
     def _check(self, result: ExecResult, what: str) -> ExecResult:
         if result.exit_code != 0:
@@ -360,24 +229,24 @@ class BackupStore:
             raise
         return StreamedFile(size=size, sha256=digest.hexdigest())
 
-    def read_stream(self, path: str) -> tuple[Iterator[bytes], Callable[[], ExecResult]]:
-        return exec_stream(self.client, self.container.id, ["cat", self._abs(path)])
+    def read_stream(self, path: str) -> ExecStream:
+        """The file's bytes, streamed; `result()` afterwards says whether `cat` read it all."""
+        return self.container.exec_stream(["cat", self._abs(path)])
 
     def run(self, argv: list[str]) -> ExecResult:
         """Any program of the helper's image (pg_restore --list, for one)."""
-        return exec_capture(self.client, self.container.id, argv)
+        return self.container.exec(argv)
 
     def path(self, path: str) -> str:
         """The path as the helper sees it."""
         return self._abs(path)
 
 
-def helper_image(client: Any, candidates: list[Any]) -> str:
-    """The first image of `candidates` (containers) present on the engine, else Debian's."""
+def helper_image(candidates: Iterable[Container]) -> str:
+    """The image of the first of `candidates` (containers) on the engine, else Debian's."""
     for container in candidates:
-        image_id = container.attrs.get("Image", "")
-        if image_id:
-            return str(image_id)
+        if container.image_id:
+            return container.image_id
     return FALLBACK_HELPER_IMAGE
 
 
@@ -388,7 +257,7 @@ NOT_CREATED = "(not created yet: empty)"
 
 @contextlib.contextmanager
 def open_store(
-    client: Any, store: str, *, image: str, name_prefix: str, create: bool = True
+    engine: Engine, store: str, *, image: str, name_prefix: str, create: bool = True
 ) -> Iterator[BackupStore]:
     """Start a helper container with `store` ("volume:NAME" or "dir:/path") mounted; remove it
     on the way out (and it removes itself after HELPER_LIFETIME_S if we are killed).
@@ -397,44 +266,43 @@ def open_store(
     or directory that does not exist yet is not created; the helper mounts an empty read-only
     tmpfs in its place, which reads like the empty store it would be."""
     kind, _, location = store.partition(":")
-    # A volume mount, or a bind mount of the engine host's directory. `volumes=` would create a
-    # missing directory (as root, on the engine's host); a Mount of type bind refuses it instead,
-    # so a read-only command can tell "not there" from "empty".
-    volumes = {location: {"bind": MOUNT, "mode": "rw"}} if kind == "volume" or create else {}
-    mounts = [] if volumes else [docker.types.Mount(MOUNT, location, type="bind")]
+    # A volume mount, or a bind mount of the engine host's directory. A plain volume bind would
+    # create a missing directory (as root, on the engine's host); a Mount of type bind refuses
+    # it instead, so a read-only command can tell "not there" from "empty".
+    mounts = [Mount(MOUNT, location, kind="volume")] if kind == "volume" or create else []
+    if not mounts:
+        mounts = [Mount(MOUNT, location, kind="bind")]
     tmpfs: dict[str, str] = {}
     description = store
-    if kind == "volume":
-        try:
-            client.volumes.get(location)
-        except docker.errors.NotFound:
-            if create:
-                client.volumes.create(name=location, labels={HELPER_LABEL: "backup-store"})
-            else:
-                volumes, tmpfs, description = {}, EMPTY_STORE, f"{store} {NOT_CREATED}"
-    name = f"{name_prefix}-store-{secrets.token_hex(3)}"
-    run = functools.partial(
-        client.containers.run,
-        image,
-        entrypoint=["sleep", str(HELPER_LIFETIME_S)],
-        command=[],
-        name=name,
-        detach=True,
-        auto_remove=True,
-        user="0",
-        network_mode="none",
-        labels={HELPER_LABEL: "backup-store-helper"},
-    )
     try:
+        if kind == "volume" and not engine.volume_exists(location):
+            if create:
+                engine.create_volume(location, labels={HELPER_LABEL: "backup-store"})
+            else:
+                mounts, tmpfs, description = [], EMPTY_STORE, f"{store} {NOT_CREATED}"
+        helper = OneOff(
+            image=image,
+            name=f"{name_prefix}-store-{secrets.token_hex(3)}",
+            entrypoint=["sleep", str(HELPER_LIFETIME_S)],
+            command=[],
+            auto_remove=True,
+            user="0",
+            network_mode="none",
+            labels={HELPER_LABEL: "backup-store-helper"},
+            mounts=mounts,
+            tmpfs=tmpfs,
+        )
         try:
-            container = run(volumes=volumes, mounts=mounts, tmpfs=tmpfs)
-        except docker.errors.APIError as exc:
-            if not mounts or "does not exist" not in str(exc):
+            container = engine.run(helper)
+        except EngineAPIError as exc:
+            if not any(m.kind == "bind" for m in mounts) or "does not exist" not in str(exc):
                 raise
             # The directory is not there: read it as the empty store it would be.
             description = f"{store} {NOT_CREATED}"
-            container = run(tmpfs=EMPTY_STORE)
-    except docker.errors.DockerException as exc:
+            container = engine.run(
+                OneOff(**{**helper.__dict__, "mounts": (), "tmpfs": EMPTY_STORE})
+            )
+    except EngineError as exc:
         raise EnvironmentUnreachable(
             f"cannot open the backup store {store}: {exc}",
             untouched="nothing was done",
@@ -442,20 +310,19 @@ def open_store(
             facts={"store": store, "image": image},
         ) from None
     try:
-        yield BackupStore(client, container, description)
+        yield BackupStore(container, description)
     finally:
-        with contextlib.suppress(docker.errors.DockerException):
-            # v=True: the helper's image may declare a VOLUME (the PostgreSQL image does), and
-            # its anonymous volume would otherwise stay behind on the engine after every command.
-            container.remove(force=True, v=True)
+        with contextlib.suppress(EngineError):
+            # volumes=True: the helper's image may declare a VOLUME (the PostgreSQL image does),
+            # and its anonymous volume would otherwise stay behind on the engine after every
+            # command.
+            container.remove(force=True, volumes=True)
 
 
 __all__ = [
     "BackupStore",
     "ExecResult",
     "StreamedFile",
-    "exec_capture",
-    "exec_stream",
     "helper_image",
     "open_store",
 ]

@@ -1,6 +1,6 @@
 """The whole runbook on the local engine: `deploytools pipeline run` from a tag to production.
 
-Staging and production are two Compose projects (dte2e-staging, dte2e-production) that start at
+Staging and production are two Compose projects (dte2e<PID>-staging, -production) that start at
 rbac-api 1.15.1, production with data in it. The scenarios run in order, each from the state the
 one before left (one pair of stacks for all, to keep the module within its time budget):
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -41,11 +42,12 @@ from tests.helpers.pipeline_env import (
     LONG_TITLE,
     MAKE_RELEASE_REPO,
     PREFIX,
-    STORE_VOLUME,
+    RUN_PREFIX,
     free_port,
     seed_production,
     write_config,
 )
+from tests.helpers.shared_stack import alive
 from tests.helpers.stacks import ComposeStack
 
 pytestmark = pytest.mark.e2e
@@ -110,10 +112,20 @@ class World:
 
 
 def _remove_leftovers(client: Any) -> None:
-    for container in client.containers.list(all=True, filters={"name": PREFIX}):
-        with contextlib.suppress(Exception):
-            container.remove(force=True, v=True)
-    subprocess.run(["docker", "volume", "rm", "-f", STORE_VOLUME], capture_output=True, check=False)
+    """This run's containers and volumes, and those of earlier runs whose process is gone
+    (`dte2e<PID>-...`); another live run's are left alone."""
+    for container in client.containers.list(all=True, filters={"name": RUN_PREFIX}):
+        if _ours_or_dead(container.name):
+            with contextlib.suppress(Exception):
+                container.remove(force=True, v=True)
+    for volume in client.volumes.list():
+        if _ours_or_dead(volume.name):
+            subprocess.run(["docker", "volume", "rm", "-f", volume.name], capture_output=True)
+
+
+def _ours_or_dead(name: str) -> bool:
+    found = re.match(rf"/?{RUN_PREFIX}(\d+)-", name)
+    return found is not None and (name.lstrip("/").startswith(PREFIX) or not alive(int(found[1])))
 
 
 @pytest.fixture(scope="module")

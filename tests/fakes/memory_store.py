@@ -1,4 +1,4 @@
-"""The operations of BackupStore that History and the pipeline log use, in a dict: for unit
+"""The operations of BackupStore that EnvironmentStore and the pipeline log use, in a dict: for unit
 tests of what is stored (the real store, a helper container on the engine, has its own
 integration tests)."""
 

@@ -4,6 +4,7 @@ for their proxies. The pipeline benchmark uses them too, so it runs what the tie
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from pathlib import Path
@@ -14,8 +15,11 @@ import requests
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.prod.yml"
 MAKE_RELEASE_REPO = REPO_ROOT / "examples" / "rbac-api" / "make-release-repo"
-PREFIX = "dte2e-"
-STORE_VOLUME = "dte2e-backups"
+#: This run's stacks and store (`dte2e<PID>-staging`, ...): two runs on one engine never meet,
+#: and a run's leftovers are known by a pid whose process is gone.
+RUN_PREFIX = "dte2e"
+PREFIX = f"{RUN_PREFIX}{os.getpid()}-"
+STORE_VOLUME = f"{PREFIX}backups"
 IMAGE_REPOSITORY = "dte2e/rbac-api"
 LONG_TITLE = "Access review of the payments platform " + "x" * 150  # 189 of varchar(200)
 UNICODE_TITLE = "Übersicht der Zugriffsrechte"

@@ -332,7 +332,7 @@ def _remove_leftovers(client: Any, prefix: str, postgres_image: str) -> None:
     volumes = {v.name for v in client.volumes.list() if v.name.startswith(prefix)}
     for name in projects | volumes:
         pid = name.removeprefix(prefix).split("-", 1)[0].split("_", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or alive(int(pid)):
             continue
         project = prefix + pid
         if name == project:
@@ -345,7 +345,8 @@ def _remove_leftovers(client: Any, prefix: str, postgres_image: str) -> None:
         _remove_volumes(client, project)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from deploytools import proxy
+from deploytools.engine import Container
 from deploytools.session import open_environment
 from tests.helpers.load import OpenLoad, failures
 from tests.helpers.shared_stack import NEVER_HEALTHY, DtdepEnv, ImageVariants, module_env
@@ -157,7 +158,7 @@ def test_the_proxys_runtime_api_is_out_of_the_apps_reach(env: DtdepEnv) -> None:
             ]
         }
     )
-    session = proxy.RuntimeApi(gateway)
+    session = proxy.RuntimeApi(Container(gateway))
     try:
         servers = proxy.read_servers(session)
     finally:

@@ -12,6 +12,7 @@ import docker
 import docker.errors
 import pytest
 
+from deploytools.engine import Engine
 from deploytools.errors import ExternalCommandFailed
 from deploytools.store.files import open_store
 
@@ -36,7 +37,7 @@ def test_the_helper_and_its_anonymous_volume_are_removed(
 ) -> None:
     client, store_volume = engine
     with open_store(
-        client, f"volume:{store_volume}", image=postgres_image, name_prefix="dtlead"
+        Engine(client), f"volume:{store_volume}", image=postgres_image, name_prefix="dtlead"
     ) as store:
         helper = client.containers.get(store.container.id)
         # The PostgreSQL image declares VOLUME /var/lib/postgresql/data: the engine gives the
@@ -56,7 +57,7 @@ def test_read_all_reads_a_directory_in_one_exec_without_temporary_files(
 ) -> None:
     client, store_volume = engine
     with open_store(
-        client, f"volume:{store_volume}", image=postgres_image, name_prefix="dtlead"
+        Engine(client), f"volume:{store_volume}", image=postgres_image, name_prefix="dtlead"
     ) as store:
         assert store.read_all("prod/releases", ".json") == {}  # no directory yet
         store.ensure_dir("prod/releases")
@@ -88,7 +89,7 @@ def test_a_read_only_open_of_a_missing_volume_reads_empty_and_creates_nothing(
 ) -> None:
     client, store_volume = engine
     with open_store(
-        client,
+        Engine(client),
         f"volume:{store_volume}",
         image=postgres_image,
         name_prefix="dtlead",
@@ -110,7 +111,7 @@ def test_a_read_only_open_of_a_missing_directory_reads_empty_and_creates_nothing
     client, _ = engine
     missing = tmp_path / "not-there" / "backups"
     with open_store(
-        client, f"dir:{missing}", image=postgres_image, name_prefix="dtlead", create=False
+        Engine(client), f"dir:{missing}", image=postgres_image, name_prefix="dtlead", create=False
     ) as store:
         assert "not created yet" in store.description
         assert store.read_all("prod/releases", ".json") == {}
@@ -121,7 +122,7 @@ def test_a_read_only_open_of_a_missing_directory_reads_empty_and_creates_nothing
     (missing / "prod").mkdir(parents=True)
     (missing / "prod" / "lock.json").write_bytes(b"{}")
     with open_store(
-        client, f"dir:{missing}", image=postgres_image, name_prefix="dtlead", create=False
+        Engine(client), f"dir:{missing}", image=postgres_image, name_prefix="dtlead", create=False
     ) as store:
         assert store.description == f"dir:{missing}"
         assert store.read("prod/lock.json") == b"{}"

@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from deploytools.config import parse_config
+from deploytools.engine import Container, Engine
 from deploytools.errors import DeadlineExceeded, EnvironmentUnreachable
 from deploytools.target import Target, connect, detect_compose, wait_until_healthy
 
@@ -26,19 +28,26 @@ SECOND = 1_000_000_000  # healthcheck intervals are in nanoseconds
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    engine = connect()
-    yield engine
+    """The docker SDK's own client: the test starts containers with healthchecks, which the
+    engine boundary has no call for."""
+    engine = connect()  # deploytools' connection works, and is typed
+    assert isinstance(engine, Engine)
     engine.close()
+    sdk = docker.from_env()
+    yield sdk
+    sdk.close()
 
 
-def _run(client: Any, name: str, healthcheck: dict[str, Any]) -> Any:
-    return client.containers.run(
-        BASE_IMAGE,
-        ["sleep", "300"],
-        name=name,
-        detach=True,
-        healthcheck=healthcheck,
-        labels={"deploytools.test": "target"},
+def _run(client: Any, name: str, healthcheck: dict[str, Any]) -> Container:
+    return Container(
+        client.containers.run(
+            BASE_IMAGE,
+            ["sleep", "300"],
+            name=name,
+            detach=True,
+            healthcheck=healthcheck,
+            labels={"deploytools.test": "target"},
+        )
     )
 
 
@@ -93,7 +102,7 @@ def test_container_that_exits_fails_at_once(client: Any, container_name: str) ->
     )
     container.wait(timeout=30)
     with pytest.raises(DeadlineExceeded) as caught:
-        wait_until_healthy(container, timeout_s=60)
+        wait_until_healthy(Container(container), timeout_s=60)
     assert "exited (code 3)" in caught.value.message
 
 

@@ -196,7 +196,7 @@ def opened(histories: dict[str, EnvironmentStore], ctx: Any, environment: str) -
 def test_save_says_where_it_saved_or_why_not(monkeypatch: pytest.MonkeyPatch) -> None:
     history = EnvironmentStore(MemoryStore(), "prod")  # type: ignore[arg-type]
     monkeypatch.setattr(
-        session_mod, "open_environment", lambda ctx, env, **_: opened({"prod": history}, ctx, env)
+        suite_record, "open_environment", lambda ctx, env, **_: opened({"prod": history}, ctx, env)
     )
     ctx: Any = None
     note = suite_record.save(ctx, "prod", summary())
@@ -346,7 +346,7 @@ def test_the_incident_report_reads_the_failed_releases_checks(
         record("0003", kind="rollback", previous="0002", reason="monitor breach: health")
     )
     monkeypatch.setattr(
-        session_mod,
+        incident,
         "open_environment",
         lambda ctx, env, **_: opened({"production": history}, ctx, env),
     )

@@ -20,12 +20,12 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     from deploytools.cli.signals import install_signal_handlers
-    from deploytools.store.environment import EnvironmentStore as History
+    from deploytools.store.environment import EnvironmentStore
     from tests.fakes.memory_store import MemoryStore
 
     install_signal_handlers()
     store = MemoryStore()
-    history = History(store, "production")
+    history = EnvironmentStore(store, "production")
     try:
         with history.locked("deploy", ttl_s=600):
             try:

@@ -11,6 +11,7 @@ import pytest
 from deploytools.config import load_config
 from deploytools.context import StepContext
 from deploytools.errors import UsageError
+from deploytools.steps import app_service
 from deploytools.steps import deploy as deploy_step
 from deploytools.steps import migrate as migrate_step
 from deploytools.steps.migrate import _failure_line
@@ -113,19 +114,19 @@ def test_the_migration_failure_line_is_alembics_not_composes() -> None:
     assert _failure_line({"stderr": "255\n"}) is None
 
 
-class _Images:
+class _Engine:
     """The engine's images: reference -> image ID."""
 
     def __init__(self, present: dict[str, str]) -> None:
         self.present = present
 
-    def get(self, ref: str) -> object:
-        import docker.errors
-
-        if ref not in self.present:
-            raise docker.errors.ImageNotFound(f"no such image: {ref}")
+    def image(self, ref: str) -> object:
         from types import SimpleNamespace
 
+        from deploytools.engine.errors import ImageNotFound
+
+        if ref not in self.present:
+            raise ImageNotFound(f"no such image: {ref}")
         return SimpleNamespace(id=self.present[ref])
 
 
@@ -134,7 +135,7 @@ def _session_with_images(present: dict[str, str]) -> deploy_step.EnvSession:
     from typing import Any, cast
 
     ctx = StepContext(config=load_config(REPO_ROOT / "deploy.toml"))
-    target = SimpleNamespace(client=SimpleNamespace(images=_Images(present)))
+    target = SimpleNamespace(engine=_Engine(present))
     return cast(Any, SimpleNamespace(ctx=ctx, target=target))
 
 
@@ -152,17 +153,17 @@ def test_a_rollback_target_prefers_its_keep_tag() -> None:
     session = _session_with_images(
         {KEEP: "sha256:abc", "x:1": "sha256:abc", "sha256:abc": "sha256:abc"}
     )
-    assert deploy_step.keep_ref(session, _record("x:1", "sha256:abc")) == KEEP
+    assert app_service.keep_ref(session, _record("x:1", "sha256:abc")) == KEEP
 
 
 def test_without_a_keep_tag_the_deployed_reference_if_it_still_names_the_image() -> None:
     session = _session_with_images({"x:1": "sha256:abc", "sha256:abc": "sha256:abc"})
-    assert deploy_step.keep_ref(session, _record("x:1", "sha256:abc")) == "x:1"
+    assert app_service.keep_ref(session, _record("x:1", "sha256:abc")) == "x:1"
 
 
 def test_a_moved_tag_is_not_used_the_image_id_is() -> None:
     session = _session_with_images({"x:1": "sha256:new", "sha256:abc": "sha256:abc"})
-    assert deploy_step.keep_ref(session, _record("x:1", "sha256:abc")) == "sha256:abc"
+    assert app_service.keep_ref(session, _record("x:1", "sha256:abc")) == "sha256:abc"
 
 
 def test_a_pruned_keep_tag_falls_back_to_the_image_id_not_a_pull() -> None:
@@ -170,9 +171,9 @@ def test_a_pruned_keep_tag_falls_back_to_the_image_id_not_a_pull() -> None:
     # the image (still tagged otherwise) is found by its ID instead of being pulled.
     pruned = "ghcr.io/example/rbac-api:production-release-0001"
     session = _session_with_images({"sha256:abc": "sha256:abc"})
-    assert deploy_step.keep_ref(session, _record(pruned, "sha256:abc")) == "sha256:abc"
+    assert app_service.keep_ref(session, _record(pruned, "sha256:abc")) == "sha256:abc"
 
 
 def test_with_neither_tag_nor_id_the_deployed_reference_is_used() -> None:
     session = _session_with_images({})
-    assert deploy_step.keep_ref(session, _record("ghcr.io/x:1", "sha256:gone")) == "ghcr.io/x:1"
+    assert app_service.keep_ref(session, _record("ghcr.io/x:1", "sha256:gone")) == "ghcr.io/x:1"

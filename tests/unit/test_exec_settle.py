@@ -4,13 +4,13 @@ integration test of the store and the database runs the real one)."""
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from deploytools.database import Database
+from deploytools.engine import exec as engine_exec
 from deploytools.errors import ExternalCommandFailed
-from deploytools.store import files as backup_store
 
 
 class Api:
@@ -25,20 +25,20 @@ class Api:
 
 def test_an_exec_still_marked_running_is_asked_again_until_it_has_exited() -> None:
     api = Api([{"Running": True, "ExitCode": 0}] * 3 + [{"Running": False, "ExitCode": 2}])
-    result = backup_store._result(SimpleNamespace(api=api), "x", b"out", b"")
+    result = engine_exec.settle(api, "x", b"out", b"")
     assert result.exit_code == 2 and api.asked == 4
 
 
 def test_an_exec_that_never_settles_is_not_taken_for_a_success(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(backup_store, "EXEC_SETTLE_S", 0.2)
+    monkeypatch.setattr(engine_exec, "EXEC_SETTLE_S", 0.2)
     api = Api([{"Running": True, "ExitCode": 0}])
-    assert backup_store._result(SimpleNamespace(api=api), "x", b"", b"").exit_code == -1
+    assert engine_exec.settle(api, "x", b"", b"").exit_code == -1
 
 
 def test_a_size_that_is_not_a_number_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    db = Database(client=None, container=SimpleNamespace(name="rbac-db-1"), user="rbac",
+    db = Database(container=cast(Any, SimpleNamespace(name="rbac-db-1")), user="rbac",
                   name="rbac", environment="production")  # fmt: skip
     monkeypatch.setattr(Database, "query", lambda self, sql, database=None: "\n")
     with pytest.raises(ExternalCommandFailed, match="answered '' for the size of database rbac"):

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any, cast
 
-import docker.errors
 import pytest
 from click.testing import CliRunner
 
@@ -132,26 +131,21 @@ class FakeImage:
         self.attrs: dict[str, Any] = {"RepoDigests": []}
 
 
-class FakeImages:
+class FakeEngine:
+    """The engine's images, as `deploytools.engine.Engine` answers for them."""
+
     def __init__(self, images: dict[str, FakeImage]) -> None:
         self.images = images
 
-    def get(self, ref: str) -> FakeImage:
-        if ref not in self.images:
-            raise docker.errors.ImageNotFound(ref)
-        return self.images[ref]
-
-
-class FakeClient:
-    def __init__(self, images: dict[str, FakeImage]) -> None:
-        self.images = FakeImages(images)
+    def find_image(self, ref: str) -> FakeImage | None:
+        return self.images.get(ref)
 
 
 @pytest.fixture
 def engine(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeImage]:
     """The production engine: the image references it holds (fill in per test)."""
     images: dict[str, FakeImage] = {}
-    client = FakeClient(images)
+    client = FakeEngine(images)
 
     def fake_engine(ctx: Any, environment: str | None) -> tuple[Any, str]:
         return client, f"environment {environment}"

@@ -22,6 +22,7 @@ from deploytools.context import StepContext
 from deploytools.errors import CheckFailed, ExitCode, LockHeld, UsageError
 from deploytools.pipeline import walker
 from deploytools.pipeline.store import PipelineStore
+from deploytools.steps import app_service
 from deploytools.steps import backup as backup_step
 from deploytools.steps import check_suites as checks_step
 from deploytools.steps import deploy as deploy_step
@@ -112,7 +113,7 @@ class Fakes:
     def _running(self, target: Any) -> Any:
         if self.serving is None:
             return None
-        return deploy_step.RunningApp(image=self.serving, image_id=self.serving, healthy=True)
+        return app_service.RunningApp(image=self.serving, image_id=self.serving, healthy=True)
 
     def _suite(self, **kw: Any) -> checks_step.SuiteReport:
         verdict = self.verdicts.get(kw["suite"], Verdict.PASS)

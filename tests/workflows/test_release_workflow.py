@@ -1,52 +1,152 @@
-"""release.yml, run by act on a pushed tag (part of scenario (a)): verify-release.
+"""A pushed tag through release.yml: (a)'s first jobs, and (b) smoke failing on staging.
 
-The checkout stand-in behaves as the pinned actions/checkout v4.2.2 does with fetch-depth 0
-on a tag: it stores the bare commit under the tag's name (actions/checkout#882), so without
-the job's own fetch of the tag `release verify` fails tag-annotated on every release; and a
-report written into the work tree (`| tee release-verify.json`) fails work-tree-clean. The
-job fetches the tag object itself and writes to $RUNNER_TEMP: both checks pass.
+(a) verify-release: tag-annotated and work-tree-clean pass (with release.yml as it was, both
+failed on every release: checkout's copy of the tag, the report tee'd into the work tree).
+build-image: its `image` output is repository@digest of the manifest the registry holds,
+pulled by digest and verified before anything uses it; staging deploys that digest.
+
+(b) smoke fails on staging: production untouched, no production failure notice, the status
+page untouched; the team is told it was staging.
+
+The whole release.yml runs through act on a pushed tag: verify, build (pushed to the session's
+registry), deploy to the session's staging stack (pulled by digest), then smoke fails there (the
+check user's credentials are not the service's). Everything after it is skipped, and
+notify-outcome reports a staging failure to Slack only.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.fakes.github_server import FakeGitHub
-from tests.workflows.conftest import REPOSITORY, Act
+from tests.fakes.webhook_server import FakeWebhooks
+from tests.workflows.conftest import PREFIX, REPOSITORY, ROOT, Act
+
+pytestmark = pytest.mark.workflows
+
+SECRETS = {
+    "POSTGRES_PASSWORD": "dtwf-postgres-password-1234",
+    "APP_SECRET_KEY": "dtwf-app-secret-key-0123456789abcdef",
+    # no such users in the service: smoke's logins fail
+    "ADMIN_USERNAME": "dtwf-admin",
+    "ADMIN_PASSWORD": "dtwf-not-the-admin-password",
+    "CHECK_EDITOR_USERNAME": "dtwf-editor",
+    "CHECK_EDITOR_PASSWORD": "dtwf-not-the-editor-password",
+    "CHECK_VIEWER_USERNAME": "dtwf-viewer",
+    "CHECK_VIEWER_PASSWORD": "dtwf-not-the-viewer-password",
+}
 
 
-def test_verify_release_passes_on_a_pushed_annotated_tag(
-    act: Act, github: FakeGitHub, tmp_path: Path
+@pytest.fixture
+def staging(act: Act) -> Iterator[str]:
+    """Staging already serving a release (1.15.1, built here), as before any release but the
+    first: deploy's backup before the change needs the running database."""
+    image = f"{PREFIX}/rbac-api:staging-before"
+    subprocess.run(
+        ["docker", "build", "-q", "--build-arg", "VERSION=1.15.1", "-t", image, "."],
+        cwd=ROOT / "examples" / "rbac-api",
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "deploytools", "--config", "deploy.toml", "deploy",
+         "--env", "staging", "--image", image, "--no-backup-check"],
+        cwd=act.git_server.work, env={**os.environ, **SECRETS},
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    yield image
+    subprocess.run(["docker", "rmi", "-f", image], capture_output=True, check=False)
+
+
+def test_a_pushed_tag_is_built_by_digest_and_a_staging_failure_stays_stagings(
+    act: Act, github: FakeGitHub, registry: str, staging: str, tmp_path: Path
 ) -> None:
-    tag = "v1.15.1"  # examples/rbac-api/VERSION, with its release notes
+    tag = "v1.15.1"
     commit = act.git_server.tag(tag, "rbac-api 1.15.1")
     github.protected_repository(REPOSITORY, sha=commit)
     payload = tmp_path / "push.json"
-    payload.write_text(
-        json.dumps(
-            {
-                "ref": f"refs/tags/{tag}",
-                "after": commit,
-                "repository": {"full_name": REPOSITORY, "default_branch": "main"},
-            }
-        )
-    )
+    payload.write_text(json.dumps({"ref": f"refs/tags/{tag}", "after": commit}))
     artifacts = tmp_path / "artifacts"
-    run = act.run(
-        "push",
-        "release.yml",
-        payload=payload,
-        github_api=github.url,
-        job="verify-release",
-        artifacts=artifacts,
-    )
-    assert run.returncode == 0, run.log[-6000:]
-    assert run.jobs() == {"verify release": "succeeded"}, run.log[-6000:]
+    with FakeWebhooks() as hooks:
+        run = act.run(
+            "push",
+            "release.yml",
+            payload=payload,
+            github_api=github.url,
+            secrets={
+                **SECRETS,
+                "SLACK_WEBHOOK_URL": f"{hooks.url}/slack",
+                "STATUS_PAGE_HOOK_URL": f"{hooks.url}/status",
+            },
+            artifacts=artifacts,
+            timeout_s=900,
+        )
+        received = list(hooks.received)
+    jobs = run.jobs()
+    assert jobs.get("verify release") == "succeeded", run.log[-6000:]
+    assert jobs.get("build image") == "succeeded", run.log[-6000:]
     report = json.loads((artifacts / "release-verify" / "release-verify.json").read_text())
     verdicts = {c["name"]: c["verdict"] for c in report["result"]["checks"]}
     assert verdicts["tag-annotated"] == "passed", verdicts
     assert verdicts["work-tree-clean"] == "passed", verdicts
     assert verdicts["github-production-environment"] == "passed", verdicts
-    # the GitHub checks went to the fake, with the job's token
+    # the GitHub checks went to the fake, production-deploy's rule among them
     assert f"/repos/{REPOSITORY}/environments/production-deploy" in github.paths()
+    assert jobs.get("smoke staging") == "failed", run.log[-6000:]
+    assert jobs.get("deploy staging") == "succeeded", run.log[-6000:]
+    assert jobs.get("notify outcome") == "succeeded", run.log[-6000:]
+    for never in ("approve production", "notify maintenance", "production", "monitor production"):
+        assert never not in jobs, never
+    # Production untouched: nothing of its Compose project exists.
+    project = f"label=com.docker.compose.project={PREFIX}-production"
+    listing = ["docker", "ps", "-aq", "--filter", project]
+    found = subprocess.run(listing, capture_output=True, text=True, check=True).stdout.split()
+    assert found == []
+    # One notice, to Slack, naming staging; the status page got nothing.
+    assert [r.path for r in received] == ["/slack"], [r.path for r in received]
+    text = json.dumps(received[0].json)
+    assert "staging" in text and "production was not touched" in text
+
+    # (a) the build's digest
+    outputs = dict(re.findall(r"::set-output:: (image|digest)=(\S+)", run.log))
+    repository = f"{registry}/example/rbac-api"
+    assert outputs["image"] == f"{repository}@{outputs['digest']}", outputs
+    # The registry's own digest of the pushed manifest (distribution's API): the same.
+    tags = json.load(urllib.request.urlopen(f"http://{registry}/v2/example/rbac-api/tags/list"))
+    request = urllib.request.Request(
+        f"http://{registry}/v2/example/rbac-api/manifests/{tags['tags'][0]}",
+        method="HEAD",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    with urllib.request.urlopen(request) as answer:  # noqa: S310
+        assert answer.headers["Docker-Content-Digest"] == outputs["digest"]
+    # Pulled again by digest here (the job pulled it before `image verify`): the release's.
+    subprocess.run(["docker", "pull", "-q", outputs["image"]], check=True, capture_output=True)
+    inspect = ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}"]
+    found = subprocess.run([*inspect, outputs["image"]], check=True, capture_output=True, text=True)
+    labels = json.loads(found.stdout)
+    assert labels["org.opencontainers.image.version"] == "1.15.1"
+    assert labels["org.opencontainers.image.revision"] == commit
+    for step in ("pull the pushed manifest by its digest", "verify the image (labels, version"):
+        assert f"Success - Main {step}" in run.log, step
+    # Staging runs the build's digest, pulled from the registry by the deploy job.
+    status = subprocess.run(
+        [sys.executable, "-m", "deploytools", "--config", "deploy.toml", "--json", "status",
+         "--env", "staging"],
+        cwd=act.git_server.work, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    serving = json.loads(status.stdout)["result"]
+    assert serving["release"]["image"] == outputs["image"]
+    app = [s for s in serving["services"] if s["service"] == "app"]
+    assert app and all(outputs["image"] in s["repo_digests"] for s in app), app

@@ -1,0 +1,385 @@
+"""The Docker engine, typed: containers, images, volumes, one-off containers, builds, pushes.
+
+`Engine` wraps the docker SDK's client (which ships no types) so that mypy --strict sees every
+call deploytools makes to an engine; `Container`, `Image` and `Volume` wrap the SDK's objects the
+same way. Every method turns the SDK's and its transport's exceptions into `engine.errors`.
+The SDK itself is imported by `connection.connect`, when a client is actually made.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from deploytools.engine import exec as exec_
+from deploytools.engine.errors import ImageNotFound, NotFound, translated
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+ONEOFF_LABEL = "com.docker.compose.oneoff"
+VOLUME_LABEL = "com.docker.compose.volume"
+
+
+class Image:
+    """An image on the engine."""
+
+    def __init__(self, sdk: Any) -> None:
+        self._sdk = sdk
+
+    @property
+    def id(self) -> str:
+        return str(self._sdk.id)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self._sdk.labels or {})
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._sdk.attrs or {})
+
+    @property
+    def repo_digests(self) -> tuple[str, ...]:
+        return tuple(self.attrs.get("RepoDigests") or ())
+
+    @property
+    def env(self) -> list[str]:
+        """The image's own environment (`Config.Env`), as NAME=value lines."""
+        return list((self.attrs.get("Config") or {}).get("Env") or [])
+
+    def tag(self, repository: str, tag: str) -> None:
+        with translated():
+            self._sdk.tag(repository, tag)
+
+
+class Container:
+    """A container on the engine (a snapshot of its state; `reload` refreshes it)."""
+
+    def __init__(self, sdk: Any) -> None:
+        self._sdk = sdk
+
+    # -- what it is ----------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return str(self._sdk.id)
+
+    @property
+    def name(self) -> str:
+        return str(self._sdk.name)
+
+    @property
+    def status(self) -> str:
+        return str(self._sdk.status)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self._sdk.labels or {})
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        attrs: dict[str, Any] = self._sdk.attrs
+        return attrs
+
+    @property
+    def image_id(self) -> str:
+        return str(self.attrs.get("Image", ""))
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The container's environment (`Config.Env`) as a mapping."""
+        env: dict[str, str] = {}
+        for item in (self.attrs.get("Config") or {}).get("Env") or []:
+            key, _, value = str(item).partition("=")
+            env[key] = value
+        return env
+
+    def image(self) -> Image | None:
+        """The container's image, or None when the engine no longer has it."""
+        try:
+            with translated():
+                return Image(self._sdk.image)
+        except ImageNotFound:
+            return None
+
+    # -- what it does --------------------------------------------------------------------
+
+    def reload(self) -> None:
+        with translated():
+            self._sdk.reload()
+
+    def logs(
+        self,
+        *,
+        stdout: bool = True,
+        stderr: bool = True,
+        since: datetime.datetime | None = None,
+        tail: int | None = None,
+        timestamps: bool = False,
+    ) -> bytes:
+        options: dict[str, Any] = {"stdout": stdout, "stderr": stderr, "timestamps": timestamps}
+        if since is not None:
+            options["since"] = since
+        if tail is not None:
+            options["tail"] = tail
+        with translated():
+            return bytes(self._sdk.logs(**options))
+
+    def stats(self, *, one_shot: bool = False) -> dict[str, Any]:
+        """One stats reading; `one_shot` skips the engine's own one-second wait."""
+        with translated():
+            if one_shot:
+                stats: dict[str, Any] = self._sdk.stats(stream=False, one_shot=True)
+            else:
+                stats = self._sdk.stats(stream=False)
+        return stats
+
+    def start(self) -> None:
+        with translated():
+            self._sdk.start()
+
+    def stop(self, *, timeout_s: int = 10) -> None:
+        with translated():
+            self._sdk.stop(timeout=timeout_s)
+
+    def remove(self, *, force: bool = False, volumes: bool = False) -> None:
+        with translated():
+            self._sdk.remove(force=force, v=volumes)
+
+    # -- running a program inside it -----------------------------------------------------
+
+    def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: Iterable[bytes] | None = None,
+        user: str = "",
+        environment: Mapping[str, str] | None = None,
+        timeout_s: float = exec_.DEFAULT_TIMEOUT_S,
+    ) -> exec_.ExecResult:
+        """Run argv in the container to completion (see `engine.exec.capture`)."""
+        return exec_.capture(
+            self._sdk.client.api,
+            self.id,
+            argv,
+            stdin=stdin,
+            user=user,
+            environment=environment,
+            timeout_s=timeout_s,
+        )
+
+    def exec_stream(
+        self, argv: Sequence[str], *, user: str = "", timeout_s: float = exec_.DEFAULT_TIMEOUT_S
+    ) -> exec_.ExecStream:
+        """Run argv in the container, its stdout streamed (see `engine.exec.stream`)."""
+        return exec_.stream(self._sdk.client.api, self.id, argv, user=user, timeout_s=timeout_s)
+
+    def exec_attached(self, argv: Sequence[str]) -> exec_.AttachedExec:
+        """Run argv in the container with stdin and stdout attached (see AttachedExec)."""
+        return exec_.AttachedExec(self._sdk.client.api, self.id, argv)
+
+
+@dataclass(frozen=True)
+class Volume:
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Mount:
+    """What a one-off container mounts at `target`: a named volume or a host directory
+    (`kind` "volume" or "bind"). A bind of a directory that does not exist is refused."""
+
+    target: str
+    source: str
+    kind: str = "volume"
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class OneOff:
+    """A one-off container: started detached beside the stack, removed by its caller (and by
+    the engine when it exits, with `auto_remove`)."""
+
+    image: str
+    name: str
+    command: Sequence[str] | None = None
+    entrypoint: Sequence[str] | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    environment: Sequence[str] = ()
+    mounts: Sequence[Mount] = ()
+    tmpfs: Mapping[str, str] = field(default_factory=dict)
+    user: str = ""
+    network: str = ""
+    network_mode: str = ""
+    #: Published ports: container port ("8000/tcp") -> host address ("127.0.0.1", any port).
+    publish_on: Mapping[str, str] = field(default_factory=dict)
+    auto_remove: bool = False
+
+
+class Engine:
+    """One Docker engine, connected (see `connection.connect`)."""
+
+    def __init__(self, sdk: Any, *, host: str = "") -> None:
+        self._sdk = sdk
+        #: What the engine was reached as ("" for the local socket), for messages.
+        self.host = host
+
+    # -- containers ----------------------------------------------------------------------
+
+    def containers(self, *, labels: Sequence[str] = (), all: bool = True) -> list[Container]:
+        """The containers carrying every one of `labels` ("key=value"); stopped ones too
+        unless `all` is false."""
+        with translated():
+            found = self._sdk.containers.list(all=all, filters={"label": list(labels)})
+        return [Container(c) for c in found]
+
+    def container(self, name_or_id: str) -> Container:
+        """A container by name or ID; engine.errors.NotFound when it does not exist."""
+        with translated():
+            return Container(self._sdk.containers.get(name_or_id))
+
+    def project_containers(
+        self, project: str, service: str | None = None, *, include_stopped: bool = True
+    ) -> list[Container]:
+        """A Compose project's service containers (one-off `run` containers excluded)."""
+        labels = [f"{PROJECT_LABEL}={project}"]
+        if service:
+            labels.append(f"{SERVICE_LABEL}={service}")
+        found = self.containers(labels=labels, all=include_stopped)
+        return [c for c in found if c.labels.get(ONEOFF_LABEL, "False") != "True"]
+
+    def run(self, spec: OneOff) -> Container:
+        """Start a one-off container, detached; engine.errors on refusal (ImageNotFound when
+        its image is not on the engine: nothing is pulled)."""
+        volumes: dict[str, dict[str, str]] = {}
+        mounts: list[Any] = []
+        for mount in spec.mounts:
+            if mount.kind == "bind":
+                # The SDK loads when an engine is used, not when deploytools is imported.
+                import docker.types
+
+                mounts.append(
+                    docker.types.Mount(
+                        mount.target, mount.source, type="bind", read_only=mount.read_only
+                    )
+                )
+            else:
+                mode = "ro" if mount.read_only else "rw"
+                volumes[mount.source] = {"bind": mount.target, "mode": mode}
+        options: dict[str, Any] = {
+            "name": spec.name,
+            "detach": True,
+            "auto_remove": spec.auto_remove,
+            "labels": dict(spec.labels),
+        }
+        if spec.command is not None:
+            options["command"] = list(spec.command)
+        if spec.entrypoint is not None:
+            options["entrypoint"] = list(spec.entrypoint)
+        if spec.environment:
+            options["environment"] = list(spec.environment)
+        if volumes:
+            options["volumes"] = volumes
+        if mounts:
+            options["mounts"] = mounts
+        if spec.tmpfs:
+            options["tmpfs"] = dict(spec.tmpfs)
+        if spec.user:
+            options["user"] = spec.user
+        if spec.network:
+            options["network"] = spec.network
+        if spec.network_mode:
+            options["network_mode"] = spec.network_mode
+        if spec.publish_on:
+            options["ports"] = {port: (host, None) for port, host in spec.publish_on.items()}
+        with translated():
+            return Container(self._sdk.containers.run(spec.image, **options))
+
+    # -- images --------------------------------------------------------------------------
+
+    def image(self, ref: str) -> Image:
+        """The image `ref` names; ImageNotFound when the engine does not have it (nothing is
+        pulled), EngineAPIError when `ref` is not a reference the engine accepts."""
+        with translated():
+            return Image(self._sdk.images.get(ref))
+
+    def find_image(self, ref: str) -> Image | None:
+        """The image `ref` names, or None when the engine does not have it."""
+        try:
+            return self.image(ref)
+        except ImageNotFound:
+            return None
+
+    def remove_image(self, ref: str, *, prune: bool = True) -> None:
+        with translated():
+            self._sdk.api.remove_image(ref, noprune=not prune)
+
+    def build(
+        self,
+        context_dir: str,
+        *,
+        tag: str,
+        buildargs: Mapping[str, str],
+        labels: Mapping[str, str],
+        read_timeout_s: float,
+    ) -> Iterator[dict[str, Any]]:
+        """Build an image from `context_dir`, yielding the engine's decoded progress messages
+        as they come (the last ones carry the image ID); nothing is pulled."""
+        with translated():
+            stream = self._sdk.api.build(
+                path=context_dir,
+                tag=tag,
+                buildargs=dict(buildargs),
+                labels=dict(labels),
+                rm=True,
+                forcerm=True,
+                pull=False,
+                decode=True,
+                timeout=read_timeout_s,
+            )
+            yield from stream
+
+    def push(self, repository: str, tag: str, *, read_timeout_s: float) -> Iterator[dict[str, Any]]:
+        """Push `repository:tag`, yielding the engine's decoded progress messages (the last
+        one with the digest). A push may stay silent longer than the connect-sized timeout
+        of other calls: its reads wait up to `read_timeout_s`."""
+        api = self._sdk.api
+        saved = api.timeout
+        api.timeout = read_timeout_s
+        try:
+            with translated():
+                yield from api.push(repository, tag=tag, stream=True, decode=True)
+        finally:
+            api.timeout = saved
+
+    # -- volumes -------------------------------------------------------------------------
+
+    def volumes(self, *, labels: Sequence[str] = ()) -> list[Volume]:
+        with translated():
+            found = self._sdk.volumes.list(filters={"label": list(labels)})
+        return [Volume(str(v.name), dict(v.attrs.get("Labels") or {})) for v in found]
+
+    def volume_exists(self, name: str) -> bool:
+        try:
+            with translated():
+                self._sdk.volumes.get(name)
+        except NotFound:
+            return False
+        return True
+
+    def create_volume(self, name: str, *, labels: Mapping[str, str]) -> Volume:
+        with translated():
+            self._sdk.volumes.create(name=name, labels=dict(labels))
+        return Volume(name, dict(labels))
+
+    # -- the connection ------------------------------------------------------------------
+
+    def ping(self) -> None:
+        with translated():
+            self._sdk.ping()
+
+    def close(self) -> None:
+        self._sdk.close()

@@ -1,0 +1,90 @@
+"""What an environment runs on, behind one interface: `Platform`.
+
+Steps ask the platform for what they need ("start the app beside the running one", "run this
+in the database service", "stop the app") and never find containers by label or build a
+Compose argv themselves. Today one platform implements it: Compose on one engine
+(`deploytools.target.Target`); a Swarm cluster is the next (`docker stack deploy`, services
+instead of containers), and implements the same protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
+
+from deploytools.engine.client import Container, Engine
+from deploytools.engine.exec import ExecResult
+from deploytools.engine.process import ProcessResult
+
+
+class Platform(Protocol):
+    """One environment's platform: its engine and the stack's services on it."""
+
+    @property
+    def name(self) -> str:
+        """The environment's name (staging, production)."""
+        ...
+
+    @property
+    def engine(self) -> Engine:
+        """The engine the services run on (images, one-off containers)."""
+        ...
+
+    def defines(self, service: str) -> bool:
+        """Whether the stack's files define `service`."""
+        ...
+
+    def containers(
+        self, service: str | None = None, *, include_stopped: bool = True
+    ) -> list[Container]:
+        """The stack's service containers (of `service`, or all)."""
+        ...
+
+    def running(self, service: str) -> list[Container]:
+        """The service's running containers."""
+        ...
+
+    def exec_in_service(
+        self,
+        service: str,
+        argv: Sequence[str],
+        *,
+        stdin: Iterable[bytes] | None = None,
+        timeout_s: float = ...,
+    ) -> ExecResult:
+        """Run argv in a running container of `service`."""
+        ...
+
+    def start(
+        self, services: Sequence[str], *, env: Mapping[str, str] | None = None, what: str
+    ) -> None:
+        """Start (or recreate) `services` alone, their dependencies untouched."""
+        ...
+
+    def start_beside(
+        self, service: str, *, count: int, env: Mapping[str, str] | None = None, what: str
+    ) -> list[Container]:
+        """Start new containers of `service` beside the running ones, up to `count` in all,
+        without touching those; the new ones."""
+        ...
+
+    def stop(self, services: Sequence[str], *, what: str) -> None:
+        """Stop `services`' containers (they stay, stopped)."""
+        ...
+
+    def run_once(
+        self,
+        service: str,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        container_env: Mapping[str, str] | None = None,
+        timeout_s: float,
+        what: str,
+    ) -> ProcessResult:
+        """Run `command` in a one-off container of `service` (removed when it exits), with the
+        stack's `env` and `container_env` set in the container; raises when it fails."""
+        ...
+
+
+__all__ = ["Platform"]
