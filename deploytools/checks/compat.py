@@ -16,8 +16,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import requests
-
 from deploytools.engine.client import ONEOFF_LABEL, PROJECT_LABEL, Container, Engine, OneOff
 from deploytools.engine.errors import EngineError, ImageNotFound
 from deploytools.errors import DeadlineExceeded, EnvironmentUnreachable
@@ -91,6 +89,10 @@ def previous_app(
         container.reload()
         port = container.attrs["NetworkSettings"]["Ports"][exposed[0]][0]["HostPort"]
         url = f"http://127.0.0.1:{port}"
+        # Imported here, not at the top: `deploytools --help` must not load requests
+        # (start-up time).
+        import requests
+
         deadline = clock() + timeout_s
         while True:
             try:

@@ -18,7 +18,9 @@ from urllib.parse import urlsplit
 from deploytools.commands import ssh as ssh_cmd
 from deploytools.engine import process
 from deploytools.engine.client import Engine
-from deploytools.errors import EnvironmentUnreachable
+from deploytools.errors import EnvironmentUnreachable, UsageError
+from deploytools.urls import docker_host_problem, without_credentials
+from deploytools.visible import visible
 
 #: How long connecting to an engine may take before it counts as unreachable.
 CONNECT_TIMEOUT_S = 6.0
@@ -82,6 +84,18 @@ def connect(docker_host: str = "", *, timeout: float = CONNECT_TIMEOUT_S) -> Eng
     ping so that an engine that is not there fails now, within `timeout`, not later."""
     host = docker_host or os.environ.get("DOCKER_HOST", "")
     shown = host or f"the local engine (unix://{LOCAL_SOCKET})"
+    # deploy.toml's docker_host is checked when it is loaded; DOCKER_HOST is checked here, so
+    # that "tcp://host:99999" is a usage error and not a ValueError deep in a port lookup.
+    problem = docker_host_problem(host) if host else None
+    if problem:
+        source = "docker_host" if docker_host else "DOCKER_HOST"
+        safe = without_credentials(visible(host))
+        raise UsageError(
+            f'{source} {problem}, got "{safe}"',
+            untouched="nothing was done",
+            hint="use unix:///PATH, tcp://HOST:PORT or ssh://USER@HOST[:PORT], or unset it",
+            facts={"docker_host": safe},
+        )
     parts = urlsplit(host) if host else None
     socket_path = LOCAL_SOCKET
     if parts is not None and parts.scheme in ("ssh", "tcp"):

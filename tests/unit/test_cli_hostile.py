@@ -238,3 +238,47 @@ def test_json_error_with_facts_json_cannot_hold_is_still_one_object(
     assert isinstance(error, dict)
     assert error["facts"]["n"] is None
     assert "2026-01-02" in error["facts"]["when"]
+
+
+def test_planted_secret_in_a_compose_child_and_its_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The runner's other secrets never reach Compose's environment, and the secrets Compose
+    does get (the environment's named ones) never reach the output when it fails quoting them."""
+    from collections.abc import Mapping, Sequence
+
+    from deploytools.commands import compose as compose_cmd
+    from deploytools.engine import process
+    from deploytools.steps import status as status_step
+    from deploytools.target import Target
+
+    named = "NamedComposeSecret-51c0"
+    planted = {**PLANTED_ENV, "POSTGRES_PASSWORD": named, "APP_SECRET_KEY": named}
+    child_env: dict[str, str] = {}
+
+    def runner(
+        argv: Sequence[str], *, env: Mapping[str, str], timeout: float, cwd: str | None = None
+    ) -> process.ProcessResult:
+        child_env.update(env)
+        said = f"FATAL: password authentication failed for {env['POSTGRES_PASSWORD']}"
+        return process.ProcessResult(tuple(argv), 1, f"PGPASSWORD={named}", said)
+
+    monkeypatch.setattr(
+        "deploytools.target.detect_compose",
+        lambda host: compose_cmd.ComposeCli(prefix=("docker-compose",), version="1.29.2"),
+    )
+
+    def status_via_compose(ctx: object, *args: object, **kwargs: object) -> None:
+        config = load_config(REPO_CONFIG)
+        target = Target.for_environment(config, "staging", runner=runner)
+        target.compose(compose_cmd.config, what="checking the Compose files")
+
+    monkeypatch.setattr(status_step, "run", status_via_compose)
+    for as_json in ([], ["--json"]):
+        result = invoke("--config", REPO_CONFIG, "-v", *as_json, "status", "--env", "staging",
+                        env=planted)  # fmt: skip
+        assert result.exit_code == 3, result.output
+        assert SECRET not in outputs(result) and named not in outputs(result)
+    assert child_env["POSTGRES_PASSWORD"] == named  # Compose got the secret it is named
+    assert SECRET not in child_env.values()  # and none of the runner's others
+    assert not [k for k in child_env if k.startswith(("GITHUB_", "AWS_"))]

@@ -18,7 +18,10 @@ import pytest
 from deploytools.cli import app, cli
 from deploytools.cli.app import COMMANDS
 
-HEAVY = ("ghapi", "boto3", "httpx2", "fastcore")
+HEAVY = (
+    "docker", "paramiko", "requests", "urllib3", "ghapi", "httpx2", "fastcore", "boto3",
+    "cryptography",
+)  # fmt: skip
 
 PROBE = """
 import json, sys
@@ -50,12 +53,35 @@ def test_importing_the_cli_loads_none_of_the_heavy_libraries() -> None:
     assert loaded_after(None) == []
 
 
-@pytest.mark.parametrize(
-    "args",
-    [["--help"], ["deploy", "--help"], ["release", "verify", "--help"], ["notify", "--help"]],
-)
+def help_of_every_command() -> list[list[str]]:
+    found = [["--help"]]
+    for name in COMMANDS:
+        found.append([name, "--help"])
+    for group in ("backup", "config", "image", "lock", "pipeline", "release"):
+        command = cli.commands[group]
+        assert isinstance(command, click.Group)
+        found += [[group, sub, "--help"] for sub in command.list_commands(click.Context(command))]
+    return found
+
+
+@pytest.mark.parametrize("args", help_of_every_command(), ids=" ".join)
 def test_help_loads_none_of_the_heavy_libraries(args: list[str]) -> None:
     assert loaded_after(args) == []
+
+
+def test_every_command_module_together_loads_none_of_them() -> None:
+    probe = (
+        "import importlib\nfrom deploytools.cli.app import COMMANDS\n"
+        "for module, _ in COMMANDS.values(): importlib.import_module(module)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe + PROBE.format(heavy=repr(HEAVY)), "null"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert json.loads(done.stdout) == []
 
 
 def test_help_loads_no_command_module() -> None:

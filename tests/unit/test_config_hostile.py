@@ -363,3 +363,17 @@ def test_a_base_url_from_the_environment_is_checked_like_the_file(
         load_config(write(tmp_path, GOOD.encode()))
     assert "credentials" in caught.value.message
     assert "S3cretPass" not in caught.value.one_line()
+
+
+@pytest.mark.parametrize("value", ["tcp://127.0.0.1:99999", "ssh://u@127.0.0.1:abc", "tcp://"])
+def test_a_bad_docker_host_variable_is_a_usage_error_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """DOCKER_HOST is outside deploy.toml; an environment without docker_host uses it."""
+    from deploytools.engine.connection import connect
+    from deploytools.errors import UsageError
+
+    monkeypatch.setenv("DOCKER_HOST", value)
+    with pytest.raises(UsageError) as caught:
+        connect("", timeout=1)
+    assert caught.value.message.startswith("DOCKER_HOST ")

@@ -2,8 +2,8 @@
 
 Parsed with PyYAML, nothing executed: every `deploytools` invocation in a `run:` block is a valid
 command line of the CLI (parsed by click as it would be, without running); release.yml has one job
-per step of deploytools/pipeline.py, in its order, each running that step's command; production
-jobs use the production environments and exactly one job waits for approval.
+per step of deploytools/pipeline/runbook.py, in its order, each running that step's command;
+production jobs use the production environments and exactly one job waits for approval.
 """
 
 from __future__ import annotations
@@ -170,11 +170,11 @@ def test_an_invalid_command_line_is_caught() -> None:
     ]
 
 
-# -- release.yml follows pipeline.py -----------------------------------------------------------
+# -- release.yml follows pipeline/runbook.py -------------------------------------------------------
 
 #: The job that holds production from the backup to the verification and its rollback (one
 #: concurrency span: nothing else changes production in between); its steps carry the
-#: pipeline steps' names as ids. Every other step of pipeline.py is a job of its own.
+#: pipeline steps' names as ids. Every other step of pipeline/runbook.py is a job of its own.
 PRODUCTION_JOB = "production"
 PRODUCTION_SPAN = (
     "backup-production",
@@ -221,7 +221,7 @@ def test_each_step_runs_its_command(step: pipeline.Step) -> None:
     if step is pipeline.ROLLBACK:
         # The workflow names the release it replaced: a re-run never rolls back one too far.
         expected = [*expected[:-1], "--to", "$PREVIOUS", expected[-1]]
-    assert found == [expected], f"{step.name}: runs {found}, pipeline.py says {expected}"
+    assert found == [expected], f"{step.name}: runs {found}, pipeline/runbook.py says {expected}"
 
 
 def test_the_job_graph_follows_the_pipeline_order() -> None:
