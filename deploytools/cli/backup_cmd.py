@@ -86,6 +86,11 @@ def backup_list(state: AppState, environment: str) -> None:
             v = listing.verifications.get(m.id)
             mark = "unverified" if v is None else ("verified" if v.ok else "FAILED verify")
             click.echo(f"  {m.id}  {mark:<13} {_summary(m)}")
+        for name in listing.kept_databases:
+            click.echo(
+                f"  kept database {name}: replaced by a restore, no verified safety backup of "
+                f"it yet (`deploytools backup secure --env {listing.environment} {name}`)"
+            )
 
     emit(state, listing, human)
 
@@ -120,10 +125,30 @@ def backup_restore(
         click.echo(
             f"restored {backup_id} into {environment}: {result.rows_dropped} rows differed; "
             f"revision {result.revision_before or 'none'} -> {result.revision_after or 'none'}; "
-            f"safety backup {result.safety_backup_id}"
+            f"safety backup {result.safety_backup_id or 'none'}"
         )
+        if result.safety_error:
+            click.echo(f"warning: {result.safety_error}", err=True)
 
     emit(state, result, human)
+
+
+@backup_group.command("secure")
+@ENV_OPTION
+@click.argument("database")
+@pass_state
+def backup_secure(state: AppState, environment: str, database: str) -> None:
+    """Take the verified safety backup of DATABASE, a database a restore or rollback replaced
+    and kept because its safety backup failed (`backup list` names them), then drop it."""
+    result = backup_step.secure(state.context(), environment=environment, database=database)
+    emit(
+        state,
+        result,
+        lambda: click.echo(
+            f"safety backup {result.safety_backup_id} of {database} verified; "
+            + (f"{database} dropped" if result.kept_database is None else f"{database} kept")
+        ),
+    )
 
 
 @backup_group.command("prune")

@@ -227,6 +227,15 @@ def unused_databases_sql(prefix: str) -> str:
     )
 
 
+def databases_named_sql(prefix: str) -> str:
+    """Names of the databases starting with `prefix` (literally: no LIKE wildcards)."""
+    return (
+        "SELECT datname FROM pg_database WHERE starts_with(datname, "  # noqa: S608 - quoted
+        + quote_literal(prefix)
+        + ") ORDER BY 1"
+    )
+
+
 def terminate_sessions_sql(database: str) -> str:
     """Ends every other session on `database`, so it can be renamed or dropped."""
     where = f"WHERE datname = {quote_literal(database)} AND pid <> pg_backend_pid()"

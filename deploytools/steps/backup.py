@@ -8,8 +8,8 @@ test restore into a scratch database has the manifest's row counts.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
+import dataclasses
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +39,9 @@ class BackupListing:
     store: str
     backups: tuple[BackupManifest, ...]
     verifications: dict[str, Verification | None] = field(default_factory=dict)
+    #: Databases replaced by a restore whose safety backup did not verify: kept, never
+    #: dropped by deploytools until a safety backup of them verified (`secure_replaced`).
+    kept_databases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,34 @@ class RestoreResult:
     table_differences: dict[str, int]
     revision_before: str | None
     revision_after: str | None
+    #: The database replaced, kept under this name until its safety backup is verified (then
+    #: dropped: None). Set when the safety backup failed or is not taken yet.
+    kept_database: str | None = None
+    #: Why the safety backup of the replaced database failed (it is kept, see kept_database).
+    safety_error: str | None = None
 
 
 # -- create ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Origin:
+    """What a backup's data belonged to: the release record, the app image and its version."""
+
+    release: str | None
+    image: str | None
+    version: str | None
+
+
+def current_origin(session: EnvSession) -> Origin:
+    """The release serving now and the app image running now (the record's if none runs)."""
+    current = session.history.current_release()
+    app = _app_image(session.target)
+    return Origin(
+        release=current.id if current else None,
+        image=app[0] if app else (current.image if current else None),
+        version=app[1] if app else (current.version if current else None),
+    )
 
 
 @dataclass(frozen=True)
@@ -103,7 +131,12 @@ def create(
 
 
 def create_in(
-    session: EnvSession, *, reason: str = "manual", verify: bool = False
+    session: EnvSession,
+    *,
+    reason: str = "manual",
+    verify: bool = False,
+    source: str | None = None,
+    origin: Origin | None = None,
 ) -> BackupManifest:
     """`create` within an open environment (a deploy calls it under its lock).
 
@@ -113,10 +146,15 @@ def create_in(
     dump's snapshot, and the stored file must be the size streamed and read by
     `pg_restore --list`. Only then are the manifest and a passed verification written: a
     backup that fails any of it is not kept (its file and the scratch database are removed).
+
+    `source` dumps another database of the same server (a database a restore replaced, kept
+    under its own name) as a backup of the service's database; `origin` then says which
+    release and image it belonged to (default: what runs now).
     """
     db = Database.of(session.target)
+    src = db if source is None else dataclasses.replace(db, name=source)
     history = session.history
-    size = db.size_bytes()
+    size = src.size_bytes()
     free = session.store.free_bytes()
     if free < 2 * size:
         raise DeployError(
@@ -128,9 +166,9 @@ def create_in(
         )
     backup_id = history.new_backup_id()
     verifying = " and test-restoring" if verify else ""
-    session.progress(f"backup {backup_id}: dumping{verifying} {db.name} ({_mb(size)} on disk)")
-    current = history.current_release()
-    app = _app_image(session.target)
+    session.progress(f"backup {backup_id}: dumping{verifying} {src.name} ({_mb(size)} on disk)")
+    if origin is None:
+        origin = current_origin(session)
     started = time.monotonic()
     next_report = PROGRESS_EVERY
     scratch = f"{db.name}{VERIFY_SCRATCH}{secrets.token_hex(3)}" if verify else None
@@ -146,14 +184,14 @@ def create_in(
             next_report += PROGRESS_EVERY
 
     try:
-        with db.snapshot() as snapshot:
-            revision = db.revision()
-            counts = db.row_counts(snapshot=snapshot)
+        with src.snapshot() as snapshot:
+            revision = src.revision()
+            counts = src.row_counts(snapshot=snapshot)
             if scratch is not None:
                 db.create_database(scratch)
-                chunks, dump_result = db.dump_and_restore(scratch, snapshot=snapshot)
+                chunks, dump_result = src.dump_and_restore(scratch, snapshot=snapshot)
             else:
-                chunks, dump_result = db.dump(snapshot=snapshot)
+                chunks, dump_result = src.dump(snapshot=snapshot)
 
             def checked() -> Iterator[bytes]:
                 yield from chunks
@@ -199,9 +237,9 @@ def create_in(
         environment=session.target.name,
         created=utc_now(),
         database=db.name,
-        release=current.id if current else None,
-        image=app[0] if app else (current.image if current else None),
-        version=app[1] if app else (current.version if current else None),
+        release=origin.release,
+        image=origin.image,
+        version=origin.version,
         revision=revision,
         size=streamed.size,
         sha256=streamed.sha256,
@@ -462,7 +500,16 @@ def list_backups(ctx: StepContext, *, environment: str) -> BackupListing:
             store=ctx.config.backups.store,
             backups=tuple(manifests),
             verifications={m.id: session.history.verification(m.id) for m in manifests},
+            kept_databases=tuple(_kept_or_none(session)),
         )
+
+
+def _kept_or_none(session: EnvSession) -> list[str]:
+    """`kept_databases`, or none when the database cannot be asked (the list still shows)."""
+    try:
+        return kept_databases(Database.of(session.target))
+    except DeployError:
+        return []
 
 
 def latest_verified(session: EnvSession, *, since: str | None = None) -> BackupManifest | None:
@@ -489,9 +536,10 @@ def restore(
 ) -> RestoreResult:
     """Replace `environment`'s database with backup `backup_id`, under the deploy lock.
 
-    A safety backup of what is there now is taken (and verified) first. The backup is restored
-    into a scratch database and checked against its manifest; only then does it take the
-    service database's name (the app is stopped for the swap and started again).
+    The backup is restored into a scratch database and checked against its manifest; only then
+    does it take the service database's name (the app is stopped for the swap and started
+    again). The database it replaces is renamed, not dropped; a verified safety backup of it is
+    taken next, and only then is it dropped (kept, with a warning, if that backup fails).
 
     :param confirm: asked first, with how many rows differ from the backup (the writes a
         restore undoes); False cancels with nothing done. None: not asked.
@@ -503,8 +551,8 @@ def restore(
             question = (
                 f"Replace the database of {environment} with backup {backup_id} "
                 f"({manifest.created}, revision {manifest.revision or 'none'})? "
-                f"{dropped} rows differ from it and would be lost (a safety backup is taken "
-                "first)"
+                f"{dropped} rows differ from it and would be lost (the current database is "
+                "kept until a verified safety backup of it exists)"
             )
             if not confirm(question):
                 raise UsageError(
@@ -518,8 +566,15 @@ def restore(
 
 
 def restore_in(
-    session: EnvSession, backup_id: str, *, restart_app: bool, safety_backup: bool = True
+    session: EnvSession, backup_id: str, *, restart_app: bool, secure: bool = True
 ) -> RestoreResult:
+    """`restore` within an open, locked environment.
+
+    :param restart_app: stop the app for the swap and start it again.
+    :param secure: take the safety backup of the replaced database (and drop it) before
+        returning; False leaves that to the caller (`secure_replaced`), as a rollback does once
+        its app serves again.
+    """
     manifest = session.history.manifest(backup_id)
     # Refuse a damaged backup before anything changes.
     try:
@@ -543,27 +598,19 @@ def restore_in(
             else ""
         )
     )
-    # The backup is restored into a scratch database while the safety backup of the current
-    # database is taken (and verified): the two passes share the machine's cores, and the
-    # service's database is touched only once both have succeeded.
+    # The backup is restored into a scratch database and checked; then it takes the service
+    # database's name, and the database it replaces is kept under another name (renamed, not
+    # dropped). The safety backup is taken from that kept database afterwards, off the path
+    # to serving again, and only once it verified is the kept database dropped.
+    origin = current_origin(session)
     scratch = f"{db.name}__dtrestore_{secrets.token_hex(3)}"
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        restoring = pool.submit(_restore_scratch, session, db, manifest, scratch)
-        try:
-            safety_id = None
-            if safety_backup:
-                safety = create_in(session, reason=f"pre-restore of {backup_id}", verify=True)
-                safety_id = safety.id
-                session.refresh_lock()
-            restoring.result()
-        except BaseException:
-            # Ends the scratch restore at once if it still runs (DROP ... WITH (FORCE)).
-            with contextlib.suppress(DeployError):
-                db.drop_database(scratch)
-            concurrent.futures.wait([restoring])
-            with contextlib.suppress(DeployError):
-                db.drop_database(scratch)
-            raise
+    try:
+        _restore_scratch(session, db, manifest, scratch)
+    except BaseException:
+        with contextlib.suppress(DeployError):
+            db.drop_database(scratch)
+        raise
+    session.refresh_lock()
     # The very containers that ran are stopped and started again (not `compose up`, which
     # would recreate them from the Compose file's current variables).
     app_service = session.ctx.config.project.app_service
@@ -571,10 +618,13 @@ def restore_in(
     if restart_app:
         for container in running:
             container.stop(timeout_s=10)
+    kept = f"{db.name}{SAFETY_KEPT}{secrets.token_hex(3)}"
     try:
-        old = f"{db.name}__dtreplaced_{secrets.token_hex(3)}"
-        db.replace_with(scratch, keep_as=old)
-        db.drop_database(old)
+        db.replace_with(scratch, keep_as=kept)
+        session.progress(
+            f"restore {backup_id}: restored; the replaced database is kept as {kept} until "
+            "its safety backup is verified"
+        )
         # The files go back with the rows that point to them (with the app stopped, if asked).
         restore_volumes(session, manifest)
     finally:
@@ -583,15 +633,75 @@ def restore_in(
                 container.start()
     revision_after = db.revision()
     session.progress(f"restore {backup_id}: done, revision {revision_after or 'none'}")
-    return RestoreResult(
+    result = RestoreResult(
         environment=session.target.name,
         backup_id=backup_id,
-        safety_backup_id=safety_id,
+        safety_backup_id=None,
         rows_dropped=dropped,
         table_differences=differences,
         revision_before=revision_before,
         revision_after=revision_after,
+        kept_database=kept,
     )
+    if not secure:
+        return result
+    return secure_replaced(session, result, origin=origin)
+
+
+#: The middle of the name a database replaced by a restore keeps until a verified safety backup
+#: of it exists: <database>__dtsafety_<random>. Scratch clean-up (VERIFY_SCRATCH) never
+#: matches it.
+SAFETY_KEPT = "__dtsafety_"
+
+
+def secure_replaced(
+    session: EnvSession, restored: RestoreResult, *, origin: Origin | None = None
+) -> RestoreResult:
+    """Take the verified safety backup of the database `restored` replaced (kept under
+    `restored.kept_database`), then drop it. If the backup fails, the database is kept and the
+    result says why (`safety_error`): nothing is dropped without a verified backup of it.
+
+    :param origin: the release and image the replaced data belonged to (default: what runs
+        now, which after a rollback is the older release: pass what ran before the restore).
+    """
+    kept = restored.kept_database
+    if kept is None:
+        return restored
+    db = Database.of(session.target)
+    try:
+        safety = create_in(
+            session,
+            reason=f"pre-restore of {restored.backup_id}",
+            verify=True,
+            source=kept,
+            origin=origin,
+        )
+    except DeployError as error:
+        message = (
+            f"the safety backup of the replaced database failed: {error.message}. The data "
+            f"from before the restore is kept in database {kept}; take its backup again with "
+            f"`deploytools backup secure --env {session.target.name} {kept}`, or drop it by "
+            f'hand (psql -c "DROP DATABASE {kept}") once it is not needed'
+        )
+        session.progress(f"warning: {message}")
+        return dataclasses.replace(restored, safety_error=message)
+    try:
+        db.drop_database(kept)
+    except DeployError as error:
+        message = (
+            f"safety backup {safety.id} verified, but the replaced database {kept} could not be "
+            f"dropped ({error.message}); drop it by hand once it is not needed"
+        )
+        session.progress(f"warning: {message}")
+        return dataclasses.replace(restored, safety_backup_id=safety.id, safety_error=message)
+    session.progress(f"safety backup {safety.id} verified; dropped the replaced database {kept}")
+    return dataclasses.replace(restored, safety_backup_id=safety.id, kept_database=None)
+
+
+def kept_databases(db: Database) -> list[str]:
+    """The databases replaced by a restore and kept because no verified safety backup of them
+    exists yet."""
+    return db.query(pg.databases_named_sql(db.name + SAFETY_KEPT), database="postgres").split()
 
 
 def _restore_scratch(
@@ -607,6 +717,39 @@ def _restore_scratch(
             f"backup {manifest.id} restored with other row counts than its manifest",
             untouched="the service's database was not touched",
         )
+
+
+def secure(ctx: StepContext, *, environment: str, database: str) -> RestoreResult:
+    """Take the verified safety backup of `database`, a database a restore replaced and kept
+    (its name contains SAFETY_KEPT), then drop it; under the deploy lock."""
+    with open_environment(ctx, environment) as session:
+        db = Database.of(session.target)
+        if database not in kept_databases(db):
+            raise UsageError(
+                f"{database} is not a database kept by a restore in environment {environment}",
+                untouched="nothing was done",
+                hint="`deploytools backup list` names the kept databases",
+            )
+        ttl = ctx.config.deploy.lock_ttl_s
+        with session.history.locked("restore", ttl_s=ttl) as lock:
+            session.lock = lock
+            result = RestoreResult(
+                environment=environment,
+                backup_id=database,
+                safety_backup_id=None,
+                rows_dropped=0,
+                table_differences={},
+                revision_before=None,
+                revision_after=None,
+                kept_database=database,
+            )
+            secured = secure_replaced(session, result, origin=Origin(None, None, None))
+            if secured.safety_backup_id is None:
+                raise DeployError(
+                    secured.safety_error or f"the backup of {database} failed",
+                    untouched=f"the database {database} is kept",
+                )
+            return secured
 
 
 # -- retention -------------------------------------------------------------------------------------

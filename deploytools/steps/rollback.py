@@ -12,6 +12,7 @@ Before a restore we say how many rows differ from the backup: the writes it woul
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -142,6 +143,8 @@ def roll_back_in(
         )
     history.save_release(record)
     phases = app_service.Phases(session, record)
+    restored: backup_step.RestoreResult | None = None
+    origin = backup_step.current_origin(session)
     try:
         if not restore and proxy.container(session.target) is not None:
             # Behind the proxy and on the same schema: the rolling deploy's switch, no gap.
@@ -151,8 +154,14 @@ def roll_back_in(
                 app_service.stop_app(session)
             if restore and backup_id is not None:
                 with phases.phase("restore"):
-                    backup_step.restore_in(session, backup_id, restart_app=False)
+                    # The safety backup of the replaced database is taken once the app
+                    # serves again (below): it is kept under its own name until then.
+                    restored = backup_step.restore_in(
+                        session, backup_id, restart_app=False, secure=False
+                    )
                     record.restored_backup = backup_id
+                    record.kept_database = restored.kept_database
+                    history.save_release(record)
             with phases.phase("start"):
                 app_service.start_app(session, target.image)
             with phases.phase("healthy"):
@@ -170,7 +179,33 @@ def roll_back_in(
         f"{sum(record.timings.values()):.1f} s"
         + (f", database restored from {backup_id}" if record.restored_backup else "")
     )
+    if restored is not None:
+        _secure_replaced(session, record, restored, origin)
     return record
+
+
+def _secure_replaced(
+    session: EnvSession,
+    record: ReleaseRecord,
+    restored: backup_step.RestoreResult,
+    origin: backup_step.Origin,
+) -> None:
+    """The rollback serves: now the safety backup of the database it replaced (kept under its
+    own name), then that database is dropped. A failure keeps it and is recorded as a warning:
+    the rollback itself succeeded."""
+    started = time.monotonic()
+    secured = backup_step.secure_replaced(session, restored, origin=origin)
+    record.timings["safety backup (after serving)"] = round(time.monotonic() - started, 3)
+    record.safety_backup = secured.safety_backup_id
+    record.kept_database = secured.kept_database
+    if secured.safety_error:
+        record.notes.append(f"warning: {secured.safety_error}")
+    elif secured.safety_backup_id:
+        record.notes.append(
+            f"safety backup {secured.safety_backup_id} of the replaced database verified; "
+            f"{restored.kept_database} dropped"
+        )
+    session.history.save_release(record)
 
 
 def restore_needed(*, restore_db: bool, revision_changed: bool, newer: list[ReleaseRecord]) -> bool:

@@ -108,6 +108,12 @@ class ReleaseRecord:
     #: before it runs on the new schema, and a rollback needs no restore. None: not declared.
     expand_only: bool | None = None
     restored_backup: str | None = None
+    #: The verified safety backup of the database a restore replaced (taken once the rolled
+    #: back release serves).
+    safety_backup: str | None = None
+    #: The replaced database, kept under this name because its safety backup failed (None
+    #: once that backup verified and it was dropped).
+    kept_database: str | None = None
     #: Why this change went ahead outside the environment's deploy windows (see deploy_windows.py).
     outside_window: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
