@@ -92,6 +92,63 @@ def test_restore_brings_rows_back_after_a_safety_backup(env: DtdepEnv) -> None:
         verification = session.history.verification(safety.id)
     assert safety.row_counts["public.roles"] == before["roles"] + 2
     assert verification is not None and verification.ok
+    # Taken from the replaced database after the swap, which is then dropped.
+    assert restored["kept_database"] is None and restored["safety_error"] is None
+    assert scratch_databases(env) == []
+    env.stack.wait_healthy("app")
+    assert env.stack.health()["status"] == "ok"
+
+
+def test_a_failed_safety_backup_keeps_the_replaced_database(
+    env: DtdepEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = backup_step.create(env.ctx(), environment=env.environment)
+    before = env.stack.table_row_counts()
+    env.stack.psql("INSERT INTO roles (name, description) VALUES ('dtdep-kept', 'x')")
+    counts = Database.row_counts
+
+    def one_row_lost(self: Database, **kwargs: Any) -> dict[str, int]:
+        # The safety backup's test restore (the only __dtverify_ one here) comes out short.
+        found = counts(self, **kwargs)
+        if "__dtverify_" in (kwargs.get("database") or ""):
+            found["public.roles"] -= 1
+        return found
+
+    monkeypatch.setattr(Database, "row_counts", one_row_lost)
+    result = env.cli("backup", "restore", "--env", env.environment, manifest.id, "--yes")
+    monkeypatch.undo()
+    # The restore itself succeeded: the backup's data serves.
+    assert result.exit_code == 0, result.output
+    restored = json.loads(result.stdout)["result"]
+    assert env.stack.table_row_counts() == before
+    kept = restored["kept_database"]
+    assert kept is not None and kept.startswith("rbac__dtsafety_")
+    assert restored["safety_backup_id"] is None
+    assert f"kept in database {kept}" in restored["safety_error"]
+    assert f"backup secure --env {env.environment} {kept}" in restored["safety_error"]
+    assert "warning: the safety backup of the replaced database failed" in result.stderr
+    # The data from before the restore is all there, under the kept name.
+    with open_environment(env.ctx(), env.environment) as session:
+        old = Database.of(session.target).row_counts(database=kept)
+    assert old["public.roles"] == before["roles"] + 1
+    # Listed; and neither a verified backup's scratch clean-up nor anything else drops it.
+    backup_step.create(env.ctx(), environment=env.environment, verify=True)
+    listed = env.cli("backup", "list", "--env", env.environment)
+    assert json.loads(listed.stdout)["result"]["kept_databases"] == [kept]
+    human = CliRunner().invoke(
+        cli, ["--config", str(env.config_path), "backup", "list", "--env", env.environment]
+    )
+    assert f"kept database {kept}" in human.stdout
+
+    secured = env.cli("backup", "secure", "--env", env.environment, kept)
+    assert secured.exit_code == 0, secured.output
+    safety_id = json.loads(secured.stdout)["result"]["safety_backup_id"]
+    with open_environment(env.ctx(), env.environment) as session:
+        safety = session.history.manifest(safety_id)
+        verification = session.history.verification(safety_id)
+    assert safety.row_counts["public.roles"] == before["roles"] + 1
+    assert verification is not None and verification.ok
+    assert scratch_databases(env) == []
     env.stack.wait_healthy("app")
     assert env.stack.health()["status"] == "ok"
 
