@@ -170,6 +170,14 @@ def roll_back_in(
         record.outcome, record.finished, record.error = "failed", utc_now(), error.message
         history.save_release(record)
         error.message = f"rollback of {env} to {target.image} failed: {error.message}"
+        if restored is not None and restored.kept_database:
+            # Restored, but the app did not come up: the replaced data has no backup yet.
+            error.untouched = (
+                (error.untouched + "; " if error.untouched else "")
+                + f"the database from before the restore is kept as {restored.kept_database}"
+                + f" (`deploytools backup secure --env {env} {restored.kept_database}` takes "
+                + "its verified backup and drops it)"
+            )
         raise
     record.revision_after = db.revision()
     record.outcome, record.finished = "succeeded", utc_now()

@@ -350,3 +350,19 @@ def test_a_rollback_whose_restore_fails_takes_no_safety_backup(
         rollback.roll_back_in(w.session, restore_db=True)
     assert not any(e[0] == "safety backup" for e in w.events)
     assert w.saved[-1].outcome == "failed"
+
+
+def test_a_rollback_whose_app_fails_after_the_restore_names_the_kept_database(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    w = _rollback_world(monkeypatch, secured=DeployError("unused"))
+
+    def unhealthy(*_: Any) -> None:
+        raise DeployError("the app did not become healthy")
+
+    monkeypatch.setattr(app_service, "wait_app_healthy", unhealthy)
+    with pytest.raises(DeployError) as caught:
+        rollback.roll_back_in(w.session, restore_db=True)
+    assert not any(e[0] == "safety backup" for e in w.events)
+    assert f"kept as {w.kept}" in (caught.value.untouched or "")
+    assert w.saved[-1].kept_database == w.kept
