@@ -566,7 +566,12 @@ def restore(
 
 
 def restore_in(
-    session: EnvSession, backup_id: str, *, restart_app: bool, secure: bool = True
+    session: EnvSession,
+    backup_id: str,
+    *,
+    restart_app: bool,
+    secure: bool = True,
+    current_counts: dict[str, int] | None = None,
 ) -> RestoreResult:
     """`restore` within an open, locked environment.
 
@@ -574,6 +579,8 @@ def restore_in(
     :param secure: take the safety backup of the replaced database (and drop it) before
         returning; False leaves that to the caller (`secure_replaced`), as a rollback does once
         its app serves again.
+    :param current_counts: the database's row counts, when the caller just counted them (a
+        full scan of every table saved).
     """
     manifest = session.history.manifest(backup_id)
     # Refuse a damaged backup before anything changes.
@@ -586,7 +593,8 @@ def restore_in(
         error.hint = "restore another backup (`deploytools backup list`)"
         raise
     db = Database.of(session.target)
-    current_counts = db.row_counts()
+    if current_counts is None:
+        current_counts = db.row_counts()
     differences = table_differences(current_counts, manifest.row_counts)
     dropped = rows_dropped(current_counts, manifest.row_counts)
     revision_before = db.revision()

@@ -120,9 +120,11 @@ def roll_back_in(
             untouched="nothing was done",
             hint="restore one by hand (`deploytools backup list` / `backup restore`)",
         )
+    counts_now: dict[str, int] | None = None
     if restore and backup_id is not None:
         manifest = history.manifest(backup_id)
-        dropped = backup_step.rows_dropped(db.row_counts(), manifest.row_counts)
+        counts_now = db.row_counts()
+        dropped = backup_step.rows_dropped(counts_now, manifest.row_counts)
         message = (
             f"rollback: restoring backup {backup_id} (taken {manifest.created}, revision "
             f"{manifest.revision or 'none'}) drops {dropped} rows written since"
@@ -157,7 +159,11 @@ def roll_back_in(
                     # The safety backup of the replaced database is taken once the app
                     # serves again (below): it is kept under its own name until then.
                     restored = backup_step.restore_in(
-                        session, backup_id, restart_app=False, secure=False
+                        session,
+                        backup_id,
+                        restart_app=False,
+                        secure=False,
+                        current_counts=counts_now,
                     )
                     record.restored_backup = backup_id
                     record.kept_database = restored.kept_database

@@ -256,8 +256,11 @@ def _rollback_world(
         kept_database=kept,
     )
 
-    def restore_in(s: Any, backup_id: str, *, restart_app: bool, secure: bool) -> Any:
+    def restore_in(
+        s: Any, backup_id: str, *, restart_app: bool, secure: bool, current_counts: Any
+    ) -> Any:
         assert (restart_app, secure) == (False, False)
+        assert current_counts == {"users": 5}  # counted once, for the message
         events.append(("restore", backup_id))
         return restored
 
