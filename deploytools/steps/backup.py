@@ -573,15 +573,40 @@ def restore_in(
     secure: bool = True,
     current_counts: dict[str, int] | None = None,
 ) -> RestoreResult:
-    """`restore` within an open, locked environment.
+    """`restore` within an open, locked environment: `prepare_restore`, `swap_in`, and unless
+    `secure` is False, `secure_replaced`.
 
     :param restart_app: stop the app for the swap and start it again.
     :param secure: take the safety backup of the replaced database (and drop it) before
-        returning; False leaves that to the caller (`secure_replaced`), as a rollback does once
-        its app serves again.
+        returning; False leaves that to the caller (`secure_replaced`).
     :param current_counts: the database's row counts, when the caller just counted them (a
         full scan of every table saved).
     """
+    prepared = prepare_restore(session, backup_id, current_counts=current_counts)
+    result = swap_in(session, prepared, restart_app=restart_app)
+    if not secure:
+        return result
+    return secure_replaced(session, result, origin=prepared.origin)
+
+
+@dataclass(frozen=True)
+class PreparedRestore:
+    """A backup restored into the scratch database `scratch` and checked, not swapped in yet."""
+
+    manifest: BackupManifest
+    scratch: str
+    origin: Origin
+    rows_dropped: int
+    table_differences: dict[str, int]
+    revision_before: str | None
+
+
+def prepare_restore(
+    session: EnvSession, backup_id: str, *, current_counts: dict[str, int] | None = None
+) -> PreparedRestore:
+    """Check backup `backup_id` and restore it into a new scratch database, checked against
+    its manifest's row counts. The service's database is only read (the app may keep serving);
+    `swap_in` then puts it in place, or `discard` drops it."""
     manifest = session.history.manifest(backup_id)
     # Refuse a damaged backup before anything changes.
     try:
@@ -606,10 +631,6 @@ def restore_in(
             else ""
         )
     )
-    # The backup is restored into a scratch database and checked; then it takes the service
-    # database's name, and the database it replaces is kept under another name (renamed, not
-    # dropped). The safety backup is taken from that kept database afterwards, off the path
-    # to serving again, and only once it verified is the kept database dropped.
     origin = current_origin(session)
     scratch = f"{db.name}__dtrestore_{secrets.token_hex(3)}"
     try:
@@ -619,41 +640,57 @@ def restore_in(
             db.drop_database(scratch)
         raise
     session.refresh_lock()
+    return PreparedRestore(manifest, scratch, origin, dropped, differences, revision_before)
+
+
+def discard(session: EnvSession, prepared: PreparedRestore) -> None:
+    """Drop a prepared restore's scratch database (best effort: the service's is untouched)."""
+    with contextlib.suppress(DeployError):
+        Database.of(session.target).drop_database(prepared.scratch)
+
+
+def swap_in(session: EnvSession, prepared: PreparedRestore, *, restart_app: bool) -> RestoreResult:
+    """The prepared scratch database takes the service database's name; the database it
+    replaces is kept under another name (renamed, not dropped) until `secure_replaced` has a
+    verified backup of it. With `restart_app` the app is stopped for the swap and started
+    again; without, the caller has stopped it."""
+    manifest, scratch = prepared.manifest, prepared.scratch
+    db = Database.of(session.target)
     # The very containers that ran are stopped and started again (not `compose up`, which
     # would recreate them from the Compose file's current variables).
     app_service = session.ctx.config.project.app_service
-    running = session.target.running(app_service)
-    if restart_app:
-        for container in running:
-            container.stop(timeout_s=10)
+    running = session.target.running(app_service) if restart_app else []
+    for container in running:
+        container.stop(timeout_s=10)
     kept = f"{db.name}{SAFETY_KEPT}{secrets.token_hex(3)}"
     try:
-        db.replace_with(scratch, keep_as=kept)
+        try:
+            db.replace_with(scratch, keep_as=kept)
+        except BaseException:
+            with contextlib.suppress(DeployError):
+                db.drop_database(scratch)
+            raise
         session.progress(
-            f"restore {backup_id}: restored; the replaced database is kept as {kept} until "
+            f"restore {manifest.id}: restored; the replaced database is kept as {kept} until "
             "its safety backup is verified"
         )
         # The files go back with the rows that point to them (with the app stopped, if asked).
         restore_volumes(session, manifest)
     finally:
-        if restart_app:
-            for container in running:
-                container.start()
+        for container in running:
+            container.start()
     revision_after = db.revision()
-    session.progress(f"restore {backup_id}: done, revision {revision_after or 'none'}")
-    result = RestoreResult(
+    session.progress(f"restore {manifest.id}: done, revision {revision_after or 'none'}")
+    return RestoreResult(
         environment=session.target.name,
-        backup_id=backup_id,
+        backup_id=manifest.id,
         safety_backup_id=None,
-        rows_dropped=dropped,
-        table_differences=differences,
-        revision_before=revision_before,
+        rows_dropped=prepared.rows_dropped,
+        table_differences=prepared.table_differences,
+        revision_before=prepared.revision_before,
         revision_after=revision_after,
         kept_database=kept,
     )
-    if not secure:
-        return result
-    return secure_replaced(session, result, origin=origin)
 
 
 #: The middle of the name a database replaced by a restore keeps until a verified safety backup

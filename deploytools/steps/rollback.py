@@ -145,6 +145,7 @@ def roll_back_in(
         )
     history.save_release(record)
     phases = app_service.Phases(session, record)
+    prepared: backup_step.PreparedRestore | None = None
     restored: backup_step.RestoreResult | None = None
     origin = backup_step.current_origin(session)
     try:
@@ -152,27 +153,31 @@ def roll_back_in(
             # Behind the proxy and on the same schema: the rolling deploy's switch, no gap.
             deploy_rolling.roll_to(session, target.image, phases)
         else:
+            if restore and backup_id is not None:
+                # Into a scratch database while the newer release still serves; its writes
+                # until the stop stay in the replaced database, and so in its safety backup.
+                with phases.phase("restore"):
+                    prepared = backup_step.prepare_restore(
+                        session, backup_id, current_counts=counts_now
+                    )
             with phases.phase("stop"):
                 app_service.stop_app(session)
-            if restore and backup_id is not None:
-                with phases.phase("restore"):
+            if prepared is not None:
+                with phases.phase("swap"):
                     # The safety backup of the replaced database is taken once the app
                     # serves again (below): it is kept under its own name until then.
-                    restored = backup_step.restore_in(
-                        session,
-                        backup_id,
-                        restart_app=False,
-                        secure=False,
-                        current_counts=counts_now,
-                    )
+                    restored = backup_step.swap_in(session, prepared, restart_app=False)
                     record.restored_backup = backup_id
                     record.kept_database = restored.kept_database
-                    history.save_release(record)
             with phases.phase("start"):
                 app_service.start_app(session, target.image)
             with phases.phase("healthy"):
                 app_service.wait_app_healthy(session)
-    except DeployError as error:
+    except BaseException as error:
+        if prepared is not None and restored is None:
+            backup_step.discard(session, prepared)  # not swapped in: the service's is intact
+        if not isinstance(error, DeployError):
+            raise
         record.outcome, record.finished, record.error = "failed", utc_now(), error.message
         history.save_release(record)
         error.message = f"rollback of {env} to {target.image} failed: {error.message}"
@@ -194,7 +199,7 @@ def roll_back_in(
         + (f", database restored from {backup_id}" if record.restored_backup else "")
     )
     if restored is not None:
-        _secure_replaced(session, record, restored, origin)
+        _secure_replaced(session, record, restored, prepared.origin if prepared else origin)
     return record
 
 

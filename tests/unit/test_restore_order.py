@@ -256,13 +256,27 @@ def _rollback_world(
         kept_database=kept,
     )
 
-    def restore_in(
-        s: Any, backup_id: str, *, restart_app: bool, secure: bool, current_counts: Any
-    ) -> Any:
-        assert (restart_app, secure) == (False, False)
+    prepared = backup_step.PreparedRestore(
+        manifest=_manifest(),
+        scratch=NAME + "__dtrestore_abcdef",
+        origin=backup_step.Origin("r-2", "app:2", "2"),
+        rows_dropped=2,
+        table_differences={"users": 2},
+        revision_before="0002",
+    )
+
+    def prepare_restore(s: Any, backup_id: str, *, current_counts: Any) -> Any:
         assert current_counts == {"users": 5}  # counted once, for the message
-        events.append(("restore", backup_id))
+        events.append(("restore into scratch", backup_id))
+        return prepared
+
+    def swap_in(s: Any, p: Any, *, restart_app: bool) -> Any:
+        assert p is prepared and restart_app is False
+        events.append(("swap", p.scratch))
         return restored
+
+    def discard(s: Any, p: Any) -> None:
+        events.append(("discard", p.scratch))
 
     def secure_replaced(s: Any, result: Any, *, origin: Any) -> Any:
         assert result is restored
@@ -272,7 +286,9 @@ def _rollback_world(
             raise secured
         return secured
 
-    monkeypatch.setattr(rollback.backup_step, "restore_in", restore_in)
+    monkeypatch.setattr(rollback.backup_step, "prepare_restore", prepare_restore)
+    monkeypatch.setattr(rollback.backup_step, "swap_in", swap_in)
+    monkeypatch.setattr(rollback.backup_step, "discard", discard)
     monkeypatch.setattr(rollback.backup_step, "secure_replaced", secure_replaced)
     return SimpleNamespace(events=events, saved=saved, session=session, kept=kept)
 
@@ -297,10 +313,12 @@ def test_a_rollback_serves_the_restored_data_before_the_safety_backup(
     w = _rollback_world(monkeypatch, secured=done)
     record = rollback.roll_back_in(w.session, restore_db=True)
     assert _steps(w.events) == [
+        ("phase", "restore"),
+        ("restore into scratch", "b-1"),  # while the newer release still serves
         ("phase", "stop"),
         ("app stop",),
-        ("phase", "restore"),
-        ("restore", "b-1"),
+        ("phase", "swap"),
+        ("swap", NAME + "__dtrestore_abcdef"),
         ("phase", "start"),
         ("app start",),
         ("phase", "healthy"),
@@ -348,11 +366,27 @@ def test_a_rollback_whose_restore_fails_takes_no_safety_backup(
     def broken(*_: Any, **__: Any) -> Any:
         raise CheckFailed("other row counts")
 
-    monkeypatch.setattr(rollback.backup_step, "restore_in", broken)
+    monkeypatch.setattr(rollback.backup_step, "prepare_restore", broken)
     with pytest.raises(CheckFailed):
         rollback.roll_back_in(w.session, restore_db=True)
-    assert not any(e[0] == "safety backup" for e in w.events)
+    assert not any(e[0] in ("safety backup", "app stop", "swap") for e in w.events)
     assert w.saved[-1].outcome == "failed"
+
+
+def test_a_rollback_that_cannot_stop_the_app_drops_the_unused_scratch_database(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    w = _rollback_world(monkeypatch, secured=DeployError("unused"))
+
+    def stuck(*_: Any) -> None:
+        raise DeployError("the app did not stop")
+
+    monkeypatch.setattr(app_service, "stop_app", stuck)
+    with pytest.raises(DeployError):
+        rollback.roll_back_in(w.session, restore_db=True)
+    assert _steps(w.events)[-1] == ("discard", NAME + "__dtrestore_abcdef")
+    assert not any(e[0] in ("swap", "safety backup") for e in w.events)
+    assert w.saved[-1].outcome == "failed" and w.saved[-1].kept_database is None
 
 
 def test_a_rollback_whose_app_fails_after_the_restore_names_the_kept_database(
@@ -369,3 +403,23 @@ def test_a_rollback_whose_app_fails_after_the_restore_names_the_kept_database(
     assert not any(e[0] == "safety backup" for e in w.events)
     assert f"kept as {w.kept}" in (caught.value.untouched or "")
     assert w.saved[-1].kept_database == w.kept
+
+
+def test_a_failed_swap_drops_the_scratch_database_and_starts_the_app_again(
+    world: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(self: Any, scratch: str, *, keep_as: str) -> None:
+        world.events.append(("swap refused", scratch))
+        raise DeployError("database is being accessed by other users")
+
+    monkeypatch.setattr(FakeDatabase, "replace_with", refused)
+    with pytest.raises(DeployError):
+        backup_step.restore_in(world.session, "b-1", restart_app=True)
+    scratch = world.events[0][1]
+    assert world.events == [
+        ("restore into", scratch),
+        ("app stop",),
+        ("swap refused", scratch),
+        ("drop", scratch),
+        ("app start",),
+    ]
