@@ -512,11 +512,19 @@ def _kept_or_none(session: EnvSession) -> list[str]:
         return []
 
 
+#: The reason of a safety backup: the data a restore replaced, not what serves after it.
+SAFETY_REASON = "pre-restore of "
+
+
 def latest_verified(session: EnvSession, *, since: str | None = None) -> BackupManifest | None:
-    """The newest backup whose last verification passed (taken at or after `since`)."""
+    """The newest backup whose last verification passed (taken at or after `since`) and that
+    holds the service's data: a safety backup holds the data a restore replaced (taken after
+    the swap), never what serves now, so it is not one."""
     for manifest in reversed(session.history.manifests()):
         if since is not None and manifest.created < since:
             return None
+        if manifest.reason.startswith(SAFETY_REASON):
+            continue
         verification = session.history.verification(manifest.id)
         if verification is not None and verification.ok:
             return manifest
@@ -716,7 +724,7 @@ def secure_replaced(
     try:
         safety = create_in(
             session,
-            reason=f"pre-restore of {restored.backup_id}",
+            reason=f"{SAFETY_REASON}{restored.backup_id}",
             verify=True,
             source=kept,
             origin=origin,

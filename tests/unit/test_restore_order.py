@@ -423,3 +423,17 @@ def test_a_failed_swap_drops_the_scratch_database_and_starts_the_app_again(
         ("drop", scratch),
         ("app start",),
     ]
+
+
+def test_a_safety_backup_never_counts_as_a_backup_of_what_serves() -> None:
+    safety = _manifest()
+    safety = BackupManifest(**{**safety.__dict__, "id": "b-2", "reason": "pre-restore of b-1"})
+    plain = BackupManifest(**{**_manifest().__dict__, "reason": "pre-deploy"})
+    session: Any = SimpleNamespace(
+        history=SimpleNamespace(
+            manifests=lambda: [plain, safety],
+            verification=lambda backup_id: SimpleNamespace(ok=True),
+        )
+    )
+    assert backup_step.latest_verified(session) is plain
+    assert backup_step.latest_verified(session, since="2026-12-01T00:00:00Z") is plain
