@@ -11,7 +11,7 @@ from deploytools.context import StepContext
 from deploytools.store.environment import EnvironmentStore
 from deploytools.store.files import BackupStore, helper_image, open_store
 from deploytools.store.records import LockInfo
-from deploytools.target import Target
+from deploytools.target import Target, wait_until_healthy
 
 
 @dataclass
@@ -32,14 +32,39 @@ class EnvSession:
             self.lock = self.history.refresh(self.lock)
 
 
+def start_database(ctx: StepContext, target: Target) -> bool:
+    """Start the database service when it does not run (a first deploy to a new environment)
+    and wait until it is healthy; a running one is left alone. Whether it was started."""
+    service = ctx.config.project.database_service
+    if target.running(service):
+        return False
+    ctx.progress(f"[{target.name}] starting the database service {service}")
+    target.start([service], what=f"starting the database service {service}")
+    for container in target.containers(service):
+        wait_until_healthy(container, timeout_s=ctx.config.deploy.health_timeout_s)
+    return True
+
+
 @contextlib.contextmanager
 def open_environment(
-    ctx: StepContext, environment: str, *, read_only: bool = False
+    ctx: StepContext,
+    environment: str,
+    *,
+    read_only: bool = False,
+    with_database: bool = False,
 ) -> Iterator[EnvSession]:
     """Connect to the environment's engine and open its backup store and history.
-    `read_only`: for commands that only read; a store volume not created yet stays so."""
+    `read_only`: for commands that only read; a store volume not created yet stays so.
+    `with_database`: start the database service first when it does not run (a deploy to a
+    new environment), so that the store's helper runs the database's image, which has the
+    PostgreSQL client tools a backup's verification needs."""
     target = ctx.target(environment)
     project = ctx.config.project
+    if with_database and not read_only:
+        start_database(ctx, target)
+    # The database service's image first: it has pg_restore (a stopped container's image is
+    # on the engine as well). Another service's image, or Debian's, only when no database
+    # container exists at all: enough to read and write records, not to verify a backup.
     candidates = target.containers(project.database_service) + target.containers()
     image = helper_image(candidates)
     with open_store(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from deploytools.engine.errors import EngineError
 from deploytools.errors import CheckFailed, DeployError
-from deploytools.session import EnvSession
+from deploytools.session import EnvSession, start_database
 from deploytools.store.records import ReleaseRecord
 from deploytools.target import Target, service_state, wait_until_healthy
 
@@ -73,15 +73,10 @@ def running_app(target: Target) -> RunningApp | None:
 
 def ensure_database(session: EnvSession) -> None:
     """Start the database service when it does not run (a first deploy to a new environment),
-    and wait until it is healthy; a running one is left alone."""
-    target = session.target
-    service = session.ctx.config.project.database_service
-    if target.running(service):
-        return
-    session.progress(f"deploy: starting the database service {service}")
-    target.start([service], what=f"starting the database service {service}")
-    for container in target.containers(service):
-        wait_until_healthy(container, timeout_s=session.ctx.config.deploy.health_timeout_s)
+    and wait until it is healthy; a running one is left alone. (A deploy opens its environment
+    `with_database`, which does this before the store's helper is chosen; this is for the
+    steps that open it otherwise.)"""
+    start_database(session.ctx, session.target)
 
 
 def stop_app(session: EnvSession) -> None:

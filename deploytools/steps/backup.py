@@ -354,12 +354,32 @@ def _check_stored(session: EnvSession, backup_id: str, path: str, size: int) -> 
             f"the store holds {stored} bytes of backup {backup_id}, {size} were streamed",
             facts={"stored": stored, "streamed": size},
         )
-    result = session.store.run(pg.pg_restore_list(session.store.path(path)))
+    result = _list_archive(session, session.store.path(path))
     if result.exit_code != 0:
         raise CheckFailed(
             f"pg_restore cannot read the stored backup {backup_id}: {result.error_line()}",
             facts={"exit_code": result.exit_code},
         )
+
+
+#: The exit codes of an exec whose program is not in the image (not found, not executable).
+_NO_SUCH_PROGRAM = (126, 127)
+
+
+def _list_archive(session: EnvSession, path: str) -> ExecResult:
+    """`pg_restore --list` of the archive at `path` in the store's helper. A helper image
+    without pg_restore (no database container existed when the store was opened, so it runs
+    another image) says nothing about the backup: an ExternalCommandFailed, never a verdict."""
+    result = session.store.run(pg.pg_restore_list(path))
+    if result.exit_code in _NO_SUCH_PROGRAM:
+        raise ExternalCommandFailed(
+            "pg_restore cannot run in the backup store's helper (image "
+            f"{session.store.container.image_id[:19]}), so the backup could not be verified: "
+            f"{result.error_line()}",
+            hint="start the database service (its image has pg_restore) and retry",
+            facts={"exit_code": result.exit_code},
+        )
+    return result
 
 
 # -- verify ----------------------------------------------------------------------------------------
@@ -457,7 +477,7 @@ def _check_file(session: EnvSession, manifest: BackupManifest) -> None:
 
 def _check_listing(session: EnvSession, manifest: BackupManifest) -> None:
     path = session.store.path(session.history.backup_file(manifest.id))
-    result = session.store.run(pg.pg_restore_list(path))
+    result = _list_archive(session, path)
     if result.exit_code != 0:
         raise CheckFailed(
             f"pg_restore cannot read backup {manifest.id}: {result.error_line()}",

@@ -131,7 +131,9 @@ def run(
             hint="use one of: " + ", ".join(sorted(STRATEGIES)),
         )
     replacer = STRATEGIES[strategy]()
-    with open_environment(ctx, environment) as session:
+    # The database is started (a new environment) before the store is opened: the store's
+    # helper then runs the database's image, whose pg_restore verifies the pre-deploy backup.
+    with open_environment(ctx, environment, with_database=True) as session:
         info = migrate_step.image_info(session.target.engine, image)
         replacer.admit(session, info)
         ttl = ctx.config.deploy.lock_ttl_s
@@ -202,6 +204,15 @@ def _deploy(
     try:
         with phases.phase("backup"):
             record.backup_id = _ensure_backup(session, current, no_backup_check)
+    except DeployError as error:
+        _fail_before_anything_changed(session, record, error)
+        raise
+    except BaseException as error:
+        record.outcome, record.finished = "interrupted", utc_now()
+        record.error = f"{type(error).__name__}: {error}"
+        history.save_release(record)
+        raise
+    try:
         replacer.replace(session, record, phases)
     except MigrationFailed as error:
         _recover_after_failed_migration(session, record, error)
@@ -249,6 +260,27 @@ def _ensure_backup(
     return manifest.id
 
 
+def _serving_before(record: ReleaseRecord) -> str:
+    """What served before this deploy, which it has not touched yet."""
+    if record.previous_image:
+        return f"the running release ({record.previous_image}) was not stopped and still serves"
+    return f"no app ran in {record.environment} before this deploy, and none was started"
+
+
+def _fail_before_anything_changed(
+    session: EnvSession, record: ReleaseRecord, error: DeployError
+) -> None:
+    """The pre-deploy backup failed: nothing was stopped, migrated or started. Record it, and
+    say so (no rollback: there is nothing to roll back)."""
+    untouched = f"nothing was deployed; {_serving_before(record)}"
+    record.outcome, record.finished, record.error = "failed", utc_now(), error.message
+    record.notes.append(untouched)
+    session.history.save_release(record)
+    error.message = f"deploy of {record.image} to {record.environment} failed: {error.message}"
+    error.untouched = f"{error.untouched}; {untouched}" if error.untouched else untouched
+    error.facts["release"] = record.id
+
+
 def _recover_after_failed_migration(
     session: EnvSession, record: ReleaseRecord, error: DeployError
 ) -> None:
@@ -279,7 +311,11 @@ def _roll_back_unhealthy(session: EnvSession, record: ReleaseRecord, error: Depl
     if not record.previous_image:
         record.outcome = "failed"
         session.history.save_release(record)
-        error.untouched = "there was no earlier release to roll back to; the app is down"
+        error.untouched = (
+            f"there was no earlier release to roll back to (this was the first deploy to "
+            f"{record.environment}): nothing serves there yet; the new release's containers "
+            "are left as they are, for their logs"
+        )
         return
     record.outcome = "rolled-back"
     session.history.save_release(record)
