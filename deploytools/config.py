@@ -373,6 +373,36 @@ class ChecksConfig:
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
 
 
+# -- The proxy: deploytools' own HAProxy in front of the app (docs/zero-downtime.md) --------
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The reverse proxy that switches traffic between app containers, and how deploytools
+    tells that an app container answers. Every key has a default read from the Compose file
+    (deploytools.proxy_settings), so most services set none."""
+
+    # The HAProxy image of deploytools' own proxy container. "" = $PROXY_IMAGE, else haproxy:2.8.
+    image: str = ""
+    # The port the app listens on inside the project network. 0 = the app service's `expose`,
+    # its `ports` target or its healthcheck's URL in the Compose file, else 8080.
+    app_port: int = 0
+    # The app's health route. "" = the path of the app service's healthcheck, else /health.
+    health_path: str = ""
+    # The status the health route answers with when the app is up.
+    health_status: int = 200
+    # What its body must be: a table of dotted JSON fields and their values, or one scalar the
+    # whole JSON body must equal (`true`). Unset = the status alone, except with no health
+    # route anywhere (today's default /health) = { status = "ok" }.
+    health_expect: JsonScalar | Mapping[str, JsonScalar] | None = None
+    # A Compose service the files may define as the proxy (docker-compose.prod.yml's): used
+    # when defined, else deploytools runs its own proxy container. "" = always its own.
+    compose_service: str = "proxy"
+    # Where deploytools' own proxy publishes, by environment: "PORT" or "ADDRESS:PORT".
+    # An environment not named = the port of its base_url (80 when the URL names none).
+    ports: Mapping[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Config:
     project: ProjectConfig
@@ -386,6 +416,7 @@ class Config:
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     windows: Mapping[str, WindowsConfig] = field(default_factory=dict)
     contacts: ContactsConfig = field(default_factory=ContactsConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
     # Where it was read from; not a key of the file.
     path: Path = field(default=Path(DEFAULT_CONFIG_FILE), metadata={"derived": True})
 
@@ -490,6 +521,7 @@ NUMBER_RANGES: dict[type, dict[str, Range]] = {
         "failure_limit": _COUNT,
         "baseline_tolerance": Range(1, 1_000),
     },
+    ProxyConfig: {"app_port": Range(0, 65_535), "health_status": _HTTP_STATUS},
 }
 
 
@@ -738,6 +770,7 @@ def _validate(config: Config, loader: _Loader) -> None:
             )
     _validate_checks(config.checks, loader)
     _validate_windows(config, loader)
+    _validate_proxy(config, loader)
     for i, tier in enumerate(config.contacts.tiers):
         if not tier.people:
             raise loader.fail(
@@ -815,6 +848,44 @@ def _validate_windows(config: Config, loader: _Loader) -> None:
             deploy_windows.parse(table)
         except ValueError as error:
             raise loader.fail(f'"windows.{name}": {error}') from None
+
+
+_PROXY_PORT_RE = re.compile(r"(?:([0-9.]+|\[[0-9a-fA-F:]+\]):)?([0-9]{1,5})")
+_PROXY_SERVICE_RE = re.compile(r"|[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def proxy_publish(value: str) -> tuple[str, int] | None:
+    """A [proxy.ports] value ("8080", "127.0.0.1:8080") as (host address, port); None when it
+    is neither. The address "" publishes on every interface."""
+    match = _PROXY_PORT_RE.fullmatch(value)
+    if match is None or not 1 <= int(match.group(2)) <= 65_535:
+        return None
+    return (match.group(1) or "").strip("[]"), int(match.group(2))
+
+
+def _validate_proxy(config: Config, loader: _Loader) -> None:
+    proxy = config.proxy
+    path = proxy.health_path
+    if path and (not path.startswith("/") or any(c.isspace() for c in path)):
+        raise loader.fail(f'"proxy.health_path" must be a path starting with "/", got "{path}"')
+    if not _PROXY_SERVICE_RE.fullmatch(proxy.compose_service):
+        raise loader.fail(
+            f'"proxy.compose_service" must be "" or a Compose service name, '
+            f'got "{proxy.compose_service}"'
+        )
+    if any(c.isspace() for c in proxy.image):
+        raise loader.fail(f'"proxy.image" must be an image reference, got "{proxy.image}"')
+    for name, value in proxy.ports.items():
+        if name not in config.environments:
+            raise loader.fail(
+                f'"proxy.ports.{name}" names no environment'
+                + _suggest(name, list(config.environments))
+            )
+        if proxy_publish(value) is None:
+            raise loader.fail(
+                f'"proxy.ports.{name}" must be "PORT" or "ADDRESS:PORT" (a port from 1 to '
+                f'65535), got "{value}"'
+            )
 
 
 _HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from deploytools import proxy_settings
 from deploytools.checks import compat
 from deploytools.checks import suite as engine
 from deploytools.checks.http import HttpClient
@@ -300,7 +301,14 @@ def backward_compatibility(
         ]
     checks = config.checks
     try:
-        with compat.previous_app(target, config.project.app_service, image) as previous:
+        settings = proxy_settings.resolve(config, target.environment)
+        with compat.previous_app(
+            target,
+            config.project.app_service,
+            image,
+            health=settings.health,
+            port=settings.app_port,
+        ) as previous:
             client = HttpClient(previous.url, timeout_s=checks.timeout_s, login=checks.login)
             old = engine.Session(client, checks, config.thresholds, session.environ)
             try:
@@ -317,7 +325,7 @@ def backward_compatibility(
                 prefix + "previous release starts",
                 Verdict.FAIL,
                 "did not start",
-                "answers /health",
+                "answers its health route",
                 exc.one_line(),
             )
         ]

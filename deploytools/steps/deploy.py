@@ -179,7 +179,13 @@ def _deploy(
             history.save_release(stale)
 
     ensure_database(session)
-    proxy.ensure_running(session.target, timeout_s=session.ctx.config.deploy.health_timeout_s)
+    # deploytools' own proxy is started unless the app publishes its port itself (a stack
+    # not put behind it yet: `deploytools proxy start` on another port adopts it).
+    proxy.ensure_running(
+        session.target,
+        timeout_s=session.ctx.config.deploy.health_timeout_s,
+        unless_app_publishes=True,
+    )
     db = Database.of(session.target)
     record = ReleaseRecord(
         id=history.next_release_id(),
