@@ -179,6 +179,20 @@ def ensure_running(
     return start_owned_proxy(target, resolved, timeout_s=timeout_s)
 
 
+def switch_refusal(target: Target, resolved: ProxySettings | None = None) -> str | None:
+    """Why the traffic of `target` cannot be switched between two app containers (a rolling
+    deploy's start beside), in words; None when it can. Reads the Compose files only: whether
+    the proxy runs deploytools' config is read by the deploy itself (`read_servers`)."""
+    resolved = resolved or settings(target)
+    if resolved.app.published and not resolved.compose_service:
+        ports = ", ".join(str(p) for p in resolved.app.published)
+        return (
+            f"the app service {target.config.project.app_service} publishes host port {ports} "
+            "itself, so a second container of it cannot start beside the first"
+        )
+    return None
+
+
 #: The proxy answers /proxy-health itself; bash's /dev/tcp: the image has no HTTP client.
 PROXY_HEALTHCHECK = [
     "CMD",

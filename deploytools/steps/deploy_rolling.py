@@ -100,13 +100,10 @@ class RollingStrategy:
         if refused is not None:
             raise refused
         target = session.target
-        settings = proxy.settings(target)
-        if settings.app.published and not settings.compose_service:
-            ports = ", ".join(str(p) for p in settings.app.published)
+        cannot = proxy.switch_refusal(target)
+        if cannot is not None:
             raise UsageError(
-                f"rolling deploy to {target.name} refused: the app service "
-                f"{session.ctx.config.project.app_service} publishes host port {ports} itself, "
-                "so a second container of it cannot start beside the first",
+                f"rolling deploy to {target.name} refused: {cannot}",
                 untouched="nothing was done",
                 hint="put the stack behind deploytools' proxy first: `deploytools proxy start "
                 f"--env {target.name}` on another port, move the traffic to it, then replace "

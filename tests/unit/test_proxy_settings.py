@@ -4,6 +4,7 @@ else the reference stack's values (8080, /health answering {"status": "ok"})."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -249,3 +250,19 @@ def test_health_answer_problems(
     expect: object, status: int, body: str, problems: list[str]
 ) -> None:
     assert HealthAnswer("/h", 200, expect).problems(status, body) == problems  # type: ignore[arg-type]
+
+
+def test_a_stack_whose_app_publishes_its_own_port_cannot_switch(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from deploytools import proxy
+
+    published = SMALL_APP.replace('expose: ["${WEB_PORT:-8000}"]', 'ports: ["8000:8000"]')
+    config: Any = config_in(tmp_path, published)
+    target: Any = SimpleNamespace(config=config)
+    resolved = resolve(config, config.environments["staging"], {})
+    refusal = proxy.switch_refusal(target, resolved)
+    assert refusal is not None and "publishes host port 8000 itself" in refusal
+    config = config_in(tmp_path, SMALL_APP)
+    target = SimpleNamespace(config=config)
+    assert proxy.switch_refusal(target, resolve(config, config.environments["staging"], {})) is None
