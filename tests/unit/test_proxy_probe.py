@@ -4,7 +4,9 @@ image needs no HTTP client, the proxy's bash speaks HTTP/1.0 itself."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import random
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -36,9 +38,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def below_the_ephemeral_range() -> http.server.ThreadingHTTPServer:
+    """A server on a port below the kernel's ephemeral range, which is also where the engine
+    picks the host ports it publishes: with its userland proxy off, a published port is an
+    iptables rule that takes 127.0.0.1:PORT's packets whoever listens there."""
+    for port in random.sample(range(20_000, 32_000), 50):
+        with contextlib.suppress(OSError):
+            return http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    raise RuntimeError("no free port in 20000-32000")
+
+
 @pytest.fixture(scope="module")
 def app_port() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = below_the_ephemeral_range()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server.server_address[1]
