@@ -266,3 +266,25 @@ def test_a_stack_whose_app_publishes_its_own_port_cannot_switch(tmp_path: Path) 
     config = config_in(tmp_path, SMALL_APP)
     target = SimpleNamespace(config=config)
     assert proxy.switch_refusal(target, resolve(config, config.environments["staging"], {})) is None
+
+
+def test_deploytools_own_proxy_container_is_specified_as_data(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from deploytools import proxy
+    from deploytools.engine.client import PROJECT_LABEL, SERVICE_LABEL
+
+    config: Any = config_in(tmp_path, SMALL_APP)
+    resolved = resolve(config, config.environments["staging"], {})
+    target: Any = SimpleNamespace(config=config, project="svc-staging")
+    spec = proxy.owned_spec(target, resolved, "svc-staging_default")
+    assert spec.name == "svc-staging-deploytools-proxy"
+    assert spec.image == DEFAULT_PROXY_IMAGE
+    assert spec.network == "svc-staging_default"
+    assert spec.publish_fixed == {"80/tcp": ("", 9001)}
+    assert spec.labels[PROJECT_LABEL] == "svc-staging"
+    assert spec.labels[SERVICE_LABEL] == proxy.OWNED_SERVICE
+    assert (spec.restart, spec.stop_signal) == ("unless-stopped", "SIGUSR1")
+    (conf,) = spec.environment
+    assert conf == "DEPLOYTOOLS_PROXY_CONF=" + proxy.render("web", app_port=8000)
+    assert "server app web:8000 " in conf
