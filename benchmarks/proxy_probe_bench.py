@@ -28,7 +28,9 @@ APP = (
     "        self.send_response(200); self.send_header('Content-Length', '4')\n"
     "        self.end_headers(); self.wfile.write(b'true')\n"
     "    def log_message(self, *a): pass\n"
-    "http.server.ThreadingHTTPServer(('0.0.0.0', 8000), H).serve_forever()\n"
+    "class S(http.server.ThreadingHTTPServer):\n"
+    "    request_queue_size = 128\n"
+    "S(('0.0.0.0', 8000), H).serve_forever()\n"
 )
 OLD_SMOKE = (
     "import urllib.request;"

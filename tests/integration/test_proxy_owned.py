@@ -41,7 +41,9 @@ pytestmark = pytest.mark.integration
 REPOSITORY = "dtproxy-tiny"
 RATE = 50.0
 
-#: The whole service: / says its version, /healthz answers `true`.
+#: The whole service: / says its version, /healthz answers `true`. Its listen backlog is a real
+#: server's (gunicorn's and uvicorn's are 2048): with http.server's 5, the warm-up's 16
+#: concurrent connections overflow it and the kernel resets some of them.
 APP = """\
 import http.server, os
 VERSION = os.environ["TINY_VERSION"].encode()
@@ -55,7 +57,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *args):
         pass
-http.server.ThreadingHTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
+class Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 128  # a real server's backlog (http.server's is 5)
+Server(("0.0.0.0", 8000), Handler).serve_forever()
 """
 
 DOCKERFILE = """\
