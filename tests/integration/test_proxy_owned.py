@@ -348,3 +348,27 @@ def test_a_stack_publishing_its_own_port_is_adopted_without_a_failed_request(
     # The old container is gone, and its port with it.
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{direct}/", timeout=2)
+
+
+def test_the_previous_release_counts_as_started_on_its_own_health_route(
+    tiny_env: TinyEnv, tiny: dict[str, str]
+) -> None:
+    """validate --previous-image's compatibility run waits for the configured health answer
+    (here /healthz answering 200, from the Compose file), not for /health."""
+    from deploytools import proxy_settings
+    from deploytools.checks import compat
+    from deploytools.config import load_config
+    from deploytools.target import Target
+
+    env = tiny_env
+    deployed = env.cli("deploy", "--env", "own", "--image", tiny["2"], "--strategy", "rolling")
+    assert deployed.exit_code == 0, deployed.output
+    config = load_config(env.config)
+    target = Target.for_environment(config, "own")
+    settings = proxy_settings.resolve(config, config.environment("own"))
+    assert (settings.app_port, settings.health.path) == (8000, "/healthz")
+    with compat.previous_app(
+        target, "web", tiny["1"], timeout_s=30, health=settings.health, port=settings.app_port
+    ) as previous:
+        assert requests.get(f"{previous.url}/", timeout=5).text == "1"
+    assert env.version() == "2"
