@@ -38,13 +38,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class Exclusive(http.server.ThreadingHTTPServer):
+    allow_reuse_address = False  # a port another socket holds in any state is not taken
+
+
 def below_the_ephemeral_range() -> http.server.ThreadingHTTPServer:
     """A server on a port below the kernel's ephemeral range, which is also where the engine
     picks the host ports it publishes: with its userland proxy off, a published port is an
     iptables rule that takes 127.0.0.1:PORT's packets whoever listens there."""
     for port in random.sample(range(20_000, 32_000), 50):
         with contextlib.suppress(OSError):
-            return http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+            return Exclusive(("127.0.0.1", port), Handler)
     raise RuntimeError("no free port in 20000-32000")
 
 
