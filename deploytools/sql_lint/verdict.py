@@ -134,6 +134,28 @@ def lint_sql(
         `pg_dump --schema-only`, or the offline SQL up to `from_revision`): read for the
         columns' types only, so that a widening is told from a rewrite.
     """
+    return _lint(
+        sql,
+        migration_sources=migration_sources,
+        migration_files=migration_files,
+        from_revision=from_revision,
+        to_revision=to_revision,
+        context_sql=context_sql,
+        unnamed="(env.py)",
+    )
+
+
+def _lint(
+    sql: str,
+    *,
+    migration_sources: Mapping[str, str],
+    migration_files: Mapping[str, str],
+    from_revision: str | None,
+    to_revision: str | None,
+    context_sql: str,
+    unnamed: str,
+) -> LintResult:
+    """lint_sql; `unnamed` is the revision of statements before the first marker."""
     schema = learn_schema(context_sql)
     findings: list[Finding] = []
     not_additive: list[str] = []
@@ -168,14 +190,15 @@ def lint_sql(
             timeout_flagged.add(rev)
             found.append("no-lock-timeout")
         if not verdict.additive:
-            not_additive.append(f"{rev or '(env.py)'}: {' '.join(statement.sql.split())[:100]}")
+            where = rev or unnamed or f"line {statement.line}"
+            not_additive.append(f"{where}: {' '.join(statement.sql.split())[:100]}")
         acks = acknowledgements(migration_sources.get(rev, ""))
         for rule in found:
             reason = acks.get(rule, "")
             findings.append(
                 Finding(
                     rule=rule,
-                    revision=rev or "(env.py)",
+                    revision=rev or unnamed,
                     migration=Path(migration_files.get(rev, "env.py")).name,
                     statement=statement.sql,
                     message=RULES[rule],
@@ -203,11 +226,14 @@ def lint_file(sql: str, *, name: str = "-", context_sql: str = "") -> LintResult
     :param name: the file's name, for messages ("-" for standard input).
     :param context_sql: SQL that built the schema before (see `lint_sql`).
     """
-    return lint_sql(
+    return _lint(
         sql,
         migration_sources={"": sql},
         migration_files={"": name},
+        from_revision=None,
+        to_revision=None,
         context_sql=context_sql,
+        unnamed="",
     )
 
 
