@@ -526,7 +526,9 @@ def _blocking(found: Sequence[str]) -> bool:
 def _action(act: list[str], table: str, is_new: bool, schema: Schema) -> tuple[list[str], bool]:
     """One ALTER TABLE action: the rules it breaks, and whether it only adds."""
     verb = act[0]
-    if verb == "ADD" and (act[1:2] == ["COLUMN"] or act[1] not in _TABLE_CONSTRAINTS):
+    if len(act) < 2:
+        return [], is_new  # not an action PostgreSQL would run either
+    if verb == "ADD" and (act[1] == "COLUMN" or act[1] not in _TABLE_CONSTRAINTS):
         return _add_column(act, table, is_new, schema)
     if verb == "ADD":
         return _add_constraint(act, table, is_new, schema)

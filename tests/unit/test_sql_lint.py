@@ -4,6 +4,8 @@ lines, lock_timeout values, and what a schema given as context changes."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deploytools.errors import CheckFailed
 from deploytools.sql_lint import (
@@ -209,3 +211,32 @@ def test_clean_sql_passes() -> None:
     result = lint_file(TIMEOUT + "CREATE TABLE t (id int);")
     assert result.findings == () and result.expand_only
     raise_if_failing(result, name="x.sql")  # nothing raised
+
+
+# -- arbitrary input ------------------------------------------------------------------------------
+
+_PREFIXES = (
+    "ALTER TABLE t", "ALTER TABLE t ADD", "ALTER TABLE t ADD CONSTRAINT c", "ALTER TABLE t ALTER",
+    "CREATE TABLE t (", "CREATE INDEX", "DROP INDEX", "REINDEX (", "VACUUM (", "LOCK TABLE t IN",
+    "UPDATE t SET c = 1 WHERE", "DELETE FROM", "TRUNCATE", "CLUSTER", "SET LOCAL", "BEGIN", "",
+)  # fmt: skip
+_WORDS = (
+    "ADD", "COLUMN", "CONSTRAINT", "CHECK", "FOREIGN", "PRIMARY", "KEY", "UNIQUE", "USING",
+    "INDEX", "NOT", "NULL", "VALID", "VALIDATE", "DEFAULT", "TYPE", "SET", "DROP", "RENAME", "TO",
+    "CONCURRENTLY", "FULL", "IS", "WHERE", "GENERATED", "AS", "IDENTITY", "STORED", "(", ")", ",",
+    ";", ".", "=", "::", "t", "c", "'x'", '"Q"', "1", "$$", "--", "/*", "*/", "\n",
+)  # fmt: skip
+
+
+@given(
+    prefix=st.sampled_from(_PREFIXES),
+    words=st.lists(st.sampled_from(_WORDS), max_size=10),
+    noise=st.text(max_size=20),
+)
+@settings(max_examples=300, deadline=None)
+def test_arbitrary_sql_gives_a_result_never_an_exception(
+    prefix: str, words: list[str], noise: str
+) -> None:
+    sql = " ".join([prefix, *words, noise])
+    result = lint_file(sql, context_sql=sql)
+    assert all(f.rule in RULES for f in result.findings)
