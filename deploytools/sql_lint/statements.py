@@ -206,3 +206,30 @@ def top_level_index(words: Sequence[str], *targets: str, start: int = 0) -> int:
         elif w in (")", "]"):
             depth -= 1
     return -1
+
+
+def starts(words: Sequence[str], *prefix: str) -> bool:
+    return tuple(words[: len(prefix)]) == prefix
+
+
+def name_at(words: Sequence[str], i: int) -> tuple[str, int]:
+    """The (last part of the) qualified name at i, and the index after it."""
+    if i >= len(words):
+        return "", i
+    name = words[i]
+    i += 1
+    while i + 1 < len(words) and words[i] == ".":
+        name = words[i + 1]
+        i += 2
+    if i < len(words) and words[i] == "*":
+        i += 1
+    return ident(name), i
+
+
+def skip(words: Sequence[str], i: int, *optional: str) -> int:
+    """Past any of the optional words (or phrases, space-separated) at i, in order."""
+    for phrase in optional:
+        parts = phrase.split()
+        if list(words[i : i + len(parts)]) == parts:
+            i += len(parts)
+    return i
