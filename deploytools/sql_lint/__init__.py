@@ -1,10 +1,16 @@
-"""The SQL migration lint: statements (statements.py), rules (rules.py), and the findings and
-expand-only verdict of a whole migration (verdict.py). Pure text in, data out: no database,
-no process, no import of the application."""
+"""The SQL migration lint. Pure text in, data out: no database, no process, no import of the
+application.
+
+- statements.py: a small PostgreSQL lexer; SQL split into statements with their lines.
+- catalog.py: the rules' names, meanings, and whether they keep a release from expand-only.
+- schema.py: what the lint learns of the database while it reads.
+- rules.py, alter_table.py: what one statement breaks.
+- verdict.py: the findings, acknowledgements and expand-only verdict of a whole migration.
+"""
 
 from __future__ import annotations
 
-from deploytools.sql_lint.rules import RULE_OF, RULES, Rule
+from deploytools.sql_lint.catalog import RULE_OF, RULES, Rule
 from deploytools.sql_lint.statements import Statement, split_statements
 from deploytools.sql_lint.verdict import (
     Finding,
