@@ -240,3 +240,47 @@ def test_arbitrary_sql_gives_a_result_never_an_exception(
     sql = " ".join([prefix, *words, noise])
     result = lint_file(sql, context_sql=sql)
     assert all(f.rule in RULES for f in result.findings)
+
+
+# The offline SQL of the reference service's 1.15.2 migration, as Alembic renders it (its env.py
+# sets the timeouts): the release the demo takes to production must stay clean and expand-only.
+REFERENCE_1_15_2 = """BEGIN;
+
+SET LOCAL lock_timeout = '5s';
+
+SET LOCAL statement_timeout = '60s';
+
+SELECT pg_advisory_xact_lock(7215190001);
+
+-- Running upgrade 0001 -> 0002
+
+CREATE TABLE role_assignment_audit (
+    id BIGSERIAL NOT NULL, 
+    user_id INTEGER NOT NULL, 
+    role_name VARCHAR(32) NOT NULL, 
+    action VARCHAR(16) NOT NULL, 
+    actor_id INTEGER, 
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, 
+    PRIMARY KEY (id), 
+    CONSTRAINT ck_role_assignment_audit_action CHECK (action IN ('assign', 'revoke'))
+);
+
+CREATE INDEX ix_role_assignment_audit_created_at ON role_assignment_audit (created_at);
+
+UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';
+
+COMMIT;
+"""  # noqa: W291 (Alembic's own trailing spaces)
+
+
+def test_the_reference_release_stays_clean_and_expand_only() -> None:
+    result = lint_sql(
+        REFERENCE_1_15_2,
+        migration_sources={},
+        migration_files={"0002": "migrations/versions/0002_role_assignment_audit.py"},
+        from_revision="0001",
+        to_revision="0002",
+    )
+    assert result.findings == ()
+    assert result.expand_only
+    assert result.revisions == ("0002",)
