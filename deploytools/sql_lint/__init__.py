@@ -3,7 +3,8 @@ application.
 
 - statements.py: a small PostgreSQL lexer; SQL split into statements with their lines.
 - catalog.py: the rules' names, meanings, and whether they keep a release from expand-only.
-- schema.py: what the lint learns of the database while it reads.
+- schema.py: what the lint learns of the database while it reads; alembic_hints.py: the former
+  column types a migration's `alter_column(existing_type=...)` gives.
 - rules.py, alter_table.py: what one statement breaks.
 - verdict.py: the findings, acknowledgements and expand-only verdict of a whole migration.
 """

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from deploytools.errors import CheckFailed
+from deploytools.sql_lint.alembic_hints import former_types
 from deploytools.sql_lint.rules import RULES, Schema, judge, transaction_edge
 from deploytools.sql_lint.statements import Statement, split_statements
 
@@ -132,7 +133,8 @@ def lint_sql(
     :param to_revision: the release's head.
     :param context_sql: SQL that built the schema the migrations start from (a
         `pg_dump --schema-only`, or the offline SQL up to `from_revision`): read for the
-        columns' types only, so that a widening is told from a rewrite.
+        columns' types only, so that a widening is told from a rewrite. A migration's own
+        `op.alter_column(..., existing_type=...)` tells the former type too (alembic_hints.py).
     """
     return _lint(
         sql,
@@ -163,6 +165,7 @@ def _lint(
     lock_timeout_local = False
     lock_timeout_session = False
     timeout_flagged: set[str] = set()
+    hinted: set[str] = set()  # revisions whose migration file told its former column types
     for statement in split_statements(sql):
         words = statement.words
         rev = statement.revision
@@ -184,6 +187,10 @@ def _lint(
             continue
         if _is_housekeeping(statement):
             continue
+        if rev not in hinted:
+            hinted.add(rev)
+            for key, former in former_types(migration_sources.get(rev, "")).items():
+                schema.columns.setdefault(key, former)
         verdict = judge(words, schema)
         found = list(verdict.rules)
         if not (lock_timeout_local or lock_timeout_session) and rev not in timeout_flagged:

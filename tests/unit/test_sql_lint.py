@@ -284,3 +284,52 @@ def test_the_reference_release_stays_clean_and_expand_only() -> None:
     assert result.findings == ()
     assert result.expand_only
     assert result.revisions == ("0002",)
+
+
+WIDEN = '''"""Longer usernames."""
+from alembic import op
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+revision = "0003"
+
+
+def upgrade() -> None:
+    op.alter_column(
+        "users", "username", existing_type=sa.VARCHAR(length=50), type_=sa.String(length=100)
+    )
+    op.alter_column(
+        "orders", "amount", existing_type=postgresql.NUMERIC(10, 2), type_=sa.Numeric(12, 2)
+    )
+    op.alter_column(
+        table_name="users", column_name="bio", existing_type=sa.String(), type_=sa.Text()
+    )
+    op.alter_column("users", "age", existing_type=sa.INTEGER(), type_=sa.BigInteger())
+'''
+
+
+def test_a_migrations_existing_type_tells_the_former_type() -> None:
+    from deploytools.sql_lint.alembic_hints import former_types
+
+    assert former_types(WIDEN) == {
+        ("users", "username"): ("VARCHAR", "(", "50", ")"),
+        ("orders", "amount"): ("NUMERIC", "(", "10", ",", "2", ")"),
+        ("users", "bio"): ("VARCHAR",),
+        ("users", "age"): ("INTEGER",),
+    }
+    assert former_types("def broken(:\n") == {}
+    sql = (
+        "BEGIN;\n\nSET LOCAL lock_timeout = '5s';\n\n-- Running upgrade 0002 -> 0003\n\n"
+        "ALTER TABLE users ALTER COLUMN username TYPE VARCHAR(100);\n\n"
+        "ALTER TABLE orders ALTER COLUMN amount TYPE NUMERIC(12, 2);\n\n"
+        "ALTER TABLE users ALTER COLUMN bio TYPE TEXT;\n\n"
+        "ALTER TABLE users ALTER COLUMN age TYPE BIGINT;\n\nCOMMIT;\n"
+    )
+    result = lint_sql(
+        sql, migration_sources={"0003": WIDEN}, migration_files={"0003": "0003_widen.py"}
+    )
+    assert [(f.rule, f.statement) for f in result.findings] == [
+        ("alter-column-type", "ALTER TABLE users ALTER COLUMN age TYPE BIGINT")
+    ]
+    # without the migration's source, every type change is a finding
+    assert len(lint_sql(sql, migration_sources={}, migration_files={}).findings) == 4
