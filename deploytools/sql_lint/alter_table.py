@@ -87,7 +87,7 @@ def _volatile(expr: Sequence[str]) -> bool:
 def _type_key(words: Sequence[str]) -> tuple[str, tuple[int, ...], str]:
     """A type as (base name, its integer arguments, what follows): VARCHAR(50) ->
     ("VARCHAR", (50,), "")."""
-    w = [x for x in words if x not in ('"',)]
+    w = [x[1:-1].upper() if x.startswith('"') else x for x in words]
     if "." in w:  # pg_catalog.varchar
         w = w[len(w) - 1 - w[::-1].index(".") + 1 :]
     open_at = w.index("(") if "(" in w else -1
@@ -181,7 +181,7 @@ def _action(act: list[str], table: str, is_new: bool, schema: Schema) -> tuple[l
     if verb == "DROP" and act[1:2] not in (["CONSTRAINT"], ["DEFAULT"]):
         return ([] if is_new else ["drop-column"]), is_new
     if verb == "RENAME" and act[1:2] == ["TO"]:
-        return ["rename-table"], False
+        return ([] if is_new else ["rename-table"]), is_new
     if verb == "RENAME" and act[1:2] != ["CONSTRAINT"]:
         return ([] if is_new else ["rename-column"]), is_new
     if verb == "SET" and (

@@ -113,6 +113,7 @@ def test_nothing_applies_to_a_table_of_the_same_sql() -> None:
         'TRUNCATE "Audit";\nUPDATE "Audit" SET id = 1;\nCLUSTER "Audit";\n'
         'CREATE INDEX audit_idx ON "Audit" (id);\nDROP INDEX audit_idx;\n'
         'ALTER TABLE "Audit" ADD COLUMN n bigserial, ALTER COLUMN id TYPE bigint;\n'
+        'ALTER TABLE "Audit" RENAME TO "AuditLog";\n'
         'DROP TABLE "Audit";'
     )
     result = lint_file(TIMEOUT + sql)
