@@ -26,7 +26,9 @@ from deploytools.checks import compat
 from deploytools.checks import suite as engine
 from deploytools.checks.http import HttpClient
 from deploytools.checks.results import CheckResult, Verdict, overall
+from deploytools.config import FLOW_USER
 from deploytools.context import StepContext
+from deploytools.database import Database
 from deploytools.errors import CheckFailed, DeployError, UsageError
 from deploytools.jsonable import jsonable
 from deploytools.session import open_environment
@@ -92,11 +94,14 @@ def users_needed(ctx: StepContext, suite: str) -> list[str]:
     run before the first request)."""
     checks = ctx.config.checks
     names: list[str] = []
-    if checks.admin_user and (
-        any(u.role for n, u in checks.users.items() if n != checks.admin_user)
-        or (checks.flow and suite in checks.flow.suites)
-    ):
+    provisions = checks.provision.enabled and any(
+        u.provisioned for n, u in checks.users.items() if n != checks.admin_user
+    )
+    if checks.admin_user and provisions:
         names.append(checks.admin_user)
+    if checks.flow is not None and suite in checks.flow.suites:
+        steps = checks.flow.resolved_steps(checks.admin_user)
+        names += [s.user for s in steps if s.user and s.user != FLOW_USER]
     for probe in checks.probes:
         if suite in probe.suites:
             names += engine.probe_users(probe)
@@ -143,6 +148,7 @@ def run(
         checks=checks,
         thresholds=config.thresholds,
         environ=os.environ if environ is None else environ,
+        environment=environment,
     )
     engine.all_credentials(session, users_needed(ctx, suite))
     results: list[CheckResult] = []
@@ -165,7 +171,14 @@ def run(
                     target, config.project.app_service, db.revision_command
                 )
 
-            add(engine.database(session, db, suite=suite, heads=heads))
+            def stored_revision() -> str | None:
+                return Database.of(target).revision()
+
+            add(
+                engine.database(
+                    session, db, suite=suite, heads=heads, stored_revision=stored_revision
+                )
+            )
         add([engine.probe(session, p) for p in checks.probes if suite in p.suites])
         add([engine.rbac(session, r) for r in checks.rbac if suite in r.suites])
         if checks.flow is not None and suite in checks.flow.suites:
@@ -302,7 +315,9 @@ def backward_compatibility(
     try:
         with compat.previous_app(target, config.project.app_service, image) as previous:
             client = HttpClient(previous.url, timeout_s=checks.timeout_s, login=checks.login)
-            old = engine.Session(client, checks, config.thresholds, session.environ)
+            old = engine.Session(
+                client, checks, config.thresholds, session.environ, environment=environment
+            )
             try:
                 found: list[CheckResult] = []
                 if checks.database is not None:

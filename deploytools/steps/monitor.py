@@ -233,6 +233,7 @@ class _Watch:
             config.checks,
             config.thresholds,
             os.environ if environ is None else environ,
+            environment=environment,
         )
         self.probes = [p for p in config.checks.probes if "monitor" in p.suites]
         try:
@@ -259,7 +260,11 @@ class _Watch:
         self.previous_metrics = self.first_metrics
         self.previous_stats = self.read_stats()
 
-    def scrape(self) -> tuple[list[prometheus.Sample] | None, CheckResult]:
+    def scrape(self) -> tuple[list[prometheus.Sample] | None, CheckResult | None]:
+        """The service's metrics, and whether they could be read; (None, None) when no metric
+        rule needs them: a service without /metrics is then watched without them."""
+        if not self.config.checks.metrics:
+            return None, None
         path = self.settings.metrics_path
         answer, text = self.client.text(path)
         name = f"metrics readable ({path})"
@@ -312,7 +317,8 @@ class _Watch:
         a breach when this sample makes a failure persistent."""
         results: list[CheckResult] = []
         current_metrics, readable = self.scrape()
-        results.append(readable)
+        if readable is not None:
+            results.append(readable)
         if current_metrics is not None:
             results += [
                 evaluate_rule(
