@@ -287,30 +287,12 @@ class _Watch:
     def usage_results(
         self, before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]
     ) -> list[CheckResult]:
-        out = []
-        cpu_limit = self.config.thresholds.cpu_percent
-        mem_limit = self.config.thresholds.memory_mb
-        for name, now in after.items():
-            if name not in before:
-                continue  # a new container: its first interval starts now
-            use = containers.usage_between(name, before[name], now)
-            out.append(
-                CheckResult(
-                    f"cpu {name}",
-                    P if use.cpu_percent < cpu_limit else F,
-                    f"{use.cpu_percent:.1f}%",
-                    f"< {cpu_limit:g}%",
-                )
-            )
-            out.append(
-                CheckResult(
-                    f"memory {name}",
-                    P if use.memory_mb < mem_limit else F,
-                    f"{use.memory_mb:.0f} MB",
-                    f"< {mem_limit:g} MB",
-                )
-            )
-        return out
+        return containers.usage_results(
+            before,
+            after,
+            cpu_limit=self.config.thresholds.cpu_percent,
+            memory_limit_mb=self.config.thresholds.memory_mb,
+        )
 
     def sample(self, index: int) -> MonitorSample:
         """Take sample `index`: metrics, container usage, probes; track each result, and note
