@@ -15,8 +15,10 @@ import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.fakes.http_thread import serving
 
 
 @dataclass
@@ -111,13 +113,5 @@ class NotesHandler(BaseHTTPRequestHandler):
 
 @contextmanager
 def notes_service(state: NotesState) -> Iterator[str]:
-    handler = type("BoundNotesHandler", (NotesHandler,), {"state": state})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(type("BoundNotesHandler", (NotesHandler,), {"state": state})) as url:
+        yield url

@@ -9,12 +9,11 @@ import base64
 import dataclasses
 import json
 import re
-import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from deploytools.config import (
 from deploytools.context import StepContext
 from deploytools.errors import ConfigError, DeployError, EnvironmentUnreachable, UsageError
 from deploytools.steps import check_suites, monitor
+from tests.fakes.http_thread import serving
 from tests.fakes.notes_service import NotesState, notes_service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,10 +54,15 @@ class Seen:
 
 @dataclass
 class Script:
-    """Answers by "METHOD path": (status, body bytes, content type)."""
+    """Answers by "METHOD path": (status, body bytes, content type); or `reply`, computing the
+    answer from what came."""
 
     answers: dict[str, tuple[int, bytes, str]] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
+    reply: Callable[[Seen], tuple[int, bytes, str]] | None = None
+
+
+NOT_FOUND = (404, b'{"detail": "Not Found"}', "application/json")
 
 
 @contextmanager
@@ -69,26 +74,22 @@ def recording_server(script: Script) -> Iterator[str]:
         def answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            script.seen.append(Seen(self.command, self.path, dict(self.headers.items()), body))
-            status, data, kind = script.answers.get(
-                f"{self.command} {self.path}", (404, b'{"detail": "Not Found"}', "application/json")
-            )
+            seen = Seen(self.command, self.path, dict(self.headers.items()), body)
+            script.seen.append(seen)
+            if script.reply is not None:
+                status, data, kind = script.reply(seen)
+            else:
+                status, data, kind = script.answers.get(f"{self.command} {self.path}", NOT_FOUND)
             self.send_response(status)
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = do_DELETE = answer
+        do_GET = do_POST = do_PUT = do_DELETE = answer
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
 def js(value: Any) -> bytes:
@@ -294,55 +295,24 @@ def test_the_provision_request_fills_the_template_and_leaves_out_an_empty_role(
     tmp_path: Path,
 ) -> None:
     config = parse_config(BASE_CONFIG + PROVISION_CONFIG, tmp_path / "deploy.toml")
-    logins: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+    def reply(seen: Seen) -> tuple[int, bytes, str]:
+        if seen.method == "POST":  # a login: only the admin's succeeds
+            ok = json.loads(seen.body)["username"] == "root"
+            return (200, js({"access_token": "adm"}), "application/json") if ok else NOT_FOUND
+        return 200, b"{}", "application/json"
 
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            logins.append(body["username"])
-            ok = body["username"] == "root"
-            self.reply(200 if ok else 401, {"access_token": "adm"} if ok else {})
-
-        def do_PUT(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            assert self.headers["Authorization"] == "Bearer adm"
-            self.reply(200, {"made": body})
-
-        def reply(self, status: int, payload: Any) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    sent: list[Any] = []
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    script = Script(reply=reply)
+    with recording_server(script) as url:
         http = HttpClient(url, timeout_s=3, login=config.checks.login)
-        original = http.request
-
-        def spy(method: str, path: str, **kw: Any) -> Any:
-            if method == "PUT":
-                sent.append((path, kw["body"]))
-            return original(method, path, **kw)
-
-        http.request = spy  # type: ignore[method-assign]
         session = engine.Session(http, config.checks, config.thresholds, PROVISION_ENV)
         results = engine.ensure_users(session)
         http.close()
-    finally:
-        server.shutdown()
-        server.server_close()
+    logins = [json.loads(s.body)["username"] for s in script.seen if s.method == "POST"]
+    (put,) = [s for s in script.seen if s.method == "PUT"]
     assert [(r.name, r.verdict) for r in results] == [("setup: create test user made", P)]
-    assert sent == [
-        ("/accounts", {"login": "made@x", "secret": "pw-m", "groups": ["staff"]}),
-    ]
+    assert put.path == "/accounts" and put.headers["Authorization"] == "Bearer adm"
+    assert json.loads(put.body) == {"login": "made@x", "secret": "pw-m", "groups": ["staff"]}
     # "ready" is pre-provisioned: never logged in as here, never created.
     assert "ready@x" not in logins
 
