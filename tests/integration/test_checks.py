@@ -166,7 +166,7 @@ def test_verify_saves_its_results_in_the_current_release_record(
     ]
     assert {"database migrated", "api p95"} <= {r["name"] for r in summary["results"]}
     p95 = next(m for m in document.metrics if m.metric == "API Response (p95)")
-    assert p95.source == "api p95 (verify)" and p95.measured != "not measured"
+    assert p95.source == "api p95 on GET /documents (verify)" and p95.measured != "not measured"
 
 
 def test_role_revoked_behind_the_checks_back_fails_rbac_naming_the_route(
