@@ -301,6 +301,7 @@ def _recover_after_failed_migration(
         except DeployError as again:
             serving = f"the previous release did NOT come back: {again.message}"
     record.outcome, record.finished, record.error = "failed", utc_now(), error.message
+    record.failure_output = migrate_step.output_tail(error.facts, session.ctx.config)
     record.notes.append(serving)
     session.history.save_release(record)
     error.message = f"deploy of {record.image} to {record.environment} failed: {error.message}"

@@ -72,6 +72,7 @@ PLACES: dict[str, str] = {
     "deploytools.visible": "foundation",
     "deploytools.urls": "foundation",
     "deploytools.jsonable": "foundation",
+    "deploytools.sizes": "foundation",
     "deploytools": "foundation",
 }
 
