@@ -22,7 +22,7 @@ from deploytools.database import Database
 from deploytools.engine.errors import EngineError
 from deploytools.errors import DeployError, UsageError
 from deploytools.session import EnvSession, open_environment
-from deploytools.steps import app_service, deploy_rolling
+from deploytools.steps import app_service, deploy_rolling, watch_keep
 from deploytools.steps import backup as backup_step
 from deploytools.store.records import ReleaseRecord, utc_now, who
 
@@ -143,13 +143,40 @@ def roll_back_in(
             "non-expand-only); pass --restore-db to restore "
             + (backup_id or "the pre-deploy backup")
         )
+    # In the watch window after a rolling deploy: a switch back to the container kept up.
+    kept = watch_keep.kept_container(session.target, current) if failed is None else None
+    # With a restore the app stops (no switch): no proxy to look for.
+    gateway = None if restore else proxy.container(session.target)
+    cold_why = watch_keep.switch_back_refusal(
+        current=current,
+        target_image_id=target.image_id,
+        restore=restore,
+        proxy_running=gateway is not None,
+        kept=watch_keep.observe(kept),
+        now=time.time(),
+    )
+    if cold_why is None:
+        record.watch_window_rollback = True
+        record.notes.append(
+            f"watch-window rollback: the proxy switched back to {current.kept_container_name}, "
+            f"kept up since release {current.id} until {current.kept_until}"
+        )
+    else:
+        if current.kept_container is not None:
+            record.notes.append(f"not a watch-window rollback: {cold_why}")
+        # The cold path replaces every app container: the kept one goes first.
+        watch_keep.retire_all(
+            session, records, why=f"the rollback does not switch back to it ({cold_why})"
+        )
     history.save_release(record)
     phases = app_service.Phases(session, record)
     prepared: backup_step.PreparedRestore | None = None
     restored: backup_step.RestoreResult | None = None
     origin = backup_step.current_origin(session)
     try:
-        if not restore and proxy.container(session.target) is not None:
+        if cold_why is None and kept is not None:
+            watch_keep.switch_back(session, current, kept, phases)
+        elif not restore and gateway is not None:
             # Behind the proxy and on the same schema: the rolling deploy's switch, no gap.
             deploy_rolling.roll_to(session, target.image, phases)
         else:
@@ -192,10 +219,12 @@ def roll_back_in(
         raise
     record.revision_after = db.revision()
     record.outcome, record.finished = "succeeded", utc_now()
+    fast = record.watch_window_rollback
     history.save_release(record)
     session.progress(
         f"rollback {record.id}: {target.image} healthy in "
         f"{sum(record.timings.values()):.1f} s"
+        + (" (switched back to the container kept in the watch window)" if fast else "")
         + (f", database restored from {backup_id}" if record.restored_backup else "")
     )
     if restored is not None:
