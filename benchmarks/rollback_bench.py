@@ -11,8 +11,10 @@ workflow runs it). Two paths, ROLLBACK_BENCH_CYCLES cycles each (default 3):
   waits for it to be healthy, smoke-checks and warms it, then switches (the rolling path).
 
 "to switched" is from the command's start (before its process is spawned) to its progress line
-of the "drain" phase, which it prints once the proxy's cut has been made and the newer
-release's server drained; "command" is its whole run. The load is RATE requests/s of GET /health
+that says the proxy switched: "the proxy switched back to ..." in the window, printed right after
+the cut (the newer release's server drained); on the cold path the "drain" phase's line, printed
+after the cut and the lock's refresh (one more store write, about 0.1 s). "command" is its
+whole run. The load is RATE requests/s of GET /health
 on 127.0.0.1 through HAProxy, in a process of its own (tests/helpers/load.py); "failed" counts
 the requests planned from the command's start to one second after its end.
 
@@ -65,7 +67,8 @@ def timed_command(argv: list[str]) -> tuple[float, float | None, int, list[str]]
     def read() -> None:
         assert process.stderr is not None
         for line in process.stderr:
-            if not switched and line.rstrip().endswith(": drain"):
+            text = line.rstrip()
+            if not switched and (text.endswith(": drain") or "switched back to" in text):
                 switched.append(time.monotonic())
             lines.append(line.rstrip())
 

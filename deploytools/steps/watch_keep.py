@@ -144,7 +144,8 @@ def switch_back(
             back = proxy.address(kept, gateway)
             prepared = proxy.prepare(gateway, back, timeout_s=SWITCH_TIMEOUT_S, session=api)
             proxy.cut(prepared)
-        session.progress(f"rollback: the proxy switched back to {kept.name}")
+            # Before the phase's end (which refreshes the lock): the moment of the switch.
+            session.progress(f"rollback: the proxy switched back to {kept.name}")
         with phases.phase("drain", save=False):
             time.sleep(STOP_SETTLE_S)
             for newer in target.running(service):
