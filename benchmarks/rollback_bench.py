@@ -19,6 +19,8 @@ on 127.0.0.1 through HAProxy, in a process of its own (tests/helpers/load.py); "
 the requests planned from the command's start to one second after its end.
 
     .venv/bin/python benchmarks/rollback_bench.py      (or: benchmarks/run rollback)
+
+ROLLBACK_BENCH_LINES=1 prints each rollback's progress lines with their time from its start.
 """
 
 from __future__ import annotations
@@ -57,8 +59,8 @@ PREFIX = os.environ.get("ROLLBACK_BENCH_PREFIX", "dtwatch-bench-")
 
 
 def timed_command(argv: list[str]) -> tuple[float, float | None, int, list[str]]:
-    """Run `argv`; (its wall seconds, seconds to its "drain" progress line or None, its exit
-    code, its stderr lines)."""
+    """Run `argv`; (its wall seconds, seconds to its "switched" progress line or None, its
+    exit code, its stderr lines, each with its time from the start)."""
     lines: list[str] = []
     switched: list[float] = []
     started = time.monotonic()
@@ -70,7 +72,7 @@ def timed_command(argv: list[str]) -> tuple[float, float | None, int, list[str]]
             text = line.rstrip()
             if not switched and (text.endswith(": drain") or "switched back to" in text):
                 switched.append(time.monotonic())
-            lines.append(line.rstrip())
+            lines.append(f"{time.monotonic() - started:6.3f} s  {text}")
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -91,6 +93,8 @@ def cycle(
     wall, switched, code, lines = timed_command([*argv, "rollback", "--env", "prod", "--yes"])
     if code != 0:
         raise RuntimeError(f"rollback failed (exit {code}): " + "\n".join(lines[-20:]))
+    if os.environ.get("ROLLBACK_BENCH_LINES") == "1":
+        print("\n".join(f"     {line}" for line in lines), flush=True)
     return wall, switched, started, started + wall
 
 

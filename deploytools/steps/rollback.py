@@ -93,9 +93,23 @@ def roll_back_in(
         )
     target, newer = _choose(session, serving, current, to)
     db = Database.of(session.target)
-    revision_now = db.revision()
+    # In the watch window after a rolling deploy: a switch back to the container kept up,
+    # decided before anything else is read. It needs no restore: none asked for, and no newer
+    # release declared its migrations not expand-only (then the revision decides nothing, and
+    # it is read after the switch, which does not change it: two execs fewer before it).
+    could_restore = restore_db or any(r.expand_only is False for r in newer)
+    kept = watch_keep.kept_container(session.target, current) if not could_restore else None
+    cold_why = watch_keep.switch_back_refusal(
+        current=current,
+        target_image_id=target.image_id,
+        restore=could_restore,
+        proxy_running=kept is not None and proxy.container(session.target) is not None,
+        kept=watch_keep.observe(kept),
+        now=time.time(),
+    )
+    revision_now = db.revision() if cold_why is not None else None
     revision_then = newer[0].revision_before if newer else revision_now
-    revision_changed = revision_now != revision_then
+    revision_changed = cold_why is not None and revision_now != revision_then
     restore = restore_needed(restore_db=restore_db, revision_changed=revision_changed, newer=newer)
     backup_id = newer[0].backup_id if newer else None
     record = ReleaseRecord(
@@ -143,18 +157,6 @@ def roll_back_in(
             "non-expand-only); pass --restore-db to restore "
             + (backup_id or "the pre-deploy backup")
         )
-    # In the watch window after a rolling deploy: a switch back to the container kept up.
-    kept = watch_keep.kept_container(session.target, current) if failed is None else None
-    # With a restore the app stops (no switch): no proxy to look for.
-    gateway = None if restore else proxy.container(session.target)
-    cold_why = watch_keep.switch_back_refusal(
-        current=current,
-        target_image_id=target.image_id,
-        restore=restore,
-        proxy_running=gateway is not None,
-        kept=watch_keep.observe(kept),
-        now=time.time(),
-    )
     if cold_why is None:
         record.watch_window_rollback = True
         record.notes.append(
@@ -176,7 +178,8 @@ def roll_back_in(
     try:
         if cold_why is None and kept is not None:
             watch_keep.switch_back(session, current, kept, phases)
-        elif not restore and gateway is not None:
+            record.revision_before = db.revision()
+        elif not restore and proxy.container(session.target) is not None:
             # Behind the proxy and on the same schema: the rolling deploy's switch, no gap.
             deploy_rolling.roll_to(session, target.image, phases)
         else:

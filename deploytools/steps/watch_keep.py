@@ -94,13 +94,17 @@ def switch_back_refusal(
     now: float,
 ) -> str | None:
     """Why a rollback of `current` may not switch back to its kept container, or None when it
-    may (the rule of this module's docstring). Pure: the caller observes the engine."""
+    may (the rule of this module's docstring). `restore`: a restore is asked for or may be
+    needed. Pure: the caller observes the engine."""
     if current.kept_container is None:
         return "no container of the previous release is kept"
     if expired(current, now):
         return f"the watch window ended at {current.kept_until}"
     if restore:
-        return "the rollback restores the database"
+        return (
+            "the rollback may restore the database (asked for, or a newer release's "
+            "migrations are not expand-only)"
+        )
     if not proxy_running:
         return "the proxy does not run"
     if kept is None:

@@ -74,7 +74,7 @@ def test_no_target_image_id_recorded_still_switches_back() -> None:
         ({"record": deploy(kept_container=None)}, "no container of the previous release is kept"),
         ({"now": parse_time("2026-12-06T12:50:00Z")}, "the watch window ended at 2026-12-06T12:50"),
         ({"record": deploy(kept_until=None)}, "the watch window ended"),
-        ({"restore": True}, "the rollback restores the database"),
+        ({"restore": True}, "the rollback may restore the database"),
         ({"proxy_running": False}, "the proxy does not run"),
         ({"kept": None}, "the kept container prod-app-1 is gone"),
         ({"kept": KeptState(False, False, None, "sha256:old")}, "prod-app-1 does not run"),
@@ -141,3 +141,85 @@ def test_a_bad_window_is_refused_before_anything_runs(value: str) -> None:
     with pytest.raises(ConfigError) as raised:
         parse_config(text, Path("deploy.toml"))
     assert '"deploy.watch_window_s"' in raised.value.message
+
+
+# -- the rollback step's route: switch back, or the cold path ---------------------------------
+
+
+class _Db:
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def revision(self, **_: Any) -> str:
+        self.events.append("revision")
+        return "0002"
+
+
+def _route(
+    monkeypatch: pytest.MonkeyPatch, current: ReleaseRecord, *, kept: KeptState | None
+) -> tuple[list[str], ReleaseRecord]:
+    """rollback.roll_back_in over fakes: the order of what it does, and its record."""
+    from deploytools.steps import rollback
+
+    events: list[str] = []
+    older = deploy(id="0001", image="app:1", image_id="sha256:old", kept_container=None)
+    history = SimpleNamespace(
+        releases=lambda: [older, current],
+        next_release_id=lambda: "0003",
+        save_release=lambda record: events.append(f"save {record.id}"),
+    )
+    session: Any = SimpleNamespace(
+        history=history, target=SimpleNamespace(name="production"), progress=lambda m: None
+    )
+    container: Any = SimpleNamespace(id="c0ffee", name="prod-app-1")
+    target = rollback.RollbackTarget("app:1", "sha256:old", "1", "0001")
+    monkeypatch.setattr(rollback, "_choose", lambda *a: (target, [current]))
+    monkeypatch.setattr(rollback.Database, "of", staticmethod(lambda t: _Db(events)))
+    monkeypatch.setattr(rollback.proxy, "container", lambda t: object())
+    monkeypatch.setattr(rollback.backup_step, "current_origin", lambda s: None)
+    monkeypatch.setattr(rollback.app_service, "Phases", lambda s, r: None)
+    monkeypatch.setattr(watch_keep, "kept_container", lambda t, r: container)
+    monkeypatch.setattr(watch_keep, "observe", lambda c: kept)
+    monkeypatch.setattr(watch_keep, "expired", lambda r, now: False)
+    monkeypatch.setattr(
+        watch_keep, "switch_back", lambda s, cur, c, phases: events.append(f"switch back {c.id}")
+    )
+    monkeypatch.setattr(
+        watch_keep, "retire_all", lambda s, records, why: events.append(f"retire: {why}")
+    )
+    monkeypatch.setattr(
+        rollback.deploy_rolling, "roll_to", lambda s, image, phases: events.append(f"roll {image}")
+    )
+    record = rollback.roll_back_in(session)
+    return events, record
+
+
+def test_a_rollback_in_the_window_switches_back_before_reading_the_revision(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events, record = _route(monkeypatch, deploy(expand_only=True), kept=HEALTHY)
+    assert events[:2] == ["save 0003", "switch back c0ffee"]
+    assert "revision" in events[2:] and not any(e.startswith(("roll ", "retire")) for e in events)
+    assert record.watch_window_rollback is True and record.outcome == "succeeded"
+    assert record.revision_before == record.revision_after == "0002"
+    assert any(n.startswith("watch-window rollback") for n in record.notes)
+
+
+def test_an_unhealthy_kept_container_is_removed_and_the_rollback_rolls_cold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sick = KeptState(running=True, healthy=False, health="unhealthy", image_id="sha256:old")
+    events, record = _route(monkeypatch, deploy(expand_only=True), kept=sick)
+    assert events[0] == "revision"
+    assert events[1].startswith("retire: the rollback does not switch back to it (")
+    assert "roll app:1" in events and not any(e.startswith("switch back") for e in events)
+    assert record.watch_window_rollback is False
+    assert any("not a watch-window rollback: " in n and "unhealthy" in n for n in record.notes)
+
+
+def test_a_release_not_expand_only_never_switches_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    same_schema = deploy(expand_only=False, revision_before="0002")
+    events, record = _route(monkeypatch, same_schema, kept=HEALTHY)
+    assert not any(e.startswith("switch back") for e in events)
+    assert "roll app:1" in events  # no restore after all (same revision): the cold switch
+    assert any("may restore the database" in n for n in record.notes)
