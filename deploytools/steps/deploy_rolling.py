@@ -27,6 +27,10 @@ the recreate strategy with a maintenance window applies.
 
 Rollback uses the same switch (`roll_to`) when the environment runs behind the proxy and no
 database restore is needed.
+
+With the watch window on ([deploy] watch_window_s) a deploy does not stop the old container: it
+stays up, drained, the proxy pinned to the new one's slot, for a rollback by switch back to it
+(steps/watch_keep.py).
 """
 
 from __future__ import annotations

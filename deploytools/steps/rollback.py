@@ -8,6 +8,10 @@ and restoring would throw away every write made since the backup; when a release
 we do not restore on our own but say that the schema stays ahead and how to restore.
 
 Before a restore we say how many rows differ from the backup: the writes it would drop.
+
+In the watch window after a rolling deploy, a rollback without a restore to the release before
+is a switch of the proxy back to its container, kept up (steps/watch_keep.py); otherwise that
+container is removed first and the rollback goes as above.
 """
 
 from __future__ import annotations
