@@ -486,8 +486,13 @@ def main() -> int:
                 print(f"-- the switch alone, {SWITCHES}x, under {RATE:.0f} req/s", flush=True)
                 switch_lines = switch_only(stack, client, SWITCHES)
                 continue
+            # The watch window off: the rollback starts the older release beside and switches
+            # (benchmarks/rollback_bench.py measures the switch back to a kept container).
             config = write_config(
-                tmp / f"{strategy}.toml", {"prod": stack}, store=f"volume:{store}"
+                tmp / f"{strategy}.toml",
+                {"prod": stack},
+                store=f"volume:{store}",
+                watch_window_s=0,
             )
             # The baseline's failures show in one cycle; the verdict needs the rolling ones.
             cycles = 1 if strategy == "recreate" else CYCLES

@@ -174,6 +174,10 @@ class DeployConfig:
     migration_timeout_s: float = 600.0
     lock_ttl_s: int = 3600
     keep_images: int = 3
+    # After a rolling deploy, how long the previous release's container stays up (drained, no
+    # traffic) so that a rollback is a proxy switch back to it: the watch after the release
+    # (release.yml's `monitor --duration 1h`). 0 stops it at once, as before.
+    watch_window_s: float = 3600.0
     migration_env: Mapping[str, str] = field(
         default_factory=lambda: {
             "ALEMBIC_LOCK_TIMEOUT": "5s",
@@ -643,6 +647,7 @@ NUMBER_RANGES: dict[type, dict[str, Range]] = {
         "migration_timeout_s": _TIMEOUT_S,
         "lock_ttl_s": Range(1, 604_800),  # a week
         "keep_images": Range(1, 1_000),
+        "watch_window_s": Range(0, 604_800),  # a week
     },
     ContactTier: {"after_min": Range(0, 10_080)},  # a week
     ChecksConfig: {"timeout_s": _REQUEST_TIMEOUT_S},

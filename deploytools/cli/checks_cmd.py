@@ -225,6 +225,8 @@ def monitor(
         for result in report.results:
             click.echo(result.line())
         click.echo(f"{report.title}: {report.recorded}")
+        for line in report.retired:
+            click.echo(f"{report.title}: {line}")
     write_step_summary(report.title, report.results)
     report.raise_if_failed()
 

@@ -187,6 +187,12 @@ def history(state: AppState, environment: str, limit: int) -> None:
             click.echo(
                 f"  {r.id} {r.kind:<8} {r.outcome:<11} {r.started} {r.image} "
                 f"rev {r.revision_before or '-'}->{r.revision_after or '-'} by {r.who}"
+                + (" (watch-window rollback: switched back)" if r.watch_window_rollback else "")
+                + (
+                    f" (keeps {r.kept_container_name} until {r.kept_until})"
+                    if r.kept_container
+                    else ""
+                )
             )
         click.echo(f"  backups: {len(manifests)}")
         for m in manifests[-5:]:

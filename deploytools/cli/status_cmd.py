@@ -43,6 +43,16 @@ def _print_history(result: status_step.EnvironmentStatus) -> None:
     r = result.release
     if r is not None:
         click.echo(f"  release {r.id}: {r.image} ({r.kind} by {r.who}, {r.finished or r.started})")
+    if result.kept is not None:
+        k = result.kept
+        memory = "?" if k.memory_mb is None else f"{k.memory_mb:.0f} MB"
+        until = f"until {k.until}" + (
+            " (window ended: the next deploy or monitor removes it)" if k.expired else ""
+        )
+        click.echo(
+            f"  kept for a rollback by switch: {k.container} ({k.state}, "
+            f"{k.health or 'no healthcheck'}, memory {memory}) {until}"
+        )
     for manifest, ok in result.backups:
         mark = "unverified" if ok is None else ("verified" if ok else "FAILED verify")
         click.echo(f"  backup {manifest.id}: {mark}, revision {manifest.revision or '-'}")

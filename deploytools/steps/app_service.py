@@ -13,7 +13,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from deploytools.engine.errors import EngineError
+from deploytools.engine.client import Container
+from deploytools.engine.errors import EngineError, NotFound
 from deploytools.errors import CheckFailed, DeployError
 from deploytools.session import EnvSession, start_database
 from deploytools.store.records import ReleaseRecord, utc_now
@@ -143,3 +144,12 @@ def keep_images(session: EnvSession, record: ReleaseRecord, records: list[Releas
     for old in serving[: -session.ctx.config.deploy.keep_images]:
         with contextlib.suppress(EngineError):
             engine.remove_image(f"{repository}:" + KEEP_TAG.format(env=env, id=old.id), prune=False)
+
+
+def stop_and_remove(container: Container) -> None:
+    """Stop with the container's grace period (its requests finish; gunicorn drains on
+    SIGTERM), then remove it."""
+    grace = container.attrs.get("Config", {}).get("StopTimeout") or 10
+    with contextlib.suppress(NotFound):
+        container.stop(timeout_s=int(grace))
+        container.remove()

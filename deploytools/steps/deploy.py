@@ -27,6 +27,7 @@ from deploytools.session import EnvSession, open_environment
 from deploytools.steps import backup as backup_step
 from deploytools.steps import migrate as migrate_step
 from deploytools.steps import rollback as rollback_step
+from deploytools.steps import watch_keep
 from deploytools.steps.app_service import (
     MigrationFailed,
     OldReleaseServing,
@@ -177,6 +178,9 @@ def _deploy(
             stale.outcome, stale.finished = "interrupted", utc_now()
             stale.notes.append("its deploytools process ended before it finished")
             history.save_release(stale)
+    # A new deploy replaces the container kept for a rollback by switch: only the release
+    # immediately before the serving one is ever kept (steps/watch_keep.py).
+    watch_keep.retire_all(session, records, why="a new deploy replaces it")
 
     ensure_database(session)
     # deploytools' own proxy is started unless the app publishes its port itself (a stack

@@ -28,6 +28,10 @@ the recreate strategy with a maintenance window applies.
 
 Rollback uses the same switch (`roll_to`) when the environment runs behind the proxy and no
 database restore is needed.
+
+With the watch window on ([deploy] watch_window_s) a deploy does not stop the old container: it
+stays up, drained, the proxy pinned to the new one's slot, for a rollback by switch back to it
+(steps/watch_keep.py).
 """
 
 from __future__ import annotations
@@ -37,11 +41,11 @@ import time
 
 from deploytools import proxy
 from deploytools.engine.client import Container
-from deploytools.engine.errors import EngineError, NotFound
+from deploytools.engine.errors import EngineError
 from deploytools.errors import CheckFailed, DeployError, UsageError
 from deploytools.proxy_settings import ProxySettings
 from deploytools.session import EnvSession
-from deploytools.steps import app_service
+from deploytools.steps import app_service, watch_keep
 from deploytools.steps import migrate as migrate_step
 from deploytools.store.records import ReleaseRecord
 from deploytools.target import wait_until_healthy
@@ -141,12 +145,20 @@ class RollingStrategy:
                     error.message, untouched=error.untouched, hint=error.hint, facts=error.facts
                 ) from error
             record.revision_after = result.revision_after
-        roll_to(session, record.image, phases)
+        window_s = session.ctx.config.deploy.watch_window_s
+        kept = roll_to(session, record.image, phases, keep=window_s > 0)
+        if kept is not None:
+            watch_keep.keep(record, kept, window_s=window_s)
 
 
-def roll_to(session: EnvSession, image: str, phases: app_service.Phases) -> None:
+def roll_to(
+    session: EnvSession, image: str, phases: app_service.Phases, *, keep: bool = False
+) -> Container | None:
     """Replace the running app containers by one of `image` without a gap (see the module's
-    docstring). Raises OldReleaseServing when the new container failed before the switch."""
+    docstring). Raises OldReleaseServing when the new container failed before the switch.
+
+    `keep`: when one old container served, leave it running, drained and taking no traffic
+    (the proxy stays pinned to the new one's slot; steps/watch_keep.py), and return it."""
     target = session.target
     config = session.ctx.config
     service = config.project.app_service
@@ -161,10 +173,26 @@ def roll_to(session: EnvSession, image: str, phases: app_service.Phases) -> None
     # cut-over starts no process in any container.
     api = proxy.RuntimeApi(gateway)
     try:
-        _roll_to(session, image, phases, gateway, api, old, proxy.settings(target))
+        kept = _roll_to(
+            session,
+            image,
+            phases,
+            gateway,
+            api,
+            old,
+            proxy.settings(target),
+            keep=keep and len(old) == 1,
+        )
     finally:
         api.close()
-    session.progress(f"rolling: {image} serves; the old release was drained and removed")
+    if kept is not None:
+        session.progress(
+            f"rolling: {image} serves; the old release's {kept.name} was drained and is kept "
+            "for a rollback by switch"
+        )
+    else:
+        session.progress(f"rolling: {image} serves; the old release was drained and removed")
+    return kept
 
 
 def _roll_to(
@@ -175,7 +203,9 @@ def _roll_to(
     api: proxy.RuntimeApi,
     old: list[Container],
     settings: ProxySettings,
-) -> None:
+    *,
+    keep: bool,
+) -> Container | None:
     target = session.target
     config = session.ctx.config
     service = config.project.app_service
@@ -227,6 +257,10 @@ def _roll_to(
                 facts={**error.facts, "image": image},
             ) from error
         raise
+    if keep:
+        # The old container stays up, drained: the proxy stays on the new one's slot (the
+        # service's name answers with both containers now), until the watch ends.
+        return old[0]
     with phases.phase("drain", save=False):
         time.sleep(STOP_SETTLE_S)
         for container in old:
@@ -238,6 +272,7 @@ def _roll_to(
         proxy.switch(
             gateway, None, service_address=new_address, wait=False, session=api, app_port=port
         )
+    return None
 
 
 def smoke(container: Container, gateway: Container, address: str, settings: ProxySettings) -> None:
@@ -301,10 +336,5 @@ def _abandon(
     return f"the new container was removed; the old release kept serving throughout: {names}"
 
 
-def _stop_and_remove(container: Container) -> None:
-    """Stop with the container's grace period (its requests finish; gunicorn drains on
-    SIGTERM), then remove it."""
-    grace = container.attrs.get("Config", {}).get("StopTimeout") or 10
-    with contextlib.suppress(NotFound):
-        container.stop(timeout_s=int(grace))
-        container.remove()
+#: The old container's stop (a name of this module: benchmarks/rolling_bench.py times it).
+_stop_and_remove = app_service.stop_and_remove

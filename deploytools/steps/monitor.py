@@ -33,7 +33,7 @@ from deploytools.errors import CheckFailed, UsageError
 from deploytools.jsonable import jsonable
 from deploytools.session import open_environment
 from deploytools.steps import rollback as rollback_step
-from deploytools.steps import suite_record
+from deploytools.steps import suite_record, watch_keep
 from deploytools.store.records import ReleaseRecord, parse_time
 
 P, F, INC = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
@@ -116,6 +116,8 @@ class MonitorReport:
     rollback_result: Any = None
     #: Where run_and_record saved this watch (a release record), or why it did not.
     recorded: str = ""
+    #: What the watch's end did with the container kept for a rollback by switch (retire).
+    retired: tuple[str, ...] = ()
     sample_log: tuple[MonitorSample, ...] = field(default=(), repr=False)
 
     @property
@@ -205,6 +207,12 @@ def evaluate_rule(
             "buckets": [["+Inf" if math.isinf(le) else le * rule.scale, n] for le, n in hq.buckets],
         },
     )
+
+
+def retire(ctx: StepContext, environment: str) -> tuple[str, ...]:
+    """The watch is over: a rolling deploy's previous container kept up past its window
+    (`[deploy] watch_window_s`) is stopped and removed (steps/watch_keep.py)."""
+    return tuple(watch_keep.retire_expired(ctx, environment))
 
 
 def roll_back(ctx: StepContext, environment: str, reason: str) -> ReleaseRecord:
@@ -503,7 +511,8 @@ def run_and_record(
         rolled_back=report.rolled_back,
     )
     keep = suite_record.save if save is None else save
-    return dataclasses.replace(report, recorded=keep(ctx, environment, stored, release_id=watched))
+    recorded = keep(ctx, environment, stored, release_id=watched)
+    return dataclasses.replace(report, recorded=recorded, retired=retire(ctx, environment))
 
 
 def _summaries(tracks: dict[str, RuleTrack], in_a_row: int, limit: int) -> list[CheckResult]:
@@ -634,6 +643,7 @@ def run_if_recent(
         if on_window is not None:
             on_window(window)
         if not window.open:
+            retire(ctx, environment)
             return window
     return run_and_record(
         ctx,

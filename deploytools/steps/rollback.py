@@ -8,6 +8,10 @@ and restoring would throw away every write made since the backup; when a release
 we do not restore on our own but say that the schema stays ahead and how to restore.
 
 Before a restore we say how many rows differ from the backup: the writes it would drop.
+
+In the watch window after a rolling deploy, a rollback without a restore to the release before
+is a switch of the proxy back to its container, kept up (steps/watch_keep.py); otherwise that
+container is removed first and the rollback goes as above.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from deploytools.database import Database
 from deploytools.engine.errors import EngineError
 from deploytools.errors import DeployError, UsageError
 from deploytools.session import EnvSession, open_environment
-from deploytools.steps import app_service, deploy_rolling
+from deploytools.steps import app_service, deploy_rolling, watch_keep
 from deploytools.steps import backup as backup_step
 from deploytools.store.records import ReleaseRecord, utc_now, who
 
@@ -93,9 +97,23 @@ def roll_back_in(
         )
     target, newer = _choose(session, serving, current, to)
     db = Database.of(session.target)
-    revision_now = db.revision()
+    # In the watch window after a rolling deploy: a switch back to the container kept up,
+    # decided before anything else is read. It needs no restore: none asked for, and no newer
+    # release declared its migrations not expand-only (then the revision decides nothing, and
+    # it is read after the switch, which does not change it: two execs fewer before it).
+    could_restore = restore_db or any(r.expand_only is False for r in newer)
+    kept = watch_keep.kept_container(session.target, current) if not could_restore else None
+    cold_why = watch_keep.switch_back_refusal(
+        current=current,
+        target_image_id=target.image_id,
+        restore=could_restore,
+        proxy_running=kept is not None and proxy.container(session.target) is not None,
+        kept=watch_keep.observe(kept),
+        now=time.time(),
+    )
+    revision_now = db.revision() if cold_why is not None else None
     revision_then = newer[0].revision_before if newer else revision_now
-    revision_changed = revision_now != revision_then
+    revision_changed = cold_why is not None and revision_now != revision_then
     restore = restore_needed(restore_db=restore_db, revision_changed=revision_changed, newer=newer)
     backup_id = newer[0].backup_id if newer else None
     record = ReleaseRecord(
@@ -143,13 +161,29 @@ def roll_back_in(
             "non-expand-only); pass --restore-db to restore "
             + (backup_id or "the pre-deploy backup")
         )
+    if cold_why is None:
+        record.watch_window_rollback = True
+        record.notes.append(
+            f"watch-window rollback: the proxy switched back to {current.kept_container_name}, "
+            f"kept up since release {current.id} until {current.kept_until}"
+        )
+    else:
+        if current.kept_container is not None:
+            record.notes.append(f"not a watch-window rollback: {cold_why}")
+        # The cold path replaces every app container: the kept one goes first.
+        watch_keep.retire_all(
+            session, records, why=f"the rollback does not switch back to it ({cold_why})"
+        )
     history.save_release(record)
     phases = app_service.Phases(session, record)
     prepared: backup_step.PreparedRestore | None = None
     restored: backup_step.RestoreResult | None = None
     origin = backup_step.current_origin(session)
     try:
-        if not restore and proxy.container(session.target) is not None:
+        if cold_why is None and kept is not None:
+            watch_keep.switch_back(session, current, kept, phases)
+            record.revision_before = db.revision()
+        elif not restore and proxy.container(session.target) is not None:
             # Behind the proxy and on the same schema: the rolling deploy's switch, no gap.
             deploy_rolling.roll_to(session, target.image, phases)
         else:
@@ -192,10 +226,12 @@ def roll_back_in(
         raise
     record.revision_after = db.revision()
     record.outcome, record.finished = "succeeded", utc_now()
+    fast = record.watch_window_rollback
     history.save_release(record)
     session.progress(
         f"rollback {record.id}: {target.image} healthy in "
         f"{sum(record.timings.values()):.1f} s"
+        + (" (switched back to the container kept in the watch window)" if fast else "")
         + (f", database restored from {backup_id}" if record.restored_backup else "")
     )
     if restored is not None:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from deploytools.context import StepContext
 from deploytools.errors import DeployError
 from deploytools.session import open_environment
+from deploytools.steps import watch_keep
+from deploytools.steps.watch_keep import KeptStatus
 from deploytools.store.records import BackupManifest, LockInfo, ReleaseRecord, Verification
 from deploytools.target import ServiceState
 
@@ -25,6 +27,8 @@ class EnvironmentStatus:
     backups: tuple[tuple[BackupManifest, bool | None], ...] = ()
     lock: LockInfo | None = None
     history_error: str | None = None
+    #: The previous release's container kept up for a rollback by switch (steps/watch_keep.py).
+    kept: KeptStatus | None = None
 
     @property
     def running(self) -> bool:
@@ -58,11 +62,13 @@ def run(ctx: StepContext, *, environment: str) -> EnvironmentStatus:
             for manifest in history.manifests()[-3:]:
                 verification = history.verification(manifest.id)
                 backups.append((manifest, None if verification is None else verification.ok))
+            release = history.current_release()
             return dataclasses.replace(
                 status,
-                release=history.current_release(),
+                release=release,
                 backups=tuple(backups),
                 lock=history.lock(),
+                kept=watch_keep.status(target, release),
             )
     except DeployError as error:
         # Status reports what it can: the services above are still true.

@@ -135,6 +135,14 @@ class ReleaseRecord:
     #: threshold and detail (steps/suite_record.py `summary`); what `report` shows without
     #: --results.
     checks: list[dict[str, Any]] = field(default_factory=list)
+    #: A rolling deploy's previous container, kept up (drained, no traffic) until `kept_until`
+    #: for a rollback by a proxy switch back to it (steps/watch_keep.py); its id and name, or
+    #: None (never kept, or stopped and removed since).
+    kept_container: str | None = None
+    kept_container_name: str | None = None
+    kept_until: str | None = None
+    #: A rollback that switched the proxy back to the container kept in the watch window.
+    watch_window_rollback: bool = False
 
     @property
     def serving(self) -> bool:

@@ -56,6 +56,8 @@ def write_config(
     retention: int = 10,
     health_timeout_s: float = 60.0,
     migration_command: str = '["alembic", "-c", "/app/alembic.ini", "upgrade", "head"]',
+    watch_window_s: float | None = None,
+    extra: str = "",
 ) -> Config:
     """A deploy.toml with one environment per stack; the stack's variables (minus APP_IMAGE,
     which deploytools sets itself) are the environment's variables."""
@@ -86,7 +88,9 @@ def write_config(
         "[deploy]",
         f"health_timeout_s = {health_timeout_s}",
         "lock_ttl_s = 600",
+        *([f"watch_window_s = {watch_window_s}"] if watch_window_s is not None else []),
         "",
+        extra,
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
     return load_config(path)

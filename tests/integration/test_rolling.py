@@ -1,7 +1,9 @@
 """deploy --strategy rolling behind the stack's HAProxy proxy, on the real engine, under a steady
 open-model load through the proxy: no request fails while a release takes over, while a broken
 release is tried and abandoned, or while a rollback switches back; a release whose migrations
-are not expand-only is refused. On the shared dtdep stack (tests/helpers/shared_stack.py)."""
+are not expand-only is refused. On the shared dtdep stack (tests/helpers/shared_stack.py), with
+the watch window off ([deploy] watch_window_s = 0: the old container is stopped at the switch;
+tests/integration/test_watch_window.py keeps it)."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ EXPAND_ONLY = 'LABEL deploytools.migrations.expand-only="true"\n'
 RATE = 50.0  # requests/s through the proxy; the benchmark measures at 100
 
 
-env = module_env("roll", health_timeout_s=20)
+env = module_env("roll", health_timeout_s=20, watch_window_s=0)
 
 
 @pytest.fixture(scope="module")

@@ -55,6 +55,7 @@ def test_a_closed_window_exits_0_without_watching(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(monitor, "watch_window", window)
     monkeypatch.setattr(monitor, "run", never)
+    monkeypatch.setattr(monitor, "retire", lambda ctx, environment: ())
     result = CliRunner().invoke(
         cli,
         ["--config", str(CONFIG), "monitor", "--env", "production", "--duration", "25m",

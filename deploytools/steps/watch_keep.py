@@ -1,0 +1,253 @@
+"""The watch window after a rolling deploy: the previous release's container stays up, drained
+and taking no traffic, until `[deploy] watch_window_s` after the switch (monitor's watch of the
+release). A rollback in that window is a proxy switch back to it, under a second:
+
+    the kept container still runs and is healthy, the rollback goes back to its image, and no
+    database restore is needed -> pin the proxy to its address (the new one drains) -> stop and
+    remove the new container -> the proxy back on the service's server (the kept one's address)
+
+Otherwise a rollback takes the cold path (rollback.py) after this module stopped the kept
+container. While a container is kept, the proxy stays pinned to the serving container's slot:
+the service's name answers with both containers.
+
+Who stops it: any deploy (a new one replaces it: only the immediately previous release is kept),
+a rollback that does not switch back to it, and `monitor` once the window has ended (under the
+deploy lock; `status` only shows it). Its id, name and end are in the deploy's release record
+(`kept_container`, `kept_container_name`, `kept_until`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+from deploytools import proxy
+from deploytools.checks import containers as container_stats
+from deploytools.context import StepContext
+from deploytools.engine.client import Container
+from deploytools.engine.errors import EngineError, NotFound
+from deploytools.errors import DeployError, LockHeld
+from deploytools.session import EnvSession, open_environment
+from deploytools.steps import app_service
+from deploytools.store.records import ReleaseRecord, parse_time, utc_now
+from deploytools.target import Target, service_state
+
+#: How long the proxy's switch back may wait for the newer release's requests to finish.
+SWITCH_TIMEOUT_S = 60.0
+#: The pause between the switch back and the newer container's stop (the stop's CPU then does
+#: not land on the first requests of the kept one; as deploy_rolling.STOP_SETTLE_S).
+STOP_SETTLE_S = 0.5
+
+
+def _utc(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+def keep(
+    record: ReleaseRecord, container: Container, *, window_s: float, now: float | None = None
+) -> None:
+    """Note in `record` (a rolling deploy's) that `container` of the release before it stays up
+    until `window_s` seconds from `now`."""
+    until = _utc((time.time() if now is None else now) + window_s)
+    record.kept_container, record.kept_container_name = container.id, container.name
+    record.kept_until = until
+    record.notes.append(
+        f"the previous release's container {container.name} is kept up, drained, until "
+        f"{until}: a rollback before then switches the proxy back to it"
+    )
+
+
+def expired(record: ReleaseRecord, now: float) -> bool:
+    """Whether `record`'s kept container is past its window (`now`: a Unix time)."""
+    return record.kept_until is None or parse_time(record.kept_until) <= now
+
+
+@dataclass(frozen=True)
+class KeptState:
+    """What the engine says of a kept container."""
+
+    running: bool
+    healthy: bool
+    health: str | None
+    image_id: str
+
+
+def observe(container: Container | None) -> KeptState | None:
+    """`container`'s state, or None when it is gone."""
+    if container is None:
+        return None
+    with contextlib.suppress(NotFound):
+        container.reload()
+        state = service_state(container)
+        return KeptState(state.state == "running", state.healthy, state.health, state.image_id)
+    return None
+
+
+def switch_back_refusal(
+    *,
+    current: ReleaseRecord,
+    target_image_id: str,
+    restore: bool,
+    proxy_running: bool,
+    kept: KeptState | None,
+    now: float,
+) -> str | None:
+    """Why a rollback of `current` may not switch back to its kept container, or None when it
+    may (the rule of this module's docstring). `restore`: a restore is asked for or may be
+    needed. Pure: the caller observes the engine."""
+    if current.kept_container is None:
+        return "no container of the previous release is kept"
+    if expired(current, now):
+        return f"the watch window ended at {current.kept_until}"
+    if restore:
+        return (
+            "the rollback may restore the database (asked for, or a newer release's "
+            "migrations are not expand-only)"
+        )
+    if not proxy_running:
+        return "the proxy does not run"
+    if kept is None:
+        return f"the kept container {current.kept_container_name} is gone"
+    if not kept.running:
+        return f"the kept container {current.kept_container_name} does not run"
+    if not kept.healthy:
+        return f"the kept container {current.kept_container_name} is not healthy ({kept.health})"
+    if target_image_id and kept.image_id != target_image_id:
+        return "the rollback goes to another release than the kept container's"
+    return None
+
+
+def kept_container(target: Target, record: ReleaseRecord) -> Container | None:
+    """`record`'s kept container on the engine, or None (none kept, or gone)."""
+    if record.kept_container is None:
+        return None
+    try:
+        return target.engine.container(record.kept_container)
+    except NotFound:
+        return None
+
+
+def switch_back(
+    session: EnvSession,
+    current: ReleaseRecord,
+    kept: Container,
+    phases: app_service.Phases,
+) -> None:
+    """The rollback in the window: the proxy to `kept`, the newer release drained, stopped and
+    removed, the proxy back on the service's server."""
+    target = session.target
+    service = session.ctx.config.project.app_service
+    gateway = proxy.container(target)
+    if gateway is None:
+        raise DeployError(f"environment {target.name} has no proxy to switch back with")
+    port = proxy.settings(target).app_port
+    api = proxy.RuntimeApi(gateway)
+    try:
+        # The cut-over's phases are saved with the step's outcome (as a rolling deploy's).
+        with phases.phase("switch", save=False):
+            back = proxy.address(kept, gateway)
+            prepared = proxy.prepare(
+                gateway, back, timeout_s=SWITCH_TIMEOUT_S, session=api, app_port=port
+            )
+            proxy.cut(prepared)
+            # Before the phase's end (which refreshes the lock): the moment of the switch.
+            session.progress(f"rollback: the proxy switched back to {kept.name}")
+        with phases.phase("drain", save=False):
+            time.sleep(STOP_SETTLE_S)
+            for newer in target.running(service):
+                if newer.id != kept.id:
+                    app_service.stop_and_remove(newer)
+            # Only the kept container answers to the service's name now: the steady state.
+            proxy.switch(
+                gateway, None, service_address=back, wait=False, session=api, app_port=port
+            )
+    finally:
+        api.close()
+    current.kept_container = None
+    current.notes.append(f"{current.kept_container_name} serves again: rolled back by switch")
+    session.history.save_release(current)
+
+
+def retire(session: EnvSession, record: ReleaseRecord, *, why: str) -> str:
+    """Stop and remove `record`'s kept container, put the proxy back on the service's server
+    (the serving container's address), and say so in the record; what was done."""
+    target = session.target
+    name = record.kept_container_name or record.kept_container or "?"
+    found = kept_container(target, record)
+    if found is not None:
+        app_service.stop_and_remove(found)
+    gateway = proxy.container(target)
+    serving = target.running(session.ctx.config.project.app_service)
+    if gateway is not None and len(serving) == 1:
+        address = proxy.address(serving[0], gateway)
+        port = proxy.settings(target).app_port
+        proxy.switch(gateway, None, service_address=address, wait=False, app_port=port)
+    record.kept_container = None
+    done = f"the kept container {name} was stopped and removed: {why}"
+    record.notes.append(done)
+    session.history.save_release(record)
+    session.progress(done)
+    return done
+
+
+def retire_all(session: EnvSession, records: list[ReleaseRecord], *, why: str) -> list[str]:
+    """`retire` every kept container in `records` (under the lock)."""
+    return [retire(session, r, why=why) for r in records if r.kept_container is not None]
+
+
+def retire_expired(ctx: StepContext, environment: str, *, now: float | None = None) -> list[str]:
+    """`monitor`'s end: stop and remove the kept containers whose window has ended, under the
+    deploy lock; a lock held by another command leaves them to it (a deploy or a rollback
+    stops them itself). What was done."""
+    at = time.time() if now is None else now
+    with open_environment(ctx, environment) as session:
+        due = [r for r in session.history.releases() if r.kept_container and expired(r, at)]
+        if not due:
+            return []
+        ttl = ctx.config.deploy.lock_ttl_s
+        try:
+            with session.history.locked("retire kept container", ttl_s=ttl) as lock:
+                session.lock = lock
+                records = session.history.releases()  # as they are under the lock
+                due = [r for r in records if r.kept_container and expired(r, at)]
+                return retire_all(session, due, why=f"its watch window ended ({utc_now()})")
+        except LockHeld:
+            return []
+
+
+@dataclass(frozen=True)
+class KeptStatus:
+    """`status`: the container kept for a rollback by switch."""
+
+    container: str
+    release: str  # the record that kept it
+    until: str
+    expired: bool
+    state: str  # running, exited, gone
+    health: str | None
+    memory_mb: float | None
+
+
+def status(
+    target: Target, record: ReleaseRecord | None, *, now: float | None = None
+) -> KeptStatus | None:
+    """The kept container of the serving `record`, read only (its memory: one stats reading)."""
+    if record is None or record.kept_container is None:
+        return None
+    found = kept_container(target, record)
+    state = observe(found)
+    memory: float | None = None
+    if found is not None and state is not None and state.running:
+        with contextlib.suppress(DeployError, EngineError):
+            raw = container_stats.raw_stats(found)
+            memory = round(container_stats.memory_bytes(raw) / (1024 * 1024), 1)
+    return KeptStatus(
+        container=record.kept_container_name or record.kept_container,
+        release=record.id,
+        until=record.kept_until or "?",
+        expired=expired(record, time.time() if now is None else now),
+        state="gone" if state is None else ("running" if state.running else "stopped"),
+        health=None if state is None else state.health,
+        memory_mb=memory,
+    )

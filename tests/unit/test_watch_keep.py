@@ -1,0 +1,225 @@
+"""The watch window after a rolling deploy (steps/watch_keep.py): when a rollback may switch the
+proxy back to the kept container, and when it takes the cold path; the deploy.toml key; old
+records without the new fields. The engine and the proxy are exercised in
+tests/integration/test_watch_window.py."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from deploytools.config import parse_config
+from deploytools.errors import ConfigError
+from deploytools.steps import watch_keep
+from deploytools.steps.watch_keep import KeptState
+from deploytools.store.records import ReleaseRecord, dump, from_dict, parse_time
+
+NOW = parse_time("2026-12-06T12:00:00Z")
+HEALTHY = KeptState(running=True, healthy=True, health="healthy", image_id="sha256:old")
+
+
+def deploy(**fields: Any) -> ReleaseRecord:
+    base: dict[str, Any] = {
+        "id": "0002",
+        "environment": "production",
+        "kind": "deploy",
+        "who": "me",
+        "started": "2026-12-06T11:50:00Z",
+        "image": "app:2",
+        "image_id": "sha256:new",
+        "strategy": "rolling",
+        "outcome": "succeeded",
+        "kept_container": "c0ffee",
+        "kept_container_name": "prod-app-1",
+        "kept_until": "2026-12-06T12:50:00Z",
+    }
+    return ReleaseRecord(**{**base, **fields})
+
+
+def refusal(
+    record: ReleaseRecord | None = None,
+    *,
+    kept: KeptState | None = HEALTHY,
+    restore: bool = False,
+    proxy_running: bool = True,
+    target_image_id: str = "sha256:old",
+    now: float = NOW,
+) -> str | None:
+    return watch_keep.switch_back_refusal(
+        current=record or deploy(),
+        target_image_id=target_image_id,
+        restore=restore,
+        proxy_running=proxy_running,
+        kept=kept,
+        now=now,
+    )
+
+
+def test_in_the_window_a_healthy_kept_container_of_the_target_image_is_switched_back_to() -> None:
+    assert refusal() is None
+
+
+def test_no_target_image_id_recorded_still_switches_back() -> None:
+    assert refusal(target_image_id="") is None
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ({"record": deploy(kept_container=None)}, "no container of the previous release is kept"),
+        ({"now": parse_time("2026-12-06T12:50:00Z")}, "the watch window ended at 2026-12-06T12:50"),
+        ({"record": deploy(kept_until=None)}, "the watch window ended"),
+        ({"restore": True}, "the rollback may restore the database"),
+        ({"proxy_running": False}, "the proxy does not run"),
+        ({"kept": None}, "the kept container prod-app-1 is gone"),
+        ({"kept": KeptState(False, False, None, "sha256:old")}, "prod-app-1 does not run"),
+        (
+            {"kept": KeptState(True, False, "unhealthy", "sha256:old")},
+            "prod-app-1 is not healthy (unhealthy)",
+        ),
+        ({"target_image_id": "sha256:older"}, "another release than the kept container's"),
+    ],
+)
+def test_otherwise_the_rollback_takes_the_cold_path_and_says_why(
+    case: dict[str, Any], expected: str
+) -> None:
+    why = refusal(**case)
+    assert why is not None and expected in why
+
+
+def test_keep_notes_the_container_and_the_end_of_the_window() -> None:
+    record = deploy(kept_container=None, kept_container_name=None, kept_until=None)
+    container: Any = SimpleNamespace(id="abc123", name="prod-app-1")
+    watch_keep.keep(record, container, window_s=3600, now=NOW)
+    assert (record.kept_container, record.kept_container_name) == ("abc123", "prod-app-1")
+    assert record.kept_until == "2026-12-06T13:00:00Z"
+    assert "kept up, drained, until 2026-12-06T13:00:00Z" in record.notes[-1]
+    assert not watch_keep.expired(record, NOW + 3599)
+    assert watch_keep.expired(record, NOW + 3600)
+
+
+def test_a_record_written_before_the_window_reads_with_nothing_kept() -> None:
+    stored = json.loads(dump(deploy()))
+    for key in ("kept_container", "kept_container_name", "kept_until", "watch_window_rollback"):
+        del stored[key]
+    old = from_dict(ReleaseRecord, stored)
+    assert old.kept_container is None and old.watch_window_rollback is False
+    assert refusal(old) == "no container of the previous release is kept"
+
+
+CONFIG = textwrap.dedent(
+    """
+    [project]
+    name = "svc"
+    image_repository = "ghcr.io/acme/svc"
+    compose_files = ["docker-compose.prod.yml"]
+    app_service = "app"
+    database_service = "db"
+    migration_command = ["alembic", "upgrade", "head"]
+
+    [environments.staging]
+    compose_project = "svc-staging"
+    base_url = "http://127.0.0.1:8081"
+    """
+)
+
+
+def test_the_window_defaults_to_an_hour_and_0_turns_it_off() -> None:
+    assert parse_config(CONFIG, Path("deploy.toml")).deploy.watch_window_s == 3600.0
+    text = CONFIG + "\n[deploy]\nwatch_window_s = 0\n"
+    assert parse_config(text, Path("deploy.toml")).deploy.watch_window_s == 0.0
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "700000", '"1h"'])
+def test_a_bad_window_is_refused_before_anything_runs(value: str) -> None:
+    text = CONFIG + f"\n[deploy]\nwatch_window_s = {value}\n"
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, Path("deploy.toml"))
+    assert '"deploy.watch_window_s"' in raised.value.message
+
+
+# -- the rollback step's route: switch back, or the cold path ---------------------------------
+
+
+class _Db:
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def revision(self, **_: Any) -> str:
+        self.events.append("revision")
+        return "0002"
+
+
+def _route(
+    monkeypatch: pytest.MonkeyPatch, current: ReleaseRecord, *, kept: KeptState | None
+) -> tuple[list[str], ReleaseRecord]:
+    """rollback.roll_back_in over fakes: the order of what it does, and its record."""
+    from deploytools.steps import rollback
+
+    events: list[str] = []
+    older = deploy(id="0001", image="app:1", image_id="sha256:old", kept_container=None)
+    history = SimpleNamespace(
+        releases=lambda: [older, current],
+        next_release_id=lambda: "0003",
+        save_release=lambda record: events.append(f"save {record.id}"),
+    )
+    session: Any = SimpleNamespace(
+        history=history, target=SimpleNamespace(name="production"), progress=lambda m: None
+    )
+    container: Any = SimpleNamespace(id="c0ffee", name="prod-app-1")
+    target = rollback.RollbackTarget("app:1", "sha256:old", "1", "0001")
+    monkeypatch.setattr(rollback, "_choose", lambda *a: (target, [current]))
+    monkeypatch.setattr(rollback.Database, "of", staticmethod(lambda t: _Db(events)))
+    monkeypatch.setattr(rollback.proxy, "container", lambda t: object())
+    monkeypatch.setattr(rollback.backup_step, "current_origin", lambda s: None)
+    monkeypatch.setattr(rollback.app_service, "Phases", lambda s, r: None)
+    monkeypatch.setattr(watch_keep, "kept_container", lambda t, r: container)
+    monkeypatch.setattr(watch_keep, "observe", lambda c: kept)
+    monkeypatch.setattr(watch_keep, "expired", lambda r, now: False)
+    monkeypatch.setattr(
+        watch_keep, "switch_back", lambda s, cur, c, phases: events.append(f"switch back {c.id}")
+    )
+    monkeypatch.setattr(
+        watch_keep, "retire_all", lambda s, records, why: events.append(f"retire: {why}")
+    )
+    monkeypatch.setattr(
+        rollback.deploy_rolling, "roll_to", lambda s, image, phases: events.append(f"roll {image}")
+    )
+    record = rollback.roll_back_in(session)
+    return events, record
+
+
+def test_a_rollback_in_the_window_switches_back_before_reading_the_revision(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events, record = _route(monkeypatch, deploy(expand_only=True), kept=HEALTHY)
+    assert events[:2] == ["save 0003", "switch back c0ffee"]
+    assert "revision" in events[2:] and not any(e.startswith(("roll ", "retire")) for e in events)
+    assert record.watch_window_rollback is True and record.outcome == "succeeded"
+    assert record.revision_before == record.revision_after == "0002"
+    assert any(n.startswith("watch-window rollback") for n in record.notes)
+
+
+def test_an_unhealthy_kept_container_is_removed_and_the_rollback_rolls_cold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sick = KeptState(running=True, healthy=False, health="unhealthy", image_id="sha256:old")
+    events, record = _route(monkeypatch, deploy(expand_only=True), kept=sick)
+    assert events[0] == "revision"
+    assert events[1].startswith("retire: the rollback does not switch back to it (")
+    assert "roll app:1" in events and not any(e.startswith("switch back") for e in events)
+    assert record.watch_window_rollback is False
+    assert any("not a watch-window rollback: " in n and "unhealthy" in n for n in record.notes)
+
+
+def test_a_release_not_expand_only_never_switches_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    same_schema = deploy(expand_only=False, revision_before="0002")
+    events, record = _route(monkeypatch, same_schema, kept=HEALTHY)
+    assert not any(e.startswith("switch back") for e in events)
+    assert "roll app:1" in events  # no restore after all (same revision): the cold switch
+    assert any("may restore the database" in n for n in record.notes)
