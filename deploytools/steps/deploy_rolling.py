@@ -108,39 +108,52 @@ def refusal(info: migrate_step.ImageInfo, environment: str) -> UsageError | None
     )
 
 
+def proxy_refusal(session: EnvSession) -> UsageError | None:
+    """Why the environment's proxy cannot switch the traffic for a rolling deploy, or None when
+    it can (the proxy is started when its service is defined and does not run, as a deploy
+    starts it). `facts["reason"]` says why in a few words (the auto strategy records it).
+
+    Asked before the lock, the backup and the migration: a proxy that cannot switch (none,
+    another proxy, or another config than deploytools') refuses the deploy with nothing done."""
+    gateway = proxy.ensure_running(
+        session.target, timeout_s=session.ctx.config.deploy.health_timeout_s
+    )
+    if gateway is None:
+        return UsageError(
+            f"rolling deploy to {session.target.name} refused: its Compose files define no "
+            f'"{proxy.PROXY_SERVICE}" service to switch traffic with',
+            untouched="nothing was done",
+            hint="add the proxy service (see docker-compose.prod.yml) or use --strategy "
+            "recreate in a maintenance window",
+            facts={
+                "reason": f'no proxy to switch traffic with (no "{proxy.PROXY_SERVICE}" '
+                "service in the Compose files)"
+            },
+        )
+    api = proxy.RuntimeApi(gateway)
+    try:
+        proxy.read_servers(api)
+    except DeployError as error:
+        return UsageError(
+            f"rolling deploy to {session.target.name} refused: {error.message}",
+            untouched="nothing was done",
+            hint=error.hint,
+            facts={"reason": f"the proxy cannot switch traffic: {error.message}"},
+        )
+    finally:
+        api.close()
+    return None
+
+
 class RollingStrategy:
     """Start beside, check, switch the proxy, drain the old one: no downtime."""
 
     name = "rolling"
 
     def admit(self, session: EnvSession, info: migrate_step.ImageInfo) -> None:
-        refused = refusal(info, session.target.name)
+        refused = refusal(info, session.target.name) or proxy_refusal(session)
         if refused is not None:
             raise refused
-        gateway = proxy.ensure_running(
-            session.target, timeout_s=session.ctx.config.deploy.health_timeout_s
-        )
-        if gateway is None:
-            raise UsageError(
-                f"rolling deploy to {session.target.name} refused: its Compose files define no "
-                f'"{proxy.PROXY_SERVICE}" service to switch traffic with',
-                untouched="nothing was done",
-                hint="add the proxy service (see docker-compose.prod.yml) or use --strategy "
-                "recreate in a maintenance window",
-            )
-        # Before the lock, the backup and the migration: a proxy that cannot switch (another
-        # proxy, or another config than deploytools') refuses the deploy with nothing done.
-        api = proxy.RuntimeApi(gateway)
-        try:
-            proxy.read_servers(api)
-        except DeployError as error:
-            raise UsageError(
-                f"rolling deploy to {session.target.name} refused: {error.message}",
-                untouched="nothing was done",
-                hint=error.hint,
-            ) from error
-        finally:
-            api.close()
 
     def replace(
         self, session: EnvSession, record: ReleaseRecord, phases: app_service.Phases
