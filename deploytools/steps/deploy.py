@@ -153,7 +153,7 @@ def run(
     if guarded and approved_by is None and confirm is None:
         raise ApprovalRequired(
             f"deploys to {environment} need a person's approval (requires_approval in "
-            "deploy.toml) and nobody can be asked (no terminal)",
+            "deploy.toml) and nobody can be asked (no terminal, or --json)",
             untouched=f"nothing was touched: {environment} runs what it ran",
             hint="run it on a terminal to be asked, or add --yes to approve it yourself",
             facts={"environment": environment},
