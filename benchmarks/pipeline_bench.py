@@ -111,6 +111,8 @@ def run_cli(env: dict[str, str], config: Path, *args: str) -> tuple[int, dict[st
 
 def main() -> int:
     client = docker.from_env(version="auto", timeout=600)
+    # The proxy's image as the tests use it (the local stand-in where no registry answers).
+    os.environ.setdefault("PROXY_IMAGE", integration.PROXY_IMAGE)
     tmp = Path(tempfile.mkdtemp(prefix="dte2e-bench-"))
     repo = tmp / "rbac-api"
     subprocess.run([str(e2e.MAKE_RELEASE_REPO), str(repo)], check=True, capture_output=True)
