@@ -82,6 +82,11 @@ class ConfigError(UsageError):
     """`deploy.toml` is missing, unreadable or invalid."""
 
 
+class ApprovalRequired(UsageError):
+    """An environment's deploy needs a person's approval (`requires_approval`) and none was
+    given: nobody could be asked (no terminal, no --yes), or the person declined."""
+
+
 class CheckFailed(DeployError):
     """A check ran to the end and found the release bad."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from deploytools.cli.app import AppState, cli, emit, pass_state
@@ -9,7 +11,7 @@ from deploytools.steps import deploy as deploy_step
 from deploytools.steps import migrate as migrate_step
 from deploytools.steps import rollback as rollback_step
 from deploytools.steps import status as status_step
-from deploytools.store.records import ReleaseRecord
+from deploytools.store.records import ReleaseRecord, who
 
 ENV_OPTION = click.option(
     "--env", "environment", required=True, help="The environment (a key of deploy.toml)."
@@ -36,12 +38,19 @@ LOCK_WAIT_OPTION = click.option(
 @click.option("--image", required=True, help="The release image (already on the engine).")
 @click.option(
     "--strategy",
-    type=click.Choice(sorted(deploy_step.STRATEGIES)),
-    default="recreate",
+    type=click.Choice(deploy_step.STRATEGY_NAMES),
+    default="auto",
     show_default=True,
-    help="How the old app is replaced.",
+    help="How the old app is replaced: auto (rolling when the image is labelled expand-only "
+    "and the proxy can switch, else recreate), rolling, or recreate.",
 )
 @click.option("--no-backup-check", is_flag=True, help="Go on without a verified backup (recorded).")
+@click.option(
+    "--yes",
+    is_flag=True,
+    help="Approve the deploy to an environment with requires_approval (asked on a terminal "
+    "otherwise; without a terminal and without --yes: exit 2, nothing touched).",
+)
 @LOCK_WAIT_OPTION
 @OUTSIDE_WINDOW_OPTION
 @pass_state
@@ -51,17 +60,26 @@ def deploy(
     image: str,
     strategy: str,
     no_backup_check: bool,
+    yes: bool,
     lock_wait: float,
     outside_window: str | None,
 ) -> None:
     """Deploy IMAGE: lock, verified backup, stop, migrate, start, wait healthy, record.
 
-    Deploying the image that already runs healthy does nothing. A failed migration starts the
-    old release again (exit 3); a new release that does not become healthy is rolled back
-    automatically (exit 1). Exit 4 when another deploy holds the lock. Outside the
-    environment's deploy windows ([windows.ENV]) it refuses with the next allowed time (exit 2)
-    unless --outside-window REASON.
+    The strategy (auto by default) and why it was chosen are printed and recorded; a recreate
+    in production announces its maintenance window first. Deploying the image that already
+    runs healthy does nothing. A failed migration starts the old release again (exit 3); a new
+    release that does not become healthy is rolled back automatically (exit 1). Exit 4 when
+    another deploy holds the lock. Outside the environment's deploy windows ([windows.ENV]) it
+    refuses with the next allowed time (exit 2) unless --outside-window REASON. An environment
+    with requires_approval asks first on a terminal; --yes approves.
     """
+    confirm = None
+    if not yes and not state.json and sys.stdin.isatty():
+
+        def confirm(question: str) -> bool:
+            return click.confirm(question + ". Go on?", err=True, default=False)
+
     result = deploy_step.run(
         state.context(),
         environment=environment,
@@ -70,6 +88,8 @@ def deploy(
         lock_wait_s=lock_wait,
         no_backup_check=no_backup_check,
         outside_window=outside_window,
+        confirm=confirm,
+        approved_by=f"{who()} (--yes)" if yes else None,
     )
 
     def human() -> None:
@@ -209,6 +229,12 @@ def _print_record(r: ReleaseRecord) -> None:
         f"revision {r.revision_before or 'none'} -> {r.revision_after or 'none'}; "
         f"backup {r.backup_id or r.restored_backup or 'none'}"
     )
+    if r.kind == "deploy" and r.strategy_reason:
+        click.echo(f"  strategy: {r.strategy}, {r.strategy_reason}")
+    if r.approved_by:
+        click.echo(f"  approved by {r.approved_by}")
+    if r.maintenance:
+        click.echo(f"  {r.maintenance}")
     if r.timings:
         click.echo("  " + ", ".join(f"{k} {v:.1f} s" for k, v in r.timings.items()))
     if r.outside_window:

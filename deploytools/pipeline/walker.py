@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from deploytools.context import StepContext
 from deploytools.deploy_windows import check_window
-from deploytools.errors import CheckFailed, DeployError, LockHeld, UsageError
+from deploytools.errors import ApprovalRequired, CheckFailed, DeployError, LockHeld, UsageError
 from deploytools.jsonable import jsonable
 from deploytools.pipeline import runbook
 from deploytools.pipeline.record import (
@@ -63,10 +63,6 @@ __all__ = [
 
 #: Asked at the approval gate with what is about to happen; True approves.
 Approver = Callable[[str], bool]
-
-
-class ApprovalRequired(UsageError):
-    """The production gate needs a person and none can be asked (no terminal, no --yes)."""
 
 
 class OpenEnvironment(Protocol):
@@ -473,12 +469,21 @@ class _Walker:
         return self.record.image
 
     def _deploy(self, environment: str) -> tuple[str, str]:
+        # Production's approval was the gate before its steps. Staging comes before the gate:
+        # when it requires approval too, --yes or the person at the terminal gives it.
+        production = environment == self.production
+        approved = self.record.approved_by if production else self.approved_by
         try:
             result = self.steps.deploy(
                 self.ctx,
                 environment=environment,
                 image=self._image(),
+                # Rolling when the release is expand-only and the proxy can switch (zero
+                # downtime), else recreate; the release record says which, and why.
+                strategy="auto",
                 outside_window=self.outside_window,
+                approved_by=approved,
+                confirm=None if production else self.approve,
             )
         except DeployError as error:
             release = error.facts.get("release")
@@ -489,6 +494,9 @@ class _Walker:
             self.record.releases[environment] = result.record.id
             if result.record.backup_id and environment == self.production:
                 self.record.backup_id = self.record.backup_id or result.record.backup_id
+            if result.changed and result.record.strategy_reason:
+                strategy = f"{result.record.strategy}, {result.record.strategy_reason}"
+                return PASSED, f"{result.message} ({strategy})"
         return PASSED, result.message
 
     def _suite(self, step: runbook.Step, environment: str, suite: str) -> tuple[str, str]:

@@ -6,8 +6,12 @@
 Every failure path leaves a serving release and a record that says what happened: a failed
 migration starts the old release again on the unchanged schema; a new release that never
 becomes healthy is rolled back automatically (see rollback.py for when the database is restored).
-How the old app is replaced by the new one is a Strategy, so a zero-downtime one (rolling) can
-plug in beside `recreate`.
+How the old app is replaced by the new one is a Strategy: `recreate`, or `rolling` (zero
+downtime, behind the proxy); `auto`, the default, picks rolling when the release is expand-only
+and the proxy can switch (deploy_strategy.py), and a recreate in production announces its
+maintenance window before anything stops (maintenance.py). An environment with
+`requires_approval` is deployed only with a person's approval (`confirm`) or one already given
+(`approved_by`: --yes, the pipeline's gate).
 """
 
 from __future__ import annotations
@@ -22,16 +26,17 @@ from deploytools import proxy
 from deploytools.context import StepContext
 from deploytools.database import Database
 from deploytools.deploy_windows import check_window
-from deploytools.errors import CheckFailed, DeployError, UsageError
+from deploytools.errors import ApprovalRequired, CheckFailed, DeployError, UsageError
 from deploytools.session import EnvSession, open_environment
 from deploytools.steps import backup as backup_step
+from deploytools.steps import deploy_rolling, deploy_strategy, maintenance, watch_keep
 from deploytools.steps import migrate as migrate_step
 from deploytools.steps import rollback as rollback_step
-from deploytools.steps import watch_keep
 from deploytools.steps.app_service import (
     MigrationFailed,
     OldReleaseServing,
     Phases,
+    RunningApp,
     ensure_database,
     keep_images,
     keep_ref,
@@ -98,6 +103,11 @@ STRATEGIES: dict[str, Callable[[], Strategy]] = {
     "recreate": RecreateStrategy,
     "rolling": RollingStrategy,
 }
+#: What `strategy` may be: a strategy's name, or "auto" (deploy_strategy.choose).
+STRATEGY_NAMES = (deploy_strategy.AUTO, *sorted(STRATEGIES))
+
+#: Asked, with what is about to happen, before a deploy that needs approval; True goes on.
+Confirm = Callable[[str], bool]
 
 
 def run(
@@ -105,44 +115,107 @@ def run(
     *,
     environment: str,
     image: str,
-    strategy: str = "recreate",
+    strategy: str = deploy_strategy.AUTO,
     lock_wait_s: float = 0.0,
     no_backup_check: bool = False,
     outside_window: str | None = None,
+    confirm: Confirm | None = None,
+    approved_by: str | None = None,
 ) -> DeployResult:
     """Deploy `image` to `environment`.
 
     :param environment: the environment's name.
     :param image: the release image (on the target's engine already).
-    :param strategy: how the old app is replaced ("recreate", or "rolling" behind the proxy
-        for expand-only releases).
+    :param strategy: how the old app is replaced: "auto" (rolling when the image declares its
+        migrations expand-only and the proxy can switch, else recreate), "recreate", or
+        "rolling" (refused, before anything is touched, when it cannot be done).
     :param lock_wait_s: how long to wait for another deploy's lock before failing.
     :param no_backup_check: migrate without a verified backup (recorded); one is still taken
         when possible, this only allows going on without it.
     :param outside_window: the reason to deploy outside the environment's deploy windows
         (recorded); without it such a deploy raises OutsideWindow before anything is touched.
+    :param confirm: for an environment with `requires_approval`: asked, with the image, the
+        strategy chosen and why, before anything is deployed; False cancels (ApprovalRequired).
+    :param approved_by: the approval already given (--yes, the pipeline's gate), by whom; then
+        `confirm` is not asked. With neither, such an environment raises ApprovalRequired
+        before anything is touched.
     """
     window_note = check_window(
         ctx.config, environment, datetime.now(UTC), outside_window=outside_window
     )
-    if strategy not in STRATEGIES:
+    if strategy not in STRATEGY_NAMES:
         raise UsageError(
             f'unknown deploy strategy "{strategy}"',
             untouched="nothing was done",
-            hint="use one of: " + ", ".join(sorted(STRATEGIES)),
+            hint="use one of: " + ", ".join(STRATEGY_NAMES),
         )
-    replacer = STRATEGIES[strategy]()
+    guarded = ctx.config.environment(environment).requires_approval
+    if guarded and approved_by is None and confirm is None:
+        raise ApprovalRequired(
+            f"deploys to {environment} need a person's approval (requires_approval in "
+            "deploy.toml) and nobody can be asked (no terminal, or --json)",
+            untouched=f"nothing was touched: {environment} runs what it ran",
+            hint="run it on a terminal to be asked, or add --yes to approve it yourself",
+            facts={"environment": environment},
+        )
     # The database is started (a new environment) before the store is opened: the store's
     # helper then runs the database's image, whose pg_restore verifies the pre-deploy backup.
     with open_environment(ctx, environment, with_database=True) as session:
         info = migrate_step.image_info(session.target.engine, image)
-        replacer.admit(session, info)
+        choice = deploy_strategy.choose(
+            strategy, info, lambda: deploy_rolling.proxy_refusal(session)
+        )
+        replacer = STRATEGIES[choice.strategy]()
+        if choice.asked != deploy_strategy.AUTO:
+            # auto chose by the same rules the strategy admits by.
+            replacer.admit(session, info)
+        session.progress(f"deploy: strategy {choice.summary}")
+        if guarded and approved_by is None and confirm is not None:
+            approved_by = _approval(session, info, choice, confirm)
         ttl = ctx.config.deploy.lock_ttl_s
         with session.history.locked("deploy", ttl_s=ttl, wait_s=lock_wait_s) as lock:
             session.lock = lock
             return _deploy(
-                session, info, replacer, no_backup_check=no_backup_check, window_note=window_note
+                session,
+                info,
+                replacer,
+                choice=choice,
+                approved_by=approved_by if guarded else None,
+                no_backup_check=no_backup_check,
+                window_note=window_note,
             )
+
+
+def _approval(
+    session: EnvSession,
+    info: migrate_step.ImageInfo,
+    choice: deploy_strategy.StrategyChoice,
+    confirm: Confirm,
+) -> str | None:
+    """Ask `confirm` what is about to happen; who approved. Not asked (None) when the image
+    already serves healthy: the deploy then does nothing."""
+    env = session.target.name
+    running = running_app(session.target)
+    if running is not None and running.image_id == info.id and running.healthy:
+        return None
+    question = (
+        f"Deploy {info.ref} (version {info.version or 'not labelled'}) to {env}, replacing "
+        f"{running.image if running else 'nothing (no app runs there)'}, with the "
+        f"{choice.strategy} strategy ({choice.reason})"
+    )
+    if choice.strategy == deploy_strategy.RECREATE and running is not None:
+        expected = maintenance.expected_downtime(session.history.releases())
+        question += (
+            f"; the app is down from its stop until the new release is healthy, {expected.text}"
+        )
+    if not confirm(question + f". {env} requires approval"):
+        raise ApprovalRequired(
+            f"the deploy of {info.ref} to {env} was not approved",
+            untouched=f"nothing was deployed: {env} runs what it ran",
+            hint="run it again to be asked again",
+            facts={"declined": True},
+        )
+    return who()
 
 
 def _deploy(
@@ -152,7 +225,11 @@ def _deploy(
     *,
     no_backup_check: bool,
     window_note: str | None = None,
+    choice: deploy_strategy.StrategyChoice | None = None,
+    approved_by: str | None = None,
 ) -> DeployResult:
+    if choice is None:  # the strategy as asked
+        choice = deploy_strategy.choose(replacer.name, info, lambda: None)
     history = session.history
     env = session.target.name
     records = history.releases()
@@ -201,6 +278,9 @@ def _deploy(
         image_id=info.id,
         version=info.version,
         strategy=replacer.name,
+        strategy_asked=choice.asked,
+        strategy_reason=choice.reason,
+        approved_by=approved_by,
         previous=current.id if current else None,
         previous_image=(running.image if running else None)
         or (keep_ref(session, current) if current else None),
@@ -214,6 +294,7 @@ def _deploy(
     try:
         with phases.phase("backup"):
             record.backup_id = _ensure_backup(session, current, no_backup_check)
+        _announce_window(session, record, running, records)
     except DeployError as error:
         _fail_before_anything_changed(session, record, error)
         raise
@@ -248,6 +329,25 @@ def _deploy(
     # at the end of the step, where a rolling deploy's cut-over still runs.
     keep_images(session, record, [*records, record])
     return DeployResult(env, True, f"{info.ref} deployed to {env} as release {record.id}", record)
+
+
+def _announce_window(
+    session: EnvSession,
+    record: ReleaseRecord,
+    running: RunningApp | None,
+    records: list[ReleaseRecord],
+) -> None:
+    """A recreate that stops a serving app in production announces its maintenance window
+    first (maintenance.py); a required notification that fails stops the deploy here, before
+    anything stopped."""
+    config = session.ctx.config
+    if record.strategy != deploy_strategy.RECREATE or running is None:
+        return
+    if not maintenance.announced_in(config, record.environment):
+        return
+    expected = maintenance.expected_downtime(records)
+    record.maintenance = maintenance.announce(session.ctx, record, expected)
+    session.history.save_release(record)
 
 
 def _ensure_backup(

@@ -94,43 +94,57 @@ def refusal(info: migrate_step.ImageInfo, environment: str) -> UsageError | None
     )
 
 
+def proxy_refusal(session: EnvSession) -> UsageError | None:
+    """Why the environment's proxy cannot switch the traffic for a rolling deploy, or None when
+    it can (the proxy is started when its service is defined and does not run, as a deploy
+    starts it). `facts["reason"]` says why in a few words (the auto strategy records it).
+
+    Asked before the lock, the backup and the migration: a proxy that cannot switch (none,
+    another proxy, or another config than deploytools') refuses the deploy with nothing done."""
+    target = session.target
+    cannot = proxy.switch_refusal(target)
+    if cannot is not None:
+        return UsageError(
+            f"rolling deploy to {target.name} refused: {cannot}",
+            untouched="nothing was done",
+            hint="put the stack behind deploytools' proxy first: `deploytools proxy start "
+            f"--env {target.name}` on another port, move the traffic to it, then replace "
+            "the app's `ports` by `expose` (docs/zero-downtime.md, adopting a stack); or "
+            "use --strategy recreate in a maintenance window",
+            facts={"reason": f"the proxy cannot switch traffic: {cannot}"},
+        )
+    # Started here when it does not run: deploytools' own proxy, or the Compose files'.
+    gateway = proxy.ensure_running(target, timeout_s=session.ctx.config.deploy.health_timeout_s)
+    if gateway is None:  # never: ensure_running starts deploytools' own
+        return UsageError(
+            f"environment {target.name} has no proxy to switch traffic with",
+            untouched="nothing was done",
+            facts={"reason": "no proxy to switch traffic with"},
+        )
+    api = proxy.RuntimeApi(gateway)
+    try:
+        proxy.read_servers(api)
+    except DeployError as error:
+        return UsageError(
+            f"rolling deploy to {session.target.name} refused: {error.message}",
+            untouched="nothing was done",
+            hint=error.hint,
+            facts={"reason": f"the proxy cannot switch traffic: {error.message}"},
+        )
+    finally:
+        api.close()
+    return None
+
+
 class RollingStrategy:
     """Start beside, check, switch the proxy, drain the old one: no downtime."""
 
     name = "rolling"
 
     def admit(self, session: EnvSession, info: migrate_step.ImageInfo) -> None:
-        refused = refusal(info, session.target.name)
+        refused = refusal(info, session.target.name) or proxy_refusal(session)
         if refused is not None:
             raise refused
-        target = session.target
-        cannot = proxy.switch_refusal(target)
-        if cannot is not None:
-            raise UsageError(
-                f"rolling deploy to {target.name} refused: {cannot}",
-                untouched="nothing was done",
-                hint="put the stack behind deploytools' proxy first: `deploytools proxy start "
-                f"--env {target.name}` on another port, move the traffic to it, then replace "
-                "the app's `ports` by `expose` (docs/zero-downtime.md, adopting a stack); or "
-                "use --strategy recreate in a maintenance window",
-            )
-        # Started here when it does not run: deploytools' own proxy, or the Compose files'.
-        gateway = proxy.ensure_running(target, timeout_s=session.ctx.config.deploy.health_timeout_s)
-        if gateway is None:  # never: ensure_running starts deploytools' own
-            raise UsageError(f"environment {target.name} has no proxy to switch traffic with")
-        # Before the lock, the backup and the migration: a proxy that cannot switch (another
-        # proxy, or another config than deploytools') refuses the deploy with nothing done.
-        api = proxy.RuntimeApi(gateway)
-        try:
-            proxy.read_servers(api)
-        except DeployError as error:
-            raise UsageError(
-                f"rolling deploy to {session.target.name} refused: {error.message}",
-                untouched="nothing was done",
-                hint=error.hint,
-            ) from error
-        finally:
-            api.close()
 
     def replace(
         self, session: EnvSession, record: ReleaseRecord, phases: app_service.Phases

@@ -93,6 +93,10 @@ class IncidentReport:
     contacts: tuple[str, ...]
     channels: tuple[str, ...]
     open_questions: tuple[str, ...] = field(default=OPEN_QUESTIONS)
+    #: When the release was not rolled back: the command that would, and what it does to the
+    #: data (report.rollback_plan); "" when there is nothing to roll back to.
+    rollback_command: str = ""
+    rollback_note: str = ""
 
 
 def choose(
@@ -295,8 +299,7 @@ def _rolled_back(
     else:
         database = (
             "not restored: the schema stayed at revision "
-            f"{rollback.get('revision_after') or 'none'}"
-            " (the release's migrations were expand-only, or no migration ran)"
+            f"{rollback.get('revision_after') or 'none'} ({_why_no_restore(failed)})"
         )
         writes = "none: no restore, every write was kept"
     volumes = "not part of the rollback (no [backups] volumes configured)"
@@ -316,6 +319,33 @@ def _rolled_back(
         database=database,
         volumes=volumes,
         writes_dropped=writes,
+    )
+
+
+def _why_no_restore(failed: Mapping[str, Any]) -> str:
+    """Why a rollback of `failed` restored nothing, from its record rather than a guess."""
+    if failed.get("expand_only") is True:
+        return "the release's migrations were expand-only: the previous release runs on them"
+    if failed.get("revision_before") == failed.get("revision_after"):
+        return "the release's deploy changed no revision"
+    return (
+        "the release's migrations were not declared expand-only, and no restore was asked for: "
+        "the previous release runs on the newer schema"
+    )
+
+
+def _plan(
+    environment: str, failed: Mapping[str, Any], records: Sequence[Mapping[str, Any]]
+) -> tuple[str, str]:
+    """How to roll `failed` back, when it was not: the report's rollback plan."""
+    previous = next((r for r in records if r.get("id") == failed.get("previous")), None)
+    version = None
+    if previous is not None:
+        version = str(previous.get("version") or previous.get("image") or "") or None
+    backup = f"backup {failed['backup_id']}" if failed.get("backup_id") else "its backup"
+    expand_only = failed.get("expand_only")
+    return report_step.rollback_plan(
+        environment, expand_only if isinstance(expand_only, bool) else None, version, backup
     )
 
 
@@ -349,6 +379,9 @@ def build(
         source = f"the failed command's output, kept in release record {failed['id']}; " + source
     rolled = _rolled_back(config, failed, rollback)
     serving = previous_serving(failed, rollback)
+    command, note = (
+        ("", "") if rolled is not None or serving else _plan(environment, failed, records)
+    )
     kind = str(failed.get("kind", "deploy"))
     what = f"{kind} of {failed.get('image')} to {environment} (release {failed['id']})"
     if rolled is None and serving:
@@ -384,6 +417,8 @@ def build(
         logs_source=source,
         contacts=tuple(contacts.tier_lines(config.contacts)),
         channels=tuple(contacts.channel_lines(config.contacts)),
+        rollback_command=command,
+        rollback_note=note,
     )
 
 
@@ -437,6 +472,18 @@ def render_markdown(r: IncidentReport) -> str:
         )
     elif r.rolled_back is None:
         out.append("Nothing: the release was not rolled back.")
+        if r.rollback_command:
+            note = r.rollback_note[0].upper() + r.rollback_note[1:]
+            out += [
+                "",
+                "To roll it back:",
+                "",
+                "```bash",
+                r.rollback_command,
+                "```",
+                "",
+                note + ".",
+            ]
     else:
         b = r.rolled_back
         out += [

@@ -98,6 +98,15 @@ class ReleaseRecord:
     image_id: str = ""
     version: str | None = None
     strategy: str = "recreate"
+    #: The strategy asked for ("auto", "rolling" or "recreate"; None: recorded before `auto`
+    #: existed) and why `strategy` was the one used (steps/deploy_strategy.py).
+    strategy_asked: str | None = None
+    strategy_reason: str | None = None
+    #: Who approved a deploy to an environment that requires approval (at the terminal, with
+    #: --yes, or at the pipeline's gate); None: no approval was required.
+    approved_by: str | None = None
+    #: A recreate's maintenance window: what was announced, to whom, or why nothing was.
+    maintenance: str | None = None
     previous: str | None = None  # the release record this one replaced
     previous_image: str | None = None
     backup_id: str | None = None

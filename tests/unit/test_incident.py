@@ -228,3 +228,46 @@ def test_a_failure_that_was_not_rolled_back_says_so() -> None:
     assert "NOT rolled back" in markdown
     assert "Nothing: the release was not rolled back." in markdown
     assert "Source: no logs were available." in markdown
+
+
+def test_a_rollback_without_restore_says_why_from_the_record() -> None:
+    # 0004 changed no revision: that, not a guess, is why nothing was restored.
+    report = incident.build(config(), environment="production", records=RECORDS)
+    assert report.rolled_back is not None
+    assert report.rolled_back.database.endswith("(the release's deploy changed no revision)")
+    expand_only = {**UNHEALTHY, "expand_only": True, "revision_after": "0002"}
+    report = incident.build(
+        config(), environment="production", records=[V1, V2, MANUAL_BACK, expand_only, AUTO_BACK]
+    )
+    assert report.rolled_back is not None
+    assert "the release's migrations were expand-only" in report.rolled_back.database
+
+
+def _interrupted(expand_only: bool | None) -> dict[str, Any]:
+    return rec(
+        "0006", "deploy", "svc:1.3", "2026-11-26T22:00:00Z", outcome="interrupted",
+        previous="0002", backup_id="b-2", version="1.3", expand_only=expand_only,
+        revision_before="0002", revision_after="0003",
+    )  # fmt: skip
+
+
+def test_not_rolled_back_an_expand_only_release_gives_the_rollback_without_restore() -> None:
+    report = incident.build(
+        config(), environment="production", records=[*RECORDS, _interrupted(True)]
+    )
+    assert report.rollback_command == "deploytools rollback --env production --to 1.1"
+    markdown = incident.render_markdown(report)
+    assert "```bash\ndeploytools rollback --env production --to 1.1\n```" in markdown
+    assert "no restore, no write is lost." in markdown
+
+
+def test_not_rolled_back_otherwise_the_rollback_restores_and_drops_writes() -> None:
+    report = incident.build(
+        config(), environment="production", records=[*RECORDS, _interrupted(None)]
+    )
+    assert report.rollback_command == (
+        "deploytools rollback --env production --to 1.1 --restore-db"
+    )
+    assert "restores backup b-2, which drops every write made since it was taken" in (
+        report.rollback_note
+    )

@@ -181,6 +181,21 @@ def statuses(result: walker.PipelineResult) -> dict[str, str]:
     return {s.name: s.status for s in result.record.steps}
 
 
+def test_both_deploys_use_the_auto_strategy_and_production_carries_the_gates_approval(
+    fakes: Fakes,
+) -> None:
+    result = run(fakes, approved_by="tester (--yes)")
+    assert result.ok
+    deploys = {kw["environment"]: kw for name, kw in fakes.calls if name == "deploy"}
+    assert {env: kw["strategy"] for env, kw in deploys.items()} == {
+        "staging": "auto",
+        "production": "auto",
+    }
+    # production's approval is the gate's; staging (no approval required) gets --yes's
+    assert deploys["production"]["approved_by"] == "tester (--yes)"
+    assert deploys["production"]["confirm"] is None
+
+
 def test_runs_every_step_in_order_with_the_image_by_id(fakes: Fakes) -> None:
     lines: list[str] = []
     result = run(fakes, approved_by="tester (--yes)", context=ctx(lines))

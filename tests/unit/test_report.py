@@ -301,3 +301,55 @@ def test_without_release_verify_the_code_quality_says_not_recorded(
     del recorded["results"]["release-verify.json"]
     markdown = report.render_markdown(document(config, recorded, tmp_path))
     assert "### Code Quality Status\n\nNot recorded: release verify's results were not" in markdown
+
+
+def test_a_rolling_expand_only_release_says_so_and_rolls_back_without_losing_a_write(
+    config: Config, tmp_path: Path
+) -> None:
+    recorded = copy.deepcopy(RECORDED)
+    deploy(recorded).update(
+        strategy="rolling",
+        strategy_asked="auto",
+        strategy_reason="expand-only, the proxy switches the traffic",
+        approved_by="release-manager (--yes)",
+    )
+    doc = document(config, recorded, tmp_path)
+    markdown = report.render_markdown(doc)
+    assert "**Strategy**: rolling, expand-only, the proxy switches the traffic" in markdown
+    row = next(s for s in doc.steps if s.name == "deploy-production")
+    assert row.detail.startswith("rolling; phases: ")
+    assert "approved by release-manager (--yes)" in markdown
+    assert doc.rollback_command == "deploytools rollback --env production --to 1.15.1"
+    assert "--restore-db" not in markdown
+    assert "no restore, no write is lost" in doc.rollback_note
+
+
+def test_a_release_that_is_not_expand_only_says_the_restore_drops_writes(
+    config: Config, tmp_path: Path
+) -> None:
+    recorded = copy.deepcopy(RECORDED)
+    deploy(recorded).update(
+        expand_only=None,
+        strategy="recreate",
+        strategy_asked="auto",
+        strategy_reason="its migrations are not declared expand-only",
+    )
+    doc = document(config, recorded, tmp_path)
+    assert doc.strategy == "recreate, its migrations are not declared expand-only"
+    assert doc.rollback_command.endswith("--restore-db")
+    assert doc.rollback_note.startswith(
+        "the release did not declare its migrations expand-only: the rollback restores backup "
+        "production-20260112T012112Z-9f3e (taken 2026-01-12T01:21:12Z), which drops every "
+        "write made since it was taken"
+    )
+
+
+def test_an_old_record_without_the_new_fields_still_loads() -> None:
+    from deploytools.store.records import from_dict
+
+    old = {k: v for k, v in deploy(RECORDED).items()}
+    for key in ("strategy_asked", "strategy_reason", "approved_by", "maintenance"):
+        old.pop(key, None)
+    loaded = from_dict(ReleaseRecord, old)
+    assert (loaded.strategy_asked, loaded.strategy_reason, loaded.approved_by) == (None,) * 3
+    assert loaded.maintenance is None

@@ -34,6 +34,8 @@ from deploytools.steps.report.document import (
     contacts_markdown,
     metric_sources,
     newest_release,
+    rollback_plan,
+    strategy_text,
     utc_time,
 )
 from deploytools.steps.report.evidence import (
@@ -73,7 +75,9 @@ __all__ = [
     "metric_sources",
     "newest_release",
     "render_markdown",
+    "rollback_plan",
     "stored_evidence",
+    "strategy_text",
     "to_json",
     "utc_time",
 ]

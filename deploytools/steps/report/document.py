@@ -107,6 +107,9 @@ class ReleaseDocument:
     rollback_command: str
     rollback_note: str
     log: tuple[LogEntry, ...] = field(default=())
+    #: How the release replaced the one before and why ("rolling, expand-only, ..."); for a
+    #: record from before the choice was kept, the strategy alone.
+    strategy: str = ""
     #: The escalation contacts and channels as Markdown ([contacts]); "" when none are set.
     contacts: str = ""
     #: The code-quality gate's jobs on the tagged commit (name, state, seconds, url), as
@@ -183,7 +186,9 @@ def build_document(
     verification_rows, verification_note = _verification(evidence.release_verify)
     quality_rows, quality_note = code_quality(evidence.release_verify)
     backup, backup_note = _backup(config, environment, record, manifest, verification)
-    command, note = _rollback_command(environment, record, previous_version, manifest)
+    command, note = rollback_plan(
+        environment, record.expand_only, previous_version, _backup_named(record, manifest)
+    )
     return ReleaseDocument(
         environment=environment,
         project=config.project.name,
@@ -209,7 +214,17 @@ def build_document(
         contacts=contacts_markdown(config),
         code_quality=quality_rows,
         code_quality_note=quality_note,
+        strategy=strategy_text(record),
     )
+
+
+def strategy_text(record: ReleaseRecord) -> str:
+    """ "rolling, expand-only, the proxy switches the traffic": the strategy and why."""
+    if record.kind != "deploy":
+        return record.kind
+    if record.strategy_reason:
+        return f"{record.strategy}, {record.strategy_reason}"
+    return f"{record.strategy} (why it was chosen was not recorded)"
 
 
 def contacts_markdown(config: Config) -> str:
@@ -324,27 +339,37 @@ def _checks_of(verification: Verification) -> str:
     return f"{shown}; {detail}" if detail else shown
 
 
-def _rollback_command(
-    environment: str,
-    record: ReleaseRecord,
-    previous_version: str | None,
-    manifest: BackupManifest | None,
+def _backup_named(record: ReleaseRecord, manifest: BackupManifest | None) -> str:
+    if manifest is not None:
+        return f"backup {manifest.id} (taken {manifest.created})"
+    if record.backup_id:
+        return f"backup {record.backup_id}"
+    return "the backup taken before this deploy"
+
+
+def rollback_plan(
+    environment: str, expand_only: bool | None, previous_version: str | None, backup: str
 ) -> tuple[str, str]:
+    """The command that rolls a release back to `previous_version`, and what it does to the
+    data: without a restore for an expand-only release (every write is kept), else with
+    --restore-db, which drops every write made since `backup` was taken."""
     if previous_version is None:
         return "", "no earlier release is recorded in this environment: nothing to roll back to"
     command = f"deploytools rollback --env {environment} --to {previous_version}"
-    if record.expand_only is True:
+    if expand_only is True:
         return command, (
-            f"the release's migrations only add schema, so {previous_version} runs on the new "
-            "database as it is: no restore"
+            f"the release's migrations only add schema (expand-only), so {previous_version} "
+            "runs on the new database as it is: no restore, no write is lost"
         )
-    backup = f"backup {manifest.id}" if manifest else "the backup taken before this deploy"
     why = (
         "the release's migrations are not expand-only"
-        if record.expand_only is False
+        if expand_only is False
         else "the release did not declare its migrations expand-only"
     )
-    return f"{command} --restore-db", f"{why}: the rollback restores {backup}"
+    return f"{command} --restore-db", (
+        f"{why}: the rollback restores {backup}, which drops every write made since it was "
+        "taken (the rows it would drop are shown and confirmed first)"
+    )
 
 
 def _span(started: str | None, finished: str | None) -> float | None:
@@ -394,7 +419,9 @@ def _steps(a: _Around) -> tuple[StepRow, ...]:
                 step.runbook_step,
                 "passed",
                 None,
-                f"approved; the deploy ran as {record.who}",
+                f"approved by {record.approved_by}"
+                if record.approved_by
+                else f"approved; the deploy ran as {record.who}",
             )
         elif step.name.startswith("backup-"):
             row = _backup_row(step, a)
@@ -404,6 +431,8 @@ def _steps(a: _Around) -> tuple[StepRow, ...]:
             status = OUTCOME_STATUS.get(record.outcome, record.outcome)
             phases = ", ".join(f"{k} {v:.1f} s" for k, v in record.timings.items())
             detail = (record.error or "") or (f"phases: {phases}" if phases else "")
+            if record.kind == "deploy":
+                detail = f"{record.strategy}; {detail}" if detail else record.strategy
             span = _span(record.started, record.finished)
             row = StepRow(step.name, step.title, step.runbook_step, status, span, detail)
         if env in (a.environment, None) or step.name.endswith("-staging"):
@@ -611,6 +640,12 @@ def _log(a: _Around) -> tuple[LogEntry, ...]:
     )
     if record.outside_window:
         add(record.started, f"outside the deploy windows: {record.outside_window}")
+    if record.kind == "deploy" and record.strategy_reason:
+        add(record.started, f"strategy: {strategy_text(record)}")
+    if record.approved_by:
+        add(record.started, f"approved by {record.approved_by}")
+    if record.maintenance:
+        add(record.started, record.maintenance)
     if record.revision_after and record.revision_after != record.revision_before:
         add(
             record.finished or record.started,

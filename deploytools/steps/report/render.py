@@ -161,6 +161,7 @@ def _render(document: ReleaseDocument, template: Template, log_lines: int) -> st
         status=f"{ICON.get(d.status, '')} **{status}**".strip(),
         record_line=f"{d.record_id} ({d.kind}), finished {_when(d.finished)}",
         image=d.image,
+        strategy=d.strategy or "not recorded",
         who=d.who,
         verification=verification,
         steps=steps,
