@@ -205,6 +205,7 @@ def build(
             source_dir=source,
             since_revision=since_revision,
             runner=runner,
+            known=frozenset(revisions.files),
         )
         ctx.progress(f"building {reference} from {tag} ({commit[:12]}) on {engine}")
         image_id = _run_build(

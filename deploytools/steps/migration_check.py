@@ -20,6 +20,7 @@ from deploytools.config import Config
 from deploytools.context import StepContext
 from deploytools.database import Database
 from deploytools.engine.client import Engine
+from deploytools.engine.errors import EngineError
 from deploytools.errors import CheckFailed, DeployError, UsageError
 from deploytools.migration_lint import LintResult, lint_sql
 from deploytools.migration_render import (
@@ -223,18 +224,26 @@ def previous_head(
     return Baseline(heads[0] if heads else None, f"the head of {previous.tag}")
 
 
-def production_baseline(ctx: StepContext) -> Baseline:
-    """For a first release: the revision production's database is at, when it can be read."""
+def production_baseline(ctx: StepContext, known: frozenset[str] = frozenset()) -> Baseline:
+    """For a first release: the revision production's database is at, when it can be read and
+    is one of the release's revisions (`known`; empty: any)."""
     if PRODUCTION not in ctx.config.environments:
         return Baseline(None, "the first release, and no production environment")
     try:
         revision = Database.of(ctx.target(PRODUCTION)).revision()
-    except DeployError as exc:
+    except (DeployError, EngineError) as exc:
+        why = exc.message if isinstance(exc, DeployError) else str(exc)
         return Baseline(
             None,
-            f"the first release; production's database could not be read ({exc.message}); "
+            f"the first release; production's database could not be read ({why}); "
             "pass --since-revision REV to start from the revision it is at",
         )
     if revision is None:
         return Baseline(None, "the first release; production's database was never migrated")
+    if known and revision not in known:
+        return Baseline(
+            None,
+            f"the first release; production's database is at {revision}, which this "
+            "release does not have",
+        )
     return Baseline(revision, "the first release: production's database is at it")

@@ -313,14 +313,16 @@ def resolve_baseline(
     source_dir: str,
     since_revision: str | None,
     runner: GitRunner,
-    production: Callable[[StepContext], Baseline] = production_baseline,
+    known: frozenset[str] = frozenset(),
+    production: Callable[[StepContext, frozenset[str]], Baseline] = production_baseline,
 ) -> Baseline:
     """Where the lint of a release starts (see `migration_check`): `since_revision`, else the
-    previous release's head, else (a first release) production's database revision."""
+    previous release's head, else (a first release) production's database revision, when it
+    is one of `known` (the release's own revisions)."""
     if since_revision:
         return Baseline(since_revision, "--since-revision")
     if previous is None:
-        return production(ctx)
+        return production(ctx, known)
     with extracted(root, git.tag_ref(previous.tag), runner) as tree:
         source = tree / source_dir
         return previous_head(
@@ -393,6 +395,7 @@ def check_migrations(
                 source_dir=source_dir,
                 since_revision=since_revision,
                 runner=runner,
+                known=frozenset(revisions.files),
             )
         except DeployError as exc:
             return MigrationChecks(heads_ok, check_failed("migration-lint", exc.message), None, ())

@@ -3,6 +3,7 @@ parsing of what Alembic printed, the revision graph read from a tree as text, th
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 from pathlib import Path
@@ -10,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from deploytools.commands import alembic
-from deploytools.config import ReleaseConfig
+from deploytools.config import ReleaseConfig, load_config
+from deploytools.context import StepContext
+from deploytools.engine.git import run_git
 from deploytools.errors import CheckFailed
 from deploytools.migration_render import (
     OFFLINE_DATABASE_URL,
@@ -24,11 +27,12 @@ from deploytools.migration_render import (
     statement_starts,
 )
 from deploytools.migration_tree import read_revisions
-from deploytools.steps.migration_check import previous_head
-from deploytools.steps.release_source import extracted
+from deploytools.steps.migration_check import Baseline, previous_head, production_baseline
+from deploytools.steps.release_source import extracted, resolve_baseline
 from deploytools.steps.release_version import Version
 
 BASE = ["alembic", "-c", "/app/alembic.ini"]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_alembic_is_the_migration_command_up_to_its_upgrade() -> None:
@@ -235,3 +239,40 @@ def test_a_tree_whose_symlink_leaves_it_is_refused_and_leaves_no_directory(
     assert "the tree of v1.0.0 holds a link that leaves it" in caught.value.message
     assert "\n" not in caught.value.one_line()
     assert set(Path("/tmp").glob("deploytools-src-*")) == before
+
+
+def test_the_baseline_is_the_revision_given_then_production_for_a_first_release(
+    tmp_path: Path,
+) -> None:
+    ctx = StepContext(config=load_config(REPO_ROOT / "deploy.toml"))
+    asked: list[frozenset[str]] = []
+
+    def production(_ctx: StepContext, known: frozenset[str]) -> Baseline:
+        asked.append(known)
+        return Baseline("0007", "the first release: production's database is at it")
+
+    def resolve(since: str | None) -> Baseline:
+        return resolve_baseline(
+            ctx,
+            root=tmp_path,
+            previous=None,
+            source_dir=".",
+            since_revision=since,
+            runner=run_git,
+            known=frozenset({"0007"}),
+            production=production,
+        )
+
+    assert resolve("0005") == Baseline("0005", "--since-revision")
+    assert asked == []
+    assert resolve(None).revision == "0007"
+    assert asked == [frozenset({"0007"})]
+
+
+def test_no_production_environment_lints_a_first_release_from_the_empty_database() -> None:
+    config = load_config(REPO_ROOT / "deploy.toml")
+    staging_only = dataclasses.replace(
+        config, environments={"staging": config.environments["staging"]}
+    )
+    found = production_baseline(StepContext(config=staging_only))
+    assert found.revision is None and "no production environment" in found.source
