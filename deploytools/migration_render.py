@@ -58,7 +58,9 @@ class Ran:
     stderr: str
 
     def last_line(self) -> str:
-        lines = (self.stderr or self.stdout).strip().splitlines()
+        """Alembic's FAILED line when it printed one, else the last line of stderr (or stdout)."""
+        failed = [x for x in (self.stderr + "\n" + self.stdout).splitlines() if "FAILED" in x]
+        lines = failed or (self.stderr or self.stdout).strip().splitlines()
         return lines[-1].strip() if lines else "no output"
 
 
@@ -217,7 +219,8 @@ def run_in_image(
 def _failed(ran: Ran, image: str, what: str) -> CheckFailed | UsageError:
     """The error of an Alembic command that exited non-zero."""
     line = ran.last_line()
-    if "No config file" in ran.stderr or "No 'script_location' key" in ran.stderr:
+    said = ran.stderr + ran.stdout  # Alembic prints its FAILED line on either, by version
+    if "No config file" in said or "No 'script_location' key" in said:
         return UsageError(
             f"Alembic in {image} found no configuration: {line}",
             untouched="nothing was changed",
