@@ -216,7 +216,7 @@ def run_in_image(
     )
 
 
-def _failed(ran: Ran, image: str, what: str) -> CheckFailed | UsageError:
+def failure_of(ran: Ran, image: str, what: str) -> CheckFailed | UsageError:
     """The error of an Alembic command that exited non-zero."""
     line = ran.last_line()
     said = ran.stderr + ran.stdout  # Alembic prints its FAILED line on either, by version
@@ -257,7 +257,7 @@ def image_heads(
     """The heads of the migrations `image` ships (`alembic heads` in it)."""
     ran = run_in_image(engine, image, alembic.heads(base), environment=environment, limits=limits)
     if ran.exit_code != 0:
-        raise _failed(ran, image, "`alembic heads`")
+        raise failure_of(ran, image, "`alembic heads`")
     heads = parse_heads(ran.stdout)
     if not heads:
         raise CheckFailed(
@@ -379,6 +379,6 @@ def render_sql(
     argv = alembic.offline_upgrade(base, from_revision, to_revision)
     ran = run_in_image(engine, image, argv, environment=environment, limits=limits)
     if ran.exit_code != 0:
-        raise _failed(ran, image, "rendering the migrations' SQL offline")
+        raise failure_of(ran, image, "rendering the migrations' SQL offline")
     check_sql(ran.stdout, image, to_revision)
     return ran.stdout

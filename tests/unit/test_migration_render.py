@@ -14,13 +14,15 @@ from deploytools.commands import alembic
 from deploytools.config import ReleaseConfig, load_config
 from deploytools.context import StepContext
 from deploytools.engine.git import run_git
-from deploytools.errors import CheckFailed
+from deploytools.errors import CheckFailed, UsageError
 from deploytools.migration_render import (
     OFFLINE_DATABASE_URL,
     RENDER_LABEL,
     UNTIL_LABEL,
+    Ran,
     RenderLimits,
     check_sql,
+    failure_of,
     parse_heads,
     render_environment,
     render_spec,
@@ -276,3 +278,19 @@ def test_no_production_environment_lints_a_first_release_from_the_empty_database
     )
     found = production_baseline(StepContext(config=staging_only))
     assert found.revision is None and "no production environment" in found.source
+
+
+def test_alembic_without_its_configuration_is_a_usage_error_and_other_failures_checks() -> None:
+    missing = Ran(
+        ("alembic", "-c", "/app/x.ini", "heads"),
+        255,
+        "  FAILED: No config file '/app/x.ini' found, or file has no '[alembic]' section\n",
+        "",
+    )
+    error = failure_of(missing, "img", "`alembic heads`")
+    assert isinstance(error, UsageError) and error.exit_code == 2
+    assert "FAILED: No config file '/app/x.ini' found" in error.message
+    crashed = Ran(("alembic", "heads"), 1, "", "Traceback ...\nModuleNotFoundError: No module\n")
+    error = failure_of(crashed, "img", "`alembic heads`")
+    assert isinstance(error, CheckFailed) and error.exit_code == 1
+    assert error.message.endswith("(exit 1): ModuleNotFoundError: No module")
