@@ -181,12 +181,26 @@ def lint_image(
         environment=env,
         limits=limits,
     )
+    context = ""
+    if baseline.revision:
+        # The schema the migrations start from, for the columns' types (a widening is not a
+        # rewrite): the offline SQL from the empty database up to the baseline.
+        context = render_sql(
+            engine,
+            image,
+            base,
+            from_revision=None,
+            to_revision=baseline.revision,
+            environment=env,
+            limits=limits,
+        )
     result = lint_sql(
         sql,
         migration_sources=revisions.texts,
         migration_files=revisions.paths,
         from_revision=baseline.revision,
         to_revision=head,
+        context_sql=context,
     )
     return ImageLint(image, heads, baseline, result)
 
