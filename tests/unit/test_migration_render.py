@@ -13,6 +13,7 @@ import pytest
 from deploytools.commands import alembic
 from deploytools.config import ReleaseConfig, load_config
 from deploytools.context import StepContext
+from deploytools.engine.client import Container
 from deploytools.engine.git import run_git
 from deploytools.errors import CheckFailed, UsageError
 from deploytools.migration_render import (
@@ -294,3 +295,33 @@ def test_alembic_without_its_configuration_is_a_usage_error_and_other_failures_c
     error = failure_of(crashed, "img", "`alembic heads`")
     assert isinstance(error, CheckFailed) and error.exit_code == 1
     assert error.message.endswith("(exit 1): ModuleNotFoundError: No module")
+
+
+class _FakeSdkContainer:
+    """A container that exits after `runs` reloads (never, when None)."""
+
+    def __init__(self, runs: int | None) -> None:
+        self.runs = runs
+        self.attrs: dict[str, object] = {"State": {"Status": "running"}}
+
+    def reload(self) -> None:
+        if self.runs is not None:
+            self.runs -= 1
+            if self.runs <= 0:
+                self.attrs = {"State": {"Status": "exited", "ExitCode": 3}}
+
+
+def test_wait_gives_the_exit_code_or_none_at_its_deadline() -> None:
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    done = Container(_FakeSdkContainer(runs=3))
+    assert done.wait(timeout_s=10, clock=clock, sleep=sleep) == 3
+    looping = Container(_FakeSdkContainer(runs=None))
+    assert looping.wait(timeout_s=5, clock=clock, sleep=sleep) is None
+    assert 5.0 <= now[0] <= 5.0 + 0.4 + 1e-9
