@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar, Union
 
 from deploytools import deploy_windows
+from deploytools.commands import alembic
 from deploytools.deploy_windows import WindowsConfig
 from deploytools.errors import ConfigError
 from deploytools.urls import docker_host_problem, url_problem, without_credentials
@@ -193,6 +194,18 @@ class ReleaseConfig:
     require_signed_tag: bool = False
     # The Alembic configuration, relative to the service's source directory in the release repo.
     alembic_ini: str = "alembic.ini"
+    # Alembic as the release image runs it, before its subcommand; () = project.migration_command
+    # up to its "upgrade" word.
+    alembic_command: tuple[str, ...] = ()
+    # Variables the migration lint's container gets besides the placeholder DATABASE_URL: what
+    # the service's env.py needs to render SQL offline. Placeholders, never secrets.
+    lint_env: Mapping[str, str] = field(default_factory=dict)
+    # How long the lint's Alembic may run in the image (each of `heads` and `upgrade --sql`).
+    lint_timeout_s: float = 120.0
+
+    def alembic_base(self, migration_command: tuple[str, ...]) -> list[str] | None:
+        """Alembic as the image runs it (see deploytools.commands.alembic.base_command)."""
+        return alembic.base_command(migration_command, self.alembic_command)
 
 
 @dataclass(frozen=True)
@@ -649,6 +662,7 @@ NUMBER_RANGES: dict[type, dict[str, Range]] = {
         "keep_images": Range(1, 1_000),
         "watch_window_s": Range(0, 604_800),  # a week
     },
+    ReleaseConfig: {"lint_timeout_s": Range(0, 3_600, low_open=True)},
     ContactTier: {"after_min": Range(0, 10_080)},  # a week
     ChecksConfig: {"timeout_s": _REQUEST_TIMEOUT_S},
     ProbeCheck: {"expect_status": _HTTP_STATUS, "budget_ms": Range(0, 3_600_000)},
@@ -938,6 +952,9 @@ def _validate(config: Config, loader: _Loader) -> None:
             '"release.alembic_ini" must be a path relative to the service\'s source directory, '
             f'inside the repository, got "{config.release.alembic_ini}"'
         )
+    for name in config.release.lint_env:
+        if not _ENV_VAR_RE.fullmatch(name):
+            raise loader.fail(f'"release.lint_env" keys are variable names, got "{name}"')
 
 
 def _validate_numbers(value: Any, where: str, loader: _Loader) -> None:

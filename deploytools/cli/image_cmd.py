@@ -24,6 +24,13 @@ def image() -> None:
     default=None,
     help="Build on this environment's engine (default: local).",
 )
+@click.option(
+    "--since-revision",
+    default=None,
+    metavar="REV",
+    help="The Alembic revision the migration lint starts from (default: the previous release's "
+    "head; for a first release, the revision production's database is at).",
+)
 @pass_state
 def build(
     state: AppState,
@@ -32,19 +39,29 @@ def build(
     source_dir: str | None,
     push: bool,
     environment: str | None,
+    since_revision: str | None,
 ) -> None:
     """Build the service's image from the tagged source (git archive of the tag, limited by
-    .dockerignore), labelled with the OCI version, revision, created and source.
+    .dockerignore), labelled with the OCI version, revision, created and source; lint its
+    migrations inside it (no network, no secrets) and label it with the verdict
+    (deploytools.migrations.expand-only, .heads, .from).
 
     Prints the reference with its digest: the registry digest after --push, else the image ID.
-    Exits 2 for a malformed or unknown tag or a path that is not a git repository (nothing is
-    built), 3 when the engine or the registry fails.
+    Exits 1 when the migrations fail the lint (no release image is tagged), 2 for a malformed
+    or unknown tag, a path that is not a git repository or Alembic not where deploy.toml says
+    (nothing is built), 3 when the engine or the registry fails.
     """
     ctx = state.context()
     if state.json:
         ctx.progress = _quiet
     built = image_step.build(
-        ctx, tag=tag, repo=repo, source_dir=source_dir, push=push, environment=environment
+        ctx,
+        tag=tag,
+        repo=repo,
+        source_dir=source_dir,
+        push=push,
+        environment=environment,
+        since_revision=since_revision,
     )
     emit(state, {**built.__dict__, "pinned": built.pinned}, lambda: click.echo(built.pinned))
 

@@ -31,6 +31,13 @@ def release() -> None:
 @click.option(
     "--allow-downgrade", is_flag=True, help="Accept a version not higher than the last release."
 )
+@click.option(
+    "--since-revision",
+    default=None,
+    metavar="REV",
+    help="The Alembic revision the migration lint starts from (default: the previous release's "
+    "head; for a first release, the revision production's database is at).",
+)
 @pass_state
 def verify(
     state: AppState,
@@ -39,13 +46,16 @@ def verify(
     source_dir: str | None,
     target_env: str,
     allow_downgrade: bool,
+    since_revision: str | None,
 ) -> None:
     """Check a release tag before it is built: every check runs and prints one line.
 
     The tag's format, that it is annotated (and signed, when required) and on the release branch;
     VERSION at the tag; a clean, pushed work tree; release notes; a higher version than the last
-    release; one Alembic head and the lint of the migrations since the previous release (which
-    also classifies the release as expand-only or not); with a GitHub token, the commit's
+    release; one Alembic head (read from the tag's tree as text) and the lint of the migrations
+    since the previous release, rendered in the release's image when one is on the local engine,
+    else announced for `image build` (which lints the image it builds and labels it
+    expand-only or not); with a GitHub token, the commit's
     required checks, the code-quality gate's run on it (github.ci_workflow, default ci.yml:
     waited for up to github.ci_wait_s while it runs; its jobs are listed in the report's "Code
     Quality Status") and the protection of the `production` environment.
@@ -63,6 +73,7 @@ def verify(
         target_env=target_env,
         source_dir=source_dir,
         allow_downgrade=allow_downgrade,
+        since_revision=since_revision,
     )
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
@@ -75,7 +86,7 @@ def verify(
         for job in report.code_quality.jobs:
             click.echo(f"       code quality: {job.name}: {job.state}", err=True)
         verdict = "passed" if report.ok else f"FAILED ({len(report.failed)} check(s))"
-        kind = {True: "expand-only", False: "not expand-only", None: "unknown"}[report.expand_only]
+        kind = _kind(report)
         click.echo(
             f"release {report.tag} ({report.commit[:12]}) for {report.target_env}: {verdict}; "
             f"migrations: {kind}"
@@ -88,6 +99,12 @@ def verify(
         human()
     # Under --json the error object carries the whole report: one JSON document on stdout.
     report.raise_if_failed()
+
+
+def _kind(report: ReleaseReport) -> str:
+    if report.expand_only is None and report.migration_lint_at == "build":
+        return "linted at the build (image build labels the image with the verdict)"
+    return {True: "expand-only", False: "not expand-only", None: "unknown"}[report.expand_only]
 
 
 def _quiet(message: str) -> None:
@@ -112,8 +129,7 @@ def step_summary(report: ReleaseReport) -> str:
         f"| {_cell(c.name)} | {icon[c.verdict]} {c.verdict} | {_cell(c.reason)} |"
         for c in report.checks
     ]
-    kind = {True: "expand-only", False: "not expand-only", None: "unknown"}[report.expand_only]
-    lines += ["", f"Migrations: **{kind}**", ""]
+    lines += ["", f"Migrations: **{_kind(report)}**", ""]
     quality = report.code_quality
     lines += [f"#### Code quality: {_cell(quality.note)}", ""]
     if quality.jobs:

@@ -9,7 +9,8 @@ The SDK itself is imported by `connection.connect`, when a client is actually ma
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,6 +149,35 @@ class Container:
         with translated():
             self._sdk.remove(force=force, v=volumes)
 
+    @property
+    def exit_code(self) -> int | None:
+        """The exit code of a container that has exited (as of the last `reload`), else None."""
+        state = self.attrs.get("State") or {}
+        if state.get("Status") not in ("exited", "dead"):
+            return None
+        return int(state.get("ExitCode", -1))
+
+    def wait(
+        self,
+        *,
+        timeout_s: float,
+        poll_s: float = 0.2,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> int | None:
+        """Wait until the container exits: its exit code, or None when `timeout_s` passed first
+        (the container is left as it is: the caller stops or removes it)."""
+        deadline = clock() + timeout_s
+        while True:
+            self.reload()
+            code = self.exit_code
+            if code is not None:
+                return code
+            left = deadline - clock()
+            if left <= 0:
+                return None
+            sleep(min(poll_s, left))
+
     # -- running a program inside it -----------------------------------------------------
 
     def exec(
@@ -226,6 +256,42 @@ class OneOff:
     #: The engine's healthcheck: test (argv with "CMD" first), interval_s, timeout_s, retries,
     #: start_period_s.
     healthcheck: Mapping[str, Any] | None = None
+    #: The root filesystem read-only (writable places are then `tmpfs` only).
+    read_only: bool = False
+    #: Limits: memory ("512m", swap included), CPUs (1.0 = one core), processes; 0/"" = none.
+    memory: str = ""
+    cpus: float = 0.0
+    pids: int = 0
+    #: Linux capabilities dropped ("ALL") and security options ("no-new-privileges").
+    cap_drop: Sequence[str] = ()
+    security_opt: Sequence[str] = ()
+    #: The json-file log's size cap ("64m"): what the container prints is kept up to it.
+    log_max_size: str = ""
+
+
+def _confinement(spec: OneOff) -> dict[str, Any]:
+    """The SDK options of a one-off's read-only root, limits and log cap (none when unset)."""
+    options: dict[str, Any] = {}
+    if spec.read_only:
+        options["read_only"] = True
+    if spec.memory:
+        # memswap_limit equal to mem_limit: no swap beyond the limit.
+        options["mem_limit"] = spec.memory
+        options["memswap_limit"] = spec.memory
+    if spec.cpus:
+        options["nano_cpus"] = int(spec.cpus * 1_000_000_000)
+    if spec.pids:
+        options["pids_limit"] = spec.pids
+    if spec.cap_drop:
+        options["cap_drop"] = list(spec.cap_drop)
+    if spec.security_opt:
+        options["security_opt"] = list(spec.security_opt)
+    if spec.log_max_size:
+        options["log_config"] = {
+            "type": "json-file",
+            "config": {"max-size": spec.log_max_size, "max-file": "1"},
+        }
+    return options
 
 
 class Engine:
@@ -319,6 +385,7 @@ class Engine:
                 "retries": int(check.get("retries", 3)),
                 "start_period": int(check.get("start_period_s", 0) * 1e9),
             }
+        options.update(_confinement(spec))
         with translated():
             return Container(self._sdk.containers.run(spec.image, **options))
 

@@ -11,7 +11,10 @@ ID comes from that environment's own release records (store/), not from the comm
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import secrets
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +33,9 @@ from deploytools.errors import (
     ExternalCommandFailed,
     UsageError,
 )
+from deploytools.migration_tree import read_revisions
 from deploytools.session import open_environment
+from deploytools.steps.migration_check import lint_image, raise_if_failing
 from deploytools.steps.release import (
     CheckList,
     CheckResult,
@@ -39,10 +44,13 @@ from deploytools.steps.release import (
     default_source_dir,
     extracted,
     parse_tag,
+    previous_release,
+    release_versions,
     repository_root,
     run_git,
     tag_commit,
 )
+from deploytools.steps.release_source import resolve_baseline
 from deploytools.store.records import ReleaseRecord
 from deploytools.target import REVISION_LABEL, VERSION_LABEL
 
@@ -138,11 +146,13 @@ def build(
     source_dir: str | None = None,
     push: bool = False,
     environment: str | None = None,
+    since_revision: str | None = None,
     timeout_s: float = BUILD_TIMEOUT_S,
     runner: GitRunner = run_git,
     clock: Callable[[], float] = time.monotonic,
 ) -> BuiltImage:
-    """Build the image of release `tag` from its tagged source; push it when asked.
+    """Build the image of release `tag` from its tagged source, lint its migrations inside it
+    (`steps.migration_check`) and label it with the verdict; push it when asked.
 
     :param ctx: the step context (configuration, progress).
     :param tag: the release tag, `vMAJOR.MINOR.PATCH[-PRERELEASE]`.
@@ -151,9 +161,13 @@ def build(
         to its root; None: as `release verify` decides (see `default_source_dir`).
     :param push: push `project.image_repository:VERSION` after the build.
     :param environment: build on this environment's engine; None: the local engine.
+    :param since_revision: the revision the migration lint starts from; None: the previous
+        release's head, or for a first release the revision production's database is at.
     :param timeout_s: the deadline for the whole build.
     :raises UsageError: a malformed or unknown tag, a path that is not a git repository, no
-        Dockerfile at the tag (nothing is built then).
+        Dockerfile at the tag (nothing is built then); Alembic not where deploy.toml says.
+    :raises CheckFailed: the migrations fail the lint, have several heads, or misbehave in
+        the render (no release image is tagged then).
     """
     version = parse_tag(tag)
     root = repository_root(repo, runner)
@@ -169,6 +183,10 @@ def build(
     repository = ctx.config.project.image_repository
     reference = f"{repository}:{version}"
     client, engine = _engine(ctx, environment)
+    deadline = clock() + timeout_s
+    # Built under a tag of its own first: the release's tag goes only to the image that passed
+    # the migration lint and carries its verdict.
+    unlinted = f"{repository}:unlinted-{secrets.token_hex(4)}"
     with extracted(root, git.tag_ref(tag), runner) as tree:
         context_dir = tree / source
         if not (context_dir / "Dockerfile").is_file():
@@ -178,16 +196,51 @@ def build(
                 hint="pass --source-dir with the service's directory in the repository",
                 facts={"tag": tag, "source_dir": source},
             )
+        # Read before anything is built: a wrong release.alembic_ini stops here.
+        revisions = read_revisions(context_dir, ctx.config.release.alembic_ini)
+        baseline = resolve_baseline(
+            ctx,
+            root=root,
+            previous=previous_release(release_versions(root, runner), version),
+            source_dir=source,
+            since_revision=since_revision,
+            runner=runner,
+            known=frozenset(revisions.files),
+        )
         ctx.progress(f"building {reference} from {tag} ({commit[:12]}) on {engine}")
         image_id = _run_build(
             client,
             context_dir,
             reference=reference,
+            tag=unlinted,
             labels=labels,
             timeout_s=timeout_s,
             progress=ctx.progress,
             clock=clock,
         )
+    try:
+        lint = lint_image(
+            client,
+            image_id,
+            config=ctx.config,
+            revisions=revisions,
+            baseline=baseline,
+            progress=ctx.progress,
+        )
+        raise_if_failing(lint, untouched="no release image was tagged")
+        kind = "expand-only" if lint.result.expand_only else "NOT expand-only"
+        ctx.progress(
+            f"migration lint: {len(lint.result.revisions)} migration(s) since "
+            f"{baseline.describe()}: {kind}; labelling the image"
+        )
+        labels = {**labels, **lint.labels}
+        image_id = _label(
+            client, unlinted, reference, lint.labels, deadline - clock(), ctx.progress, clock
+        )
+    finally:
+        with contextlib.suppress(EngineError):
+            # The release's image, when labelled, is a child of this one: only the tag goes.
+            client.remove_image(unlinted)
     image = client.image(image_id)
     found = image.labels
     wrong = {k: found.get(k) for k, v in labels.items() if found.get(k) != v}
@@ -213,6 +266,31 @@ def build(
     return BuiltImage(**{**built.__dict__, "repository_digest": digest, "pushed": True})
 
 
+def _label(
+    client: Engine,
+    unlinted: str,
+    reference: str,
+    labels: Mapping[str, str],
+    timeout_s: float,
+    progress: Callable[[str], None],
+    clock: Callable[[], float],
+) -> str:
+    """`reference`: the image `unlinted` with `labels` added (a build of FROM + labels: one
+    more image config, no new layer); its ID."""
+    with tempfile.TemporaryDirectory(prefix="deploytools-label-") as tmp:
+        (Path(tmp) / "Dockerfile").write_text(f"FROM {unlinted}\n", encoding="utf-8")
+        return _run_build(
+            client,
+            Path(tmp),
+            reference=reference,
+            labels=labels,
+            buildargs={},
+            timeout_s=max(timeout_s, 1.0),
+            progress=progress,
+            clock=clock,
+        )
+
+
 def _run_build(
     client: Engine,
     context_dir: Path,
@@ -222,22 +300,27 @@ def _run_build(
     timeout_s: float,
     progress: Callable[[str], None],
     clock: Callable[[], float],
+    tag: str | None = None,
+    buildargs: Mapping[str, str] | None = None,
 ) -> str:
-    """One build through the engine's API, its output streamed to `progress`; the image ID."""
+    """One build through the engine's API, its output streamed to `progress`; the image ID.
+    The image is tagged `tag` (default `reference`); the build args default to the OCI labels'
+    values (VERSION, REVISION, CREATED, SOURCE)."""
     # images.build() returns only when the build is over; the low-level API streams its lines.
-    buildargs = {
-        "VERSION": labels[VERSION_LABEL],
-        "REVISION": labels[REVISION_LABEL],
-        "CREATED": labels[CREATED_LABEL],
-        "SOURCE": labels[SOURCE_LABEL],
-    }
+    if buildargs is None:
+        buildargs = {
+            "VERSION": labels[VERSION_LABEL],
+            "REVISION": labels[REVISION_LABEL],
+            "CREATED": labels[CREATED_LABEL],
+            "SOURCE": labels[SOURCE_LABEL],
+        }
     deadline = clock() + timeout_s
     image_id = ""
     tail: list[str] = []
     try:
         stream = client.build(
             str(context_dir),
-            tag=reference,
+            tag=tag or reference,
             buildargs=buildargs,
             labels=labels,
             read_timeout_s=QUIET_READ_TIMEOUT_S,

@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from deploytools.context import StepContext
 from deploytools.engine.git import GitRunner, run_git
 from deploytools.errors import UsageError
+from deploytools.steps.migration_check import MigrationChecks
 from deploytools.steps.release_github import (
     CI_POLL_S,
     CI_START_WAIT_S,
@@ -36,7 +37,6 @@ from deploytools.steps.release_report import (
     Verdict,
 )
 from deploytools.steps.release_source import (
-    MigrationChecks,
     changelog_section,
     check_annotated,
     check_clean_tree,
@@ -71,6 +71,7 @@ def run(
     allow_downgrade: bool = False,
     environ: Mapping[str, str] | None = None,
     gh_host: str | None = None,
+    since_revision: str | None = None,
     runner: GitRunner = run_git,
 ) -> ReleaseReport:
     """Verify release tag `tag` of the git repository at `repo`; every check runs.
@@ -84,6 +85,8 @@ def run(
     :param allow_downgrade: accept a version not higher than the last release.
     :param environ: where the GitHub token is read from (default: os.environ).
     :param gh_host: the GitHub API root, overriding github.api_url.
+    :param since_revision: the revision the migration lint starts from; None: the previous
+        release's head, or for a first release the revision production's database is at.
     :param runner: runs git argv (tests may swap it).
     :raises UsageError: a malformed or unknown tag, or `repo` is not a git repository.
     """
@@ -119,7 +122,7 @@ def run(
     add(check_version_order(versions, version, allow_downgrade))
     previous = previous_release(versions, version)
     migrations = check_migrations(
-        root, tag, previous, source, ctx.config.release.alembic_ini, runner
+        ctx, root, tag, previous, source, runner, commit=commit, since_revision=since_revision
     )
     add(migrations.heads)
     add(migrations.lint)
@@ -137,6 +140,7 @@ def run(
         previous_tag=previous.tag if previous else None,
         expand_only=migrations.expand_only,
         migration_findings=migrations.findings,
+        migration_lint_at=migrations.lint_at,
         code_quality=github.code_quality,
         started=started,
         finished=utc_now(),

@@ -67,6 +67,9 @@ class ReleaseReport(CheckList):
     #: None when the migrations could not be linted; True when the release only adds schema.
     expand_only: bool | None = None
     migration_findings: tuple[str, ...] = field(default=())
+    #: Where the migration lint ran: "image REF" (an image of the release existed), or "build"
+    #: (no image yet: `image build` lints the image it builds and labels it with the verdict).
+    migration_lint_at: str = ""
     code_quality: CodeQuality = field(default_factory=lambda: CodeQuality("not read"))
     #: When the verification ran (UTC, ISO 8601): the report's duration of the step.
     started: str = ""

@@ -8,16 +8,25 @@ from __future__ import annotations
 import re
 import tarfile
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from deploytools import migration_lint
 from deploytools.commands import git
 from deploytools.context import StepContext
+from deploytools.engine.client import Engine
+from deploytools.engine.connection import connect
+from deploytools.engine.errors import EngineError
 from deploytools.engine.git import GitRunner, run_git
-from deploytools.errors import DeployError, ExternalCommandFailed, UsageError
+from deploytools.errors import CheckFailed, DeployError, ExternalCommandFailed, UsageError
+from deploytools.migration_tree import read_revisions
+from deploytools.steps.migration_check import (
+    Baseline,
+    MigrationChecks,
+    lint_image,
+    previous_head,
+    production_baseline,
+)
 from deploytools.steps.release_report import (
     PRODUCTION,
     CheckResult,
@@ -26,6 +35,7 @@ from deploytools.steps.release_report import (
     check_skipped,
 )
 from deploytools.steps.release_version import Version
+from deploytools.target import REVISION_LABEL
 from deploytools.visible import invisibles, visible
 
 
@@ -100,7 +110,18 @@ def extracted(root: Path, ref: str, runner: GitRunner = run_git) -> Iterator[Pat
         tree = Path(tmp) / "tree"
         tree.mkdir()
         with tarfile.open(archive) as tar:
-            tar.extractall(tree, filter="data")
+            try:
+                tar.extractall(tree, filter="data")
+            except tarfile.FilterError as exc:
+                # A symlink (or hard link) that leaves the tree: building or reading through
+                # it would reach files of the machine that runs deploytools.
+                raise CheckFailed(
+                    f"the tree of {ref.removeprefix('refs/tags/')} holds a link that leaves "
+                    f"it: {exc}",
+                    untouched="nothing was built, read or changed",
+                    hint="replace the link with the file, or point it inside the repository",
+                    facts={"ref": ref, "error": str(exc)},
+                ) from None
         archive.unlink()
         yield tree
 
@@ -284,115 +305,123 @@ def check_version_order(
     )
 
 
-@dataclass(frozen=True)
-class MigrationChecks:
-    heads: CheckResult
-    lint: CheckResult
-    expand_only: bool | None
-    findings: tuple[str, ...]
+def resolve_baseline(
+    ctx: StepContext,
+    *,
+    root: Path,
+    previous: Version | None,
+    source_dir: str,
+    since_revision: str | None,
+    runner: GitRunner,
+    known: frozenset[str] = frozenset(),
+    production: Callable[[StepContext, frozenset[str]], Baseline] = production_baseline,
+) -> Baseline:
+    """Where the lint of a release starts (see `migration_check`): `since_revision`, else the
+    previous release's head, else (a first release) production's database revision, when it
+    is one of `known` (the release's own revisions)."""
+    if since_revision:
+        return Baseline(since_revision, "--since-revision")
+    if previous is None:
+        return production(ctx, known)
+    with extracted(root, git.tag_ref(previous.tag), runner) as tree:
+        source = tree / source_dir
+        return previous_head(
+            lambda _tag: source if source.is_dir() else None,
+            previous,
+            ctx.config.release.alembic_ini,
+        )
+
+
+def release_image(ctx: StepContext, version: Version, commit: str) -> tuple[Engine, str] | None:
+    """The image of this release (`image_repository:VERSION` built from `commit`) on the local
+    engine, or None when there is none (or no engine to ask)."""
+    reference = f"{ctx.config.project.image_repository}:{version}"
+    try:
+        engine = connect("")
+        image = engine.find_image(reference)
+    except (EngineError, DeployError):
+        return None
+    if image is None or image.labels.get(REVISION_LABEL) != commit:
+        return None
+    return engine, reference
 
 
 def check_migrations(
+    ctx: StepContext,
     root: Path,
     tag: str,
     previous: Version | None,
     source_dir: str,
-    alembic_ini: str,
     runner: GitRunner,
+    *,
+    commit: str = "",
+    since_revision: str | None = None,
+    image_of: Callable[[StepContext, Version, str], tuple[Engine, str] | None] = release_image,
 ) -> MigrationChecks:
-    """One Alembic head at `tag`; the lint of the SQL of the migrations added since `previous`."""
+    """One Alembic head at `tag` (read from its tree as text); the lint of the SQL of the
+    migrations since the baseline, in the release's image when one exists, else announced for
+    the build (nothing of the tag runs in deploytools' own interpreter)."""
+    alembic_ini = ctx.config.release.alembic_ini
+    version = Version.parse(tag)
     with extracted(root, git.tag_ref(tag), runner) as tree:
         source = tree / source_dir
-        if not (source / alembic_ini).is_file():
-            reason = f"no {_in_source(source_dir, alembic_ini)} at {tag}: no Alembic migrations"
-            return MigrationChecks(
-                check_skipped("alembic-single-head", reason),
-                check_skipped("migration-lint", reason),
-                expand_only=True,
-                findings=(),
-            )
         try:
-            scripts = migration_lint.inspect_scripts(source, alembic_ini=alembic_ini)
+            revisions = read_revisions(source, alembic_ini)
         except DeployError as exc:
-            reason = exc.message
             return MigrationChecks(
-                check_failed("alembic-single-head", reason),
+                check_failed("alembic-single-head", f"{exc.message} at {tag}"),
                 check_skipped("migration-lint", "the migrations could not be read"),
                 None,
                 (),
             )
-        if len(scripts.heads) != 1:
-            heads = ", ".join(scripts.heads) or "none"
+        heads = revisions.heads
+        if len(heads) != 1:
             return MigrationChecks(
                 check_failed(
                     "alembic-single-head",
-                    f"{len(scripts.heads)} Alembic heads at {tag} ({heads}); merge them "
-                    "(alembic merge) so that upgrade head has one meaning",
+                    f"{len(heads)} Alembic heads at {tag} ({', '.join(heads) or 'none'}); merge "
+                    "them (alembic merge) so that upgrade head has one meaning",
                 ),
                 check_skipped("migration-lint", "needs exactly one Alembic head"),
                 None,
                 (),
             )
-        head = scripts.heads[0]
-        heads_ok = check_passed("alembic-single-head", f"one Alembic head at {tag}: {head}")
-        previous_head: str | None = None
-        if previous is not None:
-            with extracted(root, git.tag_ref(previous.tag), runner) as old_tree:
-                old_source = old_tree / source_dir
-                if (old_source / alembic_ini).is_file():
-                    try:
-                        old = migration_lint.inspect_scripts(old_source, alembic_ini=alembic_ini)
-                    except DeployError as exc:
-                        reason = f"the previous release {previous.tag}: {exc.message}"
-                        return MigrationChecks(
-                            heads_ok, check_failed("migration-lint", reason), None, ()
-                        )
-                    if len(old.heads) != 1:
-                        return MigrationChecks(
-                            heads_ok,
-                            check_failed(
-                                "migration-lint",
-                                f"the previous release {previous.tag} has {len(old.heads)} "
-                                "Alembic heads; the migrations it lacks cannot be told apart",
-                            ),
-                            None,
-                            (),
-                        )
-                    previous_head = old.heads[0]
+        heads_ok = check_passed("alembic-single-head", f"one Alembic head at {tag}: {heads[0]}")
         try:
-            result = migration_lint.lint_release(
-                source,
-                previous_head=previous_head,
-                head=head,
-                files=scripts.files,
-                alembic_ini=alembic_ini,
+            baseline = resolve_baseline(
+                ctx,
+                root=root,
+                previous=previous,
+                source_dir=source_dir,
+                since_revision=since_revision,
+                runner=runner,
+                known=frozenset(revisions.files),
             )
         except DeployError as exc:
             return MigrationChecks(heads_ok, check_failed("migration-lint", exc.message), None, ())
-    since = (
-        f"since {previous.tag} ({previous_head or 'no migrations'})"
-        if previous
-        else "from the start"
-    )
-    findings = tuple(f.describe() for f in result.findings)
-    kind = "expand-only" if result.expand_only else "NOT expand-only"
-    if not result.revisions:
-        lint = check_passed("migration-lint", f"no migrations added {since}")
-    elif result.failing:
-        lint = check_failed(
-            "migration-lint",
-            f"{len(result.failing)} finding(s) in {len(result.revisions)} migration(s) {since}: "
-            + "; ".join(f.describe() for f in result.failing),
-        )
-    else:
-        acked = (
-            f"; acknowledged: {'; '.join(f.describe() for f in result.acknowledged)}"
-            if result.acknowledged
-            else ""
-        )
-        lint = check_passed(
-            "migration-lint",
-            f"{len(result.revisions)} migration(s) {since} ({', '.join(result.revisions)}), "
-            f"{kind}{acked}",
-        )
-    return MigrationChecks(heads_ok, lint, result.expand_only, findings)
+        found = image_of(ctx, version, commit) if version is not None else None
+        if found is None:
+            return MigrationChecks(
+                heads_ok,
+                check_skipped(
+                    "migration-lint",
+                    f"runs at the build step (deploytools image build), in the release's image, "
+                    f"from {baseline.describe()}: no image of {tag} on this engine yet",
+                ),
+                None,
+                (),
+                lint_at="build",
+            )
+        engine, reference = found
+        try:
+            lint = lint_image(
+                engine,
+                reference,
+                config=ctx.config,
+                revisions=revisions,
+                baseline=baseline,
+                progress=ctx.progress,
+            )
+        except DeployError as exc:
+            return MigrationChecks(heads_ok, check_failed("migration-lint", exc.message), None, ())
+    return lint.checks(f"image {reference}")

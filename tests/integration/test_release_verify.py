@@ -7,8 +7,10 @@ wrong in exactly one way; each test asserts exactly which check fails.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import secrets
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -25,6 +27,7 @@ from deploytools.steps import release as release_step
 from deploytools.steps import report as report_step
 from deploytools.steps.release import ReleaseReport
 from tests.fakes.github_server import CI_JOBS, FakeGitHub
+from tests.helpers.shared_stack import build_variant
 
 pytestmark = pytest.mark.integration
 
@@ -152,9 +155,17 @@ def bad_repo(release_repo, tmp_path: Path) -> Repo:  # type: ignore[no-untyped-d
 Verify = Callable[..., ReleaseReport]
 
 
+#: The image repository of the verify fixture: its own, so that no image another run left on the
+#: engine counts as this release's (release verify lints in an image of the release if one is
+#: there, and announces the lint for the build otherwise).
+VERIFY_REPOSITORY = f"dtrender/verify-{secrets.token_hex(4)}"
+
+
 @pytest.fixture
 def verify() -> Verify:
-    ctx = StepContext(config=load_config(CONFIG))
+    config = load_config(CONFIG)
+    project = dataclasses.replace(config.project, image_repository=VERIFY_REPOSITORY)
+    ctx = StepContext(config=dataclasses.replace(config, project=project))
 
     def run(repo: Path, tag: str, **options: object) -> ReleaseReport:
         return release_step.run(ctx, tag=tag, repo=repo, environ={}, **options)  # type: ignore[arg-type]
@@ -184,17 +195,21 @@ def test_the_good_release_passes_every_check(release_repo, verify: Verify) -> No
         "release-notes": "passed",
         "version-higher": "passed",
         "alembic-single-head": "passed",
-        "migration-lint": "passed",
+        "migration-lint": "skipped",
         "github-required-checks": "skipped",
         "github-code-quality": "skipped",
         "github-production-environment": "skipped",
     }
     assert report.commit == release_repo.commit("v1.15.2")
     assert report.previous_tag == "v1.15.1"
-    assert report.expand_only is True
+    # No image of v1.15.2 on the engine yet: the lint runs at the build, in the image.
+    assert report.expand_only is None
+    assert report.migration_lint_at == "build"
     lint = next(c for c in report.checks if c.name == "migration-lint")
-    assert "since v1.15.1 (0001)" in lint.reason
-    assert "(0002)" in lint.reason
+    assert "runs at the build step (deploytools image build)" in lint.reason
+    assert "from 0001 (the head of v1.15.1)" in lint.reason
+    heads = next(c for c in report.checks if c.name == "alembic-single-head")
+    assert heads.reason == "one Alembic head at v1.15.2: 0002"
 
 
 def test_version_file_not_matching(bad_repo: Repo, verify: Verify) -> None:
@@ -277,9 +292,40 @@ def test_two_alembic_heads(bad_repo: Repo, verify: Verify) -> None:
     assert verdicts(report)["migration-lint"] == "skipped"
 
 
-def test_not_null_column_without_default(bad_repo: Repo, verify: Verify) -> None:
+@pytest.fixture
+def release_image(release_images, docker_client):  # type: ignore[no-untyped-def]
+    """Puts an image of a bad repo's release on the engine, as `image build` would have: the
+    1.15.2 release image with the release's extra migration files, labelled with its commit."""
+    tags: list[str] = []
+
+    def build(repo: Repo, tag: str, files: dict[str, str]) -> str:
+        commit = repo.git("rev-parse", f"{tag}^{{commit}}")
+        reference = f"{VERIFY_REPOSITORY}:{tag.removeprefix('v')}"
+        copies = "".join(f"COPY {Path(name).name} /app/{name}\n" for name in files)
+        label = f'LABEL org.opencontainers.image.revision="{commit}"\n'
+        tags.append(
+            build_variant(
+                docker_client,
+                release_images["1.15.2"],
+                reference,
+                dockerfile=copies + label,
+                files={Path(name).name: text for name, text in files.items()},
+            )
+        )
+        return reference
+
+    yield build
+    for tag in tags:
+        with contextlib.suppress(Exception):
+            docker_client.api.remove_image(tag, force=True)
+
+
+def test_not_null_column_without_default(bad_repo: Repo, verify: Verify, release_image) -> None:  # type: ignore[no-untyped-def]
     files = {"migrations/versions/0003_user_email.py": NOT_NULL_MIGRATION.format(marker="")}
-    report = verify(bad_repo.path, bad_repo.release(files=files))
+    tag = bad_repo.release(files=files)
+    reference = release_image(bad_repo, tag, files)
+    report = verify(bad_repo.path, tag)
+    assert report.migration_lint_at == f"image {reference}"
     assert failed(report) == {"migration-lint"}
     reason = report.failed[0].reason
     assert "0003_user_email.py (0003): add-not-null-column" in reason
@@ -287,10 +333,12 @@ def test_not_null_column_without_default(bad_repo: Repo, verify: Verify) -> None
     assert report.expand_only is False
 
 
-def test_not_null_column_acknowledged(bad_repo: Repo, verify: Verify) -> None:
+def test_not_null_column_acknowledged(bad_repo: Repo, verify: Verify, release_image) -> None:  # type: ignore[no-untyped-def]
     marker = "# deploytools: allow add-not-null-column users is empty until 1.16 ships signup"
     files = {"migrations/versions/0003_user_email.py": NOT_NULL_MIGRATION.format(marker=marker)}
-    report = verify(bad_repo.path, bad_repo.release(files=files))
+    tag = bad_repo.release(files=files)
+    release_image(bad_repo, tag, files)
+    report = verify(bad_repo.path, tag)
     assert failed(report) == set()
     lint = next(c for c in report.checks if c.name == "migration-lint")
     assert "acknowledged: users is empty until 1.16 ships signup" in lint.reason
@@ -391,7 +439,7 @@ def test_cli_json_summary_and_github(release_repo, tmp_path: Path) -> None:  # t
     assert checks["github-required-checks"] == "passed"
     assert checks["github-production-environment"] == "passed"
     assert checks["github-code-quality"] == "passed"
-    assert data["result"]["expand_only"] is True
+    assert data["result"]["migration_lint_at"] in ("build", "image ghcr.io/example/rbac-api:1.15.2")
     assert "/repos/example/rbac-api/environments/production" in paths
     assert "/repos/example/rbac-api/actions/workflows/ci.yml/runs" in paths
     quality = data["result"]["code_quality"]

@@ -62,6 +62,8 @@ PLACES: dict[str, str] = {
     "deploytools.github": "core",
     "deploytools.github_deployments": "core",
     "deploytools.migration_lint": "core",
+    "deploytools.migration_render": "core",  # Alembic run in the release image, confined
+    "deploytools.migration_tree": "core",  # revision files read as text
     "deploytools.sql_lint": "core",  # the SQL rules: text in, findings out
     # engine: the only code that talks to the Docker engine or runs a program; argv builders.
     "deploytools.engine": "engine",
