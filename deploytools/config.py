@@ -41,6 +41,10 @@ _ENVIRONMENT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 #: A Docker volume name (what `docker volume create` accepts).
 _VOLUME_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 #: A workflow file name under .github/workflows/ (GitHub also accepts the numeric workflow ID).
+#: A Dockerfile build stage's name, a build arg's name and a build secret's id.
+_STAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_BUILD_ARG_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_SECRET_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _WORKFLOW_FILE_RE = re.compile(r"|[A-Za-z0-9_.-]+\.ya?ml|[0-9]+")
 #: Variables a Compose child (and ssh under it) depends on: an environment's `variables` or
 #: `secrets` must not replace them, or a value in deploy.toml would decide which program runs,
@@ -189,6 +193,25 @@ class ReleaseConfig:
     require_signed_tag: bool = False
     # The Alembic configuration, relative to the service's source directory in the release repo.
     alembic_ini: str = "alembic.ini"
+
+
+#: The build args `image build` sets itself (the OCI labels come from them): not configurable.
+IMAGE_BUILD_ARGS = ("VERSION", "REVISION", "CREATED", "SOURCE")
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """How `image build` builds the release image from the source directory (the context)."""
+
+    # The Dockerfile, relative to the source directory.
+    dockerfile: str = "Dockerfile"
+    # The stage of a multi-stage build to build ("" = the last one).
+    target: str = ""
+    # Build args beyond the four deploytools sets (IMAGE_BUILD_ARGS). Not secret.
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    # BuildKit build secrets: the id the Dockerfile mounts (RUN --mount=type=secret,id=ID) ->
+    # the environment variable holding its value. Never a build arg, never in a layer.
+    secrets: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -382,6 +405,7 @@ class Config:
     github: GitHubConfig = field(default_factory=GitHubConfig)
     checks: ChecksConfig = field(default_factory=ChecksConfig)
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     windows: Mapping[str, WindowsConfig] = field(default_factory=dict)
@@ -751,6 +775,50 @@ def _validate(config: Config, loader: _Loader) -> None:
             '"release.alembic_ini" must be a path relative to the service\'s source directory, '
             f'inside the repository, got "{config.release.alembic_ini}"'
         )
+    _validate_image(config.image, loader)
+
+
+def _relative_inside(path: str) -> bool:
+    """A relative POSIX path that stays inside the directory it is relative to."""
+    pure = PurePosixPath(path)
+    return bool(path) and not pure.is_absolute() and ".." not in pure.parts and "\\" not in path
+
+
+def _validate_image(image: ImageConfig, loader: _Loader) -> None:
+    if not _relative_inside(image.dockerfile):
+        raise loader.fail(
+            '"image.dockerfile" must be a path relative to the service\'s source directory, '
+            f'inside it, got "{image.dockerfile}"'
+        )
+    if image.target and not _STAGE_RE.fullmatch(image.target):
+        raise loader.fail(
+            '"image.target" must be a build stage\'s name (letters, digits, "_", "." and "-"), '
+            f'got "{image.target}"'
+        )
+    for name, value in image.build_args.items():
+        if not _BUILD_ARG_RE.fullmatch(name):
+            raise loader.fail(
+                f'"image.build_args" keys are ARG names (letters, digits, "_"), got "{name}"'
+            )
+        if name in IMAGE_BUILD_ARGS:
+            raise loader.fail(
+                f'"image.build_args.{name}" is set by deploytools itself (the OCI labels come '
+                f"from {', '.join(IMAGE_BUILD_ARGS)}); remove it"
+            )
+        if "\n" in value:
+            raise loader.fail(f'"image.build_args.{name}" must be one line')
+    for secret_id, variable in image.secrets.items():
+        if not _SECRET_ID_RE.fullmatch(secret_id):
+            raise loader.fail(
+                '"image.secrets" keys are build secret ids (letters, digits, "_", "." and '
+                f'"-"), got "{secret_id}"'
+            )
+        if not _ENV_VAR_RE.fullmatch(variable):
+            raise loader.fail(
+                f'"image.secrets.{secret_id}" names the environment variable holding the '
+                f'secret, got "{variable}"'
+            )
+        _check_not_reserved(loader, f"image.secrets.{secret_id}", variable)
 
 
 def _validate_numbers(value: Any, where: str, loader: _Loader) -> None:
