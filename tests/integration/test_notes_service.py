@@ -126,13 +126,23 @@ def _write_config(path: Path, project: str, port: int, postgres_image: str) -> N
 
 
 @pytest.fixture(scope="module")
+def notes_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The release repository: 2.3.0 and 2.4.0 tagged, deploy.toml at its root."""
+    repo = tmp_path_factory.mktemp("dtnotes-releases") / "notes-api"
+    subprocess.run([str(SERVICE / "make-release-repo"), str(repo)], check=True, capture_output=True)
+    return repo
+
+
+@pytest.fixture(scope="module")
 def notes(
-    docker_client: Any, postgres_image: str, tmp_path_factory: pytest.TempPathFactory
+    docker_client: Any,
+    postgres_image: str,
+    notes_repo: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Notes]:
     tmp = tmp_path_factory.mktemp("dtnotes")
     project = f"dtnotes-{os.getpid()}"
-    repo = tmp / "notes-api"
-    subprocess.run([str(SERVICE / "make-release-repo"), str(repo)], check=True, capture_output=True)
+    repo = notes_repo
     port = free_port()
     _write_config(tmp / "deploy.toml", project, port, postgres_image)
     values = {
@@ -177,6 +187,25 @@ def notes(
             for tag in image.tags:
                 with contextlib.suppress(Exception):
                     docker_client.images.remove(tag, force=True)
+
+
+def test_release_verify_passes_with_alembic_in_db_and_calls_2_4_0_expand_only(
+    notes_repo: Path,
+) -> None:
+    config = notes_repo / "deploy.toml"
+    result = CliRunner().invoke(
+        cli,
+        ["--config", str(config), "--json", "release", "verify", "--tag", "v2.4.0",
+         "--repo", str(notes_repo)],
+        env={"GITHUB_TOKEN": ""},
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    checks = {c["name"]: c for c in json.loads(result.stdout)["result"]["checks"]}
+    assert checks["alembic-single-head"]["verdict"] == "passed"
+    assert "b2e1d4c3f002" in checks["alembic-single-head"]["reason"]
+    assert checks["migration-lint"]["verdict"] == "passed"
+    assert "expand-only" in checks["migration-lint"]["reason"]
 
 
 def test_both_releases_build_the_runtime_stage_of_docker_dockerfile(notes: Notes) -> None:
