@@ -1105,6 +1105,14 @@ def resolved_view(config: Config, environ: Mapping[str, str] | None = None) -> d
             "token_env": config.github.token_env,
             "token": masked(environ.get(config.github.token_env)),
         },
+        "image": {
+            "dockerfile": config.image.dockerfile,
+            "target": config.image.target or "(the last stage)",
+            "build_args": dict(config.image.build_args),
+            "secrets": {
+                k: f"{v} {masked(environ.get(v))}" for k, v in config.image.secrets.items()
+            },
+        },
     }
     for name, env in config.environments.items():
         view["environments"][name] = {

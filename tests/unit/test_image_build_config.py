@@ -152,3 +152,12 @@ def test_a_failed_buildkit_build_says_what_failed(tmp_path: Path) -> None:
         )
     assert "buildx component is missing" in str(caught.value)
     assert "no release image was tagged" in str(caught.value.untouched)  # type: ignore[attr-defined]
+
+
+def test_config_check_shows_a_build_secret_by_its_variable_never_its_value() -> None:
+    from deploytools.config import resolved_view
+
+    config = load(GOOD + '\n[image]\nsecrets = { npm = "NPM_TOKEN" }\n')
+    view = resolved_view(config, {"NPM_TOKEN": "npm-secret-value-0123456789"})
+    assert view["image"]["secrets"] == {"npm": "NPM_TOKEN (set, hidden)"}
+    assert "npm-secret-value" not in repr(view)
