@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -133,6 +134,24 @@ def notes_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
+def _remove_project(client: Any, project: str, compose_file: Path, env: dict[str, str]) -> None:
+    """Take a Compose project down with its volumes, and whatever it left."""
+    subprocess.run(
+        [*ComposeStack(project=project, env={}, client=client).compose, "-f", str(compose_file),
+         "-p", project, "down", "-v", "--timeout", "5"],
+        env={**os.environ, **env},
+        capture_output=True,
+        check=False,
+    )  # fmt: skip
+    for container in client.containers.list(all=True, filters={"name": project}):
+        with contextlib.suppress(Exception):
+            container.remove(force=True, v=True)
+    for volume in client.volumes.list():
+        if volume.name.startswith((f"{project}-", f"{project}_")):
+            with contextlib.suppress(Exception):
+                volume.remove(force=True)
+
+
 @pytest.fixture(scope="module")
 def notes(
     docker_client: Any,
@@ -153,36 +172,15 @@ def notes(
     env = Notes(
         tmp / "deploy.toml", values, f"http://127.0.0.1:{port}", project, repo, {}, docker_client
     )
-    stack = ComposeStack(project=project, env={}, client=docker_client)
     try:
         for tag in ("v2.3.0", "v2.4.0"):
             built = env.ok("image", "build", "--tag", tag, "--repo", str(repo))
             env.images[tag[1:]] = built["pinned"]
         yield env
     finally:
-        subprocess.run(
-            [
-                *stack.compose,
-                "-f",
-                str(COMPOSE_FILE),
-                "-p",
-                project,
-                "down",
-                "-v",
-                "--timeout",
-                "5",
-            ],
-            env={**os.environ, **values, "POSTGRES_IMAGE": postgres_image},
-            capture_output=True,
-            check=False,
+        _remove_project(
+            docker_client, project, COMPOSE_FILE, {**values, "POSTGRES_IMAGE": postgres_image}
         )
-        for container in docker_client.containers.list(all=True, filters={"name": project}):
-            with contextlib.suppress(Exception):
-                container.remove(force=True, v=True)
-        for volume in docker_client.volumes.list():
-            if volume.name.startswith((f"{project}-", f"{project}_")):
-                with contextlib.suppress(Exception):
-                    volume.remove(force=True)
         for image in docker_client.images.list(name=IMAGE_REPOSITORY):
             for tag in image.tags:
                 with contextlib.suppress(Exception):
@@ -311,3 +309,50 @@ def test_2_4_0_deploys_and_rolls_back_to_2_3_0_keeping_the_data(notes: Notes) ->
     assert notes.sql("SELECT version_num FROM alembic_version") == "b2e1d4c3f002"
     history = notes.ok("history", "--env", ENV)
     assert "rollback" in json.dumps(history)
+
+
+def test_init_on_a_copy_of_the_project_writes_a_config_that_deploys_it(
+    notes: Notes, postgres_image: str, tmp_path: Path
+) -> None:
+    """The team's Compose project (this machine's defaults: a free port, the local PostgreSQL
+    image), `deploytools init`, the secrets exported: the written deploy.toml deploys it."""
+    root = tmp_path / f"dtnotes-init-{os.getpid()}"
+    shutil.copytree(SERVICE, root, ignore=shutil.ignore_patterns("deploy.toml", "releases"))
+    port = free_port()
+    compose = root / "docker-compose.yml"
+    compose.write_text(
+        compose.read_text()
+        .replace("${NOTES_PORT:-8000}", f"${{NOTES_PORT:-{port - 100}}}")
+        .replace("postgres:16", postgres_image)
+    )
+    done = CliRunner().invoke(cli, ["--json", "init", "--dir", str(root), "--no-workflows"])
+    assert done.exit_code == 0, done.output
+    project = f"{root.name}-staging"
+    try:
+        deployed = CliRunner().invoke(
+            cli,
+            ["--config", str(root / "deploy.toml"), "--json", "deploy", "--env", "staging",
+             "--image", notes.images["2.3.0"]],
+            env=notes.secrets,
+            catch_exceptions=False,
+        )  # fmt: skip
+        assert deployed.exit_code == 0, deployed.output
+        assert json.loads(deployed.stdout)["result"]["record"]["outcome"] == "succeeded"
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json() is True
+        token = requests.post(
+            f"http://127.0.0.1:{port}/auth/token",
+            data={"username": "admin@example.com",
+                  "password": notes.secrets["FIRST_SUPERUSER_PASSWORD"]},
+            timeout=10,
+        )  # fmt: skip
+        assert token.status_code == 200, token.text
+    finally:
+        _remove_project(notes.client, project, compose, notes.secrets)
+        with contextlib.suppress(Exception):
+            notes.client.volumes.get(f"{root.name}-backups").remove(force=True)
+        # The deploy's keep tag, under the repository init read from the Compose file.
+        for image in notes.client.images.list(name="ghcr.io/example/notes-api"):
+            for tag in image.tags:
+                if tag.startswith("ghcr.io/example/notes-api:staging-release-"):
+                    with contextlib.suppress(Exception):
+                        notes.client.images.remove(tag)
