@@ -213,6 +213,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "deploytools.cli.deploy_cmd",
         "Run IMAGE's migrations in a one-off container on the stack's network.",
     ),
+    "migrations": (
+        "deploytools.cli.migrations_cmd",
+        "Lint migration SQL by hand, with the rules release verify applies to a release.",
+    ),
     "monitor": (
         "deploytools.cli.checks_cmd",
         "Runbook step 7: watch the service's metrics, its containers' CPU and memory, and the "

@@ -238,6 +238,7 @@ revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
+# deploytools: allow whole-table-write documents holds a few rows in every environment
 
 
 def upgrade() -> None:

@@ -57,7 +57,7 @@ def help_of_every_command() -> list[list[str]]:
     found = [["--help"]]
     for name in COMMANDS:
         found.append([name, "--help"])
-    for group in ("backup", "config", "image", "lock", "pipeline", "release"):
+    for group in ("backup", "config", "image", "lock", "migrations", "pipeline", "release"):
         command = cli.commands[group]
         assert isinstance(command, click.Group)
         found += [[group, sub, "--help"] for sub in command.list_commands(click.Context(command))]

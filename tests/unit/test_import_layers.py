@@ -61,6 +61,7 @@ PLACES: dict[str, str] = {
     "deploytools.github": "core",
     "deploytools.github_deployments": "core",
     "deploytools.migration_lint": "core",
+    "deploytools.sql_lint": "core",  # the SQL rules: text in, findings out
     # engine: the only code that talks to the Docker engine or runs a program; argv builders.
     "deploytools.engine": "engine",
     "deploytools.commands": "engine",
