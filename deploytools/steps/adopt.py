@@ -69,7 +69,7 @@ def _repository(project: ComposeProject, slug: str) -> tuple[str, bool]:
 def render_config(project: ComposeProject) -> tuple[str, list[str]]:
     """deploy.toml's text for `project`, and the list of what a person must still fill in."""
     slug = _slug(project.name)
-    to_fill = list(project.notes)
+    to_fill = list(project.remarks)
     repository, known = _repository(project, slug)
     if not known:
         to_fill.append(

@@ -72,7 +72,7 @@ class ComposeProject:
     migration_config: str
     dockerfile: str
     target: str
-    notes: tuple[str, ...] = field(default=())
+    remarks: tuple[str, ...] = field(default=())
 
 
 def _usage(message: str, hint: str, **facts: Any) -> UsageError:
@@ -294,10 +294,10 @@ def inspect_project(
     services: dict[str, Any] = data["services"]
     database = pick_database(services, database_service)
     app = pick_app(services, database, app_service)
-    notes: list[str] = []
+    remarks: list[str] = []
     variable, default = image_variable(_image(services[app]))
     if not variable:
-        notes.append(
+        remarks.append(
             f"the {app} service's image is not a Compose variable: write it "
             "`image: ${APP_IMAGE}` so that deploys can set it"
         )
@@ -308,9 +308,9 @@ def inspect_project(
     if dockerfile:
         target, workdir = dockerfile_facts((root / dockerfile).read_text(encoding="utf-8"))
     else:
-        notes.append("no Dockerfile found: image build needs one ([image] dockerfile)")
+        remarks.append("no Dockerfile found: image build needs one ([image] dockerfile)")
     if not alembic_ini:
-        notes.append("no alembic.ini found: set project.migration_command and release.alembic_ini")
+        remarks.append("no alembic.ini: set project.migration_command and release.alembic_ini")
     migration_config = (
         str(PurePosixPath(workdir) / alembic_ini) if workdir and alembic_ini else alembic_ini
     )
@@ -330,5 +330,5 @@ def inspect_project(
         migration_config=migration_config or "alembic.ini",
         dockerfile=dockerfile,
         target=target,
-        notes=tuple(notes),
+        remarks=tuple(remarks),
     )
