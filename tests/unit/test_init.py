@@ -151,3 +151,37 @@ def test_published_ports_are_read_in_every_compose_form(
     port = find_port(read_compose(tmp_path / "compose.yaml")["services"], "web")
     assert port is not None
     assert (port.variable, port.published, port.container) == expected
+
+
+def test_the_migration_command_follows_the_final_stage_workdir(tmp_path: Path) -> None:
+    (tmp_path / "compose.yaml").write_text(
+        "services:\n"
+        "  database: {image: 'postgis/postgis:16-3.4'}\n"
+        "  web:\n"
+        "    image: ${WEB_IMAGE:-registry.example.com/team/web:1}\n"
+        "    ports: ['${WEB_PORT:-9000}:9000']\n"
+        "    environment: {DB_PASSWORD: '${DB_PASSWORD:?required}'}\n"
+        "  cache: {image: 'redis:7'}\n"
+    )
+    (tmp_path / "app" / "migrations").mkdir(parents=True)
+    (tmp_path / "app" / "migrations" / "alembic.ini").write_text("[alembic]\n")
+    (tmp_path / "Dockerfile").write_text(
+        "FROM python:3.12 AS build\nWORKDIR /build\n"
+        "FROM python:3.12-slim AS final\nWORKDIR /opt\nWORKDIR web\n"
+    )
+    done = init(tmp_path, "--no-workflows")
+    assert done.exit_code == 0, done.output
+    config = load_config(tmp_path / "deploy.toml")
+    assert (config.project.app_service, config.project.database_service) == ("web", "database")
+    assert config.project.migration_command == (
+        "alembic", "-c", "/opt/web/app/migrations/alembic.ini", "upgrade", "head",
+    )  # fmt: skip
+    assert config.release.alembic_ini == "app/migrations/alembic.ini"
+    assert (config.image.dockerfile, config.image.target) == ("Dockerfile", "final")
+    assert config.project.image_repository == "registry.example.com/team/web"
+    assert config.deploy.image_variable == "WEB_IMAGE"
+    assert config.environments["staging"].secrets == ("DB_PASSWORD",)
+    assert config.environments["staging"].base_url == "http://127.0.0.1:9100"
+    # No healthcheck: no health probe, and the list says so.
+    assert config.checks.probes == ()
+    assert "no HTTP healthcheck" in " ".join(json.loads(done.output)["result"]["to_fill"])
