@@ -241,24 +241,102 @@ CHECK_SUITES = ("smoke", "validate", "verify", "monitor")
 _DEFAULT_SUITES = ("smoke", "validate", "verify")
 
 
+#: A value a check sends in a request body: a scalar or a list of scalars (roles = ["${role}"]).
+BodyValue = str | bool | int | float | tuple[str | bool | int | float, ...]
+
+#: How a test user authenticates ([checks.login] style).
+LOGIN_STYLES = ("json", "form", "basic", "token")
+#: How a request body is encoded (body_format of probes, RBAC checks, flow steps, provisioning).
+BODY_FORMATS = ("json", "form")
+#: Where the database check reads the migration revision from ([checks.database] revision_from).
+REVISION_SOURCES = ("auto", "health", "database")
+
+
+@dataclass(frozen=True)
+class CheckUserSecrets:
+    """The names of the environment variables holding one test user's secrets in one
+    environment, when they differ from the user's own (staging and production apart)."""
+
+    username_env: str = ""
+    password_env: str = ""
+    token_env: str = ""
+
+
 @dataclass(frozen=True)
 class CheckUser:
     """A test user of the checks; its credentials are read from environment variables."""
 
-    username_env: str
-    password_env: str
+    username_env: str = ""
+    password_env: str = ""
     # The role the user is created with when it does not exist yet ("" = never created).
     role: str = ""
+    # A static token instead of a login (login style "token", or this user only).
+    token_env: str = ""
+    # Created through [checks.provision] when it cannot log in, even without a role.
+    create: bool = False
+    # Per environment, other variable names: [checks.users.NAME.environments.ENV].
+    environments: Mapping[str, CheckUserSecrets] = field(default_factory=dict)
+
+    def secrets_in(self, environment: str) -> CheckUserSecrets:
+        """The variable names of this user's secrets in `environment`."""
+        own = self.environments.get(environment, CheckUserSecrets())
+        return CheckUserSecrets(
+            own.username_env or self.username_env,
+            own.password_env or self.password_env,
+            own.token_env or self.token_env,
+        )
+
+    @property
+    def provisioned(self) -> bool:
+        """Whether the checks create this user when it cannot log in."""
+        return self.create or bool(self.role)
 
 
 @dataclass(frozen=True)
 class LoginSettings:
-    """How the checks obtain a bearer token for a test user."""
+    """How the checks obtain a token for a test user and send it.
 
+    style "json": POST path {username_field, password_field, **extra} as JSON, token_field of the
+    answer; "form": the same form-encoded, with grant_type=password (an OAuth2 password grant)
+    unless extra sets it; "basic": no login, every request carries HTTP basic credentials;
+    "token": no login, the user's token_env holds the token.
+    """
+
+    style: str = "json"
     path: str = "/auth/login"
     username_field: str = "username"
     password_field: str = "password"  # noqa: S105 - a JSON field name, not a password
     token_field: str = "access_token"  # noqa: S105 - a JSON field name, not a token
+    extra: Mapping[str, JsonScalar] = field(default_factory=dict)
+    expect_status: int = 200
+    header: str = "Authorization"
+    # "" = "Basic" for style "basic", else "Bearer"; "none" sends the token alone.
+    scheme: str = ""
+
+    @property
+    def header_scheme(self) -> str:
+        if self.scheme == "none":
+            return ""
+        return self.scheme or ("Basic" if self.style == "basic" else "Bearer")
+
+
+@dataclass(frozen=True)
+class ProvisionRequest:
+    """How admin_user creates a missing test user. In body strings "${username}",
+    "${password}" and "${role}" are replaced; a list item that becomes "" is left out."""
+
+    enabled: bool = True
+    method: str = "POST"
+    path: str = ""  # "" = checks.users_path
+    body: Mapping[str, BodyValue] = field(
+        default_factory=lambda: {
+            "username": "${username}",
+            "password": "${password}",
+            "roles": ("${role}",),
+        }
+    )
+    body_format: str = "json"
+    expect_status: int = 201
 
 
 @dataclass(frozen=True)
@@ -269,10 +347,13 @@ class ProbeCheck:
     path: str
     method: str = "GET"
     user: str = ""
-    body: Mapping[str, JsonScalar] = field(default_factory=dict)
+    body: Mapping[str, BodyValue] = field(default_factory=dict)
+    body_format: str = "json"
     expect_status: int = 200
     expect_json: Mapping[str, JsonScalar] = field(default_factory=dict)
     expect_fields: tuple[str, ...] = ()
+    # The whole body, when it is a bare JSON scalar (a health route answering `true`) or text.
+    expect_body: JsonScalar | None = None
     budget_ms: float = 0.0
     budget: str = ""
     suites: tuple[str, ...] = _DEFAULT_SUITES
@@ -286,7 +367,8 @@ class RbacCheck:
     path: str
     expect_status: int
     method: str = "GET"
-    body: Mapping[str, JsonScalar] = field(default_factory=dict)
+    body: Mapping[str, BodyValue] = field(default_factory=dict)
+    body_format: str = "json"
     suites: tuple[str, ...] = _DEFAULT_SUITES
 
 
@@ -310,12 +392,14 @@ class LatencyCheck:
 
 @dataclass(frozen=True)
 class DatabaseCheck:
-    """The database as the service's health endpoint reports it."""
+    """The database as the service's health endpoint reports it, and its migration revision
+    from there or from the database itself (alembic_version, through the database service)."""
 
     path: str = "/health"
     reachable_field: str = "database.reachable"
     round_trip_field: str = "database.round_trip_ms"
     revision_field: str = "database.alembic_revision"
+    revision_from: str = "auto"
     expected_revision: str = "head"
     revision_command: tuple[str, ...] = ("alembic", "-c", "/app/alembic.ini", "heads")
     suites: tuple[str, ...] = _DEFAULT_SUITES
@@ -335,17 +419,78 @@ class LogScan:
     suites: tuple[str, ...] = ("validate", "verify")
 
 
+#: The flow step user that stands for the flow's own new user (a fresh name and password).
+FLOW_USER = "flow"
+
+
+@dataclass(frozen=True)
+class FlowStep:
+    """One request of validate's flow: as `user`, `method path` must answer `expect_status`.
+    "${flow.username}", "${flow.password}" and captured "${NAME}" are filled in path and body."""
+
+    name: str
+    path: str
+    user: str = ""  # a key of [checks.users], "flow" (the new user), "" (no token)
+    method: str = "GET"
+    body: Mapping[str, BodyValue] = field(default_factory=dict)
+    body_format: str = "json"
+    expect_status: int = 200
+    # Values for later steps: NAME -> dotted field of this answer.
+    capture: Mapping[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class UserFlow:
-    """validate's end-to-end flow: create a user, assign a role, allowed, revoke, denied."""
+    """validate's end-to-end flow: `steps` as given, or (no steps) the role flow: create a
+    user, assign a role, allowed, revoke, denied."""
 
-    role: str
-    resource: str
+    role: str = ""
+    resource: str = ""
     users_path: str = "/users"
     assign_path: str = "/users/{id}/roles"
     revoke_path: str = "/users/{id}/roles/{role}"
     username_prefix: str = "deploytools-flow-"
+    username_suffix: str = ""
+    steps: tuple[FlowStep, ...] = ()
     suites: tuple[str, ...] = ("validate",)
+
+    def resolved_steps(self, admin: str) -> tuple[FlowStep, ...]:
+        """The steps to run: the configured ones, or those of the role flow run by `admin`."""
+        if self.steps:
+            return self.steps
+        path = self.assign_path.replace("{id}", "${id}").replace("{role}", self.role)
+        revoke = self.revoke_path.replace("{id}", "${id}").replace("{role}", self.role)
+        new_user: dict[str, BodyValue] = {
+            "username": "${flow.username}",
+            "password": "${flow.password}",
+            "roles": (),
+        }
+        return (
+            FlowStep(
+                "admin creates user ${flow.username}",
+                self.users_path,
+                user=admin,
+                method="POST",
+                body=new_user,
+                expect_status=201,
+                capture={"id": "id"},
+            ),
+            FlowStep(
+                f"without a role: GET {self.resource} denied",
+                self.resource,
+                FLOW_USER,
+                expect_status=403,
+            ),
+            FlowStep(f"admin assigns role {self.role}", path, admin, "POST", {"role": self.role}),
+            FlowStep(f"with {self.role}: GET {self.resource} allowed", self.resource, FLOW_USER),
+            FlowStep(f"admin revokes role {self.role}", revoke, admin, "DELETE"),
+            FlowStep(
+                f"after revoke: GET {self.resource} denied",
+                self.resource,
+                FLOW_USER,
+                expect_status=403,
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -386,6 +531,7 @@ class ChecksConfig:
     error_fields: tuple[str, ...] = ()
     users: Mapping[str, CheckUser] = field(default_factory=dict)
     login: LoginSettings = field(default_factory=LoginSettings)
+    provision: ProvisionRequest = field(default_factory=ProvisionRequest)
     database: DatabaseCheck | None = None
     probes: tuple[ProbeCheck, ...] = ()
     rbac: tuple[RbacCheck, ...] = ()
@@ -394,6 +540,36 @@ class ChecksConfig:
     flow: UserFlow | None = None
     metrics: tuple[MetricRule, ...] = ()
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
+
+
+# -- The proxy: deploytools' own HAProxy in front of the app (docs/zero-downtime.md) --------
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The reverse proxy that switches traffic between app containers, and how deploytools
+    tells that an app container answers. Every key has a default read from the Compose file
+    (deploytools.proxy_settings), so most services set none."""
+
+    # The HAProxy image of deploytools' own proxy container. "" = $PROXY_IMAGE, else haproxy:2.8.
+    image: str = ""
+    # The port the app listens on inside the project network. 0 = the app service's `expose`,
+    # its `ports` target or its healthcheck's URL in the Compose file, else 8080.
+    app_port: int = 0
+    # The app's health route. "" = the path of the app service's healthcheck, else /health.
+    health_path: str = ""
+    # The status the health route answers with when the app is up.
+    health_status: int = 200
+    # What its body must be: a table of dotted JSON fields and their values, or one scalar the
+    # whole JSON body must equal (`true`). Unset = the status alone, except with no health
+    # route anywhere (today's default /health) = { status = "ok" }.
+    health_expect: JsonScalar | Mapping[str, JsonScalar] | None = None
+    # A Compose service the files may define as the proxy (docker-compose.prod.yml's): used
+    # when defined, else deploytools runs its own proxy container. "" = always its own.
+    compose_service: str = "proxy"
+    # Where deploytools' own proxy publishes, by environment: "PORT" or "ADDRESS:PORT".
+    # An environment not named = the port of its base_url (80 when the URL names none).
+    ports: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -410,6 +586,7 @@ class Config:
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     windows: Mapping[str, WindowsConfig] = field(default_factory=dict)
     contacts: ContactsConfig = field(default_factory=ContactsConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
     # Where it was read from; not a key of the file.
     path: Path = field(default=Path(DEFAULT_CONFIG_FILE), metadata={"derived": True})
 
@@ -495,6 +672,9 @@ NUMBER_RANGES: dict[type, dict[str, Range]] = {
     ChecksConfig: {"timeout_s": _REQUEST_TIMEOUT_S},
     ProbeCheck: {"expect_status": _HTTP_STATUS, "budget_ms": Range(0, 3_600_000)},
     RbacCheck: {"expect_status": _HTTP_STATUS},
+    LoginSettings: {"expect_status": _HTTP_STATUS},
+    ProvisionRequest: {"expect_status": _HTTP_STATUS},
+    FlowStep: {"expect_status": _HTTP_STATUS},
     LatencyCheck: {
         "expect_status": _HTTP_STATUS,
         "rate_per_s": Range(0, 10_000, low_open=True),
@@ -514,6 +694,7 @@ NUMBER_RANGES: dict[type, dict[str, Range]] = {
         "failure_limit": _COUNT,
         "baseline_tolerance": Range(1, 1_000),
     },
+    ProxyConfig: {"app_port": Range(0, 65_535), "health_status": _HTTP_STATUS},
 }
 
 
@@ -760,8 +941,9 @@ def _validate(config: Config, loader: _Loader) -> None:
                 f'"notifications.{key}" must name an environment variable (the URL is a '
                 f'secret), got "{getattr(notifications, key)}"'
             )
-    _validate_checks(config.checks, loader)
+    _validate_checks(config.checks, loader, list(config.environments))
     _validate_windows(config, loader)
+    _validate_proxy(config, loader)
     for i, tier in enumerate(config.contacts.tiers):
         if not tier.people:
             raise loader.fail(
@@ -885,11 +1067,58 @@ def _validate_windows(config: Config, loader: _Loader) -> None:
             raise loader.fail(f'"windows.{name}": {error}') from None
 
 
+_PROXY_PORT_RE = re.compile(r"(?:([0-9.]+|\[[0-9a-fA-F:]+\]):)?([0-9]{1,5})")
+_PROXY_SERVICE_RE = re.compile(r"|[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def proxy_publish(value: str) -> tuple[str, int] | None:
+    """A [proxy.ports] value ("8080", "127.0.0.1:8080") as (host address, port); None when it
+    is neither. The address "" publishes on every interface."""
+    match = _PROXY_PORT_RE.fullmatch(value)
+    if match is None or not 1 <= int(match.group(2)) <= 65_535:
+        return None
+    return (match.group(1) or "").strip("[]"), int(match.group(2))
+
+
+def _validate_proxy(config: Config, loader: _Loader) -> None:
+    proxy = config.proxy
+    path = proxy.health_path
+    if path and (not path.startswith("/") or any(c.isspace() for c in path)):
+        raise loader.fail(f'"proxy.health_path" must be a path starting with "/", got "{path}"')
+    if not _PROXY_SERVICE_RE.fullmatch(proxy.compose_service):
+        raise loader.fail(
+            f'"proxy.compose_service" must be "" or a Compose service name, '
+            f'got "{proxy.compose_service}"'
+        )
+    if any(c.isspace() for c in proxy.image):
+        raise loader.fail(f'"proxy.image" must be an image reference, got "{proxy.image}"')
+    for name, value in proxy.ports.items():
+        if name not in config.environments:
+            raise loader.fail(
+                f'"proxy.ports.{name}" names no environment'
+                + _suggest(name, list(config.environments))
+            )
+        if proxy_publish(value) is None:
+            raise loader.fail(
+                f'"proxy.ports.{name}" must be "PORT" or "ADDRESS:PORT" (a port from 1 to '
+                f'65535), got "{value}"'
+            )
+
+
 _HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
-def _validate_checks(checks: ChecksConfig, loader: _Loader) -> None:
+#: An HTTP header's name (RFC 9110 token characters).
+_HEADER_NAME_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+#: A value captured by a flow step, used as "${NAME}" later.
+_CAPTURE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _validate_checks(
+    checks: ChecksConfig, loader: _Loader, environments: list[str] | None = None
+) -> None:
     """References between check tables (users, thresholds, suites) must resolve now, not mid-run."""
+    environments = environments or []
     thresholds = [f.name for f in dataclasses.fields(Thresholds)]
     users = list(checks.users)
 
@@ -919,17 +1148,69 @@ def _validate_checks(checks: ChecksConfig, loader: _Loader) -> None:
         if name not in _HTTP_METHODS:
             raise loader.fail(f'"{where}.method" must be one of {", ".join(_HTTP_METHODS)}')
 
+    def one_of(where: str, value: str, allowed: tuple[str, ...]) -> None:
+        if value not in allowed:
+            raise loader.fail(
+                f'"{where}" must be one of {", ".join(allowed)}, got "{value}"'
+                + _suggest(value, list(allowed))
+            )
+
+    login = checks.login
+    one_of("checks.login.style", login.style, LOGIN_STYLES)
+    if not _HEADER_NAME_RE.fullmatch(login.header):
+        raise loader.fail(
+            f'"checks.login.header" must be an HTTP header name, got "{login.header}"'
+        )
+    if login.style in ("json", "form") and not login.path.startswith("/"):
+        raise loader.fail(f'"checks.login.path" must start with "/", got "{login.path}"')
     for name, u in checks.users.items():
-        for key, var in (("username_env", u.username_env), ("password_env", u.password_env)):
-            if not _ENV_VAR_RE.fullmatch(var):
+        for env_name, names in (("", u), *u.environments.items()):
+            where = f"checks.users.{name}" + (f".environments.{env_name}" if env_name else "")
+            if env_name and env_name not in environments:
                 raise loader.fail(
-                    f'"checks.users.{name}.{key}" must name an environment variable, got "{var}"'
+                    f'"{where}": "{env_name}" is not a key of [environments] '
+                    f"(known: {', '.join(environments)})" + _suggest(env_name, environments)
+                )
+            for key in ("username_env", "password_env", "token_env"):
+                var = getattr(names, key)
+                if var and not _ENV_VAR_RE.fullmatch(var):
+                    raise loader.fail(
+                        f'"{where}.{key}" must name an environment variable, got "{var}"'
+                    )
+        for env_name in environments or [""]:
+            names = u.secrets_in(env_name)
+            shown = f" in environment {env_name}" if env_name in u.environments else ""
+            if login.style == "token" or names.token_env:
+                if not names.token_env:
+                    raise loader.fail(
+                        f'"checks.users.{name}" needs "token_env"{shown}: [checks.login] '
+                        'style is "token"'
+                    )
+            elif not (names.username_env and names.password_env):
+                raise loader.fail(
+                    f'"checks.users.{name}" needs "username_env" and "password_env"{shown} '
+                    '(or "token_env" for a static token)'
                 )
     user("checks.admin_user", checks.admin_user)
+    provision = checks.provision
+    one_of("checks.provision.body_format", provision.body_format, BODY_FORMATS)
+    method("checks.provision", provision.method)
+    creates = [n for n, u in checks.users.items() if u.create]
+    if provision.enabled and creates and not checks.admin_user:
+        raise loader.fail(
+            f'"checks.users.{creates[0]}.create" is true: creating a missing user needs '
+            '"checks.admin_user" (who creates it)'
+        )
     for i, probe in enumerate(checks.probes):
         where = f"checks.probes[{i}]"
         user(f"{where}.user", probe.user)
         method(where, probe.method)
+        one_of(f"{where}.body_format", probe.body_format, BODY_FORMATS)
+        if probe.expect_body is not None and (probe.expect_json or probe.expect_fields):
+            raise loader.fail(
+                f'"{where}.expect_body" is the whole body: it cannot go with expect_json or '
+                "expect_fields (fields of an object)"
+            )
         threshold(f"{where}.budget", probe.budget)
         suites(where, probe.suites)
     for i, rbac in enumerate(checks.rbac):
@@ -938,6 +1219,7 @@ def _validate_checks(checks: ChecksConfig, loader: _Loader) -> None:
             raise loader.fail(f'"{where}.user" must name a key of [checks.users]')
         user(f"{where}.user", rbac.user)
         method(where, rbac.method)
+        one_of(f"{where}.body_format", rbac.body_format, BODY_FORMATS)
         suites(where, rbac.suites)
     for i, lat in enumerate(checks.latency):
         where = f"checks.latency[{i}]"
@@ -946,14 +1228,39 @@ def _validate_checks(checks: ChecksConfig, loader: _Loader) -> None:
         threshold(f"{where}.threshold", lat.threshold)
         suites(where, lat.suites)
     if checks.database is not None:
+        one_of("checks.database.revision_from", checks.database.revision_from, REVISION_SOURCES)
         suites("checks.database", checks.database.suites)
         suites("checks.database.revision", checks.database.revision_suites)
     if checks.logs is not None:
         suites("checks.logs", checks.logs.suites)
     if checks.flow is not None:
-        suites("checks.flow", checks.flow.suites)
-        if not checks.admin_user:
-            raise loader.fail('[checks.flow] needs "checks.admin_user" (who creates the user)')
+        flow = checks.flow
+        suites("checks.flow", flow.suites)
+        if not flow.steps:
+            if not (flow.role and flow.resource):
+                raise loader.fail(
+                    '[checks.flow] needs "role" and "resource" (the role flow), or '
+                    "[[checks.flow.steps]] (a flow of your own)"
+                )
+            if not checks.admin_user:
+                raise loader.fail('[checks.flow] needs "checks.admin_user" (who creates the user)')
+        flow_users = [*users, FLOW_USER]
+        for i, step in enumerate(flow.steps):
+            where = f"checks.flow.steps[{i}]"
+            if step.user and step.user not in flow_users:
+                raise loader.fail(
+                    f'"{where}.user" is "{step.user}", not a key of [checks.users] nor '
+                    f'"{FLOW_USER}" (the flow\'s new user)' + _suggest(step.user, flow_users)
+                )
+            method(where, step.method)
+            one_of(f"{where}.body_format", step.body_format, BODY_FORMATS)
+            if not step.path.startswith("/"):
+                raise loader.fail(f'"{where}.path" must start with "/", got "{step.path}"')
+            for var in step.capture:
+                if not _CAPTURE_NAME_RE.fullmatch(var):
+                    raise loader.fail(
+                        f'"{where}.capture" keys are names (letters, digits, "_"), got "{var}"'
+                    )
     for i, rule in enumerate(checks.metrics):
         where = f"checks.metrics[{i}]"
         threshold(f"{where}.threshold", rule.threshold)

@@ -1,4 +1,9 @@
-"""The reverse proxy in front of the app (docker-compose.prod.yml's `proxy` service, HAProxy).
+"""The reverse proxy in front of the app: HAProxy, deploytools' own part.
+
+It is either a container deploytools starts and owns for the environment (`start_owned`: no
+proxy service needed in the app's Compose files; attached to the project's network, publishing
+the environment's port), or, when the Compose files define one (docker-compose.prod.yml's
+`proxy` service), that service. Either runs the config `render` writes.
 
 Traffic is switched through HAProxy's runtime API, without a reload: no process starts or
 stops in the proxy, no client connection is closed, and a request in flight finishes where it
@@ -33,13 +38,28 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from deploytools.engine.client import Container
-from deploytools.errors import CheckFailed, DeadlineExceeded, ExternalCommandFailed
+from deploytools import proxy_settings
+from deploytools.engine.client import ONEOFF_LABEL, PROJECT_LABEL, SERVICE_LABEL, Container, OneOff
+from deploytools.engine.errors import EngineError, ImageNotFound
+from deploytools.errors import (
+    CheckFailed,
+    DeadlineExceeded,
+    EnvironmentUnreachable,
+    ExternalCommandFailed,
+    UsageError,
+)
+from deploytools.proxy_settings import HealthAnswer, ProxySettings
 from deploytools.target import Target, wait_until_healthy
 
-#: The Compose service of the proxy, and the port the app listens on inside the network.
+#: The Compose service a stack's files may define as the proxy ([proxy] compose_service).
 PROXY_SERVICE = "proxy"
-APP_PORT = 8080
+#: The port the app listens on inside the network when nothing else says: the last default
+#: of `[proxy] app_port` (proxy_settings.resolve gives the environment's).
+APP_PORT = proxy_settings.DEFAULT_APP_PORT
+#: deploytools' own proxy container: its service label (it belongs to the Compose project, so
+#: `status` lists it and `down --remove-orphans` removes it), and a label naming it.
+OWNED_SERVICE = "deploytools-proxy"
+OWNED_LABEL = "deploytools.proxy"
 #: HAProxy's runtime API inside the proxy container (never published).
 ADMIN_PORT = 9999
 BACKEND = "app"
@@ -99,9 +119,16 @@ backend {BACKEND}
 {slots}"""
 
 
+def settings(target: Target) -> ProxySettings:
+    """The proxy's settings for `target`'s environment (deploy.toml, then the Compose files)."""
+    return proxy_settings.resolve(target.config, target.environment)
+
+
 def container(target: Target) -> Container | None:
-    """The running proxy container of the environment, or None (no proxy: recreate only)."""
-    running = target.running(PROXY_SERVICE)
+    """The running proxy of the environment: the Compose files' proxy service, else
+    deploytools' own container; None when neither runs (recreate only)."""
+    service = target.config.proxy.compose_service
+    running = (target.running(service) if service else []) or target.running(OWNED_SERVICE)
     return running[0] if running else None
 
 
@@ -124,19 +151,154 @@ def address(container: Container, proxy: Container) -> str:
 
 def defined(target: Target) -> bool:
     """Whether the Compose files define the proxy service."""
-    return target.defines(PROXY_SERVICE)
+    return bool(settings(target).compose_service)
 
 
-def ensure_running(target: Target, *, timeout_s: float) -> Container | None:
-    """Start the proxy when the files define it and it does not run (a first deploy); None when
-    there is no proxy service."""
+def ensure_running(
+    target: Target, *, timeout_s: float, unless_app_publishes: bool = False
+) -> Container | None:
+    """The environment's proxy, started when it does not run: the Compose files' proxy service
+    when they define one, else deploytools' own container.
+
+    `unless_app_publishes`: None instead of starting deploytools' own when the app service
+    publishes a host port itself (a recreate deploy of a stack not put behind the proxy yet:
+    the port is the app's; `deploytools proxy start` adopts it, docs/zero-downtime.md)."""
     running = container(target)
-    if running is not None or not defined(target):
+    if running is not None:
         return running
-    target.start([PROXY_SERVICE], what="starting the proxy")
-    started = container(target)
-    if started is None:
-        raise CheckFailed(f"the proxy of environment {target.name} did not start")
+    resolved = settings(target)
+    if resolved.compose_service:
+        target.start([resolved.compose_service], what="starting the proxy")
+        started = container(target)
+        if started is None:
+            raise CheckFailed(f"the proxy of environment {target.name} did not start")
+        wait_until_healthy(started, timeout_s=timeout_s)
+        return started
+    if unless_app_publishes and resolved.app.published:
+        return None
+    return start_owned_proxy(target, resolved, timeout_s=timeout_s)
+
+
+def switch_refusal(target: Target, resolved: ProxySettings | None = None) -> str | None:
+    """Why the traffic of `target` cannot be switched between two app containers (a rolling
+    deploy's start beside), in words; None when it can. Reads the Compose files only: whether
+    the proxy runs deploytools' config is read by the deploy itself (`read_servers`)."""
+    resolved = resolved or settings(target)
+    if resolved.app.published and not resolved.compose_service:
+        ports = ", ".join(str(p) for p in resolved.app.published)
+        return (
+            f"the app service {target.config.project.app_service} publishes host port {ports} "
+            "itself, so a second container of it cannot start beside the first"
+        )
+    return None
+
+
+#: The proxy answers /proxy-health itself; bash's /dev/tcp: the image has no HTTP client.
+PROXY_HEALTHCHECK = [
+    "CMD",
+    "bash",
+    "-c",
+    "exec 3<>/dev/tcp/127.0.0.1/80 && printf 'GET /proxy-health HTTP/1.0\\r\\n\\r\\n' >&3 "
+    "&& read -r status <&3 && [[ $status == *' 200 '* ]]",
+]
+#: How the proxy's config reaches it: an environment variable written to a file at start (the
+#: official image runs HAProxy as an unprivileged user: /tmp is writable).
+PROXY_COMMAND = [
+    "sh",
+    "-c",
+    "printf '%s' \"$DEPLOYTOOLS_PROXY_CONF\" > /tmp/haproxy.cfg "
+    "&& exec haproxy -db -f /tmp/haproxy.cfg",
+]
+
+
+def owned_name(target: Target) -> str:
+    return f"{target.project}-{OWNED_SERVICE}"
+
+
+def owned_spec(target: Target, resolved: ProxySettings, network: str) -> OneOff:
+    """deploytools' own proxy container for `target`: an HAProxy of `resolved.image` on
+    `network`, publishing `resolved.publish` on its port 80, restarted with the engine."""
+    host, port = resolved.publish
+    return OneOff(
+        image=resolved.image,
+        name=owned_name(target),
+        command=PROXY_COMMAND,
+        environment=[
+            "DEPLOYTOOLS_PROXY_CONF="
+            + render(target.config.project.app_service, app_port=resolved.app_port)
+        ],
+        labels={
+            PROJECT_LABEL: target.project,
+            SERVICE_LABEL: OWNED_SERVICE,
+            ONEOFF_LABEL: "False",
+            OWNED_LABEL: "owned",
+        },
+        network=network,
+        publish_fixed={"80/tcp": (host, port)},
+        restart="unless-stopped",
+        # A soft stop (both images' stop signal): sessions in flight finish.
+        stop_signal="SIGUSR1",
+        healthcheck={
+            "test": PROXY_HEALTHCHECK,
+            "interval_s": 2,
+            "timeout_s": 3,
+            "retries": 3,
+            "start_period_s": 5,
+        },
+    )
+
+
+def project_network(target: Target) -> str:
+    """The network deploytools' own proxy joins: the app's (or, before the first app
+    container, the database's), the project's default network first."""
+    config = target.config.project
+    for service in (config.app_service, config.database_service, None):
+        names: set[str] = set()
+        for found in target.running(service) if service else target.containers():
+            names |= set((found.attrs.get("NetworkSettings", {}).get("Networks") or {}).keys())
+        if names:
+            default = f"{target.project}_default"
+            return default if default in names else sorted(names)[0]
+    raise EnvironmentUnreachable(
+        f"environment {target.name} runs no container of {target.project} whose network "
+        "the proxy could join",
+        untouched="no proxy was started",
+        hint="start the stack's database first (a deploy does)",
+    )
+
+
+def start_owned_proxy(target: Target, resolved: ProxySettings, *, timeout_s: float) -> Container:
+    """Start deploytools' own proxy for `target` and wait until it is healthy. A stopped one
+    left from before is replaced."""
+    host, port = resolved.publish
+    if port in resolved.app.published:
+        raise UsageError(
+            f"the proxy of environment {target.name} cannot publish port {port}: the app "
+            f"service {target.config.project.app_service} publishes it itself",
+            untouched="no proxy was started; the app serves as it did",
+            hint=f'give the proxy another port ([proxy.ports] {target.name} = "PORT"), move '
+            "the traffic to it, then remove the app's `ports` (docs/zero-downtime.md, adopting)",
+        )
+    network = project_network(target)
+    engine = target.engine
+    for stale in target.containers(OWNED_SERVICE):
+        with contextlib.suppress(EngineError):
+            stale.remove(force=True)
+    try:
+        started = engine.run(owned_spec(target, resolved, network))
+    except ImageNotFound:
+        raise EnvironmentUnreachable(
+            f"the proxy's image {resolved.image} is not on the engine of {target.name}",
+            untouched="no proxy was started",
+            hint="pull it there, or name another in [proxy] image (or $PROXY_IMAGE)",
+        ) from None
+    except EngineError as error:
+        raise ExternalCommandFailed(
+            f"the proxy of environment {target.name} did not start "
+            f"(image {resolved.image}, port {host + ':' if host else ''}{port}): {error}",
+            untouched="no proxy was started",
+            hint="is the port taken? set [proxy.ports] in deploy.toml",
+        ) from error
     wait_until_healthy(started, timeout_s=timeout_s)
     return started
 
@@ -369,6 +531,7 @@ def prepare(
     timeout_s: float = 60.0,
     wait: bool = True,
     session: RuntimeApi | None = None,
+    app_port: int = APP_PORT,
 ) -> Prepared:
     """Get the switch ready: to the IPv4 address `pin` (a slot), or, `pin` None, back to the
     service's server (its address set to `service_address` when given, so that it does not
@@ -387,7 +550,7 @@ def prepare(
         target = choose_server(servers, pin)
         address = pin if pin is not None else service_address
         if address is not None:
-            said = api.ask(f"set server {BACKEND}/{target} addr {address} port {APP_PORT}")
+            said = api.ask(f"set server {BACKEND}/{target} addr {address} port {app_port}")
             if not re.match(r"(IP changed|no need to change|nothing changed)", said, re.I) and (
                 said.strip()
             ):
@@ -464,6 +627,7 @@ def switch(
     timeout_s: float = 60.0,
     wait: bool = True,
     session: RuntimeApi | None = None,
+    app_port: int = APP_PORT,
 ) -> None:
     """`prepare` then `cut`: the traffic to `pin` (an address) or back to the service."""
     cut(
@@ -474,5 +638,109 @@ def switch(
             timeout_s=timeout_s,
             wait=wait,
             session=session,
+            app_port=app_port,
         )
     )
+
+
+# -- Asking the app, from the proxy --------------------------------------------------------
+#
+# A new container's health route is asked from the proxy container, over the project's
+# network, with bash's /dev/tcp: the app's image needs no python3, curl or shell of its own
+# (the proxy's image has bash: the runtime API client needs it too).
+
+#: One request; prints the answer (status line, headers, body). $1 address, $2 port, $3 path.
+ASK_SCRIPT = r"""
+exec 3<>"/dev/tcp/$1/$2" || exit 3
+printf 'GET %s HTTP/1.0\r\nHost: %s:%s\r\nUser-Agent: deploytools\r\nConnection: close\r\n\r\n' \
+    "$3" "$1" "$2" >&3
+while IFS= read -r -t 10 line <&3 || [ -n "$line" ]; do printf '%s\n' "$line"; line=; done
+"""
+
+#: Rounds of concurrent requests; exits 1 saying how many did not answer the status $4.
+#: $1 address, $2 port, $3 path, $4 status, $5 concurrency, $6 rounds.
+WARM_SCRIPT = r"""
+one() {
+    local want=$4 status line
+    exec 3<>"/dev/tcp/$1/$2" || return 1
+    printf 'GET %s HTTP/1.0\r\nHost: %s:%s\r\nConnection: close\r\n\r\n' "$3" "$1" "$2" >&3
+    IFS= read -r -t 10 status <&3 || return 1
+    while IFS= read -r -t 10 line <&3; do :; done
+    set -- ${status%$'\r'}
+    [ "$2" = "$want" ]
+}
+failed=0
+for ((round = 0; round < $6; round++)); do
+    pids=()
+    for ((i = 0; i < $5; i++)); do one "$1" "$2" "$3" "$4" & pids+=($!); done
+    for pid in "${pids[@]}"; do wait "$pid" || failed=$((failed + 1)); done
+done
+if [ "$failed" -ne 0 ]; then
+    printf '%s of %s requests did not answer %s\n' "$failed" $(($5 * $6)) "$4"
+    exit 1
+fi
+"""
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: str
+
+
+def ask_argv(address: str, port: int, path: str) -> list[str]:
+    ipaddress.ip_address(address)  # ValueError: not an address
+    return ["bash", "-c", ASK_SCRIPT, "bash", address, str(port), path]
+
+
+def warm_argv(
+    address: str, port: int, health: HealthAnswer, *, concurrency: int, rounds: int
+) -> list[str]:
+    ipaddress.ip_address(address)
+    values = (address, str(port), health.path, str(health.status), str(concurrency), str(rounds))
+    return ["bash", "-c", WARM_SCRIPT, "bash", *values]
+
+
+def parse_answer(output: str) -> Answer | None:
+    """An HTTP/1.x answer as ASK_SCRIPT prints it; None when there is none."""
+    head, _, body = output.replace("\r\n", "\n").partition("\n\n")
+    words = head.split("\n", 1)[0].split()
+    if len(words) < 2 or not words[0].startswith("HTTP/") or not words[1].isdigit():
+        return None
+    return Answer(int(words[1]), body.rstrip("\n"))
+
+
+def ask(proxy: Container, address: str, port: int, path: str, *, timeout_s: float) -> Answer:
+    """GET `path` of the app at `address`:`port`, from the proxy container."""
+    result = proxy.exec(ask_argv(address, port, path), timeout_s=timeout_s)
+    text = result.output().decode("utf-8", "replace")
+    answer = parse_answer(text)
+    if answer is None:
+        said = text.strip()[-300:] or f"nothing (exit {result.exit_code})"
+        raise CheckFailed(
+            f"{address}:{port}{path} gave no HTTP answer to the proxy {proxy.name}: {said}",
+            hint="is the app listening on that port? ([proxy] app_port)",
+        )
+    return answer
+
+
+def warm(
+    proxy: Container,
+    address: str,
+    port: int,
+    health: HealthAnswer,
+    *,
+    concurrency: int,
+    rounds: int,
+    timeout_s: float,
+) -> None:
+    """`rounds` of `concurrency` concurrent requests to the health route, from the proxy;
+    CheckFailed when one did not answer the expected status."""
+    argv = warm_argv(address, port, health, concurrency=concurrency, rounds=rounds)
+    result = proxy.exec(argv, timeout_s=timeout_s)
+    if result.exit_code != 0:
+        text = result.output().decode("utf-8", "replace").strip()
+        raise CheckFailed(
+            f"warming {address}:{port} up failed (exit {result.exit_code}): "
+            f"{text[-300:] or 'no output'}"
+        )

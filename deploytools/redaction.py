@@ -35,7 +35,10 @@ def secret_names(config: Config | None) -> set[str]:
     names = {config.github.token_env}
     for env in config.environments.values():
         names.update(env.secrets)
-    names.update(user.password_env for user in config.checks.users.values())
+    for user in config.checks.users.values():
+        names.update(n for n in (user.password_env, user.token_env) if n)
+        for other in user.environments.values():
+            names.update(n for n in (other.password_env, other.token_env) if n)
     names.update(
         (config.notifications.slack_webhook_env, config.notifications.status_page_hook_env)
     )

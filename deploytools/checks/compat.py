@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from deploytools.engine.client import ONEOFF_LABEL, PROJECT_LABEL, Container, Engine, OneOff
 from deploytools.engine.errors import EngineError, ImageNotFound
 from deploytools.errors import DeadlineExceeded, EnvironmentUnreachable
+from deploytools.proxy_settings import HealthAnswer
 
 # For annotations only: the check is handed a target, it never opens one.
 if TYPE_CHECKING:
@@ -50,8 +51,15 @@ def previous_app(
     *,
     timeout_s: float = 60.0,
     clock: Callable[[], float] = time.monotonic,
+    health: HealthAnswer | None = None,
+    port: int | None = None,
 ) -> Iterator[PreviousApp]:
-    """Run `image` beside the environment's `service` until the block ends; yield its URL."""
+    """Run `image` beside the environment's `service` until the block ends; yield its URL.
+
+    It counts as started once its health route gives the answer `health` expects (the proxy's
+    settings: [proxy] health_*; default /health answering 200). `port`: the port it listens
+    on (default: the first its running container exposes)."""
+    health = health or HealthAnswer()
     running = target.containers(service, include_stopped=False)
     if not running:
         raise EnvironmentUnreachable(
@@ -61,7 +69,8 @@ def previous_app(
     app = running[0]
     engine = target.engine
     networks = list((app.attrs.get("NetworkSettings", {}).get("Networks") or {}).keys())
-    exposed = list((app.attrs.get("Config", {}).get("ExposedPorts") or {}).keys())
+    exposed = [f"{port}/tcp"] if port else []
+    exposed += list((app.attrs.get("Config", {}).get("ExposedPorts") or {}).keys())
     if not networks or not exposed:
         raise EnvironmentUnreachable(
             f"container {app.name} has no network or exposed port to copy",
@@ -94,18 +103,23 @@ def previous_app(
         import requests
 
         deadline = clock() + timeout_s
+        said = "no answer"
         while True:
             try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                answer = requests.get(f"{url}{health.path}", timeout=2)
+                problems = health.problems(answer.status_code, answer.text)
+                if not problems:
                     break
+                said = "; ".join(problems)
             except requests.RequestException:
                 pass
             container.reload()
             if container.status == "exited" or clock() > deadline:
                 tail = container.logs(tail=5).decode("utf-8", "replace").strip()
                 raise DeadlineExceeded(
-                    f"the previous release's image {image} did not answer /health with 200 "
-                    f"within {timeout_s:.0f} s (container {container.status}): {tail[-300:]}",
+                    f"the previous release's image {image} did not answer {health.describe()} "
+                    f"within {timeout_s:.0f} s ({said}; container {container.status}): "
+                    f"{tail[-300:]}",
                     untouched="the environment itself was not changed",
                 )
             time.sleep(0.5)

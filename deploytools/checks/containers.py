@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from deploytools.checks.results import CheckResult, Verdict
 from deploytools.engine.client import Container
 from deploytools.engine.errors import EngineError
 from deploytools.errors import EnvironmentUnreachable
@@ -85,3 +86,45 @@ def usage(container: Container) -> ContainerUsage:
             facts={"container": container.name},
         ) from None
     return ContainerUsage(container.name, cpu_percent(stats), memory_bytes(stats))
+
+
+def usage_results(
+    before: Mapping[str, Mapping[str, Any]],
+    after: Mapping[str, Mapping[str, Any]],
+    *,
+    cpu_limit: float,
+    memory_limit_mb: float,
+) -> list[CheckResult]:
+    """ "cpu NAME" and "memory NAME" of each container read at both ends of a window, against
+    [thresholds] cpu_percent and memory_mb (a container new at the end has no window yet)."""
+    return judge_usage(
+        [usage_between(n, before[n], now) for n, now in after.items() if n in before],
+        cpu_limit=cpu_limit,
+        memory_limit_mb=memory_limit_mb,
+    )
+
+
+def judge_usage(
+    usages: list[ContainerUsage], *, cpu_limit: float, memory_limit_mb: float
+) -> list[CheckResult]:
+    """ "cpu NAME" and "memory NAME" of each usage, against cpu_percent and memory_mb."""
+    out = []
+    for use in usages:
+        name = use.container
+        out.append(
+            CheckResult(
+                f"cpu {name}",
+                Verdict.PASS if use.cpu_percent < cpu_limit else Verdict.FAIL,
+                f"{use.cpu_percent:.1f}%",
+                f"< {cpu_limit:g}%",
+            )
+        )
+        out.append(
+            CheckResult(
+                f"memory {name}",
+                Verdict.PASS if use.memory_mb < memory_limit_mb else Verdict.FAIL,
+                f"{use.memory_mb:.0f} MB",
+                f"< {memory_limit_mb:g} MB",
+            )
+        )
+    return out

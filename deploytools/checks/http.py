@@ -7,6 +7,7 @@ Credentials only ever travel in request bodies and headers; nothing here logs or
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -14,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from deploytools.config import CheckUser, JsonScalar, LoginSettings
+from deploytools.config import BodyValue, CheckUser, JsonScalar, LoginSettings
 from deploytools.errors import UsageError
 
 if TYPE_CHECKING:
@@ -29,7 +30,8 @@ _MISSING = object()
 
 @dataclass(frozen=True)
 class Answer:
-    """What came back: status (0 when nothing did), parsed JSON (None if not JSON), elapsed ms."""
+    """What came back: status (0 when nothing did), parsed JSON (None if not JSON), elapsed ms;
+    `text` is a body that is not JSON (its first KB), for assertions on a plain-text answer."""
 
     method: str
     path: str
@@ -37,6 +39,7 @@ class Answer:
     elapsed_ms: float
     json: Any = None
     error: str = ""
+    text: str = field(default="", repr=False)
 
     @property
     def route(self) -> str:
@@ -77,30 +80,70 @@ def json_mismatches(document: Any, expected: Mapping[str, JsonScalar]) -> list[s
     return problems
 
 
+def body_mismatch(answer: Answer, want: JsonScalar) -> str:
+    """Why the whole body is not `want` (a bare JSON scalar such as `true`, or text), or ""."""
+    got = answer.json
+    if answer.json is None and answer.text:
+        got = answer.text.strip()
+    same = got == want and (type(got) is bool) == (type(want) is bool)
+    if same:
+        return ""
+    shown = json.dumps(got) if got is not None else "empty"
+    return f"body is {shown[:80]}, want {json.dumps(want)}"
+
+
 @dataclass(frozen=True)
 class Credentials:
-    """A test user's name and password, read from the environment. repr() hides the password."""
+    """A test user's name and password (or static token), read from the environment. repr()
+    hides the password and the token."""
 
     username: str
     password: str = field(repr=False)
+    token: str = field(default="", repr=False)
 
 
 def read_credentials(
-    name: str, user: CheckUser, environ: Mapping[str, str] | None = None
+    name: str,
+    user: CheckUser,
+    environ: Mapping[str, str] | None = None,
+    *,
+    environment: str = "",
+    style: str = "json",
 ) -> Credentials:
-    """The credentials of test user `name`; UsageError naming the variable (never its value)."""
+    """The credentials of test user `name` in `environment` (its variable names there); a
+    UsageError naming the variables (never their values) when one is not set."""
     environ = os.environ if environ is None else environ
-    missing = [v for v in (user.username_env, user.password_env) if not environ.get(v)]
+    names = user.secrets_in(environment)
+    static = style == "token" or bool(names.token_env)
+    wanted = [names.token_env] if static else [names.username_env, names.password_env]
+    missing = [v for v in wanted if not environ.get(v)]
     if missing:
+        where = f" for {environment}" if environment else ""
         raise UsageError(
-            f"the credentials of check user {name!r} are not set: "
+            f"the credentials of check user {name!r}{where} are not set: "
             + ", ".join(missing)
             + " (environment variables)",
             untouched="no check ran",
             hint="export them (in GitHub Actions, from the environment's secrets)",
             facts={"user": name, "missing": missing},
         )
-    return Credentials(environ[user.username_env], environ[user.password_env])
+    if static:
+        return Credentials(environ.get(names.username_env, name), "", environ[names.token_env])
+    return Credentials(environ[names.username_env], environ[names.password_env])
+
+
+def encode_body(body: Mapping[str, BodyValue]) -> dict[str, Any]:
+    """A body from deploy.toml as the request sends it (lists for TOML arrays)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in body.items()}
+
+
+def _form_value(value: Any) -> Any:
+    # A form field holds text: true/false as HTML forms send them, lists as repeated fields.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return [_form_value(v) for v in value]
+    return value
 
 
 class HttpClient:
@@ -143,23 +186,30 @@ class HttpClient:
         *,
         token: str | None = None,
         body: Mapping[str, Any] | None = None,
+        body_format: str = "json",
         timeout_s: float | None = None,
         started: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Answer:
-        """One request. `started` (a perf_counter time) lets a load test time a request from its
-        scheduled start rather than from when a worker got to it."""
+        """One request; `token` goes in the configured header with its scheme, `body` as JSON
+        or form-encoded. `started` (a perf_counter time) lets a load test time a request from
+        its scheduled start rather than from when a worker got to it."""
         import requests  # start-up time: see the top
 
-        headers = {"Accept": "application/json"}
+        sent = {"Accept": "application/json", **(headers or {})}
         if token:
-            headers["Authorization"] = f"Bearer {token}"
+            scheme = self.login_settings.header_scheme
+            sent[self.login_settings.header] = f"{scheme} {token}" if scheme else token
+        encoded = encode_body(body) if body is not None else None
+        form = body_format == "form" and encoded is not None
         begin = time.perf_counter() if started is None else started
         try:
             response = self.session.request(
                 method,
                 self.base_url + path,
-                headers=headers,
-                json=dict(body) if body is not None else None,
+                headers=sent,
+                json=None if form else encoded,
+                data={k: _form_value(v) for k, v in encoded.items()} if form and encoded else None,
                 timeout=timeout_s or self.timeout_s,
                 allow_redirects=False,
             )
@@ -173,8 +223,9 @@ class HttpClient:
         try:
             document = response.json()
         except ValueError:
-            document = None
-        # The body is not kept as text: a login answer holds a token.
+            # Plain text is kept (its start) for assertions; a JSON body is not kept as text:
+            # a login answer holds a token.
+            return Answer(method, path, response.status_code, elapsed, text=response.text[:1024])
         return Answer(method, path, response.status_code, elapsed, document)
 
     def text(self, path: str) -> tuple[Answer, str]:
@@ -191,19 +242,37 @@ class HttpClient:
         return Answer("GET", path, response.status_code, elapsed), response.text
 
     def login(self, credentials: Credentials) -> Answer:
+        """The login request of styles "json" and "form" (an OAuth2 password grant)."""
         s = self.login_settings
-        return self.request(
-            "POST",
-            s.path,
-            body={s.username_field: credentials.username, s.password_field: credentials.password},
-        )
+        body: dict[str, Any] = {
+            s.username_field: credentials.username,
+            s.password_field: credentials.password,
+        }
+        if s.style == "form":
+            body.setdefault("grant_type", "password")
+        body.update(s.extra)
+        return self.request("POST", s.path, body=body, body_format=s.style)
+
+    def login_token(self, credentials: Credentials) -> str | None:
+        """What goes in the auth header for these credentials, or None when login is refused.
+        A static token and basic credentials need no request; their refusal shows on use."""
+        s = self.login_settings
+        if credentials.token:
+            return credentials.token
+        if s.style == "basic":
+            pair = f"{credentials.username}:{credentials.password}".encode()
+            return base64.b64encode(pair).decode("ascii")
+        answer = self.login(credentials)
+        token = json_get(answer.json, s.token_field)
+        if answer.status != s.expect_status or not isinstance(token, str) or not token:
+            return None
+        return token
 
     def token_for(self, name: str, credentials: Credentials) -> str | None:
-        """A bearer token for test user `name` (cached), or None when the login is refused."""
+        """The token of test user `name` (cached), or None when the login is refused."""
         if name not in self._tokens:
-            answer = self.login(credentials)
-            token = json_get(answer.json, self.login_settings.token_field)
-            if answer.status != 200 or not isinstance(token, str):
+            token = self.login_token(credentials)
+            if token is None:
                 return None
             self._tokens[name] = token
         return self._tokens[name]

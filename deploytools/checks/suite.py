@@ -21,6 +21,7 @@ from deploytools.checks.http import (
     Answer,
     Credentials,
     HttpClient,
+    body_mismatch,
     has_field,
     json_get,
     json_mismatches,
@@ -29,6 +30,8 @@ from deploytools.checks.http import (
 from deploytools.checks.load import open_load
 from deploytools.checks.results import CheckResult, Verdict
 from deploytools.config import (
+    FLOW_USER,
+    BodyValue,
     ChecksConfig,
     DatabaseCheck,
     LatencyCheck,
@@ -38,6 +41,7 @@ from deploytools.config import (
     Thresholds,
     UserFlow,
 )
+from deploytools.errors import DeployError
 
 # For annotations only: the suite is handed containers and a target, it never opens them.
 if TYPE_CHECKING:
@@ -61,11 +65,19 @@ class Session:
     checks: ChecksConfig
     thresholds: Thresholds
     environ: Mapping[str, str]
+    #: The environment checked: a test user's secrets may have other names there.
+    environment: str = ""
     _credentials: dict[str, Credentials] = field(default_factory=dict)
 
     def credentials(self, user: str) -> Credentials:
         if user not in self._credentials:
-            self._credentials[user] = read_credentials(user, self.checks.users[user], self.environ)
+            self._credentials[user] = read_credentials(
+                user,
+                self.checks.users[user],
+                self.environ,
+                environment=self.environment,
+                style=self.checks.login.style,
+            )
         return self._credentials[user]
 
     def token(self, user: str) -> str | None:
@@ -74,19 +86,31 @@ class Session:
     def threshold(self, name: str) -> float:
         return float(getattr(self.thresholds, name))
 
-    def substitute(self, body: Mapping[str, Any]) -> dict[str, Any]:
+    def substitute(self, body: Mapping[str, BodyValue]) -> dict[str, Any]:
         """`${user.username}` / `${user.password}` in body strings -> the test user's values."""
 
         def one(value: Any) -> Any:
+            if isinstance(value, tuple):
+                return [one(v) for v in value]
             if not isinstance(value, str):
                 return value
-            match = re.fullmatch(r"\$\{([A-Za-z0-9_-]+)\.(username|password)\}", value)
+            match = _CREDENTIAL_RE.fullmatch(value)
             if not match:
                 return value
             creds = self.credentials(match.group(1))
             return creds.username if match.group(2) == "username" else creds.password
 
         return {k: one(v) for k, v in body.items()}
+
+    def error_values(self, answer: Answer) -> str:
+        """The documented error fields an answer carries ("error.code=forbidden"), for a
+        failure message; "" when there are none."""
+        shown = []
+        for dotted in self.checks.error_fields:
+            value = json_get(answer.json, dotted)
+            if isinstance(value, str | int | float | bool):
+                shown.append(f"{dotted}={str(value)[:120]}")
+        return ", ".join(shown)
 
     def error_shape_problems(self, answer: Answer) -> list[str]:
         """An error answer (4xx/5xx) must carry the documented fields ([checks] error_fields)."""
@@ -96,13 +120,17 @@ class Session:
         return [f"error answer lacks {', '.join(missing)}"] if missing else []
 
 
+_CREDENTIAL_RE = re.compile(r"\$\{([A-Za-z0-9_-]+)\.(username|password)\}")
+
+
 def probe_users(check: ProbeCheck) -> list[str]:
     """The test users a probe needs: its `user`, and those its body names (`${viewer.password}`)."""
     names = [check.user] if check.user else []
     for value in check.body.values():
-        match = re.fullmatch(r"\$\{([A-Za-z0-9_-]+)\.(username|password)\}", str(value))
-        if match:
-            names.append(match.group(1))
+        for item in value if isinstance(value, tuple) else (value,):
+            match = _CREDENTIAL_RE.fullmatch(str(item))
+            if match:
+                names.append(match.group(1))
     return names
 
 
@@ -116,17 +144,20 @@ def all_credentials(session: Session, names: list[str]) -> None:
 
 
 def ensure_users(session: Session) -> list[CheckResult]:
-    """Create test users that cannot log in yet and have a role to be created with.
+    """Create test users that cannot log in yet and are to be created (a role, or create =
+    true), through [checks.provision]'s request as admin_user.
 
     Only missing users are created; an existing user's roles are never changed, so a role
-    revoked behind the checks' back still shows up as a failed RBAC check.
+    revoked behind the checks' back still shows up as a failed RBAC check. Pre-provisioned
+    users (no role, no create; or provision.enabled = false) are only logged in as.
     """
     checks = session.checks
-    if not checks.admin_user:
+    provision = checks.provision
+    if not checks.admin_user or not provision.enabled:
         return []
     results: list[CheckResult] = []
     for name, user in checks.users.items():
-        if name == checks.admin_user or not user.role:
+        if name == checks.admin_user or not user.provisioned:
             continue
         creds = session.credentials(name)
         if session.token(name) is not None:
@@ -138,30 +169,66 @@ def ensure_users(session: Session) -> list[CheckResult]:
                     f"setup: admin login ({checks.admin_user})",
                     F,
                     "login refused",
-                    "status 200",
+                    f"status {checks.login.expect_status}",
                     "cannot create missing test users: the admin's credentials are not accepted",
                 )
             )
             return results
+        values = {"username": creds.username, "password": creds.password, "role": user.role}
         answer = session.client.request(
-            "POST",
-            checks.users_path,
+            provision.method,
+            provision.path or checks.users_path,
             token=admin_token,
-            body={"username": creds.username, "password": creds.password, "roles": [user.role]},
+            body=fill_template(provision.body, values),
+            body_format=provision.body_format,
         )
-        ok = answer.status == 201
+        ok = answer.status == provision.expect_status
+        shown = f" ({user.role})" if user.role else ""
         results.append(
             CheckResult(
-                f"setup: create test user {name} ({user.role})",
+                f"setup: create test user {name}{shown}",
                 P if ok else F,
                 answer.describe(),
-                "status 201",
+                f"status {provision.expect_status}",
                 ""
                 if ok
-                else "the user exists with another password, or the admin may not create it",
+                else "the user exists with another password, or the admin may not create it"
+                + (f" ({session.error_values(answer)})" if session.error_values(answer) else ""),
             )
         )
     return results
+
+
+_PLACEHOLDER_RE = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}")
+
+
+def fill_text(text: str, values: Mapping[str, Any]) -> str:
+    """ "${name}" in `text` -> values[name]; an unknown name stays as written."""
+    return _PLACEHOLDER_RE.sub(
+        lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), text
+    )
+
+
+def fill_template(body: Mapping[str, BodyValue], values: Mapping[str, Any]) -> dict[str, Any]:
+    """A body template with its placeholders filled. A string that is one placeholder takes the
+    value as it is (a number stays a number); a list item that becomes "" is left out (a user
+    created without a role gets roles = [])."""
+
+    def one(value: Any) -> Any:
+        if isinstance(value, str):
+            whole = _PLACEHOLDER_RE.fullmatch(value)
+            if whole and whole.group(1) in values:
+                return values[whole.group(1)]
+            return fill_text(value, values)
+        return value
+
+    filled: dict[str, Any] = {}
+    for key, value in body.items():
+        if isinstance(value, tuple):
+            filled[key] = [v for v in (one(item) for item in value) if v != ""]
+        else:
+            filled[key] = one(value)
+    return filled
 
 
 # -- probes and RBAC ---------------------------------------------------------------------------
@@ -181,7 +248,9 @@ def probe(session: Session, check: ProbeCheck) -> CheckResult:
     body = session.substitute(check.body) if check.body else None
     repeats = BUDGET_SAMPLES if budget else 1
     answers = [
-        session.client.request(check.method, check.path, token=token, body=body)
+        session.client.request(
+            check.method, check.path, token=token, body=body, body_format=check.body_format
+        )
         for _ in range(repeats)
     ]
     answer = answers[-1]
@@ -190,6 +259,8 @@ def probe(session: Session, check: ProbeCheck) -> CheckResult:
     if wrong:
         problems.append(f"{wrong[0].describe()}, want {check.expect_status}")
     else:
+        if check.expect_body is not None:
+            problems += list(filter(None, [body_mismatch(answer, check.expect_body)]))
         problems += json_mismatches(answer.json, check.expect_json)
         problems += [f"{f} missing" for f in check.expect_fields if not has_field(answer.json, f)]
         problems += session.error_shape_problems(answer)
@@ -226,16 +297,18 @@ def rbac(session: Session, check: RbacCheck) -> CheckResult:
             f"test user {check.user} cannot log in, so {check.method} {check.path} was not tried",
         )
     body = session.substitute(check.body) if check.body else None
-    answer = session.client.request(check.method, check.path, token=token, body=body)
+    answer = session.client.request(
+        check.method, check.path, token=token, body=body, body_format=check.body_format
+    )
     problems: list[str] = []
     if answer.status != check.expect_status:
         problems.append(
             f"{check.user} got {answer.status or 'no answer'} on {check.method} {check.path}, "
             f"want {check.expect_status}" + (f" ({answer.error})" if answer.error else "")
         )
-        required = json_get(answer.json, "error.required_permission")
-        if isinstance(required, str):
-            problems.append(f"the service says it requires {required!r}")
+        said = session.error_values(answer)
+        if said:
+            problems.append(f"the service says {said}")
     problems += session.error_shape_problems(answer)
     return CheckResult(
         name,
@@ -275,13 +348,16 @@ def database(
     *,
     suite: str,
     heads: Callable[[], tuple[str, ...]] | None,
+    stored_revision: Callable[[], str | None] | None = None,
 ) -> list[CheckResult]:
-    """Reachable (and its round trip) in the check's suites; the revision in revision_suites."""
+    """Reachable (and its round trip) in the check's suites; the revision in revision_suites,
+    from the health answer's revision_field or from the database itself (`stored_revision`,
+    which reads alembic_version through the database service), as revision_from says."""
     answer = session.client.request("GET", check.path)
     results: list[CheckResult] = []
-    reachable = json_get(answer.json, check.reachable_field)
+    reachable = json_get(answer.json, check.reachable_field) if check.reachable_field else None
     limit = session.threshold("database_latency_ms")
-    if suite in check.suites:
+    if suite in check.suites and check.reachable_field:
         if reachable is True:
             rtt = json_get(answer.json, check.round_trip_field)
             rtt_ok = isinstance(rtt, int | float) and rtt < limit
@@ -305,8 +381,8 @@ def database(
                 CheckResult("database connected", F, answer.describe(), "reachable", why)
             )
     if suite in check.revision_suites and check.expected_revision:
-        current = json_get(answer.json, check.revision_field)
-        current_text = current if isinstance(current, str) else "unknown"
+        current, source = _current_revision(answer, check, stored_revision)
+        current_text = current if isinstance(current, str) else f"unknown ({source})"
         try:
             if check.expected_revision == "head":
                 if heads is None:
@@ -333,6 +409,24 @@ def database(
             )
         )
     return results
+
+
+def _current_revision(
+    answer: Answer, check: DatabaseCheck, stored: Callable[[], str | None] | None
+) -> tuple[Any, str]:
+    """The revision the database is at, and where it was read."""
+    reported = json_get(answer.json, check.revision_field) if check.revision_field else None
+    from_health = check.revision_from == "health" or (
+        check.revision_from == "auto" and isinstance(reported, str)
+    )
+    if from_health:
+        return reported, f"{check.revision_field} of {check.path}"
+    if stored is None:
+        return None, "no database service to ask"
+    try:
+        return stored() or "none (never migrated)", "alembic_version"
+    except DeployError as exc:
+        return None, f"alembic_version unreadable: {exc.one_line()}"
 
 
 # -- latency -----------------------------------------------------------------------------------
@@ -445,80 +539,68 @@ def log_scan(
 
 
 def user_flow(session: Session, flow: UserFlow) -> list[CheckResult]:
-    """Create a user, deny, assign a role, allow, revoke, deny: each step one result; the flow
-    stops at the first step that fails (later ones would only repeat it)."""
+    """validate's flow: each step one request and one result; the flow stops at the first step
+    that fails (later ones would only repeat it). The flow's own user ("flow") gets a fresh name
+    and password, and logs in before its first step; captured values fill later steps."""
     checks = session.checks
     results: list[CheckResult] = []
-    admin = session.token(checks.admin_user)
-    if admin is None:
-        return [
-            CheckResult(
-                "flow: admin login",
-                F,
-                "login refused",
-                "status 200",
-                f"admin user {checks.admin_user} cannot log in",
-            )
-        ]
-    username = f"{flow.username_prefix}{secrets.token_hex(4)}"
-    password = secrets.token_urlsafe(18)
+    username = f"{flow.username_prefix}{secrets.token_hex(4)}{flow.username_suffix}"
+    values: dict[str, Any] = {
+        "flow.username": username,
+        "flow.password": secrets.token_urlsafe(18),
+    }
+    tokens: dict[str, str] = {}
     client = session.client
 
-    def step(name: str, answer: Answer, want: int, extra: list[str] | None = None) -> bool:
-        problems = [] if answer.status == want else [f"{answer.describe()}, want {want}"]
-        problems += extra or []
+    def refused(name: str, detail: str) -> list[CheckResult]:
+        want = f"status {checks.login.expect_status}"
+        return [*results, CheckResult(name, F, "login refused", want, detail)]
+
+    for step in flow.resolved_steps(checks.admin_user):
+        token: str | None = None
+        if step.user == FLOW_USER:
+            if FLOW_USER not in tokens:
+                creds = Credentials(values["flow.username"], values["flow.password"])
+                new = client.login_token(creds)
+                if new is None:
+                    return refused("flow: new user logs in", f"{username} cannot log in")
+                results.append(CheckResult("flow: new user logs in", P, "token", "a token"))
+                tokens[FLOW_USER] = new
+            token = tokens[FLOW_USER]
+        elif step.user:
+            token = session.token(step.user)
+            if token is None:
+                return refused(f"flow: {step.user} login", f"test user {step.user} cannot log in")
+        answer = client.request(
+            step.method,
+            fill_text(step.path, values),
+            token=token,
+            body=fill_template(step.body, values) if step.body else None,
+            body_format=step.body_format,
+        )
+        problems = (
+            []
+            if answer.status == step.expect_status
+            else [f"{answer.describe()}, want {step.expect_status}"]
+        )
+        problems += session.error_shape_problems(answer)
+        for name, dotted in step.capture.items():
+            got = json_get(answer.json, dotted)
+            if isinstance(got, str | int | float) and not isinstance(got, bool):
+                values[name] = got
+            elif not problems:
+                problems.append(f"{dotted} missing from the answer (captured as {name})")
         results.append(
             CheckResult(
-                f"flow: {name}",
+                f"flow: {fill_text(step.name, values)}",
                 F if problems else P,
                 answer.describe(),
-                f"status {want}",
+                f"status {step.expect_status}",
                 "; ".join(problems),
             )
         )
-        return not problems
-
-    created = client.request(
-        "POST",
-        flow.users_path,
-        token=admin,
-        body={"username": username, "password": password, "roles": []},
-    )
-    if not step(f"admin creates user {username}", created, 201):
-        return results
-    user_id = json_get(created.json, "id")
-    login = client.login(Credentials(username, password))
-    token = json_get(login.json, checks.login.token_field)
-    if not step("new user logs in", login, 200) or not isinstance(token, str):
-        return results
-    denied = client.request("GET", flow.resource, token=token)
-    if not step(
-        f"without a role: GET {flow.resource} denied",
-        denied,
-        403,
-        session.error_shape_problems(denied),
-    ):
-        return results
-    assign = client.request(
-        "POST",
-        flow.assign_path.format(id=user_id, role=flow.role),
-        token=admin,
-        body={"role": flow.role},
-    )
-    if not step(f"admin assigns role {flow.role}", assign, 200):
-        return results
-    allowed = client.request("GET", flow.resource, token=token)
-    if not step(f"with {flow.role}: GET {flow.resource} allowed", allowed, 200):
-        return results
-    revoke = client.request(
-        "DELETE", flow.revoke_path.format(id=user_id, role=flow.role), token=admin
-    )
-    if not step(f"admin revokes role {flow.role}", revoke, 200):
-        return results
-    again = client.request("GET", flow.resource, token=token)
-    step(
-        f"after revoke: GET {flow.resource} denied", again, 403, session.error_shape_problems(again)
-    )
+        if problems:
+            break
     return results
 
 

@@ -233,6 +233,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "deploytools.cli.pipeline_cmd",
         "The whole release runbook in one command (pipeline/runbook.py's steps, in order).",
     ),
+    "proxy": (
+        "deploytools.cli.proxy_cmd",
+        "deploytools' own reverse proxy (HAProxy) in front of the app: rolling deploys switch it.",
+    ),
     "release": (
         "deploytools.cli.release_cmd",
         "The release tag: verify it before anything is built or deployed.",

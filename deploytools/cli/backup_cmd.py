@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from deploytools.cli.app import AppState, cli, emit, pass_state
+from deploytools.sizes import human_size
 from deploytools.steps import backup as backup_step
 from deploytools.steps import lock as lock_step
 from deploytools.store.records import BackupManifest
@@ -205,7 +206,7 @@ def lock_break(state: AppState, environment: str, force: bool) -> None:
 
 def _summary(m: BackupManifest) -> str:
     return (
-        f"{m.created}, {m.size / 1e6:.1f} MB, revision {m.revision or 'none'}, "
+        f"{m.created}, {human_size(m.size)}, revision {m.revision or 'none'}, "
         f"version {m.version or '?'}, {m.total_rows} rows in {len(m.row_counts)} tables "
         f"({m.reason})"
     )

@@ -32,7 +32,10 @@ def mask_credentials(state: AppState, suite: str, environ: Mapping[str, str]) ->
     config = state.config()
     for name in checks_step.users_needed(state.context(), suite):
         user = config.checks.users[name]
-        for var in (user.username_env, user.password_env):
+        # Every environment's names: which one this run reads is the step's business.
+        variants = [user.secrets_in(""), *user.environments.values()]
+        names = [n for v in variants for n in (v.username_env, v.password_env, v.token_env) if n]
+        for var in names:
             value = environ.get(var)
             if value:
                 click.echo(f"::add-mask::{value}", err=True)

@@ -217,6 +217,15 @@ class OneOff:
     #: Published ports: container port ("8000/tcp") -> host address ("127.0.0.1", any port).
     publish_on: Mapping[str, str] = field(default_factory=dict)
     auto_remove: bool = False
+    #: Ports published on a fixed host port: container port ("80/tcp") -> (host address, "" for
+    #: every interface; host port). For a long-running helper (deploytools' own proxy).
+    publish_fixed: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    #: The restart policy's name ("unless-stopped"); "" = none, as `docker run`.
+    restart: str = ""
+    stop_signal: str = ""
+    #: The engine's healthcheck: test (argv with "CMD" first), interval_s, timeout_s, retries,
+    #: start_period_s.
+    healthcheck: Mapping[str, Any] | None = None
 
 
 class Engine:
@@ -293,8 +302,23 @@ class Engine:
             options["network"] = spec.network
         if spec.network_mode:
             options["network_mode"] = spec.network_mode
-        if spec.publish_on:
-            options["ports"] = {port: (host, None) for port, host in spec.publish_on.items()}
+        ports: dict[str, Any] = {port: (host, None) for port, host in spec.publish_on.items()}
+        ports.update({p: (h, port) if h else port for p, (h, port) in spec.publish_fixed.items()})
+        if ports:
+            options["ports"] = ports
+        if spec.restart:
+            options["restart_policy"] = {"Name": spec.restart}
+        if spec.stop_signal:
+            options["stop_signal"] = spec.stop_signal
+        if spec.healthcheck is not None:
+            check = spec.healthcheck
+            options["healthcheck"] = {
+                "test": list(check["test"]),
+                "interval": int(check.get("interval_s", 2) * 1e9),
+                "timeout": int(check.get("timeout_s", 3) * 1e9),
+                "retries": int(check.get("retries", 3)),
+                "start_period": int(check.get("start_period_s", 0) * 1e9),
+            }
         with translated():
             return Container(self._sdk.containers.run(spec.image, **options))
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from deploytools.engine.errors import EngineError
 from deploytools.errors import CheckFailed, DeployError
 from deploytools.session import EnvSession, start_database
-from deploytools.store.records import ReleaseRecord
+from deploytools.store.records import ReleaseRecord, utc_now
 from deploytools.target import Target, service_state, wait_until_healthy
 
 #: Tag that keeps a released image on the engine for rollbacks: <repository>:<env>-release-<id>.
@@ -43,6 +43,7 @@ class Phases:
             yield
         finally:
             self.record.timings[name] = round(time.monotonic() - started, 2)
+            self.record.phase_ends[name] = utc_now()
             self.session.refresh_lock()
             if save:
                 self.session.history.save_release(self.record)

@@ -22,6 +22,7 @@ from deploytools.context import StepContext
 from deploytools.database import Database
 from deploytools.errors import CheckFailed, DeployError, ExternalCommandFailed, UsageError
 from deploytools.session import EnvSession, open_environment
+from deploytools.sizes import human_size
 from deploytools.store.files import ExecResult
 from deploytools.store.records import BackupManifest, Verification, utc_now
 from deploytools.target import VERSION_LABEL, Target
@@ -158,15 +159,17 @@ def create_in(
     free = session.store.free_bytes()
     if free < 2 * size:
         raise DeployError(
-            f"the backup store {session.store.description} has {_mb(free)} free, less than "
-            f"twice the database's {_mb(size)}",
+            f"the backup store {session.store.description} has {human_size(free)} free, less than "
+            f"twice the database's {human_size(size)}",
             untouched="no backup was taken; the database and the store are as they were",
             hint="free space in the store (`deploytools backup prune`) or enlarge it",
             facts={"free_bytes": free, "database_bytes": size},
         )
     backup_id = history.new_backup_id()
     verifying = " and test-restoring" if verify else ""
-    session.progress(f"backup {backup_id}: dumping{verifying} {src.name} ({_mb(size)} on disk)")
+    session.progress(
+        f"backup {backup_id}: dumping{verifying} {src.name} ({human_size(size)} on disk)"
+    )
     if origin is None:
         origin = current_origin(session)
     started = time.monotonic()
@@ -180,7 +183,7 @@ def create_in(
     def on_bytes(done: int) -> None:
         nonlocal next_report
         if done >= next_report:
-            session.progress(f"backup {backup_id}: {_mb(done)} written")
+            session.progress(f"backup {backup_id}: {human_size(done)} written")
             next_report += PROGRESS_EVERY
 
     try:
@@ -281,7 +284,7 @@ def create_in(
     elapsed = time.monotonic() - started
     session.progress(
         f"backup {backup_id}: complete{', verified' if scratch else ''}, "
-        f"{_mb(streamed.size)} in {elapsed:.1f} s, "
+        f"{human_size(streamed.size)} in {elapsed:.1f} s, "
         f"{sum(counts.values())} rows in {len(counts)} tables, revision {revision or 'none'}"
     )
     return manifest
@@ -867,7 +870,3 @@ def _app_image(target: Target) -> tuple[str, str | None] | None:
             image = container.attrs.get("Config", {}).get("Image", "")
             return image, container.labels.get(VERSION_LABEL)
     return None
-
-
-def _mb(size: int) -> str:
-    return f"{size / 1e6:.1f} MB"

@@ -22,11 +22,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from deploytools.checks import compat
+from deploytools import proxy_settings
+from deploytools.checks import compat, containers
 from deploytools.checks import suite as engine
 from deploytools.checks.http import HttpClient
 from deploytools.checks.results import CheckResult, Verdict, overall
+from deploytools.config import FLOW_USER
 from deploytools.context import StepContext
+from deploytools.database import Database
+from deploytools.engine.errors import EngineError
 from deploytools.errors import CheckFailed, DeployError, UsageError
 from deploytools.jsonable import jsonable
 from deploytools.session import open_environment
@@ -92,11 +96,14 @@ def users_needed(ctx: StepContext, suite: str) -> list[str]:
     run before the first request)."""
     checks = ctx.config.checks
     names: list[str] = []
-    if checks.admin_user and (
-        any(u.role for n, u in checks.users.items() if n != checks.admin_user)
-        or (checks.flow and suite in checks.flow.suites)
-    ):
+    provisions = checks.provision.enabled and any(
+        u.provisioned for n, u in checks.users.items() if n != checks.admin_user
+    )
+    if checks.admin_user and provisions:
         names.append(checks.admin_user)
+    if checks.flow is not None and suite in checks.flow.suites:
+        steps = checks.flow.resolved_steps(checks.admin_user)
+        names += [s.user for s in steps if s.user and s.user != FLOW_USER]
     for probe in checks.probes:
         if suite in probe.suites:
             names += engine.probe_users(probe)
@@ -143,6 +150,7 @@ def run(
         checks=checks,
         thresholds=config.thresholds,
         environ=os.environ if environ is None else environ,
+        environment=environment,
     )
     engine.all_credentials(session, users_needed(ctx, suite))
     results: list[CheckResult] = []
@@ -155,6 +163,7 @@ def run(
 
     try:
         ctx.progress(f"{suite} on {environment} ({env.base_url})")
+        usage_start = _read_usage(ctx, environment) if suite in USAGE_SUITES else {}
         add(engine.ensure_users(session))
         if checks.database is not None:
             db = checks.database
@@ -165,7 +174,14 @@ def run(
                     target, config.project.app_service, db.revision_command
                 )
 
-            add(engine.database(session, db, suite=suite, heads=heads))
+            def stored_revision() -> str | None:
+                return Database.of(target).revision()
+
+            add(
+                engine.database(
+                    session, db, suite=suite, heads=heads, stored_revision=stored_revision
+                )
+            )
         add([engine.probe(session, p) for p in checks.probes if suite in p.suites])
         add([engine.rbac(session, r) for r in checks.rbac if suite in r.suites])
         if checks.flow is not None and suite in checks.flow.suites:
@@ -184,6 +200,8 @@ def run(
                 ctx.progress(f"backward compatibility: {why}")
             if image:
                 add(backward_compatibility(ctx, environment, image, session))
+        if usage_start:
+            add(_usage_results(ctx, environment, usage_start))
         # Last, so that errors the checks themselves provoked are in the logs it reads.
         if checks.logs is not None and suite in checks.logs.suites:
             add(
@@ -204,6 +222,48 @@ def run(
         finished=_now(),
         verdict=overall(results),
         results=tuple(results),
+    )
+
+
+#: The suites that read the app containers' CPU and memory (as monitor does), so that every
+#: production release has these figures, with or without a watch.
+USAGE_SUITES = ("verify",)
+
+
+def _read_usage(ctx: StepContext, environment: str) -> dict[str, containers.ContainerUsage]:
+    """The app containers' CPU over one second before the suite's first request (its own
+    requests, logins and load test are not the service's load) and their memory; {} (and a
+    progress line) when the engine cannot give them: the checks still run."""
+    config = ctx.config
+    if not config.checks.monitor.container_stats:
+        return {}
+    try:
+        running = ctx.target(environment).containers(
+            config.project.app_service, include_stopped=False
+        )
+        return {c.name: containers.usage(c) for c in running}
+    except (DeployError, EngineError) as exc:
+        why = exc.one_line() if isinstance(exc, DeployError) else str(exc)
+        ctx.progress(f"cpu and memory not sampled: {why}")
+        return {}
+
+
+def _usage_results(
+    ctx: StepContext, environment: str, start: Mapping[str, containers.ContainerUsage]
+) -> list[CheckResult]:
+    """CPU from the start's reading; memory the larger of the start's and the end's (after the
+    load test), for each container read at the start."""
+    end = _read_usage(ctx, environment)
+    usages = [
+        dataclasses.replace(
+            use,
+            memory_bytes=max(use.memory_bytes, end[n].memory_bytes if n in end else 0),
+        )
+        for n, use in start.items()
+    ]
+    thresholds = ctx.config.thresholds
+    return containers.judge_usage(
+        usages, cpu_limit=thresholds.cpu_percent, memory_limit_mb=thresholds.memory_mb
     )
 
 
@@ -300,9 +360,18 @@ def backward_compatibility(
         ]
     checks = config.checks
     try:
-        with compat.previous_app(target, config.project.app_service, image) as previous:
+        settings = proxy_settings.resolve(config, target.environment)
+        with compat.previous_app(
+            target,
+            config.project.app_service,
+            image,
+            health=settings.health,
+            port=settings.app_port,
+        ) as previous:
             client = HttpClient(previous.url, timeout_s=checks.timeout_s, login=checks.login)
-            old = engine.Session(client, checks, config.thresholds, session.environ)
+            old = engine.Session(
+                client, checks, config.thresholds, session.environ, environment=environment
+            )
             try:
                 found: list[CheckResult] = []
                 if checks.database is not None:
@@ -317,7 +386,7 @@ def backward_compatibility(
                 prefix + "previous release starts",
                 Verdict.FAIL,
                 "did not start",
-                "answers /health",
+                "answers its health route",
                 exc.one_line(),
             )
         ]

@@ -179,7 +179,13 @@ def _deploy(
             history.save_release(stale)
 
     ensure_database(session)
-    proxy.ensure_running(session.target, timeout_s=session.ctx.config.deploy.health_timeout_s)
+    # deploytools' own proxy is started unless the app publishes its port itself (a stack
+    # not put behind it yet: `deploytools proxy start` on another port adopts it).
+    proxy.ensure_running(
+        session.target,
+        timeout_s=session.ctx.config.deploy.health_timeout_s,
+        unless_app_publishes=True,
+    )
     db = Database.of(session.target)
     record = ReleaseRecord(
         id=history.next_release_id(),
@@ -295,6 +301,7 @@ def _recover_after_failed_migration(
         except DeployError as again:
             serving = f"the previous release did NOT come back: {again.message}"
     record.outcome, record.finished, record.error = "failed", utc_now(), error.message
+    record.failure_output = migrate_step.output_tail(error.facts, session.ctx.config)
     record.notes.append(serving)
     session.history.save_release(record)
     error.message = f"deploy of {record.image} to {record.environment} failed: {error.message}"

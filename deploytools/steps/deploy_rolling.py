@@ -3,8 +3,9 @@ takes the traffic only once it is healthy and answers its smoke check; the old o
 and then stopped. Users see no error and no gap.
 
     migrate (expand-only) -> pin the proxy to the old container's address -> start the new
-    container beside it -> healthy -> smoke check in the new container -> warm it up (concurrent
-    /health requests: its database pool and threads open before the traffic arrives) ->
+    container beside it -> healthy -> smoke check of the new container's health route, asked
+    from the proxy container -> warm it up (concurrent requests to that route: its database
+    pool and threads open before the traffic arrives) ->
     switch the proxy to its address (prepared before: a free slot of HAProxy's backend set to
     the address; the cut readies that slot and puts the others in
     maintenance, their requests in flight finish) -> stop the old one with its grace period,
@@ -32,54 +33,35 @@ database restore is needed.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 
 from deploytools import proxy
 from deploytools.engine.client import Container
 from deploytools.engine.errors import EngineError, NotFound
 from deploytools.errors import CheckFailed, DeployError, UsageError
+from deploytools.proxy_settings import ProxySettings
 from deploytools.session import EnvSession
 from deploytools.steps import app_service
 from deploytools.steps import migrate as migrate_step
 from deploytools.store.records import ReleaseRecord
 from deploytools.target import wait_until_healthy
 
-#: Runs inside the new container: its own /health, without the proxy (the host may reach only
-#: 127.0.0.1, and the container publishes no port). Prints the body; fails on non-200.
-SMOKE = [
-    "python3",
-    "-c",
-    "import urllib.request;"
-    "r = urllib.request.urlopen('http://127.0.0.1:{port}/health', timeout=5);"
-    "print(r.status, r.read().decode())",
-]
-
-#: Also inside the new container, after the smoke check: rounds of concurrent /health requests,
-#: so the switch hands the traffic to warm workers. A fresh gunicorn opens its database pool
-#: (one connection per thread) and its threads on the first concurrent requests; measured under
-#: 100 requests/s on 2 cores (benchmarks/rolling_bench.py, ROLLING_BENCH_PROBES=1), that was a
-#: burst of 300-450 ms answers right after the switch, the rollback's whole cut-over tail.
+#: The warm-up after the smoke check: rounds of concurrent requests to the new container's
+#: health route, so the switch hands the traffic to warm workers. A fresh gunicorn opens its
+#: database pool (one connection per thread) and its threads on the first concurrent requests;
+#: measured under 100 requests/s on 2 cores (benchmarks/rolling_bench.py,
+#: ROLLING_BENCH_PROBES=1), that was a burst of 300-450 ms answers right after the switch, the
+#: rollback's whole cut-over tail. Both are sent from the proxy container over the project's
+#: network (proxy.ask, proxy.warm): the app's image needs no HTTP client of its own.
 WARM_CONCURRENCY = 16
 WARM_ROUNDS = 3
-WARM = [
-    "python3",
-    "-c",
-    "import concurrent.futures as f, urllib.request as u\n"
-    "def get(_):\n"
-    "    with u.urlopen('http://127.0.0.1:{port}/health', timeout=5) as r:\n"
-    "        return r.status\n"
-    "with f.ThreadPoolExecutor({concurrency}) as pool:\n"
-    "    for _ in range({rounds}):\n"
-    "        assert set(pool.map(get, range({concurrency}))) == {{200}}\n",
-]
 
 
 #: How long the proxy's old workers may take to finish their requests after a switch.
 SWITCH_TIMEOUT_S = 60.0
 #: The pause between preparing the switch and cutting it.
 CUT_SETTLE_S = 0.5
-#: The deadline of the smoke check and the warm-up run inside the new container.
+#: The deadline of the smoke check and of the warm-up, each.
 IN_CONTAINER_TIMEOUT_S = 120.0
 #: The pause between the switch and the old container's stop. The old one takes no request
 #: any more; its stop (SIGTERM, gunicorn's exit, the engine's teardown: 1-1.5 s of work on 2
@@ -117,17 +99,21 @@ class RollingStrategy:
         refused = refusal(info, session.target.name)
         if refused is not None:
             raise refused
-        gateway = proxy.ensure_running(
-            session.target, timeout_s=session.ctx.config.deploy.health_timeout_s
-        )
-        if gateway is None:
+        target = session.target
+        cannot = proxy.switch_refusal(target)
+        if cannot is not None:
             raise UsageError(
-                f"rolling deploy to {session.target.name} refused: its Compose files define no "
-                f'"{proxy.PROXY_SERVICE}" service to switch traffic with',
+                f"rolling deploy to {target.name} refused: {cannot}",
                 untouched="nothing was done",
-                hint="add the proxy service (see docker-compose.prod.yml) or use --strategy "
-                "recreate in a maintenance window",
+                hint="put the stack behind deploytools' proxy first: `deploytools proxy start "
+                f"--env {target.name}` on another port, move the traffic to it, then replace "
+                "the app's `ports` by `expose` (docs/zero-downtime.md, adopting a stack); or "
+                "use --strategy recreate in a maintenance window",
             )
+        # Started here when it does not run: deploytools' own proxy, or the Compose files'.
+        gateway = proxy.ensure_running(target, timeout_s=session.ctx.config.deploy.health_timeout_s)
+        if gateway is None:  # never: ensure_running starts deploytools' own
+            raise UsageError(f"environment {target.name} has no proxy to switch traffic with")
         # Before the lock, the backup and the migration: a proxy that cannot switch (another
         # proxy, or another config than deploytools') refuses the deploy with nothing done.
         api = proxy.RuntimeApi(gateway)
@@ -175,7 +161,7 @@ def roll_to(session: EnvSession, image: str, phases: app_service.Phases) -> None
     # cut-over starts no process in any container.
     api = proxy.RuntimeApi(gateway)
     try:
-        _roll_to(session, image, phases, gateway, api, old)
+        _roll_to(session, image, phases, gateway, api, old, proxy.settings(target))
     finally:
         api.close()
     session.progress(f"rolling: {image} serves; the old release was drained and removed")
@@ -188,16 +174,18 @@ def _roll_to(
     gateway: Container,
     api: proxy.RuntimeApi,
     old: list[Container],
+    settings: ProxySettings,
 ) -> None:
     target = session.target
     config = session.ctx.config
     service = config.project.app_service
     new: Container | None = None
+    port = settings.app_port
     try:
         with phases.phase("start"):
             if len(old) == 1:
                 # While two containers answer to the service's name, the proxy must not use it.
-                proxy.switch(gateway, proxy.address(old[0], gateway), session=api)
+                proxy.switch(gateway, proxy.address(old[0], gateway), session=api, app_port=port)
             started = target.start_beside(
                 service,
                 count=len(old) + 1,
@@ -213,12 +201,14 @@ def _roll_to(
         with phases.phase("healthy"):
             wait_until_healthy(new, timeout_s=config.deploy.health_timeout_s)
         with phases.phase("smoke"):
-            smoke(new)
-            warm(new)
+            new_address = proxy.address(new, gateway)
+            smoke(new, gateway, new_address, settings)
+            warm(new, gateway, new_address, settings)
             # The session open and a slot set to the new container's address: the switch
             # phase itself is one line on the session and the wait for the old one to drain.
-            new_address = proxy.address(new, gateway)
-            prepared = proxy.prepare(gateway, new_address, timeout_s=SWITCH_TIMEOUT_S, session=api)
+            prepared = proxy.prepare(
+                gateway, new_address, timeout_s=SWITCH_TIMEOUT_S, session=api, app_port=port
+            )
         # Not on the heels of the execs before (the smoke check, the warm-up, the smoke
         # phase's record save): the engine's work for an exec (attach
         # streams, shim and runc teardown) takes the CPU for a while after it returned
@@ -228,7 +218,7 @@ def _roll_to(
         with phases.phase("switch", save=False):
             proxy.cut(prepared)
     except BaseException as error:
-        kept = _abandon(session, gateway, new, old)
+        kept = _abandon(session, gateway, new, old, port)
         if isinstance(error, DeployError) and not isinstance(error, UsageError):
             raise app_service.OldReleaseServing(
                 f"{image} did not take over: {error.message}",
@@ -245,41 +235,60 @@ def _roll_to(
         # service's server set to the new container's address. The slot and that server reach
         # the same container, so nothing to wait for. (The pin before the start waits: the
         # service's name is about to answer with a container that is not ready.)
-        proxy.switch(gateway, None, service_address=new_address, wait=False, session=api)
-
-
-def smoke(container: Container) -> None:
-    """The new release's own /health, from inside its container: 200 and status ok."""
-    argv = [part.replace("{port}", str(proxy.APP_PORT)) for part in SMOKE]
-    result = container.exec(argv, timeout_s=IN_CONTAINER_TIMEOUT_S)
-    code, text = result.exit_code, result.output().decode("utf-8", "replace").strip()
-    status_ok = False
-    with contextlib.suppress(ValueError, IndexError):
-        status_ok = code == 0 and json.loads(text.split(" ", 1)[1]).get("status") == "ok"
-    if not status_ok:
-        raise CheckFailed(
-            f"smoke check of {container.name} failed: /health said {text[-300:] or 'nothing'}",
-            hint=f"read its logs: docker logs {container.name}",
+        proxy.switch(
+            gateway, None, service_address=new_address, wait=False, session=api, app_port=port
         )
 
 
-def warm(container: Container) -> None:
-    """Concurrent /health requests inside the new container (WARM) before it takes the
-    traffic; a failing one fails the release like the smoke check."""
-    values = {"port": proxy.APP_PORT, "concurrency": WARM_CONCURRENCY, "rounds": WARM_ROUNDS}
-    argv = [part.format(**values) for part in WARM]
-    result = container.exec(argv, timeout_s=IN_CONTAINER_TIMEOUT_S)
-    code = result.exit_code
-    if code != 0:
-        text = result.output().decode("utf-8", "replace").strip()
-        raise CheckFailed(
-            f"warming {container.name} up failed (exit {code}): {str(text)[-300:] or 'no output'}",
-            hint=f"read its logs: docker logs {container.name}",
+def smoke(container: Container, gateway: Container, address: str, settings: ProxySettings) -> None:
+    """The new release's own health route at `address` (not through the proxy's backend),
+    asked from the proxy container: the configured status and body."""
+    health = settings.health
+    try:
+        answer = proxy.ask(
+            gateway, address, settings.app_port, health.path, timeout_s=IN_CONTAINER_TIMEOUT_S
         )
+    except CheckFailed as error:
+        raise CheckFailed(
+            f"smoke check of {container.name} failed: {error.message}",
+            hint=f"read its logs: docker logs {container.name}",
+        ) from error
+    problems = health.problems(answer.status, answer.body)
+    if problems:
+        raise CheckFailed(
+            f"smoke check of {container.name} failed: {health.path} said {answer.status} "
+            f"{answer.body[-200:]!r} ({'; '.join(problems)}; want {health.describe()})",
+            hint=f"read its logs: docker logs {container.name}; [proxy] health_* in deploy.toml",
+        )
+
+
+def warm(container: Container, gateway: Container, address: str, settings: ProxySettings) -> None:
+    """Concurrent requests to the new container's health route (WARM_CONCURRENCY, WARM_ROUNDS)
+    before it takes the traffic; one with another status fails the release like the smoke
+    check."""
+    try:
+        proxy.warm(
+            gateway,
+            address,
+            settings.app_port,
+            settings.health,
+            concurrency=WARM_CONCURRENCY,
+            rounds=WARM_ROUNDS,
+            timeout_s=IN_CONTAINER_TIMEOUT_S,
+        )
+    except CheckFailed as error:
+        raise CheckFailed(
+            f"warming {container.name} up failed: {error.message}",
+            hint=f"read its logs: docker logs {container.name}",
+        ) from error
 
 
 def _abandon(
-    session: EnvSession, gateway: Container, new: Container | None, old: list[Container]
+    session: EnvSession,
+    gateway: Container,
+    new: Container | None,
+    old: list[Container],
+    port: int = proxy.APP_PORT,
 ) -> str:
     """Remove the new container and point the proxy at the service again; what still serves."""
     if new is not None:
@@ -287,7 +296,7 @@ def _abandon(
             new.remove(force=True)
     with contextlib.suppress(DeployError, EngineError, ValueError):
         back = proxy.address(old[0], gateway) if len(old) == 1 else None
-        proxy.switch(gateway, None, service_address=back)
+        proxy.switch(gateway, None, service_address=back, app_port=port)
     names = ", ".join(c.name for c in old) or "nothing (no app was running)"
     return f"the new container was removed; the old release kept serving throughout: {names}"
 

@@ -86,6 +86,8 @@ class IncidentReport:
     timeline: tuple[report_step.LogEntry, ...]
     failed_checks: tuple[FailedCheck, ...]
     rolled_back: RolledBack | None
+    #: The previous release's image when it serves again without a rollback record.
+    previous_serving: str | None
     logs: tuple[str, ...]
     logs_source: str
     contacts: tuple[str, ...]
@@ -177,6 +179,61 @@ def stored_log_lines(evidence: report_step.Evidence, environment: str) -> tuple[
     return tuple(lines)
 
 
+#: The order the steps run their phases in (deploy, rolling deploy, rollback), for records that
+#: kept only durations: the store writes `timings` with sorted keys.
+PHASE_ORDER = (
+    "backup",
+    "restore",
+    "stop",
+    "swap",
+    "migrate",
+    "start",
+    "healthy",
+    "smoke",
+    "switch",
+    "drain",
+    "safety backup (after serving)",
+)
+
+
+def phase_ends(record: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(when it ended, phase) for each timed phase, in the order they ran: the recorded end
+    times, else start + the durations summed in the steps' order."""
+    timings: Mapping[str, Any] = record.get("timings") or {}
+    recorded: Mapping[str, Any] = record.get("phase_ends") or {}
+    rank = {name: i for i, name in enumerate(PHASE_ORDER)}
+    names = sorted(timings, key=lambda n: rank.get(n, len(rank)))
+    try:
+        at = report_step.utc_time(str(record["started"]))
+    except (KeyError, ValueError):
+        at = None
+    ends: list[tuple[str, str]] = []
+    for name in names:
+        if at is not None:
+            at += timedelta(seconds=float(timings[name]))
+        if name in recorded:
+            ends.append((str(recorded[name]), name))
+        elif at is not None:
+            ends.append((at.strftime("%Y-%m-%dT%H:%M:%SZ"), name))
+    # Stable: phases ending in the same second keep the steps' order.
+    return sorted(ends, key=lambda e: e[0])
+
+
+def previous_serving(failed: Mapping[str, Any], rollback: Mapping[str, Any] | None) -> str | None:
+    """The image of the release before `failed` when it serves again without a rollback of its
+    own: a failed migration restarted it, or a rolling deploy failed before the switch. None
+    when a rollback record says what happened, or nothing is known to serve."""
+    if rollback is not None or failed.get("outcome") not in ("failed", "rolled-back"):
+        return None
+    previous = failed.get("previous_image")
+    notes = [str(n) for n in failed.get("notes") or []]
+    if not previous or any("did NOT come back" in n for n in notes):
+        return None
+    if any("serves again" in n or "still serves" in n for n in notes):
+        return str(previous)
+    return None
+
+
 def _timeline(
     failed: Mapping[str, Any],
     rollback: Mapping[str, Any] | None,
@@ -191,14 +248,8 @@ def _timeline(
             entries.append(report_step.LogEntry(str(at), text))
 
     def phases(record: Mapping[str, Any]) -> None:
-        # Phases run one after the other from the start: their ends are start + the sum so far.
-        try:
-            at = report_step.utc_time(str(record["started"]))
-        except (KeyError, ValueError):
-            return
-        for name, seconds in (record.get("timings") or {}).items():
-            at += timedelta(seconds=float(seconds))
-            add(at.strftime("%Y-%m-%dT%H:%M:%SZ"), f"{record.get('kind')} phase {name} ended")
+        for at, name in phase_ends(record):
+            add(at, f"{record.get('kind')} phase {name} ended")
 
     kind = failed.get("kind", "deploy")
     add(
@@ -291,10 +342,21 @@ def build(
         kept, source = stored, "stored by the log scan in the checks' results"
     else:
         kept, source = tuple(logs), logs_source or "no logs were available"
+    output = tuple(str(line) for line in failed.get("failure_output") or [])
+    if output:
+        # The failed command's own words first: the app's logs rarely hold them.
+        kept = (*output, *kept[-(LOG_LINES - len(output)) :]) if kept else output
+        source = f"the failed command's output, kept in release record {failed['id']}; " + source
     rolled = _rolled_back(config, failed, rollback)
+    serving = previous_serving(failed, rollback)
     kind = str(failed.get("kind", "deploy"))
     what = f"{kind} of {failed.get('image')} to {environment} (release {failed['id']})"
-    if rolled is None:
+    if rolled is None and serving:
+        summary = (
+            f"The {what} ended {failed.get('outcome')}; no rollback was needed: the previous "
+            f"release, {serving}, serves again."
+        )
+    elif rolled is None:
         summary = f"The {what} ended {failed.get('outcome')}; it was not rolled back."
     else:
         summary = (
@@ -317,6 +379,7 @@ def build(
         timeline=_timeline(failed, rollback, checks, evidence, environment),
         failed_checks=checks,
         rolled_back=rolled,
+        previous_serving=serving,
         logs=kept[-LOG_LINES:],
         logs_source=source,
         contacts=tuple(contacts.tier_lines(config.contacts)),
@@ -328,12 +391,20 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _status(r: IncidentReport) -> str:
+    if r.rolled_back is not None:
+        return "rolled back"
+    if r.previous_serving:
+        return f"the previous release ({r.previous_serving}) serves again"
+    return "NOT rolled back"
+
+
 def render_markdown(r: IncidentReport) -> str:
     """The report as GitHub-flavoured Markdown (for the step summary, a file, a notice)."""
     out = [
         f"# Incident report: {r.project} {r.environment}, release {r.release_id} (v{r.version})",
         "",
-        f"**Status**: {r.outcome}" + (" — rolled back" if r.rolled_back else " — NOT rolled back"),
+        f"**Status**: {r.outcome} — {_status(r)}",
         "",
         r.summary,
         "",
@@ -359,7 +430,12 @@ def render_markdown(r: IncidentReport) -> str:
             + (f"the record's error: {r.error}" if r.error else "the record holds no error.")
         )
     out += ["", "## What was rolled back", ""]
-    if r.rolled_back is None:
+    if r.rolled_back is None and r.previous_serving:
+        out.append(
+            f"No rollback ran: the previous release (`{r.previous_serving}`) serves again, "
+            "started by the failed release's own recovery."
+        )
+    elif r.rolled_back is None:
         out.append("Nothing: the release was not rolled back.")
     else:
         b = r.rolled_back

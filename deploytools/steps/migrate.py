@@ -8,17 +8,21 @@ variables of deploy.migration_env), so a migration that fails leaves the schema 
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from deploytools.config import Config
 from deploytools.context import StepContext
 from deploytools.database import Database
 from deploytools.deploy_windows import check_window
 from deploytools.engine.client import Engine
 from deploytools.engine.errors import ImageNotFound
 from deploytools.errors import DeployError, UsageError
+from deploytools.redaction import redact_text, secret_names, secret_values
 from deploytools.session import EnvSession, open_environment
 from deploytools.steps.backup import latest_verified
 from deploytools.store.records import ReleaseRecord, utc_now, who
@@ -129,6 +133,7 @@ def run(
                 record.outcome, record.error, record.finished = "failed", error.message, utc_now()
                 record.revision_before = error.facts.get("revision_before")
                 record.revision_after = error.facts.get("revision_after")
+                record.failure_output = output_tail(error.facts, ctx.config)
                 session.history.save_release(record)
                 raise
             record.outcome, record.finished = "succeeded", utc_now()
@@ -224,6 +229,19 @@ def run_in(
         no_backup_check=no_backup_check,
         seconds=seconds,
     )
+
+
+#: Lines of a failed migration's output kept in its release record.
+OUTPUT_TAIL_LINES = 60
+
+
+def output_tail(facts: Mapping[str, Any], config: Config) -> list[str]:
+    """The last lines of a failed command's output (stderr, then stdout), with every secret
+    masked: what the incident report shows of the failure."""
+    text = str(facts.get("stderr") or "") + "\n" + str(facts.get("stdout") or "")
+    lines = [line for line in text.splitlines() if line.strip()][-OUTPUT_TAIL_LINES:]
+    secrets = secret_values(os.environ, secret_names(config))
+    return [redact_text(line, secrets) for line in lines]
 
 
 def _failure_line(facts: dict[str, Any]) -> str | None:

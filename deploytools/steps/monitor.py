@@ -233,6 +233,7 @@ class _Watch:
             config.checks,
             config.thresholds,
             os.environ if environ is None else environ,
+            environment=environment,
         )
         self.probes = [p for p in config.checks.probes if "monitor" in p.suites]
         try:
@@ -259,7 +260,11 @@ class _Watch:
         self.previous_metrics = self.first_metrics
         self.previous_stats = self.read_stats()
 
-    def scrape(self) -> tuple[list[prometheus.Sample] | None, CheckResult]:
+    def scrape(self) -> tuple[list[prometheus.Sample] | None, CheckResult | None]:
+        """The service's metrics, and whether they could be read; (None, None) when no metric
+        rule needs them: a service without /metrics is then watched without them."""
+        if not self.config.checks.metrics:
+            return None, None
         path = self.settings.metrics_path
         answer, text = self.client.text(path)
         name = f"metrics readable ({path})"
@@ -282,37 +287,20 @@ class _Watch:
     def usage_results(
         self, before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]
     ) -> list[CheckResult]:
-        out = []
-        cpu_limit = self.config.thresholds.cpu_percent
-        mem_limit = self.config.thresholds.memory_mb
-        for name, now in after.items():
-            if name not in before:
-                continue  # a new container: its first interval starts now
-            use = containers.usage_between(name, before[name], now)
-            out.append(
-                CheckResult(
-                    f"cpu {name}",
-                    P if use.cpu_percent < cpu_limit else F,
-                    f"{use.cpu_percent:.1f}%",
-                    f"< {cpu_limit:g}%",
-                )
-            )
-            out.append(
-                CheckResult(
-                    f"memory {name}",
-                    P if use.memory_mb < mem_limit else F,
-                    f"{use.memory_mb:.0f} MB",
-                    f"< {mem_limit:g} MB",
-                )
-            )
-        return out
+        return containers.usage_results(
+            before,
+            after,
+            cpu_limit=self.config.thresholds.cpu_percent,
+            memory_limit_mb=self.config.thresholds.memory_mb,
+        )
 
     def sample(self, index: int) -> MonitorSample:
         """Take sample `index`: metrics, container usage, probes; track each result, and note
         a breach when this sample makes a failure persistent."""
         results: list[CheckResult] = []
         current_metrics, readable = self.scrape()
-        results.append(readable)
+        if readable is not None:
+            results.append(readable)
         if current_metrics is not None:
             results += [
                 evaluate_rule(

@@ -117,6 +117,12 @@ class ReleaseRecord:
     #: Why this change went ahead outside the environment's deploy windows (see deploy_windows.py).
     outside_window: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: When each phase of `timings` ended (UTC): the store keeps keys sorted, so the phases'
+    #: order is read from these, not from the order of `timings`.
+    phase_ends: dict[str, str] = field(default_factory=dict)
+    #: The last lines of a failed command's output (the migration's), masked: what the
+    #: incident report shows as the logs around the failure.
+    failure_output: list[str] = field(default_factory=list)
     outcome: str = "in-progress"  # in-progress | succeeded | failed | rolled-back | interrupted
     finished: str | None = None
     error: str | None = None

@@ -10,8 +10,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.fakes.http_thread import serving
 
 
 @dataclass
@@ -133,16 +135,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @contextmanager
 def fake_service(state: FakeState) -> Iterator[str]:
-    handler = type("BoundHandler", (Handler,), {"state": state})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(type("BoundHandler", (Handler,), {"state": state})) as url:
+        yield url
 
 
 #: A deploy.toml against the fake service (BASE_URL replaced by its URL), for the checks' tests.

@@ -27,6 +27,7 @@ from deploytools.cli import cli
 from deploytools.cli.app import AppState
 from deploytools.config import Config
 from deploytools.context import StepContext
+from deploytools.database import Database
 from deploytools.session import open_environment
 from deploytools.steps import check_suites as checks_step
 from deploytools.steps import report as report_step
@@ -166,7 +167,7 @@ def test_verify_saves_its_results_in_the_current_release_record(
     ]
     assert {"database migrated", "api p95"} <= {r["name"] for r in summary["results"]}
     p95 = next(m for m in document.metrics if m.metric == "API Response (p95)")
-    assert p95.source == "api p95 (verify)" and p95.measured != "not measured"
+    assert p95.source == "api p95 on GET /documents (verify)" and p95.measured != "not measured"
 
 
 def test_role_revoked_behind_the_checks_back_fails_rbac_naming_the_route(
@@ -289,3 +290,39 @@ def test_previous_image_auto_without_a_recorded_release_is_not_applicable(
             checked.stack.client.volumes.get(volume).remove(force=True)
     assert image is None
     assert why == "not applicable: no earlier release is recorded for test"
+
+
+def test_the_revision_read_from_alembic_version_matches_the_heads(checked: Checked) -> None:
+    """revision_from = "database": the health answer's revision is ignored and alembic_version
+    is read with psql in the database container, as for a service that does not report it."""
+    db = checked.config.checks.database
+    assert db is not None
+    from_table = dataclasses.replace(
+        db, revision_from="database", revision_field="deploytools.no.such.field"
+    )
+    config = dataclasses.replace(
+        checked.config, checks=dataclasses.replace(checked.config.checks, database=from_table)
+    )
+    session = checked.session()
+    target = StepContext(config).target("test")
+
+    results = engine.database(
+        session,
+        from_table,
+        suite="verify",
+        heads=lambda: engine.head_revisions(
+            target, config.project.app_service, from_table.revision_command
+        ),
+        stored_revision=lambda: Database.of(target).revision(),
+    )
+    migrated = next(r for r in results if r.name == "database migrated")
+    assert migrated.verdict is Verdict.PASS, migrated.line()
+    health = requests.get(f"{checked.stack.url}/health", timeout=5).json()
+    assert migrated.measured == f"revision {health['database']['alembic_revision']}"
+
+
+def test_verify_reads_the_app_containers_cpu_and_memory(checked: Checked) -> None:
+    report = checked.run("verify")
+    names = {r.name for r in report.results}
+    app = checked.stack.container("app").name
+    assert f"cpu {app}" in names and f"memory {app}" in names, lines(report.results)

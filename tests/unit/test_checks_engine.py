@@ -66,7 +66,9 @@ def test_revoked_role_fails_the_rbac_check_and_names_the_route(
     assert result.verdict is Verdict.FAIL
     assert result.name == "rbac: viewer (viewer) GET /documents -> 200"
     assert "viewer got 403 on GET /documents, want 200" in result.detail
-    assert "requires 'documents:read'" in result.detail
+    assert (
+        "the service says error.code=forbidden, error.message=needs documents:read" in result.detail
+    )
 
 
 def test_database_down_fails_the_database_check_clearly(

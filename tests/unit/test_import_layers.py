@@ -58,6 +58,7 @@ PLACES: dict[str, str] = {
     "deploytools.volumes": "core",
     "deploytools.copies": "core",
     "deploytools.proxy": "core",
+    "deploytools.proxy_settings": "core",  # the proxy's settings: deploy.toml, then Compose
     "deploytools.github": "core",
     "deploytools.github_deployments": "core",
     "deploytools.migration_lint": "core",
@@ -71,6 +72,7 @@ PLACES: dict[str, str] = {
     "deploytools.visible": "foundation",
     "deploytools.urls": "foundation",
     "deploytools.jsonable": "foundation",
+    "deploytools.sizes": "foundation",
     "deploytools": "foundation",
 }
 

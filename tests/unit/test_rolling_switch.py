@@ -391,32 +391,46 @@ def test_up_beside_the_running_containers() -> None:
     ]
 
 
-class FakeApp:
-    """The new app container: records what ran in it, answers with `code`."""
+class FakeGateway:
+    """The proxy container: records what ran in it, exits with `code`."""
 
-    name = "dtroll_app_2"
+    name = "dtroll_proxy_1"
 
     def __init__(self, code: int) -> None:
         self.code, self.argv = code, []
 
     def exec(self, argv: list[str], *, timeout_s: float) -> ExecResult:
         self.argv = argv
-        return ExecResult(self.code, b"", b"AssertionError" if self.code else b"")
+        said = b"3 of 48 requests did not answer 200" if self.code else b""
+        return ExecResult(self.code, said, b"")
 
 
-def test_warm_sends_concurrent_health_requests_inside_the_new_container() -> None:
-    app = FakeApp(0)
-    deploy_rolling.warm(app)
-    program = app.argv[2]
-    compile(program, "warm", "exec")
-    assert app.argv[:2] == ["python3", "-c"]
-    assert "http://127.0.0.1:8080/health" in program
-    assert f"ThreadPoolExecutor({deploy_rolling.WARM_CONCURRENCY})" in program
+def rolling_settings(port: int = 8000, path: str = "/healthz") -> Any:
+    from deploytools.proxy_settings import HealthAnswer
+
+    return SimpleNamespace(app_port=port, health=HealthAnswer(path, 200, True))
+
+
+def test_warm_sends_concurrent_health_requests_from_the_proxy() -> None:
+    gateway = FakeGateway(0)
+    deploy_rolling.warm(SimpleNamespace(name="app_2"), gateway, "10.0.0.7", rolling_settings())
+    assert gateway.argv[:2] == ["bash", "-c"]
+    assert gateway.argv[3:] == [
+        "bash",
+        "10.0.0.7",
+        "8000",
+        "/healthz",
+        "200",
+        str(deploy_rolling.WARM_CONCURRENCY),
+        str(deploy_rolling.WARM_ROUNDS),
+    ]
 
 
 def test_a_failed_warm_up_fails_the_release_before_the_switch() -> None:
-    with pytest.raises(CheckFailed, match="warming dtroll_app_2 up failed"):
-        deploy_rolling.warm(FakeApp(1))
+    with pytest.raises(CheckFailed, match=r"warming dtroll_app_2 up failed.*did not answer 200"):
+        deploy_rolling.warm(
+            SimpleNamespace(name="dtroll_app_2"), FakeGateway(1), "10.0.0.7", rolling_settings()
+        )
 
 
 def test_switches_on_a_callers_session_share_its_one_exec_and_leave_it_open() -> None:
@@ -451,9 +465,19 @@ def test_an_api_that_does_not_answer_is_given_up_at_the_deadline(ignores_timeout
         session.close()
 
 
-def test_rolling_is_refused_before_anything_when_the_proxy_cannot_switch() -> None:
+def test_rolling_is_refused_before_anything_when_the_proxy_cannot_switch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from deploytools.proxy_settings import ComposeApp
+
+    found = SimpleNamespace(app=ComposeApp(services=frozenset({"proxy"})), compose_service="proxy")
+    monkeypatch.setattr(proxy, "settings", lambda target: found)
+    monkeypatch.setattr(proxy, "switch_refusal", lambda target: None)
     with runtime_api({"web1": "no check"}) as (api, local):
-        target = SimpleNamespace(name="production", running=lambda service: [local])
+        proxy_config = SimpleNamespace(proxy=SimpleNamespace(compose_service="proxy"))
+        target = SimpleNamespace(
+            name="production", config=proxy_config, running=lambda service: [local]
+        )
         config = SimpleNamespace(deploy=SimpleNamespace(health_timeout_s=5))
         session: Any = SimpleNamespace(target=target, ctx=SimpleNamespace(config=config))
         with pytest.raises(UsageError) as raised:

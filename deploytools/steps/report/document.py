@@ -486,8 +486,9 @@ def metric_sources(config: Config) -> dict[str, list[str]]:
     for probe in checks.probes:
         if probe.budget in sources:
             sources[probe.budget].append(probe.name)
+    health = health_route_latency(config)
     for latency in checks.latency:
-        if latency.threshold in sources:
+        if latency.threshold in sources and latency.name not in health:
             sources[latency.threshold].append(latency.name)
     for rule in checks.metrics:
         if rule.threshold in sources:
@@ -500,6 +501,19 @@ def metric_sources(config: Config) -> dict[str, list[str]]:
     return sources
 
 
+def health_route_latency(config: Config) -> list[str]:
+    """Latency checks on a health route (a probe's path budgeted against health_ms, or the
+    database check's): a health route's speed is not the API's, so they fill no row but
+    Health Endpoint's."""
+    checks = config.checks
+    paths = {p.path for p in checks.probes if p.budget == "health_ms"}
+    if checks.database is not None:
+        paths.add(checks.database.path)
+    return [
+        lat.name for lat in checks.latency if lat.path in paths and lat.threshold != "health_ms"
+    ]
+
+
 def _metrics(config: Config, environment: str, evidence: Evidence) -> tuple[MetricRow, ...]:
     sources = metric_sources(config)
     # The latest and longest look at the environment first.
@@ -509,6 +523,7 @@ def _metrics(config: Config, environment: str, evidence: Evidence) -> tuple[Metr
         if (environment, suite) in evidence.suites
     ]
     rows = []
+    routes = {lat.name: f"{lat.method} {lat.path}" for lat in config.checks.latency}
     thresholds = dataclasses.asdict(config.thresholds)
     for key, label, target_format in METRICS:
         target = target_format.format(thresholds[key])
@@ -523,9 +538,17 @@ def _metrics(config: Config, environment: str, evidence: Evidence) -> tuple[Metr
             if found:
                 break
         if not names:
-            rows.append(
-                MetricRow(label, target, "not measured", "not measured", "no check measures it")
+            skipped = [
+                lat.name
+                for lat in config.checks.latency
+                if lat.threshold == key and lat.name in health_route_latency(config)
+            ]
+            why = (
+                f"no check measures it ({', '.join(skipped)} times a health route, not the API)"
+                if skipped
+                else "no check measures it"
             )
+            rows.append(MetricRow(label, target, "not measured", "not measured", why))
             continue
         if not found:
             why = "no results given" if not suites else "its checks did not run"
@@ -533,7 +556,10 @@ def _metrics(config: Config, environment: str, evidence: Evidence) -> tuple[Metr
             continue
         suite, worst = min(found, key=lambda f: _VERDICT_RANK.get(f[1].verdict, 0))
         status = {"pass": "met", "fail": "missed"}.get(worst.verdict, "inconclusive")
-        rows.append(MetricRow(label, target, worst.measured, status, f"{worst.name} ({suite})"))
+        # What it was measured on: a latency check's route says whether it is the API's speed.
+        route = routes.get(worst.name)
+        source = f"{worst.name} on {route} ({suite})" if route else f"{worst.name} ({suite})"
+        rows.append(MetricRow(label, target, worst.measured, status, source))
     return tuple(rows)
 
 
