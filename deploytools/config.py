@@ -42,6 +42,10 @@ _ENVIRONMENT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 #: A Docker volume name (what `docker volume create` accepts).
 _VOLUME_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 #: A workflow file name under .github/workflows/ (GitHub also accepts the numeric workflow ID).
+#: A Dockerfile build stage's name, a build arg's name and a build secret's id.
+_STAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_BUILD_ARG_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_SECRET_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _WORKFLOW_FILE_RE = re.compile(r"|[A-Za-z0-9_.-]+\.ya?ml|[0-9]+")
 #: Variables a Compose child (and ssh under it) depends on: an environment's `variables` or
 #: `secrets` must not replace them, or a value in deploy.toml would decide which program runs,
@@ -206,6 +210,25 @@ class ReleaseConfig:
     def alembic_base(self, migration_command: tuple[str, ...]) -> list[str] | None:
         """Alembic as the image runs it (see deploytools.commands.alembic.base_command)."""
         return alembic.base_command(migration_command, self.alembic_command)
+
+
+#: The build args `image build` sets itself (the OCI labels come from them): not configurable.
+IMAGE_BUILD_ARGS = ("VERSION", "REVISION", "CREATED", "SOURCE")
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """How `image build` builds the release image from the source directory (the context)."""
+
+    # The Dockerfile, relative to the source directory.
+    dockerfile: str = "Dockerfile"
+    # The stage of a multi-stage build to build ("" = the last one).
+    target: str = ""
+    # Build args beyond the four deploytools sets (IMAGE_BUILD_ARGS). Not secret.
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    # BuildKit build secrets: the id the Dockerfile mounts (RUN --mount=type=secret,id=ID) ->
+    # the environment variable holding its value. Never a build arg, never in a layer.
+    secrets: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -575,6 +598,7 @@ class Config:
     github: GitHubConfig = field(default_factory=GitHubConfig)
     checks: ChecksConfig = field(default_factory=ChecksConfig)
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     windows: Mapping[str, WindowsConfig] = field(default_factory=dict)
@@ -955,6 +979,50 @@ def _validate(config: Config, loader: _Loader) -> None:
     for name in config.release.lint_env:
         if not _ENV_VAR_RE.fullmatch(name):
             raise loader.fail(f'"release.lint_env" keys are variable names, got "{name}"')
+    _validate_image(config.image, loader)
+
+
+def _relative_inside(path: str) -> bool:
+    """A relative POSIX path that stays inside the directory it is relative to."""
+    pure = PurePosixPath(path)
+    return bool(path) and not pure.is_absolute() and ".." not in pure.parts and "\\" not in path
+
+
+def _validate_image(image: ImageConfig, loader: _Loader) -> None:
+    if not _relative_inside(image.dockerfile):
+        raise loader.fail(
+            '"image.dockerfile" must be a path relative to the service\'s source directory, '
+            f'inside it, got "{image.dockerfile}"'
+        )
+    if image.target and not _STAGE_RE.fullmatch(image.target):
+        raise loader.fail(
+            '"image.target" must be a build stage\'s name (letters, digits, "_", "." and "-"), '
+            f'got "{image.target}"'
+        )
+    for name, value in image.build_args.items():
+        if not _BUILD_ARG_RE.fullmatch(name):
+            raise loader.fail(
+                f'"image.build_args" keys are ARG names (letters, digits, "_"), got "{name}"'
+            )
+        if name in IMAGE_BUILD_ARGS:
+            raise loader.fail(
+                f'"image.build_args.{name}" is set by deploytools itself (the OCI labels come '
+                f"from {', '.join(IMAGE_BUILD_ARGS)}); remove it"
+            )
+        if "\n" in value:
+            raise loader.fail(f'"image.build_args.{name}" must be one line')
+    for secret_id, variable in image.secrets.items():
+        if not _SECRET_ID_RE.fullmatch(secret_id):
+            raise loader.fail(
+                '"image.secrets" keys are build secret ids (letters, digits, "_", "." and '
+                f'"-"), got "{secret_id}"'
+            )
+        if not _ENV_VAR_RE.fullmatch(variable):
+            raise loader.fail(
+                f'"image.secrets.{secret_id}" names the environment variable holding the '
+                f'secret, got "{variable}"'
+            )
+        _check_not_reserved(loader, f"image.secrets.{secret_id}", variable)
 
 
 def _validate_numbers(value: Any, where: str, loader: _Loader) -> None:
@@ -1365,6 +1433,14 @@ def resolved_view(config: Config, environ: Mapping[str, str] | None = None) -> d
             "repository": config.github.repository,
             "token_env": config.github.token_env,
             "token": masked(environ.get(config.github.token_env)),
+        },
+        "image": {
+            "dockerfile": config.image.dockerfile,
+            "target": config.image.target or "(the last stage)",
+            "build_args": dict(config.image.build_args),
+            "secrets": {
+                k: f"{v} {masked(environ.get(v))}" for k, v in config.image.secrets.items()
+            },
         },
     }
     for name, env in config.environments.items():

@@ -44,6 +44,7 @@ def secret_names(config: Config | None) -> set[str]:
     )
     if config.backups.encryption_key_env:
         names.add(config.backups.encryption_key_env)
+    names.update(config.image.secrets.values())
     return names
 
 

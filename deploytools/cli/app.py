@@ -204,6 +204,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "deploytools.cli.image_cmd",
         "The release's image: built once from the tag, verified before each deploy.",
     ),
+    "init": (
+        "deploytools.cli.init_cmd",
+        "Write a deploy.toml (and the GitHub workflows) for the Compose project in --dir.",
+    ),
     "lock": ("deploytools.cli.backup_cmd", "Show or break an environment's deploy lock."),
     "migrate": (
         "deploytools.cli.deploy_cmd",

@@ -416,12 +416,17 @@ class Engine:
         buildargs: Mapping[str, str],
         labels: Mapping[str, str],
         read_timeout_s: float,
+        dockerfile: str = "Dockerfile",
+        target: str = "",
     ) -> Iterator[dict[str, Any]]:
-        """Build an image from `context_dir`, yielding the engine's decoded progress messages
-        as they come (the last ones carry the image ID); nothing is pulled."""
+        """Build an image from `context_dir` (with `dockerfile`, relative to it, up to stage
+        `target` when given), yielding the engine's decoded progress messages as they come (the
+        last ones carry the image ID); nothing is pulled."""
         with translated():
             stream = self._sdk.api.build(
                 path=context_dir,
+                dockerfile=dockerfile,
+                target=target or None,
                 tag=tag,
                 buildargs=dict(buildargs),
                 labels=dict(labels),

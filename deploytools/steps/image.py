@@ -13,19 +13,28 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import secrets
+import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from secrets import token_hex
 from urllib.parse import urlsplit, urlunsplit
 
-from deploytools.commands import git
+from deploytools.commands import docker_build, git
+from deploytools.config import ImageConfig
 from deploytools.context import StepContext
 from deploytools.engine.client import Engine
 from deploytools.engine.connection import connect
 from deploytools.engine.errors import EngineAPIError, EngineError
+from deploytools.engine.process import (
+    ProcessTimedOut,
+    ProgramNotFound,
+    Runner,
+    child_env,
+    default_runner,
+)
 from deploytools.errors import (
     CheckFailed,
     DeadlineExceeded,
@@ -150,9 +159,15 @@ def build(
     timeout_s: float = BUILD_TIMEOUT_S,
     runner: GitRunner = run_git,
     clock: Callable[[], float] = time.monotonic,
+    environ: Mapping[str, str] | None = None,
+    process_runner: Runner = default_runner,
 ) -> BuiltImage:
     """Build the image of release `tag` from its tagged source, lint its migrations inside it
     (`steps.migration_check`) and label it with the verdict; push it when asked.
+
+    The Dockerfile, its target stage, extra build args and build secrets are deploy.toml's
+    [image]; a build with secrets runs through BuildKit (`docker build`), others through the
+    engine's API.
 
     :param ctx: the step context (configuration, progress).
     :param tag: the release tag, `vMAJOR.MINOR.PATCH[-PRERELEASE]`.
@@ -164,8 +179,11 @@ def build(
     :param since_revision: the revision the migration lint starts from; None: the previous
         release's head, or for a first release the revision production's database is at.
     :param timeout_s: the deadline for the whole build.
+    :param environ: where build secrets are read from (default: os.environ).
+    :param process_runner: runs the BuildKit build (a build with secrets).
     :raises UsageError: a malformed or unknown tag, a path that is not a git repository, no
-        Dockerfile at the tag (nothing is built then); Alembic not where deploy.toml says.
+        Dockerfile at the tag, an unset build secret (nothing is built then); Alembic not where
+        deploy.toml says.
     :raises CheckFailed: the migrations fail the lint, have several heads, or misbehave in
         the render (no release image is tagged then).
     """
@@ -186,15 +204,19 @@ def build(
     deadline = clock() + timeout_s
     # Built under a tag of its own first: the release's tag goes only to the image that passed
     # the migration lint and carries its verdict.
-    unlinted = f"{repository}:unlinted-{secrets.token_hex(4)}"
+    unlinted = f"{repository}:unlinted-{token_hex(4)}"
+    settings = ctx.config.image
+    environ = os.environ if environ is None else environ
+    secret_values = build_secret_values(settings.secrets, environ)
     with extracted(root, git.tag_ref(tag), runner) as tree:
         context_dir = tree / source
-        if not (context_dir / "Dockerfile").is_file():
+        if not (context_dir / settings.dockerfile).is_file():
             raise UsageError(
-                f"no Dockerfile in {source} at {tag}",
+                f"no {settings.dockerfile} in {source} at {tag}",
                 untouched="nothing was built",
-                hint="pass --source-dir with the service's directory in the repository",
-                facts={"tag": tag, "source_dir": source},
+                hint="pass --source-dir with the service's directory in the repository, or set "
+                "image.dockerfile in deploy.toml to the Dockerfile's path inside it",
+                facts={"tag": tag, "source_dir": source, "dockerfile": settings.dockerfile},
             )
         # Read before anything is built: a wrong release.alembic_ini stops here.
         revisions = read_revisions(context_dir, ctx.config.release.alembic_ini)
@@ -207,17 +229,35 @@ def build(
             runner=runner,
             known=frozenset(revisions.files),
         )
-        ctx.progress(f"building {reference} from {tag} ({commit[:12]}) on {engine}")
-        image_id = _run_build(
-            client,
-            context_dir,
-            reference=reference,
-            tag=unlinted,
-            labels=labels,
-            timeout_s=timeout_s,
-            progress=ctx.progress,
-            clock=clock,
-        )
+        stage = f" (stage {settings.target})" if settings.target else ""
+        ctx.progress(f"building {reference}{stage} from {tag} ({commit[:12]}) on {engine}")
+        if settings.secrets:
+            docker_host = ctx.config.environment(environment).docker_host if environment else ""
+            image_id = _run_buildkit(
+                context_dir,
+                reference=reference,
+                tag=unlinted,
+                labels=labels,
+                secret_values=secret_values,
+                docker_host=docker_host,
+                timeout_s=timeout_s,
+                settings=settings,
+                process_runner=process_runner,
+            )
+        else:
+            image_id = _run_build(
+                client,
+                context_dir,
+                reference=reference,
+                tag=unlinted,
+                labels=labels,
+                buildargs=build_args(settings, labels),
+                dockerfile=settings.dockerfile,
+                target=settings.target,
+                timeout_s=timeout_s,
+                progress=ctx.progress,
+                clock=clock,
+            )
     try:
         lint = lint_image(
             client,
@@ -302,6 +342,8 @@ def _run_build(
     clock: Callable[[], float],
     tag: str | None = None,
     buildargs: Mapping[str, str] | None = None,
+    dockerfile: str = "Dockerfile",
+    target: str = "",
 ) -> str:
     """One build through the engine's API, its output streamed to `progress`; the image ID.
     The image is tagged `tag` (default `reference`); the build args default to the OCI labels'
@@ -324,6 +366,8 @@ def _run_build(
             buildargs=buildargs,
             labels=labels,
             read_timeout_s=QUIET_READ_TIMEOUT_S,
+            dockerfile=dockerfile,
+            target=target,
         )
         for chunk in stream:
             if "error" in chunk:
@@ -365,6 +409,92 @@ def _run_build(
             facts={"log_tail": tail[-30:]},
         )
     return image_id
+
+
+def build_args(settings: ImageConfig, labels: Mapping[str, str]) -> dict[str, str]:
+    """The build args: deploy.toml's, then the four the OCI labels come from (which win)."""
+    return {
+        **settings.build_args,
+        "VERSION": labels[VERSION_LABEL],
+        "REVISION": labels[REVISION_LABEL],
+        "CREATED": labels[CREATED_LABEL],
+        "SOURCE": labels[SOURCE_LABEL],
+    }
+
+
+def build_secret_values(secrets: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
+    """Each build secret's variable and value; an unset or empty one is a usage error, before
+    anything is built."""
+    missing = sorted(v for v in secrets.values() if not environ.get(v))
+    if missing:
+        raise UsageError(
+            f"the build secret variable(s) {', '.join(missing)} are not set",
+            untouched="nothing was built",
+            hint="export them (in GitHub Actions: from the environment's secrets), as "
+            "deploy.toml's [image] secrets names them",
+            facts={"missing": missing},
+        )
+    return {variable: environ[variable] for variable in secrets.values()}
+
+
+def _run_buildkit(
+    context_dir: Path,
+    *,
+    reference: str,
+    labels: Mapping[str, str],
+    secret_values: Mapping[str, str],
+    docker_host: str,
+    timeout_s: float,
+    settings: ImageConfig,
+    process_runner: Runner,
+    tag: str | None = None,
+) -> str:
+    """One BuildKit build through the docker client (build secrets need it); the image ID. The
+    image is tagged `tag` (default `reference`)."""
+    iidfile = context_dir.parent / f".deploytools-iid-{os.getpid()}"
+    argv = docker_build.buildkit_build(
+        str(context_dir),
+        tag=tag or reference,
+        dockerfile=settings.dockerfile,
+        target=settings.target,
+        buildargs=build_args(settings, labels),
+        labels=labels,
+        secrets=settings.secrets,
+        iidfile=str(iidfile),
+    )
+    extra = {"DOCKER_BUILDKIT": "1", **secret_values}
+    if docker_host:
+        extra["DOCKER_HOST"] = docker_host
+    try:
+        done = process_runner(argv, env=child_env(extra, engine=True), timeout=timeout_s)
+    except ProcessTimedOut:
+        raise DeadlineExceeded(
+            f"the build of {reference} took longer than {timeout_s:.0f} s",
+            untouched="no release image was tagged",
+            facts={"reference": reference},
+        ) from None
+    except ProgramNotFound:
+        raise UsageError(
+            "a build with build secrets needs the docker client with BuildKit (buildx), and "
+            "docker is not installed",
+            untouched="nothing was built",
+            hint="install the docker client and its buildx plugin, or remove [image] secrets",
+        ) from None
+    if done.returncode != 0:
+        raise ExternalCommandFailed(
+            f"docker build (BuildKit) of {reference} failed: {done.last_line()}",
+            untouched="no release image was tagged",
+            hint="a build with secrets needs BuildKit: the docker client's buildx plugin",
+            facts={"reference": reference, "log_tail": done.stderr.splitlines()[-30:]},
+        )
+    try:
+        return iidfile.read_text(encoding="utf-8").strip()
+    except OSError:
+        raise ExternalCommandFailed(
+            f"docker build (BuildKit) of {reference} ended without an image ID",
+            untouched="no release image was tagged",
+            facts={"reference": reference},
+        ) from None
 
 
 def _push(

@@ -75,8 +75,8 @@ BAD = [
         id="unknown-threshold",
     ),
     pytest.param(
-        GOOD + '\n[pagers]\nslack = "x"\n',
-        'deploy.toml: unknown key "pagers"',
+        GOOD + '\n[oncall]\nslack = "x"\n',
+        'deploy.toml: unknown key "oncall"',
         id="unknown-table-no-suggestion",
     ),
     pytest.param(

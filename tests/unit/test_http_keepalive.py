@@ -7,6 +7,7 @@ connection. A request that got any part of an answer, or timed out, is never sen
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -95,6 +96,11 @@ class Server:
                     return
 
     def stop(self) -> None:
+        # shutdown() wakes the accept() blocked in the accept thread; close() alone does not,
+        # and that thread then answers a connection made later to whatever socket reuses the
+        # descriptor (another module's test server).
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
 
 

@@ -1,0 +1,372 @@
+"""The second reference service, notes-api, released through the CLI: both releases built from
+their tags with [image] (docker/Dockerfile, the runtime stage, a build arg), then on one stack of
+its own: the first deploy, a verified backup, the expand-only migration run while 2.3.0 serves,
+the deploy of 2.4.0 and a rollback to 2.3.0, with real HTTP against the app each time.
+
+One module, one stack and one build of each image (Compose project dtnotes-PID, store volume
+dtnotes-PID-backups, image repository dtnotes/notes-api), removed at the end, failures included.
+The tests run in file order: each starts where the previous left the stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from click.testing import CliRunner, Result
+
+from deploytools.cli import cli
+from tests.helpers.stacks import ComposeStack, free_port, wait_until
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICE = REPO / "examples" / "notes-api"
+COMPOSE_FILE = SERVICE / "docker-compose.yml"
+IMAGE_REPOSITORY = "dtnotes/notes-api"
+ENV = "prod"
+SUPERUSER = "root@notes.example.com"
+
+
+@dataclass
+class Notes:
+    """The module's stack: its deploy.toml, secrets, release repository and images."""
+
+    config: Path
+    secrets: dict[str, str]
+    url: str
+    project: str
+    repo: Path
+    images: dict[str, str]
+    client: Any
+
+    def cli(self, *args: str) -> Result:
+        return CliRunner().invoke(
+            cli,
+            ["--config", str(self.config), "--json", *args],
+            env=self.secrets,
+            catch_exceptions=False,
+        )
+
+    def ok(self, *args: str) -> dict[str, Any]:
+        result = self.cli(*args)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["result"]  # type: ignore[no-any-return]
+
+    def token(self, email: str = SUPERUSER, password: str | None = None) -> str:
+        answer = requests.post(
+            f"{self.url}/auth/token",
+            data={
+                "username": email,
+                "password": password or self.secrets["FIRST_SUPERUSER_PASSWORD"],
+            },
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["token_type"] == "bearer"
+        return str(body["access_token"])
+
+    def serving_version(self) -> str:
+        containers = self.client.containers.list(
+            filters={"label": [f"com.docker.compose.project={self.project}",
+                               "com.docker.compose.service=api"]}
+        )  # fmt: skip
+        assert len(containers) == 1, [c.name for c in containers]
+        return str(containers[0].image.labels["org.opencontainers.image.version"])
+
+    def sql(self, query: str) -> str:
+        containers = self.client.containers.list(
+            filters={"label": [f"com.docker.compose.project={self.project}",
+                               "com.docker.compose.service=postgres"]}
+        )  # fmt: skip
+        code, output = containers[0].exec_run(["psql", "-U", "notes", "-d", "notes", "-tAc", query])
+        assert code == 0, output
+        return output.decode().strip()
+
+
+def _write_config(path: Path, project: str, port: int, postgres_image: str) -> None:
+    """The example's deploy.toml with this module's project, port, store and images."""
+    text = (SERVICE / "deploy.toml").read_text(encoding="utf-8")
+    production = text.index("[environments.staging]")
+    backups = text.index("[backups]")
+    environment = "\n".join(
+        [
+            f"[environments.{ENV}]",
+            f'compose_project = "{project}"',
+            f'base_url = "http://127.0.0.1:{port}"',
+            f'variables = {{ NOTES_PORT = "{port}", POSTGRES_IMAGE = "{postgres_image}", '
+            f'FIRST_SUPERUSER = "{SUPERUSER}" }}',
+            'secrets = ["DB_PASSWORD", "SECRET_KEY", "FIRST_SUPERUSER_PASSWORD"]',
+            "",
+            "[backups]",
+            f'store = "volume:{project}-backups"',
+            "",
+            "",
+        ]
+    )
+    rest = text[backups:].split("\n", 2)[2]  # without the example's [backups] store line
+    text = text[:production] + environment + rest
+    text = text.replace('"ghcr.io/example/notes-api"', f'"{IMAGE_REPOSITORY}"')
+    text = text.replace('["docker-compose.yml"]', f'["{COMPOSE_FILE}"]')
+    text = text.replace('source_dir = "."\n', "")
+    # No GitHub: a token in the runner's environment must not reach a real repository.
+    text = text.replace('repository = "example/notes-api"', 'repository = ""')
+    text = text.replace("[deploy]\n", "[deploy]\nhealth_timeout_s = 90.0\nlock_ttl_s = 600\n")
+    # Generous: the engine is shared; latency is the benchmarks' business, not this test's.
+    text += "\n[thresholds]\nhealth_ms = 2000.0\n"
+    path.write_text(text, encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def notes_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The release repository: 2.3.0 and 2.4.0 tagged, deploy.toml at its root."""
+    repo = tmp_path_factory.mktemp("dtnotes-releases") / "notes-api"
+    subprocess.run([str(SERVICE / "make-release-repo"), str(repo)], check=True, capture_output=True)
+    return repo
+
+
+def _remove_project(client: Any, project: str, compose_file: Path, env: dict[str, str]) -> None:
+    """Take a Compose project down with its volumes, and whatever it left."""
+    subprocess.run(
+        [*ComposeStack(project=project, env={}, client=client).compose, "-f", str(compose_file),
+         "-p", project, "down", "-v", "--timeout", "5"],
+        env={**os.environ, **env},
+        capture_output=True,
+        check=False,
+    )  # fmt: skip
+    for container in client.containers.list(all=True, filters={"name": project}):
+        with contextlib.suppress(Exception):
+            container.remove(force=True, v=True)
+    for volume in client.volumes.list():
+        if volume.name.startswith((f"{project}-", f"{project}_")):
+            with contextlib.suppress(Exception):
+                volume.remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def notes(
+    docker_client: Any,
+    postgres_image: str,
+    notes_repo: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Notes]:
+    tmp = tmp_path_factory.mktemp("dtnotes")
+    project = f"dtnotes-{os.getpid()}"
+    repo = notes_repo
+    port = free_port()
+    _write_config(tmp / "deploy.toml", project, port, postgres_image)
+    values = {
+        "DB_PASSWORD": secrets.token_hex(16),
+        "SECRET_KEY": secrets.token_hex(24),
+        "FIRST_SUPERUSER_PASSWORD": secrets.token_hex(12),
+    }
+    env = Notes(
+        tmp / "deploy.toml", values, f"http://127.0.0.1:{port}", project, repo, {}, docker_client
+    )
+    try:
+        for tag in ("v2.3.0", "v2.4.0"):
+            built = env.ok("image", "build", "--tag", tag, "--repo", str(repo))
+            # By image ID, as `pipeline run` hands an unpushed image on.
+            env.images[tag[1:]] = built["image_id"]
+        yield env
+    finally:
+        _remove_project(
+            docker_client, project, COMPOSE_FILE, {**values, "POSTGRES_IMAGE": postgres_image}
+        )
+        for image in docker_client.images.list(name=IMAGE_REPOSITORY):
+            for tag in image.tags:
+                with contextlib.suppress(Exception):
+                    docker_client.images.remove(tag, force=True)
+
+
+def test_release_verify_passes_with_alembic_in_db_and_calls_2_4_0_expand_only(
+    notes_repo: Path,
+) -> None:
+    config = notes_repo / "deploy.toml"
+    result = CliRunner().invoke(
+        cli,
+        ["--config", str(config), "--json", "release", "verify", "--tag", "v2.4.0",
+         "--repo", str(notes_repo)],
+        env={"GITHUB_TOKEN": ""},
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    checks = {c["name"]: c for c in json.loads(result.stdout)["result"]["checks"]}
+    assert checks["alembic-single-head"]["verdict"] == "passed"
+    assert "b2e1d4c3f002" in checks["alembic-single-head"]["reason"]
+    assert checks["migration-lint"]["verdict"] == "passed"
+    assert "expand-only" in checks["migration-lint"]["reason"]
+
+
+def test_both_releases_build_the_runtime_stage_of_docker_dockerfile(notes: Notes) -> None:
+    for version, image_id in notes.images.items():
+        image = notes.client.images.get(image_id)
+        assert f"{IMAGE_REPOSITORY}:{version}" in image.tags
+        assert image.labels["org.opencontainers.image.version"] == version
+        assert image.labels["org.opencontainers.image.title"] == "notes-api"
+        # The release whose migration the lint calls expand-only says so (rolling deploys).
+        expand_only = image.labels.get("deploytools.migrations.expand-only")
+        assert expand_only == ("true" if version == "2.4.0" else None)
+        config = image.attrs["Config"]
+        # The runtime stage, not the builder: its own user and directory, the build arg applied.
+        assert config["User"] == "notes"
+        assert config["WorkingDir"] == "/srv/notes"
+        assert "WEB_CONCURRENCY=2" in config["Env"]
+        assert f"NOTES_VERSION={version}" in config["Env"]
+
+
+def test_the_first_deploy_serves_2_3_0(notes: Notes) -> None:
+    record = notes.ok("deploy", "--env", ENV, "--image", notes.images["2.3.0"])["record"]
+    assert record["outcome"] == "succeeded"
+    assert record["version"] == "2.3.0"
+    assert notes.serving_version() == "2.3.0"
+    health = requests.get(f"{notes.url}/healthz", timeout=5)
+    assert health.status_code == 200 and health.json() is True
+    # The login is a form: a JSON body is refused.
+    refused = requests.post(f"{notes.url}/auth/token", json={"username": SUPERUSER}, timeout=5)
+    assert refused.status_code == 422
+    auth = {"Authorization": f"Bearer {notes.token()}"}
+    created = requests.post(
+        f"{notes.url}/notes", json={"title": "first", "body": "kept"}, headers=auth, timeout=5
+    )
+    assert created.status_code == 201, created.text
+    user = requests.post(
+        f"{notes.url}/users",
+        json={"email": "reader@notes.example.com", "password": "reader-password"},
+        headers=auth,
+        timeout=5,
+    )
+    assert user.status_code == 201, user.text
+    reader = notes.token("reader@notes.example.com", "reader-password")
+    forbidden = requests.post(
+        f"{notes.url}/users",
+        json={"email": "x@notes.example.com", "password": "x-password"},
+        headers={"Authorization": f"Bearer {reader}"},
+        timeout=5,
+    )
+    assert forbidden.status_code == 403
+    assert requests.get(f"{notes.url}/notes", timeout=5).status_code == 401
+
+
+@pytest.mark.parametrize("command", ["smoke", "validate", "verify"])
+def test_the_checks_of_its_deploy_toml_pass_on_2_3_0(notes: Notes, command: str) -> None:
+    result = notes.ok(command, "--env", ENV)
+    verdicts = {c["name"]: c["verdict"] for c in result["results"]}
+    assert verdicts == {"healthz answers": "pass", "notes need a token": "pass"}
+
+
+def test_a_backup_is_taken_and_verified(notes: Notes) -> None:
+    created = notes.ok("backup", "create", "--env", ENV)
+    verification = created["verification"]
+    assert verification["ok"] and verification["restore_ok"] and verification["row_counts_ok"]
+    backup_id = created["manifest"]["id"]
+    listing = notes.ok("backup", "list", "--env", ENV)
+    assert backup_id in json.dumps(listing)
+
+
+def test_the_expand_only_migration_runs_while_2_3_0_serves(notes: Notes) -> None:
+    before = notes.sql("SELECT version_num FROM alembic_version")
+    assert before == "a1f0c3d2e001"
+    notes.ok("migrate", "--env", ENV, "--image", notes.images["2.4.0"])
+    assert notes.sql("SELECT version_num FROM alembic_version") == "b2e1d4c3f002"
+    assert (
+        notes.sql(
+            "SELECT is_nullable FROM information_schema.columns "
+            "WHERE table_name = 'note' AND column_name = 'tags'"
+        )
+        == "YES"
+    )
+    # 2.3.0 still serves on the expanded schema: it reads and writes notes without the column.
+    assert notes.serving_version() == "2.3.0"
+    auth = {"Authorization": f"Bearer {notes.token()}"}
+    written = requests.post(
+        f"{notes.url}/notes", json={"title": "on 2.3.0", "body": ""}, headers=auth, timeout=5
+    )
+    assert written.status_code == 201 and "tags" not in written.json()
+
+
+def test_2_4_0_deploys_and_rolls_back_to_2_3_0_keeping_the_data(notes: Notes) -> None:
+    record = notes.ok("deploy", "--env", ENV, "--image", notes.images["2.4.0"])["record"]
+    assert record["outcome"] == "succeeded" and record["version"] == "2.4.0"
+    assert notes.serving_version() == "2.4.0"
+    auth = {"Authorization": f"Bearer {notes.token()}"}
+    tagged = requests.post(
+        f"{notes.url}/notes",
+        json={"title": "tagged", "body": "", "tags": "release"},
+        headers=auth,
+        timeout=5,
+    )
+    assert tagged.status_code == 201 and tagged.json()["tags"] == "release"
+
+    rolled = notes.ok("rollback", "--env", ENV)
+    assert "2.3.0" in json.dumps(rolled)
+    wait_until(lambda: notes.serving_version() == "2.3.0", timeout=60, what="2.3.0 serving")
+    wait_until(
+        lambda: requests.get(f"{notes.url}/healthz", timeout=2).json() is True,
+        timeout=60,
+        what="healthz after the rollback",
+    )
+    listed = requests.get(f"{notes.url}/notes", headers=auth, timeout=5).json()
+    # The data stays: the rollback kept the database (the migration only expanded it).
+    assert [n["title"] for n in listed["data"]] == ["first", "on 2.3.0", "tagged"]
+    assert notes.sql("SELECT version_num FROM alembic_version") == "b2e1d4c3f002"
+    history = notes.ok("history", "--env", ENV)
+    assert "rollback" in json.dumps(history)
+
+
+def test_init_on_a_copy_of_the_project_writes_a_config_that_deploys_it(
+    notes: Notes, postgres_image: str, tmp_path: Path
+) -> None:
+    """The team's Compose project (this machine's defaults: a free port, the local PostgreSQL
+    image), `deploytools init`, the secrets exported: the written deploy.toml deploys it."""
+    root = tmp_path / f"dtnotes-init-{os.getpid()}"
+    shutil.copytree(SERVICE, root, ignore=shutil.ignore_patterns("deploy.toml", "releases"))
+    port = free_port()
+    compose = root / "docker-compose.yml"
+    compose.write_text(
+        compose.read_text()
+        .replace("${NOTES_PORT:-8000}", f"${{NOTES_PORT:-{port - 100}}}")
+        .replace("postgres:16", postgres_image)
+    )
+    done = CliRunner().invoke(cli, ["--json", "init", "--dir", str(root), "--no-workflows"])
+    assert done.exit_code == 0, done.output
+    project = f"{root.name}-staging"
+    try:
+        deployed = CliRunner().invoke(
+            cli,
+            ["--config", str(root / "deploy.toml"), "--json", "deploy", "--env", "staging",
+             "--image", notes.images["2.3.0"]],
+            env=notes.secrets,
+            catch_exceptions=False,
+        )  # fmt: skip
+        assert deployed.exit_code == 0, deployed.output
+        assert json.loads(deployed.stdout)["result"]["record"]["outcome"] == "succeeded"
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json() is True
+        token = requests.post(
+            f"http://127.0.0.1:{port}/auth/token",
+            data={"username": "admin@example.com",
+                  "password": notes.secrets["FIRST_SUPERUSER_PASSWORD"]},
+            timeout=10,
+        )  # fmt: skip
+        assert token.status_code == 200, token.text
+    finally:
+        _remove_project(notes.client, project, compose, notes.secrets)
+        with contextlib.suppress(Exception):
+            notes.client.volumes.get(f"{root.name}-backups").remove(force=True)
+        # The deploy's keep tag, under the repository init read from the Compose file.
+        for image in notes.client.images.list(name="ghcr.io/example/notes-api"):
+            for tag in image.tags:
+                if tag.startswith("ghcr.io/example/notes-api:staging-release-"):
+                    with contextlib.suppress(Exception):
+                        notes.client.images.remove(tag)
