@@ -67,9 +67,12 @@ def invocations(job: dict[str, Any]) -> Iterator[list[str]]:
     """The `deploytools` command lines of a job's run blocks, as argv (without the program)."""
     for step in job.get("steps", []):
         for line in str(step.get("run", "")).splitlines():
-            if not line.strip().startswith("deploytools "):
+            # `exec deploytools ...`: the step's process is deploytools itself (a cancel's
+            # SIGINT reaches it, not only the shell)
+            line = line.strip().removeprefix("exec ")
+            if not line.startswith("deploytools "):
                 continue
-            lexer = shlex.shlex(line.strip(), posix=True, punctuation_chars=True)
+            lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
             lexer.whitespace_split = True
             words: list[str] = []
             for word in lexer:

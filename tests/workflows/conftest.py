@@ -278,10 +278,10 @@ class Act:
     home: Path
     runner_python: Path
 
-    def run(
+    def argv(
         self,
         event: str,
-        workflow: str,
+        workflow: str | Path,
         *,
         payload: Path,
         github_api: str,
@@ -289,11 +289,13 @@ class Act:
         variables: dict[str, str] | None = None,
         job: str | None = None,
         artifacts: Path | None = None,
-        timeout_s: float = 300,
-    ) -> ActRun:
+    ) -> tuple[list[str], dict[str, str]]:
+        """act's command line and environment for `workflow` (a name in .github/workflows, or
+        the path of a workflow file: a derived copy, see test_production_workflow.py)."""
+        where = str(workflow) if Path(workflow).is_absolute() else f".github/workflows/{workflow}"
         argv = [
             str(ACT), event,
-            "-W", f".github/workflows/{workflow}",
+            "-W", where,
             "-e", str(payload),
             "-P", "ubuntu-24.04=-self-hosted",
             "--action-offline-mode", "--no-skip-checkout",
@@ -326,6 +328,32 @@ class Act:
             "GIT_CONFIG_NOSYSTEM": "1",
         }
         env.pop("GITHUB_TOKEN", None)
+        return argv, env
+
+    def keep_log(self, event: str, workflow: str | Path, log: str) -> None:
+        """The whole log beside the session's other files, for a failed test's reader."""
+        logs = self.cache.parent / "act-logs"
+        logs.mkdir(exist_ok=True)
+        name = Path(workflow).name
+        (logs / f"{len(list(logs.iterdir())):03d}-{event}-{name}.log").write_text(log)
+
+    def run(
+        self,
+        event: str,
+        workflow: str | Path,
+        *,
+        payload: Path,
+        github_api: str,
+        secrets: dict[str, str] | None = None,
+        variables: dict[str, str] | None = None,
+        job: str | None = None,
+        artifacts: Path | None = None,
+        timeout_s: float = 300,
+    ) -> ActRun:
+        argv, env = self.argv(
+            event, workflow, payload=payload, github_api=github_api, secrets=secrets,
+            variables=variables, job=job, artifacts=artifacts,
+        )  # fmt: skip
         done = subprocess.run(
             argv,
             cwd=self.git_server.work,
@@ -336,10 +364,7 @@ class Act:
             check=False,
         )
         run = ActRun(done.returncode, done.stdout + done.stderr)
-        # The whole log beside the session's other files, for a failed test's reader.
-        logs = self.cache.parent / "act-logs"
-        logs.mkdir(exist_ok=True)
-        (logs / f"{len(list(logs.iterdir())):03d}-{event}-{workflow}.log").write_text(run.log)
+        self.keep_log(event, workflow, run.log)
         return run
 
 
