@@ -389,7 +389,9 @@ def test_the_outcome_names_the_environment_that_failed() -> None:
     # production's failure only when production's jobs failed; staging's as staging's
     assert '[ "$PRODUCTION" = failure ] || [ "$MONITOR" = failure ]' in run
     assert 'STATUS_PAGE_HOOK_URL="" deploytools notify --event failure --env staging' in run
-    assert run.count("--env production") == 3
+    assert run.count("--env production") == 4
+    # a re-run refused (its tag rolled back before): Slack only, the tag's deployment as it was
+    assert 'STATUS_PAGE_HOOK_URL="" GITHUB_TOKEN="" deploytools notify --event failure' in run
     assert "else\n" in run and "nothing to tell" in run
 
 

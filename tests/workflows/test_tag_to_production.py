@@ -83,6 +83,8 @@ GRANT_VIEWER = (
     "INSERT INTO user_roles (user_id, role_id) SELECT u.id, r.id FROM users u, roles r "
     "WHERE u.username = 'dtwf-release-viewer' AND r.name = 'viewer'"
 )
+#: How a success notice says it (steps/notify.py).
+SUCCESS = "is deployed and verified"
 WATCH = ("--duration 1h --rollback-on-breach", "--duration 20s --interval 5s --rollback-on-breach")
 
 
@@ -247,7 +249,7 @@ def test_a_tag_goes_to_production_at_the_builds_digest(
     paths = [p for p, _ in notices]
     assert paths.count("/slack") == 2 and paths.count("/status") == 2, notices
     last_slack = [t for p, t in notices if p == "/slack"][-1]
-    assert "v1.16.1" in last_slack and "succe" in last_slack.lower(), last_slack
+    assert "v1.16.1 on production is deployed and verified" in last_slack, last_slack
     assert not any("fail" in t.lower() or "rolled back" in t for _, t in notices), notices
     # The runbook report of the release, from this run's check results.
     report = (production.artifacts["v1.16.1"] / "release-report" / "release-report.md").read_text()
@@ -346,6 +348,8 @@ def test_e_a_run_cancelled_during_deploy_production_leaves_no_lock_and_one_relea
             log = out.read()
         act.keep_log("push-cancelled", production.short_watch, log)
         notices = _notices(list(hooks.received))
+    production.cancelled = True
+    production.images["v1.16.2"] = _image_of(ActRun(1, log))
     assert "deploytools deploy --env production" in ran or "bash" in ran, ran
     # The cancelled deploy released its lock on its way out: nobody must break it.
     assert result(act, "lock", "show", "--env", "production")["lock"] is None, log[-6000:]
@@ -362,8 +366,6 @@ def test_e_a_run_cancelled_during_deploy_production_leaves_no_lock_and_one_relea
     assert current["id"] >= before["current"]["id"]
     # Only the maintenance window was told (the cancel stopped the run before its outcome).
     assert [p for p, _ in notices] == ["/slack", "/status"], notices
-    production.images["v1.16.2"] = _image_of(ActRun(1, log))
-    production.cancelled = True
 
 
 def test_c_verify_production_failing_rolls_back_to_the_release_it_replaced(
@@ -403,7 +405,7 @@ def test_c_verify_production_failing_rolls_back_to_the_release_it_replaced(
     slack = [t for p, t in notices if p == "/slack"]
     assert len(slack) == 2, notices
     assert f"rolled back to release {replaced['id']}" in slack[-1], slack[-1]
-    assert not any("succe" in t.lower() for t in slack), slack
+    assert not any(SUCCESS in t for t in slack), slack
     incident = production.artifacts["v1.16.3"] / "incident-report" / "incident-report.md"
     assert incident.read_text().strip()
     verified = production.artifacts["v1.16.3"] / "verify-production" / "verify-production.json"
@@ -469,5 +471,8 @@ def test_d_rerunning_the_failed_jobs_goes_no_release_too_far_and_tells_no_succes
     assert after["releases"] == before["releases"]
     assert after["current"]["image"] == before["current"]["image"]
     assert health(act)["version"] == before["current"]["version"]
-    # No success for the rolled-back tag.
-    assert not any("succe" in t.lower() for _, t in notices), notices
+    # No success for the rolled-back tag; the team is told the re-run changed nothing, and
+    # the public status page (production is fine) is left alone.
+    assert not any(SUCCESS in t for _, t in notices), notices
+    assert [p for p, _ in notices] == ["/slack"], notices
+    assert "not changed" in notices[0][1], notices
