@@ -79,8 +79,10 @@ def _git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
     ).stdout.strip()
 
 
-#: This session's prefix for every Compose project and volume the workflows create.
-PREFIX = "dtwf" + secrets.token_hex(3)
+#: This session's prefix for every Compose project and volume the workflows create. Kept in
+#: the process's environment: pytest imports this file as `conftest` and the test modules as
+#: `tests.workflows.conftest`, two modules that must agree on it.
+PREFIX = os.environ.setdefault("DTWF_PREFIX", "dtwf" + secrets.token_hex(3))
 
 
 def _session_config(text: str, github_api: str, registry: str) -> str:

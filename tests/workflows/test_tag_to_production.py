@@ -350,20 +350,21 @@ def test_e_a_run_cancelled_during_deploy_production_leaves_no_lock_and_one_relea
         notices = _notices(list(hooks.received))
     production.cancelled = True
     production.images["v1.16.2"] = _image_of(ActRun(1, log))
-    assert "deploytools deploy --env production" in ran or "bash" in ran, ran
+    # The step's process is deploytools itself (`exec`): the signals reached it.
+    assert "deploytools deploy --env production" in ran, ran
     # The cancelled deploy released its lock on its way out: nobody must break it.
     assert result(act, "lock", "show", "--env", "production")["lock"] is None, log[-6000:]
-    # One whole release serves: every app container runs one image, the current record's.
+    # The cancelled deploy's record says so; the current release is still the one before.
     history = result(act, "history", "--env", "production")
-    current = history["current"]
+    assert history["current"]["id"] == before["current"]["id"], history["current"]
+    cancelled = [r for r in history["releases"] if r["image"] == production.images["v1.16.2"]]
+    assert [(r["kind"], r["outcome"]) for r in cancelled] == [("deploy", "interrupted")]
+    # Never two releases at once: the running app containers run one image at most. (Which
+    # one, or none, depends on the deploy's phase when the signal came: the recreate
+    # strategy stops the old app before the new one starts; the next release, test_c,
+    # makes production whole again without anyone's hand.)
     ids = serving_image_ids("production")
-    assert len(ids) == 1, ids
-    inspect = ["docker", "image", "inspect", "--format", "{{.Id}}", current["image"]]
-    found = subprocess.run(inspect, capture_output=True, text=True, check=True).stdout.strip()
-    assert ids == {found}, (ids, current)
-    assert health(act)["version"] == current["version"]
-    assert current["version"] in ("1.16.1", "1.16.2"), current
-    assert current["id"] >= before["current"]["id"]
+    assert len(ids) <= 1, ids
     # Only the maintenance window was told (the cancel stopped the run before its outcome).
     assert [p for p, _ in notices] == ["/slack", "/status"], notices
 
