@@ -140,6 +140,18 @@ class GitServer:
     def head(self) -> str:
         return _git(self.work, "rev-parse", "HEAD")
 
+    def commit_release(self, version: str) -> str:
+        """A release commit on main, pushed: the service's VERSION and release notes say
+        `version` (what `release verify` checks at the tag); returns the commit."""
+        app = self.work / "examples" / "rbac-api"
+        (app / "VERSION").write_text(version + "\n")
+        notes = f"# rbac-api {version}\n\n- A release made by the workflows tier.\n"
+        (app / f"RELEASE_NOTES_v{version}.md").write_text(notes)
+        _git(self.work, "add", "-A")
+        _git(self.work, "commit", "-q", "-m", f"rbac-api {version}")
+        _git(self.work, "push", "-q", str(self.bare), "HEAD:refs/heads/main")
+        return self.head()
+
     def tag(self, tag: str, message: str) -> str:
         """An annotated tag on HEAD, pushed (as `git push --tags` would); returns the commit."""
         _git(self.work, "tag", "-f", "-a", tag, "-m", message)

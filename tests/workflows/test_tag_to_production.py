@@ -179,14 +179,16 @@ def production(
     assert text.count(WATCH[0]) == 1, "release.yml's watch changed: update WATCH"
     short = tmp_path_factory.mktemp("dtwf-workflows") / "release.yml"
     short.write_text(text.replace(*WATCH))
-    github.protected_repository(REPOSITORY, sha=act.git_server.head())
     yield Production(short)
     if built:
         subprocess.run(["docker", "rmi", "-f", base], capture_output=True, check=False)
 
 
-def _payload(act: Act, tag: str, where: Path) -> Path:
+def _payload(act: Act, github: FakeGitHub, tag: str, where: Path) -> Path:
+    """A release commit for `tag` on main, tagged and pushed; its required checks green."""
+    act.git_server.commit_release(tag[1:])
     commit = act.git_server.tag(tag, f"rbac-api {tag[1:]}")
+    github.protected_repository(REPOSITORY, sha=commit)
     payload = where / f"push-{tag}.json"
     payload.write_text(json.dumps({"ref": f"refs/tags/{tag}", "after": commit}))
     return payload
@@ -214,7 +216,7 @@ def release_run(
     artifacts = production.artifacts[tag] = tmp / f"artifacts-{tag}"
     with FakeWebhooks() as hooks:
         run = act.run(
-            "push", production.short_watch, payload=_payload(act, tag, tmp),
+            "push", production.short_watch, payload=_payload(act, github, tag, tmp),
             github_api=github.url, secrets={**SECRETS, **_hooks(hooks)},
             artifacts=artifacts, timeout_s=1200,
         )  # fmt: skip
@@ -331,7 +333,7 @@ def test_e_a_run_cancelled_during_deploy_production_leaves_no_lock_and_one_relea
     artifacts = tmp_path / "artifacts"
     with FakeWebhooks() as hooks:
         argv, env = act.argv(
-            "push", production.short_watch, payload=_payload(act, "v1.16.2", tmp_path),
+            "push", production.short_watch, payload=_payload(act, github, "v1.16.2", tmp_path),
             github_api=github.url, secrets={**SECRETS, **_hooks(hooks)}, artifacts=artifacts,
         )  # fmt: skip
         with tempfile.TemporaryFile("w+") as out:
