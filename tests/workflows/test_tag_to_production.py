@@ -360,7 +360,9 @@ def test_e_a_run_cancelled_during_deploy_production_leaves_no_lock_and_one_relea
     history = result(act, "history", "--env", "production")
     assert history["current"]["id"] == before["current"]["id"], history["current"]
     cancelled = [r for r in history["releases"] if r["image"] == production.images["v1.16.2"]]
-    assert [(r["kind"], r["outcome"]) for r in cancelled] == [("deploy", "interrupted")]
+    assert [(r["kind"], r["outcome"]) for r in cancelled if r["kind"] != "migrate"] == [
+        ("deploy", "interrupted")
+    ]
     # Never two releases at once: the running app containers run one image at most. (Which
     # one, or none, depends on the deploy's phase when the signal came: the recreate
     # strategy stops the old app before the new one starts; the next release, test_c,
