@@ -399,7 +399,9 @@ def test_c_verify_production_failing_rolls_back_to_the_release_it_replaced(
     history = result(act, "history", "--env", "production")
     current = history["current"]
     assert current["kind"] == "rollback", current
-    assert current["image"] == replaced["image"]
+    # (recorded as the tag deploytools kept of that release: the same image)
+    assert current["version"] == replaced["version"], current
+    assert current["image_id"] == replaced["image_id"], (current, replaced)
     deployed = [r for r in history["releases"] if r["image"] == image]
     assert [r["kind"] for r in deployed] == ["deploy"], deployed
     inspect = ["docker", "image", "inspect", "--format", "{{.Id}}", replaced["image"]]
