@@ -14,7 +14,8 @@ Standard library only (it runs with the runner's Python before and after deployt
 
   release_state.py serving IMAGE < status.json
       Exits 0 when production serves IMAGE (repository@sha256:...): its current release record
-      names it, and every running container of that repository runs that digest; else 1.
+      names it (or, after a rollback, a tag deploytools kept in that repository), and every
+      running container of that repository runs that digest; else 1.
 """
 
 from __future__ import annotations
@@ -59,8 +60,12 @@ def serving(image: str, status: dict[str, Any]) -> list[str]:
     problems: list[str] = []
     repository = image.split("@", 1)[0]
     release = status.get("release") or {}
-    if release.get("image") != image:
-        problems.append(f"the current release record names {release.get('image')!r}")
+    recorded = str(release.get("image") or "")
+    # A rollback records the tag deploytools kept of the release (REPOSITORY:TAG, the same
+    # image); which digest it runs, the containers say below.
+    kept = "@" not in recorded and recorded.rsplit(":", 1)[0] == repository
+    if recorded != image and not kept:
+        problems.append(f"the current release record names {recorded!r}")
     same_repo = [
         s
         for s in status.get("services") or []

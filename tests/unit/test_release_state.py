@@ -71,6 +71,12 @@ def test_serving_means_the_record_and_every_container_run_the_digest() -> None:
     assert release_state.serving(NEW, status(OLD, NEW))  # the record disagrees
     assert release_state.serving(NEW, status(NEW, NEW, OLD))  # one container is behind
     assert release_state.serving(NEW, status(NEW))  # nothing runs
+    # After a rollback the record names the tag deploytools kept (same repository): the
+    # containers say which digest runs (release.yml's check after its rollback, test_c).
+    kept = NEW.split("@")[0] + ":production-release-0003"
+    assert release_state.serving(NEW, status(kept, NEW)) == []
+    assert release_state.serving(OLD, status(kept, NEW))  # the kept tag runs another digest
+    assert release_state.serving(NEW, status("elsewhere/app:production-release-0003", NEW))
 
 
 def test_the_command_line_reads_deploytools_json() -> None:

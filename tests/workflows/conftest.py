@@ -79,8 +79,10 @@ def _git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
     ).stdout.strip()
 
 
-#: This session's prefix for every Compose project and volume the workflows create.
-PREFIX = "dtwf" + secrets.token_hex(3)
+#: This session's prefix for every Compose project and volume the workflows create. Kept in
+#: the process's environment: pytest imports this file as `conftest` and the test modules as
+#: `tests.workflows.conftest`, two modules that must agree on it.
+PREFIX = os.environ.setdefault("DTWF_PREFIX", "dtwf" + secrets.token_hex(3))
 
 
 def _session_config(text: str, github_api: str, registry: str) -> str:
@@ -137,6 +139,18 @@ class GitServer:
 
     def head(self) -> str:
         return _git(self.work, "rev-parse", "HEAD")
+
+    def commit_release(self, version: str) -> str:
+        """A release commit on main, pushed: the service's VERSION and release notes say
+        `version` (what `release verify` checks at the tag); returns the commit."""
+        app = self.work / "examples" / "rbac-api"
+        (app / "VERSION").write_text(version + "\n")
+        notes = f"# rbac-api {version}\n\n- A release made by the workflows tier.\n"
+        (app / f"RELEASE_NOTES_v{version}.md").write_text(notes)
+        _git(self.work, "add", "-A")
+        _git(self.work, "commit", "-q", "-m", f"rbac-api {version}")
+        _git(self.work, "push", "-q", str(self.bare), "HEAD:refs/heads/main")
+        return self.head()
 
     def tag(self, tag: str, message: str) -> str:
         """An annotated tag on HEAD, pushed (as `git push --tags` would); returns the commit."""
@@ -278,10 +292,10 @@ class Act:
     home: Path
     runner_python: Path
 
-    def run(
+    def argv(
         self,
         event: str,
-        workflow: str,
+        workflow: str | Path,
         *,
         payload: Path,
         github_api: str,
@@ -289,11 +303,13 @@ class Act:
         variables: dict[str, str] | None = None,
         job: str | None = None,
         artifacts: Path | None = None,
-        timeout_s: float = 300,
-    ) -> ActRun:
+    ) -> tuple[list[str], dict[str, str]]:
+        """act's command line and environment for `workflow` (a name in .github/workflows, or
+        the path of a workflow file: a derived copy, see test_production_workflow.py)."""
+        where = str(workflow) if Path(workflow).is_absolute() else f".github/workflows/{workflow}"
         argv = [
             str(ACT), event,
-            "-W", f".github/workflows/{workflow}",
+            "-W", where,
             "-e", str(payload),
             "-P", "ubuntu-24.04=-self-hosted",
             "--action-offline-mode", "--no-skip-checkout",
@@ -326,6 +342,32 @@ class Act:
             "GIT_CONFIG_NOSYSTEM": "1",
         }
         env.pop("GITHUB_TOKEN", None)
+        return argv, env
+
+    def keep_log(self, event: str, workflow: str | Path, log: str) -> None:
+        """The whole log beside the session's other files, for a failed test's reader."""
+        logs = self.cache.parent / "act-logs"
+        logs.mkdir(exist_ok=True)
+        name = Path(workflow).name
+        (logs / f"{len(list(logs.iterdir())):03d}-{event}-{name}.log").write_text(log)
+
+    def run(
+        self,
+        event: str,
+        workflow: str | Path,
+        *,
+        payload: Path,
+        github_api: str,
+        secrets: dict[str, str] | None = None,
+        variables: dict[str, str] | None = None,
+        job: str | None = None,
+        artifacts: Path | None = None,
+        timeout_s: float = 300,
+    ) -> ActRun:
+        argv, env = self.argv(
+            event, workflow, payload=payload, github_api=github_api, secrets=secrets,
+            variables=variables, job=job, artifacts=artifacts,
+        )  # fmt: skip
         done = subprocess.run(
             argv,
             cwd=self.git_server.work,
@@ -336,10 +378,7 @@ class Act:
             check=False,
         )
         run = ActRun(done.returncode, done.stdout + done.stderr)
-        # The whole log beside the session's other files, for a failed test's reader.
-        logs = self.cache.parent / "act-logs"
-        logs.mkdir(exist_ok=True)
-        (logs / f"{len(list(logs.iterdir())):03d}-{event}-{workflow}.log").write_text(run.log)
+        self.keep_log(event, workflow, run.log)
         return run
 
 
