@@ -168,7 +168,9 @@ STEPS: tuple[Step, ...] = (
         name="deploy-production",
         title="Deploy the image to production",
         runbook_step=5,
-        command=("deploy", "--env", PRODUCTION, "--image", "{image}"),
+        # --yes: the approval was given before the production steps (the workflow's
+        # environment, or pipeline run's own gate).
+        command=("deploy", "--env", PRODUCTION, "--image", "{image}", "--yes"),
         environment=PRODUCTION,
         hands_over="production running the release",
     ),

@@ -215,6 +215,8 @@ store = "volume:{project}-store"
 
 [deploy]
 health_timeout_s = 30.0
+# The proxy's tests count one app container after a deploy: no container kept for the watch.
+watch_window_s = 0
 lock_ttl_s = 600
 
 {proxy_table}"""

@@ -37,7 +37,7 @@ def test_one_gate_and_nothing_reaches_production_before_it() -> None:
 def test_a_step_fills_in_what_earlier_steps_handed_over() -> None:
     image = "ghcr.io/example/rbac-api@sha256:" + "0" * 64
     assert pipeline.step("deploy-production").argv({"image": image}) == [
-        "deploy", "--env", "production", "--image", image,
+        "deploy", "--env", "production", "--image", image, "--yes",
     ]  # fmt: skip
     assert pipeline.step("build-image").argv({"tag": "v1.15.2"}, workflow=False) == [
         "image", "build", "--tag", "v1.15.2", "--push",
