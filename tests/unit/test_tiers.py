@@ -44,3 +44,12 @@ def test_scripts_test_selects_every_tier() -> None:
     # Every directory of tests holding test files is a tier of its own.
     holding = {p.relative_to(TESTS_DIR).parts[0] for p in TESTS_DIR.rglob("test_*.py")}
     assert holding <= set(TIERS)
+
+
+def test_no_two_test_modules_share_a_basename() -> None:
+    # The tiers' directories are not packages: pytest imports each test module by its basename,
+    # so a second module of the same name in another tier stops the whole collection.
+    seen: dict[str, list[str]] = {}
+    for path in TESTS_DIR.rglob("test_*.py"):
+        seen.setdefault(path.name, []).append(str(path.relative_to(TESTS_DIR)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}
