@@ -58,7 +58,7 @@ def production(act: Act) -> Iterator[dict[str, str]]:
             timeout=600,
         )
         done = deploytools(
-            config, "deploy", "--env", "production", "--image", image, "--no-backup-check"
+            config, "deploy", "--env", "production", "--image", image, "--no-backup-check", "--yes"
         )
         assert done.returncode == 0, done.stdout + done.stderr
         images[version] = image
