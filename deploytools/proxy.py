@@ -149,24 +149,25 @@ def address(container: Container, proxy: Container) -> str:
     )
 
 
-def defined(target: Target) -> bool:
-    """Whether the Compose files define the proxy service."""
-    return bool(settings(target).compose_service)
-
-
 def ensure_running(
-    target: Target, *, timeout_s: float, unless_app_publishes: bool = False
+    target: Target,
+    *,
+    timeout_s: float,
+    unless_app_publishes: bool = False,
+    resolved: ProxySettings | None = None,
 ) -> Container | None:
     """The environment's proxy, started when it does not run: the Compose files' proxy service
     when they define one, else deploytools' own container.
 
     `unless_app_publishes`: None instead of starting deploytools' own when the app service
     publishes a host port itself (a recreate deploy of a stack not put behind the proxy yet:
-    the port is the app's; `deploytools proxy start` adopts it, docs/zero-downtime.md)."""
+    the port is the app's; `deploytools proxy start` adopts it, docs/zero-downtime.md).
+    `resolved`: the environment's settings when the caller has them (else read here, only
+    when the proxy does not run)."""
     running = container(target)
     if running is not None:
         return running
-    resolved = settings(target)
+    resolved = resolved or settings(target)
     if resolved.compose_service:
         target.start([resolved.compose_service], what="starting the proxy")
         started = container(target)

@@ -67,12 +67,6 @@ SWITCH_TIMEOUT_S = 60.0
 CUT_SETTLE_S = 0.5
 #: The deadline of the smoke check and of the warm-up, each.
 IN_CONTAINER_TIMEOUT_S = 120.0
-#: The pause between the switch and the old container's stop. The old one takes no request
-#: any more; its stop (SIGTERM, gunicorn's exit, the engine's teardown: 1-1.5 s of work on 2
-#: cores) then does not land on the new release's first requests
-#: (benchmarks/rolling_bench.py: 13-21 ms answers in the first 20 ms after the cut when the
-#: stop began 5 ms after it, against a steady p99 of 10 ms).
-STOP_SETTLE_S = 0.5
 
 
 def refusal(info: migrate_step.ImageInfo, environment: str) -> UsageError | None:
@@ -102,7 +96,8 @@ def proxy_refusal(session: EnvSession) -> UsageError | None:
     Asked before the lock, the backup and the migration: a proxy that cannot switch (none,
     another proxy, or another config than deploytools') refuses the deploy with nothing done."""
     target = session.target
-    cannot = proxy.switch_refusal(target)
+    resolved = proxy.settings(target)  # the Compose files, read once for both questions
+    cannot = proxy.switch_refusal(target, resolved)
     if cannot is not None:
         return UsageError(
             f"rolling deploy to {target.name} refused: {cannot}",
@@ -114,7 +109,9 @@ def proxy_refusal(session: EnvSession) -> UsageError | None:
             facts={"reason": f"the proxy cannot switch traffic: {cannot}"},
         )
     # Started here when it does not run: deploytools' own proxy, or the Compose files'.
-    gateway = proxy.ensure_running(target, timeout_s=session.ctx.config.deploy.health_timeout_s)
+    gateway = proxy.ensure_running(
+        target, timeout_s=session.ctx.config.deploy.health_timeout_s, resolved=resolved
+    )
     if gateway is None:  # never: ensure_running starts deploytools' own
         return UsageError(
             f"environment {target.name} has no proxy to switch traffic with",
@@ -176,7 +173,10 @@ def roll_to(
     target = session.target
     config = session.ctx.config
     service = config.project.app_service
-    gateway = proxy.ensure_running(target, timeout_s=config.deploy.health_timeout_s)
+    resolved = proxy.settings(target)
+    gateway = proxy.ensure_running(
+        target, timeout_s=config.deploy.health_timeout_s, resolved=resolved
+    )
     if gateway is None:
         raise UsageError(f"environment {target.name} has no proxy to switch traffic with")
     for dead in [c for c in target.containers(service) if c.status != "running"]:
@@ -194,7 +194,7 @@ def roll_to(
             gateway,
             api,
             old,
-            proxy.settings(target),
+            resolved,
             keep=keep and len(old) == 1,
         )
     finally:
@@ -276,16 +276,10 @@ def _roll_to(
         # service's name answers with both containers now), until the watch ends.
         return old[0]
     with phases.phase("drain", save=False):
-        time.sleep(STOP_SETTLE_S)
-        for container in old:
-            _stop_and_remove(container)
-        # Only the new container answers to the service's name now: the steady state, the
-        # service's server set to the new container's address. The slot and that server reach
-        # the same container, so nothing to wait for. (The pin before the start waits: the
-        # service's name is about to answer with a container that is not ready.)
-        proxy.switch(
-            gateway, None, service_address=new_address, wait=False, session=api, app_port=port
-        )
+        # The old containers stopped after watch_keep.STOP_SETTLE_S, then the proxy on the
+        # service's server at the new container's address. (The pin before the start waits:
+        # the service's name is about to answer with a container that is not ready.)
+        watch_keep.settle(gateway, api, old, new_address, port=port, stop=_stop_and_remove)
     return None
 
 
@@ -337,7 +331,7 @@ def _abandon(
     gateway: Container,
     new: Container | None,
     old: list[Container],
-    port: int = proxy.APP_PORT,
+    port: int,
 ) -> str:
     """Remove the new container and point the proxy at the service again; what still serves."""
     if new is not None:

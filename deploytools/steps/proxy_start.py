@@ -39,7 +39,9 @@ def run(ctx: StepContext, *, environment: str) -> ProxyStatus:
         target = session.target
         settings = proxy.settings(target)
         before = proxy.container(target)
-        gateway = proxy.ensure_running(target, timeout_s=ctx.config.deploy.health_timeout_s)
+        gateway = proxy.ensure_running(
+            target, timeout_s=ctx.config.deploy.health_timeout_s, resolved=settings
+        )
         assert gateway is not None  # noqa: S101 - ensure_running starts deploytools' own
         gateway.reload()
         ports = (gateway.attrs.get("NetworkSettings", {}).get("Ports") or {}).get("80/tcp") or []

@@ -472,7 +472,7 @@ def test_rolling_is_refused_before_anything_when_the_proxy_cannot_switch(
 
     found = SimpleNamespace(app=ComposeApp(services=frozenset({"proxy"})), compose_service="proxy")
     monkeypatch.setattr(proxy, "settings", lambda target: found)
-    monkeypatch.setattr(proxy, "switch_refusal", lambda target: None)
+    monkeypatch.setattr(proxy, "switch_refusal", lambda target, resolved=None: None)
     with runtime_api({"web1": "no check"}) as (api, local):
         proxy_config = SimpleNamespace(proxy=SimpleNamespace(compose_service="proxy"))
         target = SimpleNamespace(
