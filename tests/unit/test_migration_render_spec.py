@@ -204,9 +204,9 @@ def test_the_previous_release_head_is_the_baseline(tmp_path: Path) -> None:
     )
     version = Version.parse("v1.15.1")
     assert version is not None
-    found = previous_head(lambda _tag: tmp_path, version, "alembic.ini")
+    found = previous_head(tmp_path, version, "alembic.ini")
     assert (found.revision, found.source) == ("0001", "the head of v1.15.1")
-    none = previous_head(lambda _tag: None, version, "alembic.ini")
+    none = previous_head(None, version, "alembic.ini")
     assert none.revision is None and "has no alembic.ini" in none.source
 
 
