@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -236,12 +237,13 @@ def test_a_tree_whose_symlink_leaves_it_is_refused_and_leaves_no_directory(
     _git(repo, "add", "alembic.ini")
     _git(repo, "commit", "-q", "-m", "a link out")
     _git(repo, "tag", "-a", "v1.0.0", "-m", "v1.0.0")
-    before = set(Path("/tmp").glob("deploytools-src-*"))
+    temp = Path(tempfile.gettempdir())  # where extracted() makes its directory (TMPDIR)
+    before = set(temp.glob("deploytools-src-*"))
     with pytest.raises(CheckFailed) as caught, extracted(repo, "refs/tags/v1.0.0"):
         pass
     assert "the tree of v1.0.0 holds a link that leaves it" in caught.value.message
     assert "\n" not in caught.value.one_line()
-    assert set(Path("/tmp").glob("deploytools-src-*")) == before
+    assert set(temp.glob("deploytools-src-*")) == before
 
 
 def test_the_baseline_is_the_revision_given_then_production_for_a_first_release(
