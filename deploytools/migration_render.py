@@ -25,6 +25,7 @@ from deploytools.commands import alembic
 from deploytools.engine.client import Engine, OneOff
 from deploytools.engine.errors import EngineAPIError, EngineError, ImageNotFound
 from deploytools.errors import CheckFailed, EnvironmentUnreachable, UsageError
+from deploytools.sql_lint import split_statements
 
 #: Offline mode needs a URL only for the dialect; nothing connects to it (there is no network).
 OFFLINE_DATABASE_URL = "postgresql://offline:offline@offline.invalid:5432/offline"
@@ -280,57 +281,14 @@ SQL_COMMANDS = frozenset((
     "ROLLBACK", "SAVEPOINT", "SECURITY", "SELECT", "SET", "SHOW", "START", "TABLE", "TRUNCATE",
     "UNLISTEN", "UPDATE", "VACUUM", "VALUES", "WITH",
 ))  # fmt: skip
-_DOLLAR_RE = re.compile(r"\$[A-Za-z_]?[A-Za-z0-9_]*\$")
 
 
 def statement_starts(sql: str) -> list[tuple[int, str]]:
-    """(line number, text) of the first line of every statement: split at `;` outside
-    quotes, dollar-quoted bodies and comments; comment lines before a statement skipped. A
-    text after the last `;` counts as a statement too."""
-    starts: list[tuple[int, str]] = []
-    i, n, line = 0, len(sql), 1
-    start: tuple[int, int] | None = None  # (offset, line) of the current statement's start
-    while i < n:
-        ch = sql[i]
-        if ch == "\n":
-            line += 1
-            i += 1
-            continue
-        if ch in " \t\r":
-            i += 1
-            continue
-        if sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end < 0 else end
-            continue
-        if sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            end = n if end < 0 else end + 2
-            line += sql.count("\n", i, end)
-            i = end
-            continue
-        if start is None:
-            start = (i, line)
-        if ch == ";":
-            end = sql.find("\n", start[0])
-            starts.append((start[1], sql[start[0] : (i if end < 0 else min(end, i))].strip()))
-            start = None
-            i += 1
-            continue
-        if ch in "'\"":
-            end = sql.find(ch, i + 1)
-            end = n if end < 0 else end + 1
-        elif ch == "$" and (dollar := _DOLLAR_RE.match(sql, i)):
-            end = sql.find(dollar.group(0), dollar.end())
-            end = n if end < 0 else end + len(dollar.group(0))
-        else:
-            end = i + 1
-        line += sql.count("\n", i, end)
-        i = end
-    if start is not None:
-        end = sql.find("\n", start[0])
-        starts.append((start[1], sql[start[0] : (n if end < 0 else end)].strip()))
-    return starts
+    """(line number, text) of the first line of every statement, as the lint splits them
+    (`sql_lint.split_statements`: at `;` outside quotes, dollar-quoted bodies and comments;
+    comment lines before a statement skipped). A text after the last `;` counts as a statement
+    too."""
+    return [(s.line, s.sql.split("\n", 1)[0].strip()) for s in split_statements(sql)]
 
 
 _BOOKKEEPING_RE = r"version_num\s*=\s*'{rev}'|VALUES\s*\(\s*'{rev}'\s*\)"

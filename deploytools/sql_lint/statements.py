@@ -149,12 +149,17 @@ def split_statements(sql: str) -> list[Statement]:
     statements: list[Statement] = []
     revision = ""
     body: list[Token] = []
+    # The line of offset `counted`, carried forward: counting from 0 for every statement is
+    # quadratic, and the context SQL of an adopted service's history runs to megabytes.
+    counted, line = 0, 1
 
     def close() -> None:
+        nonlocal counted, line
         if body:
             text = sql[body[0].start : body[-1].end].strip()
             words = tuple(_word(t) for t in body if t.kind != "comment")
-            line = sql.count("\n", 0, body[0].start) + 1
+            line += sql.count("\n", counted, body[0].start)
+            counted = body[0].start
             statements.append(Statement(revision=revision, sql=text, line=line, words=words))
             body.clear()
 

@@ -165,7 +165,7 @@ def _lint(
     lock_timeout_local = False
     lock_timeout_session = False
     timeout_flagged: set[str] = set()
-    hinted: set[str] = set()  # revisions whose migration file told its former column types
+    acks_of: dict[str, dict[str, str]] = {}  # revision -> its acknowledgements, read once
     for statement in split_statements(sql):
         words = statement.words
         rev = statement.revision
@@ -187,9 +187,12 @@ def _lint(
             continue
         if _is_housekeeping(statement):
             continue
-        if rev not in hinted:
-            hinted.add(rev)
-            for key, former in former_types(migration_sources.get(rev, "")).items():
+        if rev not in acks_of:
+            # The revision's first judged statement: its migration file tells the former
+            # column types (before any is judged) and the acknowledgements.
+            source = migration_sources.get(rev, "")
+            acks_of[rev] = acknowledgements(source)
+            for key, former in former_types(source).items():
                 schema.columns.setdefault(key, former)
         verdict = judge(words, schema)
         found = list(verdict.rules)
@@ -199,9 +202,8 @@ def _lint(
         if not verdict.additive:
             where = rev or unnamed or f"line {statement.line}"
             not_additive.append(f"{where}: {' '.join(statement.sql.split())[:100]}")
-        acks = acknowledgements(migration_sources.get(rev, ""))
         for rule in found:
-            reason = acks.get(rule, "")
+            reason = acks_of[rev].get(rule, "")
             findings.append(
                 Finding(
                     rule=rule,

@@ -340,22 +340,14 @@ def _run_build(
     timeout_s: float,
     progress: Callable[[str], None],
     clock: Callable[[], float],
+    buildargs: Mapping[str, str],
     tag: str | None = None,
-    buildargs: Mapping[str, str] | None = None,
     dockerfile: str = "Dockerfile",
     target: str = "",
 ) -> str:
     """One build through the engine's API, its output streamed to `progress`; the image ID.
-    The image is tagged `tag` (default `reference`); the build args default to the OCI labels'
-    values (VERSION, REVISION, CREATED, SOURCE)."""
+    The image is tagged `tag` (default `reference`)."""
     # images.build() returns only when the build is over; the low-level API streams its lines.
-    if buildargs is None:
-        buildargs = {
-            "VERSION": labels[VERSION_LABEL],
-            "REVISION": labels[REVISION_LABEL],
-            "CREATED": labels[CREATED_LABEL],
-            "SOURCE": labels[SOURCE_LABEL],
-        }
     deadline = clock() + timeout_s
     image_id = ""
     tail: list[str] = []

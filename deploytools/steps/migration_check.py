@@ -22,7 +22,6 @@ from deploytools.database import Database
 from deploytools.engine.client import Engine
 from deploytools.engine.errors import EngineError
 from deploytools.errors import CheckFailed, DeployError, UsageError
-from deploytools.migration_lint import LintResult, lint_sql
 from deploytools.migration_render import (
     RenderLimits,
     image_heads,
@@ -30,6 +29,7 @@ from deploytools.migration_render import (
     render_sql,
 )
 from deploytools.migration_tree import Revisions, read_revisions
+from deploytools.sql_lint import LintResult, lint_sql
 from deploytools.steps.migrate import EXPAND_ONLY_LABEL
 from deploytools.steps.release_report import (
     PRODUCTION,
@@ -219,12 +219,9 @@ def raise_if_failing(lint: ImageLint, *, untouched: str) -> None:
         )
 
 
-def previous_head(
-    tree_of: Callable[[str], Path | None], previous: Version, alembic_ini: str
-) -> Baseline:
-    """The previous release's single head, read from its tree (`tree_of(tag)`: the service's
-    source directory extracted, None when the tag has none)."""
-    source = tree_of(previous.tag)
+def previous_head(source: Path | None, previous: Version, alembic_ini: str) -> Baseline:
+    """The previous release's single head, read from its tree (`source`: the service's source
+    directory extracted from `previous`'s tag, None when the tag has none)."""
     if source is None or not (source / alembic_ini).is_file():
         return Baseline(None, f"{previous.tag}, which has no {alembic_ini}")
     heads = read_revisions(source, alembic_ini).heads

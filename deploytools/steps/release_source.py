@@ -326,9 +326,7 @@ def resolve_baseline(
     with extracted(root, git.tag_ref(previous.tag), runner) as tree:
         source = tree / source_dir
         return previous_head(
-            lambda _tag: source if source.is_dir() else None,
-            previous,
-            ctx.config.release.alembic_ini,
+            source if source.is_dir() else None, previous, ctx.config.release.alembic_ini
         )
 
 

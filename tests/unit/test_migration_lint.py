@@ -6,7 +6,7 @@ PostgreSQL, as rbac-api's env.py renders it.
 
 from __future__ import annotations
 
-from deploytools.migration_lint import LintResult, acknowledgements, lint_sql, split_statements
+from deploytools.sql_lint import LintResult, acknowledgements, lint_sql, split_statements
 
 PREAMBLE = """BEGIN;
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -204,9 +205,9 @@ def test_the_previous_release_head_is_the_baseline(tmp_path: Path) -> None:
     )
     version = Version.parse("v1.15.1")
     assert version is not None
-    found = previous_head(lambda _tag: tmp_path, version, "alembic.ini")
+    found = previous_head(tmp_path, version, "alembic.ini")
     assert (found.revision, found.source) == ("0001", "the head of v1.15.1")
-    none = previous_head(lambda _tag: None, version, "alembic.ini")
+    none = previous_head(None, version, "alembic.ini")
     assert none.revision is None and "has no alembic.ini" in none.source
 
 
@@ -236,12 +237,13 @@ def test_a_tree_whose_symlink_leaves_it_is_refused_and_leaves_no_directory(
     _git(repo, "add", "alembic.ini")
     _git(repo, "commit", "-q", "-m", "a link out")
     _git(repo, "tag", "-a", "v1.0.0", "-m", "v1.0.0")
-    before = set(Path("/tmp").glob("deploytools-src-*"))
+    temp = Path(tempfile.gettempdir())  # where extracted() makes its directory (TMPDIR)
+    before = set(temp.glob("deploytools-src-*"))
     with pytest.raises(CheckFailed) as caught, extracted(repo, "refs/tags/v1.0.0"):
         pass
     assert "the tree of v1.0.0 holds a link that leaves it" in caught.value.message
     assert "\n" not in caught.value.one_line()
-    assert set(Path("/tmp").glob("deploytools-src-*")) == before
+    assert set(temp.glob("deploytools-src-*")) == before
 
 
 def test_the_baseline_is_the_revision_given_then_production_for_a_first_release(
