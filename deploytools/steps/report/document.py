@@ -553,6 +553,7 @@ def _metrics(config: Config, environment: str, evidence: Evidence) -> tuple[Metr
     ]
     rows = []
     routes = {lat.name: f"{lat.method} {lat.path}" for lat in config.checks.latency}
+    on_health = health_route_latency(config)
     thresholds = dataclasses.asdict(config.thresholds)
     for key, label, target_format in METRICS:
         target = target_format.format(thresholds[key])
@@ -570,7 +571,7 @@ def _metrics(config: Config, environment: str, evidence: Evidence) -> tuple[Metr
             skipped = [
                 lat.name
                 for lat in config.checks.latency
-                if lat.threshold == key and lat.name in health_route_latency(config)
+                if lat.threshold == key and lat.name in on_health
             ]
             why = (
                 f"no check measures it ({', '.join(skipped)} times a health route, not the API)"
