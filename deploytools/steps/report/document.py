@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from deploytools import contacts
 from deploytools.config import Config
 from deploytools.pipeline import runbook
+from deploytools.sizes import size_text
 from deploytools.steps.report.evidence import CheckRow, Evidence, ReleaseVerification, SuiteRun
 from deploytools.store.records import BackupManifest, ReleaseRecord, Verification
 
@@ -663,13 +664,3 @@ def _log(a: _Around) -> tuple[LogEntry, ...]:
         add(a.rollback.finished, f"rollback {a.rollback.outcome}")
     entries.sort(key=lambda e: e.at)  # stable: same-second entries keep their order
     return tuple(entries)
-
-
-def size_text(size: int) -> str:
-    """Bytes for people: "1.5 MiB (1572864 bytes)"."""
-    value = float(size)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{size} bytes" if unit == "bytes" else f"{value:.1f} {unit} ({size} bytes)"
-        value /= 1024
-    return f"{size} bytes"
