@@ -41,11 +41,11 @@ _ENV_VAR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ENVIRONMENT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 #: A Docker volume name (what `docker volume create` accepts).
 _VOLUME_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-#: A workflow file name under .github/workflows/ (GitHub also accepts the numeric workflow ID).
 #: A Dockerfile build stage's name, a build arg's name and a build secret's id.
 _STAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _BUILD_ARG_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _SECRET_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+#: A workflow file name under .github/workflows/ (GitHub also accepts the numeric workflow ID).
 _WORKFLOW_FILE_RE = re.compile(r"|[A-Za-z0-9_.-]+\.ya?ml|[0-9]+")
 #: Variables a Compose child (and ssh under it) depends on: an environment's `variables` or
 #: `secrets` must not replace them, or a value in deploy.toml would decide which program runs,
@@ -970,8 +970,7 @@ def _validate(config: Config, loader: _Loader) -> None:
             )
     if config.contacts.status_page:
         _check_url(loader, "contacts.status_page", config.contacts.status_page)
-    ini = PurePosixPath(config.release.alembic_ini)
-    if not config.release.alembic_ini or ini.is_absolute() or ".." in ini.parts or "\\" in str(ini):
+    if not _relative_inside(config.release.alembic_ini):
         raise loader.fail(
             '"release.alembic_ini" must be a path relative to the service\'s source directory, '
             f'inside the repository, got "{config.release.alembic_ini}"'
@@ -1132,15 +1131,12 @@ _HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 #: An HTTP header's name (RFC 9110 token characters).
 _HEADER_NAME_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
-#: A value captured by a flow step, used as "${NAME}" later.
-_CAPTURE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: A value captured by a flow step, used as "${NAME}" later: an identifier, as a variable's name.
+_CAPTURE_NAME_RE = _ENV_VAR_RE
 
 
-def _validate_checks(
-    checks: ChecksConfig, loader: _Loader, environments: list[str] | None = None
-) -> None:
+def _validate_checks(checks: ChecksConfig, loader: _Loader, environments: list[str]) -> None:
     """References between check tables (users, thresholds, suites) must resolve now, not mid-run."""
-    environments = environments or []
     thresholds = [f.name for f in dataclasses.fields(Thresholds)]
     users = list(checks.users)
 

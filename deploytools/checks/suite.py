@@ -184,6 +184,7 @@ def ensure_users(session: Session) -> list[CheckResult]:
         )
         ok = answer.status == provision.expect_status
         shown = f" ({user.role})" if user.role else ""
+        said = session.error_values(answer)
         results.append(
             CheckResult(
                 f"setup: create test user {name}{shown}",
@@ -193,7 +194,7 @@ def ensure_users(session: Session) -> list[CheckResult]:
                 ""
                 if ok
                 else "the user exists with another password, or the admin may not create it"
-                + (f" ({session.error_values(answer)})" if session.error_values(answer) else ""),
+                + (f" ({said})" if said else ""),
             )
         )
     return results

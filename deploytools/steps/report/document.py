@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from deploytools import contacts
 from deploytools.config import Config
 from deploytools.pipeline import runbook
+from deploytools.sizes import size_text
 from deploytools.steps.report.evidence import CheckRow, Evidence, ReleaseVerification, SuiteRun
 from deploytools.store.records import BackupManifest, ReleaseRecord, Verification
 
@@ -553,6 +554,7 @@ def _metrics(config: Config, environment: str, evidence: Evidence) -> tuple[Metr
     ]
     rows = []
     routes = {lat.name: f"{lat.method} {lat.path}" for lat in config.checks.latency}
+    on_health = health_route_latency(config)
     thresholds = dataclasses.asdict(config.thresholds)
     for key, label, target_format in METRICS:
         target = target_format.format(thresholds[key])
@@ -570,7 +572,7 @@ def _metrics(config: Config, environment: str, evidence: Evidence) -> tuple[Metr
             skipped = [
                 lat.name
                 for lat in config.checks.latency
-                if lat.threshold == key and lat.name in health_route_latency(config)
+                if lat.threshold == key and lat.name in on_health
             ]
             why = (
                 f"no check measures it ({', '.join(skipped)} times a health route, not the API)"
@@ -662,13 +664,3 @@ def _log(a: _Around) -> tuple[LogEntry, ...]:
         add(a.rollback.finished, f"rollback {a.rollback.outcome}")
     entries.sort(key=lambda e: e.at)  # stable: same-second entries keep their order
     return tuple(entries)
-
-
-def size_text(size: int) -> str:
-    """Bytes for people: "1.5 MiB (1572864 bytes)"."""
-    value = float(size)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{size} bytes" if unit == "bytes" else f"{value:.1f} {unit} ({size} bytes)"
-        value /= 1024
-    return f"{size} bytes"

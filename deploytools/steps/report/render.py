@@ -14,11 +14,11 @@ from typing import Any
 
 from deploytools import __version__
 from deploytools.github import GREEN_CONCLUSIONS
+from deploytools.sizes import size_text
 from deploytools.steps.report.document import (
     VERDICT_STATUS,
     LogEntry,
     ReleaseDocument,
-    size_text,
     utc_time,
 )
 
