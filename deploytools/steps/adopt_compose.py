@@ -5,6 +5,7 @@ Dockerfile. Reading only: nothing here writes, and nothing runs a program.
 
 from __future__ import annotations
 
+import os
 import re
 import typing
 from collections.abc import Iterator, Mapping, Sequence
@@ -235,23 +236,23 @@ def required_variables(texts: Sequence[str]) -> tuple[str, ...]:
     return tuple(sorted(required))
 
 
-def _files(root: Path, name: str) -> list[Path]:
-    found: list[Path] = []
-    for path in sorted(root.rglob(name)):
-        parts = path.relative_to(root).parts
-        if not any(p in _SKIPPED_DIRS for p in parts) and len(parts) <= 4 and path.is_file():
-            found.append(path)
-    return sorted(found, key=lambda p: len(p.relative_to(root).parts))
+def find_files(root: Path, names: Sequence[str]) -> dict[str, str]:
+    """Each of `names` found under `root` (at most 3 directories down, _SKIPPED_DIRS never
+    entered), the shallowest first then by path, relative to root; "" when not found. One walk
+    of the tree for all of them."""
+    found: dict[str, list[tuple[str, ...]]] = {name: [] for name in names}
+    for directory, subdirs, files in os.walk(root):
+        where = Path(directory).relative_to(root).parts
+        subdirs[:] = [d for d in subdirs if d not in _SKIPPED_DIRS] if len(where) < 3 else []
+        for name in found.keys() & set(files):
+            found[name].append((*where, name))
+    return {name: _shallowest(paths) for name, paths in found.items()}
 
 
-def find_alembic_ini(root: Path) -> str:
-    found = _files(root, "alembic.ini")
-    return found[0].relative_to(root).as_posix() if found else ""
-
-
-def find_dockerfile(root: Path) -> str:
-    found = _files(root, "Dockerfile")
-    return found[0].relative_to(root).as_posix() if found else ""
+def _shallowest(paths: list[tuple[str, ...]]) -> str:
+    """The path with the fewest parts, then the first by its parts; "" when none."""
+    ordered = sorted(paths, key=lambda parts: (len(parts), parts))
+    return "/".join(ordered[0]) if ordered else ""
 
 
 def dockerfile_facts(text: str) -> tuple[str, str]:
@@ -303,8 +304,8 @@ def inspect_project(
             "`image: ${APP_IMAGE}` so that deploys can set it"
         )
         variable = "APP_IMAGE"
-    alembic_ini = find_alembic_ini(root)
-    dockerfile = find_dockerfile(root)
+    found = find_files(root, ("alembic.ini", "Dockerfile"))
+    alembic_ini, dockerfile = found["alembic.ini"], found["Dockerfile"]
     target, workdir = "", ""
     if dockerfile:
         target, workdir = dockerfile_facts((root / dockerfile).read_text(encoding="utf-8"))
