@@ -25,7 +25,6 @@ ROLLBACK_BENCH_LINES=1 prints each rollback's progress lines with their time fro
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import subprocess
@@ -40,17 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the suite's helpers: tests/helpers
 
 import docker  # noqa: E402
+from rbac_releases import V1, release_images, remove_bench_tags  # noqa: E402
 
 from deploytools.context import StepContext  # noqa: E402
 from deploytools.steps import deploy as deploy_step  # noqa: E402
 from tests.helpers.load import LoadProcess, Sample, failures, quantile  # noqa: E402
-from tests.helpers.shared_stack import (  # noqa: E402
-    _remove_volume,
-    build_variant,
-    stack_env,
-    write_config,
-)
-from tests.helpers.stacks import ComposeStack, ReleaseImages, ReleaseRepo  # noqa: E402
+from tests.helpers.shared_stack import _remove_volume, stack_env, write_config  # noqa: E402
+from tests.helpers.stacks import ComposeStack  # noqa: E402
 
 RATE = float(os.environ.get("ROLLBACK_BENCH_RATE", "100"))
 CYCLES = int(os.environ.get("ROLLBACK_BENCH_CYCLES", "3"))
@@ -105,26 +100,7 @@ def between(samples: list[Sample], start: float, end: float) -> list[Sample]:
 def main() -> int:
     client = docker.from_env(version="auto", timeout=600)
     tmp = Path(tempfile.mkdtemp(prefix=PREFIX))
-    repo_path = tmp / "rbac-api"
-    subprocess.run(
-        [str(ROOT / "examples/rbac-api/make-release-repo"), str(repo_path)],
-        check=True,
-        capture_output=True,
-    )
-    releases = ReleaseImages(client, ReleaseRepo(repo_path, Path(f"{repo_path}.origin.git")))
-    v1, v2 = "rbac-api-test:1.15.1", "rbac-api-test:1.15.2"
-    for version, tag in (("1.15.1", v1), ("1.15.2", v2)):
-        try:
-            client.images.get(tag)
-        except docker.errors.ImageNotFound:
-            releases[version]
-    v2x = build_variant(
-        client,
-        v2,
-        f"rbac-api-test:{PREFIX}1.15.2",
-        dockerfile='LABEL deploytools.migrations.expand-only="true"\n',
-        files={},
-    )
+    v1, v2x = V1, release_images(client, tmp, PREFIX)
     postgres = os.environ.get("POSTGRES_IMAGE", "deploytools-test/postgres:15")
     rows: list[dict[str, Any]] = []
     for path, window_s in (("watch window", 3600.0), ("cold", 0.0)):
@@ -163,11 +139,7 @@ def main() -> int:
         finally:
             stack.down()
             _remove_volume(client, store)
-    for image in client.images.list(name="rbac-api-test"):
-        for tag in image.tags:
-            if tag.split(":", 1)[1].startswith((PREFIX, "prod-release-")):
-                with contextlib.suppress(Exception):
-                    client.api.remove_image(tag)
+    remove_bench_tags(client, PREFIX)
 
     version = client.version()
     print(

@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the suite's helpers: tests/helpers
 
 import docker  # noqa: E402
+from rbac_releases import V1, release_images, remove_bench_tags  # noqa: E402
 
 from deploytools import proxy as proxy_mod  # noqa: E402
 from deploytools.config import Config  # noqa: E402
@@ -64,11 +65,10 @@ from deploytools.target import wait_until_healthy  # noqa: E402
 from tests.helpers.load import LoadProcess, Sample, failures, quantile  # noqa: E402
 from tests.helpers.shared_stack import (  # noqa: E402
     _remove_volume,
-    build_variant,
     stack_env,
     write_config,
 )
-from tests.helpers.stacks import ComposeStack, ReleaseImages, ReleaseRepo  # noqa: E402
+from tests.helpers.stacks import ComposeStack  # noqa: E402
 
 RATE = float(os.environ.get("ROLLING_BENCH_RATE", "100"))
 #: Deploy + rollback pairs per rolling scenario. One switch (a few ms since the runtime API
@@ -446,29 +446,7 @@ def main() -> int:
         return 0
     client = docker.from_env(version="auto", timeout=600)
     tmp = Path(tempfile.mkdtemp(prefix=PREFIX))
-    repo_path = tmp / "rbac-api"
-    import subprocess
-
-    subprocess.run(
-        [str(ROOT / "examples/rbac-api/make-release-repo"), str(repo_path)],
-        check=True,
-        capture_output=True,
-    )
-    releases = ReleaseImages(client, ReleaseRepo(repo_path, Path(f"{repo_path}.origin.git")))
-    v1 = "rbac-api-test:1.15.1"
-    v2 = "rbac-api-test:1.15.2"
-    for version, tag in (("1.15.1", v1), ("1.15.2", v2)):
-        try:
-            client.images.get(tag)
-        except docker.errors.ImageNotFound:
-            releases[version]
-    v2x = build_variant(
-        client,
-        v2,
-        f"rbac-api-test:{PREFIX}1.15.2",
-        dockerfile='LABEL deploytools.migrations.expand-only="true"\n',
-        files={},
-    )
+    v1, v2x = V1, release_images(client, tmp, PREFIX)
     postgres = os.environ.get("POSTGRES_IMAGE", "deploytools-test/postgres:15")
     rows: list[dict[str, Any]] = []
     windows: list[Windows] = []
@@ -506,11 +484,7 @@ def main() -> int:
         finally:
             stack.down()
             _remove_volume(client, store)
-    for image in client.images.list(name="rbac-api-test"):
-        for tag in image.tags:
-            if tag.split(":", 1)[1].startswith((PREFIX, "prod-release-")):
-                with contextlib.suppress(Exception):
-                    client.api.remove_image(tag)
+    remove_bench_tags(client, PREFIX)
 
     version = client.version()
     print(

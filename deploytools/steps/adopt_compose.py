@@ -5,6 +5,7 @@ Dockerfile. Reading only: nothing here writes, and nothing runs a program.
 
 from __future__ import annotations
 
+import os
 import re
 import typing
 from collections.abc import Iterator, Mapping, Sequence
@@ -15,6 +16,7 @@ from typing import Any
 import yaml
 
 from deploytools.errors import UsageError
+from deploytools.proxy_settings import _healthcheck_target, interpolate
 
 #: Compose files looked for when none is named, production-named ones first.
 COMPOSE_CANDIDATES = (
@@ -37,9 +39,6 @@ _INFRA_IMAGE_RE = re.compile(
 _POSTGRES_IMAGE_RE = re.compile(r"(^|/)(postgres|postgis)[^/]*([:@]|$)")
 #: ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}.
 _VARIABLE_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
-_URL_PATH_RE = re.compile(r"https?://[^/\s'\"]+(/[^\s'\"]*)")
-_HTTP_REQUEST_RE = re.compile(r"GET (/\S*) HTTP")
-_TCP_PORT_RE = re.compile(r"(?:127\.0\.0\.1|localhost)[:/](\d{2,5})")
 
 
 @dataclass(frozen=True)
@@ -95,10 +94,18 @@ def find_compose_file(root: Path, given: str | None) -> str:
     )
 
 
-def read_compose(path: Path) -> dict[str, Any]:
+def _read_text(path: Path) -> str:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _usage(f"cannot read {path}: {exc}", "fix the Compose file") from None
+
+
+def read_compose(path: Path, text: str | None = None) -> dict[str, Any]:
+    """The Compose file at `path` as YAML (`text`: its contents, when already read)."""
+    try:
+        data = yaml.safe_load(_read_text(path) if text is None else text)
+    except yaml.YAMLError as exc:
         raise _usage(f"cannot read {path}: {exc}", "fix the Compose file") from None
     services = data.get("services") if isinstance(data, dict) else None
     if not isinstance(services, dict) or not services:
@@ -113,7 +120,7 @@ def _image(service: Mapping[str, Any]) -> str:
 
 def _image_default(service: Mapping[str, Any]) -> str:
     """The service's image with each `${VAR:-default}` replaced by its default."""
-    return _VARIABLE_RE.sub(lambda m: m.group(3) or "", _image(service))
+    return interpolate(_image(service), {})
 
 
 def _env_keys(service: Mapping[str, Any]) -> set[str]:
@@ -212,46 +219,40 @@ def find_port(services: Mapping[str, Any], app: str) -> Port | None:
 
 
 def health_path(service: Mapping[str, Any]) -> str:
-    """The HTTP path the app's Docker healthcheck asks, if it asks one."""
-    check = service.get("healthcheck")
-    test = check.get("test") if isinstance(check, dict) else None
-    text = " ".join(str(t) for t in test) if isinstance(test, list) else str(test or "")
-    for pattern in (_URL_PATH_RE, _HTTP_REQUEST_RE):
-        match = pattern.search(text)
-        if match:
-            return match.group(1)
-    return ""
+    """The HTTP path the app's Docker healthcheck asks, if it asks one (read as the proxy
+    reads it)."""
+    return _healthcheck_target(service.get("healthcheck"))[1] or ""
 
 
 def required_variables(texts: Sequence[str]) -> tuple[str, ...]:
     """Variables the Compose files require (`${NAME}` or `${NAME:?...}`, no default): the
     secrets and settings each environment must provide."""
-    required: set[str] = set()
-    defaulted: set[str] = set()
-    for text in texts:
-        for match in _VARIABLE_RE.finditer(text):
-            name, op = match.group(1), match.group(2)
-            (defaulted if op in (":-", "-") else required).add(name)
+    required = {
+        match.group(1)
+        for text in texts
+        for match in _VARIABLE_RE.finditer(text)
+        if match.group(2) not in (":-", "-")
+    }
     return tuple(sorted(required))
 
 
-def _files(root: Path, name: str) -> list[Path]:
-    found: list[Path] = []
-    for path in sorted(root.rglob(name)):
-        parts = path.relative_to(root).parts
-        if not any(p in _SKIPPED_DIRS for p in parts) and len(parts) <= 4 and path.is_file():
-            found.append(path)
-    return sorted(found, key=lambda p: len(p.relative_to(root).parts))
+def find_files(root: Path, names: Sequence[str]) -> dict[str, str]:
+    """Each of `names` found under `root` (at most 3 directories down, _SKIPPED_DIRS never
+    entered), the shallowest first then by path, relative to root; "" when not found. One walk
+    of the tree for all of them."""
+    found: dict[str, list[tuple[str, ...]]] = {name: [] for name in names}
+    for directory, subdirs, files in os.walk(root):
+        where = Path(directory).relative_to(root).parts
+        subdirs[:] = [d for d in subdirs if d not in _SKIPPED_DIRS] if len(where) < 3 else []
+        for name in found.keys() & set(files):
+            found[name].append((*where, name))
+    return {name: _shallowest(paths) for name, paths in found.items()}
 
 
-def find_alembic_ini(root: Path) -> str:
-    found = _files(root, "alembic.ini")
-    return found[0].relative_to(root).as_posix() if found else ""
-
-
-def find_dockerfile(root: Path) -> str:
-    found = _files(root, "Dockerfile")
-    return found[0].relative_to(root).as_posix() if found else ""
+def _shallowest(paths: list[tuple[str, ...]]) -> str:
+    """The path with the fewest parts, then the first by its parts; "" when none."""
+    ordered = sorted(paths, key=lambda parts: (len(parts), parts))
+    return "/".join(ordered[0]) if ordered else ""
 
 
 def dockerfile_facts(text: str) -> tuple[str, str]:
@@ -290,7 +291,8 @@ def inspect_project(
     :raises UsageError: no Compose file, or a service that cannot be told (nothing written).
     """
     name = find_compose_file(root, compose_file)
-    data = read_compose(root / name)
+    text = _read_text(root / name)  # read once: parsed here, searched for secrets below
+    data = read_compose(root / name, text)
     services: dict[str, Any] = data["services"]
     database = pick_database(services, database_service)
     app = pick_app(services, database, app_service)
@@ -302,8 +304,8 @@ def inspect_project(
             "`image: ${APP_IMAGE}` so that deploys can set it"
         )
         variable = "APP_IMAGE"
-    alembic_ini = find_alembic_ini(root)
-    dockerfile = find_dockerfile(root)
+    found = find_files(root, ("alembic.ini", "Dockerfile"))
+    alembic_ini, dockerfile = found["alembic.ini"], found["Dockerfile"]
     target, workdir = "", ""
     if dockerfile:
         target, workdir = dockerfile_facts((root / dockerfile).read_text(encoding="utf-8"))
@@ -325,7 +327,7 @@ def inspect_project(
         image_default=default,
         port=find_port(services, app),
         health_path=health_path(services[app]),
-        secrets=required_variables([(root / name).read_text(encoding="utf-8")]),
+        secrets=required_variables([text]),
         alembic_ini=alembic_ini or "alembic.ini",
         migration_config=migration_config or "alembic.ini",
         dockerfile=dockerfile,

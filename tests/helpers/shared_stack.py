@@ -27,6 +27,7 @@ from click.testing import CliRunner
 from deploytools.cli import cli
 from deploytools.config import Config, load_config
 from deploytools.context import StepContext
+from deploytools.session import open_environment
 from tests.helpers.stacks import COMPOSE_FILE, ComposeStack, free_port
 
 IMAGE_REPOSITORY = "rbac-api-test"
@@ -125,6 +126,31 @@ class DtdepEnv:
         """`deploytools --config CONFIG --json ARGS...` in-process (CONFIG: this deploy.toml)."""
         path = str(config or self.config_path)
         return CliRunner().invoke(cli, ["--config", path, "--json", *args], catch_exceptions=False)
+
+
+def app_containers(env: DtdepEnv) -> list[Any]:
+    """The stack's app containers (not one-offs), stopped ones included."""
+    return env.stack.client.containers.list(
+        all=True,
+        filters={
+            "label": [
+                f"com.docker.compose.project={env.stack.project}",
+                "com.docker.compose.service=app",
+                "com.docker.compose.oneoff=False",
+            ]
+        },
+    )
+
+
+def serving_version(env: DtdepEnv) -> str:
+    """The version the stack's /health says it serves."""
+    return str(env.stack.health()["version"])
+
+
+def records(env: DtdepEnv) -> list[Any]:
+    """The environment's release records, oldest first."""
+    with open_environment(env.ctx(), env.environment) as session:
+        return session.history.releases()
 
 
 def module_env(name: str, **config_options: Any) -> Any:

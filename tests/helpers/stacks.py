@@ -14,9 +14,13 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import docker
 import requests
+
+if TYPE_CHECKING:
+    from deploytools.proxy import ServerState
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICE_DIR = REPO_ROOT / "examples" / "rbac-api"
@@ -155,6 +159,26 @@ class ReleaseImages:
 
 
 # ---- Compose stacks ------------------------------------------------------------------------------
+
+
+def proxy_servers(stack: ComposeStack) -> dict[str, ServerState]:
+    """The servers of the stack's proxy service, read on its runtime API."""
+    from deploytools import proxy
+    from deploytools.engine import Container
+
+    (gateway,) = stack.client.containers.list(
+        filters={
+            "label": [
+                f"com.docker.compose.project={stack.project}",
+                "com.docker.compose.service=proxy",
+            ]
+        }
+    )
+    session = proxy.RuntimeApi(Container(gateway))
+    try:
+        return proxy.read_servers(session)
+    finally:
+        session.close()
 
 
 @dataclass

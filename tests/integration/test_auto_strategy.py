@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-from deploytools.session import open_environment
 from tests.fakes.webhook_server import FakeWebhooks
 from tests.helpers.load import OpenLoad, failures
-from tests.helpers.shared_stack import DtdepEnv, ImageVariants, module_env
+from tests.helpers.shared_stack import (
+    DtdepEnv,
+    ImageVariants,
+    module_env,
+    records,
+    serving_version,
+)
 
 if TYPE_CHECKING:
     from tests.helpers.stacks import ReleaseImages
@@ -31,15 +36,6 @@ RATE = 20.0  # requests/s through the proxy: a light load
 # No container kept for a watch window: the deploy drains the old release, and the shared stack
 # is left with one app container for the modules after this one.
 env = module_env("dtauto", health_timeout_s=30, watch_window_s=0)
-
-
-def records(env: DtdepEnv) -> list[Any]:
-    with open_environment(env.ctx(), env.environment) as session:
-        return session.history.releases()
-
-
-def serving_version(env: DtdepEnv) -> str:
-    return str(env.stack.health()["version"])
 
 
 def guarded_config(env: DtdepEnv, tmp_path: Path) -> Path:

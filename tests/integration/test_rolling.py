@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from deploytools import proxy
-from deploytools.engine import Container
-from deploytools.session import open_environment
 from tests.helpers.load import OpenLoad, failures
-from tests.helpers.shared_stack import NEVER_HEALTHY, DtdepEnv, ImageVariants, module_env
+from tests.helpers.shared_stack import (
+    NEVER_HEALTHY,
+    DtdepEnv,
+    ImageVariants,
+    app_containers,
+    module_env,
+    records,
+    serving_version,
+)
+from tests.helpers.stacks import proxy_servers
 
 if TYPE_CHECKING:
     from tests.helpers.stacks import ReleaseImages
@@ -37,28 +44,6 @@ def v2_expand_only(image_variants: ImageVariants, release_images: ReleaseImages)
     return image_variants.build(
         release_images["1.15.2"], "rbac-api-test:dtroll-1.15.2", dockerfile=EXPAND_ONLY, files={}
     )
-
-
-def app_containers(env: DtdepEnv) -> list[Any]:
-    return env.stack.client.containers.list(
-        all=True,
-        filters={
-            "label": [
-                f"com.docker.compose.project={env.stack.project}",
-                "com.docker.compose.service=app",
-                "com.docker.compose.oneoff=False",
-            ]
-        },
-    )
-
-
-def serving_version(env: DtdepEnv) -> str:
-    return str(env.stack.health()["version"])
-
-
-def records(env: DtdepEnv) -> list[Any]:
-    with open_environment(env.ctx(), env.environment) as session:
-        return session.history.releases()
 
 
 def test_rolling_is_refused_for_a_release_not_declared_expand_only(
@@ -152,18 +137,6 @@ def test_the_proxys_runtime_api_is_out_of_the_apps_reach(env: DtdepEnv) -> None:
     assert code == 0, output
     assert output.decode().startswith("refused"), output
     # ... while it answers inside the proxy itself, for deploytools' session.
-    (gateway,) = env.stack.client.containers.list(
-        filters={
-            "label": [
-                f"com.docker.compose.project={env.stack.project}",
-                "com.docker.compose.service=proxy",
-            ]
-        }
-    )
-    session = proxy.RuntimeApi(Container(gateway))
-    try:
-        servers = proxy.read_servers(session)
-    finally:
-        session.close()
+    servers = proxy_servers(env.stack)
     assert set(servers) == {proxy.SERVICE_SERVER, *proxy.SLOTS}
     assert [name for name, server in servers.items() if server.serving] == [proxy.SERVICE_SERVER]

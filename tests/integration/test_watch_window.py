@@ -14,10 +14,16 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from deploytools import proxy
-from deploytools.engine import Container
-from deploytools.session import open_environment
 from tests.helpers.load import OpenLoad, failures
-from tests.helpers.shared_stack import DtdepEnv, ImageVariants, module_env, write_config
+from tests.helpers.shared_stack import (
+    DtdepEnv,
+    ImageVariants,
+    app_containers,
+    module_env,
+    records,
+    write_config,
+)
+from tests.helpers.stacks import proxy_servers
 
 if TYPE_CHECKING:
     from tests.helpers.stacks import ReleaseImages
@@ -46,44 +52,13 @@ def v2b(image_variants: ImageVariants, v2: str) -> str:
     )
 
 
-def app_containers(env: DtdepEnv) -> list[Any]:
-    return env.stack.client.containers.list(
-        all=True,
-        filters={
-            "label": [
-                f"com.docker.compose.project={env.stack.project}",
-                "com.docker.compose.service=app",
-                "com.docker.compose.oneoff=False",
-            ]
-        },
-    )
-
-
 def ids(env: DtdepEnv) -> set[str]:
     return {c.id for c in app_containers(env)}
 
 
-def records(env: DtdepEnv) -> list[Any]:
-    with open_environment(env.ctx(), env.environment) as session:
-        return session.history.releases()
-
-
 def serving_servers(env: DtdepEnv) -> list[str]:
     """The proxy's servers that take traffic (runtime API)."""
-    (gateway,) = env.stack.client.containers.list(
-        filters={
-            "label": [
-                f"com.docker.compose.project={env.stack.project}",
-                "com.docker.compose.service=proxy",
-            ]
-        }
-    )
-    session = proxy.RuntimeApi(Container(gateway))
-    try:
-        servers = proxy.read_servers(session)
-    finally:
-        session.close()
-    return [name for name, server in servers.items() if server.serving]
+    return [name for name, server in proxy_servers(env.stack).items() if server.serving]
 
 
 def deploy(env: DtdepEnv, image: str, config: Path | None = None) -> dict[str, Any]:

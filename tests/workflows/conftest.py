@@ -305,7 +305,7 @@ class Act:
         artifacts: Path | None = None,
     ) -> tuple[list[str], dict[str, str]]:
         """act's command line and environment for `workflow` (a name in .github/workflows, or
-        the path of a workflow file: a derived copy, see test_production_workflow.py)."""
+        the path of a workflow file: a derived copy, see test_tag_to_production.py)."""
         where = str(workflow) if Path(workflow).is_absolute() else f".github/workflows/{workflow}"
         argv = [
             str(ACT), event,
