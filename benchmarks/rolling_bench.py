@@ -57,8 +57,8 @@ from deploytools import proxy as proxy_mod  # noqa: E402
 from deploytools.config import Config  # noqa: E402
 from deploytools.context import StepContext  # noqa: E402
 from deploytools.engine import Container  # noqa: E402
+from deploytools.steps import app_service  # noqa: E402
 from deploytools.steps import deploy as deploy_step  # noqa: E402
-from deploytools.steps import deploy_rolling  # noqa: E402
 from deploytools.steps import rollback as rollback_step  # noqa: E402
 from deploytools.store.environment import EnvironmentStore  # noqa: E402
 from deploytools.target import wait_until_healthy  # noqa: E402
@@ -111,7 +111,7 @@ def probes(timeline: Timeline) -> Any:
     release), to tell which one a burst of slow requests follows. The switch onto the new
     container is the `switch` phase itself (prepared in `smoke`)."""
     real_switch = proxy_mod.switch
-    real_drain, real_save = deploy_rolling._stop_and_remove, EnvironmentStore.save_release
+    real_drain, real_save = app_service.stop_and_remove, EnvironmentStore.save_release
 
     def switch(proxy: Any, pin: str | None, **kw: Any) -> None:
         upstream = pin or "the service"
@@ -159,7 +159,7 @@ def probes(timeline: Timeline) -> Any:
         yield
         return
     proxy_mod.switch = switch  # type: ignore[assignment]
-    deploy_rolling._stop_and_remove = drain  # type: ignore[assignment]
+    app_service.stop_and_remove = drain  # type: ignore[assignment]
     EnvironmentStore.save_release = save  # type: ignore[method-assign]
     EnvironmentStore.release = release  # type: ignore[method-assign]
     deploy_step.keep_images = keep  # type: ignore[assignment]
@@ -167,7 +167,7 @@ def probes(timeline: Timeline) -> Any:
         yield
     finally:
         proxy_mod.switch = real_switch  # type: ignore[assignment]
-        deploy_rolling._stop_and_remove = real_drain  # type: ignore[assignment]
+        app_service.stop_and_remove = real_drain  # type: ignore[assignment]
         EnvironmentStore.save_release = real_save  # type: ignore[method-assign]
         EnvironmentStore.release = real_release  # type: ignore[method-assign]
         deploy_step.keep_images = real_keep  # type: ignore[assignment]

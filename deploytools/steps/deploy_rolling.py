@@ -279,7 +279,7 @@ def _roll_to(
         # The old containers stopped after watch_keep.STOP_SETTLE_S, then the proxy on the
         # service's server at the new container's address. (The pin before the start waits:
         # the service's name is about to answer with a container that is not ready.)
-        watch_keep.settle(gateway, api, old, new_address, port=port, stop=_stop_and_remove)
+        watch_keep.settle(gateway, api, old, new_address, port=port)
     return None
 
 
@@ -342,7 +342,3 @@ def _abandon(
         proxy.switch(gateway, None, service_address=back, app_port=port)
     names = ", ".join(c.name for c in old) or "nothing (no app was running)"
     return f"the new container was removed; the old release kept serving throughout: {names}"
-
-
-#: The old container's stop (a name of this module: benchmarks/rolling_bench.py times it).
-_stop_and_remove = app_service.stop_and_remove

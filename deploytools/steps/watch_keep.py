@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from deploytools import proxy
@@ -160,7 +159,7 @@ def switch_back(
             session.progress(f"rollback: the proxy switched back to {kept.name}")
         with phases.phase("drain", save=False):
             newer = [c for c in target.running(service) if c.id != kept.id]
-            settle(gateway, api, newer, back, port=port, stop=app_service.stop_and_remove)
+            settle(gateway, api, newer, back, port=port)
     finally:
         api.close()
     current.kept_container = None
@@ -175,15 +174,14 @@ def settle(
     serving: str,
     *,
     port: int,
-    stop: Callable[[Container], None],
 ) -> None:
-    """The end of a switch: after a pause (STOP_SETTLE_S), `stop` the `drained` containers,
+    """The end of a switch: after a pause (STOP_SETTLE_S), stop and remove the `drained` containers,
     then put the proxy back on the service's server, set to `serving` (the address of the one
     container left answering to the service's name: the steady state). The slot and that
     server reach the same container, so nothing to wait for."""
     time.sleep(STOP_SETTLE_S)
     for container in drained:
-        stop(container)
+        app_service.stop_and_remove(container)
     proxy.switch(gateway, None, service_address=serving, wait=False, session=api, app_port=port)
 
 

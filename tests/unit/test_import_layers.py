@@ -61,7 +61,6 @@ PLACES: dict[str, str] = {
     "deploytools.proxy_settings": "core",  # the proxy's settings: deploy.toml, then Compose
     "deploytools.github": "core",
     "deploytools.github_deployments": "core",
-    "deploytools.migration_lint": "core",
     "deploytools.migration_render": "core",  # Alembic run in the release image, confined
     "deploytools.migration_tree": "core",  # revision files read as text
     "deploytools.sql_lint": "core",  # the SQL rules: text in, findings out
