@@ -273,6 +273,9 @@ def test_the_first_deploy_serves_2_3_0(notes: Notes) -> None:
     record = notes.ok("deploy", "--env", ENV, "--image", notes.images["2.3.0"])["record"]
     assert record["outcome"] == "succeeded"
     assert record["version"] == "2.3.0"
+    # Nothing served before: nothing to switch from, nothing stopped (the record says so).
+    assert (record["strategy_asked"], record["strategy"]) == ("auto", "recreate")
+    assert record["strategy_reason"].startswith("nothing serves there yet"), record
     assert notes.serving_version() == "2.3.0"
     health = requests.get(f"{notes.url}/healthz", timeout=5)
     assert health.status_code == 200 and health.json() is True
