@@ -20,7 +20,6 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,19 +30,16 @@ import requests
 from click.testing import CliRunner, Result
 
 from deploytools.cli import cli
+from tests.helpers import notes_env
 from tests.helpers.load import LoadProcess, failures
-from tests.helpers.stacks import ComposeStack, free_port, wait_until
+from tests.helpers.notes_env import IMAGE_REPOSITORY, SERVICE, SUPERUSER
+from tests.helpers.stacks import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-SERVICE = REPO / "examples" / "notes-api"
-COMPOSE_FILE = SERVICE / "docker-compose.yml"
-IMAGE_REPOSITORY = "dtnotes/notes-api"
 # The example's production environment (its checks' writer has secret names of its own there),
 # with this module's project, port and store.
 ENV = "production"
-SUPERUSER = "root@notes.example.com"
 EXPAND_ONLY = "deploytools.migrations.expand-only"
 #: The open-model load through the proxy while 2.4.0 rolls in and back out (requests/s).
 LOAD_RATE = 50.0
@@ -114,109 +110,37 @@ class Notes:
         return output.decode().strip()
 
 
-def _write_config(path: Path, project: str, port: int, postgres_image: str) -> None:
-    """The example's deploy.toml with this module's project, port, store and images."""
-    text = (SERVICE / "deploy.toml").read_text(encoding="utf-8")
-    production = text.index("[environments.staging]")
-    backups = text.index("[backups]")
-    environment = "\n".join(
-        [
-            f"[environments.{ENV}]",
-            f'compose_project = "{project}"',
-            f'base_url = "http://127.0.0.1:{port}"',
-            f'variables = {{ POSTGRES_IMAGE = "{postgres_image}", '
-            f'FIRST_SUPERUSER = "{SUPERUSER}" }}',
-            'secrets = ["DB_PASSWORD", "SECRET_KEY", "FIRST_SUPERUSER_PASSWORD"]',
-            "",
-            "[backups]",
-            f'store = "volume:{project}-backups"',
-            "",
-            "",
-        ]
-    )
-    rest = text[backups:].split("\n", 2)[2]  # without the example's [backups] store line
-    text = text[:production] + environment + rest
-    text = text.replace('"ghcr.io/example/notes-api"', f'"{IMAGE_REPOSITORY}"')
-    text = text.replace('["docker-compose.yml"]', f'["{COMPOSE_FILE}"]')
-    text = text.replace('source_dir = "."\n', "")
-    # No GitHub: a token in the runner's environment must not reach a real repository.
-    text = text.replace('repository = "example/notes-api"', 'repository = ""')
-    text = text.replace("[deploy]\n", "[deploy]\nhealth_timeout_s = 90.0\nlock_ttl_s = 600\n")
-    # Shorter load tests, with more samples (a tighter range of the p95): the module runs
-    # validate once and verify twice.
-    text = text.replace(
-        "rate_per_s = 20.0\nduration_s = 10.0\n", "rate_per_s = 40.0\nduration_s = 5.0\n"
-    )
-    assert "rate_per_s = 40.0" in text, "the example's [[checks.latency]] changed"
-    # Generous: the engine is shared; latency is the benchmarks' business, not this test's.
-    text += "\n[thresholds]\nhealth_ms = 2000.0\napi_p95_ms = 2000.0\n"
-    path.write_text(text, encoding="utf-8")
-
-
-@pytest.fixture(scope="module")
-def notes_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The release repository: 2.3.0 and 2.4.0 tagged, deploy.toml at its root."""
-    repo = tmp_path_factory.mktemp("dtnotes-releases") / "notes-api"
-    subprocess.run([str(SERVICE / "make-release-repo"), str(repo)], check=True, capture_output=True)
-    return repo
-
-
-def _remove_project(client: Any, project: str, compose_file: Path, env: dict[str, str]) -> None:
-    """Take a Compose project down with its volumes, and whatever it left."""
-    subprocess.run(
-        [*ComposeStack(project=project, env={}, client=client).compose, "-f", str(compose_file),
-         "-p", project, "down", "-v", "--timeout", "5"],
-        env={**os.environ, **env},
-        capture_output=True,
-        check=False,
-    )  # fmt: skip
-    for container in client.containers.list(all=True, filters={"name": project}):
-        with contextlib.suppress(Exception):
-            container.remove(force=True, v=True)
-    for volume in client.volumes.list():
-        if volume.name.startswith((f"{project}-", f"{project}_")):
-            with contextlib.suppress(Exception):
-                volume.remove(force=True)
-
-
 @pytest.fixture(scope="module")
 def notes(
     docker_client: Any,
     postgres_image: str,
     notes_repo: Path,
+    notes_images: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Notes]:
     tmp = tmp_path_factory.mktemp("dtnotes")
     project = f"dtnotes-{os.getpid()}"
-    repo = notes_repo
     port = free_port()
-    _write_config(tmp / "deploy.toml", project, port, postgres_image)
-    values = {
-        "DB_PASSWORD": secrets.token_hex(16),
-        "SECRET_KEY": secrets.token_hex(24),
-        "FIRST_SUPERUSER_PASSWORD": secrets.token_hex(12),
-        # The checks' users: the superuser (the app's own), and a writer it creates.
-        "FIRST_SUPERUSER": SUPERUSER,
-        "PROD_CHECK_WRITER_EMAIL": "writer@notes.example.com",
-        "PROD_CHECK_WRITER_PASSWORD": secrets.token_hex(12),
-    }
-    env = Notes(
-        tmp / "deploy.toml", values, f"http://127.0.0.1:{port}", project, repo, {}, docker_client
+    notes_env.write_config(
+        tmp / "deploy.toml",
+        [notes_env.NotesEnvironment(ENV, project, port)],
+        postgres_image=postgres_image,
+        store_volume=f"{project}-backups",
     )
-    try:
-        for tag in ("v2.3.0", "v2.4.0"):
-            built = env.ok("image", "build", "--tag", tag, "--repo", str(repo))
-            # By image ID, as `pipeline run` hands an unpushed image on.
-            env.images[tag[1:]] = built["image_id"]
+    values = notes_env.secret_values(secrets.token_hex)
+    env = Notes(
+        tmp / "deploy.toml",
+        values,
+        f"http://127.0.0.1:{port}",
+        project,
+        notes_repo,
+        dict(notes_images),
+        docker_client,
+    )
+    with notes_env.removed_afterwards(
+        docker_client, [project], {**values, "POSTGRES_IMAGE": postgres_image}
+    ):
         yield env
-    finally:
-        _remove_project(
-            docker_client, project, COMPOSE_FILE, {**values, "POSTGRES_IMAGE": postgres_image}
-        )
-        for image in docker_client.images.list(name=IMAGE_REPOSITORY):
-            for tag in image.tags:
-                with contextlib.suppress(Exception):
-                    docker_client.images.remove(tag, force=True)
 
 
 def test_release_verify_passes_with_alembic_in_db_leaving_the_lint_to_image_build(
@@ -446,13 +370,16 @@ def test_init_on_a_copy_of_the_project_writes_a_config_that_deploys_it(
         assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json() is True
         token = requests.post(
             f"http://127.0.0.1:{port}/auth/token",
-            data={"username": "admin@example.com",
+            # FIRST_SUPERUSER is exported too (a variable the Compose file interpolates).
+            data={"username": SUPERUSER,
                   "password": notes.secrets["FIRST_SUPERUSER_PASSWORD"]},
             timeout=10,
         )  # fmt: skip
         assert token.status_code == 200, token.text
     finally:
-        _remove_project(notes.client, project, compose, notes.secrets)
+        notes_env.remove_project(
+            notes.client, project, {**notes.secrets, "POSTGRES_IMAGE": postgres_image}
+        )
         with contextlib.suppress(Exception):
             notes.client.volumes.get(f"{root.name}-backups").remove(force=True)
         # The deploy's keep tag, under the repository init read from the Compose file.
