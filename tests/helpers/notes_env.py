@@ -141,11 +141,16 @@ def build_images(config: Path, repo: Path, environ: Mapping[str, str]) -> dict[s
     return images
 
 
-def remove_images(client: Any, repository: str = IMAGE_REPOSITORY) -> None:
+def remove_images(client: Any, ids: Sequence[str] = (), repository: str = IMAGE_REPOSITORY) -> None:
+    """Every tag of `repository`, and the images `ids` (untagged when a later build of the same
+    tag took their tag)."""
     for image in client.images.list(name=repository):
         for tag in image.tags:
             with contextlib.suppress(Exception):
                 client.images.remove(tag, force=True)
+    for image_id in ids:
+        with contextlib.suppress(Exception):
+            client.images.remove(image_id, force=True)
 
 
 def remove_project(client: Any, project: str, env: Mapping[str, str]) -> None:
@@ -165,6 +170,11 @@ def remove_project(client: Any, project: str, env: Mapping[str, str]) -> None:
         if volume.name.startswith((f"{project}-", f"{project}_")):
             with contextlib.suppress(Exception):
                 volume.remove(force=True)
+
+
+def remove_volume(client: Any, name: str) -> None:
+    with contextlib.suppress(Exception):
+        client.volumes.get(name).remove(force=True)
 
 
 def app_containers(client: Any, project: str, service: str = "api") -> list[Any]:
