@@ -6,7 +6,7 @@ Staging and production (Compose projects dtn3-e2e-PID-staging and -production, b
 deploytools' own proxy on ports of 19300-19399, store volume dtn3-e2e-PID-backups) are first
 deployed with 2.3.0 by `deploytools deploy` (the session's notes_images: the images the
 integration module releases too), and production gets data. Then one pipeline run of v2.4.0:
-release verify, the image build (the engine's build cache: the session built this tag),
+release verify, the image build (the session built this tag already),
 staging's deploy, smoke and validate with the example deploy.toml's own checks, the approval
 (--yes), a verified backup, the expand-only migration, production's deploy (rolling, chosen by
 auto from the image's lint label) and verify. What is asserted is what production serves,
