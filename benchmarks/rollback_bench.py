@@ -20,7 +20,10 @@ the requests planned from the command's start to one second after its end.
 
     .venv/bin/python benchmarks/rollback_bench.py      (or: benchmarks/run rollback)
 
-ROLLBACK_BENCH_LINES=1 prints each rollback's progress lines with their time from its start.
+ROLLBACK_BENCH_LINES=1 prints each rollback's progress lines with their time from its start;
+ROLLBACK_BENCH_TRACE=1 runs the command under benchmarks/engine_trace.py and prints its engine
+requests too (the tracer's own cost is in those runs' figures). ROLLBACK_BENCH_PATHS=watch (or
+cold) runs one path only.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ RATE = float(os.environ.get("ROLLBACK_BENCH_RATE", "100"))
 CYCLES = int(os.environ.get("ROLLBACK_BENCH_CYCLES", "3"))
 STEADY_S = 5.0
 PREFIX = os.environ.get("ROLLBACK_BENCH_PREFIX", "dtwatch-bench-")
+TRACE = os.environ.get("ROLLBACK_BENCH_TRACE") == "1"
+PATHS = os.environ.get("ROLLBACK_BENCH_PATHS", "watch,cold").split(",")
 
 
 def timed_command(argv: list[str]) -> tuple[float, float | None, int, list[str]]:
@@ -83,12 +88,13 @@ def cycle(
     """One deploy + rollback; (the rollback's wall time, time to switched, its start, end)."""
     deploy_step.run(ctx, environment="prod", image=image, strategy="rolling")
     time.sleep(STEADY_S)
-    argv = [sys.executable, "-m", "deploytools", "--config", str(config_path)]
+    entry = [str(ROOT / "benchmarks/engine_trace.py")] if TRACE else ["-m", "deploytools"]
+    argv = [sys.executable, *entry, "--config", str(config_path)]
     started = time.monotonic()
     wall, switched, code, lines = timed_command([*argv, "rollback", "--env", "prod", "--yes"])
     if code != 0:
         raise RuntimeError(f"rollback failed (exit {code}): " + "\n".join(lines[-20:]))
-    if os.environ.get("ROLLBACK_BENCH_LINES") == "1":
+    if os.environ.get("ROLLBACK_BENCH_LINES") == "1" or TRACE:
         print("\n".join(f"     {line}" for line in lines), flush=True)
     return wall, switched, started, started + wall
 
@@ -104,6 +110,8 @@ def main() -> int:
     postgres = os.environ.get("POSTGRES_IMAGE", "deploytools-test/postgres:15")
     rows: list[dict[str, Any]] = []
     for path, window_s in (("watch window", 3600.0), ("cold", 0.0)):
+        if path.split()[0] not in PATHS:
+            continue
         project = f"{PREFIX}{'watch' if window_s else 'cold'}-{os.getpid()}"
         store = f"{project}-store"
         stack = ComposeStack(project=project, env=stack_env(postgres, v1), client=client)

@@ -86,7 +86,7 @@ def roll_back_in(
     (an automatic rollback); otherwise the release serving now is rolled back."""
     history = session.history
     env = session.target.name
-    records = history.releases()
+    records, record_id = history.releases_and_next_id()
     serving = [r for r in records if r.serving]
     current = failed or (serving[-1] if serving else None)
     if current is None:
@@ -103,11 +103,12 @@ def roll_back_in(
     # it is read after the switch, which does not change it: two execs fewer before it).
     could_restore = restore_db or any(r.expand_only is False for r in newer)
     kept = watch_keep.kept_container(session.target, current) if not could_restore else None
+    gateway = proxy.container(session.target) if kept is not None else None
     cold_why = watch_keep.switch_back_refusal(
         current=current,
         target_image_id=target.image_id,
         restore=could_restore,
-        proxy_running=kept is not None and proxy.container(session.target) is not None,
+        proxy_running=gateway is not None,
         kept=watch_keep.observe(kept),
         now=time.time(),
     )
@@ -117,7 +118,7 @@ def roll_back_in(
     restore = restore_needed(restore_db=restore_db, revision_changed=revision_changed, newer=newer)
     backup_id = newer[0].backup_id if newer else None
     record = ReleaseRecord(
-        id=history.next_release_id(),
+        id=record_id,
         environment=env,
         kind="rollback",
         who=who(),
@@ -178,10 +179,9 @@ def roll_back_in(
     phases = app_service.Phases(session, record)
     prepared: backup_step.PreparedRestore | None = None
     restored: backup_step.RestoreResult | None = None
-    origin = backup_step.current_origin(session)
     try:
-        if cold_why is None and kept is not None:
-            watch_keep.switch_back(session, current, kept, phases)
+        if cold_why is None and kept is not None and gateway is not None:
+            watch_keep.switch_back(session, current, kept, phases, gateway=gateway)
             record.revision_before = db.revision()
         elif not restore and proxy.container(session.target) is not None:
             # Behind the proxy and on the same schema: the rolling deploy's switch, no gap.
@@ -234,8 +234,8 @@ def roll_back_in(
         + (" (switched back to the container kept in the watch window)" if fast else "")
         + (f", database restored from {backup_id}" if record.restored_backup else "")
     )
-    if restored is not None:
-        _secure_replaced(session, record, restored, prepared.origin if prepared else origin)
+    if restored is not None and prepared is not None:
+        _secure_replaced(session, record, restored, prepared.origin)
     return record
 
 

@@ -31,7 +31,7 @@ from deploytools.errors import DeployError, LockHeld
 from deploytools.session import EnvSession, open_environment
 from deploytools.steps import app_service
 from deploytools.store.records import ReleaseRecord, parse_time, utc_now
-from deploytools.target import Target, service_state
+from deploytools.target import Target
 
 #: How long the proxy's switch back may wait for the newer release's requests to finish.
 SWITCH_TIMEOUT_S = 60.0
@@ -78,14 +78,16 @@ class KeptState:
 
 
 def observe(container: Container | None) -> KeptState | None:
-    """`container`'s state, or None when it is gone."""
+    """`container`'s state as last read from the engine (`kept_container` just did), or None
+    when it is gone. No request of its own: a rollback in the window reads it on its way to
+    the switch."""
     if container is None:
         return None
-    with contextlib.suppress(NotFound):
-        container.reload()
-        state = service_state(container)
-        return KeptState(state.state == "running", state.healthy, state.health, state.image_id)
-    return None
+    state = container.attrs.get("State") or {}
+    health = (state.get("Health") or {}).get("Status")
+    running = state.get("Status") == "running"
+    healthy = running and health in (None, "healthy")
+    return KeptState(running, healthy, health, container.image_id)
 
 
 def switch_back_refusal(
@@ -137,14 +139,13 @@ def switch_back(
     current: ReleaseRecord,
     kept: Container,
     phases: app_service.Phases,
+    *,
+    gateway: Container,
 ) -> None:
-    """The rollback in the window: the proxy to `kept`, the newer release drained, stopped and
-    removed, the proxy back on the service's server."""
+    """The rollback in the window: the proxy (`gateway`, running) to `kept`, the newer release
+    drained, stopped and removed, the proxy back on the service's server."""
     target = session.target
     service = session.ctx.config.project.app_service
-    gateway = proxy.container(target)
-    if gateway is None:
-        raise DeployError(f"environment {target.name} has no proxy to switch back with")
     port = proxy.settings(target).app_port
     api = proxy.RuntimeApi(gateway)
     try:

@@ -16,5 +16,4 @@ class EnvironmentStore(BackupIndex, ReleaseLog, DeployLock):
         not made (a read of a missing one reads as empty)."""
         super().__init__(store, environment)
         if not read_only:
-            store.ensure_dir(f"{environment}/releases")
-            store.ensure_dir(f"{environment}/backups")
+            store.ensure_dir(f"{environment}/releases", f"{environment}/backups")

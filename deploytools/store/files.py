@@ -25,13 +25,12 @@ from deploytools.engine.client import Container, Engine, Mount, OneOff
 from deploytools.engine.errors import EngineAPIError, EngineError
 from deploytools.engine.exec import ExecResult, ExecStream
 from deploytools.errors import EnvironmentUnreachable, ExternalCommandFailed
+from deploytools.store import helper
+from deploytools.store.helper import HELPER_LABEL, MOUNT
 
-#: Where the helper mounts the store.
-MOUNT = "/store"
-#: The helper's own deadline: it removes itself even if deploytools is killed.
+#: A command's own helper's deadline: it removes itself even if deploytools is killed.
 HELPER_LIFETIME_S = 6 * 3600
 FALLBACK_HELPER_IMAGE = "debian:bookworm-slim"
-HELPER_LABEL = "deploytools.role"
 #: The deadline of one small script in the helper (read, write, list, hash a record or lock).
 SCRIPT_TIMEOUT_S = 300.0
 
@@ -97,10 +96,12 @@ class BackupStore:
             )
         return result
 
-    def ensure_dir(self, path: str) -> None:
-        full = self._abs(path)
+    def ensure_dir(self, *paths: str) -> None:
+        """Make the directories (and their parents) that do not exist, 0700: one exec."""
+        full = [self._abs(path) for path in paths]
         self._check(
-            self.sh('mkdir -p "$1" && chmod 0700 "$1" "$2"', full, MOUNT), f"creating {path}"
+            self.sh('mkdir -p "$@" && chmod 0700 "$@" ' + MOUNT, *full),
+            "creating " + ", ".join(paths),
         )
 
     def read(self, path: str) -> bytes | None:
@@ -255,53 +256,48 @@ EMPTY_STORE = {MOUNT: "ro,size=64k"}
 NOT_CREATED = "(not created yet: empty)"
 
 
+def _mounts(kind: str, location: str, *, create: bool) -> list[Mount]:
+    """The store as a helper mounts it: a volume, or the engine host's directory. For a
+    directory, a plain volume bind (kind "volume" with a path) creates it when missing (as root,
+    on the engine's host); a Mount of type bind refuses it instead, so a read-only command can
+    tell "not there" from "empty"."""
+    return [Mount(MOUNT, location, kind="volume" if kind == "volume" or create else "bind")]
+
+
 @contextlib.contextmanager
 def open_store(
-    engine: Engine, store: str, *, image: str, name_prefix: str, create: bool = True
+    engine: Engine,
+    store: str,
+    *,
+    image: str,
+    name_prefix: str,
+    create: bool = True,
+    keep_s: float = 0.0,
 ) -> Iterator[BackupStore]:
-    """Start a helper container with `store` ("volume:NAME" or "dir:/path") mounted; remove it
-    on the way out (and it removes itself after HELPER_LIFETIME_S if we are killed).
+    """Reach `store` ("volume:NAME" or "dir:/path") through a helper container that mounts it.
+
+    `keep_s` > 0: through a kept helper (store/helper.py), reused when one runs, started and
+    left running otherwise; it goes away by itself once unused for `keep_s` seconds (at least
+    helper.MIN_IDLE_S). `keep_s` 0: a helper of this command's own, removed on the way out
+    (and it removes itself after HELPER_LIFETIME_S if we are killed).
 
     `create=False` is for the commands that only read (status, history, report): a store volume
     or directory that does not exist yet is not created; the helper mounts an empty read-only
-    tmpfs in its place, which reads like the empty store it would be."""
+    tmpfs in its place, which reads like the empty store it would be (a kept helper, which
+    mounts the store itself, is reused but never started by them)."""
     kind, _, location = store.partition(":")
-    # A volume mount, or a bind mount of the engine host's directory. A plain volume bind would
-    # create a missing directory (as root, on the engine's host); a Mount of type bind refuses
-    # it instead, so a read-only command can tell "not there" from "empty".
-    mounts = [Mount(MOUNT, location, kind="volume")] if kind == "volume" or create else []
-    if not mounts:
-        mounts = [Mount(MOUNT, location, kind="bind")]
-    tmpfs: dict[str, str] = {}
-    description = store
+    mounts = _mounts(kind, location, create=create)
+    lease: helper.Lease | None = None
     try:
-        if kind == "volume" and not engine.volume_exists(location):
-            if create:
-                engine.create_volume(location, labels={HELPER_LABEL: "backup-store"})
-            else:
-                mounts, tmpfs, description = [], EMPTY_STORE, f"{store} {NOT_CREATED}"
-        helper = OneOff(
-            image=image,
-            name=f"{name_prefix}-store-{secrets.token_hex(3)}",
-            entrypoint=["sleep", str(HELPER_LIFETIME_S)],
-            command=[],
-            auto_remove=True,
-            user="0",
-            network_mode="none",
-            labels={HELPER_LABEL: "backup-store-helper"},
-            mounts=mounts,
-            tmpfs=tmpfs,
-        )
-        try:
-            container = engine.run(helper)
-        except EngineAPIError as exc:
-            if not any(m.kind == "bind" for m in mounts) or "does not exist" not in str(exc):
-                raise
-            # The directory is not there: read it as the empty store it would be.
-            description = f"{store} {NOT_CREATED}"
-            container = engine.run(
-                OneOff(**{**helper.__dict__, "mounts": (), "tmpfs": EMPTY_STORE})
-            )
+        if keep_s > 0:
+            # Volume or bind, a kept helper mounts the same directory: look for either.
+            wanted = Mount(MOUNT, location, kind="volume" if kind == "volume" else "bind")
+            lease = helper.lease_reusable(engine, store, image, wanted)
+        if lease is None:
+            started = _start_helper(engine, store, image, name_prefix, mounts, create, keep_s)
+            container, description, lease = started
+        else:
+            container, description = lease.container, store
     except EngineError as exc:
         raise EnvironmentUnreachable(
             f"cannot open the backup store {store}: {exc}",
@@ -312,14 +308,64 @@ def open_store(
     try:
         yield BackupStore(container, description)
     finally:
-        with contextlib.suppress(EngineError):
-            # volumes=True: the helper's image may declare a VOLUME (the PostgreSQL image does),
-            # and its anonymous volume would otherwise stay behind on the engine after every
-            # command.
-            container.remove(force=True, volumes=True)
+        if lease is not None:
+            lease.release()  # the helper stays for the next command
+        else:
+            with contextlib.suppress(EngineError):
+                # volumes=True: the helper's image may declare a VOLUME (the PostgreSQL image
+                # does), and its anonymous volume would otherwise stay behind on the engine
+                # after every command.
+                container.remove(force=True, volumes=True)
+
+
+def _start_helper(
+    engine: Engine,
+    store: str,
+    image: str,
+    name_prefix: str,
+    mounts: list[Mount],
+    create: bool,
+    keep_s: float,
+) -> tuple[Container, str, helper.Lease | None]:
+    """Start a helper: kept (with its lease) when `keep_s` > 0 and the store exists or may be
+    made, else one of this command's own. The container, the store's description, the lease."""
+    kind, _, location = store.partition(":")
+    tmpfs: dict[str, str] = {}
+    description = store
+    if kind == "volume" and not engine.volume_exists(location):
+        if create:
+            engine.create_volume(location, labels={HELPER_LABEL: "backup-store"})
+        else:
+            mounts, tmpfs, description = [], EMPTY_STORE, f"{store} {NOT_CREATED}"
+    if keep_s > 0 and create:
+        spec = helper.kept_spec(store, image, name_prefix=name_prefix, mounts=mounts, idle_s=keep_s)
+        lease = helper.start_kept(engine, spec)
+        return lease.container, description, lease
+    one_off = OneOff(
+        image=image,
+        name=f"{name_prefix}-store-{secrets.token_hex(3)}",
+        entrypoint=["sleep", str(HELPER_LIFETIME_S)],
+        command=[],
+        auto_remove=True,
+        user="0",
+        network_mode="none",
+        labels={HELPER_LABEL: helper.ROLE},
+        mounts=mounts,
+        tmpfs=tmpfs,
+    )
+    try:
+        return engine.run(one_off), description, None
+    except EngineAPIError as exc:
+        if not any(m.kind == "bind" for m in mounts) or "does not exist" not in str(exc):
+            raise
+    # The directory is not there: read it as the empty store it would be.
+    container = engine.run(OneOff(**{**one_off.__dict__, "mounts": (), "tmpfs": EMPTY_STORE}))
+    return container, f"{store} {NOT_CREATED}", None
 
 
 __all__ = [
+    "HELPER_LABEL",
+    "MOUNT",
     "BackupStore",
     "ExecResult",
     "StreamedFile",

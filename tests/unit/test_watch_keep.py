@@ -155,6 +155,10 @@ class _Db:
         return "0002"
 
 
+def _not_called(*args: Any) -> None:
+    raise AssertionError("not on this path")
+
+
 def _route(
     monkeypatch: pytest.MonkeyPatch, current: ReleaseRecord, *, kept: KeptState | None
 ) -> tuple[list[str], ReleaseRecord]:
@@ -164,8 +168,7 @@ def _route(
     events: list[str] = []
     older = deploy(id="0001", image="app:1", image_id="sha256:old", kept_container=None)
     history = SimpleNamespace(
-        releases=lambda: [older, current],
-        next_release_id=lambda: "0003",
+        releases_and_next_id=lambda: ([older, current], "0003"),
         save_release=lambda record: events.append(f"save {record.id}"),
     )
     session: Any = SimpleNamespace(
@@ -176,13 +179,16 @@ def _route(
     monkeypatch.setattr(rollback, "_choose", lambda *a: (target, [current]))
     monkeypatch.setattr(rollback.Database, "of", staticmethod(lambda t: _Db(events)))
     monkeypatch.setattr(rollback.proxy, "container", lambda t: object())
-    monkeypatch.setattr(rollback.backup_step, "current_origin", lambda s: None)
+    # A rollback reads the records once (with the next id), and what runs now only to restore.
+    monkeypatch.setattr(rollback.backup_step, "current_origin", _not_called)
     monkeypatch.setattr(rollback.app_service, "Phases", lambda s, r: None)
     monkeypatch.setattr(watch_keep, "kept_container", lambda t, r: container)
     monkeypatch.setattr(watch_keep, "observe", lambda c: kept)
     monkeypatch.setattr(watch_keep, "expired", lambda r, now: False)
     monkeypatch.setattr(
-        watch_keep, "switch_back", lambda s, cur, c, phases: events.append(f"switch back {c.id}")
+        watch_keep,
+        "switch_back",
+        lambda s, cur, c, phases, gateway: events.append(f"switch back {c.id}"),
     )
     monkeypatch.setattr(
         watch_keep, "retire_all", lambda s, records, why: events.append(f"retire: {why}")
