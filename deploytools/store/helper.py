@@ -9,10 +9,10 @@ number may run at once (two commands that start together each start one); each g
 its own:
 
 - Its main process (IDLE_SCRIPT) exits, and the engine removes the container (auto-remove, its
-  anonymous volumes too), once no process but itself has run in it for its idle time (the
-  environment's watch window, at least MIN_IDLE_S): a command that uses it keeps an exec open
-  in it from start to end (`Lease`), so it never goes away under a command, and a killed
-  command's exec ends with its connection.
+  anonymous volumes too), once no process but itself has run in it for its idle time
+  (session.py: the environment's watch window, at least MIN_IDLE_S): a command that uses it
+  keeps an exec open in it from start to end (`Lease`), so it never goes away under a
+  command, and a killed command's exec ends with its connection.
 - Before it exits it leaves a mark (EXITING_MARK) and looks once more: a lease taken meanwhile
   sees the mark and is refused (the command then starts a helper of its own), or is seen by
   that last look and keeps the helper up. So a lease is held only in a helper that stays.
@@ -152,13 +152,21 @@ def lease_reusable(engine: Engine, store: str, image: str, mount: Mount) -> Leas
 
 
 def kept_spec(
-    store: str, image: str, *, name_prefix: str, mounts: Sequence[Mount], idle_s: float
+    store: str,
+    image: str,
+    *,
+    name_prefix: str,
+    mounts: Sequence[Mount],
+    idle_s: float,
+    poll_s: float = POLL_S,
 ) -> OneOff:
-    """A kept helper of `store`: IDLE_SCRIPT as its main process, auto-removed when it exits."""
+    """A kept helper of `store`: IDLE_SCRIPT as its main process, auto-removed when it exits
+    once unused for `idle_s` (looking every `poll_s`; whole seconds)."""
+    idle, poll = max(1, round(idle_s)), max(1, round(poll_s))
     return OneOff(
         image=image,
         name=f"{name_prefix}-store-{secrets.token_hex(3)}",
-        entrypoint=["sh", "-c", IDLE_SCRIPT, "sh", str(max(MIN_IDLE_S, int(idle_s))), str(POLL_S)],
+        entrypoint=["sh", "-c", IDLE_SCRIPT, "sh", str(idle), str(poll)],
         command=[],
         auto_remove=True,
         user="0",
