@@ -16,4 +16,6 @@ class EnvironmentStore(BackupIndex, ReleaseLog, DeployLock):
         not made (a read of a missing one reads as empty)."""
         super().__init__(store, environment)
         if not read_only:
-            store.ensure_dir(f"{environment}/releases", f"{environment}/backups")
+            # Made by the first script this command runs (the lock's, most often): no exec
+            # of their own at every command's start.
+            store.ensure_dir(f"{environment}/releases", f"{environment}/backups", with_next=True)

@@ -17,6 +17,7 @@ import hashlib
 import io
 import posixpath
 import secrets
+import shlex
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -34,6 +35,10 @@ FALLBACK_HELPER_IMAGE = "debian:bookworm-slim"
 #: The deadline of one small script in the helper (read, write, list, hash a record or lock).
 SCRIPT_TIMEOUT_S = 300.0
 
+
+#: The exit code of a script whose pending directories could not be made (none of the store's
+#: scripts exits with it).
+_DIRS_FAILED = 97
 
 #: read_all's script: $1 the directory, $2 the suffix; a tar of the matching files on stdout.
 _READ_ALL = """
@@ -75,6 +80,8 @@ class BackupStore:
     def __init__(self, container: Container, description: str) -> None:
         self.container = container
         self.description = description
+        #: Directories `ensure_dir(..., with_next=True)` left to the next script to make.
+        self._pending_dirs: list[str] = []
 
     def _abs(self, path: str) -> str:
         full = posixpath.normpath(posixpath.join(MOUNT, path))
@@ -83,10 +90,25 @@ class BackupStore:
         return full
 
     def sh(self, script: str, *args: str, stdin: Iterable[bytes] | None = None) -> ExecResult:
-        """Run a small sh script in the helper with umask 077; args are $1, $2, ..."""
-        argv = ["sh", "-c", "umask 077; " + script, "sh", *args]
+        """Run a small sh script in the helper with umask 077; args are $1, $2, ... The
+        directories left pending by `ensure_dir` are made first, in the same exec."""
+        pending = self._pending_dirs
+        prefix = ""
+        if pending:
+            quoted = " ".join(shlex.quote(d) for d in pending)
+            prefix = f"mkdir -p -- {quoted} && chmod 0700 {quoted} {MOUNT} || exit {_DIRS_FAILED}; "
+        argv = ["sh", "-c", "umask 077; " + prefix + script, "sh", *args]
         # A script fed a stream (a dump) waits on its writer, not on its own work.
-        return self.container.exec(argv, stdin=stdin, timeout_s=SCRIPT_TIMEOUT_S)
+        result = self.container.exec(argv, stdin=stdin, timeout_s=SCRIPT_TIMEOUT_S)
+        if pending:
+            if result.exit_code == _DIRS_FAILED:
+                self._check(result, "creating " + ", ".join(pending))
+            self._pending_dirs = []
+        return result
+
+    def _make_pending_dirs(self) -> None:
+        if self._pending_dirs:
+            self._check(self.sh(":"), "creating directories")
 
     def _check(self, result: ExecResult, what: str) -> ExecResult:
         if result.exit_code != 0:
@@ -96,9 +118,14 @@ class BackupStore:
             )
         return result
 
-    def ensure_dir(self, *paths: str) -> None:
-        """Make the directories (and their parents) that do not exist, 0700: one exec."""
+    def ensure_dir(self, *paths: str, with_next: bool = False) -> None:
+        """Make the directories (and their parents) that do not exist, 0700: one exec, or
+        none with `with_next`: then the next script run here makes them before its own work
+        (in its exec; a failure to make them is that script's failure)."""
         full = [self._abs(path) for path in paths]
+        if with_next:
+            self._pending_dirs += [p for p in full if p not in self._pending_dirs]
+            return
         self._check(
             self.sh('mkdir -p "$@" && chmod 0700 "$@" ' + MOUNT, *full),
             "creating " + ", ".join(paths),
@@ -232,10 +259,12 @@ class BackupStore:
 
     def read_stream(self, path: str) -> ExecStream:
         """The file's bytes, streamed; `result()` afterwards says whether `cat` read it all."""
+        self._make_pending_dirs()
         return self.container.exec_stream(["cat", self._abs(path)])
 
     def run(self, argv: list[str]) -> ExecResult:
         """Any program of the helper's image (pg_restore --list, for one)."""
+        self._make_pending_dirs()
         return self.container.exec(argv)
 
     def path(self, path: str) -> str:

@@ -11,7 +11,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
 
-    def ensure_dir(self, *paths: str) -> None:
+    def ensure_dir(self, *paths: str, with_next: bool = False) -> None:
         """Directories exist implicitly."""
 
     def exists(self, path: str) -> bool:

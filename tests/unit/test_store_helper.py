@@ -14,7 +14,8 @@ from deploytools.engine.client import Mount, OneOff
 from deploytools.engine.errors import EngineAPIError
 from deploytools.errors import EnvironmentUnreachable, ExternalCommandFailed
 from deploytools.store import helper
-from deploytools.store.files import open_store
+from deploytools.engine.exec import ExecResult
+from deploytools.store.files import BackupStore, open_store
 
 STORE = "volume:prod-store"
 IMAGE = "sha256:db"
@@ -214,3 +215,41 @@ def test_a_dir_store_is_matched_by_its_bind_mount() -> None:
     assert helper.mounts_store(container, Mount("/store", "/srv/backups", kind="bind"))
     assert not helper.mounts_store(container, Mount("/store", "/srv/other", kind="bind"))
     assert not helper.mounts_store(container, Mount("/store", "/srv/backups", kind="volume"))
+
+
+class ExecRecorder:
+    """A helper container that records each exec's argv and answers with `codes` in turn."""
+
+    def __init__(self, *codes: int) -> None:
+        self.argvs: list[list[str]] = []
+        self.codes = list(codes)
+
+    def exec(self, argv: Sequence[str], **_: Any) -> Any:
+        self.argvs.append(list(argv))
+        code = self.codes.pop(0) if self.codes else 0
+        return ExecResult(exit_code=code, stdout=b"", stderr=b"mkdir: denied" if code else b"")
+
+
+def test_directories_left_to_the_next_script_cost_no_exec_of_their_own() -> None:
+    container = ExecRecorder()
+    store = BackupStore(container, STORE)  # type: ignore[arg-type]
+    store.ensure_dir("prod/releases", "prod/backups", with_next=True)
+    assert container.argvs == []
+    assert store.read("prod/lock.json") is not None
+    (argv,) = container.argvs
+    assert argv[2].startswith(
+        "umask 077; mkdir -p -- /store/prod/releases /store/prod/backups && chmod 0700 "
+    )
+    store.read("prod/lock.json")
+    assert "mkdir" not in container.argvs[1][2]  # made once
+    store.ensure_dir("prod/pipelines", with_next=True)
+    store.run(["pg_restore", "--version"])  # not a script: the directories go first, alone
+    assert "mkdir -p -- /store/prod/pipelines" in container.argvs[2][2]
+    assert container.argvs[3] == ["pg_restore", "--version"]
+
+
+def test_directories_that_cannot_be_made_fail_the_script_that_carried_them() -> None:
+    store = BackupStore(ExecRecorder(97), STORE)  # type: ignore[arg-type]
+    store.ensure_dir("prod/releases", with_next=True)
+    with pytest.raises(ExternalCommandFailed, match="creating /store/prod/releases failed"):
+        store.exists("prod/lock.json")
