@@ -12,9 +12,9 @@ import pytest
 
 from deploytools.engine.client import Mount, OneOff
 from deploytools.engine.errors import EngineAPIError
+from deploytools.engine.exec import ExecResult
 from deploytools.errors import EnvironmentUnreachable, ExternalCommandFailed
 from deploytools.store import helper
-from deploytools.engine.exec import ExecResult
 from deploytools.store.files import BackupStore, open_store
 
 STORE = "volume:prod-store"
