@@ -175,7 +175,8 @@ def roll_back_in(
         watch_keep.retire_all(
             session, records, why=f"the rollback does not switch back to it ({cold_why})"
         )
-    history.save_release(record)
+        # Saved before anything moves; the switch back saves it right after its cut.
+        history.save_release(record)
     phases = app_service.Phases(session, record)
     prepared: backup_step.PreparedRestore | None = None
     restored: backup_step.RestoreResult | None = None

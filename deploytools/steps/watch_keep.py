@@ -156,11 +156,17 @@ def switch_back(
                 gateway, back, timeout_s=SWITCH_TIMEOUT_S, session=api, app_port=port
             )
             proxy.cut(prepared)
+            cut_at = time.monotonic()
             # Before the phase's end (which refreshes the lock): the moment of the switch.
             session.progress(f"rollback: the proxy switched back to {kept.name}")
+        # The rollback's record is first written now, in the pause before the newer release
+        # stops: the switch waits for no store write. Killed between the cut and this write,
+        # a rollback leaves the deploy's record naming the kept container, which serves: the
+        # next rollback switches to it again (nothing moves) and stops the newer one.
+        session.history.save_release(phases.record)
         with phases.phase("drain", save=False):
             newer = [c for c in target.running(service) if c.id != kept.id]
-            settle(gateway, api, newer, back, port=port)
+            settle(gateway, api, newer, back, port=port, since=cut_at)
     finally:
         api.close()
     current.kept_container = None
@@ -175,12 +181,15 @@ def settle(
     serving: str,
     *,
     port: int,
+    since: float | None = None,
 ) -> None:
-    """The end of a switch: after a pause (STOP_SETTLE_S), stop and remove the `drained` containers,
-    then put the proxy back on the service's server, set to `serving` (the address of the one
-    container left answering to the service's name: the steady state). The slot and that
-    server reach the same container, so nothing to wait for."""
-    time.sleep(STOP_SETTLE_S)
+    """The end of a switch: after a pause (STOP_SETTLE_S, counted from `since`, the cut's
+    monotonic time, when given), stop and remove the `drained` containers, then put the proxy
+    back on the service's server, set to `serving` (the address of the one container left
+    answering to the service's name: the steady state). The slot and that server reach the
+    same container, so nothing to wait for."""
+    waited = 0.0 if since is None else time.monotonic() - since
+    time.sleep(max(0.0, STOP_SETTLE_S - waited))
     for container in drained:
         app_service.stop_and_remove(container)
     proxy.switch(gateway, None, service_address=serving, wait=False, session=api, app_port=port)

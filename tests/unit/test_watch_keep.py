@@ -204,7 +204,7 @@ def test_a_rollback_in_the_window_switches_back_before_reading_the_revision(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     events, record = _route(monkeypatch, deploy(expand_only=True), kept=HEALTHY)
-    assert events[:2] == ["save 0003", "switch back c0ffee"]
+    assert events[0] == "switch back c0ffee"  # it saves the record after its cut (below)
     assert "revision" in events[2:] and not any(e.startswith(("roll ", "retire")) for e in events)
     assert record.watch_window_rollback is True and record.outcome == "succeeded"
     assert record.revision_before == record.revision_after == "0002"
@@ -229,3 +229,57 @@ def test_a_release_not_expand_only_never_switches_back(monkeypatch: pytest.Monke
     assert not any(e.startswith("switch back") for e in events)
     assert "roll app:1" in events  # no restore after all (same revision): the cold switch
     assert any("may restore the database" in n for n in record.notes)
+
+
+def test_the_switch_back_cuts_before_any_store_write_and_saves_during_the_pause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from deploytools.steps import app_service
+
+    events: list[str] = []
+    current = deploy()
+    rollback_record = deploy(id="0003", kind="rollback", outcome="in-progress")
+    history = SimpleNamespace(save_release=lambda r: events.append(f"save {r.id}"))
+    session: Any = SimpleNamespace(
+        target=SimpleNamespace(name="production", running=lambda service: [kept, newer]),
+        ctx=SimpleNamespace(config=SimpleNamespace(project=SimpleNamespace(app_service="app"))),
+        history=history,
+        progress=lambda message: events.append(message),
+        refresh_lock=lambda: None,
+    )
+    kept: Any = SimpleNamespace(id="c0ffee", name="prod-app-1")
+    newer: Any = SimpleNamespace(id="beef", name="prod-app-2")
+    api = SimpleNamespace(close=lambda: events.append("session closed"))
+    monkeypatch.setattr(watch_keep.proxy, "settings", lambda t: SimpleNamespace(app_port=8000))
+    monkeypatch.setattr(watch_keep.proxy, "RuntimeApi", lambda gateway: api)
+    monkeypatch.setattr(watch_keep.proxy, "address", lambda c, gateway: "10.0.0.5")
+    monkeypatch.setattr(watch_keep.proxy, "prepare", lambda *a, **k: "prepared")
+    monkeypatch.setattr(watch_keep.proxy, "cut", lambda prepared: events.append("cut"))
+    monkeypatch.setattr(
+        watch_keep,
+        "settle",
+        lambda gateway, api, drained, back, port, since: events.append(
+            f"settle {[c.id for c in drained]} to {back} since the cut"
+        ),
+    )
+    phases = app_service.Phases(session, rollback_record)
+    watch_keep.switch_back(session, current, kept, phases, gateway=object())  # type: ignore[arg-type]
+    assert [e for e in events if "0003" in e or e in ("cut",) or e.startswith("settle")] == [
+        "rollback 0003: switch",
+        "cut",
+        "save 0003",
+        "rollback 0003: drain",
+        "settle ['beef'] to 10.0.0.5 since the cut",
+    ]
+    assert events[-2:] == ["session closed", "save 0002"]
+    assert current.kept_container is None
+
+
+def test_the_pause_before_the_stop_counts_from_the_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(watch_keep.time, "sleep", slept.append)
+    monkeypatch.setattr(watch_keep.time, "monotonic", lambda: 100.2)
+    monkeypatch.setattr(watch_keep.proxy, "switch", lambda *a, **k: None)
+    watch_keep.settle(object(), object(), [], "10.0.0.5", port=8000, since=100.0)  # type: ignore[arg-type]
+    watch_keep.settle(object(), object(), [], "10.0.0.5", port=8000, since=99.0)  # type: ignore[arg-type]
+    assert slept == [pytest.approx(watch_keep.STOP_SETTLE_S - 0.2), 0.0]
