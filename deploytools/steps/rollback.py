@@ -66,10 +66,19 @@ def run(
     """
     with open_environment(ctx, environment) as session:
         ttl = ctx.config.deploy.lock_ttl_s
-        with session.history.locked("rollback", ttl_s=ttl, wait_s=lock_wait_s) as lock:
+        with session.history.locked_with_releases("rollback", ttl_s=ttl, wait_s=lock_wait_s) as (
+            lock,
+            records,
+            next_id,
+        ):
             session.lock = lock
             return roll_back_in(
-                session, to=to, restore_db=restore_db, confirm=confirm, reason=reason
+                session,
+                to=to,
+                restore_db=restore_db,
+                confirm=confirm,
+                reason=reason,
+                known=(records, next_id),
             )
 
 
@@ -81,12 +90,14 @@ def roll_back_in(
     restore_db: bool = False,
     confirm: Confirm | None = None,
     reason: str = "manual",
+    known: tuple[list[ReleaseRecord], str] | None = None,
 ) -> ReleaseRecord:
     """Roll back within an open, locked environment. `failed` is a deploy that did not come up
-    (an automatic rollback); otherwise the release serving now is rolled back."""
+    (an automatic rollback); otherwise the release serving now is rolled back. `known`: the
+    records and the next record's id, as read under this lock (else they are read here)."""
     history = session.history
     env = session.target.name
-    records, record_id = history.releases_and_next_id()
+    records, record_id = known or history.releases_and_next_id()
     serving = [r for r in records if r.serving]
     current = failed or (serving[-1] if serving else None)
     if current is None:

@@ -193,16 +193,28 @@ class BackupStore:
         many records is read at once, not one exec per record. Files are replaced by renames,
         never rewritten in place, so each one read is whole."""
         result = self.sh(_READ_ALL, self._abs(directory), suffix)
-        data = self._check(result, f"reading {directory}").stdout
-        if not data:
-            return {}
-        files: dict[str, bytes] = {}
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            for member in tar:
-                extracted = tar.extractfile(member) if member.isfile() else None
-                if extracted is not None:
-                    files[posixpath.basename(member.name)] = extracted.read()
-        return files
+        return _untar(self._check(result, f"reading {directory}").stdout)
+
+    def create_exclusive_then_read_all(
+        self, path: str, data: bytes, directory: str, suffix: str = ""
+    ) -> dict[str, bytes] | None:
+        """`create_exclusive`, then, when it created `path`, `read_all(directory, suffix)`, in
+        one exec: what was read is as it stands once `path` exists (the deploy lock and the
+        records it guards). None when `path` existed (nothing is read)."""
+        full = self._abs(path)
+        tmp = f"{full}.tmp-{secrets.token_hex(4)}"
+        script = (
+            _COMPLETE
+            + 'ln "$1" "$2" 2>/dev/null; rc=$?; rm -f "$1"; [ $rc -eq 0 ] || exit 3; '
+            + "shift 3; read_all() {"
+            + _READ_ALL
+            + '}; read_all "$@"'
+        )
+        args = (tmp, full, str(len(data)), self._abs(directory), suffix)
+        result = self.sh(script, *args, stdin=[data])
+        if result.exit_code == 3:
+            return None
+        return _untar(self._check(result, f"writing {path} and reading {directory}").stdout)
 
     def free_bytes(self) -> int:
         """Bytes available to us in the store's file system."""
@@ -270,6 +282,19 @@ class BackupStore:
     def path(self, path: str) -> str:
         """The path as the helper sees it."""
         return self._abs(path)
+
+
+def _untar(data: bytes) -> dict[str, bytes]:
+    """The files of a tar stream (read_all's), by base name; {} for no stream at all."""
+    if not data:
+        return {}
+    files: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for member in tar:
+            extracted = tar.extractfile(member) if member.isfile() else None
+            if extracted is not None:
+                files[posixpath.basename(member.name)] = extracted.read()
+    return files
 
 
 def helper_image(candidates: Iterable[Container]) -> str:

@@ -32,7 +32,16 @@ class ReleaseLog(EnvironmentFiles):
     def releases_and_next_id(self) -> tuple[list[ReleaseRecord], str]:
         """Every record, oldest first, and the id the next one takes (`next_release_id`), from
         one read of the store: under the deploy lock, one exec fewer than both apart."""
-        files = self.store.read_all(f"{self.environment}/releases", ".json")
+        return self.parse_releases(self.store.read_all(*self.releases_files))
+
+    @property
+    def releases_files(self) -> tuple[str, str]:
+        """Where the records are: their directory and suffix, as `read_all` takes them."""
+        return f"{self.environment}/releases", ".json"
+
+    @staticmethod
+    def parse_releases(files: dict[str, bytes]) -> tuple[list[ReleaseRecord], str]:
+        """The records of `releases_files` as read (`releases_and_next_id`)."""
         records = [from_dict(ReleaseRecord, json.loads(raw)) for _, raw in sorted(files.items())]
         return records, _next_id(list(files))
 

@@ -29,6 +29,13 @@ class MemoryStore:
         self.files[path] = data
         return True
 
+    def create_exclusive_then_read_all(
+        self, path: str, data: bytes, directory: str, suffix: str = ""
+    ) -> dict[str, bytes] | None:
+        if not self.create_exclusive(path, data):
+            return None
+        return self.read_all(directory, suffix)
+
     def remove(self, *paths: str) -> None:
         for path in paths:
             self.files.pop(path, None)

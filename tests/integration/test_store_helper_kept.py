@@ -191,3 +191,37 @@ def test_a_helper_killed_between_two_commands_is_replaced(
     ) as second:
         assert second.container.id != first.container.id
         assert second.read("prod/lock.json") == b"{}"
+
+
+def test_the_lock_and_the_records_are_taken_and_read_in_one_exec(
+    postgres_image: str, engine: tuple[Any, str]
+) -> None:
+    client, volume = engine
+    with open_store(
+        Engine(client), f"volume:{volume}", image=postgres_image, name_prefix=PREFIX, keep_s=600
+    ) as store:
+        # A fresh store: the directories come with the lock's script, nothing to read yet.
+        store.ensure_dir("prod/releases", "prod/backups", with_next=True)
+        assert (
+            store.create_exclusive_then_read_all(
+                "prod/lock.json", b'{"a": 1}', "prod/releases", ".json"
+            )
+            == {}
+        )
+        assert store.file_mode("prod/releases") == "700"
+        store.write("prod/releases/0001.json", b"{}")
+        store.write("prod/releases/0002.json.tmp-1a2b", b"half")
+        # Held: nothing is read, the lock is left as it was.
+        assert (
+            store.create_exclusive_then_read_all(
+                "prod/lock.json", b'{"a": 2}', "prod/releases", ".json"
+            )
+            is None
+        )
+        assert store.read("prod/lock.json") == b'{"a": 1}'
+        store.remove("prod/lock.json")
+        assert store.create_exclusive_then_read_all(
+            "prod/lock.json", b'{"a": 3}', "prod/releases", ".json"
+        ) == {"0001.json": b"{}"}
+        assert store.read("prod/lock.json") == b'{"a": 3}'
+        assert store.list_files("prod") == ["backups", "lock.json", "releases"]

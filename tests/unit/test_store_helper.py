@@ -13,9 +13,13 @@ import pytest
 from deploytools.engine.client import Mount, OneOff
 from deploytools.engine.errors import EngineAPIError
 from deploytools.engine.exec import ExecResult
-from deploytools.errors import EnvironmentUnreachable, ExternalCommandFailed
+from deploytools.errors import EnvironmentUnreachable, ExternalCommandFailed, LockHeld
 from deploytools.store import helper
+from deploytools.store.environment import EnvironmentStore
 from deploytools.store.files import BackupStore, open_store
+from deploytools.store.records import dump
+from tests.fakes.memory_store import MemoryStore
+from tests.helpers.records import record
 
 STORE = "volume:prod-store"
 IMAGE = "sha256:db"
@@ -253,3 +257,17 @@ def test_directories_that_cannot_be_made_fail_the_script_that_carried_them() -> 
     store.ensure_dir("prod/releases", with_next=True)
     with pytest.raises(ExternalCommandFailed, match="creating /store/prod/releases failed"):
         store.exists("prod/lock.json")
+
+
+def test_a_rollbacks_lock_and_its_records_are_one_look_at_the_store() -> None:
+    memory = MemoryStore()
+    history = EnvironmentStore(memory, "prod")  # type: ignore[arg-type]
+    for n in ("0001", "0002"):
+        memory.write(f"prod/releases/{n}.json", dump(record(id=n)))
+    memory.write("prod/releases/0003.checks-lock", b"{}")
+    with history.locked_with_releases("rollback", ttl_s=60) as (lock, records, next_id):
+        assert lock.operation == "rollback" and "prod/lock.json" in memory.files
+        assert [r.id for r in records] == ["0001", "0002"] and next_id == "0003"
+        with pytest.raises(LockHeld), history.locked_with_releases("rollback", ttl_s=60):
+            pass
+    assert "prod/lock.json" not in memory.files
