@@ -150,7 +150,7 @@ def main() -> int:
                 print(f"   {rows[-1]}", flush=True)
         finally:
             stack.down()
-            _remove_volume(client, store)
+            _remove_volume(client, store)  # and the store's kept helper, which mounts it
     remove_bench_tags(client, PREFIX)
 
     version = client.version()
