@@ -64,6 +64,24 @@ def run(
     :param reason: why, recorded on the rollback record: "manual", "verification failed",
         "monitor breach: ..." (what breached, with its values).
     """
+    switch = watch_keep.open_switch_session(ctx.target(environment))
+    try:
+        return _run_locked(ctx, environment, to, restore_db, lock_wait_s, confirm, reason, switch)
+    finally:
+        if switch is not None:
+            switch.api.close()
+
+
+def _run_locked(
+    ctx: StepContext,
+    environment: str,
+    to: str | None,
+    restore_db: bool,
+    lock_wait_s: float,
+    confirm: Confirm | None,
+    reason: str,
+    switch: watch_keep.SwitchSession | None,
+) -> ReleaseRecord:
     with open_environment(ctx, environment) as session:
         ttl = ctx.config.deploy.lock_ttl_s
         with session.history.locked_with_releases("rollback", ttl_s=ttl, wait_s=lock_wait_s) as (
@@ -79,6 +97,7 @@ def run(
                 confirm=confirm,
                 reason=reason,
                 known=(records, next_id),
+                switch=switch,
             )
 
 
@@ -91,10 +110,12 @@ def roll_back_in(
     confirm: Confirm | None = None,
     reason: str = "manual",
     known: tuple[list[ReleaseRecord], str] | None = None,
+    switch: watch_keep.SwitchSession | None = None,
 ) -> ReleaseRecord:
     """Roll back within an open, locked environment. `failed` is a deploy that did not come up
     (an automatic rollback); otherwise the release serving now is rolled back. `known`: the
-    records and the next record's id, as read under this lock (else they are read here)."""
+    records and the next record's id, as read under this lock (else they are read here).
+    `switch`: the proxy with a session open on it, for a switch back (its caller closes it)."""
     history = session.history
     env = session.target.name
     records, record_id = known or history.releases_and_next_id()
@@ -114,7 +135,9 @@ def roll_back_in(
     # it is read after the switch, which does not change it: two execs fewer before it).
     could_restore = restore_db or any(r.expand_only is False for r in newer)
     kept = watch_keep.kept_container(session.target, current) if not could_restore else None
-    gateway = proxy.container(session.target) if kept is not None else None
+    gateway = None
+    if kept is not None:
+        gateway = switch.gateway if switch is not None else proxy.container(session.target)
     cold_why = watch_keep.switch_back_refusal(
         current=current,
         target_image_id=target.image_id,
@@ -193,7 +216,8 @@ def roll_back_in(
     restored: backup_step.RestoreResult | None = None
     try:
         if cold_why is None and kept is not None and gateway is not None:
-            watch_keep.switch_back(session, current, kept, phases, gateway=gateway)
+            api = switch.api if switch is not None else None
+            watch_keep.switch_back(session, current, kept, phases, gateway=gateway, api=api)
             record.revision_before = db.revision()
         elif not restore and proxy.container(session.target) is not None:
             # Behind the proxy and on the same schema: the rolling deploy's switch, no gap.

@@ -134,6 +134,26 @@ def kept_container(target: Target, record: ReleaseRecord) -> Container | None:
         return None
 
 
+@dataclass
+class SwitchSession:
+    """The proxy and a runtime API session with it, opened before a rollback takes the lock."""
+
+    gateway: Container
+    api: proxy.RuntimeApi
+
+
+def open_switch_session(target: Target) -> SwitchSession | None:
+    """The environment's proxy with a runtime API session open on it, or None (no proxy, or the
+    session could not be opened: the switch opens its own then). Opened first by a rollback:
+    the engine starts the session's client in the proxy container while the store is opened
+    and locked, so a switch back finds it answering; the caller closes it."""
+    try:
+        gateway = proxy.container(target)
+        return None if gateway is None else SwitchSession(gateway, proxy.RuntimeApi(gateway))
+    except (DeployError, EngineError):
+        return None
+
+
 def switch_back(
     session: EnvSession,
     current: ReleaseRecord,
@@ -141,13 +161,16 @@ def switch_back(
     phases: app_service.Phases,
     *,
     gateway: Container,
+    api: proxy.RuntimeApi | None = None,
 ) -> None:
     """The rollback in the window: the proxy (`gateway`, running) to `kept`, the newer release
-    drained, stopped and removed, the proxy back on the service's server."""
+    drained, stopped and removed, the proxy back on the service's server. `api`: a session
+    open on `gateway` (its caller closes it), else one is opened here."""
     target = session.target
     service = session.ctx.config.project.app_service
     port = proxy.settings(target).app_port
-    api = proxy.RuntimeApi(gateway)
+    own = api is None
+    api = api or proxy.RuntimeApi(gateway)
     try:
         # The cut-over's phases are saved with the step's outcome (as a rolling deploy's).
         with phases.phase("switch", save=False):
@@ -168,7 +191,8 @@ def switch_back(
             newer = [c for c in target.running(service) if c.id != kept.id]
             settle(gateway, api, newer, back, port=port, since=cut_at)
     finally:
-        api.close()
+        if own:
+            api.close()
     current.kept_container = None
     current.notes.append(f"{current.kept_container_name} serves again: rolled back by switch")
     session.history.save_release(current)

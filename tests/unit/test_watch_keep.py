@@ -188,7 +188,7 @@ def _route(
     monkeypatch.setattr(
         watch_keep,
         "switch_back",
-        lambda s, cur, c, phases, gateway: events.append(f"switch back {c.id}"),
+        lambda s, cur, c, phases, gateway, api: events.append(f"switch back {c.id}"),
     )
     monkeypatch.setattr(
         watch_keep, "retire_all", lambda s, records, why: events.append(f"retire: {why}")
@@ -283,3 +283,37 @@ def test_the_pause_before_the_stop_counts_from_the_cut(monkeypatch: pytest.Monke
     watch_keep.settle(object(), object(), [], "10.0.0.5", port=8000, since=100.0)  # type: ignore[arg-type]
     watch_keep.settle(object(), object(), [], "10.0.0.5", port=8000, since=99.0)  # type: ignore[arg-type]
     assert slept == [pytest.approx(watch_keep.STOP_SETTLE_S - 0.2), 0.0]
+
+
+def test_the_switch_session_is_opened_before_the_lock_and_closed_on_every_way_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from deploytools.errors import ExternalCommandFailed, LockHeld
+    from deploytools.steps import rollback
+
+    events: list[str] = []
+    gateway = SimpleNamespace(name="proxy")
+    api = SimpleNamespace(close=lambda: events.append("closed"))
+    monkeypatch.setattr(watch_keep.proxy, "container", lambda t: gateway)
+    monkeypatch.setattr(watch_keep.proxy, "RuntimeApi", lambda g: events.append("opened") or api)
+    ctx: Any = SimpleNamespace(target=lambda environment: "target")
+
+    def locked(*args: Any) -> None:
+        events.append("locked")
+        assert args[-1] == watch_keep.SwitchSession(gateway, api)  # type: ignore[arg-type]
+        raise LockHeld("another rollback holds the lock")
+
+    monkeypatch.setattr(rollback, "_run_locked", locked)
+    with pytest.raises(LockHeld):
+        rollback.run(ctx, environment="production")
+    assert events == ["opened", "locked", "closed"]
+    # No proxy, or no session: None, and the switch opens its own.
+    monkeypatch.setattr(watch_keep.proxy, "container", lambda t: None)
+    assert watch_keep.open_switch_session("target") is None  # type: ignore[arg-type]
+    monkeypatch.setattr(watch_keep.proxy, "container", lambda t: gateway)
+
+    def refused(g: Any) -> None:
+        raise ExternalCommandFailed("running bash in container proxy failed")
+
+    monkeypatch.setattr(watch_keep.proxy, "RuntimeApi", refused)
+    assert watch_keep.open_switch_session("target") is None  # type: ignore[arg-type]
