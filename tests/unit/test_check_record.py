@@ -297,7 +297,10 @@ def test_rollback_run_records_its_reason(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(
         rollback_step, "open_environment", lambda ctx, env, **_: opened({"prod": history}, ctx, env)
     )
-    ctx: Any = SimpleNamespace(config=SimpleNamespace(deploy=SimpleNamespace(lock_ttl_s=60)))
+    monkeypatch.setattr(rollback_step.watch_keep, "open_switch_session", lambda target: None)
+    ctx: Any = SimpleNamespace(
+        config=SimpleNamespace(deploy=SimpleNamespace(lock_ttl_s=60)), target=lambda env: None
+    )
     rollback_step.run(ctx, environment="prod")
     rollback_step.run(ctx, environment="prod", reason="verification failed")
     assert seen == ["manual", "verification failed"]
