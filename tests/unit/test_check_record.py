@@ -311,6 +311,12 @@ def test_the_monitor_rolls_back_with_the_rollback_step_passing_the_breach_as_the
 ) -> None:
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(rollback_step, "run", lambda ctx, **kw: calls.append(kw) or "back")
+    # The environment's records in memory: the unit tier never opens a store on an engine.
+    history = EnvironmentStore(MemoryStore(), "local")  # type: ignore[arg-type]
+    history.save_release(dataclasses.replace(record("0001"), environment="local"))
+    monkeypatch.setattr(
+        monitor, "open_environment", lambda ctx, env, **_: opened({"local": history}, ctx, env)
+    )
 
     state = FakeState(users={"root": ("admin-password-123", ["admin"])}, db_down=True)
     with fake_service(state) as url:
