@@ -121,6 +121,11 @@ def _remove_leftovers(client: Any) -> None:
     for volume in client.volumes.list():
         if _ours_or_dead(volume.name):
             subprocess.run(["docker", "volume", "rm", "-f", volume.name], capture_output=True)
+    # Networks too: left behind, they use up the engine's address pools after a few runs.
+    for network in client.networks.list(names=[RUN_PREFIX]):
+        if network.name.startswith(RUN_PREFIX) and _ours_or_dead(network.name):
+            with contextlib.suppress(Exception):
+                network.remove()
 
 
 def _ours_or_dead(name: str) -> bool:

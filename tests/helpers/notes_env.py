@@ -170,6 +170,11 @@ def remove_project(client: Any, project: str, env: Mapping[str, str]) -> None:
         if volume.name.startswith((f"{project}-", f"{project}_")):
             with contextlib.suppress(Exception):
                 volume.remove(force=True)
+    # Compose's `down` leaves the network while deploytools' proxy (no Compose service) is still
+    # attached; left behind, such networks use up the engine's address pools after a few runs.
+    for network in client.networks.list(filters={"label": f"com.docker.compose.project={project}"}):
+        with contextlib.suppress(Exception):
+            network.remove()
 
 
 def remove_volume(client: Any, name: str) -> None:
