@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,11 +53,8 @@ STANDIN_FOR = {
     "actions/setup-python@a26af69be951a213d495a4c3e4e4022e16d87065": "setup-python",
     "actions/upload-artifact@ea165f8d65b6e75b540449e92b4886f43607fa02": "upload-artifact",
     "actions/download-artifact@d3f86a106a0bac45b974a628896c90dbdf5c8093": "download-artifact",
-    "docker/setup-buildx-action@e468171a9de216ec08956ac3ada2f0791b6bd435": "noop",
     "docker/login-action@74a5d142397b4f367a81961eba4e8cd7edddf772": "noop",
     "actions/attest-build-provenance@e8998f949152b193b063cb0ec769d69d929409be": "noop",
-    "docker/metadata-action@902fa8ec7d6ecbf8d84d538b9b233a880e428804": "metadata",
-    "docker/build-push-action@263435318d21b8e681c14492fe198d362a7d2c83": "build-push",
 }
 
 
@@ -151,6 +148,19 @@ class GitServer:
         _git(self.work, "commit", "-q", "-m", f"rbac-api {version}")
         _git(self.work, "push", "-q", str(self.bare), "HEAD:refs/heads/main")
         return self.head()
+
+    def clone_with_config(self, where: Path, branch: str, edit: Callable[[str], str]) -> Path:
+        """A clone of the work tree at `where` (act's work tree for a test that needs a state
+        of its own) whose deploy.toml is `edit`ed, committed on `branch` and pushed: the jobs
+        check out that commit."""
+        _git(where.parent, "clone", "-q", str(self.work), str(where))
+        _git(where, "remote", "set-url", "origin", f"https://github.com/{REPOSITORY}")
+        config = where / "deploy.toml"
+        config.write_text(edit(config.read_text()))
+        _git(where, "checkout", "-q", "-b", branch)
+        _git(where, "commit", "-q", "-am", "deploy.toml of a test's own")
+        _git(where, "push", "-q", str(self.bare), f"HEAD:refs/heads/{branch}")
+        return where
 
     def tag(self, tag: str, message: str) -> str:
         """An annotated tag on HEAD, pushed (as `git push --tags` would); returns the commit."""
@@ -363,14 +373,16 @@ class Act:
         job: str | None = None,
         artifacts: Path | None = None,
         timeout_s: float = 300,
+        workdir: Path | None = None,
     ) -> ActRun:
+        """Run `workflow` in the session's work tree (or `workdir`, a clone of it); its log."""
         argv, env = self.argv(
             event, workflow, payload=payload, github_api=github_api, secrets=secrets,
             variables=variables, job=job, artifacts=artifacts,
         )  # fmt: skip
         done = subprocess.run(
             argv,
-            cwd=self.git_server.work,
+            cwd=workdir or self.git_server.work,
             env=env,
             capture_output=True,
             text=True,

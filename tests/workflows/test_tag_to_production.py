@@ -55,9 +55,7 @@ from tests.fakes.github_server import FakeGitHub
 from tests.fakes.webhook_server import FakeWebhooks
 from tests.workflows.conftest import PREFIX, REPOSITORY, ROOT, Act, ActRun
 
-# Not in scripts/test's run: these four scenarios take about 7 minutes and have not all passed
-# together yet; run them with `pytest -m release_scenarios` (docs/workflows.md).
-pytestmark = [pytest.mark.workflows, pytest.mark.release_scenarios]
+pytestmark = pytest.mark.workflows
 
 _PASSWORD = "dtwf-" + secrets.token_hex(12)
 SECRETS = {
@@ -73,7 +71,7 @@ SECRETS = {
 }
 ALL_JOBS = {
     "verify release", "build image", "deploy staging", "smoke staging", "validate staging",
-    "approve production", "notify maintenance", "production", "monitor production",
+    "approve production", "production", "monitor production",
     "report production", "notify outcome",
 }  # fmt: skip
 #: Production's check viewer loses its role, and gets it back.
@@ -105,18 +103,35 @@ def result(act: Act, *argv: str) -> Any:
 
 
 def _containers(environment: str, service: str) -> list[str]:
+    """The names of the environment's running containers of `service`."""
     listing = [
-        "docker", "ps", "-q",
+        "docker", "ps", "--format", "{{.Names}}",
         "--filter", f"label=com.docker.compose.project={PREFIX}-{environment}",
         "--filter", f"label=com.docker.compose.service={service}",
     ]  # fmt: skip
     return subprocess.run(listing, capture_output=True, text=True, check=True).stdout.split()
 
 
-def serving_image_ids(environment: str) -> set[str]:
-    """The image ids the environment's running app containers run."""
+def kept(act: Act, environment: str) -> str | None:
+    """The previous release's container a rolling deploy keeps up, drained and taking no
+    traffic, during the watch (steps/watch_keep.py), when it runs: `status` names it."""
+    found = result(act, "status", "--env", environment).get("kept") or {}
+    return str(found["container"]) if found.get("state") == "running" else None
+
+
+def image_id(reference: str) -> str:
+    inspect = ["docker", "image", "inspect", "--format", "{{.Id}}", reference]
+    return subprocess.run(inspect, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def serving_image_ids(act: Act, environment: str) -> set[str]:
+    """The image ids the environment's running app containers run, but the drained one kept
+    for a rollback by switch (it takes no traffic)."""
     ids = set()
+    drained = kept(act, environment)
     for container in _containers(environment, "app"):
+        if container == drained:
+            continue
         inspect = ["docker", "inspect", "--format", "{{.Image}}", container]
         ids.add(subprocess.run(inspect, capture_output=True, text=True, check=True).stdout.strip())
     return ids
@@ -155,9 +170,13 @@ def production(
     act: Act, github: FakeGitHub, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Production]:
     """Staging and production serving a release (the one earlier modules left, else 1.16.0
-    built here), each with this module's admin; release.yml with the short watch."""
+    built here), each with this module's admin; release.yml with the short watch. v1.16.0 is
+    tagged too: the build's migration lint of v1.16.1 starts from the release before's head
+    (no migration since: expand-only, a rolling deploy)."""
     base = f"{PREFIX}/rbac-api:1.16.0"
     built = False
+    act.git_server.commit_release("1.16.0")
+    act.git_server.tag("v1.16.0", "rbac-api 1.16.0")
     for environment in ("staging", "production"):
         status = deploytools(act, "--json", "status", "--env", environment, check=False)
         serving = status.returncode == 0 and json.loads(status.stdout)["result"].get("release")
@@ -239,19 +258,26 @@ def test_a_tag_goes_to_production_at_the_builds_digest(
     subprocess.run(["docker", "pull", "-q", image], check=True, capture_output=True, timeout=300)
     inspect = ["docker", "image", "inspect", "--format", "{{.Id}}", image]
     pulled = subprocess.run(inspect, capture_output=True, text=True, check=True).stdout.strip()
-    assert serving_image_ids("production") == {pulled}
+    assert serving_image_ids(act, "production") == {pulled}
     assert health(act)["version"] == "1.16.1"
-    # The records: a deploy of that digest, current.
+    # The records: a deploy of that digest, current; rolling, chosen from the image's labels
+    # (the build's migration lint: no migration since v1.16.0, expand-only).
     history = result(act, "history", "--env", "production")
-    assert history["current"]["image"] == image
-    assert history["current"]["kind"] == "deploy"
-    assert history["current"]["outcome"] == "succeeded"
+    current = history["current"]
+    assert current["image"] == image
+    assert current["kind"] == "deploy"
+    assert current["outcome"] == "succeeded"
+    assert (current["strategy_asked"], current["strategy"]) == ("auto", "rolling"), current
+    assert current["strategy_reason"].startswith("expand-only"), current
+    assert current["maintenance"] is None, current
     # Each production change was checked against the digest, the watch ran.
     assert "Success - Main production serves the build's digest" in run.log
     assert "Success - Main production still serves the build's digest" in run.log
-    # Told: the maintenance window, then success, to Slack and the status page.
+    # Told: success, to Slack and the status page; no maintenance window (a rolling deploy
+    # makes none).
     paths = [p for p, _ in notices]
-    assert paths.count("/slack") == 2 and paths.count("/status") == 2, notices
+    assert sorted(paths) == ["/slack", "/status"], notices
+    assert not any("maintenance" in t for _, t in notices), notices
     last_slack = [t for p, t in notices if p == "/slack"][-1]
     assert "v1.16.1 on production is deployed and verified" in last_slack, last_slack
     assert not any("fail" in t.lower() or "rolled back" in t for _, t in notices), notices
@@ -369,10 +395,11 @@ def test_e_a_run_cancelled_during_deploy_production_leaves_no_lock_and_one_relea
     # one, or none, depends on the deploy's phase when the signal came: the recreate
     # strategy stops the old app before the new one starts; the next release, test_c,
     # makes production whole again without anyone's hand.)
-    ids = serving_image_ids("production")
+    ids = serving_image_ids(act, "production")
     assert len(ids) <= 1, ids
-    # Only the maintenance window was told (the cancel stopped the run before its outcome).
-    assert [p for p, _ in notices] == ["/slack", "/status"], notices
+    # Nothing was told: a rolling deploy announces no maintenance window, and the cancel
+    # stopped the run before its outcome.
+    assert notices == [], notices
 
 
 def test_c_verify_production_failing_rolls_back_to_the_release_it_replaced(
@@ -406,13 +433,11 @@ def test_c_verify_production_failing_rolls_back_to_the_release_it_replaced(
     assert current["image_id"] == replaced["image_id"], (current, replaced)
     deployed = [r for r in history["releases"] if r["image"] == image]
     assert [r["kind"] for r in deployed] == ["deploy"], deployed
-    inspect = ["docker", "image", "inspect", "--format", "{{.Id}}", replaced["image"]]
-    found = subprocess.run(inspect, capture_output=True, text=True, check=True).stdout.strip()
-    assert serving_image_ids("production") == {found}
+    assert serving_image_ids(act, "production") == {image_id(replaced["image"])}
     assert health(act)["version"] == replaced["version"]
     # Told: a rollback naming the release, never success; the incident report is kept.
     slack = [t for p, t in notices if p == "/slack"]
-    assert len(slack) == 2, notices
+    assert len(slack) == 1, notices
     assert f"rolled back to release {replaced['id']}" in slack[-1], slack[-1]
     assert not any(SUCCESS in t for t in slack), slack
     incident = production.artifacts["v1.16.3"] / "incident-report" / "incident-report.md"
