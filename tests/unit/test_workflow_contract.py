@@ -389,6 +389,26 @@ def test_no_output_is_written_into_the_work_tree() -> None:
                 assert path.startswith("${{ runner.temp }}"), f"{name}:{job_id} path {path}"
 
 
+#: What a production job's steps may run in a shell, around deploytools: reads of the records.
+PRODUCTION_READS = ("status", "history", "report")
+
+
+@pytest.mark.parametrize("job_id", [PRODUCTION_JOB, "monitor-production"])
+def test_steps_on_production_are_deploytools_itself_so_a_cancel_reaches_it(job_id: str) -> None:
+    """On a cancel GitHub sends SIGINT to the step's process, SIGTERM 7.5 s later, then kills
+    it. A shell waiting for a pipeline (`deploytools ... | tee`) passes neither signal on, so
+    deploytools is killed holding the deploy lock, or in the middle of a rollback on a breach.
+    Every step that changes or watches production is `exec deploytools ...`, its JSON
+    redirected to a file, never piped."""
+    for step in JOBS[job_id]["steps"]:
+        run = str(step.get("run", ""))
+        for argv in invocations({"steps": [step]}):
+            if without_global_options(argv)[0] in PRODUCTION_READS:
+                continue
+            assert run.startswith("exec deploytools "), (job_id, run)
+            assert "\n" not in run.strip() and "|" not in run, (job_id, run)
+
+
 def test_release_verify_reads_the_annotated_tag_not_checkouts_copy() -> None:
     steps = JOBS["verify-release"]["steps"]
     names = [s.get("name", s.get("uses", "")) for s in steps]
