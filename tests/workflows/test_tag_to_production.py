@@ -321,12 +321,22 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _exited(pid: int, *, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while _alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def cancel_during(act_pid: int, command: str, timeout_s: float) -> str:
     """Cancel the run as GitHub cancels a job once `command` runs: SIGINT to the step's process
     (the one act started for the step), SIGTERM 7.5 s later, SIGKILL to what is left of its
-    tree 2.5 s after that. act is stopped first, so that nothing after the step runs (a
-    cancelled run skips every later step and job guarded by success(), failure() or
-    !cancelled()); it is killed at the end. Returns what the step's process ran."""
+    tree 2.5 s after that (each wait ends when the step's process has exited). act is
+    stopped first, so that nothing after the step runs (a cancelled run skips every later step
+    and job guarded by success(), failure() or !cancelled()); it is killed at the end. Returns
+    what the step's process ran."""
     deadline = time.monotonic() + timeout_s
     while True:
         found = [p for p in _descendants(act_pid) if command in _cmdline(p)]
@@ -342,10 +352,10 @@ def cancel_during(act_pid: int, command: str, timeout_s: float) -> str:
     tree = [p for p in _descendants(act_pid) if p == step or p in _descendants(step)]
     os.kill(act_pid, signal.SIGSTOP)
     os.kill(step, signal.SIGINT)
-    time.sleep(7.5)
-    if _alive(step):
+    # The runner waits for the step's process, up to 7.5 s, then 2.5 s after SIGTERM.
+    if not _exited(step, within_s=7.5):
         os.kill(step, signal.SIGTERM)
-    time.sleep(2.5)
+        _exited(step, within_s=2.5)
     for pid in tree:
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
