@@ -11,6 +11,9 @@ fixtures, shared by every scenario (one set of stand-ins per session):
                     dtwf<hex>-* Compose projects and store); a git config whose
                     `url.<local>.insteadOf https://github.com/` sends the workflows' fetches there
     runner_python-> the jobs' Python (deploytools' dependencies, hatchling; nothing to download)
+    service_image-> service_image("1.15.1"): the service's image of that VERSION, built from
+                    this work tree's examples/rbac-api once per session, for the stacks the
+                    scenarios start from (the workflows build their own releases)
     act          -> Act: runs a workflow (or a job and its needs) with the stand-in actions
                     (tests/workflows/standins, `--local-repository`, `--action-offline-mode`),
                     the API fake as GITHUB_API_URL, a home of its own, and returns the log
@@ -433,3 +436,31 @@ def act(
         tmp_path_factory.mktemp("dtwf-home"),
         runner_python,
     )
+
+
+class ServiceImages:
+    """service_image("1.15.1") -> "dtwf<hex>/rbac-api:1.15.1": the service's image labelled as
+    that version, built once per session (every module deploying it shares it)."""
+
+    def __init__(self) -> None:
+        self.built: dict[str, str] = {}
+
+    def __call__(self, version: str) -> str:
+        if version not in self.built:
+            image = f"{PREFIX}/rbac-api:{version}"
+            subprocess.run(
+                ["docker", "build", "-q", "--build-arg", f"VERSION={version}", "-t", image, "."],
+                cwd=ROOT / "examples" / "rbac-api",
+                check=True, capture_output=True, timeout=600,
+            )  # fmt: skip
+            self.built[version] = image
+        return self.built[version]
+
+
+@pytest.fixture(scope="session")
+def service_image() -> Iterator[ServiceImages]:
+    images = ServiceImages()
+    yield images
+    if images.built:
+        remove = ["docker", "rmi", "-f", *images.built.values()]
+        subprocess.run(remove, capture_output=True, check=False)

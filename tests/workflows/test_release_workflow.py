@@ -22,14 +22,13 @@ import re
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.github_server import FakeGitHub
 from tests.fakes.webhook_server import FakeWebhooks
-from tests.workflows.conftest import PREFIX, REPOSITORY, ROOT, Act
+from tests.workflows.conftest import PREFIX, REPOSITORY, Act, ServiceImages
 
 pytestmark = pytest.mark.workflows
 
@@ -47,17 +46,10 @@ SECRETS = {
 
 
 @pytest.fixture
-def staging(act: Act) -> Iterator[str]:
-    """Staging already serving a release (1.15.1, built here), as before any release but the
-    first: deploy's backup before the change needs the running database."""
-    image = f"{PREFIX}/rbac-api:staging-before"
-    subprocess.run(
-        ["docker", "build", "-q", "--build-arg", "VERSION=1.15.1", "-t", image, "."],
-        cwd=ROOT / "examples" / "rbac-api",
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+def staging(act: Act, service_image: ServiceImages) -> str:
+    """Staging already serving a release (1.15.1), as before any release but the first:
+    deploy's backup before the change needs the running database."""
+    image = service_image("1.15.1")
     done = subprocess.run(
         [sys.executable, "-m", "deploytools", "--config", "deploy.toml", "deploy",
          "--env", "staging", "--image", image, "--no-backup-check"],
@@ -65,8 +57,7 @@ def staging(act: Act) -> Iterator[str]:
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    yield image
-    subprocess.run(["docker", "rmi", "-f", image], capture_output=True, check=False)
+    return image
 
 
 def test_a_pushed_tag_is_built_by_digest_and_a_staging_failure_stays_stagings(

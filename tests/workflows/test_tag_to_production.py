@@ -41,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,7 @@ import yaml
 from deploytools.config import load_config
 from tests.fakes.github_server import FakeGitHub
 from tests.fakes.webhook_server import FakeWebhooks
-from tests.workflows.conftest import PREFIX, REPOSITORY, ROOT, Act, ActRun
+from tests.workflows.conftest import PREFIX, REPOSITORY, ROOT, Act, ActRun, ServiceImages
 
 pytestmark = pytest.mark.workflows
 
@@ -167,28 +166,23 @@ class Production:
 
 @pytest.fixture(scope="module")
 def production(
-    act: Act, github: FakeGitHub, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Production]:
+    act: Act,
+    github: FakeGitHub,
+    service_image: ServiceImages,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Production:
     """Staging and production serving a release (the one earlier modules left, else 1.16.0
     built here), each with this module's admin; release.yml with the short watch. v1.16.0 is
     tagged too: the build's migration lint of v1.16.1 starts from the release before's head
     (no migration since: expand-only, a rolling deploy)."""
-    base = f"{PREFIX}/rbac-api:1.16.0"
-    built = False
     act.git_server.commit_release("1.16.0")
     act.git_server.tag("v1.16.0", "rbac-api 1.16.0")
     for environment in ("staging", "production"):
         status = deploytools(act, "--json", "status", "--env", environment, check=False)
         serving = status.returncode == 0 and json.loads(status.stdout)["result"].get("release")
         if not serving:
-            if not built:
-                subprocess.run(
-                    ["docker", "build", "-q", "--build-arg", "VERSION=1.16.0", "-t", base, "."],
-                    cwd=ROOT / "examples" / "rbac-api",
-                    check=True, capture_output=True, timeout=600,
-                )  # fmt: skip
-                built = True
-            deploytools(act, "deploy", "--env", environment, "--image", base, "--no-backup-check")
+            image = service_image("1.16.0")
+            deploytools(act, "deploy", "--env", environment, "--image", image, "--no-backup-check")
         (app, *_) = _containers(environment, "app")
         subprocess.run(
             ["docker", "exec", "-e", f"ADMIN_USERNAME={SECRETS['ADMIN_USERNAME']}",
@@ -200,9 +194,7 @@ def production(
     assert text.count(WATCH[0]) == 1, "release.yml's watch changed: update WATCH"
     short = tmp_path_factory.mktemp("dtwf-workflows") / "release.yml"
     short.write_text(text.replace(*WATCH))
-    yield Production(short)
-    if built:
-        subprocess.run(["docker", "rmi", "-f", base], capture_output=True, check=False)
+    return Production(short)
 
 
 def _payload(act: Act, github: FakeGitHub, tag: str, where: Path) -> Path:
