@@ -21,7 +21,7 @@ How GitHub is emulated where act differs (docs/workflows.md, "Testing the workfl
   is not exercised here; the contract test (unit tier) holds that exactly one job waits for
   it and every later job needs it.
 - The hour-long watch: act runs a copy of release.yml whose one difference is monitor's
-  `--duration 1h` shortened to 20 s (sampled every 5 s).
+  `--duration 1h` shortened to 10 s (sampled every 5 s).
 - A re-run of failed jobs: act cannot re-run a run. GitHub re-runs the failed jobs and the
   jobs that need them, within the same run: the jobs that succeeded keep their results and
   outputs, and the run's artifacts stay. act runs a copy of the workflow in which each job
@@ -84,7 +84,7 @@ GRANT_VIEWER = (
 )
 #: How a success notice says it (steps/notify.py).
 SUCCESS = "is deployed and verified"
-WATCH = ("--duration 1h --rollback-on-breach", "--duration 20s --interval 5s --rollback-on-breach")
+WATCH = ("--duration 1h --rollback-on-breach", "--duration 10s --interval 5s --rollback-on-breach")
 
 
 def deploytools(act: Act, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
