@@ -142,5 +142,12 @@ def test_a_pushed_tag_is_built_by_digest_and_a_staging_failure_stays_stagings(
     )  # fmt: skip
     serving = json.loads(status.stdout)["result"]
     assert serving["release"]["image"] == outputs["image"]
-    app = [s for s in serving["services"] if s["service"] == "app"]
+    # Rolled (the image says expand-only): the release before stays up, drained, taking no
+    # traffic, for a rollback by switch during the watch; every other app container runs the
+    # build's digest.
+    assert serving["release"]["strategy"] == "rolling", serving["release"]
+    kept = serving["kept"]["container"]
+    app = [s for s in serving["services"] if s["service"] == "app" and s["container"] != kept]
     assert app and all(outputs["image"] in s["repo_digests"] for s in app), app
+    (before,) = [s for s in serving["services"] if s["container"] == kept]
+    assert before["image"] == staging

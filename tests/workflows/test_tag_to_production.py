@@ -433,8 +433,9 @@ def test_c_verify_production_failing_rolls_back_to_the_release_it_replaced(
     # (recorded as the tag deploytools kept of that release: the same image)
     assert current["version"] == replaced["version"], current
     assert current["image_id"] == replaced["image_id"], (current, replaced)
+    # v1.16.3 migrated and deployed once each (newest first), then rolled back from.
     deployed = [r for r in history["releases"] if r["image"] == image]
-    assert [r["kind"] for r in deployed] == ["deploy"], deployed
+    assert [r["kind"] for r in deployed] == ["deploy", "migrate"], deployed
     assert serving_image_ids(act, "production") == {image_id(replaced["image"])}
     assert health(act)["version"] == replaced["version"]
     # Told: a rollback naming the release, never success; the incident report is kept.
