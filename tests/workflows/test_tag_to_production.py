@@ -322,18 +322,22 @@ def _exited(pid: int, *, within_s: float) -> bool:
     return True
 
 
-def cancel_during(act_pid: int, command: str, timeout_s: float) -> str:
+def cancel_during(act: subprocess.Popen[bytes], command: str, timeout_s: float) -> str | None:
     """Cancel the run as GitHub cancels a job once `command` runs: SIGINT to the step's process
     (the one act started for the step), SIGTERM 7.5 s later, SIGKILL to what is left of its
     tree 2.5 s after that (each wait ends when the step's process has exited). act is
     stopped first, so that nothing after the step runs (a cancelled run skips every later step
     and job guarded by success(), failure() or !cancelled()); it is killed at the end. Returns
-    what the step's process ran."""
+    what the step's process ran, or None when act ended before the step began (the run
+    failed earlier)."""
+    act_pid = act.pid
     deadline = time.monotonic() + timeout_s
     while True:
         found = [p for p in _descendants(act_pid) if command in _cmdline(p)]
         if found:
             break
+        if act.poll() is not None:
+            return None
         assert time.monotonic() < deadline, f"{command!r} never ran"
         time.sleep(0.2)
     time.sleep(3)  # under way: the new release's container is starting
@@ -371,7 +375,7 @@ def test_e_a_run_cancelled_during_deploy_production_leaves_no_lock_and_one_relea
                 argv, cwd=act.git_server.work, env=env, stdout=out, stderr=subprocess.STDOUT
             )
             try:
-                ran = cancel_during(process.pid, "deploy --env production", timeout_s=900)
+                ran = cancel_during(process, "deploy --env production", timeout_s=900)
             finally:
                 if process.poll() is None:
                     process.kill()
@@ -380,6 +384,7 @@ def test_e_a_run_cancelled_during_deploy_production_leaves_no_lock_and_one_relea
             log = out.read()
         act.keep_log("push-cancelled", production.short_watch, log)
         notices = _notices(list(hooks.received))
+    assert ran is not None, f"the run ended before deploy-production: {log[-8000:]}"
     production.cancelled = True
     production.images["v1.16.2"] = _image_of(ActRun(1, log))
     # The step's process is deploytools itself (`exec`): the signals reached it.
