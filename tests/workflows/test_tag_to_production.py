@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,16 @@ def _containers(environment: str, service: str) -> list[str]:
         "--filter", f"label=com.docker.compose.service={service}",
     ]  # fmt: skip
     return subprocess.run(listing, capture_output=True, text=True, check=True).stdout.split()
+
+
+def _app_image_ids(environment: str) -> list[str]:
+    """The image ids the environment's app containers run (whether serving or not)."""
+    names = _containers(environment, "app")
+    if not names:
+        return []
+    inspect = ["docker", "inspect", "--format", "{{.Image}}", *names]
+    done = subprocess.run(inspect, capture_output=True, text=True, check=False)
+    return done.stdout.split()
 
 
 def kept(act: Act, environment: str) -> str | None:
@@ -322,8 +333,14 @@ def _exited(pid: int, *, within_s: float) -> bool:
     return True
 
 
-def cancel_during(act: subprocess.Popen[bytes], command: str, timeout_s: float) -> str | None:
-    """Cancel the run as GitHub cancels a job once `command` runs: SIGINT to the step's process
+def cancel_during(
+    act: subprocess.Popen[bytes],
+    command: str,
+    under_way: Callable[[], bool],
+    timeout_s: float,
+) -> str | None:
+    """Cancel the run as GitHub cancels a job once `command` runs and is `under_way()` (polled
+    up to `timeout_s`, then fails): SIGINT to the step's process
     (the one act started for the step), SIGTERM 7.5 s later, SIGKILL to what is left of its
     tree 2.5 s after that (each wait ends when the step's process has exited). act is
     stopped first, so that nothing after the step runs (a cancelled run skips every later step
@@ -340,7 +357,9 @@ def cancel_during(act: subprocess.Popen[bytes], command: str, timeout_s: float) 
             return None
         assert time.monotonic() < deadline, f"{command!r} never ran"
         time.sleep(0.2)
-    time.sleep(3)  # under way: the new release's container is starting
+    while not under_way():
+        assert act.poll() is None and time.monotonic() < deadline, f"{command!r} never got going"
+        time.sleep(0.2)
     step = found[0]
     while _parent(step) != act_pid:
         step = _parent(step)
@@ -374,8 +393,20 @@ def test_e_a_run_cancelled_during_deploy_production_leaves_no_lock_and_one_relea
             process = subprocess.Popen(
                 argv, cwd=act.git_server.work, env=env, stdout=out, stderr=subprocess.STDOUT
             )
+
+            def new_release_starting() -> bool:
+                """The deploy is under way: the build's image runs in a new app container
+                (its record was saved before), not yet serving."""
+                # Read at 0 without moving the offset act writes at (the same open file).
+                size = os.fstat(out.fileno()).st_size
+                so_far = os.pread(out.fileno(), size, 0).decode(errors="replace")
+                image = dict(re.findall(r"::set-output:: (image)=(\S+)", so_far))
+                return bool(image) and image_id(image["image"]) in _app_image_ids("production")
+
             try:
-                ran = cancel_during(process, "deploy --env production", timeout_s=900)
+                ran = cancel_during(
+                    process, "deploy --env production", new_release_starting, timeout_s=900
+                )
             finally:
                 if process.poll() is None:
                     process.kill()
