@@ -128,13 +128,16 @@ def _present(official: str, built: str) -> str:
 
 
 def _remove_what_the_session_made() -> None:
-    for kind, listing in (
-        ("container", ["docker", "ps", "-aq", "--filter", f"name={PREFIX}"]),
-        ("volume", ["docker", "volume", "ls", "-q", "--filter", f"name={PREFIX}"]),
+    """Containers first, then what they used: volumes and the Compose projects' networks (a
+    network left behind holds one of the engine's address pools; a few dozen exhaust them)."""
+    mine = ["--filter", f"name={PREFIX}"]
+    for listing, remove in (
+        (["docker", "ps", "-aq", *mine], ["docker", "rm", "-f"]),
+        (["docker", "volume", "ls", "-q", *mine], ["docker", "volume", "rm"]),
+        (["docker", "network", "ls", "-q", *mine], ["docker", "network", "rm"]),
     ):
         found = subprocess.run(listing, capture_output=True, text=True, check=False).stdout.split()
         if found:
-            remove = ["docker", "rm", "-f"] if kind == "container" else ["docker", "volume", "rm"]
             subprocess.run([*remove, *found], capture_output=True, check=False, timeout=120)
 
 
