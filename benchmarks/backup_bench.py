@@ -352,6 +352,11 @@ def main() -> None:
     finally:
         if not args.keep:
             compose(env, "down", "-v", "--remove-orphans")
+            # The store's kept helper mounts it: the engine refuses to remove it before.
+            helpers = ["docker", "ps", "-aq", "--filter", f"volume={STORE}"]
+            found = subprocess.run(helpers, capture_output=True, text=True).stdout.split()
+            if found:
+                subprocess.run(["docker", "rm", "-f", "-v", *found], capture_output=True)
             subprocess.run(["docker", "volume", "rm", "-f", STORE], capture_output=True)
             # The keep tags the deploys put on the images (the images themselves stay).
             ours_tags = sorted(keep_tags() - tags_before)

@@ -20,11 +20,15 @@ the requests planned from the command's start to one second after its end.
 
     .venv/bin/python benchmarks/rollback_bench.py      (or: benchmarks/run rollback)
 
-ROLLBACK_BENCH_LINES=1 prints each rollback's progress lines with their time from its start.
+ROLLBACK_BENCH_LINES=1 prints each rollback's progress lines with their time from its start;
+ROLLBACK_BENCH_TRACE=1 runs the command under benchmarks/engine_trace.py and prints its engine
+requests too (the tracer's own cost is in those runs' figures). ROLLBACK_BENCH_PATHS=watch (or
+cold) runs one path only.
 """
 
 from __future__ import annotations
 
+import compileall
 import os
 import platform
 import subprocess
@@ -51,6 +55,8 @@ RATE = float(os.environ.get("ROLLBACK_BENCH_RATE", "100"))
 CYCLES = int(os.environ.get("ROLLBACK_BENCH_CYCLES", "3"))
 STEADY_S = 5.0
 PREFIX = os.environ.get("ROLLBACK_BENCH_PREFIX", "dtwatch-bench-")
+TRACE = os.environ.get("ROLLBACK_BENCH_TRACE") == "1"
+PATHS = os.environ.get("ROLLBACK_BENCH_PATHS", "watch,cold").split(",")
 
 
 def timed_command(argv: list[str]) -> tuple[float, float | None, int, list[str]]:
@@ -83,12 +89,13 @@ def cycle(
     """One deploy + rollback; (the rollback's wall time, time to switched, its start, end)."""
     deploy_step.run(ctx, environment="prod", image=image, strategy="rolling")
     time.sleep(STEADY_S)
-    argv = [sys.executable, "-m", "deploytools", "--config", str(config_path)]
+    entry = [str(ROOT / "benchmarks/engine_trace.py")] if TRACE else ["-m", "deploytools"]
+    argv = [sys.executable, *entry, "--config", str(config_path)]
     started = time.monotonic()
     wall, switched, code, lines = timed_command([*argv, "rollback", "--env", "prod", "--yes"])
     if code != 0:
         raise RuntimeError(f"rollback failed (exit {code}): " + "\n".join(lines[-20:]))
-    if os.environ.get("ROLLBACK_BENCH_LINES") == "1":
+    if os.environ.get("ROLLBACK_BENCH_LINES") == "1" or TRACE:
         print("\n".join(f"     {line}" for line in lines), flush=True)
     return wall, switched, started, started + wall
 
@@ -98,12 +105,17 @@ def between(samples: list[Sample], start: float, end: float) -> list[Sample]:
 
 
 def main() -> int:
+    # The command's bytecode, as an installed deploytools has it (pip compiles at install;
+    # with PYTHONDONTWRITEBYTECODE an editable tree would be compiled again by every run).
+    compileall.compile_dir(ROOT / "deploytools", quiet=1)
     client = docker.from_env(version="auto", timeout=600)
     tmp = Path(tempfile.mkdtemp(prefix=PREFIX))
     v1, v2x = V1, release_images(client, tmp, PREFIX)
     postgres = os.environ.get("POSTGRES_IMAGE", "deploytools-test/postgres:15")
     rows: list[dict[str, Any]] = []
     for path, window_s in (("watch window", 3600.0), ("cold", 0.0)):
+        if path.split()[0] not in PATHS:
+            continue
         project = f"{PREFIX}{'watch' if window_s else 'cold'}-{os.getpid()}"
         store = f"{project}-store"
         stack = ComposeStack(project=project, env=stack_env(postgres, v1), client=client)
@@ -138,7 +150,7 @@ def main() -> int:
                 print(f"   {rows[-1]}", flush=True)
         finally:
             stack.down()
-            _remove_volume(client, store)
+            _remove_volume(client, store)  # and the store's kept helper, which mounts it
     remove_bench_tags(client, PREFIX)
 
     version = client.version()

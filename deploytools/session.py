@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from deploytools.context import StepContext
 from deploytools.store.environment import EnvironmentStore
 from deploytools.store.files import BackupStore, helper_image, open_store
+from deploytools.store.helper import MIN_IDLE_S
 from deploytools.store.records import LockInfo
 from deploytools.target import Target, wait_until_healthy
 
@@ -65,7 +66,7 @@ def open_environment(
     # The database service's image first: it has pg_restore (a stopped container's image is
     # on the engine as well). Another service's image, or Debian's, only when no database
     # container exists at all: enough to read and write records, not to verify a backup.
-    candidates = target.containers(project.database_service) + target.containers()
+    candidates = target.containers(project.database_service) or target.containers()
     image = helper_image(candidates)
     with open_store(
         target.engine,
@@ -73,6 +74,10 @@ def open_environment(
         image=image,
         name_prefix=target.project,
         create=not read_only,
+        # The helper stays between commands (store/helper.py): a rollback in the watch window
+        # then reaches the store with an exec, not a container start. Kept as long as the
+        # window, so that a rollback late in it finds the helper still there.
+        keep_s=max(float(MIN_IDLE_S), ctx.config.deploy.watch_window_s),
     ) as store:
         history = EnvironmentStore(store, environment, read_only=read_only)
         yield EnvSession(ctx=ctx, target=target, store=store, history=history)

@@ -13,6 +13,11 @@ Session fixtures of the integration and end-to-end tiers (real engine, real Post
     postgres_image  -> str: PostgreSQL image for stacks (built from tests/infra/postgres if absent)
     release_images  -> ReleaseImages: release_images["1.15.1"] builds rbac-api-test:1.15.1 once
                        per session (from `git archive` of the tag) and returns its name
+    notes_repo      -> Path: git repo of notes-api (the second reference service), tags v2.3.0
+                       and v2.4.0, with origin
+    notes_images    -> dict: version -> image ID of notes-api 2.3.0 and 2.4.0, built once per
+                       session by `deploytools image build` (dtnotes/notes-api:VERSION, lint
+                       labels included) and removed at its end (tests/helpers/notes_env.py)
 
 When a test that used a ComposeStack (directly, or as an attribute of a fixture's value) fails,
 the stack's container logs are attached to its report.
@@ -21,6 +26,7 @@ the stack's container logs are attached to its report.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +34,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from tests.helpers import notes_env
 from tests.helpers.stacks import (
     POSTGRES_IMAGE,
     POSTGRES_INFRA_DIR,
@@ -96,6 +103,35 @@ def postgres_image(docker_client: docker.DockerClient) -> str:
 @pytest.fixture(scope="session")
 def release_images(docker_client: docker.DockerClient, release_repo: ReleaseRepo) -> ReleaseImages:
     return ReleaseImages(docker_client, release_repo)
+
+
+@pytest.fixture(scope="session")
+def notes_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return notes_env.make_release_repo(tmp_path_factory.mktemp("dtnotes-releases") / "notes-api")
+
+
+@pytest.fixture(scope="session")
+def notes_images(
+    docker_client: docker.DockerClient,
+    postgres_image: str,
+    notes_repo: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, str]]:
+    """Both notes-api releases, built once for the integration module that releases them and
+    the end-to-end pipeline that builds 2.4.0 again (from the engine's build cache then)."""
+    tmp = tmp_path_factory.mktemp("dtnotes-build")
+    project = f"dtnotes-build-{os.getpid()}"
+    config = tmp / "deploy.toml"
+    environment = notes_env.NotesEnvironment("production", project, notes_env.free_port())
+    notes_env.write_config(
+        config, [environment], postgres_image=postgres_image, store_volume=f"{project}-backups"
+    )
+    try:
+        # The secrets set, as for a release: the baseline of 2.3.0's lint (a first release) is
+        # read from that environment's database, which does not exist here.
+        yield notes_env.build_images(config, notes_repo, notes_env.secret_values(secrets.token_hex))
+    finally:
+        notes_env.remove_images(docker_client)
 
 
 @pytest.hookimpl(hookwrapper=True)

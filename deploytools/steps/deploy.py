@@ -163,7 +163,10 @@ def run(
     with open_environment(ctx, environment, with_database=True) as session:
         info = migrate_step.image_info(session.target.engine, image)
         choice = deploy_strategy.choose(
-            strategy, info, lambda: deploy_rolling.proxy_refusal(session)
+            strategy,
+            info,
+            lambda: deploy_rolling.proxy_refusal(session),
+            serving=running_app(session.target) is not None,
         )
         replacer = STRATEGIES[choice.strategy]()
         if choice.asked != deploy_strategy.AUTO:
@@ -229,7 +232,7 @@ def _deploy(
     approved_by: str | None = None,
 ) -> DeployResult:
     if choice is None:  # the strategy as asked
-        choice = deploy_strategy.choose(replacer.name, info, lambda: None)
+        choice = deploy_strategy.choose(replacer.name, info, lambda: None, serving=True)
     history = session.history
     env = session.target.name
     records = history.releases()

@@ -1,11 +1,14 @@
 """Which strategy a deploy uses, and why: `--strategy auto` (the default) picks rolling when it
 is safe and possible, recreate otherwise, and says which rule decided.
 
-    rolling   the image declares its migrations expand-only (image label
-              deploytools.migrations.expand-only = "true", migrate.image_info) AND the
-              environment's proxy can switch the traffic (deploy_rolling.proxy_refusal)
+    rolling   an app serves in the environment, AND the image declares its migrations
+              expand-only (image label deploytools.migrations.expand-only = "true",
+              migrate.image_info) AND the environment's proxy can switch the traffic
+              (deploy_rolling.proxy_refusal)
     recreate  otherwise: the old release stops before the migration, a maintenance window
-              (announced in production, maintenance.py)
+              (announced in production, maintenance.py); where nothing serves yet (a first
+              deploy), nothing stops: the release is migrated and started, with no downtime
+              and nothing to switch from, and the reason says so (NOTHING_SERVING)
 
 Both rules are the ones the rolling strategy refuses by, read here as predicates: auto never
 chooses a deploy that rolling would refuse. The image rule is read first, so the proxy is not
@@ -51,7 +54,11 @@ def image_reason(info: ImageInfo) -> str | None:
 
 
 def choose(
-    asked: str, info: ImageInfo, proxy_refusal: Callable[[], UsageError | None]
+    asked: str,
+    info: ImageInfo,
+    proxy_refusal: Callable[[], UsageError | None],
+    *,
+    serving: bool,
 ) -> StrategyChoice:
     """The strategy for deploying `info`.
 
@@ -59,9 +66,13 @@ def choose(
     :param info: the release image (its expand-only label).
     :param proxy_refusal: why the environment's proxy cannot switch the traffic, or None when
         it can (deploy_rolling.proxy_refusal); called only when the image could roll.
+    :param serving: whether an app container runs in the environment (nothing to switch
+        from otherwise: auto recreates, which then stops nothing).
     """
     if asked != AUTO:
         return StrategyChoice(asked, asked, f"asked for (--strategy {asked})")
+    if not serving:
+        return StrategyChoice(AUTO, RECREATE, NOTHING_SERVING)
     why_not = image_reason(info)
     if why_not is not None:
         return StrategyChoice(AUTO, RECREATE, why_not)
@@ -70,3 +81,10 @@ def choose(
         reason = str(refused.facts.get("reason") or refused.message)
         return StrategyChoice(AUTO, RECREATE, f"expand-only, but {reason}")
     return StrategyChoice(AUTO, ROLLING, "expand-only, the proxy switches the traffic")
+
+
+#: Why auto recreates where no app runs: what happens, not a rolling "switch" from nothing.
+NOTHING_SERVING = (
+    "nothing serves there yet: the release is migrated and started, with nothing to stop "
+    "and no traffic to switch from"
+)

@@ -64,12 +64,40 @@ def run(
     :param reason: why, recorded on the rollback record: "manual", "verification failed",
         "monitor breach: ..." (what breached, with its values).
     """
+    switch = watch_keep.open_switch_session(ctx.target(environment))
+    try:
+        return _run_locked(ctx, environment, to, restore_db, lock_wait_s, confirm, reason, switch)
+    finally:
+        if switch is not None:
+            switch.api.close()
+
+
+def _run_locked(
+    ctx: StepContext,
+    environment: str,
+    to: str | None,
+    restore_db: bool,
+    lock_wait_s: float,
+    confirm: Confirm | None,
+    reason: str,
+    switch: watch_keep.SwitchSession | None,
+) -> ReleaseRecord:
     with open_environment(ctx, environment) as session:
         ttl = ctx.config.deploy.lock_ttl_s
-        with session.history.locked("rollback", ttl_s=ttl, wait_s=lock_wait_s) as lock:
+        with session.history.locked_with_releases("rollback", ttl_s=ttl, wait_s=lock_wait_s) as (
+            lock,
+            records,
+            next_id,
+        ):
             session.lock = lock
             return roll_back_in(
-                session, to=to, restore_db=restore_db, confirm=confirm, reason=reason
+                session,
+                to=to,
+                restore_db=restore_db,
+                confirm=confirm,
+                reason=reason,
+                known=(records, next_id),
+                switch=switch,
             )
 
 
@@ -81,12 +109,16 @@ def roll_back_in(
     restore_db: bool = False,
     confirm: Confirm | None = None,
     reason: str = "manual",
+    known: tuple[list[ReleaseRecord], str] | None = None,
+    switch: watch_keep.SwitchSession | None = None,
 ) -> ReleaseRecord:
     """Roll back within an open, locked environment. `failed` is a deploy that did not come up
-    (an automatic rollback); otherwise the release serving now is rolled back."""
+    (an automatic rollback); otherwise the release serving now is rolled back. `known`: the
+    records and the next record's id, as read under this lock (else they are read here).
+    `switch`: the proxy with a session open on it, for a switch back (its caller closes it)."""
     history = session.history
     env = session.target.name
-    records = history.releases()
+    records, record_id = known or history.releases_and_next_id()
     serving = [r for r in records if r.serving]
     current = failed or (serving[-1] if serving else None)
     if current is None:
@@ -103,11 +135,14 @@ def roll_back_in(
     # it is read after the switch, which does not change it: two execs fewer before it).
     could_restore = restore_db or any(r.expand_only is False for r in newer)
     kept = watch_keep.kept_container(session.target, current) if not could_restore else None
+    gateway = None
+    if kept is not None:
+        gateway = switch.gateway if switch is not None else proxy.container(session.target)
     cold_why = watch_keep.switch_back_refusal(
         current=current,
         target_image_id=target.image_id,
         restore=could_restore,
-        proxy_running=kept is not None and proxy.container(session.target) is not None,
+        proxy_running=gateway is not None,
         kept=watch_keep.observe(kept),
         now=time.time(),
     )
@@ -117,7 +152,7 @@ def roll_back_in(
     restore = restore_needed(restore_db=restore_db, revision_changed=revision_changed, newer=newer)
     backup_id = newer[0].backup_id if newer else None
     record = ReleaseRecord(
-        id=history.next_release_id(),
+        id=record_id,
         environment=env,
         kind="rollback",
         who=who(),
@@ -174,14 +209,15 @@ def roll_back_in(
         watch_keep.retire_all(
             session, records, why=f"the rollback does not switch back to it ({cold_why})"
         )
-    history.save_release(record)
+        # Saved before anything moves; the switch back saves it right after its cut.
+        history.save_release(record)
     phases = app_service.Phases(session, record)
     prepared: backup_step.PreparedRestore | None = None
     restored: backup_step.RestoreResult | None = None
-    origin = backup_step.current_origin(session)
     try:
-        if cold_why is None and kept is not None:
-            watch_keep.switch_back(session, current, kept, phases)
+        if cold_why is None and kept is not None and gateway is not None:
+            api = switch.api if switch is not None else None
+            watch_keep.switch_back(session, current, kept, phases, gateway=gateway, api=api)
             record.revision_before = db.revision()
         elif not restore and proxy.container(session.target) is not None:
             # Behind the proxy and on the same schema: the rolling deploy's switch, no gap.
@@ -234,8 +270,8 @@ def roll_back_in(
         + (" (switched back to the container kept in the watch window)" if fast else "")
         + (f", database restored from {backup_id}" if record.restored_backup else "")
     )
-    if restored is not None:
-        _secure_replaced(session, record, restored, prepared.origin if prepared else origin)
+    if restored is not None and prepared is not None:
+        _secure_replaced(session, record, restored, prepared.origin)
     return record
 
 

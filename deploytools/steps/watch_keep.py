@@ -31,7 +31,7 @@ from deploytools.errors import DeployError, LockHeld
 from deploytools.session import EnvSession, open_environment
 from deploytools.steps import app_service
 from deploytools.store.records import ReleaseRecord, parse_time, utc_now
-from deploytools.target import Target, service_state
+from deploytools.target import Target
 
 #: How long the proxy's switch back may wait for the newer release's requests to finish.
 SWITCH_TIMEOUT_S = 60.0
@@ -78,14 +78,16 @@ class KeptState:
 
 
 def observe(container: Container | None) -> KeptState | None:
-    """`container`'s state, or None when it is gone."""
+    """`container`'s state as last read from the engine (`kept_container` just did), or None
+    when it is gone. No request of its own: a rollback in the window reads it on its way to
+    the switch."""
     if container is None:
         return None
-    with contextlib.suppress(NotFound):
-        container.reload()
-        state = service_state(container)
-        return KeptState(state.state == "running", state.healthy, state.health, state.image_id)
-    return None
+    state = container.attrs.get("State") or {}
+    health = (state.get("Health") or {}).get("Status")
+    running = state.get("Status") == "running"
+    healthy = running and health in (None, "healthy")
+    return KeptState(running, healthy, health, container.image_id)
 
 
 def switch_back_refusal(
@@ -132,21 +134,43 @@ def kept_container(target: Target, record: ReleaseRecord) -> Container | None:
         return None
 
 
+@dataclass
+class SwitchSession:
+    """The proxy and a runtime API session with it, opened before a rollback takes the lock."""
+
+    gateway: Container
+    api: proxy.RuntimeApi
+
+
+def open_switch_session(target: Target) -> SwitchSession | None:
+    """The environment's proxy with a runtime API session open on it, or None (no proxy, or the
+    session could not be opened: the switch opens its own then). Opened first by a rollback:
+    the engine starts the session's client in the proxy container while the store is opened
+    and locked, so a switch back finds it answering; the caller closes it."""
+    try:
+        gateway = proxy.container(target)
+        return None if gateway is None else SwitchSession(gateway, proxy.RuntimeApi(gateway))
+    except (DeployError, EngineError):
+        return None
+
+
 def switch_back(
     session: EnvSession,
     current: ReleaseRecord,
     kept: Container,
     phases: app_service.Phases,
+    *,
+    gateway: Container,
+    api: proxy.RuntimeApi | None = None,
 ) -> None:
-    """The rollback in the window: the proxy to `kept`, the newer release drained, stopped and
-    removed, the proxy back on the service's server."""
+    """The rollback in the window: the proxy (`gateway`, running) to `kept`, the newer release
+    drained, stopped and removed, the proxy back on the service's server. `api`: a session
+    open on `gateway` (its caller closes it), else one is opened here."""
     target = session.target
     service = session.ctx.config.project.app_service
-    gateway = proxy.container(target)
-    if gateway is None:
-        raise DeployError(f"environment {target.name} has no proxy to switch back with")
     port = proxy.settings(target).app_port
-    api = proxy.RuntimeApi(gateway)
+    own = api is None
+    api = api or proxy.RuntimeApi(gateway)
     try:
         # The cut-over's phases are saved with the step's outcome (as a rolling deploy's).
         with phases.phase("switch", save=False):
@@ -155,13 +179,20 @@ def switch_back(
                 gateway, back, timeout_s=SWITCH_TIMEOUT_S, session=api, app_port=port
             )
             proxy.cut(prepared)
+            cut_at = time.monotonic()
             # Before the phase's end (which refreshes the lock): the moment of the switch.
             session.progress(f"rollback: the proxy switched back to {kept.name}")
+        # The rollback's record is first written now, in the pause before the newer release
+        # stops: the switch waits for no store write. Killed between the cut and this write,
+        # a rollback leaves the deploy's record naming the kept container, which serves: the
+        # next rollback switches to it again (nothing moves) and stops the newer one.
+        session.history.save_release(phases.record)
         with phases.phase("drain", save=False):
             newer = [c for c in target.running(service) if c.id != kept.id]
-            settle(gateway, api, newer, back, port=port)
+            settle(gateway, api, newer, back, port=port, since=cut_at)
     finally:
-        api.close()
+        if own:
+            api.close()
     current.kept_container = None
     current.notes.append(f"{current.kept_container_name} serves again: rolled back by switch")
     session.history.save_release(current)
@@ -174,12 +205,15 @@ def settle(
     serving: str,
     *,
     port: int,
+    since: float | None = None,
 ) -> None:
-    """The end of a switch: after a pause (STOP_SETTLE_S), stop and remove the `drained` containers,
-    then put the proxy back on the service's server, set to `serving` (the address of the one
-    container left answering to the service's name: the steady state). The slot and that
-    server reach the same container, so nothing to wait for."""
-    time.sleep(STOP_SETTLE_S)
+    """The end of a switch: after a pause (STOP_SETTLE_S, counted from `since`, the cut's
+    monotonic time, when given), stop and remove the `drained` containers, then put the proxy
+    back on the service's server, set to `serving` (the address of the one container left
+    answering to the service's name: the steady state). The slot and that server reach the
+    same container, so nothing to wait for."""
+    waited = 0.0 if since is None else time.monotonic() - since
+    time.sleep(max(0.0, STOP_SETTLE_S - waited))
     for container in drained:
         app_service.stop_and_remove(container)
     proxy.switch(gateway, None, service_address=serving, wait=False, session=api, app_port=port)

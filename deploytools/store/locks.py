@@ -25,6 +25,13 @@ class DeployLock(EnvironmentFiles):
 
     def acquire(self, operation: str, *, ttl_s: int, wait_s: float = 0.0) -> LockInfo:
         """Take the environment's lock or raise LockHeld at once (or after `wait_s`)."""
+        return self._acquire(operation, ttl_s=ttl_s, wait_s=wait_s, read=None)[0]
+
+    def _acquire(
+        self, operation: str, *, ttl_s: int, wait_s: float, read: tuple[str, str] | None
+    ) -> tuple[LockInfo, dict[str, bytes]]:
+        """`acquire`; with `read` (a directory and a suffix), also the files `read_all` gives,
+        read in the same exec once the lock is ours."""
         deadline = time.monotonic() + wait_s
         delay = 0.5
         while True:
@@ -40,8 +47,15 @@ class DeployLock(EnvironmentFiles):
                 ttl_s=ttl_s,
                 token=secrets.token_hex(8),
             )
-            if self.store.create_exclusive(self._lock_file, dump(mine)):
-                return mine
+            if read is None:
+                if self.store.create_exclusive(self._lock_file, dump(mine)):
+                    return mine, {}
+            else:
+                files = self.store.create_exclusive_then_read_all(
+                    self._lock_file, dump(mine), *read
+                )
+                if files is not None:
+                    return mine, files
             held = self.lock()
             if held is not None and held.holder_gone():
                 # Its process died on this very host (killed mid-deploy): nobody holds it.
@@ -92,9 +106,23 @@ class DeployLock(EnvironmentFiles):
     @contextlib.contextmanager
     def locked(self, operation: str, *, ttl_s: int, wait_s: float = 0.0) -> Iterator[LockInfo]:
         """Hold the lock for the block; released on every way out, failures included."""
-        lock = self.acquire(operation, ttl_s=ttl_s, wait_s=wait_s)
-        try:
+        with self.locked_reading(operation, ttl_s=ttl_s, wait_s=wait_s) as (lock, _):
             yield lock
+
+    @contextlib.contextmanager
+    def locked_reading(
+        self,
+        operation: str,
+        *,
+        ttl_s: int,
+        wait_s: float = 0.0,
+        read: tuple[str, str] | None = None,
+    ) -> Iterator[tuple[LockInfo, dict[str, bytes]]]:
+        """`locked`, and the files of `read` (a directory and a suffix, as `read_all` takes
+        them) read in the lock's own exec once it is ours ({} without `read`)."""
+        lock, files = self._acquire(operation, ttl_s=ttl_s, wait_s=wait_s, read=read)
+        try:
+            yield lock, files
         finally:
             self.release(lock)
 

@@ -27,13 +27,26 @@ class ReleaseLog(EnvironmentFiles):
 
     def releases(self) -> list[ReleaseRecord]:
         """Every record, oldest first."""
-        files = self.store.read_all(f"{self.environment}/releases", ".json")
-        return [from_dict(ReleaseRecord, json.loads(raw)) for _, raw in sorted(files.items())]
+        return self.releases_and_next_id()[0]
+
+    def releases_and_next_id(self) -> tuple[list[ReleaseRecord], str]:
+        """Every record, oldest first, and the id the next one takes (`next_release_id`), from
+        one read of the store: under the deploy lock, one exec fewer than both apart."""
+        return self.parse_releases(self.store.read_all(*self.releases_files))
+
+    @property
+    def releases_files(self) -> tuple[str, str]:
+        """Where the records are: their directory and suffix, as `read_all` takes them."""
+        return f"{self.environment}/releases", ".json"
+
+    @staticmethod
+    def parse_releases(files: dict[str, bytes]) -> tuple[list[ReleaseRecord], str]:
+        """The records of `releases_files` as read (`releases_and_next_id`)."""
+        records = [from_dict(ReleaseRecord, json.loads(raw)) for _, raw in sorted(files.items())]
+        return records, _next_id(list(files))
 
     def next_release_id(self) -> str:
-        names = self.store.list_files(f"{self.environment}/releases", ".json")
-        numbers = [int(n.removesuffix(".json")) for n in names if n[:-5].isdigit()]
-        return f"{max(numbers, default=0) + 1:04d}"
+        return _next_id(self.store.list_files(f"{self.environment}/releases", ".json"))
 
     def save_release(self, record: ReleaseRecord) -> None:
         self.store.write(f"{self.environment}/releases/{record.id}.json", dump(record))
@@ -101,3 +114,9 @@ class ReleaseLog(EnvironmentFiles):
             yield
         finally:
             self.store.remove(path)
+
+
+def _next_id(names: list[str]) -> str:
+    """The id after the highest numbered record file among `names` (NNNN.json)."""
+    numbers = [int(n.removesuffix(".json")) for n in names if n[:-5].isdigit()]
+    return f"{max(numbers, default=0) + 1:04d}"

@@ -11,7 +11,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
 
-    def ensure_dir(self, path: str) -> None:
+    def ensure_dir(self, *paths: str, with_next: bool = False) -> None:
         """Directories exist implicitly."""
 
     def exists(self, path: str) -> bool:
@@ -28,6 +28,13 @@ class MemoryStore:
             return False
         self.files[path] = data
         return True
+
+    def create_exclusive_then_read_all(
+        self, path: str, data: bytes, directory: str, suffix: str = ""
+    ) -> dict[str, bytes] | None:
+        if not self.create_exclusive(path, data):
+            return None
+        return self.read_all(directory, suffix)
 
     def remove(self, *paths: str) -> None:
         for path in paths:

@@ -94,7 +94,8 @@ class NotesHandler(BaseHTTPRequestHandler):
             state.users[body["email"]] = (body["password"], False)
             return 201, {"id": len(state.users), "email": body["email"]}
         if self.path == "/notes" and method == "GET":
-            return 200, [n for n in state.notes if n["owner"] == email]
+            mine = [n for n in state.notes if n["owner"] == email]
+            return 200, {"data": mine, "count": len(mine)}
         if self.path == "/notes" and method == "POST":
             body = self._json(raw) or {}
             if not {"title", "body"} <= set(body):

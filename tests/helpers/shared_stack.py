@@ -387,6 +387,16 @@ def alive(pid: int) -> bool:
 
 
 def _remove_volume(client: Any, name: str) -> None:
+    """The volume, and first the containers that mount it (the engine refuses to remove a
+    volume in use): a store's kept helper (deploytools/store/helper.py) outlives its command."""
+    users = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"volume={name}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    if users:
+        subprocess.run(["docker", "rm", "-f", "-v", *users], capture_output=True, check=False)
     subprocess.run(["docker", "volume", "rm", "-f", name], capture_output=True, check=False)
 
 

@@ -7,7 +7,6 @@ before they end.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import secrets
@@ -15,7 +14,6 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import docker.errors
 import pytest
 import requests
 from click.testing import CliRunner
@@ -33,6 +31,7 @@ from deploytools.steps import check_suites as checks_step
 from deploytools.steps import report as report_step
 from deploytools.store.records import ReleaseRecord, utc_now
 from tests.helpers.checks_env import credentials_env, reference_config
+from tests.helpers.shared_stack import _remove_volume
 
 if TYPE_CHECKING:
     from tests.helpers.shared_stack import SharedStack
@@ -157,8 +156,7 @@ def test_verify_saves_its_results_in_the_current_release_record(
             [stored] = session.history.releases()
         document = report_step.gather(ctx, environment="test")
     finally:
-        with contextlib.suppress(docker.errors.NotFound):
-            checked.stack.client.volumes.get(volume).remove(force=True)
+        _remove_volume(checked.stack.client, volume)  # with the store's kept helper
     [summary] = stored.checks
     assert summary["suite"] == "verify" and summary["verdict"] == result["verdict"]
     keys = ("name", "verdict", "measured", "threshold")
@@ -286,8 +284,7 @@ def test_previous_image_auto_without_a_recorded_release_is_not_applicable(
             StepContext(config=config, progress=said.append), "test"
         )
     finally:
-        with contextlib.suppress(docker.errors.NotFound):
-            checked.stack.client.volumes.get(volume).remove(force=True)
+        _remove_volume(checked.stack.client, volume)  # with the store's kept helper
     assert image is None
     assert why == "not applicable: no earlier release is recorded for test"
 

@@ -24,6 +24,7 @@ from deploytools.config import load_config
 from deploytools.context import StepContext
 from deploytools.session import open_environment
 from deploytools.store.records import ReleaseRecord, utc_now
+from tests.helpers.shared_stack import _remove_volume
 
 pytestmark = pytest.mark.integration
 
@@ -47,9 +48,7 @@ def config_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield path
     client = docker.from_env()
     try:
-        client.volumes.get(volume).remove(force=True)
-    except docker.errors.NotFound:
-        pass
+        _remove_volume(client, volume)  # with the store's kept helper, which mounts it
     finally:
         client.close()
 

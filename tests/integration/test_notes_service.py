@@ -1,10 +1,15 @@
 """The second reference service, notes-api, released through the CLI: both releases built from
 their tags with [image] (docker/Dockerfile, the runtime stage, a build arg), then on one stack of
 its own: the first deploy, a verified backup, the expand-only migration run while 2.3.0 serves,
-the deploy of 2.4.0 and a rollback to 2.3.0, with real HTTP against the app each time.
+the deploy of 2.4.0 (rolling, chosen by `--strategy auto` from the image's lint label, behind
+deploytools' own proxy) and a rollback to 2.3.0 in the watch window, both under an open-model
+load with no failed request, with real HTTP against the app each time. smoke, validate and
+verify run the example deploy.toml's checks (docs/checks.md's example): the form-encoded login,
+a test user created by the superuser, RBAC, the flow, the revision read from alembic_version.
 
-One module, one stack and one build of each image (Compose project dtnotes-PID, store volume
-dtnotes-PID-backups, image repository dtnotes/notes-api), removed at the end, failures included.
+One module, one stack and one build of each image (Compose project dtnotes-PID, its proxy
+container dtnotes-PID-deploytools-proxy, store volume dtnotes-PID-backups, image repository
+dtnotes/notes-api), removed at the end, failures included.
 The tests run in file order: each starts where the previous left the stack.
 """
 
@@ -15,7 +20,6 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,16 +30,19 @@ import requests
 from click.testing import CliRunner, Result
 
 from deploytools.cli import cli
-from tests.helpers.stacks import ComposeStack, free_port, wait_until
+from tests.helpers import notes_env
+from tests.helpers.load import LoadProcess, failures
+from tests.helpers.notes_env import IMAGE_REPOSITORY, SERVICE, SUPERUSER
+from tests.helpers.stacks import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-SERVICE = REPO / "examples" / "notes-api"
-COMPOSE_FILE = SERVICE / "docker-compose.yml"
-IMAGE_REPOSITORY = "dtnotes/notes-api"
-ENV = "prod"
-SUPERUSER = "root@notes.example.com"
+# The example's production environment (its checks' writer has secret names of its own there),
+# with this module's project, port and store.
+ENV = "production"
+EXPAND_ONLY = "deploytools.migrations.expand-only"
+#: The open-model load through the proxy while 2.4.0 rolls in and back out (requests/s).
+LOAD_RATE = 50.0
 
 
 @dataclass
@@ -77,13 +84,21 @@ class Notes:
         assert body["token_type"] == "bearer"
         return str(body["access_token"])
 
-    def serving_version(self) -> str:
-        containers = self.client.containers.list(
+    def app_containers(self) -> list[Any]:
+        return self.client.containers.list(  # type: ignore[no-any-return]
             filters={"label": [f"com.docker.compose.project={self.project}",
                                "com.docker.compose.service=api"]}
         )  # fmt: skip
+
+    def serving_version(self, kept: str | None = None) -> str:
+        """The version of the one app container serving; `kept`: the id of the previous
+        release's container a rolling deploy keeps (drained) in its watch window."""
+        containers = [c for c in self.app_containers() if c.id != kept]
         assert len(containers) == 1, [c.name for c in containers]
         return str(containers[0].image.labels["org.opencontainers.image.version"])
+
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
     def sql(self, query: str) -> str:
         containers = self.client.containers.list(
@@ -95,102 +110,40 @@ class Notes:
         return output.decode().strip()
 
 
-def _write_config(path: Path, project: str, port: int, postgres_image: str) -> None:
-    """The example's deploy.toml with this module's project, port, store and images."""
-    text = (SERVICE / "deploy.toml").read_text(encoding="utf-8")
-    production = text.index("[environments.staging]")
-    backups = text.index("[backups]")
-    environment = "\n".join(
-        [
-            f"[environments.{ENV}]",
-            f'compose_project = "{project}"',
-            f'base_url = "http://127.0.0.1:{port}"',
-            f'variables = {{ NOTES_PORT = "{port}", POSTGRES_IMAGE = "{postgres_image}", '
-            f'FIRST_SUPERUSER = "{SUPERUSER}" }}',
-            'secrets = ["DB_PASSWORD", "SECRET_KEY", "FIRST_SUPERUSER_PASSWORD"]',
-            "",
-            "[backups]",
-            f'store = "volume:{project}-backups"',
-            "",
-            "",
-        ]
-    )
-    rest = text[backups:].split("\n", 2)[2]  # without the example's [backups] store line
-    text = text[:production] + environment + rest
-    text = text.replace('"ghcr.io/example/notes-api"', f'"{IMAGE_REPOSITORY}"')
-    text = text.replace('["docker-compose.yml"]', f'["{COMPOSE_FILE}"]')
-    text = text.replace('source_dir = "."\n', "")
-    # No GitHub: a token in the runner's environment must not reach a real repository.
-    text = text.replace('repository = "example/notes-api"', 'repository = ""')
-    text = text.replace("[deploy]\n", "[deploy]\nhealth_timeout_s = 90.0\nlock_ttl_s = 600\n")
-    # Generous: the engine is shared; latency is the benchmarks' business, not this test's.
-    text += "\n[thresholds]\nhealth_ms = 2000.0\n"
-    path.write_text(text, encoding="utf-8")
-
-
-@pytest.fixture(scope="module")
-def notes_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The release repository: 2.3.0 and 2.4.0 tagged, deploy.toml at its root."""
-    repo = tmp_path_factory.mktemp("dtnotes-releases") / "notes-api"
-    subprocess.run([str(SERVICE / "make-release-repo"), str(repo)], check=True, capture_output=True)
-    return repo
-
-
-def _remove_project(client: Any, project: str, compose_file: Path, env: dict[str, str]) -> None:
-    """Take a Compose project down with its volumes, and whatever it left."""
-    subprocess.run(
-        [*ComposeStack(project=project, env={}, client=client).compose, "-f", str(compose_file),
-         "-p", project, "down", "-v", "--timeout", "5"],
-        env={**os.environ, **env},
-        capture_output=True,
-        check=False,
-    )  # fmt: skip
-    for container in client.containers.list(all=True, filters={"name": project}):
-        with contextlib.suppress(Exception):
-            container.remove(force=True, v=True)
-    for volume in client.volumes.list():
-        if volume.name.startswith((f"{project}-", f"{project}_")):
-            with contextlib.suppress(Exception):
-                volume.remove(force=True)
-
-
 @pytest.fixture(scope="module")
 def notes(
     docker_client: Any,
     postgres_image: str,
     notes_repo: Path,
+    notes_images: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Notes]:
     tmp = tmp_path_factory.mktemp("dtnotes")
     project = f"dtnotes-{os.getpid()}"
-    repo = notes_repo
     port = free_port()
-    _write_config(tmp / "deploy.toml", project, port, postgres_image)
-    values = {
-        "DB_PASSWORD": secrets.token_hex(16),
-        "SECRET_KEY": secrets.token_hex(24),
-        "FIRST_SUPERUSER_PASSWORD": secrets.token_hex(12),
-    }
-    env = Notes(
-        tmp / "deploy.toml", values, f"http://127.0.0.1:{port}", project, repo, {}, docker_client
+    notes_env.write_config(
+        tmp / "deploy.toml",
+        [notes_env.NotesEnvironment(ENV, project, port)],
+        postgres_image=postgres_image,
+        store_volume=f"{project}-backups",
     )
-    try:
-        for tag in ("v2.3.0", "v2.4.0"):
-            built = env.ok("image", "build", "--tag", tag, "--repo", str(repo))
-            # By image ID, as `pipeline run` hands an unpushed image on.
-            env.images[tag[1:]] = built["image_id"]
+    values = notes_env.secret_values(secrets.token_hex)
+    env = Notes(
+        tmp / "deploy.toml",
+        values,
+        f"http://127.0.0.1:{port}",
+        project,
+        notes_repo,
+        dict(notes_images),
+        docker_client,
+    )
+    with notes_env.removed_afterwards(
+        docker_client, [project], {**values, "POSTGRES_IMAGE": postgres_image}
+    ):
         yield env
-    finally:
-        _remove_project(
-            docker_client, project, COMPOSE_FILE, {**values, "POSTGRES_IMAGE": postgres_image}
-        )
-        for image in docker_client.images.list(name=IMAGE_REPOSITORY):
-            for tag in image.tags:
-                with contextlib.suppress(Exception):
-                    docker_client.images.remove(tag, force=True)
 
 
-def test_release_verify_passes_with_alembic_in_db_and_calls_2_4_0_expand_only(
+def test_release_verify_passes_with_alembic_in_db_leaving_the_lint_to_image_build(
     notes_repo: Path,
 ) -> None:
     config = notes_repo / "deploy.toml"
@@ -205,15 +158,18 @@ def test_release_verify_passes_with_alembic_in_db_and_calls_2_4_0_expand_only(
     checks = {c["name"]: c for c in json.loads(result.stdout)["result"]["checks"]}
     assert checks["alembic-single-head"]["verdict"] == "passed"
     assert "b2e1d4c3f002" in checks["alembic-single-head"]["reason"]
+    # The lint runs in the release's image, which `image build` makes (and labels from it):
+    # from 2.3.0's head, not from an empty database.
     lint = checks["migration-lint"]
     if json.loads(result.stdout)["result"]["migration_lint_at"] == "build":
         # No image of v2.4.0 on this engine yet: the lint is announced for the build, which
         # labels the image (the next test reads the verdict there).
-        assert lint["verdict"] == "skipped"
-        assert "runs at the build step" in lint["reason"]
+        assert lint["verdict"] == "skipped", lint
+        assert "runs at the build step" in lint["reason"], lint
+        assert "a1f0c3d2e001" in lint["reason"], lint
     else:
-        assert lint["verdict"] == "passed"
-        assert "expand-only" in lint["reason"]
+        assert lint["verdict"] == "passed", lint
+        assert "expand-only" in lint["reason"], lint
 
 
 def test_both_releases_build_the_runtime_stage_of_docker_dockerfile(notes: Notes) -> None:
@@ -222,12 +178,12 @@ def test_both_releases_build_the_runtime_stage_of_docker_dockerfile(notes: Notes
         assert f"{IMAGE_REPOSITORY}:{version}" in image.tags
         assert image.labels["org.opencontainers.image.version"] == version
         assert image.labels["org.opencontainers.image.title"] == "notes-api"
-        # image build lints every release in its image and labels the verdict; 2.4.0's
-        # migration only adds a nullable column: expand-only (rolling deploys).
-        expand_only = image.labels.get("deploytools.migrations.expand-only")
-        assert expand_only in ("true", "false")
+        # Labelled by image build from the migration lint it ran in the image (the release's
+        # Dockerfile writes no such label): 2.4.0's migration since 2.3.0's head only expands.
+        assert image.labels.get(EXPAND_ONLY) in ("true", "false")
         if version == "2.4.0":
-            assert expand_only == "true"
+            assert image.labels[EXPAND_ONLY] == "true"
+            assert image.labels["deploytools.migrations.from"] == "a1f0c3d2e001"
             assert image.labels["deploytools.migrations.heads"] == "b2e1d4c3f002"
         config = image.attrs["Config"]
         # The runtime stage, not the builder: its own user and directory, the build arg applied.
@@ -241,6 +197,9 @@ def test_the_first_deploy_serves_2_3_0(notes: Notes) -> None:
     record = notes.ok("deploy", "--env", ENV, "--image", notes.images["2.3.0"])["record"]
     assert record["outcome"] == "succeeded"
     assert record["version"] == "2.3.0"
+    # Nothing served before: nothing to switch from, nothing stopped (the record says so).
+    assert (record["strategy_asked"], record["strategy"]) == ("auto", "recreate")
+    assert record["strategy_reason"].startswith("nothing serves there yet"), record
     assert notes.serving_version() == "2.3.0"
     health = requests.get(f"{notes.url}/healthz", timeout=5)
     assert health.status_code == 200 and health.json() is True
@@ -270,16 +229,34 @@ def test_the_first_deploy_serves_2_3_0(notes: Notes) -> None:
     assert requests.get(f"{notes.url}/notes", timeout=5).status_code == 401
 
 
-@pytest.mark.parametrize("command", ["smoke", "validate", "verify"])
-def test_the_checks_of_its_deploy_toml_pass_on_2_3_0(notes: Notes, command: str) -> None:
+#: Parts of the names of checks of the example's [checks] each suite must have run and passed.
+SUITE_CHECKS = {
+    "smoke": {"health", "login works", "wrong password refused", "no token refused",
+              "rbac: writer", "GET /notes -> 200", "POST /users -> 403"},
+    "validate": {"health", "writer writes a note", "database migrated", "flow: superuser creates",
+                 "flow: new user may not create users", "api p95", "logs: no errors"},
+    "verify": {"health", "login works", "database migrated", "api p95", "logs: no errors"},
+}  # fmt: skip
+
+
+def _suite_passes(notes: Notes, command: str) -> dict[str, str]:
+    """Run `command`; every check's verdict by name, after asserting they all passed."""
     result = notes.ok(command, "--env", ENV)
     verdicts = {c["name"]: c["verdict"] for c in result["results"]}
+    failed = {c["name"]: c for c in result["results"] if c["verdict"] != "pass"}
+    assert not failed, failed
     # verify also samples the app container's CPU and memory (the report's metrics rows).
     usage = {name for name in verdicts if name.startswith(("cpu ", "memory "))}
     assert bool(usage) == (command == "verify")
-    probes = {name: v for name, v in verdicts.items() if name not in usage}
-    assert probes == {"healthz answers": "pass", "notes need a token": "pass"}
-    assert all(v == "pass" for v in verdicts.values())
+    return verdicts
+
+
+@pytest.mark.parametrize("command", ["smoke", "validate", "verify"])
+def test_the_checks_of_its_deploy_toml_pass_on_2_3_0(notes: Notes, command: str) -> None:
+    verdicts = _suite_passes(notes, command)
+    names = " | ".join(verdicts)
+    for wanted in SUITE_CHECKS[command]:
+        assert any(wanted in name for name in verdicts), (wanted, names)
 
 
 def test_a_backup_is_taken_and_verified(notes: Notes) -> None:
@@ -313,9 +290,22 @@ def test_the_expand_only_migration_runs_while_2_3_0_serves(notes: Notes) -> None
 
 
 def test_2_4_0_deploys_and_rolls_back_to_2_3_0_keeping_the_data(notes: Notes) -> None:
-    record = notes.ok("deploy", "--env", ENV, "--image", notes.images["2.4.0"])["record"]
+    # The default strategy (auto): the image's lint label says expand-only and deploytools'
+    # proxy fronts the app (it only exposes its port), so 2.4.0 rolls in.
+    with LoadProcess(notes.port(), rate_per_s=LOAD_RATE, path="/healthz") as load:
+        deployed = notes.cli("deploy", "--env", ENV, "--image", notes.images["2.4.0"])
+        samples = load.stop()
+    assert deployed.exit_code == 0, deployed.output
+    record = json.loads(deployed.stdout)["result"]["record"]
     assert record["outcome"] == "succeeded" and record["version"] == "2.4.0"
-    assert notes.serving_version() == "2.4.0"
+    assert (record["strategy_asked"], record["strategy"]) == ("auto", "rolling")
+    assert len(samples) >= 50 and failures(samples) == []
+    # In the watch window 2.3.0's container stays up, drained: 2.4.0 alone takes the traffic.
+    kept = record["kept_container"]
+    assert kept and notes.client.containers.get(kept).status == "running"
+    assert notes.serving_version(kept=kept) == "2.4.0"
+    # The checks on 2.4.0, the previous release's container still beside it.
+    _suite_passes(notes, "verify")
     auth = {"Authorization": f"Bearer {notes.token()}"}
     tagged = requests.post(
         f"{notes.url}/notes",
@@ -325,8 +315,16 @@ def test_2_4_0_deploys_and_rolls_back_to_2_3_0_keeping_the_data(notes: Notes) ->
     )
     assert tagged.status_code == 201 and tagged.json()["tags"] == "release"
 
-    rolled = notes.ok("rollback", "--env", ENV)
+    # In the watch window the rollback is a switch back to the kept 2.3.0 container.
+    with LoadProcess(notes.port(), rate_per_s=LOAD_RATE, path="/healthz") as load:
+        rolled_back = notes.cli("rollback", "--env", ENV)
+        samples = load.stop()
+    assert rolled_back.exit_code == 0, rolled_back.output
+    rolled = json.loads(rolled_back.stdout)["result"]
+    assert len(samples) >= 25 and failures(samples) == []
     assert "2.3.0" in json.dumps(rolled)
+    assert '"watch_window_rollback": true' in json.dumps(rolled)
+    assert [c.id for c in notes.app_containers()] == [kept]
     wait_until(lambda: notes.serving_version() == "2.3.0", timeout=60, what="2.3.0 serving")
     wait_until(
         lambda: requests.get(f"{notes.url}/healthz", timeout=2).json() is True,
@@ -350,13 +348,14 @@ def test_init_on_a_copy_of_the_project_writes_a_config_that_deploys_it(
     shutil.copytree(SERVICE, root, ignore=shutil.ignore_patterns("deploy.toml", "releases"))
     port = free_port()
     compose = root / "docker-compose.yml"
-    compose.write_text(
-        compose.read_text()
-        .replace("${NOTES_PORT:-8000}", f"${{NOTES_PORT:-{port - 100}}}")
-        .replace("postgres:16", postgres_image)
-    )
+    compose.write_text(compose.read_text().replace("postgres:16", postgres_image))
     done = CliRunner().invoke(cli, ["--json", "init", "--dir", str(root), "--no-workflows"])
     assert done.exit_code == 0, done.output
+    # What init lists for a person to fill in: staging's base URL (where the proxy publishes).
+    written = root / "deploy.toml"
+    written.write_text(
+        written.read_text().replace("http://127.0.0.1:8180", f"http://127.0.0.1:{port}")
+    )
     project = f"{root.name}-staging"
     try:
         deployed = CliRunner().invoke(
@@ -371,13 +370,16 @@ def test_init_on_a_copy_of_the_project_writes_a_config_that_deploys_it(
         assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json() is True
         token = requests.post(
             f"http://127.0.0.1:{port}/auth/token",
-            data={"username": "admin@example.com",
+            # FIRST_SUPERUSER is exported too (a variable the Compose file interpolates).
+            data={"username": SUPERUSER,
                   "password": notes.secrets["FIRST_SUPERUSER_PASSWORD"]},
             timeout=10,
         )  # fmt: skip
         assert token.status_code == 200, token.text
     finally:
-        _remove_project(notes.client, project, compose, notes.secrets)
+        notes_env.remove_project(
+            notes.client, project, {**notes.secrets, "POSTGRES_IMAGE": postgres_image}
+        )
         with contextlib.suppress(Exception):
             notes.client.volumes.get(f"{root.name}-backups").remove(force=True)
         # The deploy's keep tag, under the repository init read from the Compose file.

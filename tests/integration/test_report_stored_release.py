@@ -22,6 +22,7 @@ from deploytools.config import load_config
 from deploytools.context import StepContext
 from deploytools.session import open_environment
 from deploytools.store.records import BackupManifest, ReleaseRecord, Verification
+from tests.helpers.shared_stack import _remove_volume
 
 pytestmark = pytest.mark.integration
 
@@ -36,9 +37,7 @@ def store_volume() -> Iterator[str]:
     yield name
     client = docker.from_env()
     try:
-        client.volumes.get(name).remove(force=True)
-    except docker.errors.NotFound:
-        pass
+        _remove_volume(client, name)  # with the store's kept helper, which mounts it
     finally:
         client.close()
 

@@ -297,7 +297,10 @@ def test_rollback_run_records_its_reason(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(
         rollback_step, "open_environment", lambda ctx, env, **_: opened({"prod": history}, ctx, env)
     )
-    ctx: Any = SimpleNamespace(config=SimpleNamespace(deploy=SimpleNamespace(lock_ttl_s=60)))
+    monkeypatch.setattr(rollback_step.watch_keep, "open_switch_session", lambda target: None)
+    ctx: Any = SimpleNamespace(
+        config=SimpleNamespace(deploy=SimpleNamespace(lock_ttl_s=60)), target=lambda env: None
+    )
     rollback_step.run(ctx, environment="prod")
     rollback_step.run(ctx, environment="prod", reason="verification failed")
     assert seen == ["manual", "verification failed"]
@@ -308,6 +311,12 @@ def test_the_monitor_rolls_back_with_the_rollback_step_passing_the_breach_as_the
 ) -> None:
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(rollback_step, "run", lambda ctx, **kw: calls.append(kw) or "back")
+    # The environment's records in memory: the unit tier never opens a store on an engine.
+    history = EnvironmentStore(MemoryStore(), "local")  # type: ignore[arg-type]
+    history.save_release(dataclasses.replace(record("0001"), environment="local"))
+    monkeypatch.setattr(
+        monitor, "open_environment", lambda ctx, env, **_: opened({"local": history}, ctx, env)
+    )
 
     state = FakeState(users={"root": ("admin-password-123", ["admin"])}, db_down=True)
     with fake_service(state) as url:

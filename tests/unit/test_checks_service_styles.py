@@ -624,6 +624,15 @@ def test_the_docs_example_passes_config_check(tmp_path: Path) -> None:
     assert config.checks.metrics == ()
 
 
+def test_the_notes_example_carries_the_docs_example_and_passes_config_check() -> None:
+    """examples/notes-api/deploy.toml's checks are this very block: the integration tier runs
+    them against the real notes-api, so the docs' example is held to the real service too."""
+    example = ROOT / "examples" / "notes-api" / "deploy.toml"
+    assert docs_example() in example.read_text(encoding="utf-8")
+    result = CliRunner().invoke(cli, ["--config", str(example), "config", "check"], env={})
+    assert result.exit_code == 0, result.output
+
+
 @pytest.fixture
 def notes() -> Iterator[tuple[str, NotesState]]:
     state = NotesState(users={"admin@example.com": ("superuser-pw-123", True)})

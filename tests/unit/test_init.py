@@ -59,8 +59,8 @@ def test_init_on_the_notes_project_writes_a_config_that_passes_config_check(
     assert (config.image.dockerfile, config.image.target) == ("docker/Dockerfile", "runtime")
     assert set(config.environments) == {"staging", "production"}
     assert config.environments["production"].requires_approval
-    assert dict(config.environments["production"].variables) == {"NOTES_PORT": "8000"}
-    assert dict(config.environments["staging"].variables) == {"NOTES_PORT": "8100"}
+    # The app only exposes 8000: deploytools' proxy publishes the base_url's port.
+    assert config.environments["production"].base_url == "http://127.0.0.1:8080"
     assert set(config.environments["staging"].secrets) == {
         "DB_PASSWORD", "SECRET_KEY", "FIRST_SUPERUSER_PASSWORD",
     }  # fmt: skip

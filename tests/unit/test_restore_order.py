@@ -224,8 +224,7 @@ def _rollback_world(
         revision_before="0001",
     )
     history = SimpleNamespace(
-        releases=lambda: [current],
-        next_release_id=lambda: "r-3",
+        releases_and_next_id=lambda: ([current], "r-3"),
         manifest=lambda backup_id: _manifest(),
         save_release=lambda record: saved.append(record),
     )

@@ -155,6 +155,10 @@ class _Db:
         return "0002"
 
 
+def _not_called(*args: Any) -> None:
+    raise AssertionError("not on this path")
+
+
 def _route(
     monkeypatch: pytest.MonkeyPatch, current: ReleaseRecord, *, kept: KeptState | None
 ) -> tuple[list[str], ReleaseRecord]:
@@ -164,8 +168,7 @@ def _route(
     events: list[str] = []
     older = deploy(id="0001", image="app:1", image_id="sha256:old", kept_container=None)
     history = SimpleNamespace(
-        releases=lambda: [older, current],
-        next_release_id=lambda: "0003",
+        releases_and_next_id=lambda: ([older, current], "0003"),
         save_release=lambda record: events.append(f"save {record.id}"),
     )
     session: Any = SimpleNamespace(
@@ -176,13 +179,16 @@ def _route(
     monkeypatch.setattr(rollback, "_choose", lambda *a: (target, [current]))
     monkeypatch.setattr(rollback.Database, "of", staticmethod(lambda t: _Db(events)))
     monkeypatch.setattr(rollback.proxy, "container", lambda t: object())
-    monkeypatch.setattr(rollback.backup_step, "current_origin", lambda s: None)
+    # A rollback reads the records once (with the next id), and what runs now only to restore.
+    monkeypatch.setattr(rollback.backup_step, "current_origin", _not_called)
     monkeypatch.setattr(rollback.app_service, "Phases", lambda s, r: None)
     monkeypatch.setattr(watch_keep, "kept_container", lambda t, r: container)
     monkeypatch.setattr(watch_keep, "observe", lambda c: kept)
     monkeypatch.setattr(watch_keep, "expired", lambda r, now: False)
     monkeypatch.setattr(
-        watch_keep, "switch_back", lambda s, cur, c, phases: events.append(f"switch back {c.id}")
+        watch_keep,
+        "switch_back",
+        lambda s, cur, c, phases, gateway, api: events.append(f"switch back {c.id}"),
     )
     monkeypatch.setattr(
         watch_keep, "retire_all", lambda s, records, why: events.append(f"retire: {why}")
@@ -198,7 +204,7 @@ def test_a_rollback_in_the_window_switches_back_before_reading_the_revision(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     events, record = _route(monkeypatch, deploy(expand_only=True), kept=HEALTHY)
-    assert events[:2] == ["save 0003", "switch back c0ffee"]
+    assert events[0] == "switch back c0ffee"  # it saves the record after its cut (below)
     assert "revision" in events[2:] and not any(e.startswith(("roll ", "retire")) for e in events)
     assert record.watch_window_rollback is True and record.outcome == "succeeded"
     assert record.revision_before == record.revision_after == "0002"
@@ -223,3 +229,91 @@ def test_a_release_not_expand_only_never_switches_back(monkeypatch: pytest.Monke
     assert not any(e.startswith("switch back") for e in events)
     assert "roll app:1" in events  # no restore after all (same revision): the cold switch
     assert any("may restore the database" in n for n in record.notes)
+
+
+def test_the_switch_back_cuts_before_any_store_write_and_saves_during_the_pause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from deploytools.steps import app_service
+
+    events: list[str] = []
+    current = deploy()
+    rollback_record = deploy(id="0003", kind="rollback", outcome="in-progress")
+    history = SimpleNamespace(save_release=lambda r: events.append(f"save {r.id}"))
+    session: Any = SimpleNamespace(
+        target=SimpleNamespace(name="production", running=lambda service: [kept, newer]),
+        ctx=SimpleNamespace(config=SimpleNamespace(project=SimpleNamespace(app_service="app"))),
+        history=history,
+        progress=lambda message: events.append(message),
+        refresh_lock=lambda: None,
+    )
+    kept: Any = SimpleNamespace(id="c0ffee", name="prod-app-1")
+    newer: Any = SimpleNamespace(id="beef", name="prod-app-2")
+    api = SimpleNamespace(close=lambda: events.append("session closed"))
+    monkeypatch.setattr(watch_keep.proxy, "settings", lambda t: SimpleNamespace(app_port=8000))
+    monkeypatch.setattr(watch_keep.proxy, "RuntimeApi", lambda gateway: api)
+    monkeypatch.setattr(watch_keep.proxy, "address", lambda c, gateway: "10.0.0.5")
+    monkeypatch.setattr(watch_keep.proxy, "prepare", lambda *a, **k: "prepared")
+    monkeypatch.setattr(watch_keep.proxy, "cut", lambda prepared: events.append("cut"))
+    monkeypatch.setattr(
+        watch_keep,
+        "settle",
+        lambda gateway, api, drained, back, port, since: events.append(
+            f"settle {[c.id for c in drained]} to {back} since the cut"
+        ),
+    )
+    phases = app_service.Phases(session, rollback_record)
+    watch_keep.switch_back(session, current, kept, phases, gateway=object())  # type: ignore[arg-type]
+    assert [e for e in events if "0003" in e or e in ("cut",) or e.startswith("settle")] == [
+        "rollback 0003: switch",
+        "cut",
+        "save 0003",
+        "rollback 0003: drain",
+        "settle ['beef'] to 10.0.0.5 since the cut",
+    ]
+    assert events[-2:] == ["session closed", "save 0002"]
+    assert current.kept_container is None
+
+
+def test_the_pause_before_the_stop_counts_from_the_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(watch_keep.time, "sleep", slept.append)
+    monkeypatch.setattr(watch_keep.time, "monotonic", lambda: 100.2)
+    monkeypatch.setattr(watch_keep.proxy, "switch", lambda *a, **k: None)
+    watch_keep.settle(object(), object(), [], "10.0.0.5", port=8000, since=100.0)  # type: ignore[arg-type]
+    watch_keep.settle(object(), object(), [], "10.0.0.5", port=8000, since=99.0)  # type: ignore[arg-type]
+    assert slept == [pytest.approx(watch_keep.STOP_SETTLE_S - 0.2), 0.0]
+
+
+def test_the_switch_session_is_opened_before_the_lock_and_closed_on_every_way_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from deploytools.errors import ExternalCommandFailed, LockHeld
+    from deploytools.steps import rollback
+
+    events: list[str] = []
+    gateway = SimpleNamespace(name="proxy")
+    api = SimpleNamespace(close=lambda: events.append("closed"))
+    monkeypatch.setattr(watch_keep.proxy, "container", lambda t: gateway)
+    monkeypatch.setattr(watch_keep.proxy, "RuntimeApi", lambda g: events.append("opened") or api)
+    ctx: Any = SimpleNamespace(target=lambda environment: "target")
+
+    def locked(*args: Any) -> None:
+        events.append("locked")
+        assert args[-1] == watch_keep.SwitchSession(gateway, api)  # type: ignore[arg-type]
+        raise LockHeld("another rollback holds the lock")
+
+    monkeypatch.setattr(rollback, "_run_locked", locked)
+    with pytest.raises(LockHeld):
+        rollback.run(ctx, environment="production")
+    assert events == ["opened", "locked", "closed"]
+    # No proxy, or no session: None, and the switch opens its own.
+    monkeypatch.setattr(watch_keep.proxy, "container", lambda t: None)
+    assert watch_keep.open_switch_session("target") is None  # type: ignore[arg-type]
+    monkeypatch.setattr(watch_keep.proxy, "container", lambda t: gateway)
+
+    def refused(g: Any) -> None:
+        raise ExternalCommandFailed("running bash in container proxy failed")
+
+    monkeypatch.setattr(watch_keep.proxy, "RuntimeApi", refused)
+    assert watch_keep.open_switch_session("target") is None  # type: ignore[arg-type]
