@@ -15,7 +15,9 @@ Standard library only (it runs with the runner's Python before and after deployt
   release_state.py serving IMAGE < status.json
       Exits 0 when production serves IMAGE (repository@sha256:...): its current release record
       names it (or, after a rollback, a tag deploytools kept in that repository), and every
-      running container of that repository runs that digest; else 1.
+      running container of that repository runs that digest (but the previous release's,
+      which a rolling deploy keeps up, drained and taking no traffic, until the watch ends:
+      status's `kept`); else 1.
 """
 
 from __future__ import annotations
@@ -66,10 +68,13 @@ def serving(image: str, status: dict[str, Any]) -> list[str]:
     kept = "@" not in recorded and recorded.rsplit(":", 1)[0] == repository
     if recorded != image and not kept:
         problems.append(f"the current release record names {recorded!r}")
+    # The previous release's container kept for a rollback by switch takes no traffic.
+    drained = (status.get("kept") or {}).get("container")
     same_repo = [
         s
         for s in status.get("services") or []
         if s.get("state") == "running"
+        and s.get("container") != drained
         and any(d.split("@", 1)[0] == repository for d in s.get("repo_digests") or [])
     ]
     if not same_repo:

@@ -37,9 +37,6 @@ class Step:
     :param approval: whether a person's approval gates it (GitHub environment reviewers, or the
         local pipeline's prompt).
     :param hands_over: what the next steps receive from it, in words.
-    :param workflow_command: the command its GitHub job runs, when it differs from `command`
-        (the build: GitHub builds and attests the image with docker/build-push-action, and the
-        job's command verifies what was pushed). None: the same as `command`.
     """
 
     name: str
@@ -49,11 +46,10 @@ class Step:
     environment: str | None
     approval: bool = False
     hands_over: str = ""
-    workflow_command: tuple[str, ...] | None = None
     _inputs: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        inputs = _placeholders((*self.command, *(self.workflow_command or ())))
+        inputs = _placeholders(self.command)
         unknown = inputs - set(INPUTS)
         if unknown:
             raise ValueError(f"step {self.name}: unknown placeholders {sorted(unknown)}")
@@ -61,16 +57,16 @@ class Step:
 
     @property
     def needs(self) -> frozenset[str]:
-        """The inputs (of INPUTS) its command lines use (local and workflow)."""
+        """The inputs (of INPUTS) its command line uses."""
         return self._inputs
 
     @property
     def production(self) -> bool:
         return self.environment == PRODUCTION
 
-    def argv(self, values: Mapping[str, str], *, workflow: bool = False) -> list[str]:
+    def argv(self, values: Mapping[str, str]) -> list[str]:
         """The command's arguments with `values` filled in (all it needs must be there)."""
-        template = self.workflow_command if workflow and self.workflow_command else self.command
+        template = self.command
         missing = sorted(_placeholders(template) - set(values))
         if missing:
             raise UsageError(
@@ -103,15 +99,6 @@ STEPS: tuple[Step, ...] = (
         command=("image", "build", "--tag", "{tag}", "--push"),
         environment=None,
         hands_over="the image pinned by digest (repository@sha256:...)",
-        workflow_command=(
-            "image",
-            "verify",
-            "{image}",
-            "--expect-version",
-            "{version}",
-            "--expect-revision",
-            "{revision}",
-        ),
     ),
     Step(
         name="deploy-staging",

@@ -39,7 +39,7 @@ def test_a_step_fills_in_what_earlier_steps_handed_over() -> None:
     assert pipeline.step("deploy-production").argv({"image": image}) == [
         "deploy", "--env", "production", "--image", image, "--yes",
     ]  # fmt: skip
-    assert pipeline.step("build-image").argv({"tag": "v1.15.2"}, workflow=False) == [
+    assert pipeline.step("build-image").argv({"tag": "v1.15.2"}) == [
         "image", "build", "--tag", "v1.15.2", "--push",
     ]  # fmt: skip
     with pytest.raises(UsageError, match="needs image"):

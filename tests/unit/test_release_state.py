@@ -89,3 +89,19 @@ def test_the_command_line_reads_deploytools_json() -> None:
         [sys.executable, str(SCRIPT), "serving", OLD], input=text, capture_output=True, text=True
     )
     assert bad.returncode == 1 and "does not serve" in bad.stderr
+
+
+def test_the_previous_release_kept_drained_during_the_watch_is_not_serving() -> None:
+    """After a rolling deploy the previous release's container stays up, drained, taking no
+    traffic, until the watch ends (steps/watch_keep.py; `status` names it under `kept`): it
+    runs the old digest and is not what production serves."""
+    rolled = status(NEW, NEW, OLD)
+    rolled["kept"] = {"container": "app-1", "state": "running", "release": "0002"}
+    assert release_state.serving(NEW, rolled) == []
+    # Only the container status names as kept; any other one behind still fails the check.
+    rolled["kept"] = {"container": "app-0", "state": "running", "release": "0002"}
+    assert release_state.serving(NEW, rolled)
+    # The kept one alone is not production serving the release.
+    alone = status(NEW, OLD)
+    alone["kept"] = {"container": "app-0", "state": "running", "release": "0002"}
+    assert release_state.serving(NEW, alone)

@@ -192,8 +192,13 @@ def job_of(step_name: str) -> str:
     return PRODUCTION_JOB if step_name in PRODUCTION_SPAN else step_name
 
 
-#: Read-only commands the jobs also run: what serves, the records (release_state.py reads them).
-READ_ONLY = ("status", "history")
+#: Read-only commands the jobs also run: what serves, the records (release_state.py reads them),
+#: and the build's check of the image it pulled back from the registry.
+READ_ONLY = ("status", "history", "image verify")
+
+
+def read_only(argv: list[str]) -> bool:
+    return argv[0] in READ_ONLY or " ".join(argv[:2]) in READ_ONLY
 
 
 def runs_of(step_name: str) -> list[list[str]]:
@@ -205,7 +210,7 @@ def runs_of(step_name: str) -> list[list[str]]:
         assert len(steps) == 1, f"{PRODUCTION_JOB} has no step with id {step_name}"
         job = {"steps": steps}
     found = [without_global_options(a) for a in invocations(job)]
-    return [a for a in found if a[0] not in READ_ONLY]
+    return [a for a in found if not read_only(a)]
 
 
 def test_one_job_or_production_step_per_pipeline_step_and_rollback() -> None:
@@ -220,7 +225,7 @@ def test_one_job_or_production_step_per_pipeline_step_and_rollback() -> None:
 def test_each_step_runs_its_command(step: pipeline.Step) -> None:
     found = runs_of(step.name)
     values = {"tag": "$TAG", "version": "$VERSION", "revision": "$GITHUB_SHA", "image": "$IMAGE"}
-    expected = step.argv(values, workflow=True)
+    expected = step.argv(values)
     if step is pipeline.ROLLBACK:
         # The workflow names the release it replaced: a re-run never rolls back one too far.
         expected = [*expected[:-1], "--to", "$PREVIOUS", expected[-1]]
@@ -252,8 +257,7 @@ def test_rollback_runs_only_when_its_steps_failed() -> None:
 def test_every_job_after_the_build_uses_its_digest_never_a_tag() -> None:
     build = JOBS["build-image"]
     assert build["outputs"]["digest"] == "${{ steps.build.outputs.digest }}"
-    pushing = next(s for s in build["steps"] if s.get("id") == "build")
-    assert "push-by-digest=true" in pushing["with"]["outputs"]
+    assert build["outputs"]["image"] == "${{ steps.build.outputs.image }}"
     assert any("attest-build-provenance" in str(s.get("uses", "")) for s in build["steps"])
     for step in pipeline.STEPS:
         if "image" in step.needs and step.name != "build-image":
@@ -262,20 +266,36 @@ def test_every_job_after_the_build_uses_its_digest_never_a_tag() -> None:
             assert "build-image" in needs(job_of(step.name))
 
 
-def test_the_build_verifies_the_pushed_manifest_by_its_digest() -> None:
-    """One output (a second one's digest would be reported instead of the pushed manifest's),
-    and `image verify` checks `repository@digest` pulled from the registry, not a local copy."""
+def test_the_build_is_deploytools_and_verifies_the_pushed_manifest_by_its_digest() -> None:
+    """`image build --push` builds from the tag, lints the migrations inside the image and
+    labels it with the verdict (deploy --strategy auto reads it), pushes it and prints the
+    pushed manifest's digest; `image verify` checks `repository@digest` pulled back from the
+    registry, not a local copy."""
     build = JOBS["build-image"]
-    pushing = next(s for s in build["steps"] if s.get("id") == "build")
-    outputs = [line for line in pushing["with"]["outputs"].splitlines() if line.strip()]
-    assert len(outputs) == 1 and outputs[0].startswith("type=image,"), outputs
+    uses = " ".join(str(s.get("uses", "")) for s in build["steps"])
+    assert "build-push-action" not in uses and "metadata-action" not in uses
+    (pushing,) = (s for s in build["steps"] if s.get("id") == "build")
+    assert 'deploytools image build --tag "$TAG" --push' in pushing["run"]
+    # the tags: the previous release's head is where the migration lint starts
+    (checkout,) = (s for s in build["steps"] if "actions/checkout@" in str(s.get("uses", "")))
+    assert checkout["with"]["fetch-depth"] == 0
     names = [s.get("name", s.get("uses", "")) for s in build["steps"]]
     pull = names.index("pull the pushed manifest by its digest")
     verify = names.index("verify the image (labels, version, revision)")
+    assert names.index("build the image from the tag, lint its migrations, push it") < pull
     assert pull < verify
     for index in (pull, verify):
-        assert build["steps"][index]["env"]["IMAGE"] == "${{ steps.image.outputs.image }}"
+        assert build["steps"][index]["env"]["IMAGE"] == "${{ steps.build.outputs.image }}"
     assert build["steps"][pull]["run"] == 'docker pull "$IMAGE"'
+
+
+def test_a_production_recreate_announces_its_own_maintenance_window() -> None:
+    """deploy announces the window when it recreates (steps/maintenance.py), and only then: no
+    job of its own announces one for a deploy that rolls."""
+    assert "notify-maintenance" not in JOBS
+    (deploy,) = (s for s in JOBS[PRODUCTION_JOB]["steps"] if s.get("id") == "deploy-production")
+    for hook in ("SLACK_WEBHOOK_URL", "STATUS_PAGE_HOOK_URL"):
+        assert deploy["env"][hook] == "${{ secrets." + hook + " }}"
 
 
 def test_what_serves_is_checked_after_every_production_change() -> None:
@@ -301,7 +321,7 @@ def test_exactly_one_job_waits_for_approval_and_it_is_the_gate() -> None:
 #: Environments without reviewers that hold one kind of secret each: the release-verify token,
 #: the notification hooks.
 SECRET_ENVIRONMENTS = {"verify-release": "release-verify"}
-NOTIFYING_JOBS = ("notify-maintenance", "notify-outcome")
+NOTIFYING_JOBS = ("notify-outcome",)
 
 
 def test_production_jobs_use_the_production_environments() -> None:
@@ -369,6 +389,26 @@ def test_no_output_is_written_into_the_work_tree() -> None:
                 assert path.startswith("${{ runner.temp }}"), f"{name}:{job_id} path {path}"
 
 
+#: What a production job's steps may run in a shell, around deploytools: reads of the records.
+PRODUCTION_READS = ("status", "history", "report")
+
+
+@pytest.mark.parametrize("job_id", [PRODUCTION_JOB, "monitor-production"])
+def test_steps_on_production_are_deploytools_itself_so_a_cancel_reaches_it(job_id: str) -> None:
+    """On a cancel GitHub sends SIGINT to the step's process, SIGTERM 7.5 s later, then kills
+    it. A shell waiting for a pipeline (`deploytools ... | tee`) passes neither signal on, so
+    deploytools is killed holding the deploy lock, or in the middle of a rollback on a breach.
+    Every step that changes or watches production is `exec deploytools ...`, its JSON
+    redirected to a file, never piped."""
+    for step in JOBS[job_id]["steps"]:
+        run = str(step.get("run", ""))
+        for argv in invocations({"steps": [step]}):
+            if without_global_options(argv)[0] in PRODUCTION_READS:
+                continue
+            assert run.startswith("exec deploytools "), (job_id, run)
+            assert "\n" not in run.strip() and "|" not in run, (job_id, run)
+
+
 def test_release_verify_reads_the_annotated_tag_not_checkouts_copy() -> None:
     steps = JOBS["verify-release"]["steps"]
     names = [s.get("name", s.get("uses", "")) for s in steps]
@@ -416,7 +456,6 @@ def test_least_privilege_and_no_persisted_credentials(name: str) -> None:
         writes = {k for k, v in job["permissions"].items() if v == "write"}
         allowed = {
             "build-image": {"packages", "id-token", "attestations"},
-            "notify-maintenance": {"deployments"},
             "notify-outcome": {"deployments"},
         }.get(job_id, set())
         assert writes <= allowed, f"{name}:{job_id} writes {writes - allowed}"

@@ -11,6 +11,9 @@ fixtures, shared by every scenario (one set of stand-ins per session):
                     dtwf<hex>-* Compose projects and store); a git config whose
                     `url.<local>.insteadOf https://github.com/` sends the workflows' fetches there
     runner_python-> the jobs' Python (deploytools' dependencies, hatchling; nothing to download)
+    service_image-> service_image("1.15.1"): the service's image of that VERSION, built from
+                    this work tree's examples/rbac-api once per session, for the stacks the
+                    scenarios start from (the workflows build their own releases)
     act          -> Act: runs a workflow (or a job and its needs) with the stand-in actions
                     (tests/workflows/standins, `--local-repository`, `--action-offline-mode`),
                     the API fake as GITHUB_API_URL, a home of its own, and returns the log
@@ -32,7 +35,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,11 +56,8 @@ STANDIN_FOR = {
     "actions/setup-python@a26af69be951a213d495a4c3e4e4022e16d87065": "setup-python",
     "actions/upload-artifact@ea165f8d65b6e75b540449e92b4886f43607fa02": "upload-artifact",
     "actions/download-artifact@d3f86a106a0bac45b974a628896c90dbdf5c8093": "download-artifact",
-    "docker/setup-buildx-action@e468171a9de216ec08956ac3ada2f0791b6bd435": "noop",
     "docker/login-action@74a5d142397b4f367a81961eba4e8cd7edddf772": "noop",
     "actions/attest-build-provenance@e8998f949152b193b063cb0ec769d69d929409be": "noop",
-    "docker/metadata-action@902fa8ec7d6ecbf8d84d538b9b233a880e428804": "metadata",
-    "docker/build-push-action@263435318d21b8e681c14492fe198d362a7d2c83": "build-push",
 }
 
 
@@ -85,11 +85,15 @@ def _git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
 PREFIX = os.environ.setdefault("DTWF_PREFIX", "dtwf" + secrets.token_hex(3))
 
 
+#: The latency test of validate and verify in deploy.toml (the suite runs it shorter).
+LATENCY = 'rate_per_s = 20.0\nduration_s = 15.0\nsuites = ["validate", "verify"]'
+
+
 def _session_config(text: str, github_api: str, registry: str) -> str:
     """deploy.toml of the repository under release, with this session's names: its own Compose
     projects and backup store (never the names a user's stacks or other tests use), the GitHub
-    API fake as GitHub (as a GitHub Enterprise Server user sets github.api_url), and the image
-    repository in the session's registry."""
+    API fake as GitHub (as a GitHub Enterprise Server user sets github.api_url), the image
+    repository in the session's registry, and a shorter latency load."""
     images = {"POSTGRES_IMAGE": _present("postgres:16", "deploytools-test/postgres:15")}
     images["PROXY_IMAGE"] = _present("haproxy:2.8", "deploytools-test/haproxy:bookworm")
     for default in (8081, 8080):  # staging, production
@@ -105,11 +109,15 @@ def _session_config(text: str, github_api: str, registry: str) -> str:
         .replace('"rbac-staging"', f'"{PREFIX}-staging"')
         .replace('"rbac-production"', f'"{PREFIX}-production"')
         .replace('"volume:rbac-api-backups"', f'"volume:{PREFIX}-backups"')
+        # validate's and verify's latency load: 8 s at 20/s (160 samples; at least 100 are
+        # needed), not 15 s: the same check, half the wait, in every release run
+        .replace(LATENCY, LATENCY.replace("duration_s = 15.0", "duration_s = 8.0"))
     )
     assert replaced.count("APP_PORT") == 2, "deploy.toml's ports changed: update _session_config"
     assert replaced.count(PREFIX) == 3, "deploy.toml's names changed: update _session_config"
     assert github_api in replaced, "deploy.toml's github.api_url changed: update _session_config"
     assert registry in replaced, "deploy.toml's image_repository changed: update _session_config"
+    assert LATENCY in text, "deploy.toml's [[checks.latency]] changed: update _session_config"
     return replaced
 
 
@@ -120,13 +128,16 @@ def _present(official: str, built: str) -> str:
 
 
 def _remove_what_the_session_made() -> None:
-    for kind, listing in (
-        ("container", ["docker", "ps", "-aq", "--filter", f"name={PREFIX}"]),
-        ("volume", ["docker", "volume", "ls", "-q", "--filter", f"name={PREFIX}"]),
+    """Containers first, then what they used: volumes and the Compose projects' networks (a
+    network left behind holds one of the engine's address pools; a few dozen exhaust them)."""
+    mine = ["--filter", f"name={PREFIX}"]
+    for listing, remove in (
+        (["docker", "ps", "-aq", *mine], ["docker", "rm", "-f"]),
+        (["docker", "volume", "ls", "-q", *mine], ["docker", "volume", "rm"]),
+        (["docker", "network", "ls", "-q", *mine], ["docker", "network", "rm"]),
     ):
         found = subprocess.run(listing, capture_output=True, text=True, check=False).stdout.split()
         if found:
-            remove = ["docker", "rm", "-f"] if kind == "container" else ["docker", "volume", "rm"]
             subprocess.run([*remove, *found], capture_output=True, check=False, timeout=120)
 
 
@@ -151,6 +162,19 @@ class GitServer:
         _git(self.work, "commit", "-q", "-m", f"rbac-api {version}")
         _git(self.work, "push", "-q", str(self.bare), "HEAD:refs/heads/main")
         return self.head()
+
+    def clone_with_config(self, where: Path, branch: str, edit: Callable[[str], str]) -> Path:
+        """A clone of the work tree at `where` (act's work tree for a test that needs a state
+        of its own) whose deploy.toml is `edit`ed, committed on `branch` and pushed: the jobs
+        check out that commit."""
+        _git(where.parent, "clone", "-q", str(self.work), str(where))
+        _git(where, "remote", "set-url", "origin", f"https://github.com/{REPOSITORY}")
+        config = where / "deploy.toml"
+        config.write_text(edit(config.read_text()))
+        _git(where, "checkout", "-q", "-b", branch)
+        _git(where, "commit", "-q", "-am", "deploy.toml of a test's own")
+        _git(where, "push", "-q", str(self.bare), f"HEAD:refs/heads/{branch}")
+        return where
 
     def tag(self, tag: str, message: str) -> str:
         """An annotated tag on HEAD, pushed (as `git push --tags` would); returns the commit."""
@@ -363,14 +387,16 @@ class Act:
         job: str | None = None,
         artifacts: Path | None = None,
         timeout_s: float = 300,
+        workdir: Path | None = None,
     ) -> ActRun:
+        """Run `workflow` in the session's work tree (or `workdir`, a clone of it); its log."""
         argv, env = self.argv(
             event, workflow, payload=payload, github_api=github_api, secrets=secrets,
             variables=variables, job=job, artifacts=artifacts,
         )  # fmt: skip
         done = subprocess.run(
             argv,
-            cwd=self.git_server.work,
+            cwd=workdir or self.git_server.work,
             env=env,
             capture_output=True,
             text=True,
@@ -421,3 +447,31 @@ def act(
         tmp_path_factory.mktemp("dtwf-home"),
         runner_python,
     )
+
+
+class ServiceImages:
+    """service_image("1.15.1") -> "dtwf<hex>/rbac-api:1.15.1": the service's image labelled as
+    that version, built once per session (every module deploying it shares it)."""
+
+    def __init__(self) -> None:
+        self.built: dict[str, str] = {}
+
+    def __call__(self, version: str) -> str:
+        if version not in self.built:
+            image = f"{PREFIX}/rbac-api:{version}"
+            subprocess.run(
+                ["docker", "build", "-q", "--build-arg", f"VERSION={version}", "-t", image, "."],
+                cwd=ROOT / "examples" / "rbac-api",
+                check=True, capture_output=True, timeout=600,
+            )  # fmt: skip
+            self.built[version] = image
+        return self.built[version]
+
+
+@pytest.fixture(scope="session")
+def service_image() -> Iterator[ServiceImages]:
+    images = ServiceImages()
+    yield images
+    if images.built:
+        remove = ["docker", "rmi", "-f", *images.built.values()]
+        subprocess.run(remove, capture_output=True, check=False)

@@ -19,7 +19,7 @@ from deploytools.context import StepContext
 from deploytools.session import open_environment
 from deploytools.store.records import ReleaseRecord
 from tests.fakes.github_server import FakeGitHub
-from tests.workflows.conftest import REPOSITORY, Act
+from tests.workflows.conftest import PREFIX, REPOSITORY, Act
 
 pytestmark = pytest.mark.workflows
 
@@ -68,8 +68,21 @@ def test_nothing_to_watch_ends_green_without_opening_productions_secrets(
 def test_a_serving_release_older_than_the_watch_is_not_watched(act: Act, tmp_path: Path) -> None:
     """GitHub says due (an approval 2 h ago, say a rejected rollback), so the watching job
     starts; production's own records say its serving release finished 25 h ago: `monitor
-    --only-after-release 24h` watches nothing and the run ends green, no notice sent."""
-    config = load_config(act.git_server.work / "deploy.toml")
+    --only-after-release 24h` watches nothing and the run ends green, no notice sent.
+
+    The production here is this test's own (its Compose project and records, on a branch of
+    the repository whose deploy.toml names them): the session's production, which other
+    modules deploy and roll back, is neither read nor changed."""
+    own = f"{PREFIX}-monitor"
+
+    def own_production(text: str) -> str:
+        return text.replace(f'"{PREFIX}-production"', f'"{own}-production"').replace(
+            f'"volume:{PREFIX}-backups"', f'"volume:{own}-backups"'
+        )
+
+    work = act.git_server.clone_with_config(tmp_path / "work", "dtwf-monitor", own_production)
+    config = load_config(work / "deploy.toml")
+    assert config.environment("production").compose_project == f"{own}-production"
     finished = datetime.now(UTC) - timedelta(hours=25)
     with open_environment(StepContext(config), "production") as session:
         session.history.save_release(
@@ -91,7 +104,10 @@ def test_a_serving_release_older_than_the_watch_is_not_watched(act: Act, tmp_pat
         github.respond(
             "GET", f"{root}/deployments", [{"created_at": approved.strftime("%Y-%m-%dT%H:%M:%SZ")}]
         )
-        run = act.run("schedule", "monitor.yml", payload=_schedule(tmp_path), github_api=github.url)
+        run = act.run(
+            "schedule", "monitor.yml", payload=_schedule(tmp_path), github_api=github.url,
+            workdir=work,
+        )  # fmt: skip
     assert run.returncode == 0, run.log[-4000:]
     assert "due=true" in run.log
     assert run.jobs() == {"anything to watch": "succeeded", "monitor": "succeeded"}, run.log[-4000:]

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ import requests
 from deploytools.config import load_config
 from tests.fakes.github_server import FakeGitHub
 from tests.fakes.webhook_server import FakeWebhooks
-from tests.workflows.conftest import PREFIX, ROOT, Act
+from tests.workflows.conftest import Act, ServiceImages
 
 pytestmark = pytest.mark.workflows
 
@@ -44,26 +43,18 @@ def deploytools(config: Path, *argv: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def production(act: Act) -> Iterator[dict[str, str]]:
+def production(act: Act, service_image: ServiceImages) -> dict[str, str]:
     """Production serving 1.15.2, with 1.15.1 before it: {version: image}."""
     config = act.git_server.work / "deploy.toml"
     images = {}
     for version in ("1.15.1", "1.15.2"):
-        image = f"{PREFIX}/rbac-api:{version}"
-        subprocess.run(
-            ["docker", "build", "-q", "--build-arg", f"VERSION={version}", "-t", image, "."],
-            cwd=ROOT / "examples" / "rbac-api",
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
+        image = service_image(version)
         done = deploytools(
             config, "deploy", "--env", "production", "--image", image, "--no-backup-check", "--yes"
         )
         assert done.returncode == 0, done.stdout + done.stderr
         images[version] = image
-    yield images
-    subprocess.run(["docker", "rmi", "-f", *images.values()], capture_output=True, check=False)
+    return images
 
 
 def test_rollback_dispatched_goes_to_the_named_release_and_tells_the_team(

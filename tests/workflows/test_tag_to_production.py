@@ -21,7 +21,7 @@ How GitHub is emulated where act differs (docs/workflows.md, "Testing the workfl
   is not exercised here; the contract test (unit tier) holds that exactly one job waits for
   it and every later job needs it.
 - The hour-long watch: act runs a copy of release.yml whose one difference is monitor's
-  `--duration 1h` shortened to 20 s (sampled every 5 s).
+  `--duration 1h` shortened to 10 s (sampled every 5 s).
 - A re-run of failed jobs: act cannot re-run a run. GitHub re-runs the failed jobs and the
   jobs that need them, within the same run: the jobs that succeeded keep their results and
   outputs, and the run's artifacts stay. act runs a copy of the workflow in which each job
@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,11 +53,9 @@ import yaml
 from deploytools.config import load_config
 from tests.fakes.github_server import FakeGitHub
 from tests.fakes.webhook_server import FakeWebhooks
-from tests.workflows.conftest import PREFIX, REPOSITORY, ROOT, Act, ActRun
+from tests.workflows.conftest import PREFIX, REPOSITORY, ROOT, Act, ActRun, ServiceImages
 
-# Not in scripts/test's run: these four scenarios take about 7 minutes and have not all passed
-# together yet; run them with `pytest -m release_scenarios` (docs/workflows.md).
-pytestmark = [pytest.mark.workflows, pytest.mark.release_scenarios]
+pytestmark = pytest.mark.workflows
 
 _PASSWORD = "dtwf-" + secrets.token_hex(12)
 SECRETS = {
@@ -73,7 +71,7 @@ SECRETS = {
 }
 ALL_JOBS = {
     "verify release", "build image", "deploy staging", "smoke staging", "validate staging",
-    "approve production", "notify maintenance", "production", "monitor production",
+    "approve production", "production", "monitor production",
     "report production", "notify outcome",
 }  # fmt: skip
 #: Production's check viewer loses its role, and gets it back.
@@ -87,7 +85,7 @@ GRANT_VIEWER = (
 )
 #: How a success notice says it (steps/notify.py).
 SUCCESS = "is deployed and verified"
-WATCH = ("--duration 1h --rollback-on-breach", "--duration 20s --interval 5s --rollback-on-breach")
+WATCH = ("--duration 1h --rollback-on-breach", "--duration 10s --interval 5s --rollback-on-breach")
 
 
 def deploytools(act: Act, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -105,18 +103,45 @@ def result(act: Act, *argv: str) -> Any:
 
 
 def _containers(environment: str, service: str) -> list[str]:
+    """The names of the environment's running containers of `service`."""
     listing = [
-        "docker", "ps", "-q",
+        "docker", "ps", "--format", "{{.Names}}",
         "--filter", f"label=com.docker.compose.project={PREFIX}-{environment}",
         "--filter", f"label=com.docker.compose.service={service}",
     ]  # fmt: skip
     return subprocess.run(listing, capture_output=True, text=True, check=True).stdout.split()
 
 
-def serving_image_ids(environment: str) -> set[str]:
-    """The image ids the environment's running app containers run."""
+def _app_image_ids(environment: str) -> list[str]:
+    """The image ids the environment's app containers run (whether serving or not)."""
+    names = _containers(environment, "app")
+    if not names:
+        return []
+    inspect = ["docker", "inspect", "--format", "{{.Image}}", *names]
+    done = subprocess.run(inspect, capture_output=True, text=True, check=False)
+    return done.stdout.split()
+
+
+def kept(act: Act, environment: str) -> str | None:
+    """The previous release's container a rolling deploy keeps up, drained and taking no
+    traffic, during the watch (steps/watch_keep.py), when it runs: `status` names it."""
+    found = result(act, "status", "--env", environment).get("kept") or {}
+    return str(found["container"]) if found.get("state") == "running" else None
+
+
+def image_id(reference: str) -> str:
+    inspect = ["docker", "image", "inspect", "--format", "{{.Id}}", reference]
+    return subprocess.run(inspect, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def serving_image_ids(act: Act, environment: str) -> set[str]:
+    """The image ids the environment's running app containers run, but the drained one kept
+    for a rollback by switch (it takes no traffic)."""
     ids = set()
+    drained = kept(act, environment)
     for container in _containers(environment, "app"):
+        if container == drained:
+            continue
         inspect = ["docker", "inspect", "--format", "{{.Image}}", container]
         ids.add(subprocess.run(inspect, capture_output=True, text=True, check=True).stdout.strip())
     return ids
@@ -152,24 +177,23 @@ class Production:
 
 @pytest.fixture(scope="module")
 def production(
-    act: Act, github: FakeGitHub, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Production]:
+    act: Act,
+    github: FakeGitHub,
+    service_image: ServiceImages,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Production:
     """Staging and production serving a release (the one earlier modules left, else 1.16.0
-    built here), each with this module's admin; release.yml with the short watch."""
-    base = f"{PREFIX}/rbac-api:1.16.0"
-    built = False
+    built here), each with this module's admin; release.yml with the short watch. v1.16.0 is
+    tagged too: the build's migration lint of v1.16.1 starts from the release before's head
+    (no migration since: expand-only, a rolling deploy)."""
+    act.git_server.commit_release("1.16.0")
+    act.git_server.tag("v1.16.0", "rbac-api 1.16.0")
     for environment in ("staging", "production"):
         status = deploytools(act, "--json", "status", "--env", environment, check=False)
         serving = status.returncode == 0 and json.loads(status.stdout)["result"].get("release")
         if not serving:
-            if not built:
-                subprocess.run(
-                    ["docker", "build", "-q", "--build-arg", "VERSION=1.16.0", "-t", base, "."],
-                    cwd=ROOT / "examples" / "rbac-api",
-                    check=True, capture_output=True, timeout=600,
-                )  # fmt: skip
-                built = True
-            deploytools(act, "deploy", "--env", environment, "--image", base, "--no-backup-check")
+            image = service_image("1.16.0")
+            deploytools(act, "deploy", "--env", environment, "--image", image, "--no-backup-check")
         (app, *_) = _containers(environment, "app")
         subprocess.run(
             ["docker", "exec", "-e", f"ADMIN_USERNAME={SECRETS['ADMIN_USERNAME']}",
@@ -181,9 +205,7 @@ def production(
     assert text.count(WATCH[0]) == 1, "release.yml's watch changed: update WATCH"
     short = tmp_path_factory.mktemp("dtwf-workflows") / "release.yml"
     short.write_text(text.replace(*WATCH))
-    yield Production(short)
-    if built:
-        subprocess.run(["docker", "rmi", "-f", base], capture_output=True, check=False)
+    return Production(short)
 
 
 def _payload(act: Act, github: FakeGitHub, tag: str, where: Path) -> Path:
@@ -239,19 +261,26 @@ def test_a_tag_goes_to_production_at_the_builds_digest(
     subprocess.run(["docker", "pull", "-q", image], check=True, capture_output=True, timeout=300)
     inspect = ["docker", "image", "inspect", "--format", "{{.Id}}", image]
     pulled = subprocess.run(inspect, capture_output=True, text=True, check=True).stdout.strip()
-    assert serving_image_ids("production") == {pulled}
+    assert serving_image_ids(act, "production") == {pulled}
     assert health(act)["version"] == "1.16.1"
-    # The records: a deploy of that digest, current.
+    # The records: a deploy of that digest, current; rolling, chosen from the image's labels
+    # (the build's migration lint: no migration since v1.16.0, expand-only).
     history = result(act, "history", "--env", "production")
-    assert history["current"]["image"] == image
-    assert history["current"]["kind"] == "deploy"
-    assert history["current"]["outcome"] == "succeeded"
+    current = history["current"]
+    assert current["image"] == image
+    assert current["kind"] == "deploy"
+    assert current["outcome"] == "succeeded"
+    assert (current["strategy_asked"], current["strategy"]) == ("auto", "rolling"), current
+    assert current["strategy_reason"].startswith("expand-only"), current
+    assert current["maintenance"] is None, current
     # Each production change was checked against the digest, the watch ran.
     assert "Success - Main production serves the build's digest" in run.log
     assert "Success - Main production still serves the build's digest" in run.log
-    # Told: the maintenance window, then success, to Slack and the status page.
+    # Told: success, to Slack and the status page; no maintenance window (a rolling deploy
+    # makes none).
     paths = [p for p, _ in notices]
-    assert paths.count("/slack") == 2 and paths.count("/status") == 2, notices
+    assert sorted(paths) == ["/slack", "/status"], notices
+    assert not any("maintenance" in t for _, t in notices), notices
     last_slack = [t for p, t in notices if p == "/slack"][-1]
     assert "v1.16.1 on production is deployed and verified" in last_slack, last_slack
     assert not any("fail" in t.lower() or "rolled back" in t for _, t in notices), notices
@@ -295,20 +324,42 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def cancel_during(act_pid: int, command: str, timeout_s: float) -> str:
-    """Cancel the run as GitHub cancels a job once `command` runs: SIGINT to the step's process
+def _exited(pid: int, *, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while _alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def cancel_during(
+    act: subprocess.Popen[bytes],
+    command: str,
+    under_way: Callable[[], bool],
+    timeout_s: float,
+) -> str | None:
+    """Cancel the run as GitHub cancels a job once `command` runs and is `under_way()` (polled
+    up to `timeout_s`, then fails): SIGINT to the step's process
     (the one act started for the step), SIGTERM 7.5 s later, SIGKILL to what is left of its
-    tree 2.5 s after that. act is stopped first, so that nothing after the step runs (a
-    cancelled run skips every later step and job guarded by success(), failure() or
-    !cancelled()); it is killed at the end. Returns what the step's process ran."""
+    tree 2.5 s after that (each wait ends when the step's process has exited). act is
+    stopped first, so that nothing after the step runs (a cancelled run skips every later step
+    and job guarded by success(), failure() or !cancelled()); it is killed at the end. Returns
+    what the step's process ran, or None when act ended before the step began (the run
+    failed earlier)."""
+    act_pid = act.pid
     deadline = time.monotonic() + timeout_s
     while True:
         found = [p for p in _descendants(act_pid) if command in _cmdline(p)]
         if found:
             break
+        if act.poll() is not None:
+            return None
         assert time.monotonic() < deadline, f"{command!r} never ran"
         time.sleep(0.2)
-    time.sleep(3)  # under way: the new release's container is starting
+    while not under_way():
+        assert act.poll() is None and time.monotonic() < deadline, f"{command!r} never got going"
+        time.sleep(0.2)
     step = found[0]
     while _parent(step) != act_pid:
         step = _parent(step)
@@ -316,10 +367,10 @@ def cancel_during(act_pid: int, command: str, timeout_s: float) -> str:
     tree = [p for p in _descendants(act_pid) if p == step or p in _descendants(step)]
     os.kill(act_pid, signal.SIGSTOP)
     os.kill(step, signal.SIGINT)
-    time.sleep(7.5)
-    if _alive(step):
+    # The runner waits for the step's process, up to 7.5 s, then 2.5 s after SIGTERM.
+    if not _exited(step, within_s=7.5):
         os.kill(step, signal.SIGTERM)
-    time.sleep(2.5)
+        _exited(step, within_s=2.5)
     for pid in tree:
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
@@ -342,8 +393,20 @@ def test_e_a_run_cancelled_during_deploy_production_leaves_no_lock_and_one_relea
             process = subprocess.Popen(
                 argv, cwd=act.git_server.work, env=env, stdout=out, stderr=subprocess.STDOUT
             )
+
+            def new_release_starting() -> bool:
+                """The deploy is under way: the build's image runs in a new app container
+                (its record was saved before), not yet serving."""
+                # Read at 0 without moving the offset act writes at (the same open file).
+                size = os.fstat(out.fileno()).st_size
+                so_far = os.pread(out.fileno(), size, 0).decode(errors="replace")
+                image = dict(re.findall(r"::set-output:: (image)=(\S+)", so_far))
+                return bool(image) and image_id(image["image"]) in _app_image_ids("production")
+
             try:
-                ran = cancel_during(process.pid, "deploy --env production", timeout_s=900)
+                ran = cancel_during(
+                    process, "deploy --env production", new_release_starting, timeout_s=900
+                )
             finally:
                 if process.poll() is None:
                     process.kill()
@@ -352,6 +415,7 @@ def test_e_a_run_cancelled_during_deploy_production_leaves_no_lock_and_one_relea
             log = out.read()
         act.keep_log("push-cancelled", production.short_watch, log)
         notices = _notices(list(hooks.received))
+    assert ran is not None, f"the run ended before deploy-production: {log[-8000:]}"
     production.cancelled = True
     production.images["v1.16.2"] = _image_of(ActRun(1, log))
     # The step's process is deploytools itself (`exec`): the signals reached it.
@@ -369,10 +433,11 @@ def test_e_a_run_cancelled_during_deploy_production_leaves_no_lock_and_one_relea
     # one, or none, depends on the deploy's phase when the signal came: the recreate
     # strategy stops the old app before the new one starts; the next release, test_c,
     # makes production whole again without anyone's hand.)
-    ids = serving_image_ids("production")
+    ids = serving_image_ids(act, "production")
     assert len(ids) <= 1, ids
-    # Only the maintenance window was told (the cancel stopped the run before its outcome).
-    assert [p for p, _ in notices] == ["/slack", "/status"], notices
+    # Nothing was told: a rolling deploy announces no maintenance window, and the cancel
+    # stopped the run before its outcome.
+    assert notices == [], notices
 
 
 def test_c_verify_production_failing_rolls_back_to_the_release_it_replaced(
@@ -404,15 +469,14 @@ def test_c_verify_production_failing_rolls_back_to_the_release_it_replaced(
     # (recorded as the tag deploytools kept of that release: the same image)
     assert current["version"] == replaced["version"], current
     assert current["image_id"] == replaced["image_id"], (current, replaced)
+    # v1.16.3 migrated and deployed once each (newest first), then rolled back from.
     deployed = [r for r in history["releases"] if r["image"] == image]
-    assert [r["kind"] for r in deployed] == ["deploy"], deployed
-    inspect = ["docker", "image", "inspect", "--format", "{{.Id}}", replaced["image"]]
-    found = subprocess.run(inspect, capture_output=True, text=True, check=True).stdout.strip()
-    assert serving_image_ids("production") == {found}
+    assert [r["kind"] for r in deployed] == ["deploy", "migrate"], deployed
+    assert serving_image_ids(act, "production") == {image_id(replaced["image"])}
     assert health(act)["version"] == replaced["version"]
     # Told: a rollback naming the release, never success; the incident report is kept.
     slack = [t for p, t in notices if p == "/slack"]
-    assert len(slack) == 2, notices
+    assert len(slack) == 1, notices
     assert f"rolled back to release {replaced['id']}" in slack[-1], slack[-1]
     assert not any(SUCCESS in t for t in slack), slack
     incident = production.artifacts["v1.16.3"] / "incident-report" / "incident-report.md"
