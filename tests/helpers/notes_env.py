@@ -21,7 +21,7 @@ from typing import Any
 from click.testing import CliRunner
 
 from deploytools.cli import cli
-from tests.helpers.stacks import ComposeStack
+from tests.helpers.stacks import ComposeStack, remove_project_leftovers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICE = REPO_ROOT / "examples" / "notes-api"
@@ -163,18 +163,7 @@ def remove_project(client: Any, project: str, env: Mapping[str, str]) -> None:
         capture_output=True,
         check=False,
     )  # fmt: skip
-    for container in client.containers.list(all=True, filters={"name": project}):
-        with contextlib.suppress(Exception):
-            container.remove(force=True, v=True)
-    for volume in client.volumes.list():
-        if volume.name.startswith((f"{project}-", f"{project}_")):
-            with contextlib.suppress(Exception):
-                volume.remove(force=True)
-    # Compose's `down` leaves the network while deploytools' proxy (no Compose service) is still
-    # attached; left behind, such networks use up the engine's address pools after a few runs.
-    for network in client.networks.list(filters={"label": f"com.docker.compose.project={project}"}):
-        with contextlib.suppress(Exception):
-            network.remove()
+    remove_project_leftovers(client, project, (f"{project}-", f"{project}_"))
 
 
 def remove_volume(client: Any, name: str) -> None:

@@ -5,6 +5,7 @@ through the fixtures of tests/conftest.py; the benchmarks import them directly.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import secrets
@@ -70,6 +71,23 @@ def wait_until(predicate, *, timeout: float, what: str, interval: float = 0.25):
             )
         time.sleep(interval)
         interval = min(interval * 1.5, 0.5)
+
+
+def remove_project_leftovers(client, project: str, volume_prefixes: tuple[str, ...]) -> None:
+    """What a Compose project leaves after its `down`: containers named after it (deploytools'
+    own proxy and store helpers are no Compose services), volumes whose names start with one of
+    `volume_prefixes`, and its networks (`down` cannot remove one while such a container is
+    attached; left behind, they use up the engine's address pools after a few runs)."""
+    for container in client.containers.list(all=True, filters={"name": project}):
+        with contextlib.suppress(Exception):
+            container.remove(force=True, v=True)
+    for volume in client.volumes.list():
+        if volume.name.startswith(volume_prefixes):
+            with contextlib.suppress(Exception):
+                volume.remove(force=True)
+    for network in client.networks.list(filters={"label": f"com.docker.compose.project={project}"}):
+        with contextlib.suppress(Exception):
+            network.remove()
 
 
 # ---- release repository ------------------------------------------------------------------------

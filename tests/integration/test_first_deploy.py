@@ -23,7 +23,7 @@ from deploytools.cli import cli
 from deploytools.context import StepContext
 from deploytools.session import open_environment
 from tests.helpers.shared_stack import IMAGE_REPOSITORY, stack_env, write_config
-from tests.helpers.stacks import ComposeStack, ReleaseImages
+from tests.helpers.stacks import ComposeStack, ReleaseImages, remove_project_leftovers
 
 pytestmark = pytest.mark.integration
 
@@ -42,13 +42,7 @@ def fresh_stack(docker_client: Any, postgres_image: str) -> Iterator[ComposeStac
         yield stack
     finally:
         stack.down()
-        for container in docker_client.containers.list(all=True, filters={"name": project}):
-            with contextlib.suppress(Exception):
-                container.remove(force=True, v=True)
-        for volume in docker_client.volumes.list():
-            if volume.name.startswith((f"{project}-", f"{project}_")):
-                with contextlib.suppress(Exception):
-                    volume.remove(force=True)
+        remove_project_leftovers(docker_client, project, (f"{project}-", f"{project}_"))
         for image in docker_client.images.list(name=IMAGE_REPOSITORY):
             for tag in image.tags:
                 if tag.startswith(f"{IMAGE_REPOSITORY}:{ENV}-release-"):

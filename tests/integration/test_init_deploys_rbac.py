@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from deploytools.cli import cli
 from deploytools.config import load_config
 from tests.helpers.notes_env import free_port
-from tests.helpers.stacks import REPO_ROOT, ComposeStack, ReleaseImages
+from tests.helpers.stacks import REPO_ROOT, ComposeStack, ReleaseImages, remove_project_leftovers
 
 pytestmark = pytest.mark.integration
 
@@ -39,13 +39,7 @@ def _remove(client: Any, root: Path, project: str, env: dict[str, str]) -> None:
         capture_output=True,
         check=False,
     )  # fmt: skip
-    for container in client.containers.list(all=True, filters={"name": project}):
-        with contextlib.suppress(Exception):
-            container.remove(force=True, v=True)
-    for volume in client.volumes.list():
-        if volume.name.startswith((f"{project}_", f"{root.name}-backups")):
-            with contextlib.suppress(Exception):
-                volume.remove(force=True)
+    remove_project_leftovers(client, project, (f"{project}_", f"{root.name}-backups"))
 
 
 def test_init_on_a_copy_of_the_rbac_project_writes_a_config_that_deploys_it(

@@ -18,6 +18,7 @@ import pytest
 from deploytools.engine import Engine, Mount
 from deploytools.store import helper
 from deploytools.store.files import open_store
+from tests.helpers.stacks import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -45,14 +46,6 @@ def engine() -> Iterator[tuple[Any, str]]:
 def running_helpers(client: Any, volume: str) -> list[str]:
     label = f"{helper.STORE_LABEL}=volume:{volume}"
     return [c.id for c in client.containers.list(filters={"label": label})]
-
-
-def wait_until(check: Any, *, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s:.0f} s: {what}")
-        time.sleep(0.25)
 
 
 def test_the_next_command_reuses_the_helper_the_first_one_started(
@@ -100,17 +93,17 @@ def test_a_kept_helper_stays_while_held_and_goes_away_once_idle(
     assert container.status == "running"
     lease.release()
     wait_until(
-        lambda: not running_helpers(client, volume), timeout_s=30, what="the helper exits idle"
+        lambda: not running_helpers(client, volume), timeout=30, what="the helper exits idle"
     )
     wait_until(
         lambda: not client.containers.list(all=True, filters={"id": container.id}),
-        timeout_s=30,
+        timeout=30,
         what="the engine removes it",
     )
     for name in anonymous:
         wait_until(
             lambda name=name: name not in {v.name for v in client.volumes.list()},
-            timeout_s=30,
+            timeout=30,
             what=f"its anonymous volume {name} is removed",
         )
     assert client.volumes.get(volume).name == volume  # the store stays
