@@ -1,0 +1,176 @@
+"""A container's own healthcheck, run while the engine still says "starting": the program and
+shell the engine would run, a pass ends the wait and makes every reader see it healthy, a
+failure or an exec that cannot run does not. The engine is faked at its SDK object; the
+program's runs are scripted (tests/integration/test_target.py runs them on the real engine)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from deploytools.engine import Container
+from deploytools.engine.exec import ExecResult
+from deploytools.errors import DeadlineExceeded, ExternalCommandFailed
+from deploytools.target import (
+    PROBE_TIMEOUT_S,
+    probe_health,
+    service_state,
+    wait_until_healthy,
+)
+
+SECOND = 1_000_000_000
+PG_CHECK = {"Test": ["CMD-SHELL", 'pg_isready -U "$POSTGRES_USER"'], "Interval": 30 * SECOND}
+
+
+def _attrs(status: str, health: str | None, healthcheck: dict[str, Any] | None) -> dict[str, Any]:
+    state: dict[str, Any] = {"Status": status, "StartedAt": "2026-01-01T00:00:00Z"}
+    if health is not None:
+        state["Health"] = {"Status": health, "Log": []}
+    config: dict[str, Any] = {"Image": "db:16"}
+    if healthcheck is not None:
+        config["Healthcheck"] = healthcheck
+    return {"State": state, "Config": config, "Image": "sha256:db"}
+
+
+class FakeSdk:
+    """The SDK's container: each `reload` moves to the next of `states` (the last one stays)."""
+
+    def __init__(self, states: Sequence[dict[str, Any]]) -> None:
+        self.states, self.attrs = list(states), states[0]
+        self.id, self.name, self.labels = "c0ffee", "app-1", {}
+        self.image = SimpleNamespace(id="sha256:db", labels={}, attrs={})
+
+    @property
+    def status(self) -> str:
+        return str(self.attrs["State"]["Status"])
+
+    def reload(self) -> None:
+        if len(self.states) > 1:
+            self.states.pop(0)
+        self.attrs = self.states[0]
+
+
+class Scripted(Container):
+    """A container whose exec'd programs give the scripted results in turn (an exception is
+    raised), recording what ran and with which deadline."""
+
+    def __init__(self, sdk: FakeSdk, results: Sequence[ExecResult | Exception] = ()) -> None:
+        super().__init__(sdk)
+        self.results = list(results)
+        self.ran: list[tuple[list[str], float]] = []
+
+    def exec(self, argv: Sequence[str], **options: Any) -> ExecResult:
+        self.ran.append((list(argv), options["timeout_s"]))
+        result = self.results.pop(0)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+
+def passes() -> ExecResult:
+    return ExecResult(0, b"/var/run/postgresql:5432 - accepting connections\n", b"")
+
+
+def fails() -> ExecResult:
+    return ExecResult(2, b"", b"127.0.0.1:5432 - no response\n")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.mark.parametrize(
+    ("healthcheck", "shell", "argv"),
+    [
+        ({"Test": ["CMD", "pg_isready", "-q"]}, None, ["pg_isready", "-q"]),
+        ({"Test": ["CMD-SHELL", "curl -f x"]}, None, ["/bin/sh", "-c", "curl -f x"]),
+        ({"Test": ["CMD-SHELL", "exit 0"]}, ["/bin/bash", "-ec"], ["/bin/bash", "-ec", "exit 0"]),
+        ({"Test": ["NONE"]}, None, None),
+        ({"Test": []}, None, None),
+        (None, None, None),
+    ],
+)
+def test_the_program_run_is_the_engines_own_healthcheck(
+    healthcheck: dict[str, Any] | None, shell: list[str] | None, argv: list[str] | None
+) -> None:
+    attrs = _attrs("running", "starting", healthcheck)
+    if shell is not None:
+        attrs["Config"]["Shell"] = shell
+    assert Container(FakeSdk([attrs])).healthcheck_argv() == argv
+
+
+def test_a_pass_while_the_engine_says_starting_ends_the_wait_before_its_next_probe() -> None:
+    starting = _attrs("running", "starting", PG_CHECK)
+    container = Scripted(FakeSdk([starting]), [fails(), fails(), passes()])
+    clock = Clock()
+    state = wait_until_healthy(container, timeout_s=60, clock=clock, sleep=clock.sleep)
+    assert state.healthy and state.health == "healthy" and state.health_probed
+    assert state.health_text == "healthy (probed)"
+    assert len(container.ran) == 3  # one run per poll, until the first pass
+    assert container.ran[0][0] == ["/bin/sh", "-c", 'pg_isready -U "$POSTGRES_USER"']
+    assert clock.now < 30  # the engine's first scheduled probe was not waited for
+
+
+def test_the_engines_healthy_needs_no_run_and_a_container_without_healthcheck_gets_none() -> None:
+    for attrs in (_attrs("running", "healthy", PG_CHECK), _attrs("running", None, None)):
+        container = Scripted(FakeSdk([attrs]))
+        clock = Clock()
+        assert wait_until_healthy(container, timeout_s=5, clock=clock, sleep=clock.sleep).healthy
+        assert container.ran == []
+
+
+def test_an_unhealthy_container_is_not_probed_and_waits_for_the_engine() -> None:
+    container = Scripted(
+        FakeSdk([_attrs("running", "unhealthy", PG_CHECK), _attrs("running", "healthy", PG_CHECK)])
+    )
+    clock = Clock()
+    state = wait_until_healthy(container, timeout_s=60, clock=clock, sleep=clock.sleep)
+    assert state.health == "healthy" and not state.health_probed
+    assert container.ran == []
+
+
+def test_failing_runs_meet_the_deadline_with_the_last_runs_output_in_the_message() -> None:
+    container = Scripted(FakeSdk([_attrs("running", "starting", PG_CHECK)]), [fails()] * 100)
+    clock = Clock()
+    with pytest.raises(DeadlineExceeded) as caught:
+        wait_until_healthy(container, timeout_s=5, clock=clock, sleep=clock.sleep)
+    assert "not healthy after 5 s (state running, health starting)" in caught.value.message
+    assert "exit 2: 127.0.0.1:5432 - no response" in caught.value.message
+    assert caught.value.facts["last_health_log"] == "exit 2: 127.0.0.1:5432 - no response"
+    assert all(timeout <= PROBE_TIMEOUT_S for _, timeout in container.ran)
+
+
+def test_an_exec_that_cannot_run_or_hangs_is_not_a_pass() -> None:
+    starting = _attrs("running", "starting", PG_CHECK)
+    gone = ExternalCommandFailed("running pg_isready in container c0ffee failed: not running")
+    hung = DeadlineExceeded("pg_isready in container c0ffee gave no sign of life for 5 s")
+    for error in (gone, hung):
+        probe = probe_health(Scripted(FakeSdk([starting]), [error]))
+        assert probe is not None and not probe.passed and probe.output == error.message
+
+
+def test_the_run_gets_the_healthchecks_own_timeout_when_shorter() -> None:
+    check = {**PG_CHECK, "Timeout": 2 * SECOND}
+    container = Scripted(FakeSdk([_attrs("running", "starting", check)]), [passes()])
+    assert probe_health(container) is not None
+    assert container.ran[0][1] == 2.0
+
+
+def test_every_reader_of_health_sees_a_passing_starting_container_healthy() -> None:
+    """`status`, the deploy's "already serving" check and the pipeline's resume read
+    service_state: a container the wait just called healthy is not "starting" to them."""
+    starting = _attrs("running", "starting", PG_CHECK)
+    assert service_state(Scripted(FakeSdk([starting]), [passes()])).healthy
+    assert not service_state(Scripted(FakeSdk([starting]), [fails()])).healthy
+    unhealthy = Scripted(FakeSdk([_attrs("running", "unhealthy", PG_CHECK)]))
+    assert not service_state(unhealthy).healthy and unhealthy.ran == []
