@@ -92,6 +92,9 @@ class Target:
     environment: EnvironmentConfig
     runner: Runner = default_runner
     _engine: Engine | None = field(default=None, init=False, repr=False)
+    #: The services the Compose files define, read once (a Compose call costs 1-3 s with v1;
+    #: the files do not change under a running command).
+    _defined: frozenset[str] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def for_environment(cls, config: Config, name: str, runner: Runner = default_runner) -> Target:
@@ -210,9 +213,11 @@ class Target:
     # -- The platform's verbs (deploytools.platforms.Platform) --------------------------------
 
     def defines(self, service: str) -> bool:
-        """Whether the Compose files define `service`."""
-        done = self.compose(compose_cmd.service_names, what="listing the Compose services")
-        return service in done.stdout.split()
+        """Whether the Compose files define `service` (the files are read once per Target)."""
+        if self._defined is None:
+            done = self.compose(compose_cmd.service_names, what="listing the Compose services")
+            self._defined = frozenset(done.stdout.split())
+        return service in self._defined
 
     def start(
         self, services: Sequence[str], *, env: Mapping[str, str] | None = None, what: str

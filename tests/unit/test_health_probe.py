@@ -174,3 +174,31 @@ def test_every_reader_of_health_sees_a_passing_starting_container_healthy() -> N
     assert not service_state(Scripted(FakeSdk([starting]), [fails()])).healthy
     unhealthy = Scripted(FakeSdk([_attrs("running", "unhealthy", PG_CHECK)]))
     assert not service_state(unhealthy).healthy and unhealthy.ran == []
+
+
+def test_the_compose_services_are_listed_once_per_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`defines` asks Compose once (a v1 call costs seconds), then answers from what it read."""
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    from deploytools.commands import compose as compose_cmd
+    from deploytools.config import load_config
+    from deploytools.engine import process
+    from deploytools.target import Target
+
+    calls: list[tuple[str, ...]] = []
+
+    def runner(
+        argv: Sequence[str], *, env: Mapping[str, str], timeout: float, cwd: str | None = None
+    ) -> process.ProcessResult:
+        calls.append(tuple(argv))
+        return process.ProcessResult(tuple(argv), 0, "db\napp\nproxy\n", "")
+
+    monkeypatch.setattr(
+        "deploytools.target.detect_compose",
+        lambda host: compose_cmd.ComposeCli(prefix=("docker-compose",), version="1.29.2"),
+    )
+    config = load_config(Path(__file__).resolve().parents[2] / "deploy.toml")
+    target = Target.for_environment(config, "staging", runner=runner)
+    assert target.defines("proxy") and target.defines("db") and not target.defines("worker")
+    assert len(calls) == 1 and calls[0][-2:] == ("config", "--services")
