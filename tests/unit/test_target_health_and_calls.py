@@ -1,7 +1,8 @@
-"""A container's own healthcheck, run while the engine still says "starting": the program and
-shell the engine would run, a pass ends the wait and makes every reader see it healthy, a
-failure or an exec that cannot run does not. The engine is faked at its SDK object; the
-program's runs are scripted (tests/integration/test_target.py runs them on the real engine)."""
+"""Target's speed, faked at the engine's boundary: a container's own healthcheck run while the
+engine still says "starting" (the program and shell the engine would run; a pass ends the wait
+and every reader sees it healthy; a failure or an exec that cannot run does not), and the
+Compose calls saved (`defines` reads the services once, `stop` asks the engine).
+tests/integration/test_target.py runs the healthcheck on the real engine."""
 
 from __future__ import annotations
 
@@ -202,3 +203,57 @@ def test_the_compose_services_are_listed_once_per_target(monkeypatch: pytest.Mon
     target = Target.for_environment(config, "staging", runner=runner)
     assert target.defines("proxy") and target.defines("db") and not target.defines("worker")
     assert len(calls) == 1 and calls[0][-2:] == ("config", "--services")
+
+
+def test_stop_asks_the_engine_not_compose(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`stop` stops the services' running containers through the engine (dependents, named
+    last, first), with Compose's stop timeout; a container removed meanwhile is stopped enough,
+    an engine refusal is an error naming the container."""
+    from pathlib import Path
+
+    from deploytools.config import load_config
+    from deploytools.engine.errors import EngineAPIError, NotFound
+    from deploytools.target import STOP_TIMEOUT_S, Target
+
+    stopped: list[tuple[str, int]] = []
+
+    class Stoppable:
+        def __init__(self, name: str, error: Exception | None = None) -> None:
+            self.name, self.error = name, error
+
+        def stop(self, *, timeout_s: int) -> None:
+            if self.error is not None:
+                raise self.error
+            stopped.append((self.name, timeout_s))
+
+    class Engine:
+        def __init__(self, by_service: dict[str, list[Stoppable]]) -> None:
+            self.by_service, self.asked = by_service, []
+
+        def project_containers(
+            self, project: str, service: str | None, *, include_stopped: bool
+        ) -> list[Stoppable]:
+            self.asked.append((service, include_stopped))
+            return self.by_service.get(service or "", [])
+
+    def no_compose(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("stop ran Compose")
+
+    config = load_config(Path(__file__).resolve().parents[2] / "deploy.toml")
+    target = Target.for_environment(config, "staging", runner=no_compose)
+    engine = Engine({"db": [Stoppable("db-1")], "app": [Stoppable("app-1"), Stoppable("app-2")]})
+    target._engine = engine  # type: ignore[assignment]
+    target.stop(["db", "app"], what="stopping the stack")
+    assert stopped == [("app-1", STOP_TIMEOUT_S), ("app-2", STOP_TIMEOUT_S), ("db-1", 10)]
+    assert engine.asked == [("app", False), ("db", False)]  # running (and paused) ones only
+
+    target._engine = Engine({"app": [Stoppable("app-1", NotFound("gone"))]})  # type: ignore[assignment]
+    target.stop(["app"], what="stopping the app")
+    refusing = Stoppable("app-1", EngineAPIError("500", explanation="cannot kill container"))
+    target._engine = Engine({"app": [refusing]})  # type: ignore[assignment]
+    with pytest.raises(ExternalCommandFailed) as caught:
+        target.stop(["app"], what="stopping the app")
+    assert caught.value.message == (
+        "stopping the app failed on environment staging: stopping container app-1: "
+        "cannot kill container"
+    )
