@@ -257,3 +257,25 @@ def test_stop_asks_the_engine_not_compose(monkeypatch: pytest.MonkeyPatch) -> No
         "stopping the app failed on environment staging: stopping container app-1: "
         "cannot kill container"
     )
+
+
+def test_a_running_database_not_healthy_yet_is_waited_for_not_started() -> None:
+    """A deploy right after `compose up` finds the database running but still initialising
+    (its server restarts once): it waits for its healthcheck before its first psql."""
+    from deploytools.session import start_database
+
+    db = Scripted(FakeSdk([_attrs("running", "starting", PG_CHECK)]), [fails(), passes()])
+    started: list[list[str]] = []
+    target = SimpleNamespace(
+        name="production",
+        running=lambda service: [db] if service == "db" else [],
+        start=lambda services, **kwargs: started.append(list(services)),
+    )
+    config = SimpleNamespace(
+        project=SimpleNamespace(database_service="db"),
+        deploy=SimpleNamespace(health_timeout_s=30.0),
+    )
+    ctx = SimpleNamespace(config=config, progress=lambda message: None)
+    assert start_database(ctx, target) is False  # type: ignore[arg-type]
+    assert started == []
+    assert len(db.ran) == 2  # polled until its healthcheck passed
