@@ -8,8 +8,9 @@ same meaning as DOCKER_HOST) plus a Compose project on it. Steps reach the envir
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,6 +59,8 @@ class ServiceState:
     health: str | None
     started_at: str
     repo_digests: tuple[str, ...] = ()
+    #: The node the container runs on (a Swarm task's); "" on one engine.
+    node: str = ""
 
     @property
     def healthy(self) -> bool:
@@ -237,6 +240,20 @@ class Target:
             lambda cli, project, files: compose_cmd.stop(cli, project, files, services),
             what=what,
         )
+
+    @contextlib.contextmanager
+    def paused(self, service: str, *, what: str) -> Iterator[None]:
+        """The service's running containers stopped for the block and the very same started
+        again (not `compose up`, which would recreate them from the files' current
+        variables)."""
+        running = self.running(service)
+        for container in running:
+            container.stop(timeout_s=10)
+        try:
+            yield
+        finally:
+            for container in running:
+                container.start()
 
     def run_once(
         self,
