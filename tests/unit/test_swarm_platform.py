@@ -214,7 +214,7 @@ def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SwarmPlatform:
     monkeypatch.setattr(SwarmPlatform, "swarm", property(lambda self: fake))
     monkeypatch.setattr(SwarmPlatform, "network", lambda self: "dtswp9_default")
     v1 = ComposeCli(COMPOSE_V1, "1.29.2")
-    monkeypatch.setattr("deploytools.platforms.swarm.detect_compose", lambda host: v1)
+    monkeypatch.setattr("deploytools.target.detect_compose", lambda host: v1)
     return made
 
 
