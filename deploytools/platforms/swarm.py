@@ -79,6 +79,7 @@ class SwarmPlatform:
     connector: Callable[[str], Engine] = connect
     _manager: Engine | None = field(default=None, init=False, repr=False)
     _nodes: dict[str, Engine] = field(default_factory=dict, init=False, repr=False)
+    _swarm: Swarm | None = field(default=None, init=False, repr=False)
     _unreachable: dict[str, EnvironmentUnreachable] = field(
         default_factory=dict, init=False, repr=False
     )
@@ -122,7 +123,28 @@ class SwarmPlatform:
 
     @property
     def swarm(self) -> Swarm:
-        return Swarm(self.manager)
+        """The swarm, through the manager; EnvironmentUnreachable when `docker_host` is no
+        manager of an active swarm (checked once)."""
+        if self._swarm is None:
+            swarm = Swarm(self.manager)
+            try:
+                manager = swarm.is_manager()
+            except EngineError as error:
+                manager, detail = False, f": {error.explanation}"
+            else:
+                detail = ""
+            if not manager:
+                shown = self.environment.docker_host or "the local engine"
+                raise EnvironmentUnreachable(
+                    f"the engine at {shown} (environment {self.name}) is not a manager of an "
+                    f"active Docker Swarm{detail}",
+                    untouched="nothing was done",
+                    hint="point docker_host at a manager (`docker node ls` answers there), or "
+                    'set platform = "compose"',
+                    facts={"environment": self.name, "docker_host": shown},
+                )
+            self._swarm = swarm
+        return self._swarm
 
     def service_name(self, service: str) -> str:
         """The Swarm service of the Compose service `service`: "<stack>_<service>"."""
