@@ -82,9 +82,32 @@ class ProjectConfig:
     remote: str = "origin"
 
 
+#: What an environment runs on: Compose on one engine, or a Docker Swarm cluster.
+PLATFORMS = ("compose", "swarm")
+
+
+@dataclass(frozen=True)
+class SwarmSettings:
+    """`[environments.NAME.swarm]`: how a Swarm environment's stack is deployed and reached."""
+
+    #: A node's engine address, from its hostname or address in the swarm (`{hostname}`,
+    #: `{addr}`): a task's container is reached on its node's engine (exec, logs).
+    node_host: str = "ssh://{hostname}"
+    #: The app service's replicas; 0 = the Compose file's deploy.replicas, or 1.
+    replicas: int = 0
+    update_parallelism: int = 1
+    update_delay_s: float = 0.0
+    update_monitor_s: float = 5.0
+    stop_grace_period_s: float = 10.0
+    #: Placement constraints by Compose service, added to the file's: the database's tasks on
+    #: the node that holds its volume ({ db = ["node.labels.db == true"] }).
+    placement: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class EnvironmentConfig:
-    """One place the service runs: a Docker engine and a Compose project on it."""
+    """One place the service runs: a Docker engine and a Compose project on it, or a Swarm
+    cluster (reached through a manager's engine) and a stack on it."""
 
     compose_project: str
     base_url: str
@@ -92,12 +115,25 @@ class EnvironmentConfig:
     requires_approval: bool = False
     variables: Mapping[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()
+    #: "compose" (one engine) or "swarm" (`docker_host` names a manager's engine).
+    platform: str = "compose"
+    #: Swarm settings; only a "swarm" environment may have the table (defaults when absent).
+    swarm: SwarmSettings | None = None
     # Filled in from the table's key, never read from the file.
     name: str = field(default="", metadata={"derived": True})
 
     @property
     def is_local(self) -> bool:
         return self.docker_host == ""
+
+    @property
+    def is_swarm(self) -> bool:
+        return self.platform == "swarm"
+
+    @property
+    def swarm_settings(self) -> SwarmSettings:
+        """The Swarm settings of a swarm environment (the defaults when it has no table)."""
+        return self.swarm or SwarmSettings()
 
 
 @dataclass(frozen=True)
@@ -714,6 +750,13 @@ NUMBER_RANGES: dict[type, dict[str, Range]] = {
         "baseline_tolerance": Range(1, 1_000),
     },
     ProxyConfig: {"app_port": Range(0, 65_535), "health_status": _HTTP_STATUS},
+    SwarmSettings: {
+        "replicas": Range(0, 1_000),
+        "update_parallelism": Range(1, 1_000),
+        "update_delay_s": Range(0, 3_600),
+        "update_monitor_s": Range(0, 3_600),
+        "stop_grace_period_s": Range(0, 3_600),
+    },
 }
 
 
@@ -893,6 +936,7 @@ def _validate(config: Config, loader: _Loader) -> None:
                     f'starting with a digit), got "{variable}"'
                 )
             _check_not_reserved(loader, f"{where}.variables", variable)
+        _validate_platform(env, where, loader)
         # Two environments on one engine with one Compose project would be one environment.
         same_engine_key = f"{env.docker_host}|{env.compose_project}"
         if same_engine_key in projects:
@@ -979,6 +1023,52 @@ def _validate(config: Config, loader: _Loader) -> None:
         if not _ENV_VAR_RE.fullmatch(name):
             raise loader.fail(f'"release.lint_env" keys are variable names, got "{name}"')
     _validate_image(config.image, loader)
+
+
+#: What a swarm environment's `node_host` may name of a node.
+_NODE_HOST_FIELDS = ("hostname", "addr")
+_NODE_HOST_FIELD_RE = re.compile(r"\{([^{}]*)\}")
+
+
+def _validate_platform(env: EnvironmentConfig, where: str, loader: _Loader) -> None:
+    """`platform` is one of PLATFORMS; the [swarm] table belongs to a swarm environment, and
+    its node_host template names only what a node has and is an engine address once filled."""
+    if env.platform not in PLATFORMS:
+        raise loader.fail(
+            f'"{where}.platform" must be one of {", ".join(PLATFORMS)}, got "{env.platform}"'
+            + _suggest(env.platform, list(PLATFORMS))
+        )
+    if env.swarm is not None and not env.is_swarm:
+        raise loader.fail(
+            f'[{where}.swarm] is only for a Swarm environment: set "{where}.platform" to '
+            '"swarm", or remove the table'
+        )
+    if not env.is_swarm:
+        return
+    template = env.swarm_settings.node_host
+    names = _NODE_HOST_FIELD_RE.findall(template)
+    for name in names:
+        if name not in _NODE_HOST_FIELDS:
+            raise loader.fail(
+                f'"{where}.swarm.node_host" may name {{hostname}} and {{addr}}, got "{{{name}}}"'
+            )
+    for service, constraints in env.swarm_settings.placement.items():
+        if not constraints or any(not c.strip() for c in constraints):
+            raise loader.fail(
+                f'"{where}.swarm.placement.{service}" must list constraints such as '
+                '"node.hostname == db-1"'
+            )
+    filled = node_host_for(template, hostname="node", addr="10.0.0.1")
+    if not names or "{" in filled or "}" in filled or docker_host_problem(filled):
+        raise loader.fail(
+            f'"{where}.swarm.node_host" must be a Docker engine address with {{hostname}} or '
+            f'{{addr}} ("ssh://{{hostname}}", "tcp://{{addr}}:2375"), got "{template}"'
+        )
+
+
+def node_host_for(template: str, *, hostname: str, addr: str) -> str:
+    """A node's engine address from a swarm environment's `node_host` template."""
+    return template.replace("{hostname}", hostname).replace("{addr}", addr)
 
 
 def _relative_inside(path: str) -> bool:
@@ -1448,5 +1538,8 @@ def resolved_view(config: Config, environ: Mapping[str, str] | None = None) -> d
             "requires_approval": env.requires_approval,
             "variables": dict(env.variables),
             "secrets": {s: masked(environ.get(s)) for s in env.secrets},
+            "platform": env.platform,
         }
+        if env.is_swarm:
+            view["environments"][name]["swarm"] = dataclasses.asdict(env.swarm_settings)
     return view

@@ -146,7 +146,7 @@ def _read(location: str, config: BackupConfig) -> bytes | None:
 
 def _files(session: EnvSession, manifest: BackupManifest) -> list[tuple[str, str, str]]:
     """(what, path in the store, the sha256 the manifest gives it) of every file of a backup."""
-    env = session.target.name
+    env = session.platform.name
     found = [("dump", session.history.backup_file(manifest.id), manifest.sha256)]
     for name, snap in sorted(manifest.volumes.items()):
         found.append(
@@ -163,7 +163,7 @@ def copy(
     fernet = _key(config, os.environ if environ is None else environ)
     failures: tuple[type[Exception], ...] = (OSError, *_boto_errors())
     try:
-        destination = _destination(config, session.target.name)
+        destination = _destination(config, session.platform.name)
         try:
             return _copy(session, manifest, destination, fernet)
         finally:

@@ -14,7 +14,7 @@ from deploytools.commands import postgres as pg
 from deploytools.engine.client import Container
 from deploytools.engine.exec import DEFAULT_TIMEOUT_S, ExecResult, ExecStream
 from deploytools.errors import EnvironmentUnreachable, ExternalCommandFailed
-from deploytools.target import Target
+from deploytools.platforms import Platform
 
 
 @dataclass
@@ -27,15 +27,17 @@ class Database:
     environment: str
 
     @classmethod
-    def of(cls, target: Target) -> Database:
-        """The environment's database; EnvironmentUnreachable when its container is not running."""
+    def of(cls, target: Platform) -> Database:
+        """The environment's database (in the container of its running service, on whichever
+        engine or node runs it); EnvironmentUnreachable when its container is not running."""
         service = target.config.project.database_service
         running = target.running(service)
         if not running:
             raise EnvironmentUnreachable(
                 f'the database service "{service}" of environment {target.name} is not running',
                 untouched="nothing was done to the database",
-                hint=f"start it (docker-compose -p {target.project} up -d {service}) and retry",
+                hint=f"start it (`deploytools status --env {target.name}` shows what runs) "
+                "and retry",
                 facts={"environment": target.name, "service": service},
             )
         container = running[0]

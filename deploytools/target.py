@@ -8,9 +8,10 @@ same meaning as DOCKER_HOST) plus a Compose project on it. Steps reach the envir
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -70,6 +71,8 @@ class ServiceState:
     #: The engine still said "starting", and the container's own healthcheck, run now, passed:
     #: `health` is then "healthy" (the engine says so at its next probe, up to an interval on).
     health_probed: bool = False
+    #: The node the container runs on (a Swarm task's); "" on one engine.
+    node: str = ""
 
     @property
     def healthy(self) -> bool:
@@ -155,30 +158,14 @@ class Target:
         cli = detect_compose(self.environment.docker_host)
         argv = build(cli, self.project, self.compose_files())
         child_env = self.compose_env(env)
-        try:
-            done = self.runner(argv, env=child_env, timeout=timeout, cwd=str(self.config.root))
-        except process.ProcessTimedOut:
-            raise DeadlineExceeded(
-                f"{what} did not finish within {timeout:.0f} s on environment {self.name}",
-                hint="look at `deploytools status --env " + self.name + "` and the engine's logs",
-                facts={"argv": argv},
-            ) from None
-        except process.ProgramNotFound as missing:
-            raise EnvironmentUnreachable(
-                f"{what} cannot run: {missing.program} is not installed",
-                untouched="nothing was done",
-                hint="install the compose plugin or Debian's docker-compose package",
-            ) from None
-        if done.returncode != 0:
-            hide = _secret_values(child_env, self.environment.secrets)
-            stderr, stdout = _masked(done.stderr, hide), _masked(done.stdout, hide)
-            detail = (stderr or stdout).strip().splitlines()
-            raise ExternalCommandFailed(
-                f"{what} failed on environment {self.name} (exit {done.returncode}): "
-                + (detail[-1] if detail else "no output"),
-                facts={"argv": argv, "stderr": stderr[-4000:], "stdout": stdout[-4000:]},
-            )
-        return done
+        return run_checked(
+            lambda: self.runner(argv, env=child_env, timeout=timeout, cwd=str(self.config.root)),
+            argv=argv,
+            env=child_env,
+            environment=self.environment,
+            timeout=timeout,
+            what=what,
+        )
 
     # -- Containers ------------------------------------------------------------------------
 
@@ -273,6 +260,20 @@ class Target:
                         facts={"container": container.name, "service": service},
                     ) from error
 
+    @contextlib.contextmanager
+    def paused(self, service: str, *, what: str) -> Iterator[None]:
+        """The service's running containers stopped for the block and the very same started
+        again (not `compose up`, which would recreate them from the files' current
+        variables)."""
+        running = self.running(service)
+        for container in running:
+            container.stop(timeout_s=STOP_TIMEOUT_S)
+        try:
+            yield
+        finally:
+            for container in running:
+                container.start()
+
     def run_once(
         self,
         service: str,
@@ -300,6 +301,46 @@ class Target:
         """What runs in this environment, one entry per container, sorted by service."""
         states = [service_state(c) for c in self.containers()]
         return sorted(states, key=lambda s: (s.service, s.container))
+
+
+def run_checked(
+    run: Callable[[], ProcessResult],
+    *,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    environment: EnvironmentConfig,
+    timeout: float,
+    what: str,
+    install_hint: str = "install the compose plugin or Debian's docker-compose package",
+) -> ProcessResult:
+    """`run()` (a child of the environment's: Compose, the docker CLI), its failures turned
+    into DeployErrors that name `what` and the environment, its named secrets masked in the
+    output they keep."""
+    name = environment.name
+    try:
+        done = run()
+    except process.ProcessTimedOut:
+        raise DeadlineExceeded(
+            f"{what} did not finish within {timeout:.0f} s on environment {name}",
+            hint="look at `deploytools status --env " + name + "` and the engine's logs",
+            facts={"argv": list(argv)},
+        ) from None
+    except process.ProgramNotFound as missing:
+        raise EnvironmentUnreachable(
+            f"{what} cannot run: {missing.program} is not installed",
+            untouched="nothing was done",
+            hint=install_hint,
+        ) from None
+    if done.returncode != 0:
+        hide = _secret_values(env, environment.secrets)
+        stderr, stdout = _masked(done.stderr, hide), _masked(done.stdout, hide)
+        detail = (stderr or stdout).strip().splitlines()
+        raise ExternalCommandFailed(
+            f"{what} failed on environment {name} (exit {done.returncode}): "
+            + (detail[-1] if detail else "no output"),
+            facts={"argv": list(argv), "stderr": stderr[-4000:], "stdout": stdout[-4000:]},
+        )
+    return done
 
 
 def _secret_values(env: Mapping[str, str], names: Iterable[str]) -> list[str]:

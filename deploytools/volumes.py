@@ -101,7 +101,7 @@ def _entries(session: EnvSession, path: str) -> int:
 def snapshot(session: EnvSession, backup_id: str, name: str) -> dict[str, Any]:
     """Archive the stack's volume `name` into the store; what the manifest keeps of it."""
     volume = engine_volume(session, name)
-    path = archive_file(session.target.name, backup_id, name)
+    path = archive_file(session.platform.name, backup_id, name)
     session.progress(f"backup {backup_id}: snapshot of volume {volume}")
     with _mounted(session, volume, read_only=True) as helper:
         chunks, result = helper.exec_stream(["tar", "-C", MOUNT, "-cf", "-", "."])
@@ -129,7 +129,7 @@ def verify(session: EnvSession, manifest: BackupManifest) -> None:
     """Every volume archive of the backup is there, has its sha256 and lists its entries;
     CheckFailed naming the first that does not."""
     for name, snap in sorted(manifest.volumes.items()):
-        path = archive_file(session.target.name, manifest.id, name)
+        path = archive_file(session.platform.name, manifest.id, name)
         if not session.store.exists(path):
             raise CheckFailed(f"the archive of volume {name} of backup {manifest.id} is missing")
         actual = session.store.sha256(path)
@@ -155,7 +155,7 @@ def restore(session: EnvSession, manifest: BackupManifest) -> list[str]:
         volume = engine_volume(session, name)
         session.progress(f"restore {manifest.id}: volume {volume} from its archive")
         chunks, read_result = session.store.read_stream(
-            archive_file(session.target.name, manifest.id, name)
+            archive_file(session.platform.name, manifest.id, name)
         )
         with _mounted(session, volume, read_only=False) as helper:
             result = helper.exec(

@@ -104,6 +104,21 @@ class Runner(Protocol):
     ) -> ProcessResult: ...
 
 
+class InputRunner(Protocol):
+    """A runner that can also feed the child's stdin (a stack file to `docker stack deploy`,
+    kept out of argv and off the disk)."""
+
+    def __call__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        timeout: float,
+        cwd: str | None = None,
+        input: str | None = None,
+    ) -> ProcessResult: ...
+
+
 def run(
     argv: Sequence[str],
     *,

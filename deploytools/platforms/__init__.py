@@ -2,16 +2,18 @@
 
 Steps ask the platform for what they need ("start the app beside the running one", "run this
 in the database service", "stop the app") and never find containers by label or build a
-Compose argv themselves. Today one platform implements it: Compose on one engine
-(`deploytools.target.Target`); a Swarm cluster is the next (`docker stack deploy`, services
-instead of containers), and implements the same protocol.
+Compose argv themselves. Two platforms implement it: Compose on one engine
+(`deploytools.target.Target`) and a Swarm cluster (`deploytools.platforms.swarm.SwarmPlatform`:
+`docker stack deploy`, tasks on nodes instead of containers on one engine).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol
 
+from deploytools.config import Config
 from deploytools.engine.client import Container, Engine
 from deploytools.engine.exec import ExecResult
 from deploytools.engine.process import ProcessResult
@@ -23,6 +25,11 @@ class Platform(Protocol):
     @property
     def name(self) -> str:
         """The environment's name (staging, production)."""
+        ...
+
+    @property
+    def config(self) -> Config:
+        """The configuration the environment belongs to."""
         ...
 
     @property
@@ -70,6 +77,11 @@ class Platform(Protocol):
 
     def stop(self, services: Sequence[str], *, what: str) -> None:
         """Stop `services`' containers (they stay, stopped)."""
+        ...
+
+    def paused(self, service: str, *, what: str) -> AbstractContextManager[None]:
+        """`service` stopped for the block, then the very same release started again (not
+        recreated from the files' current variables)."""
         ...
 
     def run_once(

@@ -21,11 +21,12 @@ from deploytools.commands import postgres as pg
 from deploytools.context import StepContext
 from deploytools.database import Database
 from deploytools.errors import CheckFailed, DeployError, ExternalCommandFailed, UsageError
+from deploytools.platforms import Platform
 from deploytools.session import EnvSession, open_environment
 from deploytools.sizes import human_size
 from deploytools.store.files import ExecResult
 from deploytools.store.records import BackupManifest, Verification, utc_now
-from deploytools.target import VERSION_LABEL, Target
+from deploytools.target import VERSION_LABEL
 from deploytools.volumes import restore as restore_volumes
 from deploytools.volumes import snapshot as snapshot_volume
 from deploytools.volumes import verify as verify_volumes
@@ -76,7 +77,7 @@ class Origin:
 def current_origin(session: EnvSession) -> Origin:
     """The release serving now and the app image running now (the record's if none runs)."""
     current = session.history.current_release()
-    app = _app_image(session.target)
+    app = _app_image(session.platform)
     return Origin(
         release=current.id if current else None,
         image=app[0] if app else (current.image if current else None),
@@ -152,7 +153,7 @@ def create_in(
     under its own name) as a backup of the service's database; `origin` then says which
     release and image it belonged to (default: what runs now).
     """
-    db = Database.of(session.target)
+    db = Database.of(session.platform)
     src = db if source is None else dataclasses.replace(db, name=source)
     history = session.history
     size = src.size_bytes()
@@ -220,7 +221,7 @@ def create_in(
             with contextlib.suppress(DeployError):
                 history.remove_backup(backup_id)
         left = _drop_scratch(db, scratch)
-        error.message = f"the backup of environment {session.target.name} failed: {error.message}"
+        error.message = f"the backup of environment {session.platform.name} failed: {error.message}"
         error.untouched = (
             error.untouched
             or (
@@ -237,7 +238,7 @@ def create_in(
     _drop_scratch(db, scratch)
     manifest = BackupManifest(
         id=backup_id,
-        environment=session.target.name,
+        environment=session.platform.name,
         created=utc_now(),
         database=db.name,
         release=origin.release,
@@ -259,7 +260,7 @@ def create_in(
             with contextlib.suppress(DeployError):
                 history.remove_backup(backup_id)
             error.message = (
-                f"the backup of environment {session.target.name} failed: {error.message}"
+                f"the backup of environment {session.platform.name} failed: {error.message}"
             )
             error.untouched = "no backup was kept; the database was only read"
             raise
@@ -417,7 +418,7 @@ def verify_in(session: EnvSession, backup_id: str) -> Verification:
         _check_listing(session, manifest)
         verify_volumes(session, manifest)  # sha256 and tar listing of each volume archive
         checks["listed_ok"] = True
-        db = Database.of(session.target)
+        db = Database.of(session.platform)
         _drop_left_scratch(session, db)
         scratch = f"{db.name}{VERIFY_SCRATCH}{secrets.token_hex(3)}"
         session.progress(f"verify {backup_id}: test restore into scratch database {scratch}")
@@ -530,7 +531,7 @@ def list_backups(ctx: StepContext, *, environment: str) -> BackupListing:
 def _kept_or_none(session: EnvSession) -> list[str]:
     """`kept_databases`, or none when the database cannot be asked (the list still shows)."""
     try:
-        return kept_databases(Database.of(session.target))
+        return kept_databases(Database.of(session.platform))
     except DeployError:
         return []
 
@@ -578,7 +579,7 @@ def restore(
     with open_environment(ctx, environment) as session:
         if confirm is not None:
             manifest = session.history.manifest(backup_id)
-            dropped = rows_dropped(Database.of(session.target).row_counts(), manifest.row_counts)
+            dropped = rows_dropped(Database.of(session.platform).row_counts(), manifest.row_counts)
             question = (
                 f"Replace the database of {environment} with backup {backup_id} "
                 f"({manifest.created}, revision {manifest.revision or 'none'})? "
@@ -648,7 +649,7 @@ def prepare_restore(
         error.untouched = "the database was not touched"
         error.hint = "restore another backup (`deploytools backup list`)"
         raise
-    db = Database.of(session.target)
+    db = Database.of(session.platform)
     if current_counts is None:
         current_counts = db.row_counts()
     differences = table_differences(current_counts, manifest.row_counts)
@@ -677,7 +678,7 @@ def prepare_restore(
 def discard(session: EnvSession, prepared: PreparedRestore) -> None:
     """Drop a prepared restore's scratch database (best effort: the service's is untouched)."""
     with contextlib.suppress(DeployError):
-        Database.of(session.target).drop_database(prepared.scratch)
+        Database.of(session.platform).drop_database(prepared.scratch)
 
 
 def swap_in(session: EnvSession, prepared: PreparedRestore, *, restart_app: bool) -> RestoreResult:
@@ -686,15 +687,17 @@ def swap_in(session: EnvSession, prepared: PreparedRestore, *, restart_app: bool
     verified backup of it. With `restart_app` the app is stopped for the swap and started
     again; without, the caller has stopped it."""
     manifest, scratch = prepared.manifest, prepared.scratch
-    db = Database.of(session.target)
-    # The very containers that ran are stopped and started again (not `compose up`, which
-    # would recreate them from the Compose file's current variables).
+    db = Database.of(session.platform)
+    # The very release that ran is stopped and started again (not `compose up`, which would
+    # recreate it from the Compose file's current variables).
     app_service = session.ctx.config.project.app_service
-    running = session.target.running(app_service) if restart_app else []
-    for container in running:
-        container.stop(timeout_s=10)
+    paused = (
+        session.platform.paused(app_service, what=f"stopping {app_service} for the restore")
+        if restart_app
+        else contextlib.nullcontext()
+    )
     kept = f"{db.name}{SAFETY_KEPT}{secrets.token_hex(3)}"
-    try:
+    with paused:
         try:
             db.replace_with(scratch, keep_as=kept)
         except BaseException:
@@ -707,13 +710,10 @@ def swap_in(session: EnvSession, prepared: PreparedRestore, *, restart_app: bool
         )
         # The files go back with the rows that point to them (with the app stopped, if asked).
         restore_volumes(session, manifest)
-    finally:
-        for container in running:
-            container.start()
     revision_after = db.revision()
     session.progress(f"restore {manifest.id}: done, revision {revision_after or 'none'}")
     return RestoreResult(
-        environment=session.target.name,
+        environment=session.platform.name,
         backup_id=manifest.id,
         safety_backup_id=None,
         rows_dropped=prepared.rows_dropped,
@@ -743,7 +743,7 @@ def secure_replaced(
     kept = restored.kept_database
     if kept is None:
         return restored
-    db = Database.of(session.target)
+    db = Database.of(session.platform)
     try:
         safety = create_in(
             session,
@@ -756,7 +756,7 @@ def secure_replaced(
         message = (
             f"the safety backup of the replaced database failed: {error.message}. The data "
             f"from before the restore is kept in database {kept}; take its backup again with "
-            f"`deploytools backup secure --env {session.target.name} {kept}`, or drop it by "
+            f"`deploytools backup secure --env {session.platform.name} {kept}`, or drop it by "
             f'hand (psql -c "DROP DATABASE {kept}") once it is not needed'
         )
         session.progress(f"warning: {message}")
@@ -799,7 +799,7 @@ def secure(ctx: StepContext, *, environment: str, database: str) -> RestoreResul
     """Take the verified safety backup of `database`, a database a restore replaced and kept
     (its name contains SAFETY_KEPT), then drop it; under the deploy lock."""
     with open_environment(ctx, environment) as session:
-        db = Database.of(session.target)
+        db = Database.of(session.platform)
         if database not in kept_databases(db):
             raise UsageError(
                 f"{database} is not a database kept by a restore in environment {environment}",
@@ -863,7 +863,7 @@ def prune(ctx: StepContext, *, environment: str) -> list[str]:
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-def _app_image(target: Target) -> tuple[str, str | None] | None:
+def _app_image(target: Platform) -> tuple[str, str | None] | None:
     """The running app container's image and version label, if one runs."""
     for container in target.containers(target.config.project.app_service):
         if container.status == "running":

@@ -114,7 +114,7 @@ def run(
         ttl = ctx.config.deploy.lock_ttl_s
         with session.history.locked("migrate", ttl_s=ttl, wait_s=lock_wait_s) as lock:
             session.lock = lock
-            info = image_info(session.target.engine, image)
+            info = image_info(session.platform.engine, image)
             record = ReleaseRecord(
                 id=session.history.next_release_id(),
                 environment=environment,
@@ -153,7 +153,7 @@ def require_backup(session: EnvSession) -> str:
     since = (current.finished or current.started) if current else None
     found = latest_verified(session, since=since)
     if found is None:
-        env = session.target.name
+        env = session.platform.name
         raise UsageError(
             f"environment {env} has no verified backup taken after its last release"
             + (f" ({current.id}, {current.started})" if current else ""),
@@ -172,7 +172,7 @@ def run_in(
 ) -> MigrationResult:
     """`run` within an open environment (a deploy calls it under its lock)."""
     config = session.ctx.config
-    target = session.target
+    target = session.platform
     image_info(target.engine, image)
     db = Database.of(target)
     before = db.revision()

@@ -12,7 +12,7 @@ from deploytools.session import open_environment
 from deploytools.steps import watch_keep
 from deploytools.steps.watch_keep import KeptStatus
 from deploytools.store.records import BackupManifest, LockInfo, ReleaseRecord, Verification
-from deploytools.target import ServiceState
+from deploytools.target import ServiceState, Target
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,13 @@ class EnvironmentStatus:
 
 
 def run(ctx: StepContext, *, environment: str) -> EnvironmentStatus:
-    """Read the state of `environment`'s Compose project from its engine.
+    """Read the state of `environment`'s Compose project from its engine (a Swarm
+    environment's: its stack's current tasks, each with its node).
 
     :param ctx: the step context (configuration, targets).
     :param environment: the environment's name in deploy.toml.
     """
-    target = ctx.target(environment)
+    target = ctx.platform(environment)
     services = tuple(target.services())
     status = EnvironmentStatus(
         environment=environment,
@@ -68,7 +69,8 @@ def run(ctx: StepContext, *, environment: str) -> EnvironmentStatus:
                 release=release,
                 backups=tuple(backups),
                 lock=history.lock(),
-                kept=watch_keep.status(target, release),
+                # Kept containers belong to the Compose strategy's rollback by switch.
+                kept=watch_keep.status(target, release) if isinstance(target, Target) else None,
             )
     except DeployError as error:
         # Status reports what it can: the services above are still true.

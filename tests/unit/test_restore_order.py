@@ -8,6 +8,8 @@ The integration tests (tests/integration/test_backup.py, test_rollback.py) run t
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -56,6 +58,22 @@ class FakeContainer:
         self.events.append(("app start",))
 
 
+def fake_platform(events: list[tuple[str, ...]]) -> SimpleNamespace:
+    """A platform whose app is paused as Target.paused does it: its containers stopped,
+    then the very same started again."""
+
+    @contextlib.contextmanager
+    def paused(service: str, *, what: str) -> Iterator[None]:
+        container = FakeContainer(events)
+        container.stop(timeout_s=10)
+        try:
+            yield
+        finally:
+            container.start()
+
+    return SimpleNamespace(name="prod", paused=paused)
+
+
 def _manifest() -> BackupManifest:
     return BackupManifest(
         id="b-1",
@@ -81,7 +99,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     progress: list[str] = []
     session: Any = SimpleNamespace(
         history=SimpleNamespace(manifest=lambda backup_id: _manifest()),
-        target=SimpleNamespace(name="prod", running=lambda service: [FakeContainer(events)]),
+        platform=fake_platform(events),
         ctx=SimpleNamespace(config=SimpleNamespace(project=SimpleNamespace(app_service="app"))),
         progress=progress.append,
         refresh_lock=lambda: None,
@@ -231,6 +249,7 @@ def _rollback_world(
     session: Any = SimpleNamespace(
         history=history,
         target=SimpleNamespace(name="prod"),
+        platform=SimpleNamespace(name="prod"),
         progress=lambda message: events.append(("progress", message)),
     )
     target = rollback.RollbackTarget("app:1", "sha:1", "1", "r-1")
