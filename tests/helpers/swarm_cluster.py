@@ -23,6 +23,7 @@ manager.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -525,6 +526,24 @@ def remove_cluster() -> None:
     networks = _host_docker("network", "ls", "-q", "--filter", f"name=^{NETWORK}$").split()
     if networks:
         _host_docker("network", "rm", *networks)
+    _remove_cgroups()
+
+
+def _remove_cgroups() -> None:
+    """The nodes' cgroups (--cgroup-parent /dtsw-node-N in the machine's cgroup v1 tree): a node
+    removed with its containers running leaves their cgroups behind, empty. Deepest first; one
+    still in use (a node of a cluster running) is left."""
+    root = Path("/sys/fs/cgroup")
+    if not root.is_dir():
+        return
+    found = [path for path in root.glob(f"*/{NODE_PREFIX}*") if path.is_dir()]
+    for top in found:
+        for path in sorted(top.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir():
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()
 
 
 def keep_cluster() -> bool:
