@@ -16,9 +16,12 @@ attachable overlays and host-mode published ports.
     cluster.docker(cluster.manager, "service", "ls")
     remove_cluster()                    # containers, volumes, network
 
-Every node is a manager (MANAGERS): a stopped node then leaves a quorum of 2 of 3, and the tests
-may stop any node but the first. The control calls (drain, node ls) go to the first running
-manager.
+Every node is a manager (MANAGERS): a stopped node then leaves a quorum of 2 of 3 and the others
+take its tasks (benchmarks/RESULTS.md has the figures against 1 manager and 2 workers). Any node
+may stop; while the first is stopped, `cluster.manager` does not answer, `control_node()` (the
+first running manager, which the drain/stop/start calls use) does. Images go in by `docker save`
+once and `docker load` on each node, twice as fast here as a registry the nodes pull from; the
+nodes still accept plain HTTP registries on dtsw-net (`--insecure-registry` its subnet).
 """
 
 from __future__ import annotations
