@@ -99,6 +99,9 @@ class SwarmSettings:
     update_delay_s: float = 0.0
     update_monitor_s: float = 5.0
     stop_grace_period_s: float = 10.0
+    #: Placement constraints by Compose service, added to the file's: the database's tasks on
+    #: the node that holds its volume ({ db = ["node.labels.db == true"] }).
+    placement: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -1048,6 +1051,12 @@ def _validate_platform(env: EnvironmentConfig, where: str, loader: _Loader) -> N
         if name not in _NODE_HOST_FIELDS:
             raise loader.fail(
                 f'"{where}.swarm.node_host" may name {{hostname}} and {{addr}}, got "{{{name}}}"'
+            )
+    for service, constraints in env.swarm_settings.placement.items():
+        if not constraints or any(not c.strip() for c in constraints):
+            raise loader.fail(
+                f'"{where}.swarm.placement.{service}" must list constraints such as '
+                '"node.hostname == db-1"'
             )
     filled = node_host_for(template, hostname="node", addr="10.0.0.1")
     if not names or "{" in filled or "}" in filled or docker_host_problem(filled):

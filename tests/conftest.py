@@ -46,7 +46,7 @@ from tests.helpers.stacks import (
     ReleaseRepo,
     build_image,
 )
-from tests.helpers.tiers import tier_of
+from tests.helpers.tiers import runs_last, tier_of
 
 # Every Compose call of the suite (stacks here, deploytools' own) takes the proxy image from the
 # environment: haproxy:2.8, the Compose file's default, cannot be pulled on every machine.
@@ -55,11 +55,12 @@ os.environ.setdefault("PROXY_IMAGE", PROXY_IMAGE)
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test with its directory's tier."""
+    """Mark every test with its directory's tier; the tiers of LAST_TIERS go last."""
     for item in items:
         tier = tier_of(Path(item.path))
         if item.get_closest_marker(tier) is None:
             item.add_marker(getattr(pytest.mark, tier))
+    items.sort(key=lambda item: runs_last(Path(item.path)))  # stable: the rest keep their order
 
 
 def pytest_report_header(config: pytest.Config) -> str:

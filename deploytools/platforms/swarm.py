@@ -38,7 +38,15 @@ from deploytools.engine.connection import connect
 from deploytools.engine.errors import EngineError, NotFound
 from deploytools.engine.exec import DEFAULT_TIMEOUT_S, ExecResult
 from deploytools.engine.process import InputRunner, ProcessResult
-from deploytools.engine.swarm import STACK_LABEL, JobResult, JobSpec, NodeInfo, Swarm, TaskState
+from deploytools.engine.swarm import (
+    JOB_LABEL,
+    STACK_LABEL,
+    JobResult,
+    JobSpec,
+    NodeInfo,
+    Swarm,
+    TaskState,
+)
 from deploytools.errors import (
     ConfigError,
     DeadlineExceeded,
@@ -74,6 +82,9 @@ class SwarmPlatform:
     connector: Callable[[str], Engine] = connect
     _manager: Engine | None = field(default=None, init=False, repr=False)
     _nodes: dict[str, Engine] = field(default_factory=dict, init=False, repr=False)
+    _unreachable: dict[str, EnvironmentUnreachable] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     @classmethod
     def for_environment(cls, config: Config, name: str) -> SwarmPlatform:
@@ -266,7 +277,10 @@ class SwarmPlatform:
         )
 
     def node_engine(self, task: TaskState) -> Engine:
-        """The engine of the node that runs `task` (connected once per node)."""
+        """The engine of the node that runs `task` (connected once per node; a node that did
+        not answer is not tried again by this platform: EnvironmentUnreachable)."""
+        if task.node_id in self._unreachable:
+            raise self._unreachable[task.node_id]
         if task.node_id not in self._nodes:
             nodes = {n.id: n for n in self.swarm.nodes()}
             node = nodes.get(task.node_id)
@@ -278,23 +292,32 @@ class SwarmPlatform:
                     facts={"environment": self.name, "task": task.id},
                 )
             address = node_host_for(self.settings.node_host, hostname=node.hostname, addr=node.addr)
-            self._nodes[task.node_id] = self.connector(address)
+            try:
+                self._nodes[task.node_id] = self.connector(address)
+            except EnvironmentUnreachable as error:
+                self._unreachable[task.node_id] = error
+                raise
         return self._nodes[task.node_id]
 
     def task_container(self, task: TaskState) -> Container | None:
-        """The task's container on its node, or None (not created yet, or removed)."""
+        """The task's container on its node, or None (not created yet, removed, or its node
+        does not answer: a node that is down still lists its tasks for a while)."""
         if not task.container_id:
             return None
         try:
             return self.node_engine(task).container(task.container_id)
-        except NotFound:
+        except (NotFound, EnvironmentUnreachable):
             return None
 
     def _services(self, service: str | None) -> list[str]:
         if service is not None:
             return [service]
         prefix = f"{self.stack}_"
-        return [s.name.removeprefix(prefix) for s in self.swarm.stack_services(self.stack)]
+        return [
+            s.name.removeprefix(prefix)
+            for s in self.swarm.stack_services(self.stack)
+            if JOB_LABEL not in s.labels  # a migration's job is not one of the stack's services
+        ]
 
     def containers(
         self, service: str | None = None, *, include_stopped: bool = True
@@ -425,18 +448,21 @@ class SwarmPlatform:
                 f'the Compose files define no service "{service}"',
                 untouched="nothing was done",
             )
-        environment = {str(k): "" if v is None else str(v) for k, v in _env(spec).items()}
+        # The stack file keeps Compose's `$$` (a literal `$`) for `docker stack deploy` to
+        # read; the job is made through the API, which takes the values as they are meant.
+        environment = {str(k): _literal(v) for k, v in _env(spec).items()}
         environment.update(container_env or {})
+        entrypoint = _words(spec.get("entrypoint"))
         job = JobSpec(
             name=f"{self.stack}_{service}-job-{secrets.token_hex(3)}"[:63],
             image=str(spec["image"]),
             args=list(command),
-            entrypoint=_words(spec.get("entrypoint")),
+            entrypoint=None if entrypoint is None else [_literal(w) for w in entrypoint],
             env=environment,
             network=self.network(),
             labels={STACK_LABEL: self.stack},
-            workdir=str(spec.get("working_dir") or ""),
-            user=str(spec.get("user") or ""),
+            workdir=_literal(spec.get("working_dir")),
+            user=_literal(spec.get("user")),
         )
         argv = ("docker", "service", "create", "--mode", "replicated-job", job.image, *command)
         run = self.swarm.run_job(job)
@@ -497,6 +523,11 @@ def _env(spec: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(env, Mapping):
         return dict(env)
     return dict(str(item).partition("=")[::2] for item in env)
+
+
+def _literal(value: Any) -> str:
+    """A value of the stack file as the container gets it: Compose's `$$` is one `$`."""
+    return "" if value is None else str(value).replace("$$", "$")
 
 
 def _words(value: Any) -> list[str] | None:

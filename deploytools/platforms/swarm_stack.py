@@ -15,7 +15,8 @@ Swarm needs differently is decided here, once:
   are `mode: host`: Swarm's routing mesh and virtual IPs need IPVS in the kernel, which not
   every host has, and the mesh drops requests during an update (see docs/configuration.md);
 - the app service gets its replicas and its rolling update (`update_config`: start-first,
-  pause on failure) from deploy.toml's `[environments.NAME.swarm]`.
+  pause on failure) from deploy.toml's `[environments.NAME.swarm]`, and any service the
+  placement constraints it names there (the database on the node that holds its volume).
 
 A key that has no meaning on Swarm and no translation is refused with a ConfigError naming it,
 rather than dropped in silence.
@@ -155,6 +156,11 @@ def _service(
     _resources(spec, deploy)
     if "scale" in spec and "replicas" not in deploy:
         deploy["replicas"] = int(spec["scale"])
+    constraints = settings.placement.get(name, ())
+    if constraints:
+        placement = dict(deploy.get("placement") or {})
+        placement["constraints"] = [*placement.get("constraints", ()), *constraints]
+        deploy["placement"] = placement
     # Virtual IPs need IPVS (and answer nothing without it): every service is found by DNS.
     deploy["endpoint_mode"] = "dnsrr"
     if app:

@@ -13,9 +13,18 @@ TIERS = {
     "integration": "integration",
     "e2e": "e2e",
     "workflows": "workflows",
+    "swarm": "swarm",
 }
+#: Tiers that run after every other one in a session (tests/conftest.py orders the tests): the
+#: swarm tier builds a cluster of docker-in-docker nodes that would slow the tiers beside it.
+LAST_TIERS = ("swarm",)
 #: The tier of a test outside those directories, and the one a plain `pytest` runs.
 DEFAULT_TIER = "unit"
+
+
+def runs_last(path: Path) -> bool:
+    """Whether a test file's tier is one of LAST_TIERS."""
+    return tier_of(path) in LAST_TIERS
 
 
 def tier_of(path: Path) -> str:

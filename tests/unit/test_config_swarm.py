@@ -68,6 +68,7 @@ def test_the_swarm_table_is_read() -> None:
         update_delay_s = 1
         update_monitor_s = 2.5
         stop_grace_period_s = 20
+        placement = { db = ["node.hostname == db-1"] }
         """
     ).environment("production")
     assert production.swarm_settings == SwarmSettings(
@@ -77,6 +78,7 @@ def test_the_swarm_table_is_read() -> None:
         update_delay_s=1.0,
         update_monitor_s=2.5,
         stop_grace_period_s=20.0,
+        placement={"db": ("node.hostname == db-1",)},
     )
 
 
@@ -154,6 +156,18 @@ BAD = [
         'address with {hostname} or {addr} ("ssh://{hostname}", "tcp://{addr}:2375"), '
         'got "http://{addr}"',
         id="node-host-not-an-engine",
+    ),
+    pytest.param(
+        BASE + "\n[environments.production.swarm]\nplacement = { db = [] }\n",
+        'deploy.toml: "environments.production.swarm.placement.db" must list constraints such '
+        'as "node.hostname == db-1"',
+        id="empty-placement",
+    ),
+    pytest.param(
+        BASE + '\n[environments.production.swarm]\nplacement = { db = "node.role == manager" }\n',
+        'deploy.toml: "environments.production.swarm.placement.db" must be a list of strings, '
+        'got string "node.role == manager"',
+        id="placement-not-a-list",
     ),
     pytest.param(
         BASE + "\n[environments.production.swarm]\nnode_host = 5\n",

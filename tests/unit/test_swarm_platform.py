@@ -29,6 +29,7 @@ from deploytools.engine.swarm import (
 from deploytools.engine.swarm import _node as node_info
 from deploytools.errors import DeadlineExceeded, ExternalCommandFailed, UsageError
 from deploytools.platforms.swarm import SwarmPlatform, _job_outcome
+from deploytools.session import EnvSession
 from deploytools.target import Target
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -365,3 +366,16 @@ def test_start_beside_is_refused_on_swarm(tmp_path: Path) -> None:
     swarm = SwarmPlatform(config=config, environment=config.environment("prod"))
     with pytest.raises(UsageError):
         swarm.start_beside("app", count=2, what="starting the new release")
+
+
+def test_a_session_on_swarm_gives_its_platform_and_refuses_the_compose_target(
+    tmp_path: Path,
+) -> None:
+    ctx = StepContext(config=parse_config(CONFIG, tmp_path / "deploy.toml"))
+    session = EnvSession(ctx=ctx, platform=ctx.platform("prod"), store=None, history=None)  # type: ignore[arg-type]
+    assert isinstance(session.platform, SwarmPlatform)
+    with pytest.raises(UsageError) as caught:
+        _ = session.target
+    assert caught.value.facts == {"environment": "prod", "platform": "swarm"}
+    compose = EnvSession(ctx=ctx, platform=ctx.platform("staging"), store=None, history=None)  # type: ignore[arg-type]
+    assert compose.target is compose.platform

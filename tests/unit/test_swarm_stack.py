@@ -389,3 +389,22 @@ def test_the_stack_argv() -> None:
         "p",
     ]
     assert stack_cmd.remove("dtswp1") == ["docker", "stack", "rm", "dtswp1"]
+
+
+def test_placement_constraints_of_the_settings_are_added_to_the_files() -> None:
+    model = {
+        "services": {
+            "app": {"image": "svc:1"},
+            "db": {
+                "image": "pg",
+                "deploy": {"placement": {"constraints": ["node.role == manager"]}},
+            },
+        }
+    }
+    settings = SwarmSettings(placement={"db": ("node.hostname == db-1",)})
+    rendered = render(model, stack="s", app_service="app", settings=settings)
+    assert rendered["services"]["db"]["deploy"] == {
+        "placement": {"constraints": ["node.role == manager", "node.hostname == db-1"]},
+        "endpoint_mode": "dnsrr",
+    }
+    assert "placement" not in rendered["services"]["app"]["deploy"]

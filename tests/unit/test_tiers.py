@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.tiers import DEFAULT_TIER, TESTS_DIR, TIERS, tier_of
+from tests.helpers.tiers import DEFAULT_TIER, LAST_TIERS, TESTS_DIR, TIERS, runs_last, tier_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,6 +19,7 @@ def test_a_test_takes_its_directory_s_tier() -> None:
     assert tier_of(TESTS_DIR / "unit" / "test_x.py") == "unit"
     assert tier_of(TESTS_DIR / "integration" / "test_x.py") == "integration"
     assert tier_of(TESTS_DIR / "e2e" / "test_x.py") == "e2e"
+    assert tier_of(TESTS_DIR / "swarm" / "test_x.py") == "swarm"
     assert tier_of(TESTS_DIR / "test_top_level.py") == DEFAULT_TIER
     assert tier_of(TESTS_DIR / "elsewhere" / "test_x.py") == DEFAULT_TIER
 
@@ -53,3 +54,11 @@ def test_no_two_test_modules_share_a_basename() -> None:
     for path in TESTS_DIR.rglob("test_*.py"):
         seen.setdefault(path.name, []).append(str(path.relative_to(TESTS_DIR)))
     assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}
+
+
+def test_the_swarm_tier_runs_after_the_others() -> None:
+    # Its cluster is built by its first test: the other tiers must not wait behind it.
+    assert LAST_TIERS == ("swarm",)
+    files = [TESTS_DIR / tier / "test_x.py" for tier in ("e2e", "swarm", "unit", "workflows")]
+    ordered = sorted(files, key=runs_last)
+    assert [path.parent.name for path in ordered] == ["e2e", "unit", "workflows", "swarm"]
