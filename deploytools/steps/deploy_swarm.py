@@ -397,7 +397,15 @@ def _rollback(
     earlier = [r for r in serving[:-1] if r.image_id != current.image_id]
     if to is not None:
         earlier = [r for r in serving[:-1] if to in (r.id, r.version, r.image)]
-    if not earlier:
+    if earlier:
+        target = earlier[-1]
+        image, image_id, version = target.image, target.image_id, target.version
+        newer = [r for r in serving if r.id > target.id and r.kind == "deploy"]
+    elif to is None and current.kind == "deploy" and current.previous_image:
+        # Before the first deploy deploytools recorded: the image that ran then.
+        image, image_id, version = current.previous_image, "", None
+        newer = [current]
+    else:
         raise UsageError(
             f"environment {env} has no earlier release"
             + (f' "{to}"' if to else "")
@@ -405,8 +413,6 @@ def _rollback(
             untouched="nothing was done",
             hint=f"`deploytools history --env {env}`",
         )
-    target = earlier[-1]
-    newer = [r for r in serving if r.id > target.id and r.kind == "deploy"]
     db = Database.of(platform)
     revision_now = db.revision()
     revision_changed = bool(newer) and revision_now != newer[0].revision_before
@@ -414,7 +420,7 @@ def _rollback(
     backup_id = newer[0].backup_id if newer else None
     if restore and backup_id is None:
         raise UsageError(
-            f"a restore is needed to roll back {env} to {target.image}, but release "
+            f"a restore is needed to roll back {env} to {image}, but release "
             f"{newer[0].id if newer else current.id} has no backup recorded",
             untouched="nothing was done",
             hint="restore one by hand (`deploytools backup list` / `backup restore`)",
@@ -425,9 +431,9 @@ def _rollback(
         kind="rollback",
         who=who(),
         started=utc_now(),
-        image=target.image,
-        image_id=target.image_id,
-        version=target.version,
+        image=image,
+        image_id=image_id,
+        version=version,
         strategy=STRATEGY,
         previous=current.id,
         previous_image=current.image,
@@ -441,14 +447,14 @@ def _rollback(
         with phases.phase("update"):
             roll_back(
                 session,
-                image=target.image,
+                image=image,
                 current=current,
                 restore_backup=backup_id if restore else None,
             )
     except DeployError as error:
         record.outcome, record.finished, record.error = "failed", utc_now(), error.message
         history.save_release(record)
-        error.message = f"rollback of {env} to {target.image} failed: {error.message}"
+        error.message = f"rollback of {env} to {image} failed: {error.message}"
         raise
     if restore:
         record.restored_backup = backup_id
