@@ -23,11 +23,13 @@ from typing import Any
 import docker
 import pytest
 
+from deploytools import proxy_settings, proxy_swarm
 from deploytools.config import load_config
 from deploytools.context import StepContext
 from deploytools.errors import DeployError
 from deploytools.platforms.swarm import SwarmPlatform
 from deploytools.steps import deploy as deploy_step
+from deploytools.steps import deploy_swarm
 from deploytools.steps import rollback as rollback_step
 from tests.helpers.load import LoadProcess, failures
 from tests.helpers.shared_stack import build_variant
@@ -192,7 +194,7 @@ def remove_stack(env: Env) -> None:
                         n, "ps", "-aq", "--filter", f"label=com.docker.stack.namespace={STACK}"
                     ).split()
                 ),
-                timeout_s=60,
+                timeout_s=180,
             )
             for volume in cluster.docker(node, "volume", "ls", "-q").split():
                 if volume.startswith(STACK):
@@ -243,6 +245,12 @@ def env(
         assert migrated.returncode == 0, migrated.stderr
         platform.deploy_stack({"APP_IMAGE": v1}, what="the first release")
         wait_for("3 tasks of the first release", lambda: made.images() == [v1] * 3)
+        # deploytools' proxy up before the load starts (a deploy starts it when it does not
+        # run, and keeps it when it runs with the same config).
+        resolved = proxy_settings.resolve(platform.config, platform.environment)
+        proxy_swarm.ensure_running(
+            platform.manager, deploy_swarm.proxy_spec(platform, resolved), timeout_s=60
+        )
         yield made
     finally:
         remove_stack(made)
