@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -199,7 +200,10 @@ def remove_stack(env: Env) -> None:
             for volume in cluster.docker(node, "volume", "ls", "-q").split():
                 if volume.startswith(STACK):
                     cluster.docker(node, "volume", "rm", "-f", volume)
-        except SwarmClusterError:
+        except (SwarmClusterError, AssertionError) as error:
+            # A node another test stopped, or a slow one: Swarm removes the tasks' containers
+            # when it can, and the next run's clean-up the volumes.
+            print(f"clean-up of {STACK} on {node.name}: {error}", file=sys.stderr)
             continue
 
 
