@@ -48,13 +48,19 @@ class EnvSession:
 
 def start_database(ctx: StepContext, target: Platform) -> bool:
     """Start the database service when it does not run (a first deploy to a new environment)
-    and wait until it is healthy; a running one is left alone. Whether it was started."""
+    and wait until it is healthy. A running one is not touched, but waited for too when not
+    healthy yet: one just started (by `compose up`, say) may still be initialising its data
+    directory, its server restarting once, and a deploy's first psql would find no server.
+    Whether it was started."""
     service = ctx.config.project.database_service
-    if target.running(service):
+    timeout_s = ctx.config.deploy.health_timeout_s
+    running = target.running(service)
+    if running:
+        for container in running:
+            wait_until_healthy(container, timeout_s=timeout_s)
         return False
     ctx.progress(f"[{target.name}] starting the database service {service}")
     target.start([service], what=f"starting the database service {service}")
-    timeout_s = ctx.config.deploy.health_timeout_s
     deadline = time.monotonic() + timeout_s
     # A Swarm task's container appears a moment after the stack is deployed.
     while not (started := target.running(service)):

@@ -9,6 +9,7 @@ same meaning as DOCKER_HOST) plus a Compose project on it. Steps reach the envir
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,11 +29,13 @@ from deploytools.engine.client import (
 from deploytools.engine.compose import compose_env as _compose_env
 from deploytools.engine.compose import detect_compose, referenced_variables
 from deploytools.engine.connection import CONNECT_TIMEOUT_S, connect
+from deploytools.engine.errors import EngineError, NotFound
 from deploytools.engine.exec import DEFAULT_TIMEOUT_S, ExecResult
 from deploytools.engine.process import ProcessResult, Runner, default_runner
 from deploytools.errors import (
     ConfigError,
     DeadlineExceeded,
+    DeployError,
     EnvironmentUnreachable,
     ExternalCommandFailed,
 )
@@ -43,6 +46,12 @@ if TYPE_CHECKING:
 
 VERSION_LABEL = "org.opencontainers.image.version"
 REVISION_LABEL = "org.opencontainers.image.revision"
+#: The longest a run of a container's own healthcheck program (`probe_health`) may stay silent;
+#: shorter still when the healthcheck names a shorter timeout, or the wait's deadline is closer.
+PROBE_TIMEOUT_S = 5.0
+#: Seconds a stopped container has to exit after its stop signal before it is killed (as
+#: `compose stop --timeout`, deploytools.commands.compose.stop's default).
+STOP_TIMEOUT_S = 10
 
 
 @dataclass(frozen=True)
@@ -59,12 +68,22 @@ class ServiceState:
     health: str | None
     started_at: str
     repo_digests: tuple[str, ...] = ()
+    #: The engine still said "starting", and the container's own healthcheck, run now, passed:
+    #: `health` is then "healthy" (the engine says so at its next probe, up to an interval on).
+    health_probed: bool = False
     #: The node the container runs on (a Swarm task's); "" on one engine.
     node: str = ""
 
     @property
     def healthy(self) -> bool:
         return self.state == "running" and self.health in (None, "healthy")
+
+    @property
+    def health_text(self) -> str:
+        """The health as `deploytools status` shows it."""
+        if self.health_probed:
+            return "healthy (probed)"
+        return self.health or "no healthcheck"
 
 
 @dataclass
@@ -80,6 +99,9 @@ class Target:
     environment: EnvironmentConfig
     runner: Runner = default_runner
     _engine: Engine | None = field(default=None, init=False, repr=False)
+    #: The services the Compose files define, read once (a Compose call costs 1-3 s with v1;
+    #: the files do not change under a running command).
+    _defined: frozenset[str] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def for_environment(cls, config: Config, name: str, runner: Runner = default_runner) -> Target:
@@ -136,30 +158,14 @@ class Target:
         cli = detect_compose(self.environment.docker_host)
         argv = build(cli, self.project, self.compose_files())
         child_env = self.compose_env(env)
-        try:
-            done = self.runner(argv, env=child_env, timeout=timeout, cwd=str(self.config.root))
-        except process.ProcessTimedOut:
-            raise DeadlineExceeded(
-                f"{what} did not finish within {timeout:.0f} s on environment {self.name}",
-                hint="look at `deploytools status --env " + self.name + "` and the engine's logs",
-                facts={"argv": argv},
-            ) from None
-        except process.ProgramNotFound as missing:
-            raise EnvironmentUnreachable(
-                f"{what} cannot run: {missing.program} is not installed",
-                untouched="nothing was done",
-                hint="install the compose plugin or Debian's docker-compose package",
-            ) from None
-        if done.returncode != 0:
-            hide = _secret_values(child_env, self.environment.secrets)
-            stderr, stdout = _masked(done.stderr, hide), _masked(done.stdout, hide)
-            detail = (stderr or stdout).strip().splitlines()
-            raise ExternalCommandFailed(
-                f"{what} failed on environment {self.name} (exit {done.returncode}): "
-                + (detail[-1] if detail else "no output"),
-                facts={"argv": argv, "stderr": stderr[-4000:], "stdout": stdout[-4000:]},
-            )
-        return done
+        return run_checked(
+            lambda: self.runner(argv, env=child_env, timeout=timeout, cwd=str(self.config.root)),
+            argv=argv,
+            env=child_env,
+            environment=self.environment,
+            timeout=timeout,
+            what=what,
+        )
 
     # -- Containers ------------------------------------------------------------------------
 
@@ -198,9 +204,11 @@ class Target:
     # -- The platform's verbs (deploytools.platforms.Platform) --------------------------------
 
     def defines(self, service: str) -> bool:
-        """Whether the Compose files define `service`."""
-        done = self.compose(compose_cmd.service_names, what="listing the Compose services")
-        return service in done.stdout.split()
+        """Whether the Compose files define `service` (the files are read once per Target)."""
+        if self._defined is None:
+            done = self.compose(compose_cmd.service_names, what="listing the Compose services")
+            self._defined = frozenset(done.stdout.split())
+        return service in self._defined
 
     def start(
         self, services: Sequence[str], *, env: Mapping[str, str] | None = None, what: str
@@ -235,11 +243,22 @@ class Target:
         return [c for c in self.containers(service) if c.id not in known]
 
     def stop(self, services: Sequence[str], *, what: str) -> None:
-        """`compose stop` of `services` (their containers stay, stopped)."""
-        self.compose(
-            lambda cli, project, files: compose_cmd.stop(cli, project, files, services),
-            what=what,
-        )
+        """What `compose stop` of `services` does (their containers stay, stopped; the last
+        named first, as Compose stops dependents first), asked of the engine directly: a
+        Compose v1 call costs 1-3 s, time a recreate deploy's app is down for."""
+        for service in reversed(services):
+            for container in self.containers(service, include_stopped=False):
+                try:
+                    container.stop(timeout_s=STOP_TIMEOUT_S)
+                except NotFound:
+                    continue  # removed meanwhile: stopped all the same
+                except EngineError as error:
+                    raise ExternalCommandFailed(
+                        f"{what} failed on environment {self.name}: stopping container "
+                        f"{container.name}: {error.explanation}",
+                        hint=f"look at `deploytools status --env {self.name}`",
+                        facts={"container": container.name, "service": service},
+                    ) from error
 
     @contextlib.contextmanager
     def paused(self, service: str, *, what: str) -> Iterator[None]:
@@ -248,7 +267,7 @@ class Target:
         variables)."""
         running = self.running(service)
         for container in running:
-            container.stop(timeout_s=10)
+            container.stop(timeout_s=STOP_TIMEOUT_S)
         try:
             yield
         finally:
@@ -284,6 +303,46 @@ class Target:
         return sorted(states, key=lambda s: (s.service, s.container))
 
 
+def run_checked(
+    run: Callable[[], ProcessResult],
+    *,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    environment: EnvironmentConfig,
+    timeout: float,
+    what: str,
+    install_hint: str = "install the compose plugin or Debian's docker-compose package",
+) -> ProcessResult:
+    """`run()` (a child of the environment's: Compose, the docker CLI), its failures turned
+    into DeployErrors that name `what` and the environment, its named secrets masked in the
+    output they keep."""
+    name = environment.name
+    try:
+        done = run()
+    except process.ProcessTimedOut:
+        raise DeadlineExceeded(
+            f"{what} did not finish within {timeout:.0f} s on environment {name}",
+            hint="look at `deploytools status --env " + name + "` and the engine's logs",
+            facts={"argv": list(argv)},
+        ) from None
+    except process.ProgramNotFound as missing:
+        raise EnvironmentUnreachable(
+            f"{what} cannot run: {missing.program} is not installed",
+            untouched="nothing was done",
+            hint=install_hint,
+        ) from None
+    if done.returncode != 0:
+        hide = _secret_values(env, environment.secrets)
+        stderr, stdout = _masked(done.stderr, hide), _masked(done.stdout, hide)
+        detail = (stderr or stdout).strip().splitlines()
+        raise ExternalCommandFailed(
+            f"{what} failed on environment {name} (exit {done.returncode}): "
+            + (detail[-1] if detail else "no output"),
+            facts={"argv": list(argv), "stderr": stderr[-4000:], "stdout": stdout[-4000:]},
+        )
+    return done
+
+
 def _secret_values(env: Mapping[str, str], names: Iterable[str]) -> list[str]:
     """The values of the named secrets in `env` long enough to be told from ordinary words."""
     return sorted({env[n] for n in names if len(env.get(n, "")) >= 4}, key=len, reverse=True)
@@ -295,7 +354,20 @@ def _masked(text: str, values: Sequence[str]) -> str:
     return text
 
 
-def service_state(container: Container) -> ServiceState:
+def service_state(container: Container, *, probe: bool = True) -> ServiceState:
+    """What `container` is, as last read from the engine. While the engine says its health is
+    "starting", its healthcheck is run once now (`probe`, as every reader of health does: the
+    engine's status lags the app by up to one probe interval, 30 s by default) and a pass
+    makes it healthy."""
+    state = _engine_state(container)
+    if probe and state.state == "running" and state.health == "starting":
+        result = probe_health(container)
+        if result is not None and result.passed:
+            return dataclasses.replace(state, health="healthy", health_probed=True)
+    return state
+
+
+def _engine_state(container: Container) -> ServiceState:
     attrs = container.attrs
     state = attrs.get("State", {})
     labels = container.labels
@@ -318,6 +390,33 @@ def service_state(container: Container) -> ServiceState:
         started_at=state.get("StartedAt", ""),
         repo_digests=digests,
     )
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One run of a container's healthcheck program: whether it passed, and its output."""
+
+    passed: bool
+    output: str
+
+
+def probe_health(container: Container, *, timeout_s: float = PROBE_TIMEOUT_S) -> Probe | None:
+    """Run `container`'s own healthcheck program once, now (None when it has no healthcheck).
+
+    The engine runs it every interval and changes the health status only then: a container
+    whose app is ready waits up to an interval (30 s by default; engines before 25.0 have no
+    faster start interval) to be called healthy. The same program passing now is the engine's
+    own criterion for "healthy", met. A program that fails, hangs past the deadline or cannot
+    run (the container stopped) has not passed."""
+    limit = min(timeout_s, container.healthcheck_timeout_s() or timeout_s)
+    try:
+        result = container.probe_health(timeout_s=max(limit, 0.5))
+    except DeployError as error:
+        return Probe(False, error.message)
+    if result is None:
+        return None
+    output = " ".join(result.output().decode("utf-8", "replace").split())
+    return Probe(result.exit_code == 0, f"exit {result.exit_code}: {output[:300] or 'no output'}")
 
 
 def last_health_log(container: Container) -> str:
@@ -343,16 +442,24 @@ def wait_until_healthy(
 
     Polls with exponential backoff up to a deadline. The backoff stops at half a second: the
     engine's answer is cheap, and a longer step is time a deploy or rollback (goal: 10 s)
-    waits after its container is already healthy. Raises DeadlineExceeded naming the container
-    and its last health log when the deadline passes, or at once when the container exits.
+    waits after its container is already healthy. While the engine says "starting", each poll
+    also runs the container's healthcheck program (`probe_health`): its first pass ends the
+    wait, without waiting for the engine's next scheduled probe. Raises DeadlineExceeded
+    naming the container and its last health log when the deadline passes, or at once when
+    the container exits.
     """
     deadline = clock() + timeout_s
     delay = first_delay_s
+    probe: Probe | None = None
     while True:
         container.reload()
-        current = service_state(container)
+        current = _engine_state(container)
         if current.healthy:
             return current
+        if current.state == "running" and current.health == "starting":
+            probe = probe_health(container, timeout_s=min(PROBE_TIMEOUT_S, deadline - clock()))
+            if probe is not None and probe.passed:
+                return dataclasses.replace(current, health="healthy", health_probed=True)
         if current.state in ("exited", "dead"):
             code = container.attrs.get("State", {}).get("ExitCode")
             raise DeadlineExceeded(
@@ -361,16 +468,17 @@ def wait_until_healthy(
                 facts={"container": container.name, "state": current.state, "exit_code": code},
             )
         if clock() >= deadline:
+            last = last_health_log(container) if probe is None else probe.output
             raise DeadlineExceeded(
                 f"container {container.name} is not healthy after {timeout_s:.0f} s "
                 f"(state {current.state}, health {current.health or 'none'}); "
-                f"last health check: {last_health_log(container)}",
+                f"last health check: {last}",
                 hint=f"read its logs: docker logs {container.name}",
                 facts={
                     "container": container.name,
                     "state": current.state,
                     "health": current.health,
-                    "last_health_log": last_health_log(container),
+                    "last_health_log": last,
                 },
             )
         sleep(min(delay, max(0.0, deadline - clock())))
@@ -387,10 +495,12 @@ if TYPE_CHECKING:
 __all__ = [
     "CONNECT_TIMEOUT_S",
     "ONEOFF_LABEL",
+    "PROBE_TIMEOUT_S",
     "PROJECT_LABEL",
     "REVISION_LABEL",
     "SERVICE_LABEL",
     "VERSION_LABEL",
+    "Probe",
     "Runner",
     "ServiceState",
     "Target",
@@ -398,6 +508,7 @@ __all__ = [
     "default_runner",
     "detect_compose",
     "last_health_log",
+    "probe_health",
     "service_state",
     "wait_until_healthy",
 ]

@@ -28,7 +28,7 @@ def status(state: AppState, environment: str) -> None:
             digest = s.repo_digests[0].split("@", 1)[1] if s.repo_digests else s.image_id
             on = f" on {s.node}" if s.node else ""
             click.echo(
-                f"  {s.service:<10} {s.state:<8} {s.health or 'no healthcheck':<14} "
+                f"  {s.service:<10} {s.state:<8} {s.health_text:<14} "
                 f"version {s.version or '?':<8} {s.image} ({digest[:19]}) since {s.started_at[:19]}"
                 + on
             )

@@ -180,6 +180,38 @@ class Container:
 
     # -- running a program inside it -----------------------------------------------------
 
+    def healthcheck_argv(self) -> list[str] | None:
+        """The program the engine runs as this container's healthcheck (its `Config.Healthcheck`,
+        the image's when the container names none), as an exec's argv; None when it has none
+        (no healthcheck, or `NONE`). `CMD-SHELL` runs in the container's shell, /bin/sh -c
+        unless its `Config.Shell` names another, as the engine does."""
+        config = self.attrs.get("Config") or {}
+        test = list((config.get("Healthcheck") or {}).get("Test") or [])
+        if not test or test[0] == "NONE":
+            return None
+        if test[0] == "CMD":
+            return [str(a) for a in test[1:]] or None
+        if test[0] == "CMD-SHELL":
+            shell = [str(a) for a in config.get("Shell") or []] or ["/bin/sh", "-c"]
+            return [*shell, " ".join(str(a) for a in test[1:])]
+        return None
+
+    def healthcheck_timeout_s(self) -> float | None:
+        """The healthcheck's own timeout, in seconds (None when it names none: the engine's
+        default then applies)."""
+        nanoseconds = ((self.attrs.get("Config") or {}).get("Healthcheck") or {}).get("Timeout")
+        return nanoseconds / 1e9 if nanoseconds else None
+
+    def probe_health(self, *, timeout_s: float) -> exec_.ExecResult | None:
+        """Run the container's healthcheck program once, now, by exec, as the engine runs it
+        between its probes (same program, user, environment and working directory): its result,
+        or None when the container has no healthcheck. Raises as `exec` does (the program
+        silent for `timeout_s`, the container gone)."""
+        argv = self.healthcheck_argv()
+        if argv is None:
+            return None
+        return self.exec(argv, timeout_s=timeout_s)
+
     def exec(
         self,
         argv: Sequence[str],

@@ -23,17 +23,14 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from deploytools.commands import compose as compose_cmd
 from deploytools.commands import stack as stack_cmd
 from deploytools.config import Config, EnvironmentConfig, SwarmSettings, node_host_for
 from deploytools.engine import process
 from deploytools.engine.client import Container, Engine
-from deploytools.engine.compose import compose_env, detect_compose, referenced_variables
 from deploytools.engine.connection import connect
 from deploytools.engine.errors import EngineError, NotFound
 from deploytools.engine.exec import DEFAULT_TIMEOUT_S, ExecResult
@@ -56,7 +53,7 @@ from deploytools.errors import (
     UsageError,
 )
 from deploytools.platforms import swarm_stack
-from deploytools.target import ServiceState, service_state
+from deploytools.target import ServiceState, Target, run_checked, service_state
 
 # For the static check at the end of the module only (mypy: SwarmPlatform implements Platform).
 if TYPE_CHECKING:
@@ -82,6 +79,7 @@ class SwarmPlatform:
     connector: Callable[[str], Engine] = connect
     _manager: Engine | None = field(default=None, init=False, repr=False)
     _nodes: dict[str, Engine] = field(default_factory=dict, init=False, repr=False)
+    _swarm: Swarm | None = field(default=None, init=False, repr=False)
     _unreachable: dict[str, EnvironmentUnreachable] = field(
         default_factory=dict, init=False, repr=False
     )
@@ -125,7 +123,28 @@ class SwarmPlatform:
 
     @property
     def swarm(self) -> Swarm:
-        return Swarm(self.manager)
+        """The swarm, through the manager; EnvironmentUnreachable when `docker_host` is no
+        manager of an active swarm (checked once)."""
+        if self._swarm is None:
+            swarm = Swarm(self.manager)
+            try:
+                manager = swarm.is_manager()
+            except EngineError as error:
+                manager, detail = False, f": {error.explanation}"
+            else:
+                detail = ""
+            if not manager:
+                shown = self.environment.docker_host or "the local engine"
+                raise EnvironmentUnreachable(
+                    f"the engine at {shown} (environment {self.name}) is not a manager of an "
+                    f"active Docker Swarm{detail}",
+                    untouched="nothing was done",
+                    hint="point docker_host at a manager (`docker node ls` answers there), or "
+                    'set platform = "compose"',
+                    facts={"environment": self.name, "docker_host": shown},
+                )
+            self._swarm = swarm
+        return self._swarm
 
     def service_name(self, service: str) -> str:
         """The Swarm service of the Compose service `service`: "<stack>_<service>"."""
@@ -150,79 +169,45 @@ class SwarmPlatform:
 
     # -- the stack ----------------------------------------------------------------------------
 
+    @property
+    def compose_target(self) -> Target:
+        """The Compose side of the environment (its files, its variables, `docker-compose`):
+        what the stack is rendered from."""
+        return Target(config=self.config, environment=self.environment, runner=self.runner)
+
     def compose_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """What `docker-compose config` and `docker stack deploy` run with (as Target's)."""
-        passed = {
-            *self.environment.secrets,
-            *referenced_variables(self.config.compose_file_paths()),
-        }
-        return compose_env(
-            self.environment.docker_host, self.environment.variables, extra, passed=sorted(passed)
+        return self.compose_target.compose_env(extra)
+
+    def _docker(self, argv: list[str], *, env: Mapping[str, str], what: str, input: str) -> None:
+        """The docker CLI against the manager (DOCKER_HOST in `env`), `input` on its stdin."""
+        child_env = self.compose_env(env)
+        run_checked(
+            lambda: self.runner(
+                argv, env=child_env, timeout=STACK_TIMEOUT_S, cwd=str(self.config.root), input=input
+            ),
+            argv=argv,
+            env=child_env,
+            environment=self.environment,
+            timeout=STACK_TIMEOUT_S,
+            what=what,
+            install_hint="install the docker CLI (Debian: docker.io)",
         )
-
-    def _run(
-        self,
-        argv: list[str],
-        *,
-        env: Mapping[str, str],
-        what: str,
-        timeout: float = STACK_TIMEOUT_S,
-        input: str | None = None,
-    ) -> ProcessResult:
-        try:
-            done = self.runner(
-                argv, env=env, timeout=timeout, cwd=str(self.config.root), input=input
-            )
-        except process.ProcessTimedOut:
-            raise DeadlineExceeded(
-                f"{what} did not finish within {timeout:.0f} s on environment {self.name}",
-                hint=f"look at `deploytools status --env {self.name}` and `docker stack ps`",
-                facts={"argv": argv},
-            ) from None
-        except process.ProgramNotFound as missing:
-            raise EnvironmentUnreachable(
-                f"{what} cannot run: {missing.program} is not installed",
-                untouched="nothing was done",
-                hint="install the docker CLI and Compose (Debian: docker.io, docker-compose)",
-            ) from None
-        if done.returncode != 0:
-            hide = sorted(
-                {env[n] for n in self.environment.secrets if len(env.get(n, "")) >= 4},
-                key=len,
-                reverse=True,
-            )
-            stderr, stdout = done.stderr, done.stdout
-            for value in hide:
-                stderr, stdout = stderr.replace(value, "***"), stdout.replace(value, "***")
-            detail = (stderr or stdout).strip().splitlines()
-            raise ExternalCommandFailed(
-                f"{what} failed on environment {self.name} (exit {done.returncode}): "
-                + (detail[-1] if detail else "no output"),
-                facts={"argv": argv, "stderr": stderr[-4000:], "stdout": stdout[-4000:]},
-            )
-        return done
-
-    def _files(self) -> list[str]:
-        files = [str(p) for p in self.config.compose_file_paths()]
-        missing = [f for f in files if not Path(f).exists()]
-        if missing:
-            raise ConfigError(
-                f"Compose file {missing[0]} (project.compose_files) does not exist",
-                untouched="nothing was done",
-            )
-        return files
 
     def compose_model(self, env: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The normalized Compose model (`docker-compose config`, variables substituted)."""
-        cli = detect_compose(self.environment.docker_host)
-        argv = stack_cmd.compose_config(cli, self.stack, self._files())
-        done = self._run(argv, env=self.compose_env(env), what="rendering the Compose files")
+        done = self.compose_target.compose(
+            stack_cmd.compose_config,
+            env=env,
+            timeout=STACK_TIMEOUT_S,
+            what="rendering the Compose files",
+        )
         model = yaml.safe_load(done.stdout)
         if not isinstance(model, dict):
             raise ExternalCommandFailed(
                 f"`docker-compose config` printed no Compose model for environment {self.name}",
                 untouched="nothing was deployed",
-                facts={"argv": argv},
+                facts={"argv": list(done.argv)},
             )
         return model
 
@@ -257,12 +242,11 @@ class SwarmPlatform:
                 else:
                     stack_file["services"][name]["image"] = current.image
         text = yaml.safe_dump(stack_file, sort_keys=False)
-        argv = stack_cmd.deploy(self.stack)
-        self._run(argv, env=self.compose_env(env), what=what, input=text)
+        self._docker(stack_cmd.deploy(self.stack), env=env, what=what, input=text)
 
     def remove_stack(self, *, what: str = "removing the stack") -> None:
         """`docker stack rm`: services and networks; the volumes stay on their nodes."""
-        self._run(stack_cmd.remove(self.stack), env=self.compose_env(), what=what)
+        self._docker(stack_cmd.remove(self.stack), env={}, what=what, input="")
 
     # -- tasks and their containers -----------------------------------------------------------
 
@@ -363,10 +347,7 @@ class SwarmPlatform:
     # -- the platform's verbs -----------------------------------------------------------------
 
     def defines(self, service: str) -> bool:
-        cli = detect_compose(self.environment.docker_host)
-        argv = compose_cmd.service_names(cli, self.stack, self._files())
-        done = self._run(argv, env=self.compose_env(), what="listing the Compose services")
-        return service in done.stdout.split()
+        return self.compose_target.defines(service)
 
     def start(
         self, services: Sequence[str], *, env: Mapping[str, str] | None = None, what: str

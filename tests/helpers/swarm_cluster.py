@@ -23,6 +23,7 @@ manager.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -74,13 +75,26 @@ NODE_RUN_FLAGS = (
     "systempaths=unconfined",
     "-v",
     "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    # /run afresh at each start: a stopped node's docker.pid and containerd's sockets would keep
+    # its dockerd from starting again.
+    "--tmpfs",
+    "/run",
 )
+#: dockerd's arguments besides the entrypoint's (the node's name goes in its cgroup parent).
+DOCKERD_ARGS = ("--storage-driver", "overlay2")
+#: Label on the node image and the nodes: what they were made from. A running cluster made by
+#: another version of this module is rebuilt rather than reused.
+CONFIG_LABEL = "deploytools.test.swarm-config"
 
 T = TypeVar("T")
 
 
 class SwarmClusterError(RuntimeError):
     """The cluster could not be built, reached or changed as asked."""
+
+
+class NodeExited(SwarmClusterError):
+    """A node's container stopped while it was waited for (waiting longer would not help)."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +125,7 @@ def _host_docker(*args: str, timeout_s: float = 120) -> str:
     return _run(["docker", *args], timeout_s=timeout_s)
 
 
-def _wait(what: str, probe: Callable[[], T | None], *, timeout_s: float) -> T:
+def wait_for(what: str, probe: Callable[[], T | None], *, timeout_s: float) -> T:
     """Poll probe() until it returns a value (not None/False); its exceptions count as not yet."""
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
@@ -121,6 +135,8 @@ def _wait(what: str, probe: Callable[[], T | None], *, timeout_s: float) -> T:
             value = probe()
             if value:
                 return value
+        except NodeExited:
+            raise
         except (SwarmClusterError, ValueError, KeyError) as exc:
             last = exc
         if time.monotonic() > deadline:
@@ -135,6 +151,7 @@ def _wait(what: str, probe: Callable[[], T | None], *, timeout_s: float) -> T:
 @dataclass
 class SwarmCluster:
     nodes: list[SwarmNode]  # nodes[0] is the manager (the others: managers too, MANAGERS)
+    managers: int = MANAGERS  # the first `managers` nodes are managers, the others workers
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -152,7 +169,7 @@ class SwarmCluster:
 
     def control_node(self) -> SwarmNode:
         """The first running manager (nodes[0] unless a test stopped it)."""
-        for node in self.nodes[:MANAGERS]:
+        for node in self.nodes[: self.managers]:
             if _container_running(node.name):
                 return node
         raise SwarmClusterError("no manager of the swarm is running")
@@ -204,7 +221,7 @@ class SwarmCluster:
                 if _container_running(node.name)
             )
 
-        _wait("every running node Ready", ready, timeout_s=timeout_s)
+        wait_for("every running node Ready", ready, timeout_s=timeout_s)
 
     # ---- changes ------------------------------------------------------------------------------
 
@@ -222,11 +239,11 @@ class SwarmCluster:
             )
             return not containers.split()
 
-        _wait(f"{node.name} drained", empty, timeout_s=timeout_s)
+        wait_for(f"{node.name} drained", empty, timeout_s=timeout_s)
 
     def activate(self, node: SwarmNode, *, timeout_s: float = 30) -> None:
         self.docker(self.control_node(), "node", "update", "--availability", "active", node.name)
-        _wait(
+        wait_for(
             f"{node.name} active",
             lambda: self.node_states()[node.name]["availability"] == "active",
             timeout_s=timeout_s,
@@ -235,9 +252,9 @@ class SwarmCluster:
     def stop_node(self, node: SwarmNode, *, timeout_s: float = 60) -> None:
         """Stop the node's container; returns when the other managers see it Down."""
         _host_docker("stop", "-t", "10", node.name, timeout_s=timeout_s)
-        if not any(_container_running(other.name) for other in self.nodes[:MANAGERS]):
+        if not any(_container_running(other.name) for other in self.nodes[: self.managers]):
             return
-        _wait(
+        wait_for(
             f"{node.name} Down",
             lambda: self.node_states()[node.name]["state"] == "down",
             timeout_s=timeout_s,
@@ -247,7 +264,7 @@ class SwarmCluster:
         """Start the node's container; returns when its engine answers and it is Ready again."""
         _host_docker("start", node.name, timeout_s=timeout_s)
         _wait_engine(node, timeout_s=timeout_s)
-        _wait(
+        wait_for(
             f"{node.name} Ready",
             lambda: self.node_states()[node.name]["state"] == "ready",
             timeout_s=timeout_s,
@@ -298,25 +315,55 @@ def _container_running(name: str) -> bool:
 
 
 def _wait_engine(node: SwarmNode, *, timeout_s: float) -> None:
-    _wait(
-        f"{node.name}'s engine",
-        lambda: _run(
+    """Until the node's dockerd answers; fails at once, with its last logs, if it exited."""
+
+    def answers() -> str:
+        if not _container_running(node.name):
+            logs = subprocess.run(
+                ["docker", "logs", "--tail", "20", node.name],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=False,
+            )
+            raise NodeExited(f"{node.name} exited: {(logs.stdout + logs.stderr).strip()}")
+        return _run(
             ["docker", "-H", node.docker_host, "version", "--format", "{{.Server.Version}}"],
             timeout_s=10,
-        ).strip(),
-        timeout_s=timeout_s,
-    )
+        ).strip()
+
+    wait_for(f"{node.name}'s engine", answers, timeout_s=timeout_s)
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def _image_config() -> str:
+    return _digest(DOCKERFILE)
+
+
+def _cluster_config(size: int, managers: int) -> str:
+    return _digest(_image_config(), NODE_RUN_FLAGS, DOCKERD_ARGS, HEARTBEAT, size, managers)
+
+
+def _label(name: str, *, kind: str) -> str:
+    try:
+        return _host_docker(
+            kind, "inspect", "-f", f'{{{{index .Config.Labels "{CONFIG_LABEL}"}}}}', name
+        ).strip()
+    except SwarmClusterError:
+        return ""
 
 
 def ensure_node_image() -> None:
-    """Build NODE_IMAGE from the local base image, once per machine (about 40 s)."""
-    try:
-        _host_docker("image", "inspect", NODE_IMAGE, timeout_s=20)
+    """Build NODE_IMAGE from the local base image, once per machine (about 40 s) and again when
+    DOCKERFILE changes."""
+    if _label(NODE_IMAGE, kind="image") == _image_config():
         return
-    except SwarmClusterError:
-        pass
+    label = f"{CONFIG_LABEL}={_image_config()}"
     _run(
-        ["docker", "build", "-t", NODE_IMAGE, "--label", LABEL, "-"],
+        ["docker", "build", "-t", NODE_IMAGE, "--label", LABEL, "--label", label, "-"],
         stdin=DOCKERFILE.encode(),
         timeout_s=900,
     )
@@ -346,23 +393,26 @@ def _node_addresses(size: int) -> list[str]:
     return [str(subnet.network_address + 10 + index) for index in range(1, size + 1)]
 
 
-def _existing_cluster(size: int) -> SwarmCluster | None:
-    """The running cluster when it is whole and healthy, else None."""
+def _nodes(size: int) -> list[SwarmNode]:
     names = _node_names(size)
+    return [
+        SwarmNode(name=name, address=address, docker_host=f"tcp://{address}:2375")
+        for name, address in zip(names, _node_addresses(size), strict=True)
+    ]
+
+
+def _existing_cluster(size: int, managers: int) -> SwarmCluster | None:
+    """The running cluster when this module's version made it and it is whole and healthy."""
+    names = _node_names(size)
+    config = _cluster_config(size, managers)
+    if not all(_label(name, kind="container") == config for name in names):
+        return None
     if not all(_container_running(name) for name in names):
         return None
     try:
-        addresses = _node_addresses(size)
-    except (SwarmClusterError, ValueError, KeyError, IndexError):
-        return None
-    nodes = [
-        SwarmNode(name=name, address=address, docker_host=f"tcp://{address}:2375")
-        for name, address in zip(names, addresses, strict=True)
-    ]
-    cluster = SwarmCluster(nodes=nodes)
-    try:
+        cluster = SwarmCluster(nodes=_nodes(size), managers=managers)
         states = cluster.node_states()
-    except SwarmClusterError:
+    except (SwarmClusterError, ValueError, KeyError, IndexError):
         return None
     healthy = set(states) == set(names) and all(
         state["state"] == "ready" and state["availability"] == "active" for state in states.values()
@@ -370,9 +420,42 @@ def _existing_cluster(size: int) -> SwarmCluster | None:
     return cluster if healthy else None
 
 
-def ensure_cluster(size: int = 3) -> SwarmCluster:
-    """A swarm of `size` nodes: the running one when whole and healthy, else built afresh."""
-    existing = _existing_cluster(size)
+def _start_node_container(node: SwarmNode, config: str) -> None:
+    volume = f"{node.name}-docker"
+    _host_docker("volume", "create", "--label", LABEL, volume)
+    _host_docker(
+        "run",
+        "-d",
+        "--name",
+        node.name,
+        "--hostname",
+        node.name,
+        "--label",
+        LABEL,
+        "--label",
+        f"{CONFIG_LABEL}={config}",
+        "--network",
+        NETWORK,
+        "--ip",
+        node.address,
+        *NODE_RUN_FLAGS,
+        "-v",
+        f"{volume}:/var/lib/docker",
+        NODE_IMAGE,
+        *DOCKERD_ARGS,
+        # Plain HTTP to a registry on dtsw-net (the machine's address on it is the gateway).
+        "--insecure-registry",
+        str(_network_subnet()),
+        # The nodes share the machine's cgroup tree: each keeps its containers apart.
+        "--cgroup-parent",
+        f"/{node.name}",
+    )
+
+
+def ensure_cluster(size: int = 3, *, managers: int = MANAGERS) -> SwarmCluster:
+    """A swarm of `size` nodes, the first `managers` of them managers: the running one when this
+    module made it and it is whole and healthy (a rerun takes a second), else built afresh."""
+    existing = _existing_cluster(size, managers)
     if existing is not None:
         return existing
     remove_cluster()
@@ -382,41 +465,13 @@ def ensure_cluster(size: int = 3) -> SwarmCluster:
     timings["node_image_s"] = time.monotonic() - started
     started = time.monotonic()
     _create_network()
-    names = _node_names(size)
-    addresses = _node_addresses(size)
-    nodes = [
-        SwarmNode(name=name, address=address, docker_host=f"tcp://{address}:2375")
-        for name, address in zip(names, addresses, strict=True)
-    ]
+    nodes = _nodes(size)
     for node in nodes:
-        volume = f"{node.name}-docker"
-        _host_docker("volume", "create", "--label", LABEL, volume)
-        _host_docker(
-            "run",
-            "-d",
-            "--name",
-            node.name,
-            "--hostname",
-            node.name,
-            "--label",
-            LABEL,
-            "--network",
-            NETWORK,
-            "--ip",
-            node.address,
-            *NODE_RUN_FLAGS,
-            "-v",
-            f"{volume}:/var/lib/docker",
-            NODE_IMAGE,
-            "--storage-driver",
-            "overlay2",
-            # The nodes share the machine's cgroup tree: each keeps its containers apart.
-            "--cgroup-parent",
-            f"/{node.name}",
-        )
+        _start_node_container(node, _cluster_config(size, managers))
     for node in nodes:
         _wait_engine(node, timeout_s=60)
-    cluster = SwarmCluster(nodes=nodes, timings=timings)
+    timings["engines_s"] = time.monotonic() - started
+    cluster = SwarmCluster(nodes=nodes, managers=managers, timings=timings)
     manager = nodes[0]
     cluster.docker(
         manager,
@@ -434,7 +489,7 @@ def ensure_cluster(size: int = 3) -> SwarmCluster:
         for role in ("manager", "worker")
     }
     for index, node in enumerate(nodes[1:], start=1):
-        role = "manager" if index < MANAGERS else "worker"
+        role = "manager" if index < managers else "worker"
         cluster.docker(
             node,
             "swarm",

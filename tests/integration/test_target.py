@@ -18,7 +18,13 @@ import pytest
 from deploytools.config import parse_config
 from deploytools.engine import Container, Engine
 from deploytools.errors import DeadlineExceeded, EnvironmentUnreachable
-from deploytools.target import Target, connect, detect_compose, wait_until_healthy
+from deploytools.target import (
+    Target,
+    connect,
+    detect_compose,
+    service_state,
+    wait_until_healthy,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +44,7 @@ def client() -> Iterator[Any]:
     sdk.close()
 
 
-def _run(client: Any, name: str, healthcheck: dict[str, Any]) -> Container:
+def _run(client: Any, name: str, healthcheck: dict[str, Any], **options: Any) -> Container:
     return Container(
         client.containers.run(
             BASE_IMAGE,
@@ -47,6 +53,7 @@ def _run(client: Any, name: str, healthcheck: dict[str, Any]) -> Container:
             detach=True,
             healthcheck=healthcheck,
             labels={"deploytools.test": "target"},
+            **options,
         )
     )
 
@@ -70,6 +77,31 @@ def test_container_with_a_passing_healthcheck_is_seen_healthy(
     assert state.health == "healthy"
     assert state.state == "running"
     assert state.container == container_name
+
+
+def test_a_long_healthcheck_interval_is_not_waited_for_the_healthcheck_passing_is(
+    client: Any, container_name: str
+) -> None:
+    """Engine 20.10 runs the first probe one interval after the start (30 s by default, no
+    start_interval): the wait runs the container's own healthcheck, in its environment and as
+    its user, and is done while the engine has not probed yet; every reader agrees."""
+    container = _run(
+        client,
+        container_name,
+        {
+            "test": ["CMD-SHELL", 'test "$DT_READY" = yes && test "$(id -u)" = 4321'],
+            "interval": 600 * SECOND,
+            "retries": 3,
+        },
+        environment={"DT_READY": "yes"},
+        user="4321",
+    )
+    state = wait_until_healthy(container, timeout_s=60)  # well inside the first interval
+    assert state.healthy and state.health == "healthy" and state.health_probed
+    container.reload()
+    engine_says = container.attrs["State"]["Health"]
+    assert engine_says["Status"] == "starting" and not engine_says.get("Log")  # never probed
+    assert service_state(container).healthy  # `status`, the deploy's and the resume's reading
 
 
 def test_container_that_never_gets_healthy_times_out_naming_it_and_its_last_probe(

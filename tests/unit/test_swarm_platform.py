@@ -8,6 +8,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ import yaml
 from deploytools.commands.compose import COMPOSE_V1, ComposeCli
 from deploytools.config import parse_config
 from deploytools.context import StepContext
+from deploytools.engine.client import Engine
 from deploytools.engine.process import ProcessResult
 from deploytools.engine.swarm import (
     JobResult,
@@ -27,7 +29,12 @@ from deploytools.engine.swarm import (
     task_state,
 )
 from deploytools.engine.swarm import _node as node_info
-from deploytools.errors import DeadlineExceeded, ExternalCommandFailed, UsageError
+from deploytools.errors import (
+    DeadlineExceeded,
+    EnvironmentUnreachable,
+    ExternalCommandFailed,
+    UsageError,
+)
 from deploytools.platforms.swarm import SwarmPlatform, _job_outcome
 from deploytools.session import EnvSession
 from deploytools.target import Target
@@ -214,7 +221,7 @@ def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SwarmPlatform:
     monkeypatch.setattr(SwarmPlatform, "swarm", property(lambda self: fake))
     monkeypatch.setattr(SwarmPlatform, "network", lambda self: "dtswp9_default")
     v1 = ComposeCli(COMPOSE_V1, "1.29.2")
-    monkeypatch.setattr("deploytools.platforms.swarm.detect_compose", lambda host: v1)
+    monkeypatch.setattr("deploytools.target.detect_compose", lambda host: v1)
     return made
 
 
@@ -379,3 +386,17 @@ def test_a_session_on_swarm_gives_its_platform_and_refuses_the_compose_target(
     assert caught.value.facts == {"environment": "prod", "platform": "swarm"}
     compose = EnvSession(ctx=ctx, platform=ctx.platform("staging"), store=None, history=None)  # type: ignore[arg-type]
     assert compose.target is compose.platform
+
+
+def test_an_engine_that_is_no_swarm_manager_is_said_to_be_one(tmp_path: Path) -> None:
+    config = parse_config(CONFIG, tmp_path / "deploy.toml")
+    sdk = SimpleNamespace(info=lambda: {"Swarm": {"LocalNodeState": "inactive"}})
+    platform = SwarmPlatform(
+        config=config, environment=config.environment("prod"), connector=lambda host: Engine(sdk)
+    )
+    with pytest.raises(EnvironmentUnreachable) as caught:
+        platform.tasks("app")
+    assert caught.value.message == (
+        "the engine at tcp://10.0.0.1:2375 (environment prod) is not a manager of an active "
+        "Docker Swarm"
+    )
