@@ -29,7 +29,13 @@ from deploytools.deploy_windows import check_window
 from deploytools.errors import ApprovalRequired, CheckFailed, DeployError, UsageError
 from deploytools.session import EnvSession, open_environment
 from deploytools.steps import backup as backup_step
-from deploytools.steps import deploy_rolling, deploy_strategy, maintenance, watch_keep
+from deploytools.steps import (
+    deploy_rolling,
+    deploy_strategy,
+    deploy_swarm,
+    maintenance,
+    watch_keep,
+)
 from deploytools.steps import migrate as migrate_step
 from deploytools.steps import rollback as rollback_step
 from deploytools.steps.app_service import (
@@ -158,6 +164,24 @@ def run(
             hint="run it on a terminal to be asked, or add --yes to approve it yourself",
             facts={"environment": environment},
         )
+    if ctx.config.environment(environment).is_swarm:
+        # Swarm rolls the tasks; deploytools watches, checks and rolls back (deploy_swarm.py).
+        asked = guarded and approved_by is None and confirm is not None
+        question = f"Deploy {image} to {environment} (Swarm rolling update)"
+        if asked and confirm is not None and not confirm(question):
+            raise ApprovalRequired(
+                f"the deploy of {image} to {environment} was not approved",
+                untouched=f"nothing was deployed: {environment} runs what it ran",
+                facts={"declined": True},
+            )
+        done = deploy_swarm.run(
+            ctx,
+            environment=environment,
+            image=image,
+            lock_wait_s=lock_wait_s,
+            no_backup_check=no_backup_check,
+        )
+        return DeployResult(done.environment, done.changed, done.message, done.record)
     # The database is started (a new environment) before the store is opened: the store's
     # helper then runs the database's image, whose pg_restore verifies the pre-deploy backup.
     with open_environment(ctx, environment, with_database=True) as session:

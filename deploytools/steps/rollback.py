@@ -26,7 +26,7 @@ from deploytools.database import Database
 from deploytools.engine.errors import EngineError
 from deploytools.errors import DeployError, UsageError
 from deploytools.session import EnvSession, open_environment
-from deploytools.steps import app_service, deploy_rolling, watch_keep
+from deploytools.steps import app_service, deploy_rolling, deploy_swarm, watch_keep
 from deploytools.steps import backup as backup_step
 from deploytools.store.records import ReleaseRecord, utc_now, who
 
@@ -64,6 +64,16 @@ def run(
     :param reason: why, recorded on the rollback record: "manual", "verification failed",
         "monitor breach: ..." (what breached, with its values).
     """
+    if ctx.config.environment(environment).is_swarm:
+        # An update of the Swarm service to the earlier image (deploy_swarm.py).
+        return deploy_swarm.rollback_run(
+            ctx,
+            environment=environment,
+            to=to,
+            restore_db=restore_db,
+            lock_wait_s=lock_wait_s,
+            reason=reason,
+        )
     switch = watch_keep.open_switch_session(ctx.target(environment))
     try:
         return _run_locked(ctx, environment, to, restore_db, lock_wait_s, confirm, reason, switch)

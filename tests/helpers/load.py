@@ -1,4 +1,4 @@
-"""An open-model HTTP load for zero-downtime tests and benchmarks (127.0.0.1 only).
+"""An open-model HTTP load for zero-downtime tests and benchmarks (127.0.0.1 unless `hosts`).
 
 Requests are issued at a fixed arrival rate whatever the answers take (an open model: a slow or
 failing server does not slow the load down), each on its own connection, and each is timed from
@@ -42,12 +42,15 @@ class OpenLoad:
     max_duration_s: float = 300.0
     timeout_s: float = 10.0
     workers: int = 64
+    #: The addresses asked, in turn (request i goes to hosts[i % len(hosts)]): a client-side
+    #: round robin over several nodes, as a load balancer without health checks does.
+    hosts: tuple[str, ...] = ("127.0.0.1",)
     samples: list[Sample] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _one(self, scheduled: float) -> None:
+    def _one(self, scheduled: float, host: str = "127.0.0.1") -> None:
         delay = scheduled - time.monotonic()
         if delay > 0:
             time.sleep(delay)
@@ -55,7 +58,7 @@ class OpenLoad:
         began = time.monotonic() - scheduled
         connected = answered = 0.0
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout_s)
+            conn = http.client.HTTPConnection(host, self.port, timeout=self.timeout_s)
             try:
                 conn.connect()
                 connected = time.monotonic() - scheduled
@@ -87,7 +90,7 @@ class OpenLoad:
                 ahead = scheduled - time.monotonic()
                 if ahead > 0.02:
                     self._stop.wait(ahead - 0.01)
-                pool.submit(self._one, scheduled)
+                pool.submit(self._one, scheduled, self.hosts[i % len(self.hosts)])
                 i += 1
 
     def start(self) -> OpenLoad:
@@ -168,6 +171,8 @@ def _serve_in_this_process(settings: dict[str, Any]) -> None:
     # once tens of thousands of samples are kept. The load makes no reference cycle it needs
     # freed within a run, so the collector stays off here.
     gc.disable()
+    if "hosts" in settings:
+        settings = {**settings, "hosts": tuple(settings["hosts"])}
     load = OpenLoad(**settings).start()
     sys.stdin.readline()
     json.dump([dataclasses.astuple(s) for s in load.stop()], sys.stdout)

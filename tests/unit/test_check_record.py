@@ -299,7 +299,11 @@ def test_rollback_run_records_its_reason(monkeypatch: pytest.MonkeyPatch) -> Non
     )
     monkeypatch.setattr(rollback_step.watch_keep, "open_switch_session", lambda target: None)
     ctx: Any = SimpleNamespace(
-        config=SimpleNamespace(deploy=SimpleNamespace(lock_ttl_s=60)), target=lambda env: None
+        config=SimpleNamespace(
+            deploy=SimpleNamespace(lock_ttl_s=60),
+            environment=lambda name: SimpleNamespace(is_swarm=False),
+        ),
+        target=lambda env: None,
     )
     rollback_step.run(ctx, environment="prod")
     rollback_step.run(ctx, environment="prod", reason="verification failed")

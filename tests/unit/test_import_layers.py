@@ -58,6 +58,7 @@ PLACES: dict[str, str] = {
     "deploytools.volumes": "core",
     "deploytools.copies": "core",
     "deploytools.proxy": "core",
+    "deploytools.proxy_swarm": "core",  # deploytools' proxy in front of a Swarm service
     "deploytools.proxy_settings": "core",  # the proxy's settings: deploy.toml, then Compose
     "deploytools.github": "core",
     "deploytools.github_deployments": "core",

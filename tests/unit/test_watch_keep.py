@@ -296,7 +296,10 @@ def test_the_switch_session_is_opened_before_the_lock_and_closed_on_every_way_ou
     api = SimpleNamespace(close=lambda: events.append("closed"))
     monkeypatch.setattr(watch_keep.proxy, "container", lambda t: gateway)
     monkeypatch.setattr(watch_keep.proxy, "RuntimeApi", lambda g: events.append("opened") or api)
-    ctx: Any = SimpleNamespace(target=lambda environment: "target")
+    ctx: Any = SimpleNamespace(
+        target=lambda environment: "target",
+        config=SimpleNamespace(environment=lambda name: SimpleNamespace(is_swarm=False)),
+    )
 
     def locked(*args: Any) -> None:
         events.append("locked")

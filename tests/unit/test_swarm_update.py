@@ -1,0 +1,244 @@
+"""engine/swarm_update.py against a fake of the engine's service API: the spec written, the
+watch of an update batch by batch (checks, pause, deadline), Swarm's rollback."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from deploytools.engine.swarm import TaskState
+from deploytools.engine.swarm_update import (
+    SdkServiceApi,
+    ServiceUpdate,
+    UpdateFailed,
+    UpdatePolicy,
+    updated_spec,
+)
+
+V1, V2 = "app:1", "app:2"
+SERVICE = "dtswd_app"
+
+
+def spec(image: str = V1) -> dict[str, Any]:
+    return {
+        "Name": SERVICE,
+        "TaskTemplate": {"ContainerSpec": {"Image": image, "Env": ["A=1"]}},
+        "Mode": {"Replicated": {"Replicas": 3}},
+    }
+
+
+def task(
+    tid: str, image: str, state: str = "running", desired: str = "running", err: str = ""
+) -> dict[str, Any]:
+    return {
+        "ID": tid,
+        "ServiceID": "sid",
+        "Slot": int(tid[-1]) if tid[-1].isdigit() else 1,
+        "NodeID": "n1",
+        "DesiredState": desired,
+        "CreatedAt": f"2026-12-07T06:00:0{tid[-1] if tid[-1].isdigit() else 0}Z",
+        "Status": {"State": state, "Err": err, "ContainerStatus": {"ContainerID": "c" + tid}},
+        "Spec": {"ContainerSpec": {"Image": image}},
+        "NetworksAttachments": [
+            {"Network": {"Spec": {"Name": "dtswd_default"}}, "Addresses": [f"10.0.0.{tid[-1]}/24"]}
+        ],
+    }
+
+
+class FakeApi:
+    """Each inspect returns the next of `looks` (the last one again at the end): a scripted
+    update as the engine would report it."""
+
+    def __init__(self, looks: list[tuple[str, list[dict[str, Any]]]], image: str = V2) -> None:
+        self.looks = looks
+        self.image = image
+        self.posted: list[tuple[str, int, Mapping[str, Any], bool]] = []
+        self._i = -1
+
+    def inspect_service(self, name: str) -> Mapping[str, Any]:
+        assert name == SERVICE
+        self._i = min(self._i + 1, len(self.looks) - 1)
+        state = self.looks[self._i][0]
+        return {
+            "ID": "sid",
+            "Version": {"Index": 41},
+            "Spec": spec(self.image),
+            "PreviousSpec": spec(V1),
+            "UpdateStatus": {"State": state, "Message": f"update {state}"} if state else {},
+        }
+
+    def post_spec(
+        self, service_id: str, version: int, spec: Mapping[str, Any], *, rollback: bool
+    ) -> None:
+        self.posted.append((service_id, version, spec, rollback))
+
+    def tasks(self, service_id: str) -> Sequence[Mapping[str, Any]]:
+        assert service_id == "sid"
+        return self.looks[self._i][1]
+
+    def nodes(self) -> Sequence[Mapping[str, Any]]:
+        return [{"ID": "n1", "Description": {"Hostname": "dtsw-node-1"}, "Status": {}}]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.5)
+
+
+def update(api: FakeApi, clock: Clock | None = None) -> ServiceUpdate:
+    clock = clock or Clock()
+    found = ServiceUpdate(api, SERVICE, network="dtswd_default", clock=clock, sleep=clock.sleep)
+    found.image = V2
+    return found
+
+
+OLD = [task("o1", V1), task("o2", V1), task("o3", V1)]
+
+
+def test_the_spec_written_has_the_image_and_the_update_policy_and_keeps_the_rest() -> None:
+    before = spec()
+    after = updated_spec(before, V2, UpdatePolicy(parallelism=2, delay_s=1.5, monitor_s=5))
+    assert after["TaskTemplate"]["ContainerSpec"] == {"Image": V2, "Env": ["A=1"]}
+    assert after["UpdateConfig"] == {
+        "Parallelism": 2,
+        "Delay": 1_500_000_000,
+        "FailureAction": "pause",
+        "Monitor": 5_000_000_000,
+        "MaxFailureRatio": 0.0,
+        "Order": "start-first",
+    }
+    assert after["RollbackConfig"]["Order"] == "start-first"
+    assert after["RollbackConfig"]["FailureAction"] == "pause"
+    assert after["Mode"] == {"Replicated": {"Replicas": 3}}
+    assert before["TaskTemplate"]["ContainerSpec"]["Image"] == V1  # not changed in place
+
+
+def test_start_writes_the_spec_at_its_version_and_roll_back_asks_for_the_previous() -> None:
+    api = FakeApi([("", OLD)], image=V1)
+    service = ServiceUpdate(api, SERVICE)
+    service.start(V2, UpdatePolicy())
+    service.roll_back()
+    (sid, version, written, rollback), (_, _, _, back) = api.posted
+    assert (sid, version, rollback, back) == ("sid", 41, False, True)
+    assert written["TaskTemplate"]["ContainerSpec"]["Image"] == V2
+    assert service.image == V2
+
+
+def test_the_watch_checks_each_new_task_once_and_ends_when_swarm_completed() -> None:
+    looks = [
+        ("updating", [*OLD, task("n1", V2, "starting")]),
+        ("updating", [task("n1", V2), task("o2", V1), task("o3", V1)]),
+        ("updating", [task("n1", V2), task("n2", V2), task("o3", V1)]),
+        ("updating", [task("n1", V2), task("n2", V2), task("n3", V2)]),
+        ("completed", [task("n1", V2), task("n2", V2), task("n3", V2)]),
+    ]
+    checked: list[str] = []
+    seen: list[str] = []
+    done = update(FakeApi(looks)).watch(
+        replicas=3,
+        timeout_s=60,
+        check=lambda t: checked.append(f"{t.id} {t.address}"),
+        on_progress=lambda p: seen.append(p.describe()),
+    )
+    assert checked == ["n1 10.0.0.1", "n2 10.0.0.2", "n3 10.0.0.3"]
+    assert done.state == "completed" and len(done.running(V2)) == 3
+    assert seen[0] == "updating: 3 running app:1, 1 starting app:2 (update updating)"
+
+
+def test_a_failing_check_ends_the_watch_with_its_error() -> None:
+    looks = [("updating", [task("n1", V2), task("o2", V1), task("o3", V1)])]
+
+    def bad(found: TaskState) -> None:
+        raise RuntimeError(f"smoke check of {found.id} failed")
+
+    with pytest.raises(RuntimeError, match="smoke check of n1 failed"):
+        update(FakeApi(looks)).watch(replicas=3, timeout_s=60, check=bad)
+
+
+def test_a_paused_update_raises_with_the_tasks_errors() -> None:
+    failed = task("n1", V2, "failed", desired="shutdown", err="task: non-zero exit (3)")
+    looks = [("paused", [failed, *OLD])]
+    with pytest.raises(UpdateFailed) as raised:
+        update(FakeApi(looks)).watch(replicas=3, timeout_s=60)
+    assert "update paused" in raised.value.message
+    assert "non-zero exit (3)" in raised.value.message
+    assert not raised.value.timed_out
+    assert [t.id for t in raised.value.progress.tasks] == ["o1", "o2", "o3"]
+
+
+def test_the_watch_has_a_deadline() -> None:
+    stuck = [("updating", [*OLD, task("n1", V2, "pending")])]
+    clock = Clock()
+    with pytest.raises(UpdateFailed) as raised:
+        update(FakeApi(stuck), clock).watch(replicas=3, timeout_s=10)
+    assert raised.value.timed_out
+    assert "did not finish within 10 s" in raised.value.message
+    assert 10 <= clock.now < 11
+
+
+def test_the_watch_waits_for_every_old_task_to_go_even_when_swarm_says_completed() -> None:
+    # A completed status read before the last old task left the list is not the end.
+    looks = [
+        ("completed", [task("n1", V2), task("n2", V2), task("n3", V2), task("o3", V1)]),
+        ("completed", [task("n1", V2), task("n2", V2), task("n3", V2)]),
+    ]
+    api = FakeApi(looks)
+    update(api).watch(replicas=3, timeout_s=60)
+    assert api._i == 1
+
+
+def test_waiting_for_the_rollback() -> None:
+    looks = [
+        ("rollback_started", [task("n1", V2), task("o2", V1), task("o3", V1)]),
+        ("rollback_completed", OLD),
+    ]
+    done = update(FakeApi(looks, image=V1)).wait_rolled_back(replicas=3, timeout_s=60)
+    assert done.state == "rollback_completed"
+    assert [t.image for t in done.tasks] == [V1, V1, V1]
+    paused = [("rollback_paused", [task("o1", V1, "failed", err="boom")])]
+    with pytest.raises(UpdateFailed, match="boom"):
+        update(FakeApi(paused, image=V1)).wait_rolled_back(replicas=3, timeout_s=60)
+
+
+class FakeLowLevel:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any, Any]] = []
+
+    def _url(self, path: str, *args: str) -> str:
+        return "http://engine" + path.format(*args)
+
+    def _post_json(self, url: str, data: Any, params: Any) -> str:
+        self.calls.append((url, data, params))
+        return "response"
+
+    def _raise_for_status(self, response: str) -> None:
+        assert response == "response"
+
+
+class FakeEngine:
+    def __init__(self) -> None:
+        self._sdk = type("Sdk", (), {"api": FakeLowLevel()})()
+
+
+def test_the_sdk_adapter_posts_the_spec_and_the_rollback_parameter() -> None:
+    engine = FakeEngine()
+    api = SdkServiceApi(engine)  # type: ignore[arg-type]
+    api.post_spec("sid", 7, {"Name": SERVICE}, rollback=False)
+    api.post_spec("sid", 8, {"Name": SERVICE}, rollback=True)
+    calls = engine._sdk.api.calls
+    assert calls == [
+        ("http://engine/services/sid/update", {"Name": SERVICE}, {"version": 7}),
+        (
+            "http://engine/services/sid/update",
+            {"Name": SERVICE},
+            {"version": 8, "rollback": "previous"},
+        ),
+    ]
