@@ -122,6 +122,14 @@ def stopped_node(cluster: sc.SwarmCluster) -> None:
     cluster.docker(cluster.control_node(), "service", "rm", SERVICE)
 
 
+def registry_answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
 def registry_way(cluster: sc.SwarmCluster, image: str) -> None:
     """Push IMAGE to a local registry on the machine; each node pulls it and tags it back."""
     binary = shutil.which("docker-registry")
@@ -137,13 +145,11 @@ def registry_way(cluster: sc.SwarmCluster, image: str) -> None:
         f"storage: {{filesystem: {{rootdirectory: {base / 'data'}}}}}\n"
         f"http: {{addr: 0.0.0.0:{port}}}\n"
     )
-    server = subprocess.Popen([binary, "serve", str(config)], stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
-        sc.wait_for(
-            "registry",
-            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2).status == 200,
-            timeout_s=30,
-        )
+        sc.wait_for("registry", lambda: registry_answers(port), timeout_s=30)
         local = f"127.0.0.1:{port}/bench/image:1"
         remote = f"{gateway}:{port}/bench/image:1"
         subprocess.run(["docker", "tag", image, local], check=True)

@@ -16,13 +16,17 @@ attachable overlays and host-mode published ports.
     cluster.docker(cluster.manager, "service", "ls")
     remove_cluster()                    # containers, volumes, network
 
-Every node is a manager (MANAGERS): a stopped node then leaves a quorum of 2 of 3, and the tests
-may stop any node but the first. The control calls (drain, node ls) go to the first running
-manager.
+Every node is a manager (MANAGERS): a stopped node then leaves a quorum of 2 of 3 and the others
+take its tasks (benchmarks/RESULTS.md has the figures against 1 manager and 2 workers). Any node
+may stop; while the first is stopped, `cluster.manager` does not answer, `control_node()` (the
+first running manager, which the drain/stop/start calls use) does. Images go in by `docker save`
+once and `docker load` on each node, twice as fast here as a registry the nodes pull from; the
+nodes still accept plain HTTP registries on dtsw-net (`--insecure-registry` its subnet).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -525,6 +529,24 @@ def remove_cluster() -> None:
     networks = _host_docker("network", "ls", "-q", "--filter", f"name=^{NETWORK}$").split()
     if networks:
         _host_docker("network", "rm", *networks)
+    _remove_cgroups()
+
+
+def _remove_cgroups() -> None:
+    """The nodes' cgroups (--cgroup-parent /dtsw-node-N in the machine's cgroup v1 tree): a node
+    removed with its containers running leaves their cgroups behind, empty. Deepest first; one
+    still in use (a node of a cluster running) is left."""
+    root = Path("/sys/fs/cgroup")
+    if not root.is_dir():
+        return
+    found = [path for path in root.glob(f"*/{NODE_PREFIX}*") if path.is_dir()]
+    for top in found:
+        for path in sorted(top.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir():
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()
 
 
 def keep_cluster() -> bool:
