@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +40,7 @@ ENV = "prod"
 RATE = 20.0
 ROWS = 200  # the INSERT below writes ids 1..200
 V2_TAG = "rbac-api-test:dtswl-1.15.2-expand-only"
+V3_TAG = "rbac-api-test:dtswl-1.15.2-again"
 CLI = Path(sys.executable).parent / "deploytools"
 
 
@@ -49,6 +50,7 @@ class Env:
     config: Path
     v1: str
     v2: str
+    v3: str
 
     def platform(self) -> SwarmPlatform:
         platform = StepContext(config=load_config(self.config)).platform(ENV)
@@ -170,10 +172,12 @@ def env(
         dockerfile='LABEL deploytools.migrations.expand-only="true"\n',
         files={},
     )
-    swarm_cluster.load_images(postgres_image, PROXY_IMAGE, v1, v2)
+    # The same release again under another image ID: a next release for the drain test.
+    v3 = build_variant(docker_client, v2, V3_TAG, dockerfile='LABEL dtswl.build="3"\n', files={})
+    swarm_cluster.load_images(postgres_image, PROXY_IMAGE, v1, v2, v3)
     config = tmp_path_factory.mktemp("dtswl") / "deploy.toml"
     write_config(config, swarm_cluster, postgres_image)
-    made = Env(swarm_cluster, config, v1, v2)
+    made = Env(swarm_cluster, config, v1, v2, v3)
     remove_stack(swarm_cluster)
     try:
         platform = made.platform()
@@ -196,17 +200,18 @@ def env(
         yield made
     finally:
         remove_stack(swarm_cluster)
-        docker_client.api.remove_image(V2_TAG, force=True)
+        for tag in (V3_TAG, V2_TAG):
+            docker_client.api.remove_image(tag, force=True)
 
 
-def victim(env: Env) -> SwarmNode:
-    """A node that runs an app task, not the database's, and is not the manager deploytools
-    talks to (nodes[0], where the proxy runs too)."""
+def victim(env: Env, *, with_app_task: bool = True) -> SwarmNode:
+    """A node that runs an app task (`with_app_task`), not the database's, and is not the
+    manager deploytools talks to (nodes[0], where the proxy runs too)."""
     platform = env.platform()
     db_nodes = {t.node for t in platform.tasks("db", desired_state="running")}
     app_nodes = {t.node for t in platform.tasks("app", desired_state="running") if t.running}
     for node in env.cluster.nodes[1:]:
-        if node.name not in db_nodes and node.name in app_nodes:
+        if node.name not in db_nodes and (node.name in app_nodes or not with_app_task):
             return node
     raise AssertionError(f"no node to stop: db on {db_nodes}, app on {app_nodes}")
 
@@ -219,92 +224,111 @@ def answers(base_url: str) -> bool:
         return False
 
 
+ROWS_SQL = "SELECT count(*), md5(string_agg(note, ',' ORDER BY id)) FROM dtswl_rows"
+
+
+def release_under(
+    env: Env, image: str, node: SwarmNode, disrupt: Callable[[SwarmNode], None]
+) -> tuple[subprocess.CompletedProcess[str], float, float, int, int]:
+    """`deploytools deploy` of `image` under load; `disrupt(node)` once its update began.
+    The deploy's process, when the node was disrupted and when the deploy ended (s from its
+    start), the failed and the total requests."""
+    platform = env.platform()
+    argv = [str(CLI), "--config", str(env.config), "--json", "deploy", "--env", ENV]
+    argv += ["--image", image, "--yes"]
+    started = time.monotonic()
+    with LoadProcess(PORT, rate_per_s=RATE, hosts=(env.cluster.manager.address,)) as load:
+        deploy = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            # The update has begun: a task of the new release exists.
+            wait_for(
+                "the first task of the new release (or the deploy ended before)",
+                lambda: any(t.image == image for t in platform.tasks("app")),
+                timeout_s=600,
+            )
+            assert deploy.poll() is None, "the deploy ended before the node could be disrupted"
+            disrupted_at = time.monotonic() - started
+            disrupt(node)
+            out, err = deploy.communicate(timeout=900)
+            finished = time.monotonic() - started
+        finally:
+            if deploy.poll() is None:
+                deploy.kill()
+                deploy.communicate()
+        samples = load.stop()
+    done = subprocess.CompletedProcess(argv, deploy.returncode, out, err)
+    return done, disrupted_at, finished, len(failures(samples)), len(samples)
+
+
+def check_after(env: Env, done: subprocess.CompletedProcess[str], new: str, old: str) -> str:
+    """The deploy finished or rolled back and says which; one image runs; the endpoint
+    answers. The image that serves."""
+    history = env.cli("history", "--env", ENV, "--limit", "1")
+    assert history.returncode == 0, history.stdout + history.stderr
+    print(history.stdout[:3000], file=sys.stderr)
+    if done.returncode == 0:
+        assert '"succeeded"' in history.stdout
+        serving: str | None = new
+    else:
+        error = json.loads(done.stdout)["error"]
+        assert error["message"] and error["untouched"], error
+        assert '"rolled-back"' in history.stdout or '"failed"' in history.stdout
+        serving = old if "rolled the update back" in error["untouched"] else None
+    images = wait_for(
+        "the app tasks on one image",
+        lambda: (lambda i: i if len(i) == 3 and len(set(i)) == 1 else None)(env.images()),
+        timeout_s=180,
+    )
+    assert images[0] in (new, old)
+    if serving is not None:
+        assert images[0] == serving
+    url = f"http://{env.cluster.manager.address}:{PORT}"
+    assert wait_for("the endpoint", lambda: answers(url), timeout_s=60)
+    return str(images[0])
+
+
 def test_a_node_stopped_mid_release_loses_no_row_and_one_release_serves(env: Env) -> None:
     env.psql("CREATE TABLE IF NOT EXISTS dtswl_rows (id int PRIMARY KEY, note text NOT NULL)")
     env.psql(
         "INSERT INTO dtswl_rows SELECT g, md5(g::text) FROM generate_series(1, 200) g "
         "ON CONFLICT DO NOTHING"
     )
-    before = env.psql("SELECT count(*), md5(string_agg(note, ',' ORDER BY id)) FROM dtswl_rows")
-    stopped = victim(env)
-    platform = env.platform()
-    cluster = env.cluster
-    started = time.monotonic()
-    with LoadProcess(PORT, rate_per_s=RATE, hosts=(cluster.manager.address,)) as load:
-        deploy = subprocess.Popen(
-            [
-                str(CLI),
-                "--config",
-                str(env.config),
-                "--json",
-                "deploy",
-                "--env",
-                ENV,
-                "--image",
-                env.v2,
-                "--yes",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            # The update has begun: a task of the new release exists.
-            wait_for(
-                "the first task of the new release",
-                lambda: (
-                    deploy.poll() is None and any(t.image == env.v2 for t in platform.tasks("app"))
-                ),
-                timeout_s=600,
-            )
-            stopped_at = time.monotonic() - started
-            cluster.stop_node(stopped)
-            try:
-                out, err = deploy.communicate(timeout=900)
-            finally:
-                finished = time.monotonic() - started
-        finally:
-            if deploy.poll() is None:
-                deploy.kill()
-                deploy.communicate()
-        samples = load.stop()
+    before = env.psql(ROWS_SQL)
+    assert before.startswith(f"{ROWS}|")
+    node = victim(env)
+    old = env.images()[0]
     try:
+        done, at, finished, failed, total = release_under(env, env.v2, node, env.cluster.stop_node)
         print(
-            f"node {stopped.name} stopped at {stopped_at:.1f} s; deploy exit {deploy.returncode} "
-            f"after {finished:.1f} s; {len(failures(samples))} of {len(samples)} requests failed",
+            f"STOP {node.name} at {at:.1f} s; deploy exit {done.returncode} after "
+            f"{finished:.1f} s; {failed} of {total} requests failed\n{done.stdout}\n"
+            f"{done.stderr[-3000:]}",
             file=sys.stderr,
         )
-        print(out, err, file=sys.stderr)
-        history = env.cli("history", "--env", ENV, "--limit", "1")
-        assert history.returncode == 0, history.stdout + history.stderr
-        record = json.loads(history.stdout)
-        print(json.dumps(record, indent=1)[:3000], file=sys.stderr)
-        text = json.dumps(record)
-        if deploy.returncode == 0:
-            assert '"succeeded"' in text
-            serving = env.v2
-        else:
-            error = json.loads(out)["error"]
-            assert error["message"] and error["untouched"], error
-            serving = env.v2 if env.v2 in (error.get("untouched") or "") else None
-        # Every running app task runs one image, the new or the old.
-        images = wait_for(
-            "the app tasks on one image",
-            lambda: (lambda i: i if i and len(set(i)) == 1 else None)(env.images()),
-            timeout_s=180,
-        )
-        assert images[0] in (env.v1, env.v2)
-        if serving is not None:
-            assert images[0] == serving
-        # No row lost.
-        after = env.psql("SELECT count(*), md5(string_agg(note, ',' ORDER BY id)) FROM dtswl_rows")
-        assert after == before
-        assert after.startswith(f"{ROWS}|")
-        # The endpoint answers.
-        assert wait_for(
-            "the endpoint",
-            lambda: answers(f"http://{cluster.manager.address}:{PORT}"),
-            timeout_s=60,
-        )
+        serving = check_after(env, done, env.v2, old)
+        print(f"serving {serving}", file=sys.stderr)
+        assert env.psql(ROWS_SQL) == before
     finally:
-        cluster.start_node(stopped)
+        env.cluster.start_node(node)
+
+
+def test_a_node_drained_mid_release_loses_no_row_and_one_release_serves(env: Env) -> None:
+    before = env.psql(ROWS_SQL)
+    assert before.startswith(f"{ROWS}|")
+    # After the stop test the restarted node may run nothing; the update's new tasks go to
+    # the emptiest node, so draining it once the update began still moves them.
+    node = victim(env, with_app_task=False)
+    old = env.images()[0]
+    try:
+        done, at, finished, failed, total = release_under(env, env.v3, node, env.cluster.drain)
+        print(
+            f"DRAIN {node.name} at {at:.1f} s; deploy exit {done.returncode} after "
+            f"{finished:.1f} s; {failed} of {total} requests failed\n{done.stdout}\n"
+            f"{done.stderr[-3000:]}",
+            file=sys.stderr,
+        )
+        serving = check_after(env, done, env.v3, old)
+        print(f"serving {serving}", file=sys.stderr)
+        assert env.psql(ROWS_SQL) == before
+    finally:
+        env.cluster.activate(node)
