@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from deploytools.commands import compose as compose_cmd
-from deploytools.engine import process
+from deploytools.engine import compose_cache, process
 from deploytools.errors import EnvironmentUnreachable
 
 VERSION_PROBE_TIMEOUT_S = 20.0
@@ -70,13 +70,45 @@ def compose_env(
 
 @functools.cache
 def detect_compose(docker_host: str = "") -> compose_cmd.ComposeCli:
-    """Compose v2 (`docker compose`) when the plugin exists, else v1 (`docker-compose`)."""
-    env = compose_env(docker_host)
+    """Compose v2 (`docker compose`) when the plugin exists, else v1 (`docker-compose`);
+    remembered in this process and, while the programs are unchanged, in the user's cache
+    directory (`compose_cache`)."""
+    return find_compose(docker_host)
+
+
+def find_compose(
+    docker_host: str = "",
+    *,
+    runner: process.Runner = process.default_runner,
+    environ: Mapping[str, str] | None = None,
+) -> compose_cmd.ComposeCli:
+    """`detect_compose` without the in-process memory: the cache file's answer for this key,
+    else a probe of each candidate (whose answer is then written to the cache file).
+
+    :param runner: runs the version probes (swapped by tests).
+    :param environ: the environment to read PATH, HOME and the cache directory from;
+        `os.environ` when None.
+    """
+    source = os.environ if environ is None else environ
+    key = compose_cache.fingerprint(docker_host, source)
+    directory = compose_cache.cache_dir(source)
+    remembered = compose_cache.load(directory, key)
+    if remembered is not None:
+        return remembered
+    cli = _probe(docker_host, runner, source)
+    compose_cache.store(directory, key, cli)
+    return cli
+
+
+def _probe(
+    docker_host: str, runner: process.Runner, source: Mapping[str, str]
+) -> compose_cmd.ComposeCli:
+    env = compose_env(docker_host, parent=source)
     for prefix in (compose_cmd.COMPOSE_V2, compose_cmd.COMPOSE_V1):
-        if shutil.which(prefix[0]) is None:
+        if shutil.which(prefix[0], path=source.get("PATH")) is None:
             continue
         try:
-            done = process.run(
+            done = runner(
                 compose_cmd.version_probe(prefix), env=env, timeout=VERSION_PROBE_TIMEOUT_S
             )
         except (OSError, process.ProcessTimedOut, process.ProgramNotFound):

@@ -264,6 +264,11 @@ class Swarm:
     ) -> list[TaskState]:
         """The service's tasks (history included unless `desired_state` says, "running"
         for the current ones), sorted by slot then age; addresses on `network`."""
+        # A service not created yet (a first deploy to an empty stack) has no tasks; the
+        # engine would answer the filter with "service not found".
+        wanted = self._service_id(service)
+        if not wanted:
+            return []
         filters: dict[str, Any] = {"service": service}
         if desired_state:
             filters["desired-state"] = desired_state
@@ -272,7 +277,6 @@ class Swarm:
         nodes = {n.id: n for n in self.nodes()}
         states = [task_state(t, service=service, nodes=nodes, network=network) for t in found]
         # A service filter matches by name prefix too ("app" finds "app2"'s tasks).
-        wanted = self._service_id(service)
         states = [s for s, raw in zip(states, found, strict=True) if raw.get("ServiceID") == wanted]
         return sorted(states, key=lambda t: (t.slot or 0, t.created_at))
 

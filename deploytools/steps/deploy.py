@@ -166,20 +166,31 @@ def run(
         )
     if ctx.config.environment(environment).is_swarm:
         # Swarm rolls the tasks; deploytools watches, checks and rolls back (deploy_swarm.py).
+        if strategy not in (deploy_strategy.AUTO, deploy_strategy.ROLLING):
+            raise UsageError(
+                f"--strategy {strategy} is not available on the Swarm environment "
+                f"{environment}: it is deployed by a rolling update",
+                untouched="nothing was done",
+                hint="leave --strategy out (auto) or say rolling",
+            )
         asked = guarded and approved_by is None and confirm is not None
         question = f"Deploy {image} to {environment} (Swarm rolling update)"
-        if asked and confirm is not None and not confirm(question):
-            raise ApprovalRequired(
-                f"the deploy of {image} to {environment} was not approved",
-                untouched=f"nothing was deployed: {environment} runs what it ran",
-                facts={"declined": True},
-            )
+        if asked and confirm is not None:
+            if not confirm(question):
+                raise ApprovalRequired(
+                    f"the deploy of {image} to {environment} was not approved",
+                    untouched=f"nothing was deployed: {environment} runs what it ran",
+                    facts={"declined": True},
+                )
+            approved_by = who()
         done = deploy_swarm.run(
             ctx,
             environment=environment,
             image=image,
             lock_wait_s=lock_wait_s,
             no_backup_check=no_backup_check,
+            approved_by=approved_by if guarded else None,
+            window_note=window_note,
         )
         return DeployResult(done.environment, done.changed, done.message, done.record)
     # The database is started (a new environment) before the store is opened: the store's

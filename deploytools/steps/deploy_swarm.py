@@ -96,6 +96,26 @@ def replicas(platform: SwarmPlatform) -> int:
     return platform.settings.replicas or (found.replicas if found and found.replicas else 1)
 
 
+def refuse_unless_expand_only(
+    platform: SwarmPlatform, info: migrate_step.ImageInfo, *, serving: bool
+) -> None:
+    """During Swarm's rolling update the old release's tasks serve from the migrated schema,
+    which only an expand-only migration leaves readable to them. deploytools has no stop-first
+    deploy on Swarm, so a release not declared expand-only is refused while a release serves
+    (a first deploy has no old tasks)."""
+    if not serving or info.expand_only is True:
+        return
+    declared = "declared NOT expand-only" if info.expand_only is False else "not labelled"
+    raise UsageError(
+        f"{info.ref} cannot be deployed to the Swarm environment {platform.name}: its "
+        f"migrations are {declared} (label {migrate_step.EXPAND_ONLY_LABEL}), and during the "
+        "rolling update the running release would serve from the migrated schema",
+        untouched=f"nothing was done: {platform.name} runs what it ran",
+        hint="split the change into expand-only releases (docs/migrations.md); "
+        "`deploytools image build` writes the lint's verdict onto the image",
+    )
+
+
 def run(
     ctx: StepContext,
     *,
@@ -103,12 +123,16 @@ def run(
     image: str,
     lock_wait_s: float = 0.0,
     no_backup_check: bool = False,
+    approved_by: str | None = None,
+    window_note: str | None = None,
 ) -> SwarmDeployResult:
     """Deploy `image` to the Swarm environment `environment` (see the module's docstring).
 
     :param image: the release image, on every node's engine already.
     :param lock_wait_s: how long to wait for another deploy's lock.
     :param no_backup_check: go on without a verified backup (recorded).
+    :param approved_by: who approved it (an environment with `requires_approval`), recorded.
+    :param window_note: why it runs outside the deploy windows, recorded.
     """
     with open_environment(ctx, environment, with_database=True) as session:
         platform = swarm_platform(session)
@@ -116,7 +140,14 @@ def run(
         ttl = ctx.config.deploy.lock_ttl_s
         with session.history.locked("deploy", ttl_s=ttl, wait_s=lock_wait_s) as lock:
             session.lock = lock
-            return _deploy(session, platform, info, no_backup_check=no_backup_check)
+            return _deploy(
+                session,
+                platform,
+                info,
+                no_backup_check=no_backup_check,
+                approved_by=approved_by,
+                window_note=window_note,
+            )
 
 
 def _deploy(
@@ -125,6 +156,8 @@ def _deploy(
     info: migrate_step.ImageInfo,
     *,
     no_backup_check: bool,
+    approved_by: str | None = None,
+    window_note: str | None = None,
 ) -> SwarmDeployResult:
     history = session.history
     env = platform.name
@@ -135,6 +168,7 @@ def _deploy(
         return SwarmDeployResult(
             env, False, f"{info.ref} already runs in {env}; nothing to do", current
         )
+    refuse_unless_expand_only(platform, info, serving=service is not None)
     db = Database.of(platform)
     record = ReleaseRecord(
         id=history.next_release_id(),
@@ -151,6 +185,8 @@ def _deploy(
         revision_before=db.revision(),
         expand_only=info.expand_only,
         no_backup_check=no_backup_check,
+        approved_by=approved_by,
+        outside_window=window_note,
     )
     history.save_release(record)
     phases = app_service.Phases(session, record)

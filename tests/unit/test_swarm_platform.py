@@ -400,3 +400,68 @@ def test_an_engine_that_is_no_swarm_manager_is_said_to_be_one(tmp_path: Path) ->
         "the engine at tcp://10.0.0.1:2375 (environment prod) is not a manager of an active "
         "Docker Swarm"
     )
+
+
+def test_a_service_not_created_yet_has_no_tasks_and_the_engine_is_not_asked() -> None:
+    """A first deploy to an empty stack asks for the tasks of services that do not exist yet:
+    the engine would answer the task filter with "service not found"."""
+    import docker.errors
+
+    from deploytools.engine.swarm import Swarm
+
+    asked: list[object] = []
+
+    class Services:
+        def get(self, name: str) -> object:
+            raise docker.errors.NotFound(f"service {name} not found")
+
+    class Api:
+        def tasks(self, filters: object) -> list[object]:
+            asked.append(filters)
+            raise docker.errors.NotFound("service not found")
+
+    engine = SimpleNamespace(_sdk=SimpleNamespace(services=Services(), api=Api()))
+    swarm = Swarm(engine)  # type: ignore[arg-type]
+    assert swarm.tasks("stack_db") == []
+    assert asked == []
+
+
+def test_deploy_to_swarm_refuses_a_strategy_it_cannot_honour(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--strategy recreate on a Swarm environment is an error, not silently a rolling update."""
+    from deploytools.steps import deploy as deploy_step
+    from deploytools.steps import deploy_swarm
+
+    ctx = StepContext(config=parse_config(CONFIG, tmp_path / "deploy.toml"))
+    called: list[str] = []
+    monkeypatch.setattr(deploy_swarm, "run", lambda *a, **k: called.append("run"))
+    with pytest.raises(UsageError) as caught:
+        deploy_step.run(
+            ctx, environment="prod", image="svc:2", strategy="recreate", approved_by="x"
+        )
+    assert "--strategy recreate is not available on the Swarm environment prod" in (
+        caught.value.message
+    )
+    assert called == []
+
+
+@pytest.mark.parametrize("label", [None, False])
+def test_a_release_not_declared_expand_only_is_refused_while_a_release_serves(
+    label: bool | None,
+) -> None:
+    from deploytools.steps.deploy_swarm import refuse_unless_expand_only
+    from deploytools.steps.migrate import ImageInfo
+
+    info = ImageInfo(ref="svc:2", id="sha256:2", version="2", expand_only=label)
+    swarm = SimpleNamespace(name="prod")
+    with pytest.raises(UsageError) as caught:
+        refuse_unless_expand_only(swarm, info, serving=True)  # type: ignore[arg-type]
+    assert caught.value.untouched == "nothing was done: prod runs what it ran"
+    assert ("declared NOT expand-only" if label is False else "not labelled") in (
+        caught.value.message
+    )
+    # A first deploy has no old tasks to serve from the migrated schema.
+    refuse_unless_expand_only(swarm, info, serving=False)  # type: ignore[arg-type]
+    expand_only = ImageInfo(ref="svc:2", id="sha256:2", version="2", expand_only=True)
+    refuse_unless_expand_only(swarm, expand_only, serving=True)  # type: ignore[arg-type]
