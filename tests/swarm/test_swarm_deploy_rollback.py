@@ -188,6 +188,14 @@ def remove_stack(env: Env) -> None:
     )
     for node in cluster.nodes:
         try:
+            # The services are gone; what is left of them on a node (the migration job's
+            # exited container, say) stays until Swarm's task reaper gets to it, minutes on
+            # this cluster: removed now rather than waited for.
+            leftovers = cluster.docker(
+                node, "ps", "-aq", "--filter", f"label=com.docker.stack.namespace={STACK}"
+            ).split()
+            if leftovers:
+                cluster.docker(node, "rm", "-f", *leftovers)
             wait_for(
                 f"the stack's containers on {node.name} to go",
                 lambda n=node: (
