@@ -7,9 +7,10 @@ runs one image, and the endpoint answers.
 
 A node drained mid-release is held to the same. Measured (3 nodes, 20 req/s through the
 proxy): a stopped node leaves Swarm's update "in progress" for good (the new task on the lost
-node stays Starting/Shutdown and the updater waits for it), so deploytools ends it at its own
-deadline (health_timeout_s x replicas) and Swarm's rollback puts the old release back; a drain
-makes Swarm pause the update, and deploytools rolls it back at once.
+node stays Starting/Shutdown and the updater waits for it); deploytools' watch ends it once
+the manager sees the node down, and Swarm's rollback puts the old release back; a drain makes
+Swarm pause the update, and deploytools rolls it back at once. The release record names the
+node (went down / was drained) beside its outcome. Both cases share one stack.
 
 Stack dtswl1, the proxy on port 18410.
 """
@@ -120,7 +121,7 @@ update_monitor_s = 3
 store = "volume:{STACK}-backups"
 
 [deploy]
-health_timeout_s = 90.0
+health_timeout_s = 60.0
 migration_timeout_s = 180.0
 """,
         encoding="utf-8",
@@ -146,6 +147,13 @@ def remove_stack(cluster: SwarmCluster) -> None:
     )
     for node in cluster.nodes:
         try:
+            # What is left of the services on a node (an exited task's container) would stay
+            # until Swarm's task reaper gets to it, minutes on this cluster: removed now.
+            leftovers = cluster.docker(
+                node, "ps", "-aq", "--filter", f"label=com.docker.stack.namespace={STACK}"
+            ).split()
+            if leftovers:
+                cluster.docker(node, "rm", "-f", *leftovers)
             wait_for(
                 f"the stack's containers on {node.name} to go",
                 lambda n=node: (
@@ -153,7 +161,7 @@ def remove_stack(cluster: SwarmCluster) -> None:
                         n, "ps", "-aq", "--filter", f"label=com.docker.stack.namespace={STACK}"
                     ).split()
                 ),
-                timeout_s=180,
+                timeout_s=60,
             )
             for volume in cluster.docker(node, "volume", "ls", "-q").split():
                 if volume.startswith(STACK):
@@ -266,19 +274,32 @@ def release_under(
     return done, disrupted_at, finished, len(failures(samples)), len(samples)
 
 
-def check_after(env: Env, done: subprocess.CompletedProcess[str], new: str, old: str) -> str:
-    """The deploy finished or rolled back and says which; one image runs; the endpoint
-    answers. The image that serves."""
+def check_after(
+    env: Env, done: subprocess.CompletedProcess[str], new: str, old: str, *, event: str
+) -> str:
+    """The deploy finished or rolled back and its record says which, and names `event` (what
+    befell the node); one image runs on every app task; the endpoint answers. The image that
+    serves."""
     history = env.cli("history", "--env", ENV, "--limit", "1")
     assert history.returncode == 0, history.stdout + history.stderr
-    print(history.stdout[:3000], file=sys.stderr)
+    (release,) = json.loads(history.stdout)["result"]["releases"]
+    print(json.dumps(release, indent=1)[:3000], file=sys.stderr)
+    assert release["kind"] == "deploy" and release["image"] == new
+    assert any(event in note for note in release["notes"]), release["notes"]
     if done.returncode == 0:
-        assert '"succeeded"' in history.stdout
+        assert release["outcome"] == "succeeded"
         serving: str | None = new
     else:
         error = json.loads(done.stdout)["error"]
         assert error["message"] and error["untouched"], error
-        assert '"rolled-back"' in history.stdout or '"failed"' in history.stdout
+        assert event in error["message"], error  # the report says why
+        assert release["outcome"] in ("rolled-back", "failed")
+        assert release["error"] == error["message"].removeprefix(
+            f"deploy of {new} to {ENV} failed: "
+        )
+        if release["outcome"] == "rolled-back":
+            back = f"Swarm rolled the update back: {old} serves"
+            assert any(n.startswith(back) for n in release["notes"]), release["notes"]
         serving = old if "rolled the update back" in error["untouched"] else None
     images = wait_for(
         "the app tasks on one image",
@@ -311,7 +332,7 @@ def test_a_node_stopped_mid_release_loses_no_row_and_one_release_serves(env: Env
             f"{done.stderr[-3000:]}",
             file=sys.stderr,
         )
-        serving = check_after(env, done, env.v2, old)
+        serving = check_after(env, done, env.v2, old, event=f"node {node.name} went down")
         print(f"serving {serving}", file=sys.stderr)
         assert env.psql(ROWS_SQL) == before
     finally:
@@ -333,7 +354,7 @@ def test_a_node_drained_mid_release_loses_no_row_and_one_release_serves(env: Env
             f"{done.stderr[-3000:]}",
             file=sys.stderr,
         )
-        serving = check_after(env, done, env.v3, old)
+        serving = check_after(env, done, env.v3, old, event=f"node {node.name} was drained")
         print(f"serving {serving}", file=sys.stderr)
         assert env.psql(ROWS_SQL) == before
     finally:
