@@ -1,9 +1,10 @@
 """A node stopped in the middle of a release on a real 3-node Swarm (issue 21's done-criterion):
 `deploytools deploy` of the next release runs while the load goes through deploytools' proxy,
-and a node that holds an app task (not the database's, not the manager deploytools talks to)
-is stopped once the update has begun. Afterwards: the deploy finished or rolled back (its exit
-code and record agree and say why), every row written before is there, every running app task
-runs one image, and the endpoint answers.
+and once the update has begun the node of its first new task is stopped (or, when that is
+the manager deploytools talks to or the database's node, another that runs an app task).
+Afterwards: the deploy finished or rolled back (its exit code and record agree and say why,
+and the record names the node), every row written before is there, every running app task
+runs one image, the endpoint answers, and no migration job's container is left on a node.
 
 A node drained mid-release is held to the same. Measured (3 nodes, 20 req/s through the
 proxy): a stopped node leaves Swarm's update "in progress" for good (the new task on the lost
@@ -17,6 +18,7 @@ Stack dtswl1, the proxy on port 18410.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import subprocess
@@ -83,6 +85,19 @@ class Env:
             timeout=timeout_s,
             check=False,
         )
+
+
+def job_containers(cluster: SwarmCluster) -> list[str]:
+    """The containers of deploytools' jobs (the migrations) on every running node: none once
+    `run_once` returned."""
+    found: list[str] = []
+    for node in cluster.nodes:
+        with contextlib.suppress(SwarmClusterError):  # a node the test stopped
+            names = cluster.docker(
+                node, "ps", "-a", "--filter", f"name={STACK}_app-job-", "--format", "{{.Names}}"
+            )
+            found += [f"{node.name}: {name}" for name in names.split()]
+    return found
 
 
 def write_config(path: Path, cluster: SwarmCluster, postgres_image: str) -> None:
@@ -205,6 +220,7 @@ def env(
             what="the first schema",
         )
         assert migrated.returncode == 0, migrated.stderr
+        assert job_containers(swarm_cluster) == []  # the job's exited container went with it
         platform.deploy_stack({"APP_IMAGE": v1}, what="the first release")
         wait_for("3 tasks of the first release", lambda: made.images() == [v1] * 3)
         resolved = proxy_settings.resolve(platform.config, platform.environment)
@@ -242,25 +258,37 @@ ROWS_SQL = "SELECT count(*), md5(string_agg(note, ',' ORDER BY id)) FROM dtswl_r
 
 
 def release_under(
-    env: Env, image: str, node: SwarmNode, disrupt: Callable[[SwarmNode], None]
-) -> tuple[subprocess.CompletedProcess[str], float, float, int, int]:
-    """`deploytools deploy` of `image` under load; `disrupt(node)` once its update began.
-    The deploy's process, when the node was disrupted and when the deploy ended (s from its
+    env: Env,
+    image: str,
+    choose: Callable[[list[SwarmNode]], SwarmNode],
+    disrupt: Callable[[SwarmNode], None],
+) -> tuple[subprocess.CompletedProcess[str], SwarmNode, float, float, int, int]:
+    """`deploytools deploy` of `image` under load; once its update began (a task of `image`
+    is on a node), `disrupt` the node `choose` picks from the nodes of the new tasks. The
+    deploy's process, that node, when it was disrupted and when the deploy ended (s from its
     start), the failed and the total requests."""
     platform = env.platform()
     argv = [str(CLI), "--config", str(env.config), "--json", "deploy", "--env", ENV]
     argv += ["--image", image, "--yes"]
+    by_name = {n.name: n for n in env.cluster.nodes}
     started = time.monotonic()
     with LoadProcess(PORT, rate_per_s=RATE, hosts=(env.cluster.manager.address,)) as load:
         deploy = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            # The update has begun: a task of the new release exists.
-            wait_for(
-                "the first task of the new release (or the deploy ended before)",
-                lambda: any(t.image == image for t in platform.tasks("app")),
+            placed = wait_for(
+                "the first task of the new release on a node",
+                lambda: (
+                    [
+                        by_name[t.node]
+                        for t in platform.tasks("app", desired_state="running")
+                        if t.image == image and t.node in by_name
+                    ]
+                    or None
+                ),
                 timeout_s=600,
             )
             assert deploy.poll() is None, "the deploy ended before the node could be disrupted"
+            node = choose(placed)
             disrupted_at = time.monotonic() - started
             disrupt(node)
             out, err = deploy.communicate(timeout=900)
@@ -271,7 +299,7 @@ def release_under(
                 deploy.communicate()
         samples = load.stop()
     done = subprocess.CompletedProcess(argv, deploy.returncode, out, err)
-    return done, disrupted_at, finished, len(failures(samples)), len(samples)
+    return done, node, disrupted_at, finished, len(failures(samples)), len(samples)
 
 
 def check_after(
@@ -322,10 +350,26 @@ def test_a_node_stopped_mid_release_loses_no_row_and_one_release_serves(env: Env
     )
     before = env.psql(ROWS_SQL)
     assert before.startswith(f"{ROWS}|")
-    node = victim(env)
+    others = victim(env)
+    db_nodes = {t.node for t in env.platform().tasks("db", desired_state="running")}
+
+    def choose(placed: list[SwarmNode]) -> SwarmNode:
+        # The node of a new task when it may be stopped: the update then has a task on a
+        # node that went down (the hard case); else a node that runs an old one.
+        for node in placed:
+            if node != env.cluster.nodes[0] and node.name not in db_nodes:
+                return node
+        return others
+
+    stopped: list[SwarmNode] = []
+
+    def stop(node: SwarmNode) -> None:
+        stopped.append(node)
+        env.cluster.stop_node(node)
+
     old = env.images()[0]
     try:
-        done, at, finished, failed, total = release_under(env, env.v2, node, env.cluster.stop_node)
+        done, node, at, finished, failed, total = release_under(env, env.v2, choose, stop)
         print(
             f"STOP {node.name} at {at:.1f} s; deploy exit {done.returncode} after "
             f"{finished:.1f} s; {failed} of {total} requests failed\n{done.stdout}\n"
@@ -335,8 +379,10 @@ def test_a_node_stopped_mid_release_loses_no_row_and_one_release_serves(env: Env
         serving = check_after(env, done, env.v2, old, event=f"node {node.name} went down")
         print(f"serving {serving}", file=sys.stderr)
         assert env.psql(ROWS_SQL) == before
+        assert job_containers(env.cluster) == []
     finally:
-        env.cluster.start_node(node)
+        for node in stopped:
+            env.cluster.start_node(node)
 
 
 def test_a_node_drained_mid_release_loses_no_row_and_one_release_serves(env: Env) -> None:
@@ -347,7 +393,9 @@ def test_a_node_drained_mid_release_loses_no_row_and_one_release_serves(env: Env
     node = victim(env, with_app_task=False)
     old = env.images()[0]
     try:
-        done, at, finished, failed, total = release_under(env, env.v3, node, env.cluster.drain)
+        done, _, at, finished, failed, total = release_under(
+            env, env.v3, lambda placed: node, env.cluster.drain
+        )
         print(
             f"DRAIN {node.name} at {at:.1f} s; deploy exit {done.returncode} after "
             f"{finished:.1f} s; {failed} of {total} requests failed\n{done.stdout}\n"
@@ -357,5 +405,6 @@ def test_a_node_drained_mid_release_loses_no_row_and_one_release_serves(env: Env
         serving = check_after(env, done, env.v3, old, event=f"node {node.name} was drained")
         print(f"serving {serving}", file=sys.stderr)
         assert env.psql(ROWS_SQL) == before
+        assert job_containers(env.cluster) == []
     finally:
         env.cluster.activate(node)
