@@ -199,7 +199,7 @@ def _deploy(
     nodes_before = platform.nodes()
     try:
         with phases.phase("backup"):
-            record.backup_id = _ensure_backup(session, current, no_backup_check)
+            record.backup_id = backup_step.ensure_pre_deploy(session, current, no_backup_check)
         with phases.phase("migrate"):
             try:
                 migrated = migrate_step.run_in(
@@ -289,27 +289,6 @@ def _node_notes(platform: SwarmPlatform, before: list[NodeInfo]) -> list[str]:
 def _all_run(platform: SwarmPlatform, image: str) -> bool:
     tasks = platform.tasks(platform.config.project.app_service, desired_state="running")
     return bool(tasks) and all(t.running and t.image == image for t in tasks)
-
-
-def _ensure_backup(
-    session: EnvSession, current: ReleaseRecord | None, no_backup_check: bool
-) -> str | None:
-    """As a Compose deploy: a verified backup taken after the current release started, or one
-    taken now."""
-    since = (current.finished or current.started) if current else None
-    found = backup_step.latest_verified(session, since=since)
-    if found is not None:
-        session.progress(f"backup: using verified backup {found.id} ({found.created})")
-        return found.id
-    try:
-        manifest = backup_step.create_in(session, reason="pre-deploy", verify=True)
-    except DeployError:
-        if no_backup_check:
-            session.progress("backup: failed; going on without one (--no-backup-check)")
-            return None
-        raise
-    backup_step.prune_in(session, keep=session.ctx.config.backups.retention)
-    return manifest.id
 
 
 def _update(
