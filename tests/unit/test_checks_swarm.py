@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,13 +17,14 @@ import pytest
 from deploytools.checks import prometheus
 from deploytools.checks import suite as engine
 from deploytools.checks.results import CheckResult, Verdict
+from deploytools.commands import postgres as pg
 from deploytools.config import Config, LogScan, MetricRule, parse_config
 from deploytools.context import StepContext
 from deploytools.engine.exec import ExecResult
 from deploytools.engine.swarm import TaskState
 from deploytools.platforms.placement import running_named
 from deploytools.platforms.swarm import SwarmPlatform
-from deploytools.steps import check_suites, monitor
+from deploytools.steps import check_suites, incident, migration_check, monitor
 from tests.fakes.rbac_service import CONFIG, ENVIRON, FakeState, fake_service
 
 SWARM_ENV = """
@@ -101,8 +103,9 @@ class FakeSwarm(SwarmPlatform):
     """A SwarmPlatform whose tasks and containers are given: three tasks of the app on three
     nodes, and a fourth task whose node does not answer (no container)."""
 
-    def __init__(self, config: Config) -> None:
-        super().__init__(config=config, environment=config.environment("cluster"))
+    def __init__(self, config: Config, environment: str = "cluster") -> None:
+        super().__init__(config=config, environment=config.environment(environment))
+        self.db_tasks: list[TaskState] = []
         self.by_id = {
             "c1": FakeContainer("dtswcunit_app.1.aaa", mb=100),
             "c2": FakeContainer("dtswcunit_app.2.bbb", mb=120, logs="ok\nTraceback (x)\n"),
@@ -116,7 +119,7 @@ class FakeSwarm(SwarmPlatform):
         ]
 
     def tasks(self, service: str, *, desired_state: str | None = None) -> list[TaskState]:
-        return list(self.app_tasks) if service == "app" else []
+        return list(self.app_tasks if service == "app" else self.db_tasks)
 
     def task_container(self, task: TaskState) -> Any:
         return self.by_id.get(task.container_id)
@@ -298,3 +301,43 @@ def test_on_compose_the_window_is_the_previous_scrape_as_before(tmp_path: Path) 
     watch.previous_metrics = scrape(200.25, 12)
     [later] = watch.rule_results(scrape(200.25, 14, 1))
     assert window(later)[1:] == (2, 3)
+
+
+class FakeDatabase(FakeContainer):
+    """The database task's container: at revision 0002."""
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"POSTGRES_USER": "svc"}
+
+    def exec(self, argv: Any, **options: Any) -> ExecResult:
+        self.execs.append(tuple(argv))
+        answer = b"t\n" if pg.ALEMBIC_TABLE_SQL in " ".join(argv) else b"0002\n"
+        return ExecResult(0, answer, b"")
+
+
+def test_a_first_release_reads_production_revision_on_its_swarm_database(tmp_path: Path) -> None:
+    text = (CONFIG + SWARM_ENV).replace("BASE_URL", "http://127.0.0.1:9")
+    config = parse_config(
+        text.replace("environments.cluster", "environments.production"), tmp_path / "d.toml"
+    )
+    ctx = StepContext(config)
+    fake = FakeSwarm(config, "production")
+    fake.by_id["db"] = FakeDatabase("dtswcunit_db.1.ddd", mb=50)
+    fake.db_tasks = [task(1, "node-1", "db")]
+    ctx._swarms["production"] = fake
+    baseline = migration_check.production_baseline(ctx)
+    assert baseline == migration_check.Baseline(
+        "0002", "the first release: production's database is at it"
+    )
+
+
+def test_the_incident_report_fetches_logs_from_the_tasks_containers(tmp_path: Path) -> None:
+    config = swarm_config(tmp_path, "http://127.0.0.1:9")
+    _, fake = swarm_ctx(config)
+    session: Any = SimpleNamespace(platform=fake)
+    lines, source = incident._fetch_logs(session, config, {"started": "2026-12-07T06:00:00Z"})
+    assert lines == ["ok", "Traceback (x)"]
+    assert source.startswith(
+        "fetched now from dtswcunit_app.1.aaa, dtswcunit_app.2.bbb, dtswcunit_app.3.ccc "
+    )
