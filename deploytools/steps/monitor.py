@@ -6,6 +6,9 @@ app containers' CPU and memory (as `docker stats` computes them, over the same i
 probes whose suites hold "monitor". One bad sample is a blip; a rule breaches only when it fails
 `consecutive_failures` samples in a row or `failure_limit` samples in all (Argo Rollouts'
 analysis works the same way). On the first breach the watch stops and, if asked, rolls back.
+
+On a Swarm environment the app's containers are its tasks' (each read on its node, named with
+it), and a metrics window is the interval since the previous scrape of the same replica.
 """
 
 from __future__ import annotations
