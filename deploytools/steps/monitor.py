@@ -31,6 +31,7 @@ from deploytools.config import MetricRule
 from deploytools.context import StepContext
 from deploytools.errors import CheckFailed, UsageError
 from deploytools.jsonable import jsonable
+from deploytools.platforms import placement
 from deploytools.session import open_environment
 from deploytools.steps import rollback as rollback_step
 from deploytools.steps import suite_record, watch_keep
@@ -232,7 +233,7 @@ class _Watch:
         self.config = config
         self.settings = config.checks.monitor
         env = config.environment(environment)
-        self.target = ctx.target(environment)
+        self.platform = ctx.platform(environment)
         self.client = HttpClient(
             env.base_url, timeout_s=config.checks.timeout_s, login=config.checks.login
         )
@@ -286,11 +287,12 @@ class _Watch:
             return None, CheckResult(name, F, "not Prometheus text", "status 200", str(exc))
 
     def read_stats(self) -> dict[str, dict[str, Any]]:
+        """One stats reading of each running app container, by its shown name (on Swarm:
+        each task's container on its node, so that "cpu NAME" says which node to look at)."""
         if not self.settings.container_stats:
             return {}
-        service = self.config.project.app_service
-        running = self.target.containers(service, include_stopped=False)
-        return {c.name: containers.raw_stats(c) for c in running}
+        running = placement.running_named(self.platform, self.config.project.app_service)
+        return {name: containers.raw_stats(c) for name, c in running.items()}
 
     def usage_results(
         self, before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]
