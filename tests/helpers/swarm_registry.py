@@ -34,6 +34,8 @@ import requests
 
 from tests.helpers.swarm_cluster import NETWORK, SwarmCluster, SwarmClusterError
 
+#: Its fd 3 must be open: it writes its start signal there for dockerd, then closes it (with
+#: fd 3 closed, its listening socket would get that number and be closed).
 DOCKER_PROXY = "/usr/sbin/docker-proxy"
 
 
@@ -63,7 +65,7 @@ class ClusterRegistry:
                 node.name,
                 f"nohup {DOCKER_PROXY} -proto tcp -host-ip 127.0.0.1 -host-port {self.port} "
                 f"-container-ip {self.gateway} -container-port {self.port} "
-                ">/dev/null 2>&1 & echo $!",
+                ">/dev/null 2>&1 3>/dev/null & echo $!",
             )
             self.forwarders[node.name] = int(out.strip())
         # The registry answers through each forwarder, from inside the node (bash's /dev/tcp:
@@ -170,10 +172,14 @@ def cluster_registry(cluster: SwarmCluster, *, port: int, root: Path) -> Iterato
             lambda: server.poll() is None and _answers(f"http://{gateway}:{port}/v2/"),
         )
         # The machine's engine pushes to 127.0.0.1:PORT (a plain-HTTP registry it accepts).
-        forward = [DOCKER_PROXY, "-proto", "tcp", "-host-ip", "127.0.0.1"]
-        forward += ["-host-port", str(port), "-container-ip", gateway, "-container-port", str(port)]
+        forward = (
+            f"exec {DOCKER_PROXY} -proto tcp -host-ip 127.0.0.1 -host-port {port} "
+            f"-container-ip {gateway} -container-port {port} 3>/dev/null"
+        )
         started.append(
-            subprocess.Popen(forward, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.Popen(
+                ["bash", "-c", forward], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
         )
         _wait("the registry at 127.0.0.1", lambda: _answers(f"http://{registry.address}/v2/"))
         registry.ensure_forwarders()
