@@ -349,6 +349,7 @@ def test_one_pipeline_run_takes_the_release_to_production_on_swarm(world: World)
         "--tag", "v1.15.2", "--repo", str(world.repo.path), "--yes", "--monitor", "6s"
     )
 
+    print(stderr, file=sys.stderr)  # the steps' lines, shown when an assertion fails
     assert code == 0, stderr
     record = result["result"]["record"]
     assert record["status"] == "succeeded", stderr
@@ -381,7 +382,7 @@ def test_one_pipeline_run_takes_the_release_to_production_on_swarm(world: World)
     for task in tasks:
         container = production.task_container(task)
         assert container is not None
-        image = container.image
+        image = container.image()
         assert image is not None
         assert f"{repository}@{digest}" in image.repo_digests, (task.node, image.repo_digests)
     health = requests.get(f"{world.production_url}/health", timeout=10).json()
