@@ -8,7 +8,8 @@ the image once and pushes it to a registry the nodes pull from (tests/helpers/sw
 deploys staging, checks it, backs up and migrates production and rolls the release out on its
 three replicas, verifies and watches it. Every step passes; every task runs the built image,
 pulled by its digest on its node; the rows written before are there; production's history
-records the release.
+records the release. Run again, the pipeline finds the release serving in the stack's tasks and
+deploys nothing.
 
 Stacks and ports: dtswe1*, 18450 (the registry), 18451 (production's proxy on the manager),
 18452 (staging's proxy on the machine).
@@ -406,3 +407,12 @@ def test_one_pipeline_run_takes_the_release_to_production_on_swarm(world: World)
     assert deployed[-1].version == "1.15.2"
     assert deployed[-1].strategy == deploy_swarm.STRATEGY
     assert deployed[-1].backup_id
+
+    # Again: the stack's tasks run it, healthy; the pipeline says so and deploys nothing.
+    code, again, stderr = world.pipeline(
+        "--tag", "v1.15.2", "--repo", str(world.repo.path), "--yes"
+    )
+    assert code == 0, stderr
+    assert again["result"]["already_done"] is True, stderr
+    assert "nothing to do" in stderr
+    assert {t.id for t in production.tasks("app", desired_state="running")} == {t.id for t in tasks}
