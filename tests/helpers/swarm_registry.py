@@ -34,9 +34,21 @@ import requests
 
 from tests.helpers.swarm_cluster import NETWORK, SwarmCluster, SwarmClusterError
 
-#: Its fd 3 must be open: it writes its start signal there for dockerd, then closes it (with
-#: fd 3 closed, its listening socket would get that number and be closed).
+#: Docker's userland proxy in the nodes (Debian's docker.io). Its fd 3 must be open: it writes
+#: its start signal there for dockerd, then closes it (with fd 3 closed, its listening socket
+#: would get that number and be closed).
 DOCKER_PROXY = "/usr/sbin/docker-proxy"
+
+
+def host_docker_proxy() -> str:
+    """docker-proxy on the machine: Debian's docker.io has it in /usr/sbin, Docker's packages
+    in /usr/bin or /usr/libexec/docker."""
+    for candidate in (DOCKER_PROXY, "/usr/bin/docker-proxy", "/usr/libexec/docker/docker-proxy"):
+        if Path(candidate).is_file():
+            return candidate
+    found = shutil.which("docker-proxy")
+    assert found, "docker-proxy is missing: it comes with the Docker engine (docker.io)"
+    return found
 
 
 @dataclass
@@ -173,7 +185,7 @@ def cluster_registry(cluster: SwarmCluster, *, port: int, root: Path) -> Iterato
         )
         # The machine's engine pushes to 127.0.0.1:PORT (a plain-HTTP registry it accepts).
         forward = (
-            f"exec {DOCKER_PROXY} -proto tcp -host-ip 127.0.0.1 -host-port {port} "
+            f"exec {host_docker_proxy()} -proto tcp -host-ip 127.0.0.1 -host-port {port} "
             f"-container-ip {gateway} -container-port {port} 3>/dev/null"
         )
         started.append(
