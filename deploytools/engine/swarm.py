@@ -3,8 +3,9 @@
 `Swarm` wraps a manager's `Engine` (the docker SDK ships no types): `nodes`, `service`,
 `tasks` return frozen dataclasses; `run_job` starts a `replicated-job` service (one task,
 never restarted) and `JobRun` waits for it with a deadline, reads its exit code and logs and
-removes it. A task's container lives on its node's engine: the caller connects to that node
-(`connection.connect`) and asks it for the container by `TaskState.container_id`.
+removes its service. A task's container lives on its node's engine: the caller connects to
+that node (`connection.connect`) and asks it for the container by `TaskState.container_id`
+(or by SERVICE_NAME_LABEL: what is left of a removed job is cleared there).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from deploytools.engine.errors import EngineError, NotFound, translated
 STACK_LABEL = "com.docker.stack.namespace"
 #: The label of a job service deploytools starts (what it runs, for `docker service ls`).
 JOB_LABEL = "deploytools.job"
+#: The label Swarm puts on a task's container: the service it belongs to.
+SERVICE_NAME_LABEL = "com.docker.swarm.service.name"
 #: Task states after which a task never runs again.
 FINAL_STATES = frozenset({"complete", "failed", "shutdown", "rejected", "orphaned", "remove"})
 
@@ -321,8 +324,12 @@ class JobRun:
         self.name = name
 
     def task(self) -> TaskState | None:
-        tasks = self.swarm.tasks(self.name)
+        tasks = self.tasks()
         return tasks[-1] if tasks else None
+
+    def tasks(self) -> list[TaskState]:
+        """Every task of the job (one, unless Swarm replaced a task lost with its node)."""
+        return self.swarm.tasks(self.name)
 
     def wait(
         self,
@@ -374,6 +381,7 @@ class JobRun:
 __all__ = [
     "FINAL_STATES",
     "JOB_LABEL",
+    "SERVICE_NAME_LABEL",
     "STACK_LABEL",
     "JobResult",
     "JobRun",

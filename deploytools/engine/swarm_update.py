@@ -142,6 +142,9 @@ class UpdateProgress:
     tasks: tuple[TaskState, ...] = field(default_factory=tuple)
     #: Tasks of this update that failed or were rejected (their errors are Swarm's words).
     failed: tuple[TaskState, ...] = field(default_factory=tuple)
+    #: Tasks of the spec's image on a node that is down: Swarm neither finishes nor pauses
+    #: an update while one of them is left there (seen: "update in progress" for minutes).
+    stranded: tuple[TaskState, ...] = field(default_factory=tuple)
 
     def running(self, image: str) -> list[TaskState]:
         return [t for t in self.tasks if t.running and t.image == image]
@@ -235,13 +238,24 @@ class ServiceUpdate:
             for t in tasks
             if t.state in ("failed", "rejected") and (not since or t.created_at >= since)
         )
+        image = image_of(found.get("Spec") or {})
+        down = {node_id for node_id, node in nodes.items() if node.state == "down"}
+        stranded = tuple(
+            t
+            for t in tasks
+            if t.node_id in down
+            and t.image == image
+            and t.state not in ("shutdown", "complete", "failed", "rejected", "orphaned")
+            and (not since or t.created_at >= since)
+        )
         return UpdateProgress(
             state=str(status.get("State") or ""),
             message=str(status.get("Message") or ""),
-            image=image_of(found.get("Spec") or {}),
+            image=image,
             previous_image=image_of(found.get("PreviousSpec") or {}),
             tasks=current,
             failed=failed,
+            stranded=stranded,
         )
 
     def watch(
@@ -271,6 +285,13 @@ class ServiceUpdate:
                         check(task)
             if progress.state in (PAUSED, ROLLBACK_STARTED, ROLLBACK_PAUSED, ROLLBACK_COMPLETED):
                 raise UpdateFailed(self._why(progress), progress)
+            if progress.stranded:
+                lost = ", ".join(sorted({t.node or t.node_id for t in progress.stranded}))
+                raise UpdateFailed(
+                    f"the update of {self.service} to {self.image} lost a new task: node "
+                    f"{lost} went down during it (Swarm keeps such an update in progress)",
+                    progress,
+                )
             new = progress.running(self.image)
             if (
                 progress.state in (COMPLETED, "")

@@ -9,7 +9,8 @@
 - `exec_in_service` runs in a running task's container, on the node that runs it (a backup's
   pg_dump runs where the database task runs);
 - `run_once` is a `replicated-job` service of one task on the stack's network, never
-  restarted: its exit code and logs are read, and it is removed.
+  restarted: its exit code and logs are read, the service is removed, and so is its task's
+  exited container on its node (Swarm's task reaper would leave it there for minutes).
 
 Besides the protocol, the Swarm deploy strategy uses `stack`, `manager`, `service_name`,
 `network`, `deploy_stack` and `tasks`.
@@ -37,6 +38,7 @@ from deploytools.engine.exec import DEFAULT_TIMEOUT_S, ExecResult
 from deploytools.engine.process import InputRunner, ProcessResult
 from deploytools.engine.swarm import (
     JOB_LABEL,
+    SERVICE_NAME_LABEL,
     STACK_LABEL,
     JobResult,
     JobSpec,
@@ -66,6 +68,8 @@ PULL_TIMEOUT_S = 600.0
 #: How long scaling a service to 0 (a restore's swap) may take to stop its tasks, past their
 #: stop grace period.
 SCALE_TIMEOUT_S = 120.0
+#: How long `run_once` may take to clear a removed job's containers from their nodes.
+JOB_CLEANUP_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -467,8 +471,11 @@ class SwarmPlatform:
     ) -> ProcessResult:
         """`command` once, in a replicated-job service of `service`'s spec (rendered with
         `env`: the new image) on the stack's network, never restarted; its exit code and logs,
-        then it is removed. Raises ExternalCommandFailed when it fails, DeadlineExceeded when
-        it does not end within `timeout_s` (it is removed all the same)."""
+        then it is removed: the service, and its task's container on its node (within
+        JOB_CLEANUP_TIMEOUT_S; what a node that does not answer keeps is named in the
+        result's stderr, or the error's facts, and left to Swarm). Raises
+        ExternalCommandFailed when it fails, DeadlineExceeded when it does not end within
+        `timeout_s` (it is removed all the same)."""
         spec = self.render_stack(env)["services"].get(service)
         if spec is None:
             raise ConfigError(
@@ -496,9 +503,28 @@ class SwarmPlatform:
         try:
             result = run.wait(timeout_s=timeout_s)
         finally:
+            tasks: list[TaskState] = []
+            with contextlib.suppress(EngineError):
+                tasks = run.tasks()
             with contextlib.suppress(EngineError):
                 run.remove()
-        return _job_outcome(result, argv=argv, what=what, environment=self.name)
+            left = self._clear_job(job.name, tasks, timeout_s=JOB_CLEANUP_TIMEOUT_S)
+        return _job_outcome(result, argv=argv, what=what, environment=self.name, left=left)
+
+    def _clear_job(self, job: str, tasks: Sequence[TaskState], *, timeout_s: float) -> list[str]:
+        """Force-remove the removed job's task containers on the nodes its tasks went to,
+        and wait (until `timeout_s`) until none is listed there. What is left, in words."""
+        engines: dict[str, Engine] = {}
+        left: list[str] = []
+        for task in tasks:
+            node = task.node or task.node_id
+            if not task.node_id or node in engines:
+                continue
+            try:
+                engines[node] = self.node_engine(task)
+            except EnvironmentUnreachable as error:
+                left.append(f"on node {task.node or task.node_id}: {error.message}")
+        return left + clear_containers(engines, job, timeout_s=timeout_s)
 
     # -- what runs ----------------------------------------------------------------------------
 
@@ -565,11 +591,68 @@ def _words(value: Any) -> list[str] | None:
     return [str(v) for v in value]
 
 
+def clear_containers(
+    engines: Mapping[str, Engine],
+    service: str,
+    *,
+    timeout_s: float,
+    poll_s: float = 0.3,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[str]:
+    """Force-remove the containers of the (removed) Swarm service `service` on each node's
+    engine (`engines`: by node name) until none is listed, or `timeout_s` passes. What is
+    left, in words (empty when every node is clear). A node's agent may be removing one
+    already: the engine then refuses ours, and the next look finds it gone."""
+    deadline = clock() + timeout_s
+    pending = dict(engines)
+    problems: dict[str, str] = {}
+    while pending:
+        for node, engine in list(pending.items()):
+            try:
+                found = engine.containers(labels=[f"{SERVICE_NAME_LABEL}={service}"], all=True)
+            except EngineError as error:
+                problems[node] = error.explanation
+                continue
+            problems.pop(node, None)
+            for container in found:
+                try:
+                    container.remove(force=True)
+                except NotFound:
+                    pass
+                except EngineError as error:
+                    problems[node] = f"{container.name}: {error.explanation}"
+            if node not in problems:  # each one listed is gone
+                del pending[node]
+        if not pending:
+            break
+        if clock() >= deadline:
+            return [
+                f"on node {node}: still there {timeout_s:.0f} s after the job was removed"
+                + (f" ({problems[node]})" if node in problems else "")
+                for node in pending
+            ]
+        sleep(min(poll_s, max(0.0, deadline - clock())))
+    return []
+
+
 def _job_outcome(
-    result: JobResult, *, argv: tuple[str, ...], what: str, environment: str
+    result: JobResult,
+    *,
+    argv: tuple[str, ...],
+    what: str,
+    environment: str,
+    left: Sequence[str] = (),
 ) -> ProcessResult:
-    """The job's end as a ProcessResult (its logs as stdout), or the error it deserves."""
-    facts = {"argv": list(argv), "stdout": result.logs[-4000:], "stderr": "", "node": result.node}
+    """The job's end as a ProcessResult (its logs as stdout; `left`, what of the job stays on
+    the nodes, as stderr), or the error it deserves."""
+    leftovers = "".join(f"the job's container was not removed {where}\n" for where in left)
+    facts: dict[str, Any] = {
+        "argv": list(argv),
+        "stdout": result.logs[-4000:],
+        "stderr": leftovers,
+        "node": result.node,
+    }
     if result.timed_out:
         raise DeadlineExceeded(
             f"{what} did not finish within its deadline on environment {environment} "
@@ -584,7 +667,7 @@ def _job_outcome(
             f"{what} failed on environment {environment} ({code}, task {result.state}): {detail}",
             facts={**facts, "exit_code": result.exit_code},
         )
-    return ProcessResult(argv, 0, result.logs, "")
+    return ProcessResult(argv, 0, result.logs, leftovers)
 
 
 if TYPE_CHECKING:

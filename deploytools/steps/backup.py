@@ -25,7 +25,7 @@ from deploytools.platforms import Platform
 from deploytools.session import EnvSession, open_environment
 from deploytools.sizes import human_size
 from deploytools.store.files import ExecResult
-from deploytools.store.records import BackupManifest, Verification, utc_now
+from deploytools.store.records import BackupManifest, ReleaseRecord, Verification, utc_now
 from deploytools.target import VERSION_LABEL
 from deploytools.volumes import restore as restore_volumes
 from deploytools.volumes import snapshot as snapshot_volume
@@ -538,6 +538,28 @@ def _kept_or_none(session: EnvSession) -> list[str]:
 
 #: The reason of a safety backup: the data a restore replaced, not what serves after it.
 SAFETY_REASON = "pre-restore of "
+
+
+def ensure_pre_deploy(
+    session: EnvSession, current: ReleaseRecord | None, no_backup_check: bool
+) -> str | None:
+    """The deploy's backup, on every platform: a verified backup taken after the current
+    release started, or one taken and verified now (pruned to the retention); None when it
+    failed and `no_backup_check` lets the deploy go on without one."""
+    since = (current.finished or current.started) if current else None
+    found = latest_verified(session, since=since)
+    if found is not None:
+        session.progress(f"backup: using verified backup {found.id} ({found.created})")
+        return found.id
+    try:
+        manifest = create_in(session, reason="pre-deploy", verify=True)
+    except DeployError:
+        if no_backup_check:
+            session.progress("backup: failed; going on without one (--no-backup-check)")
+            return None
+        raise
+    prune_in(session, keep=session.ctx.config.backups.retention)
+    return manifest.id
 
 
 def latest_verified(session: EnvSession, *, since: str | None = None) -> BackupManifest | None:

@@ -331,7 +331,7 @@ def _deploy(
     phases = Phases(session, record)
     try:
         with phases.phase("backup"):
-            record.backup_id = _ensure_backup(session, current, no_backup_check)
+            record.backup_id = backup_step.ensure_pre_deploy(session, current, no_backup_check)
         _announce_window(session, record, running, records)
     except DeployError as error:
         _fail_before_anything_changed(session, record, error)
@@ -386,26 +386,6 @@ def _announce_window(
     expected = maintenance.expected_downtime(records)
     record.maintenance = maintenance.announce(session.ctx, record, expected)
     session.history.save_release(record)
-
-
-def _ensure_backup(
-    session: EnvSession, current: ReleaseRecord | None, no_backup_check: bool
-) -> str | None:
-    """A verified backup taken after the current release started; taken now if there is none."""
-    since = (current.finished or current.started) if current else None
-    found = backup_step.latest_verified(session, since=since)
-    if found is not None:
-        session.progress(f"backup: using verified backup {found.id} ({found.created})")
-        return found.id
-    try:
-        manifest = backup_step.create_in(session, reason="pre-deploy", verify=True)
-    except DeployError:
-        if no_backup_check:
-            session.progress("backup: failed; going on without one (--no-backup-check)")
-            return None
-        raise
-    backup_step.prune_in(session, keep=session.ctx.config.backups.retention)
-    return manifest.id
 
 
 def _serving_before(record: ReleaseRecord) -> str:

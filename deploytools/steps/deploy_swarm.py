@@ -14,6 +14,11 @@ migration changed the schema and the release did not declare it expand-only, the
 restored from the pre-deploy backup, as rollback.py does. A first deploy (no app service yet)
 deploys the stack with the release's image after the migration.
 
+A node that went down, was drained or left the swarm during the release is named in the
+record's notes (and in the error, when the release failed): Swarm pauses an update whose new
+task a drain stopped, and keeps "updating" one whose new task sits on a node that went down,
+which the watch ends at once (swarm_update); either way the update is rolled back.
+
 The rollback step's Swarm path (`roll_back`): an update to the recorded earlier release's
 image, watched the same way, the data restored by rollback.py's rule.
 """
@@ -27,7 +32,8 @@ from deploytools import proxy, proxy_settings, proxy_swarm
 from deploytools.context import StepContext
 from deploytools.database import Database
 from deploytools.engine.client import Container
-from deploytools.engine.swarm import TaskState
+from deploytools.engine.errors import EngineError
+from deploytools.engine.swarm import NodeInfo, TaskState
 from deploytools.engine.swarm_update import (
     SdkServiceApi,
     ServiceUpdate,
@@ -190,9 +196,10 @@ def _deploy(
     )
     history.save_release(record)
     phases = app_service.Phases(session, record)
+    nodes_before = platform.nodes()
     try:
         with phases.phase("backup"):
-            record.backup_id = _ensure_backup(session, current, no_backup_check)
+            record.backup_id = backup_step.ensure_pre_deploy(session, current, no_backup_check)
         with phases.phase("migrate"):
             try:
                 migrated = migrate_step.run_in(
@@ -231,6 +238,11 @@ def _deploy(
         error.facts["release"] = record.id
         raise
     except DeployError as error:
+        changed = _node_notes(platform, nodes_before)
+        record.notes.extend(changed)
+        unnamed = [n for n in changed if n.split()[1] not in error.message]
+        if unnamed:
+            error.message = f"{error.message}; meanwhile {'; '.join(unnamed)}"
         _fail(session, platform, record, error)
         raise
     except BaseException as error:
@@ -238,6 +250,7 @@ def _deploy(
         record.error = f"{type(error).__name__}: {error}"
         history.save_release(record)
         raise
+    record.notes.extend(_node_notes(platform, nodes_before))
     record.outcome, record.finished = "succeeded", utc_now()
     history.save_release(record)
     return SwarmDeployResult(
@@ -245,30 +258,37 @@ def _deploy(
     )
 
 
+def node_changes(before: list[NodeInfo], after: list[NodeInfo]) -> list[str]:
+    """What happened to the swarm's nodes between two looks, in words ("node <hostname> ...",
+    one line each): a node that went down (or another state than ready), one drained or
+    paused, one that left the swarm."""
+    was = {n.id: n for n in before}
+    said: list[str] = []
+    for node in after:
+        old = was.pop(node.id, None)
+        if old is None:
+            continue
+        if node.state != old.state and node.state != "ready":
+            said.append(f"node {node.hostname} went {node.state} during the release")
+        if node.availability != old.availability and node.availability != "active":
+            done = {"drain": "drained", "pause": "paused"}.get(node.availability, node.availability)
+            said.append(f"node {node.hostname} was {done} during the release")
+    said.extend(f"node {old.hostname} left the swarm during the release" for old in was.values())
+    return said
+
+
+def _node_notes(platform: SwarmPlatform, before: list[NodeInfo]) -> list[str]:
+    """`node_changes` since `before`; none when the manager cannot say (the release's own
+    outcome matters more than this note)."""
+    try:
+        return node_changes(before, platform.nodes())
+    except (DeployError, EngineError):
+        return []
+
+
 def _all_run(platform: SwarmPlatform, image: str) -> bool:
     tasks = platform.tasks(platform.config.project.app_service, desired_state="running")
     return bool(tasks) and all(t.running and t.image == image for t in tasks)
-
-
-def _ensure_backup(
-    session: EnvSession, current: ReleaseRecord | None, no_backup_check: bool
-) -> str | None:
-    """As a Compose deploy: a verified backup taken after the current release started, or one
-    taken now."""
-    since = (current.finished or current.started) if current else None
-    found = backup_step.latest_verified(session, since=since)
-    if found is not None:
-        session.progress(f"backup: using verified backup {found.id} ({found.created})")
-        return found.id
-    try:
-        manifest = backup_step.create_in(session, reason="pre-deploy", verify=True)
-    except DeployError:
-        if no_backup_check:
-            session.progress("backup: failed; going on without one (--no-backup-check)")
-            return None
-        raise
-    backup_step.prune_in(session, keep=session.ctx.config.backups.retention)
-    return manifest.id
 
 
 def _update(

@@ -282,7 +282,23 @@ class ComposeStack:
         except requests.RequestException:
             return False
 
-    def wait_healthy(self, service: str, timeout: float = 90) -> None:
+    def wait_healthy(
+        self, service: str, timeout: float = 90, *, engine_status: bool = False
+    ) -> None:
+        """Until `service` serves: deploytools' own wait (`wait_until_healthy`), which runs the
+        container's healthcheck while the engine still says "starting", so a test does not sit
+        out the engine's next scheduled probe. `engine_status` waits for the engine's own
+        "healthy" instead, for a test that asserts it."""
+        if not engine_status:
+            from deploytools.engine.client import Container as EngineContainer
+            from deploytools.target import wait_until_healthy
+
+            container = wait_until(
+                lambda: self.container(service), timeout=timeout, what=f"{self.project}/{service}"
+            )
+            wait_until_healthy(EngineContainer(container), timeout_s=timeout)
+            return
+
         def healthy() -> bool:
             container = self.container(service)
             container.reload()

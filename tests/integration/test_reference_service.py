@@ -217,6 +217,9 @@ def test_release_images_carry_their_own_migrations_and_labels(
 
 def test_stack_comes_up_healthy(stack: ComposeStack) -> None:
     for service in ("app", "db"):
+        # the fixture's wait ends at the healthcheck's first pass; this asserts the engine's
+        # own status, which follows at its next scheduled probe
+        stack.wait_healthy(service, engine_status=True)
         container = stack.container(service)
         assert container.attrs["State"]["Health"]["Status"] == "healthy"
         assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"

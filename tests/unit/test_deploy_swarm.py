@@ -10,7 +10,7 @@ import pytest
 
 from deploytools import proxy
 from deploytools.config import SwarmSettings
-from deploytools.engine.swarm import TaskState
+from deploytools.engine.swarm import NodeInfo, TaskState
 from deploytools.errors import CheckFailed
 from deploytools.proxy_settings import HealthAnswer
 from deploytools.steps import deploy_swarm
@@ -117,3 +117,17 @@ def test_a_failed_update_restores_the_data_only_when_the_migration_was_not_expan
     assert deploy_swarm._restore_if_needed(session, failed) == restored
     assert calls == ([restored] if restored else [])
     assert failed.restored_backup == restored
+
+
+def test_the_nodes_that_went_down_were_drained_or_left_are_named() -> None:
+    def node(id_: str, state: str = "ready", availability: str = "active") -> NodeInfo:
+        return NodeInfo(id_, f"dtsw-node-{id_}", f"10.0.0.{id_}", "worker", availability, state)
+
+    before = [node("1"), node("2"), node("3"), node("4", state="down")]
+    after = [node("1"), node("2", state="down"), node("3", availability="drain"), node("5")]
+    assert deploy_swarm.node_changes(before, after) == [
+        "node dtsw-node-2 went down during the release",
+        "node dtsw-node-3 was drained during the release",
+        "node dtsw-node-4 left the swarm during the release",
+    ]
+    assert deploy_swarm.node_changes(after, after) == []

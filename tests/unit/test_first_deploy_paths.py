@@ -167,7 +167,7 @@ def test_a_backup_failure_is_not_rolled_back(monkeypatch: pytest.MonkeyPatch) ->
     def failing_backup(*args: object) -> None:
         raise CheckFailed("the backup of environment production failed: pg_restore")
 
-    monkeypatch.setattr(deploy_step, "_ensure_backup", failing_backup)
+    monkeypatch.setattr(deploy_step.backup_step, "ensure_pre_deploy", failing_backup)
     monkeypatch.setattr(deploy_step, "_roll_back_unhealthy", lambda *a: calls.append("rollback"))
 
     class Replacer:

@@ -158,7 +158,9 @@ def _deploy(
         deploy_step.Database, "of", lambda target: SimpleNamespace(revision=lambda: "0001")
     )
     monkeypatch.setattr(
-        deploy_step, "_ensure_backup", lambda *a: events.append("backup") or "backup-1"
+        deploy_step.backup_step,
+        "ensure_pre_deploy",
+        lambda *a: events.append("backup") or "backup-1",
     )
     monkeypatch.setattr(deploy_step, "keep_images", lambda *a: None)
 

@@ -18,6 +18,7 @@ from deploytools.commands.compose import COMPOSE_V1, ComposeCli
 from deploytools.config import parse_config
 from deploytools.context import StepContext
 from deploytools.engine.client import Engine
+from deploytools.engine.errors import EngineAPIError
 from deploytools.engine.process import ProcessResult
 from deploytools.engine.swarm import (
     JobResult,
@@ -35,7 +36,7 @@ from deploytools.errors import (
     ExternalCommandFailed,
     UsageError,
 )
-from deploytools.platforms.swarm import SwarmPlatform, _job_outcome
+from deploytools.platforms.swarm import SwarmPlatform, _job_outcome, clear_containers
 from deploytools.session import EnvSession
 from deploytools.target import Target
 
@@ -158,9 +159,15 @@ class FakeSwarm:
         self.jobs: list[JobSpec] = []
         self.outcome = JobResult("job", 0, "complete", "", "INFO ok\n", "node-2")
         self.removed: list[str] = []
+        #: The nodes the job's tasks went to (node IDs of NODES).
+        self.job_nodes: list[str] = []
+        self.events: list[str] = []
 
     def service(self, name: str) -> ServiceInfo | None:
         return self.known.get(name)
+
+    def nodes(self) -> list[NodeInfo]:
+        return list(NODES.values())
 
     def run_job(self, spec: JobSpec) -> Any:
         self.jobs.append(spec)
@@ -170,10 +177,48 @@ class FakeSwarm:
             def wait(self, *, timeout_s: float) -> JobResult:
                 return swarm.outcome
 
+            def tasks(self) -> list[TaskState]:
+                return [
+                    TaskState(
+                        f"t{i}", spec.name, 1, node_id, NODES[node_id].hostname, "complete",
+                        "complete", spec.image, f"c{i}", "", "", "", 0, "", "",
+                    )
+                    for i, node_id in enumerate(swarm.job_nodes)
+                ]  # fmt: skip
+
             def remove(self) -> None:
                 swarm.removed.append(spec.name)
+                swarm.events.append(f"service {spec.name} removed")
 
         return Run()
+
+
+class NodeEngine:
+    """A node's engine: the containers it keeps, by their labels; `stuck` ones refuse to go
+    (`remove` fails, as while the node's agent removes it)."""
+
+    def __init__(self, node: str, events: list[str]) -> None:
+        self.node = node
+        self.events = events
+        self.kept: dict[str, dict[str, str]] = {}
+        self.stuck: set[str] = set()
+
+    def containers(self, *, labels: Sequence[str] = (), all: bool = True) -> list[Any]:
+        wanted = dict(label.split("=", 1) for label in labels)
+        engine = self
+
+        class Kept:
+            def __init__(self, name: str) -> None:
+                self.name = name
+
+            def remove(self, *, force: bool = False) -> None:
+                assert force
+                if self.name in engine.stuck:
+                    raise EngineAPIError("conflict", explanation="removal already in progress")
+                del engine.kept[self.name]
+                engine.events.append(f"container {self.name} removed on {engine.node}")
+
+        return [Kept(name) for name, kept in self.kept.items() if wanted.items() <= kept.items()]
 
 
 class Recorder:
@@ -290,6 +335,72 @@ def test_run_once_is_a_job_of_the_services_spec_on_the_stack_network(
     assert job.labels == {"com.docker.stack.namespace": "dtswp9"}
     assert swarm.removed == [job.name]
     assert (done.returncode, done.stdout) == (0, "INFO ok\n")
+
+
+def test_run_once_removes_the_job_then_its_exited_container_on_its_node(
+    platform: SwarmPlatform,
+) -> None:
+    swarm: Any = platform.swarm
+    swarm.job_nodes = ["n2"]
+    engines = {
+        a: NodeEngine(a, swarm.events) for a in ("tcp://10.0.0.1:2375", "tcp://10.0.0.2:2375")
+    }
+    node_2 = engines["tcp://10.0.0.2:2375"]
+
+    def connect(address: str) -> Any:
+        # The job's container appears when its task ran: the name is known once the job is.
+        (job,) = swarm.jobs
+        node_2.kept[f"{job.name}.1.t0"] = {"com.docker.swarm.service.name": job.name}
+        node_2.kept["dtswp9_app.1.xyz"] = {"com.docker.swarm.service.name": "dtswp9_app"}
+        return engines[address]
+
+    platform.connector = connect
+    done = platform.run_once("app", ["alembic", "upgrade", "head"], timeout_s=60, what="m")
+    (job,) = swarm.jobs
+    assert swarm.events == [
+        f"service {job.name} removed",
+        f"container {job.name}.1.t0 removed on tcp://10.0.0.2:2375",
+    ]
+    assert list(node_2.kept) == ["dtswp9_app.1.xyz"]  # the stack's own task is not touched
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_a_job_container_that_will_not_go_is_named_in_the_result(
+    platform: SwarmPlatform,
+) -> None:
+    swarm: Any = platform.swarm
+    swarm.job_nodes = ["n1", "n2"]
+    engine = NodeEngine("node-1", swarm.events)
+
+    def connect(address: str) -> Any:
+        if address == "tcp://10.0.0.2:2375":
+            raise EnvironmentUnreachable("the engine at tcp://10.0.0.2:2375 does not answer")
+        return engine
+
+    platform.connector = connect
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    job_name = "dtswp9_app-job-x"
+    engine.kept[job_name] = {"com.docker.swarm.service.name": job_name}
+    engine.stuck.add(job_name)
+    left = clear_containers(
+        {"node-1": engine}, job_name, timeout_s=5, clock=lambda: now[0], sleep=sleep
+    )
+    assert left == [
+        "on node node-1: still there 5 s after the job was removed "
+        f"({job_name}: removal already in progress)"
+    ]
+    assert 5.0 <= now[0] < 5.5
+    # run_once itself: node-2 does not answer, so what the job left there is said.
+    done = platform.run_once("app", ["alembic"], timeout_s=5, what="m")
+    assert done.returncode == 0
+    assert done.stderr == (
+        "the job's container was not removed on node node-2: "
+        "the engine at tcp://10.0.0.2:2375 does not answer\n"
+    )
 
 
 def test_a_failed_job_raises_with_its_output_and_is_removed(platform: SwarmPlatform) -> None:

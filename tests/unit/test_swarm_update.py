@@ -79,7 +79,10 @@ class FakeApi:
         return self.looks[self._i][1]
 
     def nodes(self) -> Sequence[Mapping[str, Any]]:
-        return [{"ID": "n1", "Description": {"Hostname": "dtsw-node-1"}, "Status": {}}]
+        return [
+            {"ID": "n1", "Description": {"Hostname": "dtsw-node-1"}, "Status": {}},
+            {"ID": "n2", "Description": {"Hostname": "dtsw-node-2"}, "Status": {"State": "down"}},
+        ]
 
 
 class Clock:
@@ -242,3 +245,25 @@ def test_the_sdk_adapter_posts_the_spec_and_the_rollback_parameter() -> None:
             {"version": 8, "rollback": "previous"},
         ),
     ]
+
+
+def test_a_new_task_left_on_a_node_that_went_down_ends_the_watch_at_once() -> None:
+    """Swarm keeps such an update "updating" for minutes (seen on the test cluster): the watch
+    says what happened instead of waiting for its deadline."""
+    stranded = {**task("n2", V2, "starting", desired="shutdown"), "NodeID": "n2"}
+    looks = [("updating", [*OLD, stranded])]
+    clock = Clock()
+    with pytest.raises(UpdateFailed) as raised:
+        update(FakeApi(looks), clock).watch(replicas=3, timeout_s=300)
+    assert "node dtsw-node-2 went down" in raised.value.message
+    assert not raised.value.timed_out
+    assert clock.now == 0
+
+
+def test_an_old_task_on_a_node_that_went_down_does_not_end_the_watch() -> None:
+    old_there = {**task("o3", V1, "running"), "NodeID": "n2"}
+    looks = [
+        ("updating", [task("o1", V1), task("o2", V1), old_there]),
+        ("completed", [task("n1", V2), task("n2", V2), task("n3", V2)]),
+    ]
+    update(FakeApi(looks)).watch(replicas=3, timeout_s=60)
