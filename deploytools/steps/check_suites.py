@@ -344,6 +344,18 @@ def previous_release_image(ctx: StepContext, environment: str) -> tuple[str | No
     return current.previous_image, f"the previous release's image is {current.previous_image}"
 
 
+def _compat_not_run(prefix: str, why: str) -> list[CheckResult]:
+    return [
+        CheckResult(
+            prefix + "previous release on the new schema",
+            Verdict.INCONCLUSIVE,
+            "not run",
+            "smoke checks pass",
+            why,
+        )
+    ]
+
+
 def backward_compatibility(
     ctx: StepContext, environment: str, image: str, session: engine.Session
 ) -> list[CheckResult]:
@@ -353,28 +365,16 @@ def backward_compatibility(
     target = ctx.platform(environment)
     prefix = f"compat {image}: "
     if isinstance(target, SwarmPlatform):
-        return [
-            CheckResult(
-                prefix + "previous release on the new schema",
-                Verdict.INCONCLUSIVE,
-                "not run",
-                "smoke checks pass",
-                "not run on Swarm: the compatibility run starts the previous image as one "
-                "container beside the app on one engine, and a Swarm environment's app runs "
-                "as tasks on the cluster's nodes; check the previous release on a Compose "
-                "staging environment",
-            )
-        ]
+        return _compat_not_run(
+            prefix,
+            "not run on Swarm: the compatibility run starts the previous image as one container "
+            "beside the app on one engine, and a Swarm environment's app runs as tasks on the "
+            "cluster's nodes; check the previous release on a Compose staging environment",
+        )
     if not target.environment.is_local:
-        return [
-            CheckResult(
-                prefix + "previous release on the new schema",
-                Verdict.INCONCLUSIVE,
-                "not run",
-                "smoke checks pass",
-                "the compatibility run needs the local engine (it publishes on 127.0.0.1)",
-            )
-        ]
+        return _compat_not_run(
+            prefix, "the compatibility run needs the local engine (it publishes on 127.0.0.1)"
+        )
     checks = config.checks
     try:
         settings = proxy_settings.resolve(config, target.environment)

@@ -6,15 +6,17 @@ tests/swarm/test_swarm_checks.py runs the real thing on a 3-node cluster."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from deploytools.checks import prometheus
 from deploytools.checks import suite as engine
-from deploytools.checks.results import Verdict
-from deploytools.config import Config, LogScan, parse_config
+from deploytools.checks.results import CheckResult, Verdict
+from deploytools.config import Config, LogScan, MetricRule, parse_config
 from deploytools.context import StepContext
 from deploytools.engine.exec import ExecResult
 from deploytools.engine.swarm import TaskState
@@ -224,3 +226,75 @@ def test_the_check_steps_take_the_platform_not_the_compose_target(
     watch = monitor._Watch(ctx, environment, ENVIRON)
     watch.close()
     assert watch.platform is ctx.platform(environment)
+
+
+AUTH = MetricRule(
+    name="auth success",
+    metric="logins_total",
+    threshold="auth_success_percent",
+    match={"outcome": "success"},
+    among={"outcome": "success|invalid_credentials"},
+    below=False,
+)
+
+
+def scrape(started: float | None, success: int, invalid: int = 0) -> list[prometheus.Sample]:
+    """One /metrics answer of a process started at `started` (None: it does not say)."""
+    text = f'logins_total{{outcome="success"}} {success}\n'
+    text += f'logins_total{{outcome="invalid_credentials"}} {invalid}\n'
+    if started is not None:
+        text += f"process_start_time_seconds {started}\n"
+    return prometheus.parse(text)
+
+
+def watch_with_rule(tmp_path: Path, environment: str) -> monitor._Watch:
+    config = swarm_config(tmp_path, "http://127.0.0.1:9")
+    config = dataclasses.replace(config, checks=dataclasses.replace(config.checks, metrics=(AUTH,)))
+    ctx, _ = swarm_ctx(config)
+    watch = monitor._Watch(ctx, environment, ENVIRON)
+    watch.close()
+    return watch
+
+
+def window(result: CheckResult) -> tuple[Verdict, Any, Any]:
+    data = result.data or {}
+    return result.verdict, data.get("k"), data.get("n")
+
+
+def test_replica_of_is_the_process_start_time_and_tagged_keeps_replicas_apart() -> None:
+    a, b = scrape(100.5, 50), scrape(200.25, 10)
+    assert (prometheus.replica_of(a), prometheus.replica_of(scrape(None, 1))) == ("100.5", "")
+    both = prometheus.tagged(a, "100.5") + prometheus.tagged(b, "200.25")
+    assert prometheus.counter_ratio(None, both, "logins_total", {}, {}) == (60, 60)
+    assert {s.label("deploytools_replica") for s in both} == {"100.5", "200.25"}
+
+
+def test_on_swarm_a_metrics_window_is_two_scrapes_of_the_same_replica(tmp_path: Path) -> None:
+    """Through the proxy, scrapes reach replicas A, B, A, B: B's first scrape only opens its
+    window; A's and B's windows are their own; the whole watch adds them up."""
+    watch = watch_with_rule(tmp_path, "cluster")
+    assert watch.per_replica
+    watch.first_metrics = watch.previous_metrics = scrape(100.5, 50, 5)  # A, as start() does
+    watch.rule_results(watch.first_metrics)
+    [opened] = watch.rule_results(scrape(200.25, 12))  # B: no window yet
+    assert opened.verdict is Verdict.INCONCLUSIVE
+    assert opened.measured == "the first scrape of this replica"
+    assert opened.detail == "its window opens here (the process started at 200.25)"
+    [a_window] = watch.rule_results(scrape(100.5, 53, 5))  # A: 3 logins, all succeeded
+    [b_window] = watch.rule_results(scrape(200.25, 14, 1))  # B: 2 succeeded, 1 refused
+    assert window(a_window)[1:] == (3, 3)
+    assert window(b_window)[1:] == (2, 3)
+    assert window(watch.whole_watch()["auth success"])[1:] == (5, 6)
+
+
+def test_on_compose_the_window_is_the_previous_scrape_as_before(tmp_path: Path) -> None:
+    """One container answers every scrape: a new start time is a restart, its counters from
+    zero (the later scrape alone is the window), never a scrape left unjudged."""
+    watch = watch_with_rule(tmp_path, "local")
+    assert not watch.per_replica
+    watch.first_metrics = watch.previous_metrics = scrape(100.5, 50, 5)
+    [restarted] = watch.rule_results(scrape(200.25, 12))
+    assert window(restarted)[1:] == (12, 12)
+    watch.previous_metrics = scrape(200.25, 12)
+    [later] = watch.rule_results(scrape(200.25, 14, 1))
+    assert window(later)[1:] == (2, 3)
