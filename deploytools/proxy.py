@@ -72,21 +72,24 @@ SERVICE_SERVER_OPTIONS = "resolvers docker resolve-prefer ipv4 init-addr last,li
 RESOLVER = "127.0.0.11:53"
 
 
-def render(service: str = "app", *, app_port: int = APP_PORT) -> str:
-    """The proxy's HAProxy config: every request to the app service `service`, its two slots
-    disabled; /proxy-health answered by the proxy itself.
+#: What a service name may be: it is written into HAProxy's config as it is.
+SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
-    While no app container exists (a recreate deploy's gap, an outage), requests fail fast
-    with a 503 rather than hang: `hold nx 1s` drops the address a second after Docker's DNS
-    stops answering for the name (HAProxy's default keeps it 30 s, and each request then spent
-    its connect timeout on every try: 15 s with the default 5 s), and a connect that takes 2 s
-    on a local bridge network goes to nobody."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", service):
+
+def check_service_name(service: str) -> None:
+    """ValueError unless `service` can be written into the config as it is."""
+    if not SERVICE_NAME.fullmatch(service):
         raise ValueError(f"not a service name: {service!r}")
-    slots = "".join(f"    server {slot} 127.0.0.1:{app_port} disabled\n" for slot in SLOTS)
+
+
+def head(*, connect_timeout_s: int, retries: int, retry_policy: tuple[str, ...] = ()) -> str:
+    """The `global` and `defaults` sections, the same in both of deploytools' proxies (this
+    module's and `proxy_swarm`'s, which runs the same image, command and healthcheck): the
+    log, the runtime API on 127.0.0.1:ADMIN_PORT the switches use, the soft stop's bound and
+    the client and server timeouts. The proxies differ in what a failed connect costs and how
+    a request is retried, so each passes those (and says why, at its `render`)."""
+    policy = "".join(f"    {line}\n" for line in retry_policy)
     return f"""\
-# Written by deploytools (deploytools/proxy.py). Switches happen through the runtime API
-# (127.0.0.1:{ADMIN_PORT} in this container), not by editing this file.
 global
     log stdout format raw local0 info
     stats socket ipv4@127.0.0.1:{ADMIN_PORT} level admin
@@ -96,12 +99,40 @@ defaults
     mode http
     log global
     option httplog
-    timeout connect 2s
+    timeout connect {connect_timeout_s}s
     timeout client 60s
     timeout server 60s
     timeout http-keep-alive 10s
-    retries 2
+    retries {retries}
+{policy}"""
 
+
+#: The frontend of both proxies: every request to the backend BACKEND, but /proxy-health,
+#: which the proxy answers itself (PROXY_HEALTHCHECK asks it).
+FRONTEND = f"""\
+frontend web
+    bind :80
+    http-request return status 200 content-type text/plain string "ok" if {{ path /proxy-health }}
+    default_backend {BACKEND}
+"""
+
+
+def render(service: str = "app", *, app_port: int = APP_PORT) -> str:
+    """The proxy's HAProxy config: every request to the app service `service`, its two slots
+    disabled; /proxy-health answered by the proxy itself.
+
+    While no app container exists (a recreate deploy's gap, an outage), requests fail fast
+    with a 503 rather than hang: `hold nx 1s` drops the address a second after Docker's DNS
+    stops answering for the name (HAProxy's default keeps it 30 s, and each request then spent
+    its connect timeout on every try: 15 s with the default 5 s), and a connect that takes 2 s
+    on a local bridge network goes to nobody. A failed connect is retried twice, on the same
+    server (one name, or one pinned container: there is no other to redispatch to)."""
+    check_service_name(service)
+    slots = "".join(f"    server {slot} 127.0.0.1:{app_port} disabled\n" for slot in SLOTS)
+    return f"""\
+# Written by deploytools (deploytools/proxy.py). Switches happen through the runtime API
+# (127.0.0.1:{ADMIN_PORT} in this container), not by editing this file.
+{head(connect_timeout_s=2, retries=2)}
 resolvers docker
     nameserver dns {RESOLVER}
     hold valid 1s
@@ -109,11 +140,7 @@ resolvers docker
     timeout resolve 1s
     accepted_payload_size 8192
 
-frontend web
-    bind :80
-    http-request return status 200 content-type text/plain string "ok" if {{ path /proxy-health }}
-    default_backend {BACKEND}
-
+{FRONTEND}
 backend {BACKEND}
     server {SERVICE_SERVER} {service}:{app_port} {SERVICE_SERVER_OPTIONS}
 {slots}"""

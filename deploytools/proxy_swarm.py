@@ -31,7 +31,15 @@ from dataclasses import dataclass
 from deploytools.engine.client import Container, Engine, OneOff
 from deploytools.engine.errors import EngineError, ImageNotFound, NotFound
 from deploytools.errors import EnvironmentUnreachable, ExternalCommandFailed
-from deploytools.proxy import ADMIN_PORT, BACKEND, PROXY_COMMAND, PROXY_HEALTHCHECK, RESOLVER
+from deploytools.proxy import (
+    BACKEND,
+    FRONTEND,
+    PROXY_COMMAND,
+    PROXY_HEALTHCHECK,
+    RESOLVER,
+    check_service_name,
+    head,
+)
 from deploytools.proxy_settings import HealthAnswer
 from deploytools.target import wait_until_healthy
 
@@ -69,31 +77,24 @@ class SwarmProxySpec:
 
 
 def render(service: str, *, app_port: int, health: HealthAnswer, slots: int = SLOTS) -> str:
-    """The HAProxy config of the proxy in front of the Swarm service `service`."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", service):
-        raise ValueError(f"not a service name: {service!r}")
+    """The HAProxy config of the proxy in front of the Swarm service `service`.
+
+    Its `global`, `defaults` and frontend are the Compose proxy's (`proxy.head`,
+    `proxy.FRONTEND`) but for the retries: a failed connect (a stopped task's address) is
+    retried on another task (`option redispatch 1`), and so is a request answered with
+    nothing or too late (`retry-on`), RETRIES times at most; the connect timeout is 1 s, not
+    the Compose proxy's 2 s, so a try that meets a stopped task costs a second at most before
+    the next goes elsewhere (the Compose proxy retries on the same server: it has no other).
+    Its resolvers hold every answer, failed ones too, a second (the DNS answer is the
+    backend's membership), and its backend is a `server-template` over `tasks.<service>`."""
+    check_service_name(service)
     if not re.fullmatch(r"/[A-Za-z0-9_.~/%-]*", health.path):
         raise ValueError(f"not a health path HAProxy can send as it is: {health.path!r}")
+    retry_policy = ("option redispatch 1", "retry-on conn-failure empty-response response-timeout")
     return f"""\
 # Written by deploytools (deploytools/proxy_swarm.py): in front of the Swarm service
 # {service}, following its tasks through Docker's DNS (tasks.{service}).
-global
-    log stdout format raw local0 info
-    stats socket ipv4@127.0.0.1:{ADMIN_PORT} level admin
-    hard-stop-after 30s
-
-defaults
-    mode http
-    log global
-    option httplog
-    timeout connect 1s
-    timeout client 60s
-    timeout server 60s
-    timeout http-keep-alive 10s
-    retries {RETRIES}
-    option redispatch 1
-    retry-on conn-failure empty-response response-timeout
-
+{head(connect_timeout_s=1, retries=RETRIES, retry_policy=retry_policy)}
 resolvers docker
     nameserver dns {RESOLVER}
     hold valid 1s
@@ -107,11 +108,7 @@ resolvers docker
     resolve_retries 3
     accepted_payload_size 8192
 
-frontend web
-    bind :80
-    http-request return status 200 content-type text/plain string "ok" if {{ path /proxy-health }}
-    default_backend {BACKEND}
-
+{FRONTEND}
 backend {BACKEND}
     balance roundrobin
     http-request disable-l7-retry unless METH_GET

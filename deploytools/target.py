@@ -39,6 +39,7 @@ from deploytools.errors import (
     EnvironmentUnreachable,
     ExternalCommandFailed,
 )
+from deploytools.platforms import exec_in_running
 
 # For the static check at the end of the module only (mypy: Target implements Platform).
 if TYPE_CHECKING:
@@ -191,15 +192,7 @@ class Target:
     ) -> ExecResult:
         """Run argv in the service's first running container; EnvironmentUnreachable when none
         runs."""
-        running = self.running(service)
-        if not running:
-            raise EnvironmentUnreachable(
-                f'the service "{service}" of environment {self.name} is not running',
-                untouched="nothing was done",
-                hint=f"look at `deploytools status --env {self.name}`",
-                facts={"environment": self.name, "service": service},
-            )
-        return running[0].exec(argv, stdin=stdin, timeout_s=timeout_s)
+        return exec_in_running(self, service, argv, stdin=stdin, timeout_s=timeout_s)
 
     # -- The platform's verbs (deploytools.platforms.Platform) --------------------------------
 

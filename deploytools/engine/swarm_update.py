@@ -34,6 +34,10 @@ ROLLBACK_PAUSED = "rollback_paused"
 ROLLBACK_COMPLETED = "rollback_completed"
 #: States in which Swarm stopped moving tasks: the update is over, for better or worse.
 SETTLED = frozenset({PAUSED, COMPLETED, ROLLBACK_PAUSED, ROLLBACK_COMPLETED})
+#: Task states in which a task holds nothing on its node any more.
+GONE = frozenset({"shutdown", "complete", "failed", "rejected", "orphaned"})
+#: Desired states of a task Swarm means to run.
+MEANT_TO_RUN = frozenset({"running", "ready", "accepted"})
 
 
 class ServiceApi(Protocol):
@@ -193,6 +197,9 @@ class ServiceUpdate:
         #: When this update began (the engine's clock, from the spec's UpdatedAt): tasks
         #: created before are the old release's.
         self.image = ""
+        #: The swarm's nodes as last read (`_read_nodes`): once per watch, then again only
+        #: when a look needs them fresh (`_nodes_matter`).
+        self._nodes: dict[str, NodeInfo] | None = None
 
     # -- acting --------------------------------------------------------------------------
 
@@ -216,38 +223,31 @@ class ServiceUpdate:
     # -- looking -------------------------------------------------------------------------
 
     def progress(self) -> UpdateProgress:
+        """One look at the service: its UpdateStatus and tasks, and which of this update's
+        tasks are stranded on a node that is down. The node list is read on the first look
+        (and after `forget_nodes`), then again only when this look needs it fresh."""
         found = self.api.inspect_service(self.service)
         status = found.get("UpdateStatus") or {}
-        nodes: dict[str, NodeInfo] = {}
-        for raw_node in self.api.nodes():
-            node = _node(raw_node)
-            nodes[node.id] = node
+        image = image_of(found.get("Spec") or {})
+        since = str(status.get("StartedAt") or "")
         raw = [t for t in self.api.tasks(str(found.get("ID", ""))) if t]
-        tasks = [
-            task_state(t, service=self.service, nodes=nodes, network=self.network) for t in raw
-        ]
+        tasks = self._typed(raw)
+        if self._nodes is None or self._nodes_matter(tasks, image, since):
+            self._nodes = self._read_nodes()
+            tasks = self._typed(raw)
         current = tuple(
             sorted(
-                (t for t in tasks if t.desired_state in ("running", "ready", "accepted")),
+                (t for t in tasks if t.desired_state in MEANT_TO_RUN),
                 key=lambda t: (t.slot or 0, t.created_at),
             )
         )
-        since = str(status.get("StartedAt") or "")
         failed = tuple(
             t
             for t in tasks
             if t.state in ("failed", "rejected") and (not since or t.created_at >= since)
         )
-        image = image_of(found.get("Spec") or {})
-        down = {node_id for node_id, node in nodes.items() if node.state == "down"}
-        stranded = tuple(
-            t
-            for t in tasks
-            if t.node_id in down
-            and t.image == image
-            and t.state not in ("shutdown", "complete", "failed", "rejected", "orphaned")
-            and (not since or t.created_at >= since)
-        )
+        down = self._down()
+        stranded = tuple(t for t in tasks if t.node_id in down and _of_this_update(t, image, since))
         return UpdateProgress(
             state=str(status.get("State") or ""),
             message=str(status.get("Message") or ""),
@@ -257,6 +257,38 @@ class ServiceUpdate:
             failed=failed,
             stranded=stranded,
         )
+
+    def forget_nodes(self) -> None:
+        """The next look reads the node list again (each watch begins so)."""
+        self._nodes = None
+
+    def _read_nodes(self) -> dict[str, NodeInfo]:
+        return {node.id: node for node in (_node(raw) for raw in self.api.nodes())}
+
+    def _typed(self, raw: Sequence[Mapping[str, Any]]) -> list[TaskState]:
+        nodes = self._nodes or {}
+        return [task_state(t, service=self.service, nodes=nodes, network=self.network) for t in raw]
+
+    def _down(self) -> set[str]:
+        return {node_id for node_id, node in (self._nodes or {}).items() if node.state == "down"}
+
+    def _nodes_matter(self, tasks: Sequence[TaskState], image: str, since: str) -> bool:
+        """Whether this look needs the node list read again: a live task names a node not
+        read yet (a task stopped long ago may name a node that left the swarm: it would ask
+        on every look), or a task of this update may be stranded: Swarm is shutting it down
+        while it has not stopped (what Swarm does to the tasks of a node it sees down: their
+        desired state becomes shutdown, their state stays the last their node reported,
+        measured in tests/swarm/test_node_loss.py), or it is on a node last read as down
+        (which may be back). A look with neither has nothing a node's state would change."""
+        down = self._down()
+        for task in tasks:
+            if task.node_id and task.node_id not in (self._nodes or {}) and task.state not in GONE:
+                return True
+            if _of_this_update(task, image, since) and (
+                task.desired_state not in MEANT_TO_RUN or task.node_id in down
+            ):
+                return True
+        return False
 
     def watch(
         self,
@@ -271,6 +303,7 @@ class ServiceUpdate:
         UpdateFailed when Swarm paused the update (a task failed), or rolled it back, or
         `timeout_s` passed; the update is left as it is (the caller rolls back)."""
         deadline = self.clock() + timeout_s
+        self.forget_nodes()
         checked: set[str] = set()
         last = ""
         while True:
@@ -312,6 +345,7 @@ class ServiceUpdate:
         """Wait until Swarm's rollback completed and `replicas` tasks of the previous image
         run; UpdateFailed when it paused or `timeout_s` passed."""
         deadline = self.clock() + timeout_s
+        self.forget_nodes()
         while True:
             progress = self.progress()
             if progress.state == ROLLBACK_PAUSED:
@@ -338,6 +372,14 @@ class ServiceUpdate:
         return f"the update of {self.service} to {self.image} stopped: {said}" + (
             f" (tasks: {errors})" if errors else ""
         )
+
+
+def _of_this_update(task: TaskState, image: str, since: str) -> bool:
+    """A task of the update that started at `since` to `image`, not stopped yet: one that
+    is stranded when its node is down."""
+    return (
+        task.image == image and task.state not in GONE and (not since or task.created_at >= since)
+    )
 
 
 __all__ = [

@@ -15,8 +15,9 @@ from typing import Protocol
 
 from deploytools.config import Config
 from deploytools.engine.client import Container, Engine
-from deploytools.engine.exec import ExecResult
+from deploytools.engine.exec import DEFAULT_TIMEOUT_S, ExecResult
 from deploytools.engine.process import ProcessResult
+from deploytools.errors import EnvironmentUnreachable
 
 
 class Platform(Protocol):
@@ -99,4 +100,27 @@ class Platform(Protocol):
         ...
 
 
-__all__ = ["Platform"]
+def exec_in_running(
+    platform: Platform,
+    service: str,
+    argv: Sequence[str],
+    *,
+    stdin: Iterable[bytes] | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    none_running: str = "is not running",
+) -> ExecResult:
+    """Run argv in the first of `service`'s running containers on `platform` (both platforms'
+    `exec_in_service`); EnvironmentUnreachable when none runs, saying so in the platform's
+    words (`none_running`: what the service "is not running" or "has no running task")."""
+    running = platform.running(service)
+    if not running:
+        raise EnvironmentUnreachable(
+            f'the service "{service}" of environment {platform.name} {none_running}',
+            untouched="nothing was done",
+            hint=f"look at `deploytools status --env {platform.name}`",
+            facts={"environment": platform.name, "service": service},
+        )
+    return running[0].exec(argv, stdin=stdin, timeout_s=timeout_s)
+
+
+__all__ = ["Platform", "exec_in_running"]

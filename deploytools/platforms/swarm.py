@@ -54,7 +54,7 @@ from deploytools.errors import (
     ExternalCommandFailed,
     UsageError,
 )
-from deploytools.platforms import swarm_stack
+from deploytools.platforms import exec_in_running, swarm_stack
 from deploytools.target import ServiceState, Target, run_checked, service_state
 
 # For the static check at the end of the module only (mypy: SwarmPlatform implements Platform).
@@ -384,15 +384,14 @@ class SwarmPlatform:
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> ExecResult:
         """Run argv in a running task's container of `service`, on its node."""
-        running = self.running(service)
-        if not running:
-            raise EnvironmentUnreachable(
-                f'the service "{service}" of environment {self.name} has no running task',
-                untouched="nothing was done",
-                hint=f"look at `deploytools status --env {self.name}`",
-                facts={"environment": self.name, "service": service},
-            )
-        return running[0].exec(argv, stdin=stdin, timeout_s=timeout_s)
+        return exec_in_running(
+            self,
+            service,
+            argv,
+            stdin=stdin,
+            timeout_s=timeout_s,
+            none_running="has no running task",
+        )
 
     # -- the platform's verbs -----------------------------------------------------------------
 

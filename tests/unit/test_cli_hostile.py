@@ -18,6 +18,7 @@ from deploytools.cli import cli
 from deploytools.cli.app import AppState
 from deploytools.config import load_config
 from deploytools.errors import ExternalCommandFailed
+from tests.helpers.deploy_toml import PROJECT
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REPO_CONFIG = str(REPO_ROOT / "deploy.toml")
@@ -82,16 +83,8 @@ def free_port() -> int:
         return port
 
 
-CHECKED = textwrap.dedent(
+CHECKED = PROJECT + textwrap.dedent(
     """
-    [project]
-    name = "svc"
-    image_repository = "ghcr.io/acme/svc"
-    compose_files = ["docker-compose.prod.yml"]
-    app_service = "app"
-    database_service = "db"
-    migration_command = ["alembic", "upgrade", "head"]
-
     [environments.staging]
     compose_project = "svc-staging"
     base_url = "http://127.0.0.1:PORT"

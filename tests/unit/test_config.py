@@ -9,23 +9,12 @@ import pytest
 
 from deploytools.config import load_config, parse_config, resolved_view
 from deploytools.errors import ConfigError, ExitCode
+from tests.helpers.deploy_toml import MINIMAL
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-GOOD = textwrap.dedent(
+GOOD = MINIMAL + textwrap.dedent(
     """
-    [project]
-    name = "svc"
-    image_repository = "ghcr.io/acme/svc"
-    compose_files = ["docker-compose.prod.yml"]
-    app_service = "app"
-    database_service = "db"
-    migration_command = ["alembic", "upgrade", "head"]
-
-    [environments.staging]
-    compose_project = "svc-staging"
-    base_url = "http://127.0.0.1:8081"
-
     [environments.production]
     docker_host = "ssh://deploy@prod.example.com"
     compose_project = "svc-production"

@@ -10,21 +10,10 @@ import pytest
 
 from deploytools.config import Config, SwarmSettings, node_host_for, parse_config, resolved_view
 from deploytools.errors import ConfigError
+from tests.helpers.deploy_toml import MINIMAL
 
-BASE = textwrap.dedent(
+BASE = MINIMAL + textwrap.dedent(
     """
-    [project]
-    name = "svc"
-    image_repository = "ghcr.io/acme/svc"
-    compose_files = ["docker-compose.prod.yml"]
-    app_service = "app"
-    database_service = "db"
-    migration_command = ["alembic", "upgrade", "head"]
-
-    [environments.staging]
-    compose_project = "svc-staging"
-    base_url = "http://127.0.0.1:8081"
-
     [environments.production]
     docker_host = "ssh://deploy@manager-1.example.com"
     compose_project = "svc-production"

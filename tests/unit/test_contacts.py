@@ -14,17 +14,10 @@ from deploytools.context import StepContext
 from deploytools.errors import ConfigError
 from deploytools.steps import notify
 from tests.fakes.webhook_server import FakeWebhooks
+from tests.helpers.deploy_toml import PROJECT
 
-BASE = textwrap.dedent(
+BASE = PROJECT + textwrap.dedent(
     """
-    [project]
-    name = "svc"
-    image_repository = "ghcr.io/acme/svc"
-    compose_files = ["docker-compose.prod.yml"]
-    app_service = "app"
-    database_service = "db"
-    migration_command = ["alembic", "upgrade", "head"]
-
     [environments.production]
     compose_project = "svc-production"
     base_url = "http://127.0.0.1:8080"

@@ -23,21 +23,14 @@ from deploytools.steps.migrate import ImageInfo
 from deploytools.store.environment import EnvironmentStore
 from deploytools.store.records import ReleaseRecord
 from tests.fakes.memory_store import MemoryStore
+from tests.helpers.deploy_toml import PROJECT
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: production's engine is tcp://127.0.0.1:9 (nothing listens): a command that got as far as the
 #: engine fails with exit 3, so exit 2 shows it stopped before touching anything.
-CONFIG = dedent(
+CONFIG = PROJECT + dedent(
     """
-    [project]
-    name = "svc"
-    image_repository = "ghcr.io/acme/svc"
-    compose_files = ["docker-compose.prod.yml"]
-    app_service = "app"
-    database_service = "db"
-    migration_command = ["alembic", "upgrade", "head"]
-
     [environments.staging]
     docker_host = "tcp://127.0.0.1:9"
     compose_project = "svc-staging"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from deploytools import proxy_swarm
+from deploytools import proxy, proxy_swarm
 from deploytools.engine.errors import NotFound
 from deploytools.proxy_settings import HealthAnswer
 
@@ -49,6 +49,32 @@ def test_the_backend_follows_the_tasks_by_dns_with_health_checks_and_retries() -
         "bind :80",
     ):
         assert setting in config, setting
+
+
+def section(text: str, header: str) -> list[str]:
+    """The lines of the config's section `header`, up to the blank line that ends it."""
+    found = lines(text)
+    start = found.index(header)
+    return found[start : found.index("", start)]
+
+
+def test_global_defaults_and_frontend_are_the_compose_proxys_but_for_the_retries() -> None:
+    """One `proxy.head` and `proxy.FRONTEND` for both proxies; what differs is the retries."""
+    swarm = proxy_swarm.render("app", app_port=8080, health=SPEC.health)
+    compose = proxy.render("app", app_port=8080)
+    assert section(swarm, "global") == section(compose, "global")
+    assert section(swarm, "frontend web") == section(compose, "frontend web")
+    common = ["defaults", "mode http", "log global", "option httplog"]
+    timeouts = ["timeout client 60s", "timeout server 60s", "timeout http-keep-alive 10s"]
+    assert section(compose, "defaults") == [*common, "timeout connect 2s", *timeouts, "retries 2"]
+    assert section(swarm, "defaults") == [
+        *common,
+        "timeout connect 1s",
+        *timeouts,
+        "retries 3",
+        "option redispatch 1",
+        "retry-on conn-failure empty-response response-timeout",
+    ]
 
 
 def test_the_health_route_and_status_come_from_the_settings() -> None:

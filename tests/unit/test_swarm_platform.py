@@ -39,23 +39,12 @@ from deploytools.errors import (
 from deploytools.platforms.swarm import SwarmPlatform, _job_outcome, clear_containers
 from deploytools.session import EnvSession
 from deploytools.target import Target
+from tests.helpers.deploy_toml import MINIMAL
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-CONFIG = textwrap.dedent(
+CONFIG = MINIMAL + textwrap.dedent(
     """
-    [project]
-    name = "svc"
-    image_repository = "ghcr.io/acme/svc"
-    compose_files = ["docker-compose.prod.yml"]
-    app_service = "app"
-    database_service = "db"
-    migration_command = ["alembic", "upgrade", "head"]
-
-    [environments.staging]
-    compose_project = "svc-staging"
-    base_url = "http://127.0.0.1:8081"
-
     [environments.prod]
     docker_host = "tcp://10.0.0.1:2375"
     compose_project = "dtswp9"

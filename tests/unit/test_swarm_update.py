@@ -47,13 +47,33 @@ def task(
     }
 
 
+def node(nid: str, state: str = "ready") -> dict[str, Any]:
+    return {
+        "ID": nid,
+        "Description": {"Hostname": f"dtsw-node-{nid[-1]}"},
+        "Status": {"State": state},
+    }
+
+
+#: n1 ready, n2 down.
+NODES = [node("n1", ""), node("n2", "down")]
+
+
 class FakeApi:
     """Each inspect returns the next of `looks` (the last one again at the end): a scripted
-    update as the engine would report it."""
+    update as the engine would report it. `nodes` answers the node list of the look
+    (`node_looks`, by the look's index; NODES when not given), and counts the readings."""
 
-    def __init__(self, looks: list[tuple[str, list[dict[str, Any]]]], image: str = V2) -> None:
+    def __init__(
+        self,
+        looks: list[tuple[str, list[dict[str, Any]]]],
+        image: str = V2,
+        node_looks: list[list[dict[str, Any]]] | None = None,
+    ) -> None:
         self.looks = looks
         self.image = image
+        self.node_looks = node_looks
+        self.node_reads: list[int] = []  # the look's index at each reading
         self.posted: list[tuple[str, int, Mapping[str, Any], bool]] = []
         self._i = -1
 
@@ -79,10 +99,8 @@ class FakeApi:
         return self.looks[self._i][1]
 
     def nodes(self) -> Sequence[Mapping[str, Any]]:
-        return [
-            {"ID": "n1", "Description": {"Hostname": "dtsw-node-1"}, "Status": {}},
-            {"ID": "n2", "Description": {"Hostname": "dtsw-node-2"}, "Status": {"State": "down"}},
-        ]
+        self.node_reads.append(self._i)
+        return NODES if self.node_looks is None else self.node_looks[self._i]
 
 
 class Clock:
@@ -145,7 +163,8 @@ def test_the_watch_checks_each_new_task_once_and_ends_when_swarm_completed() -> 
     ]
     checked: list[str] = []
     seen: list[str] = []
-    done = update(FakeApi(looks)).watch(
+    api = FakeApi(looks)
+    done = update(api).watch(
         replicas=3,
         timeout_s=60,
         check=lambda t: checked.append(f"{t.id} {t.address}"),
@@ -154,6 +173,8 @@ def test_the_watch_checks_each_new_task_once_and_ends_when_swarm_completed() -> 
     assert checked == ["n1 10.0.0.1", "n2 10.0.0.2", "n3 10.0.0.3"]
     assert done.state == "completed" and len(done.running(V2)) == 3
     assert seen[0] == "updating: 3 running app:1, 1 starting app:2 (update updating)"
+    # The node list is read once per watch: nothing in these looks needs it again.
+    assert api.node_reads == [0]
 
 
 def test_a_failing_check_ends_the_watch_with_its_error() -> None:
@@ -267,3 +288,55 @@ def test_an_old_task_on_a_node_that_went_down_does_not_end_the_watch() -> None:
         ("completed", [task("n1", V2), task("n2", V2), task("n3", V2)]),
     ]
     update(FakeApi(looks)).watch(replicas=3, timeout_s=60)
+
+
+def test_a_node_gone_down_mid_watch_is_read_once_swarm_shuts_its_new_task_down() -> None:
+    """The node list read at the start says n2 is ready; once n2 is down, Swarm shuts its
+    tasks down (desired state shutdown, the state its last report: "starting"): that look
+    reads the nodes again and ends the watch."""
+    on_n2 = {**task("n2", V2, "starting"), "NodeID": "n2"}
+    lost = {**on_n2, "DesiredState": "shutdown"}
+    looks = [
+        ("updating", [*OLD, on_n2]),
+        ("updating", [*OLD, on_n2]),
+        ("updating", [*OLD, lost]),
+    ]
+    up, n2_down = [node("n1"), node("n2")], [node("n1"), node("n2", "down")]
+    api = FakeApi(looks, node_looks=[up, n2_down, n2_down])
+    clock = Clock()
+    with pytest.raises(UpdateFailed) as raised:
+        update(api, clock).watch(replicas=3, timeout_s=300)
+    assert "node dtsw-node-2 went down" in raised.value.message
+    assert not raised.value.timed_out
+    # Read at the first look, not at the second (n2 was down, but no task said so yet), and
+    # again at the third, which ended the watch with no sleep after it.
+    assert api.node_reads == [0, 2]
+    assert clock.now == 1.0
+
+
+def test_a_node_read_as_down_is_read_again_before_a_new_task_there_counts_as_stranded() -> None:
+    """n2 was down at the first reading and is back: the new task Swarm placed on it runs."""
+    back = {**task("n2", V2), "NodeID": "n2"}
+    looks = [
+        ("updating", [task("n1", V2), task("o2", V1), task("o3", V1)]),
+        ("updating", [task("n1", V2), back, task("o3", V1)]),
+        ("completed", [task("n1", V2), back, task("n3", V2)]),
+    ]
+    api = FakeApi(looks, node_looks=[NODES, [node("n1"), node("n2")], [node("n1"), node("n2")]])
+    done = update(api).watch(replicas=3, timeout_s=60)
+    assert done.state == "completed"
+    assert [t.node for t in done.tasks] == ["dtsw-node-1", "dtsw-node-2", "dtsw-node-1"]
+    assert api.node_reads == [0, 1]
+
+
+def test_a_task_on_a_node_not_read_yet_reads_the_nodes_again() -> None:
+    on_n3 = {**task("n3", V2, "starting"), "NodeID": "n3"}
+    looks = [("updating", [*OLD]), ("updating", [*OLD, on_n3])]
+    api = FakeApi(looks, node_looks=[NODES, [*NODES, node("n3")]])
+    found = update(api)
+    first, second = found.progress(), found.progress()
+    assert not first.stranded and not second.stranded
+    assert [t.node for t in second.tasks if t.id == "n3"] == ["dtsw-node-3"]
+    assert api.node_reads == [0, 1]
+    found.progress()  # the same look again: nothing new to read
+    assert api.node_reads == [0, 1]

@@ -6,7 +6,6 @@ tests/integration/test_watch_window.py."""
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,6 +17,7 @@ from deploytools.errors import ConfigError
 from deploytools.steps import watch_keep
 from deploytools.steps.watch_keep import KeptState
 from deploytools.store.records import ReleaseRecord, dump, from_dict, parse_time
+from tests.helpers.deploy_toml import MINIMAL
 
 NOW = parse_time("2026-12-06T12:00:00Z")
 HEALTHY = KeptState(running=True, healthy=True, health="healthy", image_id="sha256:old")
@@ -112,21 +112,7 @@ def test_a_record_written_before_the_window_reads_with_nothing_kept() -> None:
     assert refusal(old) == "no container of the previous release is kept"
 
 
-CONFIG = textwrap.dedent(
-    """
-    [project]
-    name = "svc"
-    image_repository = "ghcr.io/acme/svc"
-    compose_files = ["docker-compose.prod.yml"]
-    app_service = "app"
-    database_service = "db"
-    migration_command = ["alembic", "upgrade", "head"]
-
-    [environments.staging]
-    compose_project = "svc-staging"
-    base_url = "http://127.0.0.1:8081"
-    """
-)
+CONFIG = MINIMAL
 
 
 def test_the_window_defaults_to_an_hour_and_0_turns_it_off() -> None:

@@ -24,21 +24,10 @@ from deploytools.deploy_windows import (
     rules_for,
 )
 from deploytools.errors import ConfigError, ExitCode
+from tests.helpers.deploy_toml import MINIMAL
 
-BASE = textwrap.dedent(
+BASE = MINIMAL + textwrap.dedent(
     """
-    [project]
-    name = "svc"
-    image_repository = "ghcr.io/acme/svc"
-    compose_files = ["docker-compose.prod.yml"]
-    app_service = "app"
-    database_service = "db"
-    migration_command = ["alembic", "upgrade", "head"]
-
-    [environments.staging]
-    compose_project = "svc-staging"
-    base_url = "http://127.0.0.1:8081"
-
     [environments.production]
     docker_host = "tcp://127.0.0.1:9"
     compose_project = "svc-production"
