@@ -115,9 +115,10 @@ def _end_migration(session: EnvSession, deadline: float, clock: Callable[[], flo
         f"{ONEOFF_LABEL}=True",
     ]
     try:
-        running = target.engine.containers(labels=labels, all=False)
-        addresses = sorted({a for c in running for a in _addresses(c)})
-        for container in running:
+        # Created but not started ones too: the killed `compose run` would have removed them.
+        found = target.engine.containers(labels=labels, all=True)
+        addresses = sorted({a for c in found for a in _addresses(c)})
+        for container in found:
             container.remove(force=True)
         if not addresses:
             return ""

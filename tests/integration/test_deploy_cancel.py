@@ -105,8 +105,15 @@ def one_off_app_containers(env: DtdepEnv) -> list[Any]:
     )
 
 
-def test_cancel_during_the_migration_starts_the_same_old_containers_on_untouched_data(
-    env: DtdepEnv, image_variants: ImageVariants
+def stopped(env: DtdepEnv) -> bool:
+    """The deploy's record says its old app is stopped (the "stop" phase ended)."""
+    last = records(env)[-1]
+    return last.outcome == "in-progress" and "stop" in last.timings
+
+
+@pytest.mark.parametrize("when", ["just after the stop", "during the migration"])
+def test_a_cancel_before_the_migration_commits_starts_the_same_old_containers_on_untouched_data(
+    env: DtdepEnv, image_variants: ImageVariants, when: str
 ) -> None:
     slow = image_variants.build(
         V2,
@@ -127,7 +134,10 @@ def test_cancel_during_the_migration_starts_the_same_old_containers_on_untouched
         env={**os.environ},
     )
     try:
-        wait_until("the slow migration", lambda: env.stack.psql(SLEEPING) != "0", process)
+        if when == "just after the stop":
+            wait_until("the stop", lambda: stopped(env), process)
+        else:
+            wait_until("the slow migration", lambda: env.stack.psql(SLEEPING) != "0", process)
         code = github_cancel(process)
         out, err = process.communicate(timeout=30)
     finally:
@@ -157,3 +167,50 @@ def test_cancel_during_the_migration_starts_the_same_old_containers_on_untouched
     assert any("serves again" in note for note in last.notes), last.notes
     with open_environment(env.ctx(), env.environment) as session:
         assert session.history.lock() is None
+
+
+def test_a_cancel_once_the_migration_committed_finishes_starting_the_new_release(
+    env: DtdepEnv, image_variants: ImageVariants
+) -> None:
+    # 1.15.2 (its migration commits at once) whose app takes a few seconds to start listening:
+    # the deploy is held in its "healthy" phase, on the new schema, with nothing serving.
+    slow_start = image_variants.build(
+        V2,
+        "rbac-api-test:dtcx-slow-start",
+        dockerfile='CMD ["sh", "-c", "sleep 3; exec gunicorn --config /app/gunicorn.conf.py '
+        'rbac_api.wsgi:app"]\n',
+        files={},
+    )
+    before = env.stack.psql("SELECT version_num FROM alembic_version")
+    argv = [sys.executable, "-m", "deploytools", "--config", str(env.config_path), "--json"]
+    process = subprocess.Popen(
+        [*argv, "deploy", "--env", "prod", "--image", slow_start, "--strategy", "recreate"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+    )
+    try:
+        wait_until("the start", lambda: "start" in records(env)[-1].timings, process)
+        code = github_cancel(process)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 130, (code, out, err)
+    error = json.loads(out)["error"]
+    assert error["type"] == "DeployCancelled", error
+    assert "started to the end and serves" in error["untouched"], error
+    # The new release serves, on the schema its migration committed.
+    revision = env.stack.psql("SELECT version_num FROM alembic_version")
+    assert revision != before
+    assert serves(env)["version"] == "1.15.2"
+    app = env.stack.container("app")
+    assert app.image.id == env.stack.client.images.get(slow_start).id
+    # It is the current release: its record succeeded, and says it was cancelled.
+    last = records(env)[-1]
+    assert (last.image, last.outcome, last.revision_after) == (slow_start, "succeeded", revision)
+    assert "cancelled" in (last.error or "")
+    with open_environment(env.ctx(), env.environment) as session:
+        assert session.history.lock() is None
+        assert session.history.current_release().id == last.id  # type: ignore[union-attr]
