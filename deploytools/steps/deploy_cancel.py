@@ -69,10 +69,14 @@ def recovered(
     try:
         yield
     except KeyboardInterrupt as interrupt:
-        deadline = clock() + GRACE_S
-        raise _recover(session, record, phases.current, old, deadline, clock, interrupt) from (
-            interrupt
-        )
+        started = clock()
+        error = _recover(session, record, phases.current, old, started + GRACE_S, clock, interrupt)
+        # What the cancel cost, from the signal to a release put back (or given up on).
+        record.timings["cancel"] = round(clock() - started, 2)
+        record.phase_ends["cancel"] = utc_now()
+        with contextlib.suppress(DeployError, EngineError):
+            session.history.save_release(record)
+        raise error from interrupt
 
 
 def _recover(
@@ -92,7 +96,6 @@ def _recover(
         revision: str | None = Database.of(session.target).revision()
     except DeployError as error:
         return _left(
-            session,
             record,
             why,
             phase,
@@ -155,7 +158,6 @@ def _restart_old(
     )
     if not old:
         return _left(
-            session,
             record,
             why,
             phase,
@@ -169,7 +171,6 @@ def _restart_old(
     except (EngineError, DeployError) as error:
         detail = error.message if isinstance(error, DeployError) else str(error)
         return _left(
-            session,
             record,
             why,
             phase,
@@ -179,7 +180,6 @@ def _restart_old(
             "starts the previous release again",
         )
     return _left(
-        session,
         record,
         why,
         phase,
@@ -216,7 +216,6 @@ def _finish_new(
     except (EngineError, DeployError) as error:
         detail = error.message if isinstance(error, DeployError) else str(error)
         return _left(
-            session,
             record,
             why,
             phase,
@@ -229,7 +228,6 @@ def _finish_new(
     # The new release serves, healthy: it is the current release (rollback goes from it).
     record.outcome = "succeeded"
     return _left(
-        session,
         record,
         why,
         phase,
@@ -239,7 +237,6 @@ def _finish_new(
 
 
 def _left(
-    session: EnvSession,
     record: ReleaseRecord,
     why: str,
     phase: str | None,
@@ -247,7 +244,8 @@ def _left(
     *,
     hint: str,
 ) -> DeployCancelled:
-    """Record what the cancel left and make the error that says it."""
+    """Write what the cancel left into the record (`recovered` saves it) and make the error
+    that says it."""
     message = f"deploy {record.id} of {record.image} to {record.environment} was cancelled ({why})"
     if phase:
         message += f" in its {phase} phase"
@@ -256,8 +254,6 @@ def _left(
     record.finished = utc_now()
     record.error = message
     record.notes.append(serving)
-    with contextlib.suppress(DeployError, EngineError):
-        session.history.save_release(record)
     return DeployCancelled(
         message, untouched=serving, hint=hint, facts={"release": record.id, "phase": phase}
     )

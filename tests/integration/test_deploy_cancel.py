@@ -105,10 +105,11 @@ def one_off_app_containers(env: DtdepEnv) -> list[Any]:
     )
 
 
-def stopped(env: DtdepEnv) -> bool:
-    """The deploy's record says its old app is stopped (the "stop" phase ended)."""
-    last = records(env)[-1]
-    return last.outcome == "in-progress" and "stop" in last.timings
+def ended(env: DtdepEnv, phase: str) -> bool:
+    """The deploy's record says its `phase` ended (while it is still in progress)."""
+    found = records(env)
+    last = found[-1] if found else None
+    return last is not None and last.outcome == "in-progress" and phase in last.timings
 
 
 @pytest.mark.parametrize("when", ["just after the stop", "during the migration"])
@@ -135,7 +136,7 @@ def test_a_cancel_before_the_migration_commits_starts_the_same_old_containers_on
     )
     try:
         if when == "just after the stop":
-            wait_until("the stop", lambda: stopped(env), process)
+            wait_until("the stop", lambda: ended(env, "stop"), process)
         else:
             wait_until("the slow migration", lambda: env.stack.psql(SLEEPING) != "0", process)
         code = github_cancel(process)
@@ -191,7 +192,7 @@ def test_a_cancel_once_the_migration_committed_finishes_starting_the_new_release
         env={**os.environ},
     )
     try:
-        wait_until("the start", lambda: "start" in records(env)[-1].timings, process)
+        wait_until("the start", lambda: ended(env, "start"), process)
         code = github_cancel(process)
         out, err = process.communicate(timeout=30)
     finally:
