@@ -93,7 +93,8 @@ def _recover(
     session.progress(f"deploy {record.id}: cancelled ({why}) in its {phase} phase: recovering")
     ended = _end_migration(session, deadline, clock) if phase not in _AFTER_MIGRATION else ""
     try:
-        revision: str | None = Database.of(session.target).revision()
+        db = Database.of(session.target)
+        revision: str | None = db.revision(timeout_s=max(deadline - clock(), 1.0))
     except DeployError as error:
         return _left(
             record,
@@ -126,8 +127,12 @@ def _end_migration(session: EnvSession, deadline: float, clock: Callable[[], flo
         if not addresses:
             return ""
         db = Database.of(target)
-        db.query(pg.terminate_clients_sql(addresses))
-        while db.query(pg.count_clients_sql(addresses)).strip() not in ("", "0"):
+
+        def query(sql: str) -> str:
+            return db.query(sql, timeout_s=max(deadline - clock(), 1.0)).strip()
+
+        query(pg.terminate_clients_sql(addresses))
+        while query(pg.count_clients_sql(addresses)) not in ("", "0"):
             if clock() >= deadline:
                 return "the migration's database session was still ending"
             time.sleep(0.1)

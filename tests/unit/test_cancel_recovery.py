@@ -70,13 +70,13 @@ class _Database:
     def __init__(self, events: list[str], revisions: list[str]) -> None:
         self.events, self.revisions = events, revisions
 
-    def query(self, sql: str) -> str:
+    def query(self, sql: str, *, timeout_s: float) -> str:
         if "pg_terminate_backend" in sql:
             self.events.append("terminate " + sql.split("IN (")[1].split(")")[0])
             return "1"
         return "0"
 
-    def revision(self) -> str:
+    def revision(self, *, timeout_s: float) -> str:
         return self.revisions[-1]
 
 
