@@ -57,8 +57,11 @@ SLEEPING = (
 def github_cancel(process: subprocess.Popen[str]) -> int:
     """SIGINT, SIGTERM 7.5 s later if it still runs, SIGKILL 2.5 s after that; its exit code."""
     process.send_signal(signal.SIGINT)
+    sent = time.monotonic()
     try:
-        return process.wait(timeout=7.5)
+        code = process.wait(timeout=7.5)
+        print(f"exited {time.monotonic() - sent:.1f} s after SIGINT")  # a figure, for -rP
+        return code
     except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGTERM)
     try:
@@ -144,17 +147,16 @@ def test_a_cancel_before_the_migration_commits_starts_the_same_old_containers_on
     finally:
         if process.poll() is None:
             process.kill()
+    # The very same container serves again: the release before, healthy.
+    old.reload()
+    assert (old.status, env.stack.container("app").id) == ("running", old.id), (code, err)
+    assert serves(env)["version"] == version
     # It ended by itself, within the grace, saying it was cancelled and what serves.
     assert code == 130, (code, out, err)
     error = json.loads(out)["error"]
     assert error["type"] == "DeployCancelled", error
     assert "cancelled" in error["message"], error
     assert "serves again" in error["untouched"], error
-    # The very same container serves again: the release before, healthy.
-    old.reload()
-    assert env.stack.container("app").id == old.id
-    assert old.status == "running"
-    assert serves(env)["version"] == version
     # The data is untouched: the migration's transaction was rolled back, nothing holds it.
     assert env.stack.psql("SELECT version_num FROM alembic_version") == revision
     assert env.stack.psql("SELECT to_regclass('public.dtcx_half_done') IS NULL") == "t"
@@ -166,6 +168,7 @@ def test_a_cancel_before_the_migration_commits_starts_the_same_old_containers_on
     assert (last.image, last.outcome) == (slow, "interrupted")
     assert "cancelled" in (last.error or "")
     assert any("serves again" in note for note in last.notes), last.notes
+    print(f"recovered in {last.timings['cancel']} s (the record's cancel timing)")
     with open_environment(env.ctx(), env.environment) as session:
         assert session.history.lock() is None
 
@@ -212,6 +215,7 @@ def test_a_cancel_once_the_migration_committed_finishes_starting_the_new_release
     last = records(env)[-1]
     assert (last.image, last.outcome, last.revision_after) == (slow_start, "succeeded", revision)
     assert "cancelled" in (last.error or "")
+    print(f"recovered in {last.timings['cancel']} s (the record's cancel timing)")
     with open_environment(env.ctx(), env.environment) as session:
         assert session.history.lock() is None
         assert session.history.current_release().id == last.id  # type: ignore[union-attr]
