@@ -95,12 +95,13 @@ def _recover(
     try:
         db = Database.of(session.target)
         revision: str | None = db.revision(timeout_s=max(deadline - clock(), 1.0))
-    except DeployError as error:
+    except (DeployError, EngineError) as error:
+        detail = error.message if isinstance(error, DeployError) else str(error)
         return _left(
             record,
             why,
             phase,
-            f"nothing was started: the database's revision could not be read ({error.message})",
+            f"nothing was started: the database's revision could not be read ({detail})",
             hint=f"look at `deploytools status --env {env}` and `deploytools history --env {env}`",
         )
     record.revision_after = revision
