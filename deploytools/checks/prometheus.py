@@ -71,6 +71,33 @@ def parse(text: str) -> list[Sample]:
     return samples
 
 
+#: The process metric every official Prometheus client library exports (Go, Python, Java,
+#: Node): when the process started, in Unix seconds.
+START_TIME = "process_start_time_seconds"
+#: The label `tagged` adds: which replica a series was scraped from.
+REPLICA_LABEL = "deploytools_replica"
+
+
+def replica_of(samples: list[Sample]) -> str:
+    """Which process answered a scrape, as far as its metrics tell: its start time
+    (`process_start_time_seconds`); "" when the service does not export it. Behind a load
+    balancer each scrape reaches one replica, and only two scrapes of the same one make a
+    window (another's counters are not a continuation)."""
+    for sample in samples:
+        if sample.name == START_TIME and not sample.labels:
+            return repr(sample.value)
+    return ""
+
+
+def tagged(samples: list[Sample], replica: str) -> list[Sample]:
+    """The scrape's samples, each series labelled with `replica`: the scrapes of several
+    replicas, put together, are then distinct series that a window adds up."""
+    return [
+        Sample(s.name, tuple(sorted((*s.labels, (REPLICA_LABEL, replica)))), s.value)
+        for s in samples
+    ]
+
+
 def _matches(sample: Sample, patterns: Mapping[str, str]) -> bool:
     return all(re.fullmatch(p, sample.label(k)) for k, p in patterns.items())
 

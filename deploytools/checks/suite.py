@@ -42,11 +42,12 @@ from deploytools.config import (
     UserFlow,
 )
 from deploytools.errors import DeployError
+from deploytools.platforms.placement import running_named
 
-# For annotations only: the suite is handed containers and a target, it never opens them.
+# For annotations only: the suite is handed containers and a platform, it never opens them.
 if TYPE_CHECKING:
     from deploytools.engine.client import Container
-    from deploytools.target import Target
+    from deploytools.platforms import Platform
 
 #: A probe with a latency budget is sent this many times and judged on the median: one request
 #: delayed by a busy host is not the endpoint's speed (the load test measures the tail).
@@ -328,9 +329,10 @@ def rbac(session: Session, check: RbacCheck) -> CheckResult:
 HEADS_TIMEOUT_S = 120.0
 
 
-def head_revisions(target: Target, service: str, command: tuple[str, ...]) -> tuple[str, ...]:
-    """The head revision(s) of the migrations shipped in the running app image."""
-    running = target.containers(service, include_stopped=False)
+def head_revisions(platform: Platform, service: str, command: tuple[str, ...]) -> tuple[str, ...]:
+    """The head revision(s) of the migrations shipped in the running app image (asked in one
+    running container of `service`, on whichever engine or node runs it)."""
+    running = platform.containers(service, include_stopped=False)
     if not running:
         raise LookupError(f"no running {service} container to ask for its migration heads")
     result = running[0].exec(command, timeout_s=HEADS_TIMEOUT_S)
@@ -502,11 +504,12 @@ def _started_at(container: Container) -> datetime:
 
 
 def log_scan(
-    target: Target, check: LogScan, *, service: str, since: datetime | None
+    platform: Platform, check: LogScan, *, service: str, since: datetime | None
 ) -> list[CheckResult]:
     """Error lines in each running container of the service since `since` (default: since the
-    container started, that is, since the deploy that made it)."""
-    running = target.containers(check.service or service, include_stopped=False)
+    container started, that is, since the deploy that made it); on Swarm each task's container
+    on its node, named with the node."""
+    running = running_named(platform, check.service or service)
     if not running:
         return [
             CheckResult(
@@ -518,14 +521,14 @@ def log_scan(
             )
         ]
     results = []
-    for container in running:
+    for shown_name, container in running.items():
         start = since or _started_at(container)
         scan = logs_mod.scan(container, since=start, patterns=check.patterns)
         found = len(scan.matches)
         shown = "; ".join(line[:200] for line in scan.matches[:3])
         results.append(
             CheckResult(
-                f"logs: no errors in {container.name}",
+                f"logs: no errors in {shown_name}",
                 F if found else P,
                 f"{found} error lines of {scan.lines_read} since {start:%Y-%m-%dT%H:%M:%SZ}",
                 "0 error lines",

@@ -483,6 +483,26 @@ class Engine:
         finally:
             api.timeout = saved
 
+    def pull(self, ref: str, *, read_timeout_s: float) -> Iterator[dict[str, Any]]:
+        """Pull `ref` (`repository[:tag]@sha256:...`: by its digest, the tag ignored, as the
+        engine does), yielding the engine's decoded progress messages. Reads wait up to
+        `read_timeout_s`, as a push's."""
+        name, _, digest = ref.rpartition("@")
+        if not name:
+            name, digest = ref, ""
+        # "registry:5000/repo:1.2.3" -> "registry:5000/repo": a tag after the last slash.
+        head, slash, last = name.rpartition("/")
+        repository = head + slash + last.split(":", 1)[0]
+        tag = digest or (last.split(":", 1)[1] if ":" in last else "latest")
+        api = self._sdk.api
+        saved = api.timeout
+        api.timeout = read_timeout_s
+        try:
+            with translated():
+                yield from api.pull(repository, tag=tag, stream=True, decode=True)
+        finally:
+            api.timeout = saved
+
     # -- volumes -------------------------------------------------------------------------
 
     def volumes(self, *, labels: Sequence[str] = ()) -> list[Volume]:

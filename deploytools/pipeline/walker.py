@@ -1,12 +1,13 @@
 """`deploytools pipeline run`: walks the runbook (runbook.STEPS) in one process, resumable.
 
 Each step of the runbook is run by calling the same step function its CLI command calls (not
-the CLI), in the runbook's order, with the image built once and handed on by its ID (or, once
-pushed, by its registry digest), never by its tag. The step functions come in a `PipelineSteps`
-(the real ones by default), so the walker's tests pass fakes. What was done is kept in a
-pipeline record (record.py) stored with the production target (store.py); so a run that failed,
-was stopped at the approval gate or was killed continues, when run again, at the first step that
-has not passed, and a second pipeline started while one runs is refused.
+the CLI), in the runbook's order, with the image built once and handed on by its ID, never by
+its tag; when an environment runs on Swarm, whose nodes pull the image, it is pushed to
+project.image_repository and handed on by its registry digest. The step functions come in a
+`PipelineSteps` (the real ones by default), so the walker's tests pass fakes. What was done is
+kept in a pipeline record (record.py) stored with the production target (store.py); so a run
+that failed, was stopped at the approval gate or was killed continues, when run again, at the
+first step that has not passed, and a second pipeline started while one runs is refused.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from deploytools.pipeline.record import (
     render_summary,
 )
 from deploytools.pipeline.store import PipelineStore
+from deploytools.platforms import Platform
 from deploytools.session import EnvSession, open_environment
 from deploytools.steps import app_service
 from deploytools.steps import backup as backup_step
@@ -50,7 +52,6 @@ from deploytools.steps import release as release_step
 from deploytools.steps import report as report_step
 from deploytools.steps import rollback as rollback_step
 from deploytools.store.records import LockInfo, ReleaseRecord, utc_now, who
-from deploytools.target import Target
 
 __all__ = [
     "ApprovalRequired",
@@ -105,7 +106,7 @@ class PipelineSteps:
     #: the commit a tag names in the repository at a path
     tag_commit: Callable[[Path, str], str] = _tag_commit
     #: what runs in an environment now (a release already serving is not deployed again)
-    running_app: Callable[[Target], app_service.RunningApp | None] = app_service.running_app
+    running_app: Callable[[Platform], app_service.RunningApp | None] = app_service.running_app
     #: opens the environment at the gate, whose store keeps the pipeline's records
     open_environment: OpenEnvironment = open_environment
 
@@ -187,7 +188,7 @@ def run(
                 record = _fresh(tag, str(version), repo, attempt=record.attempt + 1)
                 log.clear_evidence(tag, {s.name for s in runbook.STEPS})
             elif record is not None and record.status == "succeeded":
-                if _serving(steps, session.target, record):
+                if _serving(steps, session.platform, record):
                     ctx.progress(
                         f"{tag} already went through the pipeline ({record.finished}): "
                         f"{production} runs {record.image_ref or record.image}; nothing to do"
@@ -252,9 +253,10 @@ def _fresh(tag: str, version: str, repo: Path, *, attempt: int = 1) -> PipelineR
     )
 
 
-def _serving(steps: PipelineSteps, target: Target, record: PipelineRecord) -> bool:
-    """Whether the environment runs the record's image, healthy."""
-    running = steps.running_app(target)
+def _serving(steps: PipelineSteps, platform: Platform, record: PipelineRecord) -> bool:
+    """Whether the environment (one engine, or a Swarm's tasks) runs the record's image,
+    healthy."""
+    running = steps.running_app(platform)
     if running is None or not running.healthy or not record.image:
         return False
     return record.image in (running.image_id, running.image)
@@ -449,8 +451,9 @@ class _Walker:
         )
 
     def _build_image(self) -> tuple[str, str]:
+        push = needs_registry(self.ctx)
         built = self.steps.build_image(
-            self.ctx, tag=self.record.tag, repo=self.repo, environment=runbook.STAGING
+            self.ctx, tag=self.record.tag, repo=self.repo, environment=runbook.STAGING, push=push
         )
         # The ID (a digest of the image's configuration) names exactly this build on the
         # engine; a tag could be moved by the next build.
@@ -608,6 +611,14 @@ class _Walker:
             error.hint = "read the breached rules; fix the release and tag again"
             raise
         return PASSED, f"{report.samples} samples over {self.monitor_s:g} s, no breach"
+
+
+def needs_registry(ctx: StepContext) -> bool:
+    """Whether the release image must go to a registry (`image build --push`): an environment
+    of the runbook runs on Swarm, whose nodes pull it from there. Otherwise it stays on the
+    engine it was built on and goes on by its ID, as the steps on one engine want it."""
+    environments = dict.fromkeys(s.environment for s in runbook.STEPS if s.environment)
+    return any(ctx.config.environment(name).is_swarm for name in environments)
 
 
 def _declined(error: DeployError) -> bool:

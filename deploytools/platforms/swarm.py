@@ -63,6 +63,8 @@ if TYPE_CHECKING:
 
 #: How long `docker stack deploy` and `docker-compose config` may take.
 STACK_TIMEOUT_S = 300.0
+#: How long pulling the release image onto the manager may take (a slow registry).
+PULL_TIMEOUT_S = 600.0
 #: How long scaling a service to 0 (a restore's swap) may take to stop its tasks, past their
 #: stop grace period.
 SCALE_TIMEOUT_S = 120.0
@@ -170,6 +172,50 @@ class SwarmPlatform:
         with contextlib.suppress(EngineError):
             return self.swarm.network_name(network_id)
         return ""
+
+    def ensure_image(self, ref: str, *, progress: Callable[[str], None] | None = None) -> None:
+        """The release image `ref` on the manager, whose engine deploytools reads its labels
+        from (version, expand-only): pulled from its registry when `ref` is pinned by digest
+        (`repository[:tag]@sha256:...`, which no later push can move) and the manager lacks
+        it. The nodes pull it themselves when a task of it starts there. Any other reference
+        is left as it is (the image must be on the manager already, as on one engine)."""
+        if "@sha256:" not in ref or self.manager.find_image(ref) is not None:
+            return
+        name = ref.split("@", 1)[0]
+        registry = name.split("/", 1)[0] if "/" in name else "docker.io"
+        if progress is not None:
+            progress(f"[{self.name}] pulling {ref} from {registry} on the manager")
+        left = f"nothing was done: {self.name} runs what it ran"
+        hint = (
+            f"push the image to {registry} (`deploytools image build --push`) and check that "
+            "the manager reaches the registry and is logged in to it"
+        )
+        deadline = time.monotonic() + PULL_TIMEOUT_S
+        try:
+            for chunk in self.manager.pull(ref, read_timeout_s=PULL_TIMEOUT_S):
+                if "error" in chunk:
+                    raise EnvironmentUnreachable(
+                        f"the manager of environment {self.name} cannot pull {ref}: "
+                        f"{str(chunk['error']).strip()}",
+                        untouched=left,
+                        hint=hint,
+                        facts={"environment": self.name, "image": ref, "registry": registry},
+                    )
+                if time.monotonic() > deadline:
+                    raise DeadlineExceeded(
+                        f"pulling {ref} on the manager of environment {self.name} took more "
+                        f"than {PULL_TIMEOUT_S:.0f} s",
+                        untouched=left,
+                        hint=hint,
+                    )
+        except EngineError as error:
+            raise EnvironmentUnreachable(
+                f"the manager of environment {self.name} cannot pull {ref}: "
+                f"{error.explanation or error}",
+                untouched=left,
+                hint=hint,
+                facts={"environment": self.name, "image": ref, "registry": registry},
+            ) from None
 
     # -- the stack ----------------------------------------------------------------------------
 

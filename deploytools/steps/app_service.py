@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from deploytools.engine.client import Container
 from deploytools.engine.errors import EngineError, NotFound
 from deploytools.errors import CheckFailed, DeployError
+from deploytools.platforms import Platform
 from deploytools.session import EnvSession, start_database
 from deploytools.store.records import ReleaseRecord, utc_now
-from deploytools.target import Target, service_state, wait_until_healthy
+from deploytools.target import service_state, wait_until_healthy
 
 #: Tag that keeps a released image on the engine for rollbacks: <repository>:<env>-release-<id>.
 KEEP_TAG = "{env}-release-{id}"
@@ -68,7 +69,9 @@ class RunningApp:
     healthy: bool
 
 
-def running_app(target: Target) -> RunningApp | None:
+def running_app(target: Platform) -> RunningApp | None:
+    """What the first running app container runs (on Swarm: a running task's container, on
+    its node), or None when none runs."""
     for container in target.containers(target.config.project.app_service):
         if container.status == "running":
             state = service_state(container)

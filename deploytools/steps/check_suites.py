@@ -33,6 +33,8 @@ from deploytools.database import Database
 from deploytools.engine.errors import EngineError
 from deploytools.errors import CheckFailed, DeployError, UsageError
 from deploytools.jsonable import jsonable
+from deploytools.platforms.placement import running_named
+from deploytools.platforms.swarm import SwarmPlatform
 from deploytools.session import open_environment
 from deploytools.steps import suite_record
 
@@ -167,15 +169,15 @@ def run(
         add(engine.ensure_users(session))
         if checks.database is not None:
             db = checks.database
-            target = ctx.target(environment)
+            platform = ctx.platform(environment)
 
             def heads() -> tuple[str, ...]:
                 return engine.head_revisions(
-                    target, config.project.app_service, db.revision_command
+                    platform, config.project.app_service, db.revision_command
                 )
 
             def stored_revision() -> str | None:
-                return Database.of(target).revision()
+                return Database.of(platform).revision()
 
             add(
                 engine.database(
@@ -206,7 +208,7 @@ def run(
         if checks.logs is not None and suite in checks.logs.suites:
             add(
                 engine.log_scan(
-                    ctx.target(environment),
+                    ctx.platform(environment),
                     checks.logs,
                     service=config.project.app_service,
                     since=since,
@@ -232,16 +234,18 @@ USAGE_SUITES = ("verify",)
 
 def _read_usage(ctx: StepContext, environment: str) -> dict[str, containers.ContainerUsage]:
     """The app containers' CPU over one second before the suite's first request (its own
-    requests, logins and load test are not the service's load) and their memory; {} (and a
-    progress line) when the engine cannot give them: the checks still run."""
+    requests, logins and load test are not the service's load) and their memory, by the
+    names placement.running_named gives them (on Swarm: each task's container on its node);
+    {} (and a progress line) when the engine cannot give them: the checks still run."""
     config = ctx.config
     if not config.checks.monitor.container_stats:
         return {}
     try:
-        running = ctx.target(environment).containers(
-            config.project.app_service, include_stopped=False
-        )
-        return {c.name: containers.usage(c) for c in running}
+        running = running_named(ctx.platform(environment), config.project.app_service)
+        return {
+            name: dataclasses.replace(containers.usage(c), container=name)
+            for name, c in running.items()
+        }
     except (DeployError, EngineError) as exc:
         why = exc.one_line() if isinstance(exc, DeployError) else str(exc)
         ctx.progress(f"cpu and memory not sampled: {why}")
@@ -340,24 +344,37 @@ def previous_release_image(ctx: StepContext, environment: str) -> tuple[str | No
     return current.previous_image, f"the previous release's image is {current.previous_image}"
 
 
+def _compat_not_run(prefix: str, why: str) -> list[CheckResult]:
+    return [
+        CheckResult(
+            prefix + "previous release on the new schema",
+            Verdict.INCONCLUSIVE,
+            "not run",
+            "smoke checks pass",
+            why,
+        )
+    ]
+
+
 def backward_compatibility(
     ctx: StepContext, environment: str, image: str, session: engine.Session
 ) -> list[CheckResult]:
     """The smoke probes and RBAC checks against the previous release's image, started beside
     the new one on the same database. Its own migration revision is not checked: it is older."""
     config = ctx.config
-    target = ctx.target(environment)
+    target = ctx.platform(environment)
     prefix = f"compat {image}: "
+    if isinstance(target, SwarmPlatform):
+        return _compat_not_run(
+            prefix,
+            "not run on Swarm: the compatibility run starts the previous image as one container "
+            "beside the app on one engine, and a Swarm environment's app runs as tasks on the "
+            "cluster's nodes; check the previous release on a Compose staging environment",
+        )
     if not target.environment.is_local:
-        return [
-            CheckResult(
-                prefix + "previous release on the new schema",
-                Verdict.INCONCLUSIVE,
-                "not run",
-                "smoke checks pass",
-                "the compatibility run needs the local engine (it publishes on 127.0.0.1)",
-            )
-        ]
+        return _compat_not_run(
+            prefix, "the compatibility run needs the local engine (it publishes on 127.0.0.1)"
+        )
     checks = config.checks
     try:
         settings = proxy_settings.resolve(config, target.environment)

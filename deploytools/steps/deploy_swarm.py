@@ -142,7 +142,7 @@ def run(
     """
     with open_environment(ctx, environment, with_database=True) as session:
         platform = swarm_platform(session)
-        info = migrate_step.image_info(platform.engine, image)
+        info = migrate_step.release_image_info(platform, image, progress=ctx.progress)
         ttl = ctx.config.deploy.lock_ttl_s
         with session.history.locked("deploy", ttl_s=ttl, wait_s=lock_wait_s) as lock:
             session.lock = lock

@@ -126,8 +126,8 @@ class ImageReport(CheckList):
 
 def _engine(ctx: StepContext, environment: str | None) -> tuple[Engine, str]:
     if environment:
-        target = ctx.target(environment)
-        return target.engine, f"environment {environment}"
+        # On a Swarm environment: its manager's engine (docker_host).
+        return ctx.platform(environment).engine, f"environment {environment}"
     return connect(""), "the local engine"
 
 

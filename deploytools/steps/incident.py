@@ -520,7 +520,7 @@ def _fetch_logs(session: Any, config: Config, failed: Mapping[str, Any]) -> tupl
         since = None
     lines: list[str] = []
     names: list[str] = []
-    for container in session.target.containers(config.project.app_service):
+    for container in session.platform.containers(config.project.app_service):
         try:
             raw = container.logs(timestamps=True, tail=LOG_LINES, since=since)
         except EngineAPIError:  # removed meanwhile: its lines are not there to show

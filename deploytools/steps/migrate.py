@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +22,8 @@ from deploytools.deploy_windows import check_window
 from deploytools.engine.client import Engine
 from deploytools.engine.errors import ImageNotFound
 from deploytools.errors import DeployError, UsageError
+from deploytools.platforms import Platform
+from deploytools.platforms.swarm import SwarmPlatform
 from deploytools.redaction import redact_text, secret_names, secret_values
 from deploytools.session import EnvSession, open_environment
 from deploytools.steps.backup import latest_verified
@@ -78,6 +80,17 @@ def image_info(engine: Engine, ref: str) -> ImageInfo:
     )
 
 
+def release_image_info(
+    platform: Platform, ref: str, *, progress: Callable[[str], None] | None = None
+) -> ImageInfo:
+    """`image_info` on the platform's engine. On Swarm the manager first pulls a release
+    pinned by digest from its registry (the nodes pull from the same one): the image was
+    pushed where it was built, not loaded onto the manager."""
+    if isinstance(platform, SwarmPlatform):
+        platform.ensure_image(ref, progress=progress)
+    return image_info(platform.engine, ref)
+
+
 def run(
     ctx: StepContext,
     *,
@@ -114,7 +127,7 @@ def run(
         ttl = ctx.config.deploy.lock_ttl_s
         with session.history.locked("migrate", ttl_s=ttl, wait_s=lock_wait_s) as lock:
             session.lock = lock
-            info = image_info(session.platform.engine, image)
+            info = release_image_info(session.platform, image, progress=ctx.progress)
             record = ReleaseRecord(
                 id=session.history.next_release_id(),
                 environment=environment,
@@ -173,7 +186,7 @@ def run_in(
     """`run` within an open environment (a deploy calls it under its lock)."""
     config = session.ctx.config
     target = session.platform
-    image_info(target.engine, image)
+    release_image_info(target, image, progress=session.ctx.progress)
     db = Database.of(target)
     before = db.revision()
     backup_id = None

@@ -241,7 +241,7 @@ def production_baseline(ctx: StepContext, known: frozenset[str] = frozenset()) -
     if PRODUCTION not in ctx.config.environments:
         return Baseline(None, "the first release, and no production environment")
     try:
-        revision = Database.of(ctx.target(PRODUCTION)).revision()
+        revision = Database.of(ctx.platform(PRODUCTION)).revision()
     except (DeployError, EngineError) as exc:
         why = exc.message if isinstance(exc, DeployError) else str(exc)
         return Baseline(

@@ -6,6 +6,9 @@ app containers' CPU and memory (as `docker stats` computes them, over the same i
 probes whose suites hold "monitor". One bad sample is a blip; a rule breaches only when it fails
 `consecutive_failures` samples in a row or `failure_limit` samples in all (Argo Rollouts'
 analysis works the same way). On the first breach the watch stops and, if asked, rolls back.
+
+On a Swarm environment the app's containers are its tasks' (each read on its node, named with
+it), and a metrics window is the interval since the previous scrape of the same replica.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from deploytools.config import MetricRule
 from deploytools.context import StepContext
 from deploytools.errors import CheckFailed, UsageError
 from deploytools.jsonable import jsonable
+from deploytools.platforms import placement
+from deploytools.platforms.swarm import SwarmPlatform
 from deploytools.session import open_environment
 from deploytools.steps import rollback as rollback_step
 from deploytools.steps import suite_record, watch_keep
@@ -232,7 +237,11 @@ class _Watch:
         self.config = config
         self.settings = config.checks.monitor
         env = config.environment(environment)
-        self.target = ctx.target(environment)
+        self.platform = ctx.platform(environment)
+        # On Swarm each scrape through deploytools' proxy reaches one of the replicas, and
+        # another replica's counters are no continuation: a window is two scrapes of the same
+        # one (prometheus.replica_of). On one engine one container answers them all.
+        self.per_replica = isinstance(self.platform, SwarmPlatform)
         self.client = HttpClient(
             env.base_url, timeout_s=config.checks.timeout_s, login=config.checks.login
         )
@@ -257,6 +266,8 @@ class _Watch:
         self.breaches: list[str] = []
         self.first_metrics: list[prometheus.Sample] | None = None
         self.previous_metrics: list[prometheus.Sample] | None = None
+        #: Per replica (per_replica only): its first and its latest scrape.
+        self.replicas: dict[str, tuple[list[prometheus.Sample], list[prometheus.Sample]]] = {}
         self.previous_stats: dict[str, dict[str, Any]] = {}
 
     def close(self) -> None:
@@ -266,6 +277,8 @@ class _Watch:
         """The readings the first sample is judged against."""
         self.first_metrics, _ = self.scrape()
         self.previous_metrics = self.first_metrics
+        if self.per_replica and self.first_metrics is not None:
+            self.rule_results(self.first_metrics)  # opens the window of the replica it reached
         self.previous_stats = self.read_stats()
 
     def scrape(self) -> tuple[list[prometheus.Sample] | None, CheckResult | None]:
@@ -286,11 +299,12 @@ class _Watch:
             return None, CheckResult(name, F, "not Prometheus text", "status 200", str(exc))
 
     def read_stats(self) -> dict[str, dict[str, Any]]:
+        """One stats reading of each running app container, by its shown name (on Swarm:
+        each task's container on its node, so that "cpu NAME" says which node to look at)."""
         if not self.settings.container_stats:
             return {}
-        service = self.config.project.app_service
-        running = self.target.containers(service, include_stopped=False)
-        return {c.name: containers.raw_stats(c) for c in running}
+        running = placement.running_named(self.platform, self.config.project.app_service)
+        return {name: containers.raw_stats(c) for name, c in running.items()}
 
     def usage_results(
         self, before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]
@@ -310,15 +324,7 @@ class _Watch:
         if readable is not None:
             results.append(readable)
         if current_metrics is not None:
-            results += [
-                evaluate_rule(
-                    rule,
-                    self.previous_metrics,
-                    current_metrics,
-                    self.session.threshold(rule.threshold),
-                )
-                for rule in self.config.checks.metrics
-            ]
+            results += self.rule_results(current_metrics)
             self.previous_metrics = current_metrics
         current_stats = self.read_stats()
         results += self.usage_results(self.previous_stats, current_stats)
@@ -342,18 +348,43 @@ class _Watch:
                 )
         return sample
 
+    def rule_results(self, current: list[prometheus.Sample]) -> list[CheckResult]:
+        """Each metric rule over the window since the previous scrape, of the same replica
+        when per_replica: a replica's first scrape only opens its window (inconclusive)."""
+        rules = self.config.checks.metrics
+        before = self.previous_metrics
+        replica = prometheus.replica_of(current) if self.per_replica else ""
+        if replica and replica not in self.replicas:
+            self.replicas[replica] = (current, current)
+            return [
+                dataclasses.replace(
+                    evaluate_rule(rule, current, current, self.session.threshold(rule.threshold)),
+                    verdict=INC,
+                    measured="the first scrape of this replica",
+                    detail=f"its window opens here (the process started at {replica})",
+                    data={},
+                )
+                for rule in rules
+            ]
+        if replica:
+            first, before = self.replicas[replica]
+            self.replicas[replica] = (first, current)
+        return [
+            evaluate_rule(rule, before, current, self.session.threshold(rule.threshold))
+            for rule in rules
+        ]
+
     def whole_watch(self) -> dict[str, CheckResult]:
         """Each metric rule over the whole watch as one window: enough requests, maybe, for
-        what one interval cannot show."""
-        if self.first_metrics is None or self.previous_metrics is None:
+        what one interval cannot show (per_replica: every replica's window, added up)."""
+        first, last = self.first_metrics, self.previous_metrics
+        if self.replicas:
+            first = [s for r, (f, _) in self.replicas.items() for s in prometheus.tagged(f, r)]
+            last = [s for r, (_, n) in self.replicas.items() for s in prometheus.tagged(n, r)]
+        if first is None or last is None:
             return {}
         return {
-            rule.name: evaluate_rule(
-                rule,
-                self.first_metrics,
-                self.previous_metrics,
-                self.session.threshold(rule.threshold),
-            )
+            rule.name: evaluate_rule(rule, first, last, self.session.threshold(rule.threshold))
             for rule in self.config.checks.metrics
         }
 

@@ -48,11 +48,17 @@ class Fakes:
         self.production_deploy_error: Exception | None = None
         self.fail_monitor: list[str] = []
         self.store = MemoryStore()
+        #: the platform each running_app call was asked about
+        self.asked: list[Any] = []
+        #: what build_image returns (pushed or not)
+        self.built = BuiltImage("rbac:1.15.2", IMAGE_ID, None, "1.15.2", COMMIT, {}, pushed=False)
         fakes = self
 
         @contextlib.contextmanager
         def open_environment(ctx: StepContext, environment: str) -> Iterator[Any]:
-            yield SimpleNamespace(store=fakes.store, target=SimpleNamespace(name=environment))
+            # No `target`: on a Swarm environment EnvSession.target raises; the walker asks
+            # the session's platform, whatever it runs on.
+            yield SimpleNamespace(store=fakes.store, platform=fakes.platform(environment))
 
         def no_report(ctx: StepContext, **kwargs: Any) -> Any:
             raise UsageError("no release records in the fake")
@@ -96,8 +102,11 @@ class Fakes:
             checks=(CheckResult("tag-format", "passed", "a release tag"),),
         )
 
+    def platform(self, environment: str) -> Any:
+        return SimpleNamespace(name=environment, kind="platform")
+
     def _build(self, **kw: Any) -> BuiltImage:
-        return BuiltImage("rbac:1.15.2", IMAGE_ID, None, "1.15.2", COMMIT, {}, pushed=False)
+        return self.built
 
     def _deploy(self, **kw: Any) -> Any:
         if kw["environment"] == "production" and self.production_deploy_error:
@@ -111,6 +120,7 @@ class Fakes:
         return deploy_step.DeployResult(kw["environment"], True, "deployed", record)
 
     def _running(self, target: Any) -> Any:
+        self.asked.append(target)
         if self.serving is None:
             return None
         return app_service.RunningApp(image=self.serving, image_id=self.serving, healthy=True)
@@ -165,9 +175,21 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> Fakes:
     return Fakes()
 
 
-def ctx(lines: list[str] | None = None) -> StepContext:
+def ctx(lines: list[str] | None = None, *, config: Path | None = None) -> StepContext:
     sink = lines.append if lines is not None else (lambda _m: None)
-    return StepContext(config=load_config(REPO_ROOT / "deploy.toml"), progress=sink)
+    return StepContext(config=load_config(config or REPO_ROOT / "deploy.toml"), progress=sink)
+
+
+def swarm_production(tmp_path: Path) -> Path:
+    """The repository's deploy.toml with production on Swarm (staging stays on Compose)."""
+    text = (REPO_ROOT / "deploy.toml").read_text(encoding="utf-8")
+    section = '[environments.production]\ndocker_host = ""\n'
+    assert section in text
+    text = text.replace(section, section + 'platform = "swarm"\n')
+    text = text.replace('compose_files = ["', f'compose_files = ["{REPO_ROOT}/')
+    config = tmp_path / "deploy.toml"
+    config.write_text(text, encoding="utf-8")
+    return config
 
 
 def run(fakes: Fakes, **kwargs: Any) -> walker.PipelineResult:
@@ -419,3 +441,47 @@ def test_a_pre_release_goes_to_staging_and_stops_at_the_gate(fakes: Fakes) -> No
     assert statuses(result)["validate-staging"] == "passed"
     assert statuses(result)["approve-production"] == "failed"
     assert "backup" not in fakes.names()
+
+
+def test_on_one_engine_the_image_is_not_pushed_and_goes_on_by_its_id(fakes: Fakes) -> None:
+    assert run(fakes, approved_by="tester").ok
+    assert dict(fakes.calls)["build"]["push"] is False
+
+
+def test_with_production_on_swarm_the_image_is_pushed_and_goes_on_by_its_digest(
+    fakes: Fakes, tmp_path: Path
+) -> None:
+    """Swarm's nodes pull the release from the registry: the build pushes it, and staging,
+    the migration and production's deploy are all handed the registry's digest."""
+    digest = "sha256:" + "cd" * 32
+    fakes.built = BuiltImage(
+        "registry:5000/rbac:1.15.2", IMAGE_ID, f"registry:5000/rbac@{digest}", "1.15.2",
+        COMMIT, {}, pushed=True,
+    )  # fmt: skip
+    config = swarm_production(tmp_path)
+    assert walker.needs_registry(ctx(config=config))
+
+    result = run(fakes, approved_by="tester", context=ctx(config=config))
+
+    assert result.ok, result.error
+    assert dict(fakes.calls)["build"]["push"] is True
+    pinned = f"registry:5000/rbac:1.15.2@{digest}"
+    assert result.record.image == pinned
+    handed = [
+        (kw["environment"], kw["image"]) for n, kw in fakes.calls if n in ("deploy", "migrate")
+    ]
+    assert handed == [("staging", pinned), ("production", pinned), ("production", pinned)]
+
+
+def test_a_release_serving_on_swarm_is_found_through_the_platform(
+    fakes: Fakes, tmp_path: Path
+) -> None:
+    """The re-run asks production's platform (a Swarm's tasks), not a Compose target."""
+    context = ctx(config=swarm_production(tmp_path))
+    assert run(fakes, approved_by="tester", context=context).ok
+    fakes.calls.clear()
+
+    again = run(fakes, approved_by="tester", context=context)
+
+    assert again.already_done and fakes.names() == []
+    assert [(p.kind, p.name) for p in fakes.asked] == [("platform", "production")]
