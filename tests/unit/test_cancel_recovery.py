@@ -12,7 +12,12 @@ import pytest
 
 from deploytools.config import load_config
 from deploytools.context import StepContext
-from deploytools.errors import DeadlineExceeded, DeployCancelled, ExitCode
+from deploytools.errors import (
+    DeadlineExceeded,
+    DeployCancelled,
+    EnvironmentUnreachable,
+    ExitCode,
+)
 from deploytools.steps import deploy as deploy_step
 from deploytools.steps import deploy_cancel
 from deploytools.steps import migrate as migrate_step
@@ -86,6 +91,7 @@ def _cancelled(
     at: str,
     revision_now: str,
     start_fails: bool = False,
+    database_down: bool = False,
 ) -> tuple[list[str], ReleaseRecord, DeployCancelled]:
     """RecreateStrategy.replace interrupted (KeyboardInterrupt) in phase `at`, the database
     at `revision_now` after it; what the recovery did, the record, the error."""
@@ -128,7 +134,13 @@ def _cancelled(
     )
     monkeypatch.setattr(migrate_step, "run_in", run_in)
     monkeypatch.setattr(deploy_step, "wait_app_healthy", lambda session: None)
-    monkeypatch.setattr(deploy_cancel.Database, "of", lambda t: _Database(events, revisions))
+
+    def database(target: object) -> _Database:
+        if database_down:
+            raise EnvironmentUnreachable('the database service "db" is not running')
+        return _Database(events, revisions)
+
+    monkeypatch.setattr(deploy_cancel.Database, "of", database)
     monkeypatch.setattr(
         deploy_cancel, "wait_until_healthy", lambda c, timeout_s: events.append("healthy")
     )
@@ -214,6 +226,19 @@ def test_a_new_release_that_cannot_be_started_in_time_is_said_with_what_to_run(
     assert "migration had committed (revision 0002, was 0001)" in record.notes[-1]
     assert "deploytools deploy --env production --image ghcr.io/x:2" in (error.hint or "")
     assert "deploytools rollback --env production" in (error.hint or "")
+
+
+def test_a_revision_that_cannot_be_read_starts_nothing_and_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events, record, error = _cancelled(
+        monkeypatch, at="migrate", revision_now="0001", database_down=True
+    )
+    after = events[events.index("recovering") :]
+    assert after == ["recovering", "remove app-run-1"]  # (its sessions: no database to ask)
+    assert record.outcome == "interrupted"
+    assert "nothing was started: the database's revision could not be read" in record.notes[-1]
+    assert "deploytools status --env production" in (error.hint or "")
 
 
 def test_start_again_stops_a_container_an_interrupted_stop_left_running_first() -> None:
