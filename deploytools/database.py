@@ -66,17 +66,21 @@ class Database:
     ) -> ExecResult:
         return self.container.exec(argv, stdin=stdin, timeout_s=timeout_s)
 
-    def query(self, sql: str, *, database: str | None = None) -> str:
-        result = self.exec(pg.psql(self.user, database or self.name, sql))
+    def query(
+        self, sql: str, *, database: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> str:
+        result = self.exec(pg.psql(self.user, database or self.name, sql), timeout_s=timeout_s)
         if result.exit_code != 0:
             raise self._fail("psql", result)
         return result.text()
 
-    def revision(self, *, database: str | None = None) -> str | None:
+    def revision(
+        self, *, database: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> str | None:
         """The Alembic revision ("0002"), or None for a database never migrated."""
-        if self.query(pg.ALEMBIC_TABLE_SQL, database=database).strip() != "t":
+        if self.query(pg.ALEMBIC_TABLE_SQL, database=database, timeout_s=timeout_s).strip() != "t":
             return None
-        return self.query(pg.REVISION_SQL, database=database).strip() or None
+        return self.query(pg.REVISION_SQL, database=database, timeout_s=timeout_s).strip() or None
 
     def row_counts(
         self, *, database: str | None = None, snapshot: str | None = None

@@ -23,6 +23,9 @@ class ExitCode(IntEnum):
     ENVIRONMENT = 3
     #: Another deploy holds the environment's lock.
     LOCKED = 4
+    #: The command was cancelled (SIGINT or SIGTERM: Ctrl-C, a cancelled CI job) and ended on
+    #: its own, saying what it left (128 + SIGINT, as a shell reports it).
+    CANCELLED = 130
     #: A bug in deploytools itself (an exception that is not a DeployError).
     INTERNAL = 70
 
@@ -115,6 +118,13 @@ class LockHeld(DeployError):
     """Another deploy holds the environment's lock."""
 
     exit_code = ExitCode.LOCKED
+
+
+class DeployCancelled(DeployError):
+    """A deploy was cancelled (SIGINT or SIGTERM) and ended on its own: its message says what
+    serves now, its hint what to run next."""
+
+    exit_code = ExitCode.CANCELLED
 
 
 def exit_code_for(error: BaseException) -> ExitCode:

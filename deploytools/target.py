@@ -204,13 +204,19 @@ class Target:
         return service in self._defined
 
     def start(
-        self, services: Sequence[str], *, env: Mapping[str, str] | None = None, what: str
+        self,
+        services: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        what: str,
+        timeout_s: float = 300,
     ) -> None:
         """`compose up --no-deps` of `services`: started, or recreated when their
         configuration (the image variable in `env`, say) changed."""
         self.compose(
             lambda cli, project, files: compose_cmd.up(cli, project, files, services, no_deps=True),
             env=env,
+            timeout=timeout_s,
             what=what,
         )
 
@@ -257,15 +263,14 @@ class Target:
     def paused(self, service: str, *, what: str) -> Iterator[None]:
         """The service's running containers stopped for the block and the very same started
         again (not `compose up`, which would recreate them from the files' current
-        variables)."""
+        variables), also when the stop itself is interrupted (Ctrl-C, a cancelled job)."""
         running = self.running(service)
-        for container in running:
-            container.stop(timeout_s=STOP_TIMEOUT_S)
         try:
+            for container in running:
+                container.stop(timeout_s=STOP_TIMEOUT_S)
             yield
         finally:
-            for container in running:
-                container.start()
+            start_again(running, stop_timeout_s=STOP_TIMEOUT_S)
 
     def run_once(
         self,
@@ -294,6 +299,19 @@ class Target:
         """What runs in this environment, one entry per container, sorted by service."""
         states = [service_state(c) for c in self.containers()]
         return sorted(states, key=lambda s: (s.service, s.container))
+
+
+def start_again(containers: Sequence[Container], *, stop_timeout_s: int) -> None:
+    """Start the very same `containers` again after a stop. One still running may be in the
+    middle of an interrupted stop, which the engine carries on with and which would take it
+    down after a plain start (a no-op on a running container): it is stopped first (its
+    requests get `stop_timeout_s`), then started."""
+    for container in containers:
+        with contextlib.suppress(NotFound):
+            container.reload()
+            if container.status == "running":
+                container.stop(timeout_s=stop_timeout_s)
+            container.start()
 
 
 def run_checked(

@@ -439,7 +439,7 @@ def cli(ctx: click.Context, config_path: Path, as_json: bool, verbose: int) -> N
     Each command automates one step of the release runbook; run them from a terminal or from the
     GitHub Actions workflows. Exit codes: 0 success, 1 a check found the release bad, 2 usage or
     configuration error, 3 environment unreachable, failed or timed out, 4 another deploy holds
-    the lock, 70 a bug in deploytools.
+    the lock, 130 a deploy cancelled (it says what serves), 70 a bug in deploytools.
     """
     injected = ctx.obj if isinstance(ctx.obj, Injected) else Injected()
     ctx.obj = AppState(

@@ -70,9 +70,12 @@ def deploy(
     in production announces its maintenance window first. Deploying the image that already
     runs healthy does nothing. A failed migration starts the old release again (exit 3); a new
     release that does not become healthy is rolled back automatically (exit 1). Exit 4 when
-    another deploy holds the lock. Outside the environment's deploy windows ([windows.ENV]) it
-    refuses with the next allowed time (exit 2) unless --outside-window REASON. An environment
-    with requires_approval asks first on a terminal; --yes approves.
+    another deploy holds the lock. Cancelled (SIGINT, SIGTERM) while a recreate's app is
+    stopped, it puts a release back first (the old one's same containers, or the new one once
+    its migration committed) and exits 130 saying which. Outside the environment's deploy
+    windows ([windows.ENV]) it refuses with the next allowed time (exit 2) unless
+    --outside-window REASON. An environment with requires_approval asks first on a terminal;
+    --yes approves.
     """
     confirm = None
     if not yes and not state.json and sys.stdin.isatty():

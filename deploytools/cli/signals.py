@@ -5,7 +5,8 @@ SIGTERM ends the process at once, so an environment's deploy lock (store/locks.p
 `finally`) would stay behind with the runner's host and pid, and the next release would stop on
 LockHeld until someone ran `lock break`. The first of these signals raises KeyboardInterrupt
 wherever the command is; the ones after it are ignored, so the cleanup it set off (releasing
-the lock) is not cut short by the second.
+the lock; in a recreate deploy whose app is stopped, putting a release back first:
+steps/deploy_cancel.py) is not cut short by the second.
 """
 
 from __future__ import annotations

@@ -252,3 +252,19 @@ def parse_row_counts(output: str) -> dict[str, int]:
         table, _, count = line.partition("\t")
         counts[table] = int(count)
     return counts
+
+
+def _from_addresses(addresses: list[str]) -> str:
+    listed = ", ".join(f"{quote_literal(a)}::inet" for a in addresses)
+    return f"FROM pg_stat_activity WHERE client_addr IN ({listed}) AND pid <> pg_backend_pid()"
+
+
+def terminate_clients_sql(addresses: list[str]) -> str:
+    """End the sessions of the clients at `addresses` (a cancelled migration's container):
+    their open transactions roll back and their locks go."""
+    return f"SELECT count(pg_terminate_backend(pid)) {_from_addresses(addresses)}"
+
+
+def count_clients_sql(addresses: list[str]) -> str:
+    """How many sessions the clients at `addresses` still have."""
+    return f"SELECT count(*) {_from_addresses(addresses)}"

@@ -31,6 +31,8 @@ class Phases:
     def __init__(self, session: EnvSession, record: ReleaseRecord) -> None:
         self.session = session
         self.record = record
+        #: The phase entered last (it may have ended since): what a cancel interrupted.
+        self.current: str | None = None
 
     @contextlib.contextmanager
     def phase(self, name: str, *, save: bool = True) -> Iterator[None]:
@@ -40,6 +42,7 @@ class Phases:
         step saves its outcome right after, and a re-run of an interrupted deploy does not
         read the timings."""
         self.session.progress(f"{self.record.kind} {self.record.id}: {name}")
+        self.current = name
         started = time.monotonic()
         try:
             yield

@@ -26,10 +26,17 @@ from deploytools import proxy
 from deploytools.context import StepContext
 from deploytools.database import Database
 from deploytools.deploy_windows import check_window
-from deploytools.errors import ApprovalRequired, CheckFailed, DeployError, UsageError
+from deploytools.errors import (
+    ApprovalRequired,
+    CheckFailed,
+    DeployCancelled,
+    DeployError,
+    UsageError,
+)
 from deploytools.session import EnvSession, open_environment
 from deploytools.steps import backup as backup_step
 from deploytools.steps import (
+    deploy_cancel,
     deploy_rolling,
     deploy_strategy,
     deploy_swarm,
@@ -87,22 +94,25 @@ class RecreateStrategy:
         return None
 
     def replace(self, session: EnvSession, record: ReleaseRecord, phases: Phases) -> None:
-        with phases.phase("stop"):
-            stop_app(session)
-        with phases.phase("migrate"):
-            try:
-                result = migrate_step.run_in(
-                    session, image=record.image, no_backup_check=record.no_backup_check
-                )
-            except DeployError as error:
-                raise MigrationFailed(
-                    error.message, untouched=error.untouched, hint=error.hint, facts=error.facts
-                ) from error
-            record.revision_after = result.revision_after
-        with phases.phase("start"):
-            start_app(session, record.image)
-        with phases.phase("healthy"):
-            wait_app_healthy(session)
+        # A cancel from the stop to the new release's health leaves a release serving (the
+        # old one's same containers before the migration committed, else the new one).
+        with deploy_cancel.recovered(session, record, phases):
+            with phases.phase("stop"):
+                stop_app(session)
+            with phases.phase("migrate"):
+                try:
+                    result = migrate_step.run_in(
+                        session, image=record.image, no_backup_check=record.no_backup_check
+                    )
+                except DeployError as error:
+                    raise MigrationFailed(
+                        error.message, untouched=error.untouched, hint=error.hint, facts=error.facts
+                    ) from error
+                record.revision_after = result.revision_after
+            with phases.phase("start"):
+                start_app(session, record.image)
+            with phases.phase("healthy"):
+                wait_app_healthy(session)
 
 
 STRATEGIES: dict[str, Callable[[], Strategy]] = {
@@ -277,6 +287,9 @@ def _deploy(
     # Idempotence: the image already serves, healthy.
     if running is not None and running.image_id == info.id and running.healthy:
         unfinished = [r for r in records if r.outcome == "in-progress"]
+        if not unfinished and records and records[-1].outcome == "interrupted":
+            # The last deploy was cancelled while its new release was starting; it came up.
+            unfinished = records[-1:]
         if unfinished and unfinished[-1].image_id == info.id:
             # A deploy of this image was interrupted after its app came up: finish its record.
             record = unfinished[-1]
@@ -346,6 +359,8 @@ def _deploy(
     except MigrationFailed as error:
         _recover_after_failed_migration(session, record, error)
         raise
+    except DeployCancelled:
+        raise  # deploy_cancel saved the record: what the cancel left serving
     except OldReleaseServing as error:
         record.outcome, record.finished, record.error = "failed", utc_now(), error.message
         record.notes.append(error.untouched or "the old release kept serving")

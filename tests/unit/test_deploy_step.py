@@ -55,6 +55,9 @@ class _Target:
     def stop(self, services: object, *, what: str = "") -> None:
         self.events.append(what)
 
+    def running(self, service: str) -> list[object]:
+        return []
+
 
 def _recreate(
     monkeypatch: pytest.MonkeyPatch, migrate: Exception | None = None
