@@ -25,7 +25,14 @@ from typing import Any, Protocol
 
 from deploytools.context import StepContext
 from deploytools.deploy_windows import check_window
-from deploytools.errors import ApprovalRequired, CheckFailed, DeployError, LockHeld, UsageError
+from deploytools.errors import (
+    ApprovalRequired,
+    CheckFailed,
+    DeployCancelled,
+    DeployError,
+    LockHeld,
+    UsageError,
+)
 from deploytools.jsonable import jsonable
 from deploytools.pipeline import runbook
 from deploytools.pipeline.record import (
@@ -367,6 +374,11 @@ class _Walker:
             done.status, done.detail = PENDING, error.message
         if _declined(error):
             record.status = "declined"
+        if isinstance(error, DeployCancelled):
+            # Cancelled, not failed: the step put a whole release back and said which; a re-run
+            # continues at this step, as after any interruption.
+            done.detail = f"interrupted: {error.one_line()}"
+            record.status = "interrupted"
         if error.facts.get("rollback") or error.facts.get("rolled_back"):
             # The step rolled production back itself (deploy: an unhealthy release; monitor: a
             # breach): a re-run starts again at the gate, as after the pipeline's own rollback.

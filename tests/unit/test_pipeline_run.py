@@ -19,7 +19,7 @@ from deploytools.checks.results import Verdict
 from deploytools.cli.app import Injected
 from deploytools.config import load_config
 from deploytools.context import StepContext
-from deploytools.errors import CheckFailed, ExitCode, LockHeld, UsageError
+from deploytools.errors import CheckFailed, DeployCancelled, ExitCode, LockHeld, UsageError
 from deploytools.pipeline import walker
 from deploytools.pipeline.store import PipelineStore
 from deploytools.steps import app_service
@@ -485,3 +485,21 @@ def test_a_release_serving_on_swarm_is_found_through_the_platform(
 
     assert again.already_done and fakes.names() == []
     assert [(p.kind, p.name) for p in fakes.asked] == [("platform", "production")]
+
+
+def test_a_cancelled_deploy_leaves_the_pipeline_interrupted_and_a_rerun_continues_there(
+    fakes: Fakes,
+) -> None:
+    fakes.fail["deploy"] = DeployCancelled(
+        "deploy cancelled in its migrate phase", untouched="release 1.15.1 serves again"
+    )
+    result = run(fakes, approved_by="tester")
+    assert result.error is fakes.fail["deploy"]
+    assert result.record.status == "interrupted"
+    assert statuses(result)["deploy-staging"] == "failed"
+    assert "rollback" not in fakes.names()
+
+    fakes.calls.clear()
+    del fakes.fail["deploy"]
+    resumed = run(fakes, approved_by="tester")
+    assert resumed.ok and resumed.resumed_from == "deploy-staging"
