@@ -119,12 +119,16 @@ def image_of(spec: Mapping[str, Any]) -> str:
     return str(((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image", ""))
 
 
-def updated_spec(spec: Mapping[str, Any], image: str, policy: UpdatePolicy) -> dict[str, Any]:
-    """`spec` (a service's Spec) with `image` and `policy`'s UpdateConfig; the rollback of this
-    update uses the same order and parallelism (RollbackConfig)."""
+def updated_spec(
+    spec: Mapping[str, Any], image: str, policy: UpdatePolicy, *, replicas: int | None = None
+) -> dict[str, Any]:
+    """`spec` (a service's Spec) with `image` and `policy`'s UpdateConfig (and `replicas`, when
+    given); the rollback of this update uses the same order and parallelism (RollbackConfig)."""
     new = copy.deepcopy(dict(spec))
     template = new.setdefault("TaskTemplate", {})
     template.setdefault("ContainerSpec", {})["Image"] = image
+    if replicas is not None:
+        new.setdefault("Mode", {})["Replicated"] = {"Replicas": replicas}
     new["UpdateConfig"] = policy.update_config()
     rollback = policy.update_config()
     rollback["FailureAction"] = "pause"  # a rollback that fails stops; it never loops
@@ -200,14 +204,18 @@ class ServiceUpdate:
         #: The swarm's nodes as last read (`_read_nodes`): once per watch, then again only
         #: when a look needs them fresh (`_nodes_matter`).
         self._nodes: dict[str, NodeInfo] | None = None
+        #: The service's tasks (IDs) before `start` wrote the spec: any other task is new.
+        self._before: set[str] = set()
 
     # -- acting --------------------------------------------------------------------------
 
-    def start(self, image: str, policy: UpdatePolicy) -> None:
-        """Write the service's spec with `image` and `policy`: Swarm begins the update."""
+    def start(self, image: str, policy: UpdatePolicy, *, replicas: int | None = None) -> None:
+        """Write the service's spec with `image` and `policy` (and `replicas`: a service
+        scaled to 0 comes back with new tasks of `image`): Swarm begins the update."""
         found = self.api.inspect_service(self.service)
         version = int((found.get("Version") or {}).get("Index", 0))
-        spec = updated_spec(found.get("Spec") or {}, image, policy)
+        spec = updated_spec(found.get("Spec") or {}, image, policy, replicas=replicas)
+        self._before = {str(t.get("ID", "")) for t in self.api.tasks(str(found.get("ID", "")))}
         self.image = image
         self.api.post_spec(str(found.get("ID", self.service)), version, spec, rollback=False)
 
@@ -297,11 +305,17 @@ class ServiceUpdate:
         timeout_s: float,
         check: TaskCheck | None = None,
         on_progress: Callable[[UpdateProgress], None] | None = None,
+        end_on_failed_task: bool = False,
     ) -> UpdateProgress:
         """Wait until `replicas` tasks of the new image run and Swarm says the update
         completed. Each new task is given to `check` once, when it first runs. Raises
         UpdateFailed when Swarm paused the update (a task failed), or rolled it back, or
-        `timeout_s` passed; the update is left as it is (the caller rolls back)."""
+        `timeout_s` passed; the update is left as it is (the caller rolls back).
+
+        :param end_on_failed_task: a new task of the image that failed (or was rejected)
+            ends the watch at once. For tasks started on a service scaled to 0: Swarm runs
+            no update there (nothing to replace), so it never pauses, and would only restart
+            the failed task again until the deadline."""
         deadline = self.clock() + timeout_s
         self.forget_nodes()
         checked: set[str] = set()
@@ -318,6 +332,14 @@ class ServiceUpdate:
                         check(task)
             if progress.state in (PAUSED, ROLLBACK_STARTED, ROLLBACK_PAUSED, ROLLBACK_COMPLETED):
                 raise UpdateFailed(self._why(progress), progress)
+            failed = [
+                t for t in progress.failed if t.image == self.image and t.id not in self._before
+            ]
+            if end_on_failed_task and failed:
+                errors = "; ".join(sorted({t.error or t.state for t in failed}))
+                raise UpdateFailed(
+                    f"a new task of {self.service} ({self.image}) failed: {errors}", progress
+                )
             if progress.stranded:
                 lost = ", ".join(sorted({t.node or t.node_id for t in progress.stranded}))
                 raise UpdateFailed(

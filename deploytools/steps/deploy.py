@@ -40,6 +40,7 @@ from deploytools.steps import (
     deploy_rolling,
     deploy_strategy,
     deploy_swarm,
+    deploy_swarm_recreate,
     maintenance,
     watch_keep,
 )
@@ -175,16 +176,13 @@ def run(
             facts={"environment": environment},
         )
     if ctx.config.environment(environment).is_swarm:
-        # Swarm rolls the tasks; deploytools watches, checks and rolls back (deploy_swarm.py).
-        if strategy not in (deploy_strategy.AUTO, deploy_strategy.ROLLING):
-            raise UsageError(
-                f"--strategy {strategy} is not available on the Swarm environment "
-                f"{environment}: it is deployed by a rolling update",
-                untouched="nothing was done",
-                hint="leave --strategy out (auto) or say rolling",
-            )
+        # Swarm rolls the tasks (an expand-only release) or deploytools stops, migrates and
+        # starts them (recreate); deploytools watches, checks and rolls back (deploy_swarm.py).
         asked = guarded and approved_by is None and confirm is not None
-        question = f"Deploy {image} to {environment} (Swarm rolling update)"
+        question = (
+            f"Deploy {image} to {environment} (Swarm; strategy {strategy}: a release not "
+            "expand-only stops the app from before its migration until it is healthy)"
+        )
         if asked and confirm is not None:
             if not confirm(question):
                 raise ApprovalRequired(
@@ -197,6 +195,8 @@ def run(
             ctx,
             environment=environment,
             image=image,
+            recreate=deploy_swarm_recreate.deploy,
+            strategy=strategy,
             lock_wait_s=lock_wait_s,
             no_backup_check=no_backup_check,
             approved_by=approved_by if guarded else None,

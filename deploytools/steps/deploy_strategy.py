@@ -83,6 +83,29 @@ def choose(
     return StrategyChoice(AUTO, ROLLING, "expand-only, the proxy switches the traffic")
 
 
+def choose_on_swarm(asked: str, info: ImageInfo, *, serving: bool) -> StrategyChoice:
+    """The strategy for deploying `info` to a Swarm environment (deploy_swarm.py,
+    deploy_swarm_recreate.py): as `choose`, where Swarm's rolling update stands for the
+    proxy's switch (deploytools' proxy on the manager always fronts it).
+
+    :param serving: whether the stack's app service exists. Where it does not (a first
+        deploy) there is nothing to stop: the stack is deployed with the release, the rolling
+        path's first deploy, whatever was asked.
+
+    An explicit `rolling` is taken as asked: the rolling path then refuses a release not
+    declared expand-only (the old tasks would serve from the migrated schema) rather than
+    turning it into an outage nobody asked for.
+    """
+    if not serving:
+        return StrategyChoice(asked, ROLLING, NOTHING_SERVING)
+    if asked != AUTO:
+        return StrategyChoice(asked, asked, f"asked for (--strategy {asked})")
+    why_not = image_reason(info)
+    if why_not is not None:
+        return StrategyChoice(AUTO, RECREATE, why_not)
+    return StrategyChoice(AUTO, ROLLING, "expand-only, Swarm's update behind the proxy")
+
+
 #: Why auto recreates where no app runs: what happens, not a rolling "switch" from nothing.
 NOTHING_SERVING = (
     "nothing serves there yet: the release is migrated and started, with nothing to stop "

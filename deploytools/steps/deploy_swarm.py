@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Protocol
 
 from deploytools import proxy, proxy_settings, proxy_swarm
 from deploytools.context import StepContext
@@ -44,7 +45,7 @@ from deploytools.errors import CheckFailed, DeadlineExceeded, DeployError, Usage
 from deploytools.platforms.swarm import SwarmPlatform
 from deploytools.proxy_settings import ProxySettings
 from deploytools.session import EnvSession, open_environment
-from deploytools.steps import app_service
+from deploytools.steps import app_service, deploy_strategy
 from deploytools.steps import backup as backup_step
 from deploytools.steps import migrate as migrate_step
 from deploytools.store.records import ReleaseRecord, utc_now, who
@@ -63,6 +64,22 @@ class SwarmDeployResult:
     changed: bool
     message: str
     record: ReleaseRecord | None
+
+
+class Recreate(Protocol):
+    """The Swarm recreate strategy's step (deploy_swarm_recreate.deploy)."""
+
+    def __call__(
+        self,
+        session: EnvSession,
+        platform: SwarmPlatform,
+        info: migrate_step.ImageInfo,
+        *,
+        choice: deploy_strategy.StrategyChoice,
+        no_backup_check: bool,
+        approved_by: str | None = None,
+        window_note: str | None = None,
+    ) -> SwarmDeployResult: ...
 
 
 def swarm_platform(session: EnvSession) -> SwarmPlatform:
@@ -106,9 +123,10 @@ def refuse_unless_expand_only(
     platform: SwarmPlatform, info: migrate_step.ImageInfo, *, serving: bool
 ) -> None:
     """During Swarm's rolling update the old release's tasks serve from the migrated schema,
-    which only an expand-only migration leaves readable to them. deploytools has no stop-first
-    deploy on Swarm, so a release not declared expand-only is refused while a release serves
-    (a first deploy has no old tasks)."""
+    which only an expand-only migration leaves readable to them: a release not declared
+    expand-only is refused while a release serves (a first deploy has no old tasks). `auto`
+    never gets here with one (it recreates, deploy_swarm_recreate.py); an explicit
+    `--strategy rolling` does, and is refused rather than turned into an outage."""
     if not serving or info.expand_only is True:
         return
     declared = "declared NOT expand-only" if info.expand_only is False else "not labelled"
@@ -117,8 +135,8 @@ def refuse_unless_expand_only(
         f"migrations are {declared} (label {migrate_step.EXPAND_ONLY_LABEL}), and during the "
         "rolling update the running release would serve from the migrated schema",
         untouched=f"nothing was done: {platform.name} runs what it ran",
-        hint="split the change into expand-only releases (docs/migrations.md); "
-        "`deploytools image build` writes the lint's verdict onto the image",
+        hint="deploy it with --strategy recreate (or auto): the app stops for the migration; "
+        "or split the change into expand-only releases (docs/migrations.md)",
     )
 
 
@@ -127,6 +145,8 @@ def run(
     *,
     environment: str,
     image: str,
+    recreate: Recreate,
+    strategy: str = deploy_strategy.AUTO,
     lock_wait_s: float = 0.0,
     no_backup_check: bool = False,
     approved_by: str | None = None,
@@ -135,6 +155,10 @@ def run(
     """Deploy `image` to the Swarm environment `environment` (see the module's docstring).
 
     :param image: the release image, on every node's engine already.
+    :param recreate: the recreate path (deploy_swarm_recreate.deploy, which builds on this
+        module), run under the lock when the strategy chosen is recreate.
+    :param strategy: "auto" (rolling for an expand-only release, else recreate), "rolling"
+        or "recreate" (deploy_strategy.choose_on_swarm).
     :param lock_wait_s: how long to wait for another deploy's lock.
     :param no_backup_check: go on without a verified backup (recorded).
     :param approved_by: who approved it (an environment with `requires_approval`), recorded.
@@ -143,9 +167,24 @@ def run(
     with open_environment(ctx, environment, with_database=True) as session:
         platform = swarm_platform(session)
         info = migrate_step.release_image_info(platform, image, progress=ctx.progress)
+        app = platform.service_name(platform.config.project.app_service)
+        choice = deploy_strategy.choose_on_swarm(
+            strategy, info, serving=platform.swarm.service(app) is not None
+        )
+        session.progress(f"deploy: strategy {choice.summary}")
         ttl = ctx.config.deploy.lock_ttl_s
         with session.history.locked("deploy", ttl_s=ttl, wait_s=lock_wait_s) as lock:
             session.lock = lock
+            if choice.strategy == deploy_strategy.RECREATE:
+                return recreate(
+                    session,
+                    platform,
+                    info,
+                    choice=choice,
+                    no_backup_check=no_backup_check,
+                    approved_by=approved_by,
+                    window_note=window_note,
+                )
             return _deploy(
                 session,
                 platform,
@@ -170,7 +209,7 @@ def _deploy(
     app = platform.config.project.app_service
     service = platform.swarm.service(platform.service_name(app))
     current = history.current_release()
-    if service is not None and service.image == info.ref and _all_run(platform, info.ref):
+    if service is not None and service.image == info.ref and all_run(platform, info.ref):
         return SwarmDeployResult(
             env, False, f"{info.ref} already runs in {env}; nothing to do", current
         )
@@ -238,7 +277,7 @@ def _deploy(
         error.facts["release"] = record.id
         raise
     except DeployError as error:
-        changed = _node_notes(platform, nodes_before)
+        changed = node_notes(platform, nodes_before)
         record.notes.extend(changed)
         unnamed = [n for n in changed if n.split()[1] not in error.message]
         if unnamed:
@@ -250,7 +289,7 @@ def _deploy(
         record.error = f"{type(error).__name__}: {error}"
         history.save_release(record)
         raise
-    record.notes.extend(_node_notes(platform, nodes_before))
+    record.notes.extend(node_notes(platform, nodes_before))
     record.outcome, record.finished = "succeeded", utc_now()
     history.save_release(record)
     return SwarmDeployResult(
@@ -277,7 +316,7 @@ def node_changes(before: list[NodeInfo], after: list[NodeInfo]) -> list[str]:
     return said
 
 
-def _node_notes(platform: SwarmPlatform, before: list[NodeInfo]) -> list[str]:
+def node_notes(platform: SwarmPlatform, before: list[NodeInfo]) -> list[str]:
     """`node_changes` since `before`; none when the manager cannot say (the release's own
     outcome matters more than this note)."""
     try:
@@ -286,7 +325,7 @@ def _node_notes(platform: SwarmPlatform, before: list[NodeInfo]) -> list[str]:
         return []
 
 
-def _all_run(platform: SwarmPlatform, image: str) -> bool:
+def all_run(platform: SwarmPlatform, image: str) -> bool:
     tasks = platform.tasks(platform.config.project.app_service, desired_state="running")
     return bool(tasks) and all(t.running and t.image == image for t in tasks)
 
@@ -372,7 +411,7 @@ def _fail(
         )
     except (UpdateFailed, DeployError) as again:
         serving = f"Swarm's rollback of the update did NOT finish: {again}"
-    restored = _restore_if_needed(session, record)
+    restored = restore_if_needed(session, record)
     record.outcome = "rolled-back" if "NOT" not in serving else "failed"
     record.notes.append(serving + (f"; database restored from {restored}" if restored else ""))
     session.history.save_release(record)
@@ -381,7 +420,7 @@ def _fail(
     error.facts["release"] = record.id
 
 
-def _restore_if_needed(session: EnvSession, record: ReleaseRecord) -> str | None:
+def restore_if_needed(session: EnvSession, record: ReleaseRecord) -> str | None:
     """rollback.py's rule: the migration changed the revision and the release did not declare
     it expand-only -> the pre-deploy backup is restored. Which backup, when one was."""
     changed = record.revision_after != record.revision_before

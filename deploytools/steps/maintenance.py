@@ -29,6 +29,8 @@ from deploytools.context import StepContext
 from deploytools.steps import notify as notify_step
 from deploytools.store.records import ReleaseRecord
 
+#: The strategies a release record names that make a maintenance window (one engine, Swarm).
+RECREATES = ("recreate", "swarm-recreate")
 #: The phases of a recreate during which nothing serves.
 OUTAGE_PHASES = ("stop", "migrate", "start", "healthy")
 #: The window announced when this environment has no measured recreate yet.
@@ -62,7 +64,7 @@ def outage_s(record: ReleaseRecord) -> float | None:
 def expected_downtime(records: Sequence[ReleaseRecord]) -> ExpectedDowntime:
     """The newest succeeded recreate's outage among `records` (oldest first), else the default."""
     for record in reversed(records):
-        if record.kind == "deploy" and record.strategy == "recreate" and record.serving:
+        if record.kind == "deploy" and record.strategy in RECREATES and record.serving:
             measured = outage_s(record)
             if measured is not None:
                 return ExpectedDowntime(

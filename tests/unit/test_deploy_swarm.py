@@ -114,7 +114,7 @@ def test_a_failed_update_restores_the_data_only_when_the_migration_was_not_expan
     )
     session: Any = SimpleNamespace(progress=lambda message: None)
     failed = record(**changes)
-    assert deploy_swarm._restore_if_needed(session, failed) == restored
+    assert deploy_swarm.restore_if_needed(session, failed) == restored
     assert calls == ([restored] if restored else [])
     assert failed.restored_backup == restored
 
