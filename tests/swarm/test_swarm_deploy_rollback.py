@@ -4,7 +4,12 @@ deploytools' proxy on the manager, under an open load from this machine:
 - a rolling update of 3 replicas loses no request, and every task then runs the release;
 - a release whose tasks never become healthy is stopped: Swarm's rollback of the update puts
   the old release back, it serves throughout, and the record says so;
-- `rollback` goes back to the earlier release, losing no request.
+- `rollback` goes back to the earlier release, losing no request;
+- a release whose migration contracts the schema (a column dropped, labelled not
+  expand-only) is deployed with auto -> recreate: the app scaled to 0, the migration, the new
+  image at 3 replicas; one whose tasks then never become healthy is undone: the data restored
+  from the pre-deploy backup, the old image back at 3 replicas. `--strategy rolling` of such a
+  release is still refused.
 
 One stack (dtswd1, the proxy on port 18210) for the module; the tests run in order (each
 starts from what the one before left).
@@ -27,11 +32,13 @@ import pytest
 from deploytools import proxy_settings, proxy_swarm
 from deploytools.config import load_config
 from deploytools.context import StepContext
-from deploytools.errors import DeployError
+from deploytools.errors import DeployError, UsageError
 from deploytools.platforms.swarm import SwarmPlatform
+from deploytools.session import open_environment
 from deploytools.steps import deploy as deploy_step
 from deploytools.steps import deploy_swarm
 from deploytools.steps import rollback as rollback_step
+from deploytools.store.records import ReleaseRecord
 from tests.helpers.load import LoadProcess, failures
 from tests.helpers.shared_stack import build_variant
 from tests.helpers.stacks import PROXY_IMAGE, ReleaseImages
@@ -43,6 +50,33 @@ ENV = "prod"
 RATE = 50.0
 V2_TAG = "rbac-api-test:dtswd-1.15.2-expand-only"
 BROKEN_TAG = "rbac-api-test:dtswd-unhealthy"
+CONTRACT_TAG = "rbac-api-test:dtswd-contract"
+CONTRACT_BROKEN_TAG = "rbac-api-test:dtswd-contract-unhealthy"
+#: A table of the test's own (the app never reads it), made before the recreate tests (its
+#: name is written out in their SQL).
+LEGACY = "dtswd_legacy"
+#: Migration 0003 of the contracting release: a column dropped, data the old release reads.
+CONTRACT_MIGRATION = f'''"""Drop {LEGACY}.note (contracts the schema).
+
+Revision ID: 0003
+Revises: 0002
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.drop_column("{LEGACY}", "note")
+
+
+def downgrade() -> None:
+    op.add_column("{LEGACY}", sa.Column("note", sa.Text, nullable=True))
+'''
 
 #: The app and its database, no proxy service: deploytools' proxy fronts the app on Swarm.
 COMPOSE = """\
@@ -97,6 +131,8 @@ class Env:
     v1: str
     v2: str
     broken: str
+    contract: str
+    contract_broken: str
 
     def ctx(self) -> StepContext:
         return StepContext(config=load_config(self.config))
@@ -109,6 +145,32 @@ class Env:
     def images(self) -> list[str]:
         tasks = self.platform().tasks("app", desired_state="running")
         return sorted(t.image for t in tasks if t.running)
+
+    def sql(self, query: str) -> str:
+        """`query` in the database task (psql, unaligned), its output."""
+        done = self.platform().exec_in_service(
+            "db", ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-U", "rbac", "-d", "rbac", "-tAc", query]
+        )
+        assert done.exit_code == 0, done.error_line()
+        return done.text().strip()
+
+    def state(self) -> dict[str, str]:
+        """What the recreate tests compare: the revision, the legacy table's columns, rows."""
+        return {
+            "revision": self.sql("SELECT version_num FROM alembic_version"),
+            "columns": self.sql(
+                "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM "
+                "information_schema.columns WHERE table_name = 'dtswd_legacy'"
+            ),
+            "rows": self.sql(
+                "SELECT (SELECT count(*) FROM dtswd_legacy) || '/' || (SELECT count(*) FROM users)"
+                " || '/' || (SELECT count(*) FROM roles)"
+            ),
+        }
+
+    def releases(self) -> list[ReleaseRecord]:
+        with open_environment(self.ctx(), ENV) as session:
+            return session.history.releases()
 
     def load(self) -> LoadProcess:
         return LoadProcess(PORT, rate_per_s=RATE, hosts=(self.cluster.manager.address,))
@@ -233,10 +295,24 @@ def env(
     )
     # Listens on another port than the one its healthcheck and the proxy ask: never healthy.
     broken = build_variant(docker_client, v2, BROKEN_TAG, dockerfile="ENV PORT=8081\n", files={})
-    swarm_cluster.load_images(postgres_image, PROXY_IMAGE, v1, v2, broken)
+    # Not expand-only: its migration 0003 drops a column (the label says so, as the lint would).
+    contract = build_variant(
+        docker_client,
+        v2,
+        CONTRACT_TAG,
+        dockerfile='LABEL deploytools.migrations.expand-only="false"\n'
+        "COPY 0003_contract.py /app/migrations/versions/0003_contract.py\n",
+        files={"0003_contract.py": CONTRACT_MIGRATION},
+    )
+    contract_broken = build_variant(
+        docker_client, contract, CONTRACT_BROKEN_TAG, dockerfile="ENV PORT=8081\n", files={}
+    )
+    swarm_cluster.load_images(
+        postgres_image, PROXY_IMAGE, v1, v2, broken, contract, contract_broken
+    )
     config = tmp_path_factory.mktemp("dtswd") / "deploy.toml"
     write_config(config, swarm_cluster, postgres_image)
-    made = Env(swarm_cluster, config, v1, v2, broken)
+    made = Env(swarm_cluster, config, v1, v2, broken, contract, contract_broken)
     remove_stack(made)
     try:
         # The database first (SwarmPlatform.running asks for the tasks of a service that
@@ -266,7 +342,7 @@ def env(
         yield made
     finally:
         remove_stack(made)
-        for tag in (V2_TAG, BROKEN_TAG):
+        for tag in (V2_TAG, BROKEN_TAG, CONTRACT_TAG, CONTRACT_BROKEN_TAG):
             docker_client.api.remove_image(tag, force=True)
 
 
@@ -306,3 +382,43 @@ def test_a_rollback_goes_back_to_the_earlier_release_losing_no_request(env: Env)
     assert back.image == env.v1
     assert env.images() == [env.v1] * 3
     assert failures(samples) == []
+
+
+def test_a_contracting_release_is_refused_a_rolling_update_and_undone_when_unhealthy(
+    env: Env,
+) -> None:
+    env.sql("CREATE TABLE dtswd_legacy (id serial PRIMARY KEY, note text)")
+    env.sql("INSERT INTO dtswd_legacy (note) SELECT 'n' || g FROM generate_series(1, 25) g")
+    before = env.state()
+    assert before["revision"] == "0002" and before["columns"] == "id,note"
+    # Asked for a rolling update, it is refused: the old tasks would read the dropped column.
+    with pytest.raises(UsageError, match="NOT expand-only"):
+        deploy_step.run(env.ctx(), environment=ENV, image=env.contract, strategy="rolling")
+    assert env.images() == [env.v1] * 3
+    # auto -> recreate: stopped, migrated (0003 drops the column), the new tasks never
+    # healthy: stopped, the data restored, the old image back at its 3 replicas.
+    with pytest.raises(DeployError) as raised:
+        deploy_step.run(env.ctx(), environment=ENV, image=env.contract_broken)
+    left = raised.value.untouched or ""
+    assert f"{env.v1} serves again at 3 replicas" in left
+    assert "database restored from" in left
+    assert env.contract_broken in raised.value.message
+    assert env.images() == [env.v1] * 3
+    assert env.state() == before
+    history = [r for r in env.releases() if r.image == env.contract_broken]
+    assert history and history[-1].outcome == "rolled-back"
+    assert history[-1].strategy == "swarm-recreate" and history[-1].restored_backup
+
+
+def test_auto_recreates_a_contracting_release_and_keeps_the_rows(env: Env) -> None:
+    before = env.state()
+    done = deploy_step.run(env.ctx(), environment=ENV, image=env.contract)
+    assert done.record is not None and done.record.outcome == "succeeded"
+    assert done.record.strategy == "swarm-recreate"
+    assert done.record.strategy_asked == "auto"
+    assert "not expand-only" in (done.record.strategy_reason or "")
+    assert set(done.record.timings) >= {"backup", "stop", "migrate", "start", "healthy"}
+    assert done.record.backup_id
+    assert env.images() == [env.contract] * 3
+    after = env.state()
+    assert after == {**before, "revision": "0003", "columns": "id"}
