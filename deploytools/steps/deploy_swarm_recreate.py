@@ -126,7 +126,9 @@ def deploy(
                 )
             except DeployError as error:
                 record.failure_output = migrate_step.output_tail(error.facts, platform.config)
-                raise
+                raise app_service.MigrationFailed(
+                    error.message, untouched=error.untouched, hint=error.hint, facts=error.facts
+                ) from error
             migrated = True
             record.revision_after = result.revision_after
         with phases.phase("start"):
@@ -221,7 +223,8 @@ def _recover(
         old = record.previous_image or ""
         watch(session, platform, start(platform, old, replicas), resolved, replicas)
         left.insert(0, f"{old} serves again at {replicas} replicas")
-        record.outcome = "rolled-back"
+        # A release that never migrated was not deployed (as a failed migration on one engine).
+        record.outcome = "rolled-back" if migrated else "failed"
     except DeployError as again:
         left.insert(0, f"the old release did NOT come back: {again.message}")
         record.outcome = "failed"

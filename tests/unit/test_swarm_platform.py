@@ -526,24 +526,31 @@ def test_a_service_not_created_yet_has_no_tasks_and_the_engine_is_not_asked() ->
     assert asked == []
 
 
-def test_deploy_to_swarm_refuses_a_strategy_it_cannot_honour(
+def test_deploy_to_swarm_takes_recreate_and_refuses_an_unknown_strategy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--strategy recreate on a Swarm environment is an error, not silently a rolling update."""
+    """--strategy recreate on a Swarm environment goes to the Swarm deploy as asked (its
+    recreate path, deploy_swarm_recreate); a strategy that does not exist is an error."""
     from deploytools.steps import deploy as deploy_step
     from deploytools.steps import deploy_swarm
 
     ctx = StepContext(config=parse_config(CONFIG, tmp_path / "deploy.toml"))
     called: list[str] = []
-    monkeypatch.setattr(deploy_swarm, "run", lambda *a, **k: called.append("run"))
+    done = SimpleNamespace(environment="prod", changed=True, message="m", record=None)
+
+    def run(*a: Any, **k: Any) -> Any:
+        called.append(k["strategy"])
+        return done
+
+    monkeypatch.setattr(deploy_swarm, "run", run)
+    deploy_step.run(ctx, environment="prod", image="svc:2", strategy="recreate", approved_by="x")
+    assert called == ["recreate"]
     with pytest.raises(UsageError) as caught:
         deploy_step.run(
-            ctx, environment="prod", image="svc:2", strategy="recreate", approved_by="x"
+            ctx, environment="prod", image="svc:2", strategy="blue-green", approved_by="x"
         )
-    assert "--strategy recreate is not available on the Swarm environment prod" in (
-        caught.value.message
-    )
-    assert called == []
+    assert 'unknown deploy strategy "blue-green"' in caught.value.message
+    assert called == ["recreate"]
 
 
 @pytest.mark.parametrize("label", [None, False])

@@ -340,3 +340,38 @@ def test_a_task_on_a_node_not_read_yet_reads_the_nodes_again() -> None:
     assert api.node_reads == [0, 1]
     found.progress()  # the same look again: nothing new to read
     assert api.node_reads == [0, 1]
+
+
+def test_a_service_scaled_to_0_comes_back_with_the_image_at_its_replicas() -> None:
+    after = updated_spec(spec(), V2, UpdatePolicy(), replicas=3)
+    assert after["Mode"] == {"Replicated": {"Replicas": 3}}
+    scaled: dict[str, Any] = {**spec(), "Mode": {"Replicated": {"Replicas": 0}}}
+    api = FakeApi([("", [task("o1", V1, "shutdown", desired="shutdown")])], image=V1)
+    service = ServiceUpdate(api, SERVICE)
+    service.start(V2, UpdatePolicy(), replicas=2)
+    assert api.posted[0][2]["Mode"] == {"Replicated": {"Replicas": 2}}
+    assert updated_spec(scaled, V2, UpdatePolicy())["Mode"] == scaled["Mode"]
+
+
+def test_a_new_task_that_fails_ends_a_watch_that_asks_so_and_old_failures_do_not() -> None:
+    # Tasks started on a service at 0: Swarm runs no update (state ""), it restarts a failed
+    # task again and again; the watch that asks ends at the first new one.
+    old_failure = task("f1", V2, "failed", desired="shutdown", err="an earlier deploy's")
+    api = FakeApi([("", [old_failure])], image=V1)
+    clock = Clock()
+    service = ServiceUpdate(api, SERVICE, clock=clock, sleep=clock.sleep)
+    service.start(V2, UpdatePolicy(), replicas=3)
+    new_failure = task("n2", V2, "failed", desired="shutdown", err="unhealthy container")
+    api.looks = [
+        ("", [old_failure, task("n1", V2, "starting")]),
+        ("", [old_failure, new_failure, task("n3", V2, "starting")]),
+    ]
+    api._i = -1
+    with pytest.raises(UpdateFailed, match=r"a new task of dtswd_app .* failed: unhealthy"):
+        service.watch(replicas=3, timeout_s=60, end_on_failed_task=True)
+    assert clock.now < 60
+    # Without it the same looks go on to the deadline.
+    api._i = -1
+    with pytest.raises(UpdateFailed) as raised:
+        service.watch(replicas=3, timeout_s=5)
+    assert raised.value.timed_out
