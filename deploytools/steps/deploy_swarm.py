@@ -236,6 +236,7 @@ def _deploy(
     history.save_release(record)
     phases = app_service.Phases(session, record)
     nodes_before = platform.nodes()
+    update_started = False
     try:
         with phases.phase("backup"):
             record.backup_id = backup_step.ensure_pre_deploy(session, current, no_backup_check)
@@ -260,6 +261,7 @@ def _deploy(
                 proxy_spec(platform, resolved),
                 timeout_s=platform.config.deploy.health_timeout_s,
             )
+        update_started = True
         with phases.phase("update"):
             _update(session, platform, gateway, resolved, info.ref, first=service is None)
     except app_service.MigrationFailed as error:
@@ -282,7 +284,10 @@ def _deploy(
         unnamed = [n for n in changed if n.split()[1] not in error.message]
         if unnamed:
             error.message = f"{error.message}; meanwhile {'; '.join(unnamed)}"
-        _fail(session, platform, record, error)
+        if update_started:
+            _fail(session, platform, record, error)
+        else:
+            failed_before_update(session, record, error)
         raise
     except BaseException as error:
         record.outcome, record.finished = "interrupted", utc_now()
@@ -380,6 +385,26 @@ def smoke(gateway: Container, task: TaskState, resolved: ProxySettings) -> None:
             f"{answer.body[-200:]!r} ({'; '.join(problems)}; want {health.describe()})",
             hint=f"read its logs: docker service logs {task.service}",
         )
+
+
+def failed_before_update(session: EnvSession, record: ReleaseRecord, error: DeployError) -> None:
+    """The deploy failed before the update began (the backup, the stack, the proxy): no task
+    was touched, so Swarm is not asked to roll back (its rollback would take the service to its
+    previous spec, an older release than the one serving). A migration that ran stays: only an
+    expand-only release rolls out while one serves, and the serving one runs on its schema."""
+    record.outcome, record.finished, record.error = "failed", utc_now(), error.message
+    serving = (
+        f"the update never started: {record.previous_image} still serves"
+        if record.previous_image
+        else "no app ran before this deploy"
+    )
+    if record.revision_after and record.revision_after != record.revision_before:
+        serving += f" (the schema stays at revision {record.revision_after})"
+    record.notes.append(serving)
+    session.history.save_release(record)
+    error.message = f"deploy of {record.image} to {record.environment} failed: {error.message}"
+    error.untouched = f"{error.untouched}; {serving}" if error.untouched else serving
+    error.facts["release"] = record.id
 
 
 def _fail(

@@ -131,3 +131,28 @@ def test_the_nodes_that_went_down_were_drained_or_left_are_named() -> None:
         "node dtsw-node-4 left the swarm during the release",
     ]
     assert deploy_swarm.node_changes(after, after) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({}, "the update never started: app:1 still serves"),
+        (
+            {"revision_after": "0002"},
+            "the update never started: app:1 still serves (the schema stays at revision 0002)",
+        ),
+        ({"previous_image": None}, "no app ran before this deploy"),
+    ],
+)
+def test_a_deploy_failing_before_its_update_asks_swarm_for_no_rollback(
+    changes: dict[str, Any], says: str
+) -> None:
+    saved: list[ReleaseRecord] = []
+    session: Any = SimpleNamespace(history=SimpleNamespace(save_release=saved.append))
+    failed = record(**{"revision_after": "0001", "previous_image": "app:1", **changes})
+    error = CheckFailed("the backup did not verify", untouched="no backup was kept")
+    deploy_swarm.failed_before_update(session, failed, error)
+    assert failed.outcome == "failed" and saved == [failed]
+    assert failed.notes == [says]
+    assert error.untouched == f"no backup was kept; {says}"
+    assert error.message.startswith(f"deploy of {failed.image} to {failed.environment} failed: ")
